@@ -1,0 +1,1 @@
+//! The backup and restore engines a host runs against the cluster.

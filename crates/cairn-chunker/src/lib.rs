@@ -1,0 +1,1 @@
+//! Content-defined chunking, hashing and compression of file content.

@@ -1,0 +1,1 @@
+//! Reading and recreating file-system objects with full metadata, safely.

@@ -1,0 +1,1 @@
+//! The raft-replicated catalog: openraft over sled.

@@ -1,0 +1,1 @@
+//! The storage node: gRPC services over the chunk store and the raft catalog.

@@ -1,0 +1,1 @@
+//! gRPC wire types (tonic/prost) and their conversions to domain types.

@@ -1,0 +1,1 @@
+//! The node-local chunk store: append-only pack segments plus a sled index.
