@@ -10,6 +10,7 @@ pub mod error;
 pub mod id;
 pub mod manifest;
 pub mod path;
+pub mod placement;
 
 pub use backup::{BackupRecord, BackupState, BackupType, Compression};
 pub use error::ErrorCode;

@@ -234,7 +234,7 @@ impl ManifestWriter {
             }
         }
         self.last_path = Some(entry.path.clone());
-        let rec = bincode::serialize(entry).expect("serializing to memory cannot fail");
+        let rec = encode_entry(entry);
         self.buf.extend_from_slice(&(rec.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&rec);
         self.root.entries += 1;
@@ -283,6 +283,11 @@ impl ManifestWriter {
     pub fn root(&self) -> &ManifestRoot {
         &self.root
     }
+}
+
+/// Serializes one entry as a manifest record body (without its length prefix).
+pub fn encode_entry(e: &Entry) -> Vec<u8> {
+    bincode::serialize(e).expect("serializing to memory cannot fail")
 }
 
 /// Decodes one manifest chunk into its entries, validating each.

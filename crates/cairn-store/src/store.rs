@@ -1,0 +1,475 @@
+//! [`ChunkStore`]: opening, reading, removing, statistics. Appends live in `write.rs`,
+//! recovery in `recovery.rs`, compaction in `compact.rs`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use cairn_chunker::{decode, EncodedChunk};
+use cairn_core::ChunkId;
+use tracing::{error, info, warn};
+
+use crate::error::StoreError;
+use crate::format::{Loc, SegMeta, FILE_HEADER_LEN};
+use crate::index::{Index, IndexUpdate};
+use crate::pack::{sync_dir, Segment};
+use crate::recovery;
+use crate::write::{Ticket, Writer, AUTO_RESERVE};
+
+/// Where a store lives and how it cuts its pack files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The store's directory; it holds `packs/` and `index/`.
+    pub dir: PathBuf,
+    /// A segment that would grow past this size is closed and a new one started (a single
+    /// record larger than this gets a segment of its own).
+    pub segment_max_bytes: u64,
+}
+
+impl StoreConfig {
+    /// The default segment size: large enough that a node holds few files, small enough that
+    /// compacting one is quick.
+    pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 128 * 1024 * 1024;
+    /// The smallest accepted segment size.
+    pub const MIN_SEGMENT_MAX_BYTES: u64 = 4096;
+
+    /// Returns the default configuration for a store in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            dir: dir.into(),
+            segment_max_bytes: StoreConfig::DEFAULT_SEGMENT_MAX_BYTES,
+        }
+    }
+
+    /// Checks the configuration, naming the field and the fix.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if self.dir.as_os_str().is_empty() {
+            return Err(StoreError::Config(
+                "dir is empty: set it to the directory that holds the chunk store".into(),
+            ));
+        }
+        if self.segment_max_bytes < StoreConfig::MIN_SEGMENT_MAX_BYTES {
+            return Err(StoreError::Config(format!(
+                "segment_max_bytes is {}: use at least {} (default {})",
+                self.segment_max_bytes,
+                StoreConfig::MIN_SEGMENT_MAX_BYTES,
+                StoreConfig::DEFAULT_SEGMENT_MAX_BYTES
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What recovery found and repaired when the store was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes cut from the ends of pack files (torn tails and torn new files).
+    pub truncated_bytes: u64,
+    /// Pack files that had a torn tail (or a torn header, and were removed).
+    pub torn_segments: u32,
+    /// Chunks found in pack files past the index's watermarks and added to the index.
+    pub reindexed_chunks: u64,
+    /// The index was missing or incomplete and was rebuilt from the pack files.
+    pub index_rebuilt: bool,
+    /// Damaged bytes in the middle of pack files, skipped (and left in place, as dead space).
+    pub skipped_bytes: u64,
+    /// Pack files shorter than the index says: chunks past their end read as corrupt.
+    pub short_segments: u32,
+    /// Pack files the index knew that no longer exist.
+    pub lost_segments: u32,
+    /// Index entries dropped because their pack file no longer exists.
+    pub lost_chunks: u64,
+    /// Compactions interrupted after the index was updated, whose old file was now deleted.
+    pub finished_compactions: u32,
+}
+
+impl RecoveryReport {
+    /// Returns true when recovery found no damage. Re-indexing chunks past a watermark and
+    /// finishing a compaction are routine after a crash and do not count.
+    pub fn is_clean(&self) -> bool {
+        self.truncated_bytes == 0
+            && self.torn_segments == 0
+            && !self.index_rebuilt
+            && self.skipped_bytes == 0
+            && self.short_segments == 0
+            && self.lost_segments == 0
+    }
+}
+
+/// The outcome of [`ChunkStore::put_batch`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutStats {
+    /// Chunks written.
+    pub stored: u64,
+    /// Chunks skipped because the store already held them (or the batch repeated them).
+    pub duplicate: u64,
+    /// Bytes appended to pack files, record headers included.
+    pub bytes_written: u64,
+}
+
+/// A snapshot of the store's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Chunks stored.
+    pub chunks: u64,
+    /// Bytes of their records in pack files (compressed payloads plus headers).
+    pub stored_bytes: u64,
+    /// Their uncompressed content size.
+    pub logical_bytes: u64,
+    /// Pack files.
+    pub segments: u32,
+    /// Bytes in pack files that no chunk uses any more (removed, duplicate or damaged
+    /// records), reclaimable by [`ChunkStore::compact`].
+    pub dead_bytes: u64,
+}
+
+/// The outcome of [`ChunkStore::verify_all`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// Chunks read and re-hashed.
+    pub checked: u64,
+    /// Chunks that failed (bad hash, bad framing or unreadable).
+    pub corrupt: Vec<ChunkId>,
+}
+
+/// The outcome of [`ChunkStore::compact`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Pack files rewritten and deleted.
+    pub segments_compacted: u32,
+    /// Pack files left in place because some live chunk in them could not be moved (it
+    /// failed verification; see `corrupt`, and run [`ChunkStore::verify_all`]).
+    pub segments_kept: u32,
+    /// Live chunks copied to the active segment.
+    pub chunks_moved: u64,
+    /// Bytes those copies took (with the headers of the pack files created for them).
+    pub bytes_copied: u64,
+    /// Size of the deleted pack files.
+    pub bytes_freed: u64,
+    /// Net space given back: `bytes_freed - bytes_copied`.
+    pub bytes_reclaimed: u64,
+    /// Live chunks found corrupt while compacting (left where they were).
+    pub corrupt: Vec<ChunkId>,
+}
+
+/// The node-local chunk store. See the crate documentation for the design.
+///
+/// All methods take `&self` and may be called from many threads at once. They block on disk
+/// IO: call them from a blocking thread (`tokio::task::spawn_blocking`) in async code.
+pub struct ChunkStore {
+    pub(crate) cfg: StoreConfig,
+    pub(crate) packs: PathBuf,
+    pub(crate) index: Index,
+    /// Every open pack file by segment id. Readers clone an `Arc` out and read without a lock.
+    pub(crate) segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    /// The appender: held while appending, syncing and indexing, and by `remove`.
+    pub(crate) writer: Mutex<Writer>,
+    /// Batches waiting for the next group commit.
+    pub(crate) queue: Mutex<Vec<Arc<Ticket>>>,
+    /// One compaction at a time.
+    pub(crate) compacting: Mutex<()>,
+    /// Free space appends leave on the file system: 0 for none, [`AUTO_RESERVE`] to derive
+    /// it from the file system's size.
+    pub(crate) space_reserve: AtomicU64,
+    recovery: RecoveryReport,
+}
+
+/// How many index entries `verify_all` sorts by location before reading them.
+const SCRUB_BATCH: usize = 16 * 1024;
+
+impl ChunkStore {
+    /// Opens (creating if needed) the store in `dir` with the default configuration.
+    pub fn open(dir: &Path) -> Result<ChunkStore, StoreError> {
+        ChunkStore::open_with(StoreConfig::new(dir))
+    }
+
+    /// Opens (creating if needed) the store described by `cfg` and runs recovery.
+    pub fn open_with(cfg: StoreConfig) -> Result<ChunkStore, StoreError> {
+        cfg.validate()?;
+        let packs = cfg.dir.join("packs");
+        fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::io("creating", &cfg.dir, e))?;
+        if !packs.is_dir() {
+            fs::create_dir_all(&packs).map_err(|e| StoreError::io("creating", &packs, e))?;
+            sync_dir(&cfg.dir).map_err(|e| StoreError::io("syncing", &cfg.dir, e))?;
+        }
+        // The index first: sled locks it, so a second process fails before touching packs.
+        let index = Index::open(&cfg.dir.join("index"))?;
+        let mut report = RecoveryReport::default();
+        let rec = recovery::recover(&index, &packs, &mut report)?;
+
+        let next_id = rec
+            .segments
+            .keys()
+            .chain(rec.metas.keys())
+            .max()
+            .map_or(1, |m| m.saturating_add(1));
+        // Keep appending to the newest segment if it has room and is whole.
+        let active = rec.segments.iter().next_back().and_then(|(id, seg)| {
+            let len = rec.lens.get(id).copied()?;
+            let whole = rec.metas.get(id).is_some_and(|m| m.watermark == len);
+            (whole && len < cfg.segment_max_bytes).then(|| (seg.clone(), len))
+        });
+        let chunks: u64 = rec.metas.values().map(|m| m.live_records).sum();
+        info!(
+            dir = %cfg.dir.display(),
+            segments = rec.segments.len(),
+            chunks,
+            "chunk store opened"
+        );
+        if !report.is_clean() {
+            warn!(dir = %cfg.dir.display(), report = ?report, "chunk store recovered from damage");
+        }
+        let writer = Writer {
+            active_len: active.as_ref().map_or(0, |(_, len)| *len),
+            active: active.map(|(seg, _)| seg),
+            next_id,
+            metas: rec.metas,
+            broken: None,
+        };
+        Ok(ChunkStore {
+            cfg,
+            packs,
+            index,
+            segments: RwLock::new(rec.segments),
+            writer: Mutex::new(writer),
+            queue: Mutex::new(Vec::new()),
+            compacting: Mutex::new(()),
+            space_reserve: AtomicU64::new(AUTO_RESERVE),
+            recovery: report,
+        })
+    }
+
+    /// Returns the store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    /// Sets the free space appends must leave on the file system, so that the index can
+    /// always grow and the store can always reopen: `None` derives it from the file system's
+    /// size (the default), `Some(0)` turns the check off.
+    pub fn set_space_reserve(&self, bytes: Option<u64>) {
+        self.space_reserve
+            .store(bytes.unwrap_or(AUTO_RESERVE), Ordering::Relaxed);
+    }
+
+    /// Returns what recovery found when the store was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Returns true when the chunk is stored.
+    pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        self.index.contains(id)
+    }
+
+    /// Returns the ids among `ids` that are not stored, in their order.
+    pub fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            if !self.index.contains(id)? {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Returns the chunk as stored (still compressed, ready to send on) after checking its
+    /// framing and re-hashing its content.
+    pub fn get(&self, id: &ChunkId) -> Result<EncodedChunk, StoreError> {
+        let chunk = self.read_record(id)?;
+        decode(&chunk)?;
+        Ok(chunk)
+    }
+
+    /// Returns the chunk's content after checking its framing and re-hashing it.
+    pub fn get_content(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        let chunk = self.read_record(id)?;
+        Ok(decode(&chunk)?)
+    }
+
+    /// Reads a chunk's record (framing checked, content not yet verified).
+    fn read_record(&self, id: &ChunkId) -> Result<EncodedChunk, StoreError> {
+        // Compaction may move the chunk and delete its old segment between the index lookup
+        // and the read; the second lookup then finds the new place.
+        let mut missing_segment = 0;
+        for _ in 0..3 {
+            let loc = self.index.get(id)?.ok_or(StoreError::NotFound(*id))?;
+            match self.segment(loc.segment) {
+                Some(seg) => return seg.read_record(id, &loc),
+                None => missing_segment = loc.segment,
+            }
+        }
+        Err(StoreError::Corrupt {
+            id: *id,
+            why: format!(
+                "the index points at pack segment {missing_segment:08x}, which does not exist"
+            ),
+        })
+    }
+
+    pub(crate) fn segment(&self, id: u32) -> Option<Arc<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    /// Returns a snapshot of the store's size, from the per-segment counters (cheap: no scan).
+    pub fn stats(&self) -> StoreStats {
+        let metas = match self.index.segments() {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "cannot read the chunk store's segment counters");
+                return StoreStats::default();
+            }
+        };
+        let mut s = StoreStats::default();
+        for m in metas.values().filter(|m| !m.retired) {
+            s.chunks += m.live_records;
+            s.stored_bytes += m.live_bytes;
+            s.logical_bytes += m.live_raw_bytes;
+            s.segments += 1;
+            s.dead_bytes += m.dead_bytes();
+        }
+        s
+    }
+
+    /// Calls `f` with every stored chunk id, in id order, until it returns false. Chunks put
+    /// or removed meanwhile may or may not be seen.
+    pub fn for_each_id(&self, mut f: impl FnMut(ChunkId) -> bool) -> Result<(), StoreError> {
+        for id in self.index.ids() {
+            if !f(id?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and re-hashes every stored chunk and reports the ones that fail. Reads go in
+    /// pack order, a batch at a time, so the disk mostly streams.
+    pub fn verify_all(&self) -> Result<ScrubReport, StoreError> {
+        let mut report = ScrubReport::default();
+        let mut batch: Vec<(ChunkId, Loc)> = Vec::with_capacity(SCRUB_BATCH);
+        for entry in self.index.entries() {
+            batch.push(entry?);
+            if batch.len() == SCRUB_BATCH {
+                self.scrub_batch(&mut batch, &mut report)?;
+            }
+        }
+        self.scrub_batch(&mut batch, &mut report)?;
+        info!(
+            checked = report.checked,
+            corrupt = report.corrupt.len(),
+            "chunk store verified"
+        );
+        Ok(report)
+    }
+
+    fn scrub_batch(
+        &self,
+        batch: &mut Vec<(ChunkId, Loc)>,
+        report: &mut ScrubReport,
+    ) -> Result<(), StoreError> {
+        batch.sort_by_key(|(_, loc)| (loc.segment, loc.offset));
+        for (id, _) in batch.drain(..) {
+            match self.get_content(&id) {
+                Ok(_) => report.checked += 1,
+                // Removed while we were scanning.
+                Err(StoreError::NotFound(_)) => {}
+                Err(e @ (StoreError::Corrupt { .. } | StoreError::Io { .. })) => {
+                    error!(chunk = %id, error = %e, "stored chunk failed verification");
+                    report.checked += 1;
+                    report.corrupt.push(id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops chunks from the index and returns how many were stored. Their space becomes
+    /// dead (see [`StoreStats::dead_bytes`]) until [`ChunkStore::compact`] reclaims it.
+    ///
+    /// The removal is not flushed: after a crash a removed chunk may be back (intact), which
+    /// is harmless; call [`ChunkStore::flush`] when it must stick.
+    pub fn remove(&self, ids: &[ChunkId]) -> Result<u64, StoreError> {
+        let mut w = self.lock_writer()?;
+        let mut update = IndexUpdate::default();
+        let mut metas = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for id in ids {
+            if !seen.insert(*id) {
+                continue;
+            }
+            if let Some(loc) = self.index.get(id)? {
+                update.remove.push(*id);
+                meta_mut(&mut metas, &w.metas, loc.segment).sub(&loc);
+            }
+        }
+        if update.remove.is_empty() {
+            return Ok(0);
+        }
+        update.segments = metas.iter().map(|(id, m)| (*id, Some(*m))).collect();
+        self.index.apply(&update)?;
+        w.metas.extend(metas);
+        Ok(update.remove.len() as u64)
+    }
+
+    /// Makes every index change so far durable (sled's blocking flush). Pack data is already
+    /// durable when `put_batch` returns; this matters for `remove` and for a quick restart.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.index.flush()
+    }
+
+    /// Flushes the index and closes the store, reporting a flush failure (which `Drop` can
+    /// only log).
+    pub fn close(self) -> Result<(), StoreError> {
+        self.index.flush()
+    }
+
+    pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
+        self.writer.lock().map_err(|_| {
+            StoreError::WritesDisabled("a write panicked while holding the appender".into())
+        })
+    }
+}
+
+impl Drop for ChunkStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.index.flush() {
+            error!(dir = %self.cfg.dir.display(), error = %e, "flushing the chunk index at close failed");
+        }
+    }
+}
+
+/// Returns the working copy of a segment's counters, starting from the committed ones.
+pub(crate) fn meta_mut<'a>(
+    working: &'a mut BTreeMap<u32, SegMeta>,
+    committed: &BTreeMap<u32, SegMeta>,
+    id: u32,
+) -> &'a mut SegMeta {
+    working
+        .entry(id)
+        .or_insert_with(|| committed.get(&id).copied().unwrap_or_else(SegMeta::empty))
+}
+
+/// Returns true when a segment's dead share makes it worth compacting.
+pub(crate) fn worth_compacting(m: &SegMeta, min_dead_ratio: f64) -> bool {
+    if m.retired {
+        return false;
+    }
+    let data = m.data_bytes();
+    if data == 0 {
+        // Only a header: nothing to copy, a file to delete.
+        return m.watermark >= FILE_HEADER_LEN;
+    }
+    let dead = m.dead_bytes();
+    dead > 0 && dead as f64 / data as f64 >= min_dead_ratio
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
