@@ -1,0 +1,491 @@
+//! The catalog's decisions: what a command changes and what it answers.
+//!
+//! [`decide`] reads the current catalog through [`CatalogRead`] and returns the [`Write`]s to
+//! make together with the [`Response`]. It does no IO and knows nothing about sled or raft, so
+//! the same code runs inside a sled transaction (see [`crate::store`]) and against the
+//! in-memory catalog of the unit tests below.
+//!
+//! Every member applies the same log in the same order, so a decision must depend only on the
+//! catalog and the command: no clock, no randomness, no node-local configuration. This is why
+//! the "first free later second" rule for colliding backup times lives here and not in the
+//! agent or the adapters.
+//!
+//! Refusals are values ([`Response::Refused`]) with no writes: openraft stops a node on any
+//! storage error, so an error here is reserved for a catalog that cannot be read.
+
+use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
+
+use crate::command::{Command, Response};
+
+/// The latest backup time the catalog accepts: 9999-12-31T23:59:59Z, the last second that
+/// `YYYYMMDDhhmmss` can show.
+pub const MAX_BACKUP_TIME: i64 = 253_402_300_799;
+
+/// Read access to the catalog as a decision needs it.
+pub trait CatalogRead {
+    /// The error of a failed read (a storage problem, never a refusal).
+    type Error;
+
+    /// Returns the backup with this exact id.
+    fn backup(&self, id: &BackupId) -> Result<Option<BackupRecord>, Self::Error>;
+
+    /// Returns the time of the backup of `env` named `name`, if one has that name.
+    fn name_owner(&self, env: EnvId, name: &str) -> Result<Option<i64>, Self::Error>;
+}
+
+/// One change to the catalog's data.
+///
+/// The name index (`PutName`/`DeleteName`) is written explicitly so that every store keeps
+/// it in step with the records in the same atomic write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Inserts or replaces the record stored under `record.id`.
+    PutBackup(Box<BackupRecord>),
+    /// Removes the record with this id.
+    DeleteBackup(BackupId),
+    /// Records that the backup of `env` at `time` is named `name`.
+    PutName { env: EnvId, name: String, time: i64 },
+    /// Removes the name `name` of `env` from the index.
+    DeleteName { env: EnvId, name: String },
+}
+
+/// The outcome of one command: the writes to make atomically, and the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub writes: Vec<Write>,
+    pub response: Response,
+}
+
+impl Decision {
+    fn refuse(code: ErrorCode, message: String) -> Decision {
+        Decision {
+            writes: Vec::new(),
+            response: Response::Refused { code, message },
+        }
+    }
+}
+
+/// Decides what `cmd` changes in the catalog seen through `view`, and what it answers.
+pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decision, V::Error> {
+    match cmd {
+        Command::CommitBackup { record } => commit_backup(view, record),
+        Command::DeleteBackup { id } => delete_backup(view, id),
+        Command::UpdateBackup {
+            id,
+            name,
+            description,
+            tags,
+        } => update_backup(
+            view,
+            id,
+            name.as_deref(),
+            description.as_deref(),
+            tags.as_deref(),
+        ),
+    }
+}
+
+fn commit_backup<V: CatalogRead + ?Sized>(
+    view: &V,
+    record: &BackupRecord,
+) -> Result<Decision, V::Error> {
+    let env = record.id.env;
+    let requested = record.id.time;
+    if !(0..=MAX_BACKUP_TIME).contains(&requested) {
+        return Ok(Decision::refuse(
+            ErrorCode::InvalidArgument,
+            format!(
+                "backup time {requested} is outside 1970-01-01..9999-12-31 (seconds since the Unix epoch, UTC)"
+            ),
+        ));
+    }
+    if !record.name.is_empty() {
+        if let Some(time) = view.name_owner(env, &record.name)? {
+            return Ok(Decision::refuse(
+                ErrorCode::Conflict,
+                format!(
+                    "environment {env} already has a backup named {:?}: {}",
+                    record.name,
+                    BackupId::new(env, time)
+                ),
+            ));
+        }
+    }
+
+    // The first free second at or after the requested one; the catalog is finite, so this
+    // ends, and every member reaches the same answer from the same state.
+    let mut time = requested;
+    while view.backup(&BackupId::new(env, time))?.is_some() {
+        match time.checked_add(1).filter(|t| *t <= MAX_BACKUP_TIME) {
+            Some(next) => time = next,
+            None => {
+                return Ok(Decision::refuse(
+                    ErrorCode::Conflict,
+                    format!("environment {env} has no free backup second after {requested}"),
+                ))
+            }
+        }
+    }
+
+    let id = BackupId::new(env, time);
+    let mut stored = record.clone();
+    stored.id = id;
+    let mut writes = Vec::with_capacity(2);
+    if !stored.name.is_empty() {
+        writes.push(Write::PutName {
+            env,
+            name: stored.name.clone(),
+            time,
+        });
+    }
+    writes.push(Write::PutBackup(Box::new(stored)));
+    Ok(Decision {
+        writes,
+        response: Response::Committed { id },
+    })
+}
+
+fn delete_backup<V: CatalogRead + ?Sized>(view: &V, id: &BackupId) -> Result<Decision, V::Error> {
+    let Some(existing) = view.backup(id)? else {
+        return Ok(Decision::refuse(
+            ErrorCode::NotFound,
+            format!("backup {id} does not exist"),
+        ));
+    };
+    let mut writes = Vec::with_capacity(2);
+    if !existing.name.is_empty() {
+        writes.push(Write::DeleteName {
+            env: id.env,
+            name: existing.name,
+        });
+    }
+    writes.push(Write::DeleteBackup(*id));
+    Ok(Decision {
+        writes,
+        response: Response::Deleted,
+    })
+}
+
+fn update_backup<V: CatalogRead + ?Sized>(
+    view: &V,
+    id: &BackupId,
+    name: Option<&str>,
+    description: Option<&str>,
+    tags: Option<&[String]>,
+) -> Result<Decision, V::Error> {
+    let Some(mut record) = view.backup(id)? else {
+        return Ok(Decision::refuse(
+            ErrorCode::NotFound,
+            format!("backup {id} does not exist"),
+        ));
+    };
+    let env = id.env;
+    let mut writes = Vec::with_capacity(3);
+    if let Some(new_name) = name {
+        if new_name != record.name {
+            if !new_name.is_empty() {
+                if let Some(time) = view.name_owner(env, new_name)? {
+                    if time != id.time {
+                        return Ok(Decision::refuse(
+                            ErrorCode::Conflict,
+                            format!(
+                                "environment {env} already has a backup named {new_name:?}: {}",
+                                BackupId::new(env, time)
+                            ),
+                        ));
+                    }
+                }
+            }
+            if !record.name.is_empty() {
+                writes.push(Write::DeleteName {
+                    env,
+                    name: std::mem::take(&mut record.name),
+                });
+            }
+            if !new_name.is_empty() {
+                writes.push(Write::PutName {
+                    env,
+                    name: new_name.to_string(),
+                    time: id.time,
+                });
+            }
+            record.name = new_name.to_string();
+        }
+    }
+    if let Some(description) = description {
+        record.description = description.to_string();
+    }
+    if let Some(tags) = tags {
+        record.tags = tags.to_vec();
+    }
+    writes.push(Write::PutBackup(Box::new(record)));
+    Ok(Decision {
+        writes,
+        response: Response::Updated,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+
+    use cairn_core::{BackupState, BackupType, ChunkId, Compression};
+
+    use super::*;
+
+    /// The catalog in memory: the reference the sled store is compared with.
+    #[derive(Default, Debug, PartialEq, Eq)]
+    pub(crate) struct MemCatalog {
+        backups: BTreeMap<BackupId, BackupRecord>,
+        names: BTreeMap<(EnvId, String), i64>,
+    }
+
+    impl CatalogRead for MemCatalog {
+        type Error = Infallible;
+        fn backup(&self, id: &BackupId) -> Result<Option<BackupRecord>, Infallible> {
+            Ok(self.backups.get(id).cloned())
+        }
+        fn name_owner(&self, env: EnvId, name: &str) -> Result<Option<i64>, Infallible> {
+            Ok(self.names.get(&(env, name.to_string())).copied())
+        }
+    }
+
+    impl MemCatalog {
+        fn apply(&mut self, writes: &[Write]) {
+            for w in writes {
+                match w {
+                    Write::PutBackup(r) => {
+                        self.backups.insert(r.id, (**r).clone());
+                    }
+                    Write::DeleteBackup(id) => {
+                        self.backups.remove(id);
+                    }
+                    Write::PutName { env, name, time } => {
+                        self.names.insert((*env, name.clone()), *time);
+                    }
+                    Write::DeleteName { env, name } => {
+                        self.names.remove(&(*env, name.clone()));
+                    }
+                }
+            }
+        }
+
+        fn run(&mut self, cmd: Command) -> Response {
+            let d = match decide(self, &cmd) {
+                Ok(d) => d,
+                Err(never) => match never {},
+            };
+            if d.response.refusal().is_some() {
+                assert!(d.writes.is_empty(), "a refusal must not write: {d:?}");
+            }
+            self.apply(&d.writes);
+            self.check_index();
+            d.response
+        }
+
+        /// The name index holds exactly the non-empty names of the stored records.
+        fn check_index(&self) {
+            let from_records: BTreeMap<(EnvId, String), i64> = self
+                .backups
+                .values()
+                .filter(|r| !r.name.is_empty())
+                .map(|r| ((r.id.env, r.name.clone()), r.id.time))
+                .collect();
+            assert_eq!(from_records, self.names, "name index out of step");
+        }
+    }
+
+    pub(crate) fn record(env: EnvId, time: i64, name: &str) -> BackupRecord {
+        BackupRecord {
+            id: BackupId::new(env, time),
+            kind: BackupType::Full,
+            parent: None,
+            name: name.to_string(),
+            description: String::new(),
+            tags: Vec::new(),
+            manifest: ChunkId::of(format!("{env}/{time}/{name}").as_bytes()),
+            logical_size: 10,
+            stored_size: 5,
+            file_count: 1,
+            chunk_count: 2,
+            state: BackupState::Complete,
+            errors: Vec::new(),
+            error_count: 0,
+            compression: Compression::Normal,
+            host: "hn1".to_string(),
+            source: "/vz/root/101".to_string(),
+        }
+    }
+
+    fn commit(cat: &mut MemCatalog, env: EnvId, time: i64, name: &str) -> Response {
+        cat.run(Command::CommitBackup {
+            record: record(env, time, name),
+        })
+    }
+
+    fn committed_id(r: Response) -> BackupId {
+        match r {
+            Response::Committed { id } => id,
+            other => panic!("expected Committed, got {other:?}"),
+        }
+    }
+
+    fn code(r: &Response) -> Option<ErrorCode> {
+        r.refusal().map(|(c, _)| c)
+    }
+
+    const T: i64 = 1_763_800_000;
+
+    #[test]
+    fn commit_stores_the_record_at_the_requested_second() {
+        let env = EnvId::derive("hn1/101");
+        let mut cat = MemCatalog::default();
+        let id = committed_id(commit(&mut cat, env, T, "nightly"));
+        assert_eq!(id, BackupId::new(env, T));
+        assert_eq!(cat.backup(&id).unwrap(), Some(record(env, T, "nightly")));
+        assert_eq!(cat.name_owner(env, "nightly").unwrap(), Some(T));
+    }
+
+    #[test]
+    fn same_second_commits_move_to_the_first_free_later_second() {
+        let env = EnvId::derive("hn1/101");
+        let other = EnvId::derive("hn1/102");
+        let mut cat = MemCatalog::default();
+        committed_id(commit(&mut cat, env, T + 2, ""));
+        let ids: Vec<i64> = (0..3)
+            .map(|_| committed_id(commit(&mut cat, env, T, "")).time)
+            .collect();
+        // T, T+1, then T+2 is taken, so T+3.
+        assert_eq!(ids, vec![T, T + 1, T + 3]);
+        // Another environment has its own seconds.
+        assert_eq!(committed_id(commit(&mut cat, other, T, "")).time, T);
+        // The stored record carries the id it was stored under.
+        let stored = cat.backup(&BackupId::new(env, T + 3)).unwrap().unwrap();
+        assert_eq!(stored.id, BackupId::new(env, T + 3));
+    }
+
+    #[test]
+    fn duplicate_names_in_one_environment_are_refused_as_values() {
+        let env = EnvId::derive("hn1/101");
+        let other = EnvId::derive("hn1/102");
+        let mut cat = MemCatalog::default();
+        committed_id(commit(&mut cat, env, T, "before-upgrade"));
+        let r = commit(&mut cat, env, T + 60, "before-upgrade");
+        assert_eq!(code(&r), Some(ErrorCode::Conflict));
+        let (_, msg) = r.refusal().unwrap();
+        assert!(msg.contains("before-upgrade"), "{msg}");
+        assert!(msg.contains(&BackupId::new(env, T).to_string()), "{msg}");
+        assert!(cat.backup(&BackupId::new(env, T + 60)).unwrap().is_none());
+        // Same name elsewhere, and empty names, never conflict.
+        committed_id(commit(&mut cat, other, T, "before-upgrade"));
+        committed_id(commit(&mut cat, env, T + 1, ""));
+        committed_id(commit(&mut cat, env, T + 2, ""));
+    }
+
+    #[test]
+    fn times_outside_the_id_range_are_refused() {
+        let env = EnvId::derive("hn1/101");
+        let mut cat = MemCatalog::default();
+        assert_eq!(
+            code(&commit(&mut cat, env, -1, "")),
+            Some(ErrorCode::InvalidArgument)
+        );
+        assert_eq!(
+            code(&commit(&mut cat, env, MAX_BACKUP_TIME + 1, "")),
+            Some(ErrorCode::InvalidArgument)
+        );
+        committed_id(commit(&mut cat, env, MAX_BACKUP_TIME, ""));
+        assert_eq!(
+            code(&commit(&mut cat, env, MAX_BACKUP_TIME, "")),
+            Some(ErrorCode::Conflict)
+        );
+    }
+
+    #[test]
+    fn delete_removes_the_record_and_frees_its_name() {
+        let env = EnvId::derive("hn1/101");
+        let mut cat = MemCatalog::default();
+        let id = committed_id(commit(&mut cat, env, T, "weekly"));
+        assert_eq!(cat.run(Command::DeleteBackup { id }), Response::Deleted);
+        assert!(cat.backup(&id).unwrap().is_none());
+        assert_eq!(
+            code(&cat.run(Command::DeleteBackup { id })),
+            Some(ErrorCode::NotFound)
+        );
+        // The name is free again, and so is the second.
+        assert_eq!(committed_id(commit(&mut cat, env, T, "weekly")), id);
+    }
+
+    #[test]
+    fn update_changes_fields_and_keeps_names_unique() {
+        let env = EnvId::derive("hn1/101");
+        let mut cat = MemCatalog::default();
+        let a = committed_id(commit(&mut cat, env, T, "a"));
+        let b = committed_id(commit(&mut cat, env, T + 1, "b"));
+        let upd = |id, name: Option<&str>| Command::UpdateBackup {
+            id,
+            name: name.map(str::to_string),
+            description: None,
+            tags: None,
+        };
+
+        assert_eq!(code(&cat.run(upd(b, Some("a")))), Some(ErrorCode::Conflict));
+        // Renaming to its own name is no change, not a conflict.
+        assert_eq!(cat.run(upd(a, Some("a"))), Response::Updated);
+        assert_eq!(cat.run(upd(a, Some("c"))), Response::Updated);
+        assert_eq!(cat.name_owner(env, "a").unwrap(), None);
+        assert_eq!(cat.run(upd(b, Some("a"))), Response::Updated);
+        assert_eq!(cat.name_owner(env, "a").unwrap(), Some(T + 1));
+        // An empty name removes the name.
+        assert_eq!(cat.run(upd(b, Some(""))), Response::Updated);
+        assert_eq!(cat.backup(&b).unwrap().unwrap().name, "");
+
+        let r = cat.run(Command::UpdateBackup {
+            id: a,
+            name: None,
+            description: Some("before the upgrade".into()),
+            tags: Some(vec!["keep".into(), "db".into()]),
+        });
+        assert_eq!(r, Response::Updated);
+        let rec = cat.backup(&a).unwrap().unwrap();
+        assert_eq!(rec.name, "c");
+        assert_eq!(rec.description, "before the upgrade");
+        assert_eq!(rec.tags, vec!["keep".to_string(), "db".to_string()]);
+        // Untouched fields stay as committed.
+        assert_eq!(rec.manifest, record(env, T, "a").manifest);
+
+        let missing = BackupId::new(env, T + 99);
+        assert_eq!(
+            code(&cat.run(upd(missing, Some("x")))),
+            Some(ErrorCode::NotFound)
+        );
+    }
+
+    #[test]
+    fn decisions_depend_only_on_state_and_command() {
+        let env = EnvId::derive("hn1/101");
+        let cmds: Vec<Command> = (0..20)
+            .map(|i| match i % 4 {
+                0 | 1 => Command::CommitBackup {
+                    record: record(env, T + (i % 3), if i % 5 == 0 { "n" } else { "" }),
+                },
+                2 => Command::UpdateBackup {
+                    id: BackupId::new(env, T + 1),
+                    name: Some(format!("n{}", i % 2)),
+                    description: None,
+                    tags: None,
+                },
+                _ => Command::DeleteBackup {
+                    id: BackupId::new(env, T + (i % 2)),
+                },
+            })
+            .collect();
+        let mut a = MemCatalog::default();
+        let mut b = MemCatalog::default();
+        let ra: Vec<Response> = cmds.iter().cloned().map(|c| a.run(c)).collect();
+        let rb: Vec<Response> = cmds.iter().cloned().map(|c| b.run(c)).collect();
+        assert_eq!(ra, rb);
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,393 @@
+//! [`MetaNode`]: one member of the metadata raft group, as the node service uses it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::{BasicNode, Raft, RaftNetworkFactory, SnapshotPolicy};
+
+use crate::command::{Command, Response};
+use crate::store::{self, StateMachineStore};
+use crate::{MetaMetrics, MetaRaft, TypeConfig};
+
+/// Default heartbeat interval of the leader.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 150;
+/// Default lower bound of the randomised election timeout.
+pub const DEFAULT_ELECTION_MIN_MS: u64 = 500;
+/// Default upper bound of the randomised election timeout.
+pub const DEFAULT_ELECTION_MAX_MS: u64 = 1000;
+/// A snapshot is built after this many log entries since the last one.
+pub const SNAPSHOT_EVERY_LOGS: u64 = 2000;
+/// Entries kept in the log behind a snapshot, so a briefly lagging follower catches up from
+/// the log instead of receiving the whole snapshot.
+pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1000;
+/// How long `open` waits for the database lock held by a previous instance in this process
+/// (openraft's state-machine task ends shortly after `shutdown` returns).
+const OPEN_LOCK_WAIT: Duration = Duration::from_secs(5);
+const OPEN_LOCK_RETRY: Duration = Duration::from_millis(25);
+
+/// Where and how a metadata node runs.
+#[derive(Clone, Debug)]
+pub struct MetaConfig {
+    /// Directory of the node's metadata database (created if missing).
+    pub dir: PathBuf,
+    /// This node's id in the group; stable across restarts.
+    pub node_id: u64,
+    /// This node's gRPC address, as peers and clients reach it.
+    pub addr: String,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl MetaConfig {
+    /// Returns a configuration with the default raft timings.
+    pub fn new(dir: impl Into<PathBuf>, node_id: u64, addr: impl Into<String>) -> MetaConfig {
+        MetaConfig {
+            dir: dir.into(),
+            node_id,
+            addr: addr.into(),
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_min_ms: DEFAULT_ELECTION_MIN_MS,
+            election_max_ms: DEFAULT_ELECTION_MAX_MS,
+        }
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, MetaError> {
+        openraft::Config {
+            cluster_name: "cairn-meta".to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_min_ms,
+            election_timeout_max: self.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),
+            max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+            // One snapshot chunk per RPC; the default 200 ms is short for a large catalog.
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| {
+            MetaError::Config(format!(
+                "raft timings (heartbeat_ms {}, election_min_ms {}, election_max_ms {}): {e}; \
+                 heartbeat_ms must be below election_min_ms, which must be below election_max_ms",
+                self.heartbeat_ms, self.election_min_ms, self.election_max_ms
+            ))
+        })
+    }
+}
+
+/// Errors of the metadata service.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// Writes and linearizable reads go to the leader; this names it when known.
+    #[error("{}", not_leader_message(.leader_id, .leader_addr))]
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
+    /// The group cannot serve now: no leader, no quorum, shutting down.
+    #[error("metadata service unavailable: {0}")]
+    Unavailable(String),
+    /// The disk or the embedded database failed.
+    #[error("metadata storage failed: {0}")]
+    Storage(String),
+    /// Stored metadata does not decode.
+    #[error("stored metadata is corrupt: {0}")]
+    Corrupt(String),
+    /// Another process (or another node in this process) holds the metadata database.
+    #[error("metadata database {0} is in use by another process; stop it or give this node its own directory")]
+    InUse(String),
+    /// The configuration cannot work.
+    #[error("invalid metadata configuration: {0}")]
+    Config(String),
+    /// openraft refused a request for a reason not listed above.
+    #[error("metadata raft error: {0}")]
+    Raft(String),
+}
+
+fn not_leader_message(leader_id: &Option<u64>, leader_addr: &Option<String>) -> String {
+    match (leader_id, leader_addr) {
+        (Some(id), Some(addr)) => {
+            format!("this node is not the metadata leader; the leader is node {id} at {addr}")
+        }
+        (Some(id), None) => {
+            format!("this node is not the metadata leader; the leader is node {id}")
+        }
+        (None, _) => {
+            "this node is not the metadata leader and no leader is known yet; retry shortly"
+                .to_string()
+        }
+    }
+}
+
+impl MetaError {
+    /// Returns the stable code a user sees for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            MetaError::NotLeader { .. } | MetaError::Unavailable(_) | MetaError::InUse(_) => {
+                ErrorCode::Unavailable
+            }
+            MetaError::Corrupt(_) => ErrorCode::Corrupt,
+            MetaError::Config(_) => ErrorCode::InvalidArgument,
+            MetaError::Storage(_) | MetaError::Raft(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+fn fatal(f: Fatal<u64>) -> MetaError {
+    match f {
+        Fatal::StorageError(e) => MetaError::Storage(e.to_string()),
+        Fatal::Panicked => {
+            MetaError::Unavailable("the metadata raft task panicked; see the node's log".into())
+        }
+        Fatal::Stopped => MetaError::Unavailable("the metadata node is stopped".into()),
+    }
+}
+
+/// One member of the metadata raft group: its raft handle and its catalog.
+///
+/// Cloning is cheap; clones share the same raft node and database.
+#[derive(Clone)]
+pub struct MetaNode {
+    node_id: u64,
+    addr: String,
+    raft: MetaRaft,
+    sm: StateMachineStore,
+}
+
+impl MetaNode {
+    /// Opens the node's database in `cfg.dir` and starts its raft task.
+    ///
+    /// A fresh directory gives a pristine node that waits for [`MetaNode::initialize_if_new`]
+    /// or for a leader to contact it; an existing one resumes with its log, vote and catalog.
+    pub async fn open<N: RaftNetworkFactory<TypeConfig>>(
+        cfg: MetaConfig,
+        network: N,
+    ) -> Result<MetaNode, MetaError> {
+        let config = cfg.raft_config()?;
+        let db = open_db_waiting(cfg.dir.clone()).await?;
+        let (log, sm) = store::stores(&db)?;
+        let raft = Raft::new(cfg.node_id, Arc::new(config), network, log, sm.clone())
+            .await
+            .map_err(fatal)?;
+        tracing::info!(
+            node_id = cfg.node_id,
+            addr = %cfg.addr,
+            dir = %cfg.dir.display(),
+            "metadata node opened"
+        );
+        Ok(MetaNode {
+            node_id: cfg.node_id,
+            addr: cfg.addr,
+            raft,
+            sm,
+        })
+    }
+
+    /// Returns this node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Forms a new group with `members` if this node has never been part of one, and tells
+    /// whether it did. An empty `members` means this node alone, at its configured address.
+    ///
+    /// A node that holds a vote or any log entry (a restarted node, or one a leader already
+    /// reached) is never initialised again: that would fork the group.
+    pub async fn initialize_if_new(
+        &self,
+        members: BTreeMap<u64, BasicNode>,
+    ) -> Result<bool, MetaError> {
+        if self.raft.is_initialized().await.map_err(fatal)? {
+            return Ok(false);
+        }
+        let members = if members.is_empty() {
+            BTreeMap::from([(self.node_id, BasicNode::new(&self.addr))])
+        } else {
+            members
+        };
+        let voters: Vec<u64> = members.keys().copied().collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!(
+                    node_id = self.node_id,
+                    ?voters,
+                    "metadata group initialised"
+                );
+                Ok(true)
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => Err(MetaError::Config(
+                format!("{e}: list this node among the initial metadata voters"),
+            )),
+            Err(RaftError::Fatal(f)) => Err(fatal(f)),
+        }
+    }
+
+    /// Waits until a leader is known (to this node) and returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, MetaError> {
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a metadata leader is known")
+            .await
+            .map_err(|e| match e {
+                WaitError::Timeout(..) => MetaError::Unavailable(format!(
+                    "no metadata leader within {timeout:?}; check that a majority of the voters \
+                     is running and can reach each other"
+                )),
+                WaitError::ShuttingDown => {
+                    MetaError::Unavailable("the metadata node is shutting down".into())
+                }
+            })?;
+        metrics
+            .current_leader
+            .ok_or_else(|| MetaError::Unavailable("no metadata leader is known".into()))
+    }
+
+    /// Replicates `cmd` through the group and returns the state machine's answer once it is
+    /// committed and applied here. Refusals come back as [`Response::Refused`].
+    ///
+    /// Waits as long as it takes to reach a quorum; callers bound it with a timeout.
+    pub async fn write(&self, cmd: Command) -> Result<Response, MetaError> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(self.not_leader(f.leader_id, f.leader_node))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(MetaError::Raft(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(fatal(f)),
+        }
+    }
+
+    /// Returns once this node's catalog reflects every write committed before the call:
+    /// confirms leadership with a quorum, then waits for the state machine to catch up.
+    pub async fn read_barrier(&self) -> Result<(), MetaError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(self.not_leader(f.leader_id, f.leader_node))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(
+                MetaError::Unavailable(format!("{e}; a majority of the voters did not answer")),
+            ),
+            Err(RaftError::Fatal(f)) => Err(fatal(f)),
+        }
+    }
+
+    fn not_leader(&self, leader_id: Option<u64>, leader_node: Option<BasicNode>) -> MetaError {
+        let leader_addr = leader_node.map(|n| n.addr).or_else(|| {
+            let id = leader_id?;
+            let metrics = self.metrics();
+            let addr = metrics
+                .membership_config
+                .nodes()
+                .find(|(nid, _)| **nid == id)
+                .map(|(_, n)| n.addr.clone());
+            addr
+        });
+        MetaError::NotLeader {
+            leader_id,
+            leader_addr,
+        }
+    }
+
+    /// Returns the backup with this id from this node's catalog.
+    pub fn get_backup(&self, id: &BackupId) -> Result<Option<BackupRecord>, MetaError> {
+        self.sm.get_backup(id)
+    }
+
+    /// Returns the backups of one environment, or of all, ordered by environment then time.
+    pub fn list_backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, MetaError> {
+        self.sm.list_backups(env)
+    }
+
+    /// Returns the newest backup of an environment (the newest full one if `full_only`).
+    pub fn latest_backup(
+        &self,
+        env: EnvId,
+        full_only: bool,
+    ) -> Result<Option<BackupRecord>, MetaError> {
+        self.sm.latest_backup(env, full_only)
+    }
+
+    /// Returns the raft handle, for the node's raft RPC service.
+    pub fn raft(&self) -> &openraft::Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Returns the node's current raft metrics (term, leader, indexes, membership).
+    pub fn metrics(&self) -> MetaMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Stops the raft task and makes the database durable.
+    pub async fn shutdown(&self) -> Result<(), MetaError> {
+        self.raft.shutdown().await.map_err(|e| {
+            MetaError::Unavailable(format!("the metadata raft task did not stop cleanly: {e}"))
+        })?;
+        let sm = self.sm.clone();
+        tokio::task::spawn_blocking(move || sm.flush_blocking())
+            .await
+            .map_err(|e| MetaError::Storage(format!("flush task failed: {e}")))??;
+        tracing::info!(node_id = self.node_id, "metadata node stopped");
+        Ok(())
+    }
+}
+
+/// Opens the database on a blocking thread, waiting a little for a lock that a previous
+/// instance in this process is about to release.
+async fn open_db_waiting(dir: PathBuf) -> Result<sled::Db, MetaError> {
+    let deadline = Instant::now() + OPEN_LOCK_WAIT;
+    loop {
+        let d = dir.clone();
+        let res = tokio::task::spawn_blocking(move || store::open_db(&d))
+            .await
+            .map_err(|e| MetaError::Storage(format!("open task failed: {e}")))?;
+        match res {
+            Err(MetaError::InUse(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(OPEN_LOCK_RETRY).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_leader_names_the_leader_when_known() {
+        let e = MetaError::NotLeader {
+            leader_id: Some(2),
+            leader_addr: Some("10.0.0.2:7700".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "this node is not the metadata leader; the leader is node 2 at 10.0.0.2:7700"
+        );
+        assert_eq!(e.code(), ErrorCode::Unavailable);
+        let e = MetaError::NotLeader {
+            leader_id: None,
+            leader_addr: None,
+        };
+        assert!(e.to_string().contains("retry shortly"));
+    }
+
+    #[test]
+    fn bad_timings_are_refused_with_the_fields_named() {
+        let mut cfg = MetaConfig::new("/tmp/x", 1, "127.0.0.1:7700");
+        assert!(cfg.raft_config().is_ok());
+        cfg.election_min_ms = 100;
+        let err = cfg.raft_config().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert!(err.to_string().contains("election_min_ms"), "{err}");
+    }
+}

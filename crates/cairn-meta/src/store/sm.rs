@@ -1,0 +1,556 @@
+//! The state machine in sled: the catalog trees, the applied state and the current snapshot
+//! (see the module note in `store` for the transaction and fsync rules).
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cairn_core::{BackupId, BackupRecord, BackupType, EnvId};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageIOError, StoredMembership,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
+
+use super::snapshot::{decode, Encoder, SnapshotContents, SnapshotHeader};
+use super::{
+    backup_key, env_prefix, name_key, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_SNAPSHOT_DATA,
+    KEY_SNAPSHOT_META, SM_DATA_TREES,
+};
+use crate::catalog::{decide, CatalogRead, Write};
+use crate::command::Response;
+use crate::node::MetaError;
+use crate::{LogEntry, StorageError, TypeConfig};
+
+type Membership = StoredMembership<u64, BasicNode>;
+type Meta = SnapshotMeta<u64, BasicNode>;
+
+/// Positions of the data trees in `SM_DATA_TREES`.
+const BACKUPS: usize = 0;
+const NAMES: usize = 1;
+
+/// The catalog state machine of one node, in sled.
+///
+/// Cloning is cheap and shares the same trees: the node keeps a clone to serve catalog reads
+/// while openraft owns the one it applies to.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    meta: sled::Tree,
+    /// The data trees, in `SM_DATA_TREES` order.
+    data: Vec<sled::Tree>,
+    snapshot: sled::Tree,
+    /// Serialises apply, snapshot build and snapshot install (see the `store` note).
+    lock: Mutex<()>,
+}
+
+/// Builds snapshots of a [`StateMachineStore`]; it shares the store's trees and lock.
+pub struct SnapshotBuilder {
+    inner: Arc<Inner>,
+}
+
+/// The abort reason of a state-machine transaction: always a storage-level failure.
+type TxError = ConflictableTransactionError<String>;
+
+/// The catalog as seen from inside a transaction (reads see the transaction's own writes).
+struct TxView<'a> {
+    backups: &'a TransactionalTree,
+    names: &'a TransactionalTree,
+}
+
+impl CatalogRead for TxView<'_> {
+    type Error = TxError;
+
+    fn backup(&self, id: &BackupId) -> Result<Option<BackupRecord>, TxError> {
+        match self.backups.get(backup_key(id))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
+                ConflictableTransactionError::Abort(format!("stored backup {id} is corrupt: {e}"))
+            }),
+        }
+    }
+
+    fn name_owner(&self, env: EnvId, name: &str) -> Result<Option<i64>, TxError> {
+        match self.names.get(name_key(env, name))? {
+            None => Ok(None),
+            Some(v) => decode_time(&v).map(Some).ok_or_else(|| {
+                ConflictableTransactionError::Abort(format!(
+                    "name index entry {name:?} of environment {env} is corrupt"
+                ))
+            }),
+        }
+    }
+}
+
+fn decode_time(v: &[u8]) -> Option<i64> {
+    let bytes: [u8; 8] = v.try_into().ok()?;
+    i64::try_from(u64::from_be_bytes(bytes)).ok()
+}
+
+fn encode_time(t: i64) -> [u8; 8] {
+    (t as u64).to_be_bytes()
+}
+
+fn tx_json<T: Serialize>(v: &T) -> Result<Vec<u8>, TxError> {
+    serde_json::to_vec(v).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))
+}
+
+fn write_all(
+    backups: &TransactionalTree,
+    names: &TransactionalTree,
+    writes: &[Write],
+) -> Result<(), TxError> {
+    for w in writes {
+        match w {
+            Write::PutBackup(record) => {
+                backups.insert(&backup_key(&record.id)[..], tx_json(&**record)?)?;
+            }
+            Write::DeleteBackup(id) => {
+                backups.remove(&backup_key(id)[..])?;
+            }
+            Write::PutName { env, name, time } => {
+                names.insert(name_key(*env, name), &encode_time(*time)[..])?;
+            }
+            Write::DeleteName { env, name } => {
+                names.remove(name_key(*env, name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tx_failure(e: TransactionError<String>) -> AnyError {
+    match e {
+        TransactionError::Abort(msg) => AnyError::error(msg),
+        TransactionError::Storage(e) => AnyError::new(&e),
+    }
+}
+
+fn read_json<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, String> {
+    match tree.get(key) {
+        Ok(None) => Ok(None),
+        Ok(Some(v)) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| format!("{} is corrupt: {e}", String::from_utf8_lossy(key))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn decode_record(v: &[u8]) -> Result<BackupRecord, MetaError> {
+    serde_json::from_slice(v).map_err(|e| MetaError::Corrupt(format!("stored backup record: {e}")))
+}
+
+fn sled_read(e: sled::Error) -> MetaError {
+    MetaError::Storage(format!("reading the catalog: {e}"))
+}
+
+impl StateMachineStore {
+    pub(crate) fn new(
+        db: sled::Db,
+        meta: sled::Tree,
+        data: Vec<sled::Tree>,
+        snapshot: sled::Tree,
+    ) -> StateMachineStore {
+        debug_assert_eq!(data.len(), SM_DATA_TREES.len());
+        StateMachineStore {
+            inner: Arc::new(Inner {
+                db,
+                meta,
+                data,
+                snapshot,
+                lock: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Returns the backup with this id.
+    pub fn get_backup(&self, id: &BackupId) -> Result<Option<BackupRecord>, MetaError> {
+        match self
+            .inner
+            .backups()
+            .get(backup_key(id))
+            .map_err(sled_read)?
+        {
+            None => Ok(None),
+            Some(v) => decode_record(&v).map(Some),
+        }
+    }
+
+    /// Returns the backups of one environment, or of all, ordered by environment then time.
+    pub fn list_backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, MetaError> {
+        let iter = match env {
+            Some(env) => self.inner.backups().scan_prefix(env_prefix(env)),
+            None => self.inner.backups().iter(),
+        };
+        iter.map(|item| {
+            let (_, v) = item.map_err(sled_read)?;
+            decode_record(&v)
+        })
+        .collect()
+    }
+
+    /// Returns the newest backup of an environment (the newest full one if `full_only`).
+    pub fn latest_backup(
+        &self,
+        env: EnvId,
+        full_only: bool,
+    ) -> Result<Option<BackupRecord>, MetaError> {
+        for item in self.inner.backups().scan_prefix(env_prefix(env)).rev() {
+            let (_, v) = item.map_err(sled_read)?;
+            let record = decode_record(&v)?;
+            if !full_only || record.kind == BackupType::Full {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Returns the last applied log id and the last applied membership.
+    pub fn applied(&self) -> Result<(Option<LogId<u64>>, Membership), MetaError> {
+        self.inner.read_applied().map_err(MetaError::Corrupt)
+    }
+
+    /// Makes everything written so far durable (blocking; call from a blocking thread).
+    pub(crate) fn flush_blocking(&self) -> Result<(), MetaError> {
+        self.inner
+            .db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| MetaError::Storage(format!("flushing the metadata database: {e}")))
+    }
+
+    async fn run_blocking<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StorageIOError::write_state_machine(&e))?
+    }
+}
+
+impl Inner {
+    fn backups(&self) -> &sled::Tree {
+        &self.data[BACKUPS]
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The mutex guards no data, so a panic elsewhere cannot leave anything half-changed.
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_applied(&self) -> Result<(Option<LogId<u64>>, Membership), String> {
+        let last_applied = read_json(&self.meta, KEY_LAST_APPLIED)?;
+        let membership = read_json(&self.meta, KEY_LAST_MEMBERSHIP)?.unwrap_or_default();
+        Ok((last_applied, membership))
+    }
+
+    fn apply_blocking(&self, entries: &[LogEntry]) -> Result<Vec<Response>, StorageError> {
+        let Some(last) = entries.last().map(|e| e.log_id) else {
+            return Ok(Vec::new());
+        };
+        let _guard = self.lock();
+        let trees = (&self.meta, &self.data[BACKUPS], &self.data[NAMES]);
+        let result = trees.transaction(|(meta, backups, names)| {
+            let view = TxView { backups, names };
+            let mut responses = Vec::with_capacity(entries.len());
+            let mut membership = None;
+            for entry in entries {
+                match &entry.payload {
+                    EntryPayload::Blank => responses.push(Response::Empty),
+                    EntryPayload::Normal(cmd) => {
+                        let decision = decide(&view, cmd)?;
+                        write_all(backups, names, &decision.writes)?;
+                        responses.push(decision.response);
+                    }
+                    EntryPayload::Membership(m) => {
+                        membership = Some(Membership::new(Some(entry.log_id), m.clone()));
+                        responses.push(Response::Empty);
+                    }
+                }
+            }
+            meta.insert(KEY_LAST_APPLIED, tx_json(&last)?)?;
+            if let Some(m) = &membership {
+                meta.insert(KEY_LAST_MEMBERSHIP, tx_json(m)?)?;
+            }
+            Ok(responses)
+        });
+        let responses = result.map_err(|e| StorageIOError::apply(last, tx_failure(e)))?;
+        for (entry, response) in entries.iter().zip(&responses) {
+            if let EntryPayload::Normal(cmd) = &entry.payload {
+                match response {
+                    Response::Refused { code, message } => tracing::debug!(
+                        index = entry.log_id.index,
+                        command = cmd.kind(),
+                        code = %code,
+                        message = %message,
+                        "command refused"
+                    ),
+                    _ => tracing::debug!(
+                        index = entry.log_id.index,
+                        command = cmd.kind(),
+                        "command applied"
+                    ),
+                }
+            }
+        }
+        Ok(responses)
+    }
+
+    fn read_current_snapshot(&self) -> Result<Option<(Meta, Vec<u8>)>, StorageError> {
+        let meta: Option<Meta> = read_json(&self.snapshot, KEY_SNAPSHOT_META)
+            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e)))?;
+        let data = self
+            .snapshot
+            .get(KEY_SNAPSHOT_DATA)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        match (meta, data) {
+            (None, None) => Ok(None),
+            (Some(meta), Some(data)) => Ok(Some((meta, data.to_vec()))),
+            _ => Err(StorageIOError::read_snapshot(
+                None,
+                AnyError::error("the stored snapshot has only one of its meta and data parts"),
+            )
+            .into()),
+        }
+    }
+
+    fn build_snapshot_blocking(&self) -> Result<(Meta, Vec<u8>), StorageError> {
+        let write_err = |e: AnyError| StorageIOError::write_snapshot(None, e);
+        let guard = self.lock();
+        let (last_applied, last_membership) = self
+            .read_applied()
+            .map_err(|e| StorageIOError::read_state_machine(AnyError::error(e)))?;
+        let header = SnapshotHeader {
+            last_applied,
+            last_membership: last_membership.clone(),
+            trees: SM_DATA_TREES.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut enc = Encoder::new(&header).map_err(|e| write_err(AnyError::new(&e)))?;
+        for (i, tree) in self.data.iter().enumerate() {
+            for item in tree.iter() {
+                let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
+                enc.record(i, &k, &v)
+                    .map_err(|e| write_err(AnyError::new(&e)))?;
+            }
+        }
+        let data = enc.finish();
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let snapshot_id = match &last_applied {
+            Some(l) => format!("{}-{}-{millis}", l.leader_id.term, l.index),
+            None => format!("0-0-{millis}"),
+        };
+        let meta = Meta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id,
+        };
+
+        // An install may have put a newer snapshot in place since this build was asked for;
+        // the newer one stays current.
+        let current = self.read_current_snapshot()?;
+        let newer_is_current = match &current {
+            Some((c, _)) => c.last_log_id > meta.last_log_id,
+            None => false,
+        };
+        if !newer_is_current {
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                KEY_SNAPSHOT_META,
+                serde_json::to_vec(&meta).map_err(|e| write_err(AnyError::new(&e)))?,
+            );
+            batch.insert(KEY_SNAPSHOT_DATA, data.as_slice());
+            self.snapshot
+                .apply_batch(batch)
+                .map_err(|e| write_err(AnyError::new(&e)))?;
+        }
+        drop(guard);
+        self.db.flush().map_err(|e| write_err(AnyError::new(&e)))?;
+        tracing::info!(
+            snapshot_id = %meta.snapshot_id,
+            last_index = meta.last_log_id.map(|l| l.index),
+            bytes = data.len(),
+            "metadata snapshot built"
+        );
+        Ok((meta, data))
+    }
+
+    fn install_snapshot_blocking(
+        &self,
+        meta: &Meta,
+        contents: &SnapshotContents,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        let sig = Some(meta.signature());
+        let err = |e: AnyError| StorageIOError::write_snapshot(sig.clone(), e);
+        // Positions of the snapshot's trees among ours; every one must be known here.
+        let mut slots = Vec::with_capacity(contents.header.trees.len());
+        for name in &contents.header.trees {
+            let pos = SM_DATA_TREES
+                .iter()
+                .position(|t| t == name)
+                .ok_or_else(|| {
+                    err(AnyError::error(format!(
+                        "snapshot holds tree {name:?} that this node does not know; upgrade this node"
+                    )))
+                })?;
+            slots.push(pos);
+        }
+        let meta_json = serde_json::to_vec(meta).map_err(|e| err(AnyError::new(&e)))?;
+        let applied_json = match &meta.last_log_id {
+            Some(l) => Some(serde_json::to_vec(l).map_err(|e| err(AnyError::new(&e)))?),
+            None => None,
+        };
+        let membership_json =
+            serde_json::to_vec(&meta.last_membership).map_err(|e| err(AnyError::new(&e)))?;
+
+        let _guard = self.lock();
+        let mut old_keys = Vec::with_capacity(self.data.len());
+        for tree in &self.data {
+            let keys = tree
+                .iter()
+                .keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(AnyError::new(&e)))?;
+            old_keys.push(keys);
+        }
+        // One transaction over [meta, data trees…, snapshot]: the old state is replaced by
+        // the snapshot's, or not at all.
+        let mut trees = Vec::with_capacity(self.data.len() + 2);
+        trees.push(self.meta.clone());
+        trees.extend(self.data.iter().cloned());
+        trees.push(self.snapshot.clone());
+        let n = self.data.len();
+        let result: Result<(), TransactionError<String>> =
+            trees
+                .as_slice()
+                .transaction(|views: &Vec<TransactionalTree>| {
+                    let (meta_view, rest) = views
+                        .split_first()
+                        .ok_or_else(|| ConflictableTransactionError::Abort("no trees".into()))?;
+                    let (data_views, snap_view) = rest.split_at(n);
+                    for (view, keys) in data_views.iter().zip(&old_keys) {
+                        for k in keys {
+                            view.remove(k)?;
+                        }
+                    }
+                    for (slot, records) in slots.iter().zip(&contents.trees) {
+                        for (k, v) in records {
+                            data_views[*slot].insert(k.as_slice(), v.as_slice())?;
+                        }
+                    }
+                    match &applied_json {
+                        Some(j) => meta_view.insert(KEY_LAST_APPLIED, j.as_slice())?,
+                        None => meta_view.remove(KEY_LAST_APPLIED)?,
+                    };
+                    meta_view.insert(KEY_LAST_MEMBERSHIP, membership_json.as_slice())?;
+                    let snap = snap_view.first().ok_or_else(|| {
+                        ConflictableTransactionError::Abort("no snapshot tree".into())
+                    })?;
+                    snap.insert(KEY_SNAPSHOT_META, meta_json.as_slice())?;
+                    snap.insert(KEY_SNAPSHOT_DATA, data)?;
+                    Ok(())
+                });
+        result.map_err(|e| err(tx_failure(e)))?;
+        self.db.flush().map_err(|e| err(AnyError::new(&e)))?;
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let inner = self.inner.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || inner.build_snapshot_blocking())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))??;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership), StorageError> {
+        self.inner
+            .read_applied()
+            .map_err(|e| StorageIOError::read_state_machine(AnyError::error(e)).into())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = LogEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<LogEntry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run_blocking(move |inner| inner.apply_blocking(&entries))
+            .await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            inner: self.inner.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let sig = Some(meta.signature());
+        let contents = decode(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        if contents.header.last_applied != meta.last_log_id {
+            return Err(StorageIOError::read_snapshot(
+                sig,
+                AnyError::error(format!(
+                    "snapshot data was taken at {:?} but its meta says {:?}",
+                    contents.header.last_applied, meta.last_log_id
+                )),
+            )
+            .into());
+        }
+        let meta = meta.clone();
+        let snapshot_id = meta.snapshot_id.clone();
+        let last_index = meta.last_log_id.map(|l| l.index);
+        self.run_blocking(move |inner| inner.install_snapshot_blocking(&meta, &contents, &data))
+            .await?;
+        tracing::info!(%snapshot_id, last_index, "metadata snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let inner = self.inner.clone();
+        let current = tokio::task::spawn_blocking(move || inner.read_current_snapshot())
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))??;
+        Ok(current.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

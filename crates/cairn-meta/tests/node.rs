@@ -1,0 +1,235 @@
+//! A single-voter metadata node end to end: initialise, write, read, restart, write again.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cairn_core::{BackupId, BackupType, EnvId, ErrorCode};
+use cairn_meta::{Command, MetaConfig, MetaError, MetaNode, NoPeers, Response};
+use openraft::{BasicNode, ServerState};
+use tempfile::TempDir;
+
+use common::record;
+
+const T: i64 = 1_763_800_000;
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+fn config(dir: &TempDir) -> MetaConfig {
+    MetaConfig::new(dir.path(), 1, "127.0.0.1:7700")
+}
+
+async fn commit(node: &MetaNode, r: cairn_core::BackupRecord) -> anyhow::Result<Response> {
+    Ok(node.write(Command::CommitBackup { record: r }).await?)
+}
+
+fn committed(r: Response) -> BackupId {
+    match r {
+        Response::Committed { id } => id,
+        other => panic!("expected Committed, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_voter_serves_the_catalog_across_a_restart() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let env_a = EnvId::derive("hn1/101");
+    let env_b = EnvId::derive("hn1/102");
+
+    let node = MetaNode::open(config(&dir), NoPeers).await?;
+    let members = BTreeMap::from([(1u64, BasicNode::new("127.0.0.1:7700"))]);
+    assert!(node.initialize_if_new(members.clone()).await?);
+    assert!(
+        !node.initialize_if_new(members.clone()).await?,
+        "initialised twice"
+    );
+    assert_eq!(node.wait_for_leader(LEADER_WAIT).await?, 1);
+
+    let full = committed(commit(&node, record(env_a, T, "nightly", BackupType::Full)).await?);
+    assert_eq!(full, BackupId::new(env_a, T));
+    // Same second: distinct, later ids.
+    let inc1 = committed(commit(&node, record(env_a, T, "", BackupType::Incremental)).await?);
+    let inc2 = committed(commit(&node, record(env_a, T, "", BackupType::Incremental)).await?);
+    assert_eq!((inc1.time, inc2.time), (T + 1, T + 2));
+    let other = committed(commit(&node, record(env_b, T, "nightly", BackupType::Full)).await?);
+    assert_eq!(other, BackupId::new(env_b, T));
+
+    // A duplicate name is an answer, not an error, and changes nothing.
+    let refused = commit(&node, record(env_a, T + 600, "nightly", BackupType::Full)).await?;
+    assert_eq!(refused.refusal().map(|(c, _)| c), Some(ErrorCode::Conflict));
+    assert!(node.get_backup(&BackupId::new(env_a, T + 600))?.is_none());
+
+    node.read_barrier().await?;
+    let ids: Vec<BackupId> = node
+        .list_backups(Some(env_a))?
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec![full, inc1, inc2]);
+    assert_eq!(node.list_backups(None)?.len(), 4);
+    let all: Vec<BackupId> = node.list_backups(None)?.iter().map(|r| r.id).collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "listing is ordered by env, then time");
+    assert_eq!(node.latest_backup(env_a, false)?.map(|r| r.id), Some(inc2));
+    assert_eq!(node.latest_backup(env_a, true)?.map(|r| r.id), Some(full));
+    assert_eq!(
+        node.get_backup(&inc1)?.map(|r| r.kind),
+        Some(BackupType::Incremental)
+    );
+
+    // Update: rename, describe, tag; a taken name is refused.
+    let upd = node
+        .write(Command::UpdateBackup {
+            id: inc1,
+            name: Some("nightly".into()),
+            description: None,
+            tags: None,
+        })
+        .await?;
+    assert_eq!(upd.refusal().map(|(c, _)| c), Some(ErrorCode::Conflict));
+    let upd = node
+        .write(Command::UpdateBackup {
+            id: inc1,
+            name: Some("before-upgrade".into()),
+            description: Some("kept for the upgrade".into()),
+            tags: Some(vec!["keep".into()]),
+        })
+        .await?;
+    assert_eq!(upd, Response::Updated);
+
+    // Delete, then deleting again is NotFound.
+    assert_eq!(
+        node.write(Command::DeleteBackup { id: inc2 }).await?,
+        Response::Deleted
+    );
+    let again = node.write(Command::DeleteBackup { id: inc2 }).await?;
+    assert_eq!(again.refusal().map(|(c, _)| c), Some(ErrorCode::NotFound));
+
+    let metrics = node.metrics();
+    assert_eq!(metrics.state, ServerState::Leader);
+    let before = node.list_backups(None)?;
+    node.shutdown().await?;
+    drop(node);
+
+    // Reopen the same directory: everything is there and the node leads again.
+    let node = MetaNode::open(config(&dir), NoPeers).await?;
+    assert!(
+        !node.initialize_if_new(members).await?,
+        "a restarted node re-initialised"
+    );
+    assert_eq!(node.wait_for_leader(LEADER_WAIT).await?, 1);
+    node.read_barrier().await?;
+    assert_eq!(node.list_backups(None)?, before);
+    let renamed = node
+        .get_backup(&inc1)?
+        .ok_or_else(|| anyhow::anyhow!("inc1 lost"))?;
+    assert_eq!(renamed.name, "before-upgrade");
+    assert_eq!(renamed.description, "kept for the upgrade");
+    assert_eq!(renamed.tags, vec!["keep".to_string()]);
+    assert!(node.get_backup(&inc2)?.is_none());
+
+    // The name index survived too, and the node accepts writes.
+    let dup = commit(
+        &node,
+        record(env_a, T + 900, "before-upgrade", BackupType::Full),
+    )
+    .await?;
+    assert_eq!(dup.refusal().map(|(c, _)| c), Some(ErrorCode::Conflict));
+    let next = committed(commit(&node, record(env_a, T, "", BackupType::Full)).await?);
+    // T and T+1 are taken, T+2 was freed by the delete.
+    assert_eq!(next, BackupId::new(env_a, T + 2));
+    node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uninitialised_node_has_no_leader_and_refuses_writes() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let node = MetaNode::open(config(&dir), NoPeers).await?;
+    let err = node
+        .wait_for_leader(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::Unavailable(_)), "{err}");
+    let env = EnvId::derive("hn1/101");
+    let err = node
+        .write(Command::CommitBackup {
+            record: record(env, T, "", BackupType::Full),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MetaError::NotLeader {
+                leader_id: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+    node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_open_of_a_live_directory_is_refused() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let node = MetaNode::open(config(&dir), NoPeers).await?;
+    let second = MetaNode::open(config(&dir), NoPeers).await;
+    assert!(
+        matches!(second, Err(MetaError::InUse(_))),
+        "second open was not refused"
+    );
+    node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_taken_and_logs_purged_under_load() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let env = EnvId::derive("hn1/101");
+    let node = MetaNode::open(config(&dir), NoPeers).await?;
+    assert!(node.initialize_if_new(BTreeMap::new()).await?);
+    node.wait_for_leader(LEADER_WAIT).await?;
+    // Some writes, then a snapshot and a purge up to it, as the snapshot policy would do.
+    for i in 0..50 {
+        committed(commit(&node, record(env, T + i, "", BackupType::Full)).await?);
+    }
+    node.raft().trigger().snapshot().await?;
+    let m = node
+        .raft()
+        .wait(Some(LEADER_WAIT))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= 50),
+            "snapshot taken",
+        )
+        .await?;
+    let snap_index = m.snapshot.map(|s| s.index).unwrap_or_default();
+    node.raft().trigger().purge_log(snap_index).await?;
+    node.raft()
+        .wait(Some(LEADER_WAIT))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index == snap_index),
+            "log purged",
+        )
+        .await?;
+    node.shutdown().await?;
+    drop(node);
+
+    // After purge + restart, the catalog comes from the state machine, not the log.
+    let node = MetaNode::open(config(&dir), NoPeers).await?;
+    node.wait_for_leader(LEADER_WAIT).await?;
+    node.read_barrier().await?;
+    assert_eq!(node.list_backups(Some(env))?.len(), 50);
+    assert!(
+        node.metrics().snapshot.is_some(),
+        "snapshot lost across restart"
+    );
+    committed(commit(&node, record(env, T, "", BackupType::Full)).await?);
+    assert_eq!(node.list_backups(Some(env))?.len(), 51);
+    node.shutdown().await?;
+    Ok(())
+}
