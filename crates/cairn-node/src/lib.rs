@@ -1,1 +1,18 @@
 //! The storage node: gRPC services over the chunk store and the raft catalog.
+//!
+//! A node owns two things on disk under its data directory: `chunks/` (the pack store,
+//! `cairn-store`) and `meta/` (the raft log and catalog state machine, `cairn-meta`). The
+//! services here translate wire requests into calls on those and errors into statuses with
+//! stable codes; the decisions live in the crates below.
+
+pub mod auth;
+pub mod catalog;
+pub mod chunks;
+pub mod config;
+pub mod error;
+pub mod raft_net;
+pub mod server;
+pub mod verify;
+
+pub use config::NodeConfig;
+pub use server::{start, RunningNode};

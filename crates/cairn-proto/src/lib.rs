@@ -1,1 +1,266 @@
-//! gRPC wire types (tonic/prost) and their conversions to domain types.
+//! Wire types for Cairn's gRPC API and their conversions to domain types.
+//!
+//! Generated code lives in [`pb`]. Every conversion between a wire type and a domain type is
+//! written once, here, with a round-trip test (a dropped field in a hand-written conversion
+//! is a classic replication bug). Errors travel as gRPC statuses whose message starts with a
+//! stable [`ErrorCode`]: [`status`] builds one, [`code_of`] reads it back.
+
+use cairn_chunker::{Codec, EncodedChunk};
+use cairn_core::{
+    BackupId, BackupRecord, BackupState, BackupType, ChunkId, Compression, ErrorCode,
+};
+
+/// Generated protobuf and tonic code.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("cairn.v1");
+}
+
+/// Largest gRPC message either side accepts (a batch of chunks).
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// A conversion that met a malformed wire value.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed {field}: {why}")]
+pub struct WireError {
+    pub field: &'static str,
+    pub why: String,
+}
+
+impl From<WireError> for tonic::Status {
+    fn from(e: WireError) -> Self {
+        status(ErrorCode::InvalidArgument, e.to_string())
+    }
+}
+
+/// Builds a gRPC status carrying a stable error code.
+pub fn status(code: ErrorCode, msg: impl std::fmt::Display) -> tonic::Status {
+    let grpc = match code {
+        ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::Conflict => tonic::Code::AlreadyExists,
+        ErrorCode::ChunksMissing => tonic::Code::FailedPrecondition,
+        ErrorCode::Corrupt => tonic::Code::DataLoss,
+        ErrorCode::DiskFull => tonic::Code::ResourceExhausted,
+        ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorCode::Internal => tonic::Code::Internal,
+    };
+    tonic::Status::new(grpc, format!("[{}] {msg}", code.as_str()))
+}
+
+/// Reads the stable code back from a status (falls back on the gRPC code).
+pub fn code_of(s: &tonic::Status) -> ErrorCode {
+    if let Some(rest) = s.message().strip_prefix('[') {
+        if let Some((code, _)) = rest.split_once(']') {
+            if let Some(c) = ErrorCode::parse(code) {
+                return c;
+            }
+        }
+    }
+    match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::InvalidArgument,
+        tonic::Code::NotFound => ErrorCode::NotFound,
+        tonic::Code::AlreadyExists | tonic::Code::Aborted => ErrorCode::Conflict,
+        tonic::Code::FailedPrecondition => ErrorCode::ChunksMissing,
+        tonic::Code::DataLoss => ErrorCode::Corrupt,
+        tonic::Code::ResourceExhausted => ErrorCode::DiskFull,
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            ErrorCode::Unavailable
+        }
+        tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+        tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// The message of a status without its code prefix.
+pub fn message_of(s: &tonic::Status) -> &str {
+    let m = s.message();
+    match m.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+        Some((_, rest)) => rest,
+        None => m,
+    }
+}
+
+pub fn chunk_id(bytes: &[u8]) -> Result<ChunkId, WireError> {
+    ChunkId::from_slice(bytes).map_err(|e| WireError {
+        field: "chunk id",
+        why: e.to_string(),
+    })
+}
+
+impl From<EncodedChunk> for pb::Chunk {
+    fn from(c: EncodedChunk) -> Self {
+        pb::Chunk {
+            id: c.id.0.to_vec(),
+            raw_len: c.raw_len,
+            codec: c.codec as u32,
+            data: c.data,
+        }
+    }
+}
+
+impl TryFrom<pb::Chunk> for EncodedChunk {
+    type Error = WireError;
+    fn try_from(c: pb::Chunk) -> Result<Self, WireError> {
+        let codec = u8::try_from(c.codec)
+            .ok()
+            .and_then(Codec::from_u8)
+            .ok_or(WireError {
+                field: "chunk codec",
+                why: format!("unknown codec {}", c.codec),
+            })?;
+        Ok(EncodedChunk {
+            id: chunk_id(&c.id)?,
+            raw_len: c.raw_len,
+            codec,
+            data: c.data,
+        })
+    }
+}
+
+impl From<&BackupRecord> for pb::Backup {
+    fn from(r: &BackupRecord) -> Self {
+        pb::Backup {
+            id: r.id.to_string(),
+            kind: r.kind.code(),
+            parent: r.parent.map(|p| p.to_string()).unwrap_or_default(),
+            name: r.name.clone(),
+            description: r.description.clone(),
+            tags: r.tags.clone(),
+            manifest: r.manifest.0.to_vec(),
+            logical_size: r.logical_size,
+            stored_size: r.stored_size,
+            file_count: r.file_count,
+            chunk_count: r.chunk_count,
+            state: r.state.as_str().to_string(),
+            errors: r.errors.clone(),
+            error_count: r.error_count,
+            compression: r.compression.level(),
+            host: r.host.clone(),
+            source: r.source.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::Backup> for BackupRecord {
+    type Error = WireError;
+    fn try_from(b: pb::Backup) -> Result<Self, WireError> {
+        let bad = |field: &'static str, why: String| WireError { field, why };
+        let id: BackupId = b.id.parse().map_err(|e| bad("backup id", format!("{e}")))?;
+        let parent = if b.parent.is_empty() {
+            None
+        } else {
+            Some(
+                b.parent
+                    .parse()
+                    .map_err(|e| bad("parent backup id", format!("{e}")))?,
+            )
+        };
+        Ok(BackupRecord {
+            id,
+            kind: BackupType::from_code(b.kind)
+                .ok_or_else(|| bad("backup type", format!("unknown type {}", b.kind)))?,
+            parent,
+            name: b.name,
+            description: b.description,
+            tags: b.tags,
+            manifest: chunk_id(&b.manifest)?,
+            logical_size: b.logical_size,
+            stored_size: b.stored_size,
+            file_count: b.file_count,
+            chunk_count: b.chunk_count,
+            state: match b.state.as_str() {
+                "complete" | "" => BackupState::Complete,
+                "incomplete" => BackupState::Incomplete,
+                other => return Err(bad("backup state", format!("unknown state {other:?}"))),
+            },
+            errors: b.errors,
+            error_count: b.error_count,
+            compression: Compression::from_level(b.compression).ok_or_else(|| {
+                bad(
+                    "compression",
+                    format!("level {} (use 0-3)", b.compression),
+                )
+            })?,
+            host: b.host,
+            source: b.source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> BackupRecord {
+        BackupRecord {
+            id: "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21/20261122081500"
+                .parse()
+                .unwrap(),
+            kind: BackupType::Incremental,
+            parent: Some(
+                "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21/20261121081500"
+                    .parse()
+                    .unwrap(),
+            ),
+            name: "n".into(),
+            description: "d".into(),
+            tags: vec!["a".into(), "b".into()],
+            manifest: ChunkId::of(b"m"),
+            logical_size: 1,
+            stored_size: 2,
+            file_count: 3,
+            chunk_count: 4,
+            state: BackupState::Incomplete,
+            errors: vec!["e".into()],
+            error_count: 5,
+            compression: Compression::High,
+            host: "h".into(),
+            source: "/s".into(),
+        }
+    }
+
+    #[test]
+    fn backup_round_trips() {
+        let r = record();
+        let back = BackupRecord::try_from(pb::Backup::from(&r)).unwrap();
+        assert_eq!(back, r);
+        let mut none = r.clone();
+        none.parent = None;
+        assert_eq!(BackupRecord::try_from(pb::Backup::from(&none)).unwrap(), none);
+    }
+
+    #[test]
+    fn chunk_round_trips() {
+        let c = cairn_chunker::encode(&b"xyz".repeat(100), Compression::Normal);
+        assert_eq!(EncodedChunk::try_from(pb::Chunk::from(c.clone())).unwrap(), c);
+        let mut bad = pb::Chunk::from(c);
+        bad.codec = 9;
+        assert!(EncodedChunk::try_from(bad.clone()).is_err());
+        bad.codec = 0;
+        bad.id = vec![1, 2];
+        assert!(EncodedChunk::try_from(bad).is_err());
+    }
+
+    #[test]
+    fn malformed_backups_are_refused() {
+        let mut b = pb::Backup::from(&record());
+        b.id = "nope".into();
+        assert!(BackupRecord::try_from(b).is_err());
+        let mut b = pb::Backup::from(&record());
+        b.compression = 7;
+        assert!(BackupRecord::try_from(b).is_err());
+    }
+
+    #[test]
+    fn codes_survive_a_status() {
+        for c in ErrorCode::ALL {
+            let s = status(c, "boom");
+            assert_eq!(code_of(&s), c);
+            assert_eq!(message_of(&s), "boom");
+        }
+    }
+}

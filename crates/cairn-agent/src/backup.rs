@@ -1,0 +1,718 @@
+//! The backup engine.
+//!
+//! # Pipeline
+//! ```text
+//! walker ──files to read──▶ N readers (chunk + hash) ──raw chunks──▶ uploader (async)
+//!    │                            │                                     │ missing? → compress
+//!    └──slots, in walk order──▶ assembler ◀──entries──┘                 │ missing → put (durable)
+//!                                 └──manifest chunks──────────────────▶─┘
+//! ```
+//! * The **walker** lists the tree in walk order, applies the rules, detects hardlinks, and
+//!   merges against the parent manifest (streamed, never held whole): an unchanged file
+//!   ([`cairn_core::change::unchanged`]) gets the parent's chunk list and is never opened.
+//! * **Readers** (one per core) cut changed files with FastCDC and hash each chunk.
+//! * The **uploader** batches chunk ids, asks the cluster which it lacks, compresses only those
+//!   and uploads them; several batches are in flight so hashing, compression and network
+//!   overlap. Chunks already seen in this run are dropped before they cost anything.
+//! * The **assembler** writes entries into the manifest in walk order (a bounded queue of
+//!   per-entry slots keeps order and memory bounded) and uploads the manifest chunks.
+//!
+//! Commit comes last: only after every upload has been acknowledged as durable does the
+//! engine ask the cluster to commit, and the node re-checks every referenced chunk.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_chunker::{cdc, ChunkerParams, StreamChunker};
+use cairn_core::manifest::{ManifestWriter, ChunkRef};
+use cairn_core::{
+    BackupId, BackupRecord, BackupState, BackupType, ChunkId, Compression, EntryKind, EnvId,
+    Entry,
+};
+use crossbeam_channel as xch;
+use tokio::sync::mpsc;
+
+use crate::client::Cluster;
+use crate::error::AgentError;
+use crate::manifest_io::{fetch_root, ManifestEntries};
+use crate::progress::Progress;
+use crate::rules::Rules;
+
+/// Files up to this size are read whole and cut in memory.
+const READ_WHOLE: u64 = 32 * 1024 * 1024;
+/// Most chunk bytes per upload batch.
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+const BATCH_CHUNKS: usize = 2048;
+/// Upload batches in flight at once.
+const BATCHES_IN_FLIGHT: usize = 3;
+/// Entries the walker may run ahead of the assembler.
+const SLOTS_AHEAD: usize = 8192;
+/// Most per-file errors kept in the backup record.
+const ERRORS_KEPT: usize = 100;
+
+/// What to back up and how.
+#[derive(Clone, Debug)]
+pub struct BackupRequest {
+    pub source: PathBuf,
+    pub env: EnvId,
+    pub kind: BackupType,
+    pub compression: Compression,
+    pub excludes: Vec<String>,
+    pub includes: Vec<String>,
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub host: String,
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BackupSummary {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub parent: Option<String>,
+    pub state: String,
+    pub entries: u64,
+    pub files_read: u64,
+    pub files_reused: u64,
+    pub files_skipped: u64,
+    pub excluded: u64,
+    pub bytes_read: u64,
+    pub bytes_sent: u64,
+    pub chunks_sent: u64,
+    pub logical_size: u64,
+    pub duration_secs: f64,
+    pub errors: Vec<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    entries: AtomicU64,
+    files_read: AtomicU64,
+    files_reused: AtomicU64,
+    excluded: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_sent: AtomicU64,
+    chunks_sent: AtomicU64,
+    errors: Mutex<Vec<String>>,
+    error_count: AtomicU64,
+}
+
+impl Counters {
+    fn error(&self, msg: String) {
+        tracing::warn!(error = %msg, "entry skipped");
+        self.error_count.fetch_add(1, Relaxed);
+        if let Ok(mut g) = self.errors.lock() {
+            if g.len() < ERRORS_KEPT {
+                g.push(msg);
+            }
+        }
+    }
+}
+
+struct RawChunk {
+    id: ChunkId,
+    data: Vec<u8>,
+}
+
+type InodeKey = (u64, u64);
+
+enum Slot {
+    Ready(Entry, Option<InodeKey>),
+    Pending(xch::Receiver<Option<Entry>>, Option<InodeKey>),
+    /// A further name of an inode; the assembler copies the first name's chunks.
+    Link(Entry, InodeKey),
+}
+
+struct FileJob {
+    abs: PathBuf,
+    entry: Entry,
+    reply: xch::Sender<Option<Entry>>,
+}
+
+/// Runs one backup to commit.
+pub async fn backup(
+    cluster: &Cluster,
+    req: BackupRequest,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary, AgentError> {
+    let started = Instant::now();
+    let md = std::fs::symlink_metadata(&req.source).map_err(|e| AgentError::Io {
+        path: req.source.display().to_string(),
+        source: e,
+    })?;
+    if !md.is_dir() {
+        return Err(AgentError::Invalid(format!(
+            "{} is not a directory",
+            req.source.display()
+        )));
+    }
+    std::fs::read_dir(&req.source).map_err(|e| AgentError::Io {
+        path: req.source.display().to_string(),
+        source: e,
+    })?;
+    let rules = Arc::new(Rules::new(&req.excludes, &req.includes)?);
+
+    progress.set_phase("checking parameters");
+    let parent = match req.kind {
+        BackupType::Full => None,
+        BackupType::Incremental => cluster.latest(req.env, false).await?,
+        BackupType::Differential => cluster.latest(req.env, true).await?,
+    };
+    let kind = if parent.is_some() { req.kind } else { BackupType::Full };
+    let parent_entries = match &parent {
+        Some(p) => {
+            let root = fetch_root(cluster, p.manifest).await?;
+            Some(ManifestEntries::start(cluster.clone(), &root))
+        }
+        None => None,
+    };
+
+    progress.set_phase("backing up private area");
+    let counters = Arc::new(Counters::default());
+    let abort = Arc::new(AtomicBool::new(false));
+    let (chunk_tx, chunk_rx) = mpsc::channel::<RawChunk>(64);
+    let uploader = tokio::spawn(upload_loop(
+        cluster.clone(),
+        chunk_rx,
+        req.compression,
+        counters.clone(),
+    ));
+
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 16);
+    let (job_tx, job_rx) = xch::bounded::<FileJob>(workers * 4);
+    let (slot_tx, slot_rx) = xch::bounded::<Slot>(SLOTS_AHEAD);
+
+    let mut threads = Vec::new();
+    for i in 0..workers {
+        let job_rx = job_rx.clone();
+        let chunk_tx = chunk_tx.clone();
+        let counters = counters.clone();
+        let progress = progress.clone();
+        let abort = abort.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("cairn-read-{i}"))
+                .spawn(move || reader_loop(job_rx, chunk_tx, counters, progress, abort))
+                .map_err(|e| AgentError::Internal(e.to_string()))?,
+        );
+    }
+    drop(job_rx);
+
+    let walker = {
+        let source = req.source.clone();
+        let counters = counters.clone();
+        let progress = progress.clone();
+        let abort = abort.clone();
+        std::thread::Builder::new()
+            .name("cairn-walk".into())
+            .spawn(move || {
+                walk_loop(
+                    source,
+                    rules,
+                    parent_entries,
+                    job_tx,
+                    slot_tx,
+                    counters,
+                    progress,
+                    abort,
+                )
+            })
+            .map_err(|e| AgentError::Internal(e.to_string()))?
+    };
+
+    let assembler = {
+        let chunk_tx = chunk_tx.clone();
+        let counters = counters.clone();
+        std::thread::Builder::new()
+            .name("cairn-manifest".into())
+            .spawn(move || assemble_loop(slot_rx, chunk_tx, counters))
+            .map_err(|e| AgentError::Internal(e.to_string()))?
+    };
+    drop(chunk_tx);
+
+    // Wait for the threads without blocking the runtime.
+    let joined = tokio::task::spawn_blocking(move || {
+        let walk = walker.join();
+        let asm = assembler.join();
+        for t in threads {
+            let _ = t.join();
+        }
+        (walk, asm)
+    })
+    .await
+    .map_err(|e| AgentError::Internal(e.to_string()))?;
+    let upload = uploader
+        .await
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    // An upload failure is the root cause when both fail (the threads stop on closed channels).
+    upload?;
+    let walk_result = joined
+        .0
+        .map_err(|_| AgentError::Internal("walker thread panicked".into()))?;
+    walk_result?;
+    let (root_id, root) = joined
+        .1
+        .map_err(|_| AgentError::Internal("manifest thread panicked".into()))??;
+
+    progress.set_phase("storing backup data");
+    let errors = counters.errors.lock().map(|g| g.clone()).unwrap_or_default();
+    let error_count = counters.error_count.load(Relaxed);
+    let record = BackupRecord {
+        id: BackupId::new(req.env, chrono::Utc::now().timestamp()),
+        kind,
+        parent: parent.as_ref().map(|p| p.id),
+        name: req.name.clone(),
+        description: req.description.clone(),
+        tags: req.tags.clone(),
+        manifest: root_id,
+        logical_size: root.logical_size,
+        stored_size: counters.bytes_sent.load(Relaxed),
+        file_count: root.files,
+        chunk_count: 0,
+        state: if error_count > 0 {
+            BackupState::Incomplete
+        } else {
+            BackupState::Complete
+        },
+        errors: errors.clone(),
+        error_count,
+        compression: req.compression,
+        host: req.host.clone(),
+        source: req.source.display().to_string(),
+    };
+    let committed = cluster.commit(&record).await?;
+    progress.set_phase("done");
+    Ok(BackupSummary {
+        id: committed.id.to_string(),
+        kind: kind.to_string(),
+        parent: parent.map(|p| p.id.to_string()),
+        state: committed.state.as_str().to_string(),
+        entries: counters.entries.load(Relaxed),
+        files_read: counters.files_read.load(Relaxed),
+        files_reused: counters.files_reused.load(Relaxed),
+        files_skipped: error_count,
+        excluded: counters.excluded.load(Relaxed),
+        bytes_read: counters.bytes_read.load(Relaxed),
+        bytes_sent: counters.bytes_sent.load(Relaxed),
+        chunks_sent: counters.chunks_sent.load(Relaxed),
+        logical_size: committed.logical_size,
+        duration_secs: started.elapsed().as_secs_f64(),
+        errors,
+    })
+}
+
+/// Streams the parent manifest alongside the walk (both in walk order).
+struct ParentCursor {
+    entries: Option<ManifestEntries>,
+    peeked: Option<Entry>,
+}
+
+impl ParentCursor {
+    /// Returns the parent's entry at `path`, if it has one.
+    fn find(&mut self, path: &[u8]) -> Result<Option<Entry>, AgentError> {
+        let Some(src) = self.entries.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            if self.peeked.is_none() {
+                match src.blocking_next() {
+                    Some(Ok(e)) => self.peeked = Some(e),
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        self.entries = None;
+                        return Ok(None);
+                    }
+                }
+            }
+            let p = self.peeked.as_ref().expect("set above");
+            match cairn_core::path::walk_cmp(&p.path, path) {
+                std::cmp::Ordering::Less => self.peeked = None,
+                std::cmp::Ordering::Equal => return Ok(self.peeked.take()),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk_loop(
+    source: PathBuf,
+    rules: Arc<Rules>,
+    parent: Option<ManifestEntries>,
+    job_tx: xch::Sender<FileJob>,
+    slot_tx: xch::Sender<Slot>,
+    counters: Arc<Counters>,
+    progress: Arc<Progress>,
+    abort: Arc<AtomicBool>,
+) -> Result<(), AgentError> {
+    let mut parent = ParentCursor {
+        entries: parent,
+        peeked: None,
+    };
+    let excl_rules = rules.clone();
+    let excl_counters = counters.clone();
+    let walker = cairn_fs::Walker::new(&source, move |rel: &[u8], is_dir: bool| {
+        let out = excl_rules.excluded(rel, is_dir);
+        if out {
+            excl_counters.excluded.fetch_add(1, Relaxed);
+        }
+        out
+    });
+    let mut first_names: HashSet<InodeKey> = HashSet::new();
+    let mut first_path: HashMap<InodeKey, Vec<u8>> = HashMap::new();
+    for item in walker {
+        if abort.load(Relaxed) {
+            break;
+        }
+        let item = match item {
+            Ok(i) => i,
+            Err(e) => {
+                counters.error(e.to_string());
+                continue;
+            }
+        };
+        let mut entry = match cairn_fs::read_entry(&item.abs, item.rel.clone(), &item.md) {
+            Ok(e) => e,
+            Err(e) => {
+                counters.error(e.to_string());
+                continue;
+            }
+        };
+        counters.entries.fetch_add(1, Relaxed);
+        use std::os::unix::fs::MetadataExt;
+        let slot = if entry.kind == EntryKind::File {
+            progress.add_total(1, entry.size);
+            let key = (item.md.dev(), item.md.ino());
+            let multi = item.md.nlink() > 1;
+            if multi && first_names.contains(&key) {
+                entry.kind = EntryKind::Hardlink;
+                entry.link_target = first_path.get(&key).cloned().unwrap_or_default();
+                progress.add_done(1, entry.size);
+                Slot::Link(entry, key)
+            } else {
+                let key = if multi {
+                    first_names.insert(key);
+                    first_path.insert(key, entry.path.clone());
+                    Some(key)
+                } else {
+                    None
+                };
+                let before = parent.find(&entry.path)?;
+                match before {
+                    Some(b) if cairn_core::change::unchanged(&b, &entry) => {
+                        entry.chunks = b.chunks;
+                        entry.holes = b.holes;
+                        counters.files_reused.fetch_add(1, Relaxed);
+                        progress.add_done(1, entry.size);
+                        Slot::Ready(entry, key)
+                    }
+                    _ => {
+                        let (tx, rx) = xch::bounded(1);
+                        let job = FileJob {
+                            abs: item.abs,
+                            entry,
+                            reply: tx,
+                        };
+                        if job_tx.send(job).is_err() {
+                            break;
+                        }
+                        Slot::Pending(rx, key)
+                    }
+                }
+            }
+        } else {
+            Slot::Ready(entry, None)
+        };
+        if slot_tx.send(slot).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn reader_loop(
+    jobs: xch::Receiver<FileJob>,
+    chunk_tx: mpsc::Sender<RawChunk>,
+    counters: Arc<Counters>,
+    progress: Arc<Progress>,
+    abort: Arc<AtomicBool>,
+) {
+    for job in jobs {
+        if abort.load(Relaxed) {
+            let _ = job.reply.send(None);
+            continue;
+        }
+        let path = job.abs.display().to_string();
+        match read_file(job.abs, job.entry, &chunk_tx, &counters, &progress) {
+            Ok(Some(e)) => {
+                counters.files_read.fetch_add(1, Relaxed);
+                let _ = job.reply.send(Some(e));
+            }
+            Ok(None) => {
+                // The uploader is gone: stop quietly; it reports the cause.
+                abort.store(true, Relaxed);
+                let _ = job.reply.send(None);
+            }
+            Err(e) => {
+                counters.error(format!("{path}: {e}"));
+                let _ = job.reply.send(None);
+            }
+        }
+    }
+}
+
+fn open_noatime(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let base = libc::O_NOFOLLOW;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(base | libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(base)
+            .open(path),
+        r => r,
+    }
+}
+
+/// Reads and chunks one file. `Ok(None)` means the uploader has gone away.
+fn read_file(
+    abs: PathBuf,
+    mut entry: Entry,
+    chunk_tx: &mpsc::Sender<RawChunk>,
+    counters: &Counters,
+    progress: &Progress,
+) -> std::io::Result<Option<Entry>> {
+    let file = open_noatime(&abs)?;
+    let holes = cairn_fs::holes(&file, entry.size)?;
+    let hole_bytes: u64 = holes.iter().map(|h| h.1).sum();
+    let data_len = entry.size.saturating_sub(hole_bytes);
+    let params = ChunkerParams::default();
+    let mut chunks = Vec::new();
+    let mut read_total = 0u64;
+    let mut emit = |data: Vec<u8>| -> bool {
+        let id = ChunkId::of(&data);
+        let len = data.len() as u32;
+        read_total += len as u64;
+        counters.bytes_read.fetch_add(len as u64, Relaxed);
+        progress.add_done(0, len as u64);
+        chunks.push(ChunkRef { id, len });
+        chunk_tx.blocking_send(RawChunk { id, data }).is_ok()
+    };
+    let mut reader = cairn_fs::DataReader::new(file, entry.size, &holes);
+    if data_len <= READ_WHOLE {
+        let mut buf = Vec::with_capacity(data_len as usize);
+        reader.by_ref().take(READ_WHOLE + 1).read_to_end(&mut buf)?;
+        if buf.len() as u64 <= params.min as u64 {
+            if !buf.is_empty() && !emit(buf) {
+                return Ok(None);
+            }
+        } else {
+            let mut off = 0usize;
+            for len in cdc::cut_lengths(&buf, params) {
+                if !emit(buf[off..off + len].to_vec()) {
+                    return Ok(None);
+                }
+                off += len;
+            }
+        }
+    } else {
+        for c in StreamChunker::new(reader, params) {
+            if !emit(c?) {
+                return Ok(None);
+            }
+        }
+    }
+    if read_total != data_len {
+        if !holes.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "sparse file changed while being read ({data_len} data bytes expected, {read_total} read)"
+            )));
+        }
+        // A file that grew or shrank under us: keep the consistent prefix we read.
+        tracing::warn!(path = %abs.display(), expected = data_len, read = read_total, "file changed while being read");
+        entry.size = read_total;
+    }
+    entry.holes = holes;
+    entry.chunks = chunks;
+    Ok(Some(entry))
+}
+
+fn assemble_loop(
+    slots: xch::Receiver<Slot>,
+    chunk_tx: mpsc::Sender<RawChunk>,
+    counters: Arc<Counters>,
+) -> Result<(ChunkId, cairn_core::manifest::ManifestRoot), AgentError> {
+    let mut w = ManifestWriter::new();
+    let mut inodes: HashMap<InodeKey, (Vec<ChunkRef>, Vec<(u64, u64)>, u64)> = HashMap::new();
+    let mut content: HashSet<ChunkId> = HashSet::new();
+    let store = |bytes: Vec<u8>, w: &mut ManifestWriter| -> Result<(), AgentError> {
+        let id = ChunkId::of(&bytes);
+        w.chunk_stored(id, bytes.len());
+        chunk_tx
+            .blocking_send(RawChunk { id, data: bytes })
+            .map_err(|_| AgentError::Internal("upload stopped".into()))
+    };
+    for slot in slots {
+        let entry = match slot {
+            Slot::Ready(e, key) => {
+                if let Some(k) = key {
+                    inodes.insert(k, (e.chunks.clone(), e.holes.clone(), e.size));
+                }
+                Some(e)
+            }
+            Slot::Pending(rx, key) => match rx.recv() {
+                Ok(Some(e)) => {
+                    if let Some(k) = key {
+                        inodes.insert(k, (e.chunks.clone(), e.holes.clone(), e.size));
+                    }
+                    Some(e)
+                }
+                Ok(None) => None,
+                Err(_) => return Err(AgentError::Internal("reader stopped".into())),
+            },
+            Slot::Link(mut e, key) => match inodes.get(&key) {
+                Some((chunks, holes, size)) => {
+                    e.chunks = chunks.clone();
+                    e.holes = holes.clone();
+                    e.size = *size;
+                    Some(e)
+                }
+                None => {
+                    counters.error(format!(
+                        "{}: hardlink to a file that could not be read",
+                        cairn_core::path::display(&e.path)
+                    ));
+                    None
+                }
+            },
+        };
+        let Some(e) = entry else { continue };
+        for c in &e.chunks {
+            if content.len() < 4 << 20 {
+                content.insert(c.id);
+            }
+        }
+        if let Some(bytes) = w.push(&e)? {
+            store(bytes, &mut w)?;
+        }
+    }
+    if let Some(bytes) = w.finish() {
+        store(bytes, &mut w)?;
+    }
+    w.set_content_chunks(content.len() as u64);
+    let root = w.root().clone();
+    let bytes = root.encode();
+    let id = ChunkId::of(&bytes);
+    chunk_tx
+        .blocking_send(RawChunk { id, data: bytes })
+        .map_err(|_| AgentError::Internal("upload stopped".into()))?;
+    Ok((id, root))
+}
+
+async fn upload_loop(
+    cluster: Cluster,
+    mut rx: mpsc::Receiver<RawChunk>,
+    compression: Compression,
+    counters: Arc<Counters>,
+) -> Result<(), AgentError> {
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut tasks: tokio::task::JoinSet<Result<(), AgentError>> = tokio::task::JoinSet::new();
+    let mut batch: Vec<RawChunk> = Vec::new();
+    let mut bytes = 0usize;
+    let result: Result<(), AgentError> = async {
+        loop {
+            let msg = if batch.is_empty() {
+                rx.recv().await
+            } else {
+                match tokio::time::timeout(Duration::from_millis(20), rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        dispatch(&cluster, &sem, &mut tasks, &mut batch, compression, &counters)
+                            .await?;
+                        bytes = 0;
+                        continue;
+                    }
+                }
+            };
+            let Some(c) = msg else { break };
+            if !seen.insert(c.id) {
+                continue;
+            }
+            bytes += c.data.len();
+            batch.push(c);
+            if bytes >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS {
+                dispatch(&cluster, &sem, &mut tasks, &mut batch, compression, &counters).await?;
+                bytes = 0;
+            }
+            while let Some(done) = tasks.try_join_next() {
+                done.map_err(|e| AgentError::Internal(e.to_string()))??;
+            }
+        }
+        if !batch.is_empty() {
+            dispatch(&cluster, &sem, &mut tasks, &mut batch, compression, &counters).await?;
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| AgentError::Internal(e.to_string()))??;
+        }
+        Ok(())
+    }
+    .await;
+    // Dropping the receiver makes readers and the assembler stop.
+    drop(rx);
+    result
+}
+
+async fn dispatch(
+    cluster: &Cluster,
+    sem: &Arc<tokio::sync::Semaphore>,
+    tasks: &mut tokio::task::JoinSet<Result<(), AgentError>>,
+    batch: &mut Vec<RawChunk>,
+    compression: Compression,
+    counters: &Arc<Counters>,
+) -> Result<(), AgentError> {
+    let permit = sem
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    let chunks = std::mem::take(batch);
+    let cluster = cluster.clone();
+    let counters = counters.clone();
+    tasks.spawn(async move {
+        let _permit = permit;
+        let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
+        let missing: HashSet<ChunkId> = cluster.missing(&ids).await?.into_iter().collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let todo: Vec<RawChunk> = chunks.into_iter().filter(|c| missing.contains(&c.id)).collect();
+        let encoded = tokio::task::spawn_blocking(move || {
+            todo.iter()
+                .map(|c| cairn_chunker::codec::encode_with_id(c.id, &c.data, compression))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+        let n = encoded.len() as u64;
+        let sent: u64 = encoded.iter().map(|c| c.data.len() as u64).sum();
+        cluster.put(encoded).await?;
+        counters.chunks_sent.fetch_add(n, Relaxed);
+        counters.bytes_sent.fetch_add(sent, Relaxed);
+        Ok(())
+    });
+    Ok(())
+}

@@ -1,0 +1,563 @@
+//! Test helpers: a tree with every kind of file-system object, and a tree comparison.
+//!
+//! Integration tests across the workspace use these to check that a backup and restore round
+//! trip loses nothing. They panic on setup failures (they are test code); what they cannot
+//! build on this machine (devices when not root, for example) is returned as notes instead.
+//! [`diff_trees`] is written independently of the walker and reader of this crate, so that a
+//! bug there does not hide itself.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{Mode, SFlag};
+use nix::sys::time::TimeSpec;
+
+use crate::error::show;
+
+/// What [`diff_trees`] compares besides names, kinds, content, modes, times, links, device
+/// numbers, extended attributes and sparse layout.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DiffOptions {
+    /// Compares owner and group.
+    pub owners: bool,
+    /// Compares access times (reading a tree changes them, so this is usually off).
+    pub atime: bool,
+}
+
+fn must<T>(what: &str, r: io::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("building the test tree: {what}: {e}"))
+}
+
+fn must_nix<T>(what: &str, r: nix::Result<T>) -> T {
+    must(what, r.map_err(|e| io::Error::from_raw_os_error(e as i32)))
+}
+
+/// Pseudo-random, non-repeating bytes (xorshift), so content-defined chunking cuts a file
+/// into many distinct chunks.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A raw POSIX ACL xattr value (version 2) from (tag, perm, id) entries.
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+const ACL_UNDEFINED_ID: u32 = u32::MAX;
+
+/// Builds, in `dir` (created if needed), a tree holding every kind of object a restore must
+/// reproduce: regular, empty, sparse and large files, a hardlink group across directories,
+/// relative, absolute and dangling symlinks, a fifo, a socket, device nodes, setuid, setgid
+/// and sticky modes, a read-only directory with children, non-UTF-8 and newline names,
+/// extended attributes, POSIX ACLs (access and default), a file capability, other owners,
+/// nanosecond times and deep nesting.
+///
+/// Returns notes on what could not be built here (for example device nodes when not root).
+pub fn build_every_kind_tree(dir: &Path) -> Vec<String> {
+    let root = nix::unistd::geteuid().is_root();
+    let mut notes = Vec::new();
+    let p = |rel: &str| dir.join(rel);
+    let mkdir = |rel: &str| must(rel, fs::create_dir_all(p(rel)));
+    let chmod = |rel: &str, mode: u32| {
+        must(
+            rel,
+            fs::set_permissions(p(rel), fs::Permissions::from_mode(mode)),
+        )
+    };
+    let chown = |rel: &str| {
+        must(
+            rel,
+            std::os::unix::fs::lchown(p(rel), Some(1234), Some(5678)),
+        )
+    };
+    mkdir("");
+
+    // Plain files.
+    must("file.txt", fs::write(p("file.txt"), b"hello, world\n"));
+    must("empty", fs::write(p("empty"), b""));
+    must("big.bin", fs::write(p("big.bin"), noise(12 << 20, 0xc0ffee)));
+
+    // Sparse: data at [0, 1 MiB) and [3 MiB, 4 MiB), holes in the middle and at the end.
+    {
+        let f = must("sparse.img", File::create(p("sparse.img")));
+        must("sparse.img", f.set_len(8 << 20));
+        must("sparse.img", f.write_all_at(&noise(1 << 20, 7), 0));
+        must("sparse.img", f.write_all_at(&noise(1 << 20, 8), 3 << 20));
+    }
+
+    // Hardlinks: three names of one inode, in two directories.
+    mkdir("links");
+    mkdir("other");
+    must("links/a", fs::write(p("links/a"), b"one inode, three names\n"));
+    must("links/b", fs::hard_link(p("links/a"), p("links/b")));
+    must("other/c", fs::hard_link(p("links/a"), p("other/c")));
+
+    // Symlinks.
+    mkdir("sym");
+    must("sym/rel", std::os::unix::fs::symlink("../file.txt", p("sym/rel")));
+    must("sym/abs", std::os::unix::fs::symlink("/etc/passwd", p("sym/abs")));
+    must(
+        "sym/dangling",
+        std::os::unix::fs::symlink("does/not/exist", p("sym/dangling")),
+    );
+
+    // Special files.
+    mkdir("special");
+    must_nix(
+        "special/fifo",
+        nix::unistd::mkfifo(&p("special/fifo"), Mode::from_bits_truncate(0o640)),
+    );
+    match std::os::unix::net::UnixListener::bind(p("special/sock")) {
+        Ok(l) => drop(l),
+        Err(e) => notes.push(format!("no socket: {e}")),
+    }
+    if root {
+        let dev = |rel: &str, kind: SFlag, major: u64, minor: u64| {
+            nix::sys::stat::mknod(
+                &p(rel),
+                kind,
+                Mode::from_bits_truncate(0o660),
+                nix::sys::stat::makedev(major, minor),
+            )
+        };
+        if let Err(e) = dev("special/null", SFlag::S_IFCHR, 1, 3)
+            .and_then(|()| dev("special/loop0", SFlag::S_IFBLK, 7, 0))
+        {
+            notes.push(format!("no device nodes: {e}"));
+        }
+    } else {
+        notes.push("no device nodes: not root".into());
+    }
+
+    // Modes.
+    mkdir("modes/sticky");
+    mkdir("modes/sgid");
+    must("modes/suid", fs::write(p("modes/suid"), b"#!/bin/sh\n"));
+    must("modes/sgid/child", fs::write(p("modes/sgid/child"), b"x"));
+    must("modes/private", fs::write(p("modes/private"), b"secret"));
+    chmod("modes/private", 0o600);
+
+    // Names that are not UTF-8 or hold a newline.
+    mkdir("names");
+    let odd = |name: &[u8]| dir.join("names").join(std::ffi::OsStr::from_bytes(name));
+    must("names/caf\\xe9", fs::write(odd(b"caf\xe9"), b"latin-1 name"));
+    must("names/new\\nline", fs::write(odd(b"new\nline"), b"newline name"));
+
+    // Extended attributes.
+    mkdir("xattr");
+    match xattr::set(p("xattr"), "user.dir", b"d") {
+        Ok(()) => {
+            must("xattr/file", fs::write(p("xattr/file"), b"x"));
+            must("xattr", xattr::set(p("xattr/file"), "user.comment", b"hello"));
+            must(
+                "xattr",
+                xattr::set(p("xattr/file"), "user.binary", b"\x00\x01\x02\xff"),
+            );
+            if root {
+                if let Err(e) = xattr::set(p("xattr/file"), "trusted.cairn", b"t") {
+                    notes.push(format!("no trusted.* xattr: {e}"));
+                }
+            }
+        }
+        Err(e) => notes.push(format!("no user.* xattrs: {e}")),
+    }
+
+    // POSIX ACLs, raw: an access ACL on a file, and a default ACL on a directory that holds
+    // one child created before it (no ACL) and one created after (inherits one).
+    mkdir("acl/dir");
+    must("acl/file", fs::write(p("acl/file"), b"x"));
+    must("acl/dir/before", fs::write(p("acl/dir/before"), b"x"));
+    let access = acl(&[
+        (ACL_USER_OBJ, 6, ACL_UNDEFINED_ID),
+        (ACL_USER, 4, 1234),
+        (ACL_GROUP_OBJ, 4, ACL_UNDEFINED_ID),
+        (ACL_MASK, 4, ACL_UNDEFINED_ID),
+        (ACL_OTHER, 0, ACL_UNDEFINED_ID),
+    ]);
+    let default = acl(&[
+        (ACL_USER_OBJ, 7, ACL_UNDEFINED_ID),
+        (ACL_USER, 5, 1234),
+        (ACL_GROUP_OBJ, 5, ACL_UNDEFINED_ID),
+        (ACL_MASK, 5, ACL_UNDEFINED_ID),
+        (ACL_OTHER, 5, ACL_UNDEFINED_ID),
+    ]);
+    match xattr::set(p("acl/file"), "system.posix_acl_access", &access)
+        .and_then(|()| xattr::set(p("acl/dir"), "system.posix_acl_default", &default))
+    {
+        Ok(()) => must("acl/dir/after", fs::write(p("acl/dir/after"), b"x")),
+        Err(e) => notes.push(format!("no POSIX ACLs: {e}")),
+    }
+
+    // Other owners, and a file capability (which a chown clears).
+    mkdir("owned/dir");
+    must("owned/file", fs::write(p("owned/file"), b"x"));
+    must(
+        "owned/link",
+        std::os::unix::fs::symlink("file", p("owned/link")),
+    );
+    mkdir("caps");
+    must("caps/ping", fs::write(p("caps/ping"), b"\x7fELF"));
+    if root {
+        for rel in ["owned/dir", "owned/file", "owned/link", "modes/suid", "caps/ping"] {
+            chown(rel);
+        }
+        chmod("caps/ping", 0o755);
+        // VFS_CAP_REVISION_2 | effective; permitted = CAP_NET_RAW.
+        let mut cap = (0x0200_0000u32 | 1).to_le_bytes().to_vec();
+        for word in [1u32 << 13, 0, 0, 0] {
+            cap.extend_from_slice(&word.to_le_bytes());
+        }
+        if let Err(e) = xattr::set(p("caps/ping"), "security.capability", &cap) {
+            notes.push(format!("no file capability: {e}"));
+        }
+    } else {
+        notes.push("no other owners and no file capability: not root".into());
+    }
+    chmod("modes/suid", 0o4755);
+    chmod("modes/sgid", 0o2755);
+    chmod("modes/sticky", 0o1777);
+
+    // Deep nesting.
+    let mut deep = String::from("deep");
+    for i in 0..40 {
+        deep.push_str(&format!("/{i}"));
+    }
+    mkdir(&deep);
+    must("deep leaf", fs::write(p(&deep).join("leaf"), b"deep"));
+
+    // A read-only directory with children (set last: nothing is created in it afterwards).
+    mkdir("ro/sub");
+    must("ro/inner.txt", fs::write(p("ro/inner.txt"), b"x"));
+    must("ro/sub/deeper", fs::write(p("ro/sub/deeper"), b"x"));
+    chmod("ro", 0o555);
+    chmod("", 0o755);
+
+    // Nanosecond times on everything, children before their directories.
+    let mut n = 0i64;
+    set_times_below(dir, &mut n);
+    notes
+}
+
+fn set_times_below(path: &Path, n: &mut i64) {
+    let md = must("stat", fs::symlink_metadata(path));
+    if md.is_dir() {
+        let mut names: Vec<_> = must("list", fs::read_dir(path))
+            .map(|d| must("list", d).file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            set_times_below(&path.join(name), n);
+        }
+    }
+    *n += 1;
+    let mtime = TimeSpec::new(1_600_000_000 + *n * 3600, (*n * 7_919_117) % 1_000_000_000);
+    let atime = TimeSpec::new(1_650_000_000 + *n, (*n * 104_729) % 1_000_000_000);
+    must_nix(
+        "set times",
+        nix::sys::stat::utimensat(
+            None,
+            path,
+            &atime,
+            &mtime,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        ),
+    );
+}
+
+/// Makes every directory below `dir` writable and searchable by its owner again, so that a
+/// tree built by [`build_every_kind_tree`] can be deleted by a user who is not root.
+pub fn make_removable(dir: &Path) {
+    let Ok(md) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !md.is_dir() {
+        return;
+    }
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(md.mode() | 0o700));
+    if let Ok(rd) = fs::read_dir(dir) {
+        for d in rd.flatten() {
+            make_removable(&d.path());
+        }
+    }
+}
+
+/// Every object below a root, by relative path, `lstat`ed.
+fn scan(root: &Path, diffs: &mut Vec<String>, side: &str) -> BTreeMap<Vec<u8>, Metadata> {
+    let mut out = BTreeMap::new();
+    let mut todo: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
+    while let Some((abs, rel)) = todo.pop() {
+        let md = match fs::symlink_metadata(&abs) {
+            Ok(md) => md,
+            Err(e) => {
+                diffs.push(format!("{side}: cannot stat {}: {e}", show(&rel)));
+                continue;
+            }
+        };
+        if md.is_dir() {
+            match fs::read_dir(&abs) {
+                Ok(rd) => {
+                    for d in rd {
+                        match d {
+                            Ok(d) => {
+                                let name = d.file_name().into_vec();
+                                todo.push((d.path(), cairn_core::path::join(&rel, &name)));
+                            }
+                            Err(e) => diffs.push(format!("{side}: cannot list {}: {e}", show(&rel))),
+                        }
+                    }
+                }
+                Err(e) => diffs.push(format!("{side}: cannot list {}: {e}", show(&rel))),
+            }
+        }
+        out.insert(rel, md);
+    }
+    out
+}
+
+fn kind(md: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = md.file_type();
+    if t.is_file() {
+        "file"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symlink"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else {
+        "unknown"
+    }
+}
+
+/// The hole map of a file, probed with `SEEK_DATA`/`SEEK_HOLE` (no shortcuts).
+fn hole_map(path: &Path) -> io::Result<Vec<(u64, u64)>> {
+    let f = File::open(path)?;
+    let size = f.metadata()?.len();
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        // SAFETY: lseek only reads its integer arguments; `fd` is borrowed from `f`.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        let data = if data < 0 { size } else { (data as u64).min(size) };
+        if data > pos {
+            out.push((pos, data - pos));
+        }
+        if data >= size {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        if hole < 0 || hole as u64 <= data {
+            break;
+        }
+        pos = hole as u64;
+    }
+    Ok(out)
+}
+
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = read_full(&mut fa, &mut ba)?;
+        let nb = read_full(&mut fb, &mut bb)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// For each regular file, the smallest name of its inode within the tree.
+fn link_groups(tree: &BTreeMap<Vec<u8>, Metadata>) -> HashMap<Vec<u8>, Vec<u8>> {
+    let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    for (rel, md) in tree.iter().filter(|(_, md)| md.is_file()) {
+        first.entry((md.dev(), md.ino())).or_insert_with(|| rel.clone());
+    }
+    tree.iter()
+        .filter(|(_, md)| md.is_file())
+        .filter_map(|(rel, md)| Some((rel.clone(), first.get(&(md.dev(), md.ino()))?.clone())))
+        .collect()
+}
+
+fn ns(sec: i64, nsec: i64) -> i64 {
+    sec * 1_000_000_000 + nsec
+}
+
+/// Compares the trees at `a` (the source) and `b` (the copy) and returns their differences
+/// in human-readable form; an empty list means identical.
+///
+/// Compared: the set of names, kinds, file content, permission bits (setuid, setgid and
+/// sticky included), owner and group (with `opts.owners`), modification times in
+/// nanoseconds (access times with `opts.atime`) of every object including symlinks and the
+/// roots, symlink targets, device numbers, extended attributes, hardlink structure (which
+/// names share an inode), and sparse layout: the same hole map, or no more blocks allocated
+/// than the source plus a little slack.
+pub fn diff_trees(a: &Path, b: &Path, opts: DiffOptions) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let ta = scan(a, &mut diffs, "source");
+    let tb = scan(b, &mut diffs, "copy");
+    let (ga, gb) = (link_groups(&ta), link_groups(&tb));
+    let names: BTreeSet<&Vec<u8>> = ta.keys().chain(tb.keys()).collect();
+    for rel in names {
+        let shown = show(rel);
+        let (ma, mb) = match (ta.get(rel), tb.get(rel)) {
+            (Some(x), Some(y)) => (x, y),
+            (Some(_), None) => {
+                diffs.push(format!("{shown}: missing from the copy"));
+                continue;
+            }
+            _ => {
+                diffs.push(format!("{shown}: only in the copy"));
+                continue;
+            }
+        };
+        let mut d = |what: String| diffs.push(format!("{shown}: {what}"));
+        if kind(ma) != kind(mb) {
+            d(format!("{} in the source, {} in the copy", kind(ma), kind(mb)));
+            continue;
+        }
+        let pa = a.join(std::ffi::OsStr::from_bytes(rel));
+        let pb = b.join(std::ffi::OsStr::from_bytes(rel));
+        if !ma.file_type().is_symlink() && ma.mode() & 0o7777 != mb.mode() & 0o7777 {
+            d(format!("mode {:o} vs {:o}", ma.mode() & 0o7777, mb.mode() & 0o7777));
+        }
+        if opts.owners && (ma.uid(), ma.gid()) != (mb.uid(), mb.gid()) {
+            d(format!(
+                "owner {}:{} vs {}:{}",
+                ma.uid(),
+                ma.gid(),
+                mb.uid(),
+                mb.gid()
+            ));
+        }
+        let (mta, mtb) = (ns(ma.mtime(), ma.mtime_nsec()), ns(mb.mtime(), mb.mtime_nsec()));
+        if mta != mtb {
+            d(format!("mtime {mta} ns vs {mtb} ns"));
+        }
+        if opts.atime {
+            let (ata, atb) = (ns(ma.atime(), ma.atime_nsec()), ns(mb.atime(), mb.atime_nsec()));
+            if ata != atb {
+                d(format!("atime {ata} ns vs {atb} ns"));
+            }
+        }
+        if ma.file_type().is_symlink() {
+            match (fs::read_link(&pa), fs::read_link(&pb)) {
+                (Ok(x), Ok(y)) if x == y => {}
+                (x, y) => d(format!("symlink target {x:?} vs {y:?}")),
+            }
+        }
+        if kind(ma).ends_with("device") && ma.rdev() != mb.rdev() {
+            d(format!("device number {:#x} vs {:#x}", ma.rdev(), mb.rdev()));
+        }
+        match (crate::read_xattrs(&pa), crate::read_xattrs(&pb)) {
+            (Ok(x), Ok(y)) if x == y => {}
+            (Ok(x), Ok(y)) => {
+                let names = |v: &[(Vec<u8>, Vec<u8>)]| {
+                    v.iter()
+                        .map(|(n, val)| format!("{}={}", show(n), val.len()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                d(format!("xattrs [{}] vs [{}]", names(&x), names(&y)));
+            }
+            (x, y) => d(format!("xattrs unreadable: {:?} / {:?}", x.err(), y.err())),
+        }
+        if ma.is_file() {
+            if ma.len() != mb.len() {
+                d(format!("size {} vs {}", ma.len(), mb.len()));
+            } else {
+                match same_content(&pa, &pb) {
+                    Ok(true) => {}
+                    Ok(false) => d("content differs".into()),
+                    Err(e) => d(format!("cannot compare content: {e}")),
+                }
+            }
+            if ga.get(rel) != gb.get(rel) {
+                d(format!(
+                    "hardlinked with {:?} in the source, with {:?} in the copy",
+                    ga.get(rel).map(|r| show(r)),
+                    gb.get(rel).map(|r| show(r))
+                ));
+            }
+            match (hole_map(&pa), hole_map(&pb)) {
+                (Ok(x), Ok(y)) if x == y => {}
+                (Ok(x), Ok(y)) => {
+                    let slack = 512 + ma.blocks() / 16;
+                    if mb.blocks() > ma.blocks() + slack {
+                        d(format!(
+                            "sparse layout: holes {x:?} vs {y:?}, {} vs {} blocks allocated",
+                            ma.blocks(),
+                            mb.blocks()
+                        ));
+                    }
+                }
+                (x, y) => d(format!("hole map unreadable: {:?} / {:?}", x.err(), y.err())),
+            }
+        }
+    }
+    diffs
+}
+
+/// Writes `data` at the start of the file at `path`, keeping its times: a helper for tests
+/// that must change content without changing anything else.
+pub fn overwrite_keeping_times(path: &Path, data: &[u8]) -> io::Result<()> {
+    let md = fs::symlink_metadata(path)?;
+    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(data)?;
+    drop(f);
+    nix::sys::stat::utimensat(
+        None,
+        path,
+        &TimeSpec::new(md.atime(), md.atime_nsec()),
+        &TimeSpec::new(md.mtime(), md.mtime_nsec()),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| io::Error::from_raw_os_error(e as i32))
+}

@@ -1,0 +1,465 @@
+//! Command-line parsing and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use cairn_agent::{BackupRequest, Cluster, Progress, RestoreRequest};
+use cairn_core::{BackupId, BackupType, Compression, EnvId};
+use clap::{Parser, Subcommand};
+
+use crate::output::{self, ProgressView};
+
+const DEFAULT_CLUSTER: &str = cairn_agent::client::DEFAULT_CLUSTER;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Cairn: a distributed, deduplicating backup cluster for container hosts")]
+struct Cli {
+    #[command(flatten)]
+    cluster: ClusterArg,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct ClusterArg {
+    /// Address of any storage node.
+    #[arg(long, env = "CAIRN_CLUSTER", default_value = DEFAULT_CLUSTER, global = true)]
+    cluster: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a local cluster in the foreground with sane defaults (the embedded default).
+    Dev {
+        /// Data directory.
+        #[arg(long, default_value = "./cairn-data")]
+        data: PathBuf,
+        /// gRPC listen address.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: std::net::SocketAddr,
+    },
+    /// Show Cairn working end to end in one command: start a node, back up a sample tree,
+    /// change it, back it up again, restore, and compare.
+    Demo {
+        /// Back up this directory instead of a generated sample tree.
+        #[arg(long)]
+        source: Option<PathBuf>,
+    },
+    /// Run one storage node.
+    Node {
+        /// Node configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides the config's data_dir.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Back up a directory tree; prints the new backup id.
+    Backup {
+        /// Root of the tree to back up (a container's private area).
+        path: PathBuf,
+        /// Environment (container) id, a UUID.
+        #[arg(long)]
+        env: String,
+        /// full, incremental (against the latest backup) or differential (against the latest full).
+        #[arg(long = "type", default_value = "incremental")]
+        kind: String,
+        /// 0 none, 1 normal, 2 high, 3 maximum.
+        #[arg(long, default_value_t = 1)]
+        compression: u32,
+        /// Leave out matching paths (glob; without '/' it matches any name). Repeatable.
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Back up only these relative paths. Repeatable.
+        #[arg(long)]
+        include: Vec<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Free-form tag. Repeatable.
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup (or some paths of it) into a new directory.
+    Restore {
+        /// Backup id, EID/YYYYMMDDhhmmss.
+        backup: String,
+        /// Directory to restore into; must not exist or be empty.
+        target: PathBuf,
+        /// Restore only this relative path (and what is below it). Repeatable.
+        #[arg(long)]
+        path: Vec<String>,
+        /// Do not restore file owners even when running as root.
+        #[arg(long)]
+        no_owners: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, show and delete backups.
+    Backups {
+        #[command(subcommand)]
+        cmd: BackupsCmd,
+    },
+    /// Cluster information.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupsCmd {
+    /// List backups, oldest first.
+    List {
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one backup.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete one backup (its chunks are reclaimed by garbage collection).
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Show the node's view of the cluster.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Entry point: parses, runs, maps errors to one line and an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let server = matches!(cli.cmd, Cmd::Dev { .. } | Cmd::Node { .. });
+    init_logs(if server { "info" } else { "warn" });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli.cmd, &cli.cluster.cluster)) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let mut line = msg.join(": ");
+            // Avoid "x: x" when a context repeats its source.
+            if msg.len() == 2 && msg[0].ends_with(&msg[1]) {
+                line = msg[0].clone();
+            }
+            eprintln!("error: {line}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn parse_env(s: &str) -> Result<EnvId> {
+    Ok(s.parse::<EnvId>()?)
+}
+
+fn parse_backup(s: &str) -> Result<BackupId> {
+    Ok(s.parse::<BackupId>()?)
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Dev { data, listen } => {
+            dev(data, listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { source } => crate::demo::run(source).await,
+        Cmd::Node { config, data } => {
+            let mut cfg = cairn_node::NodeConfig::load(&config)?;
+            if let Some(d) = data {
+                cfg.data_dir = d;
+            }
+            serve(cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Backup {
+            path,
+            env,
+            kind,
+            compression,
+            exclude,
+            include,
+            name,
+            description,
+            tag,
+            json,
+        } => {
+            let env = parse_env(&env)?;
+            let kind: BackupType = kind.parse().map_err(anyhow::Error::msg)?;
+            let compression = Compression::from_level(compression).ok_or_else(|| {
+                anyhow::anyhow!("--compression {compression} is not a level: use 0 none, 1 normal, 2 high, 3 maximum")
+            })?;
+            let source = std::fs::canonicalize(&path)
+                .with_context(|| format!("source path {}", path.display()))?;
+            let c = Cluster::connect(cluster).await?;
+            let progress = Arc::new(Progress::new());
+            let view = ProgressView::start(progress.clone(), "backup", json);
+            let req = BackupRequest {
+                source,
+                env,
+                kind,
+                compression,
+                excludes: exclude,
+                includes: include,
+                name,
+                description,
+                tags: tag,
+                host: hostname(),
+            };
+            let result = cairn_agent::backup(&c, req, progress).await;
+            view.finish().await;
+            let s = result?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("{}", s.id);
+                eprintln!(
+                    "backup {} ({}{}) {}: {} entries; files: {} read, {} reused unread, {} skipped; {} excluded; read {}, sent {} in {} chunks; {:.2}s",
+                    s.id,
+                    s.kind,
+                    s.parent.as_ref().map(|p| format!(" of {p}")).unwrap_or_default(),
+                    s.state,
+                    s.entries,
+                    s.files_read,
+                    s.files_reused,
+                    s.files_skipped,
+                    s.excluded,
+                    output::bytes(s.bytes_read),
+                    output::bytes(s.bytes_sent),
+                    s.chunks_sent,
+                    s.duration_secs
+                );
+                for e in &s.errors {
+                    eprintln!("  skipped: {e}");
+                }
+            }
+            Ok(if s.state == "incomplete" {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Cmd::Restore {
+            backup,
+            target,
+            path,
+            no_owners,
+            json,
+        } => {
+            let id = parse_backup(&backup)?;
+            let c = Cluster::connect(cluster).await?;
+            let progress = Arc::new(Progress::new());
+            let view = ProgressView::start(progress.clone(), "restore", json);
+            let req = RestoreRequest {
+                backup: id,
+                target,
+                paths: path,
+                owners: if no_owners { Some(false) } else { None },
+                into_existing: false,
+            };
+            let result = cairn_agent::restore(&c, req, progress).await;
+            view.finish().await;
+            let s = result?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "restored {} into {}: {} entries, {} files, {} in {:.2}s",
+                    s.id,
+                    s.target,
+                    s.entries,
+                    s.files,
+                    output::bytes(s.bytes),
+                    s.duration_secs
+                );
+                for n in &s.notes {
+                    eprintln!("  note: {n}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Backups { cmd } => backups(cmd, cluster).await,
+        Cmd::Cluster {
+            cmd: ClusterCmd::Status { json },
+        } => {
+            let c = Cluster::connect(cluster).await?;
+            let s = c.node_status().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "node_id": s.node_id, "addr": s.addr, "leader": s.leader,
+                        "term": s.term, "commit_index": s.commit_index, "chunks": s.chunks,
+                        "stored_bytes": s.stored_bytes, "logical_bytes": s.logical_bytes,
+                        "backups": s.backups,
+                    })
+                );
+            } else {
+                println!(
+                    "node {} at {}: leader {}, term {}, commit index {}, {} chunks, {} stored ({} before compression), {} backups",
+                    s.node_id,
+                    s.addr,
+                    s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
+                    s.term,
+                    s.commit_index,
+                    s.chunks,
+                    output::bytes(s.stored_bytes),
+                    output::bytes(s.logical_bytes),
+                    s.backups
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn backups(cmd: BackupsCmd, cluster: &str) -> Result<ExitCode> {
+    match cmd {
+        BackupsCmd::List { env, json } => {
+            let env = env.as_deref().map(parse_env).transpose()?;
+            let c = Cluster::connect(cluster).await?;
+            let list = c.list(env).await?;
+            if json {
+                let v: Vec<_> = list.iter().map(output::backup_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if list.is_empty() {
+                eprintln!("no backups");
+            } else {
+                println!(
+                    "{:<52} {:<12} {:<10} {:>10} {:>10} {:>8}  NAME",
+                    "ID", "TYPE", "STATE", "SIZE", "STORED", "FILES"
+                );
+                for r in &list {
+                    println!(
+                        "{:<52} {:<12} {:<10} {:>10} {:>10} {:>8}  {}",
+                        r.id.to_string(),
+                        r.kind.as_str(),
+                        r.state.as_str(),
+                        output::bytes(r.logical_size),
+                        output::bytes(r.stored_size),
+                        r.file_count,
+                        r.name
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupsCmd::Show { id, json } => {
+            let id = parse_backup(&id)?;
+            let c = Cluster::connect(cluster).await?;
+            let r = c.show(&id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&output::backup_json(&r))?);
+            } else {
+                let v = output::backup_json(&r);
+                if let Some(map) = v.as_object() {
+                    for (k, v) in map {
+                        println!("{k:>14}: {}", v.to_string().trim_matches('"'));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupsCmd::Delete { id } => {
+            let id = parse_backup(&id)?;
+            let c = Cluster::connect(cluster).await?;
+            c.delete(&id).await?;
+            println!("deleted {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(cfg: cairn_node::NodeConfig) -> Result<()> {
+    let mut node = cairn_node::start(cfg).await?;
+    tokio::select! {
+        r = node.wait() => { r?; }
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            node.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+async fn dev(data: PathBuf, listen: std::net::SocketAddr) -> Result<()> {
+    let cfg = cairn_node::NodeConfig {
+        node_id: 1,
+        listen,
+        advertise: None,
+        data_dir: data.clone(),
+    };
+    let mut node = cairn_node::start(cfg).await?;
+    let url = node.url.clone();
+    let example_env = uuid::Uuid::new_v4();
+    println!(
+        "cairn dev: a one-node cluster is serving on {url} with data in {}\n\
+         \n\
+         Try, in another terminal:\n\
+         \x20 cairn backup /etc --env {example_env}\n\
+         \x20 cairn backups list\n\
+         \x20 cairn restore {example_env}/<YYYYMMDDhhmmss> /tmp/restored\n\
+         \n\
+         (clients use {DEFAULT_CLUSTER} unless --cluster or CAIRN_CLUSTER says otherwise; Ctrl-C stops)",
+        data.display()
+    );
+    tokio::select! {
+        r = node.wait() => { r?; }
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            node.shutdown().await;
+        }
+    }
+    Ok(())
+}
