@@ -580,13 +580,14 @@ write_tsv
         echo "cairn summaries:"
         for row in full unchanged change second; do
             [[ -s $LOGS/$row-cairn.out ]] || continue
-            jq -r --arg r "$row" '"  \($r): \(.id) \(.type) files read \(.files_read), reused \(.files_reused), read \(.bytes_read) B, sent \(.bytes_sent) B in \(.chunks_sent) chunks, \(.duration_secs)s, \(.state)"' \
+            jq -r --arg r "$row" '"  \($r): \(.id) \(.type) files read \(.files_read), reused \(.files_reused), read \(.bytes_read) B, sent \(.bytes_sent) B in \(.chunks_sent) chunks, \(.duration_secs * 100 | round / 100)s, \(.state)"' \
                 "$LOGS/$row-cairn.out" 2>/dev/null || true
         done
         if [[ -n ${VERIFY[cairn]:-} && ${VERIFY[cairn]} == DIFFERS* ]]; then
             echo "first cairn restore differences:"
-            head -n 10 "$RUN/verify-cairn/diff.txt" | sed 's/^/  /'
-            grep '^[<>]' "$RUN/verify-cairn/meta.diff" | head -n 10 | sed 's/^/  /'
+            head -n 10 "$RUN/verify-cairn/diff.txt" | sed 's/^/  /' || true
+            { grep -h '^[<>]' "$RUN/verify-cairn/meta.diff" "$RUN/verify-cairn/dev.diff" \
+                "$RUN/verify-cairn/links.diff" || true; } | head -n 10 | sed 's/^/  /' || true
         fi
     fi
     echo "raw numbers: $RUN/results.tsv; logs: $LOGS"

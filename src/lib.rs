@@ -107,7 +107,10 @@ impl Node {
         });
         self.url = url;
         wait_for(Duration::from_secs(30), "the node to answer", || {
-            self.cairn(&["cluster", "status"]).status.success().then_some(())
+            self.cairn(&["cluster", "status"])
+                .status
+                .success()
+                .then_some(())
         });
     }
 

@@ -105,14 +105,22 @@ fn incremental_reads_only_changed_files_and_restores_whole() {
     assert_eq!(diffb["type"], "differential");
 
     let out = tmp.path().join("out");
-    node.ok(&["restore", inc["id"].as_str().unwrap(), out.to_str().unwrap()]);
+    node.ok(&[
+        "restore",
+        inc["id"].as_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
     let d = diff(&src, &out);
     assert!(d.is_empty(), "{}", d.join("\n"));
 
     // Every backup is logically full: deleting the full keeps the incremental restorable.
     node.ok(&["backups", "delete", full["id"].as_str().unwrap()]);
     let out2 = tmp.path().join("out2");
-    node.ok(&["restore", inc["id"].as_str().unwrap(), out2.to_str().unwrap()]);
+    node.ok(&[
+        "restore",
+        inc["id"].as_str().unwrap(),
+        out2.to_str().unwrap(),
+    ]);
     assert!(diff(&src, &out2).is_empty());
 
     let list: Value =
@@ -179,7 +187,12 @@ fn excludes_and_includes_select_what_is_backed_up() {
     let src = tmp.path().join("src");
     small_tree(&src, 3);
     std::fs::write(src.join("var/log/app.log"), "x").unwrap();
-    let b = backup(&node, &src, ENV, &["--exclude", "*.log", "--exclude", "/var/log/big.bin"]);
+    let b = backup(
+        &node,
+        &src,
+        ENV,
+        &["--exclude", "*.log", "--exclude", "/var/log/big.bin"],
+    );
     let out = tmp.path().join("out");
     node.ok(&["restore", b["id"].as_str().unwrap(), out.to_str().unwrap()]);
     assert!(out.join("etc/conf.d/f001.conf").exists());
@@ -220,7 +233,11 @@ fn a_torn_pack_tail_is_cut_at_startup() {
     std::fs::write(src.join("new-file"), noise(100_000, 3)).unwrap();
     let b2 = backup(&node, &src, ENV, &[]);
     let out2 = tmp.path().join("out2");
-    node.ok(&["restore", b2["id"].as_str().unwrap(), out2.to_str().unwrap()]);
+    node.ok(&[
+        "restore",
+        b2["id"].as_str().unwrap(),
+        out2.to_str().unwrap(),
+    ]);
     assert!(diff(&src, &out2).is_empty());
 }
 
@@ -262,7 +279,10 @@ fn bad_input_gets_one_clear_line() {
         // Progress phase lines may come first; the failure itself is exactly one line.
         let errors: Vec<&str> = all.lines().filter(|l| l.starts_with("error: ")).collect();
         assert_eq!(errors.len(), 1, "{args:?}: {all}");
-        assert!(!all.contains("panicked") && !all.contains("backtrace"), "{all}");
+        assert!(
+            !all.contains("panicked") && !all.contains("backtrace"),
+            "{all}"
+        );
         assert!(all.trim_end().ends_with(errors[0]), "{args:?}: {all}");
         errors[0].to_string()
     };
@@ -272,14 +292,24 @@ fn bad_input_gets_one_clear_line() {
     assert!(e.contains("malformed environment id"), "{e}");
     let e = err(&["backup", "/tmp", "--env", ENV, "--compression", "7"]);
     assert!(e.contains("compression"), "{e}");
-    let e = err(&["restore", &format!("{ENV}/20200101000000"), "/tmp/x-cairn-none"]);
+    let e = err(&[
+        "restore",
+        &format!("{ENV}/20200101000000"),
+        "/tmp/x-cairn-none",
+    ]);
     assert!(e.contains("not found"), "{e}");
     let e = err(&["backups", "show", "../../etc/passwd"]);
     assert!(e.contains("malformed backup id"), "{e}");
     let e = err(&["backups", "delete", &format!("{ENV}/20200101000000")]);
-    assert!(e.contains("not found") || e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains("not found") || e.contains("does not exist"),
+        "{e}"
+    );
     let e = err(&["--cluster", "http://127.0.0.1:1", "backups", "list"]);
-    assert!(e.contains("cannot reach the cluster at http://127.0.0.1:1"), "{e}");
+    assert!(
+        e.contains("cannot reach the cluster at http://127.0.0.1:1"),
+        "{e}"
+    );
     // The node keeps serving after all that.
     node.ok(&["backups", "list"]);
 }
@@ -332,7 +362,11 @@ fn unsafe_manifest_paths_are_refused_at_commit() {
                 source: "/".into(),
             };
             let err = c.commit(&record).await.unwrap_err();
-            assert_eq!(err.code(), cairn_core::ErrorCode::InvalidArgument, "{bad}: {err}");
+            assert_eq!(
+                err.code(),
+                cairn_core::ErrorCode::InvalidArgument,
+                "{bad}: {err}"
+            );
             assert!(err.to_string().contains("unsafe path"), "{bad}: {err}");
         }
         assert!(c.list(None).await.unwrap().is_empty());
@@ -356,8 +390,11 @@ fn unreadable_files_make_the_backup_incomplete() {
     small_tree(&src, 3);
     std::fs::write(src.join("etc/secret"), "root only").unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(src.join("etc/secret"), std::fs::Permissions::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(
+        src.join("etc/secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     // The temp dir itself is private; let the unprivileged client in.
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("setpriv")
@@ -367,11 +404,19 @@ fn unreadable_files_make_the_backup_incomplete() {
         .env("CAIRN_CLUSTER", &node.url)
         .output()
         .expect("setpriv");
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["state"], "incomplete");
     assert_eq!(v["files_skipped"], 1);
-    assert!(v["errors"][0].as_str().unwrap().contains("etc/secret"), "{v}");
+    assert!(
+        v["errors"][0].as_str().unwrap().contains("etc/secret"),
+        "{v}"
+    );
     let shown: Value =
         serde_json::from_str(&node.ok(&["backups", "show", v["id"].as_str().unwrap(), "--json"]))
             .unwrap();
@@ -421,7 +466,11 @@ fn a_full_disk_fails_the_backup_and_keeps_existing_ones() {
     let list: Value = serde_json::from_str(&node.ok(&["backups", "list", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let out = tmp.path().join("out");
-    node.ok(&["restore", first["id"].as_str().unwrap(), out.to_str().unwrap()]);
+    node.ok(&[
+        "restore",
+        first["id"].as_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
     assert!(diff(&src, &out).is_empty());
     node.stop();
 }

@@ -29,10 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_chunker::{cdc, ChunkerParams, StreamChunker};
-use cairn_core::manifest::{ManifestWriter, ChunkRef};
+use cairn_core::manifest::{ChunkRef, ManifestWriter};
 use cairn_core::{
-    BackupId, BackupRecord, BackupState, BackupType, ChunkId, Compression, EntryKind, EnvId,
-    Entry,
+    BackupId, BackupRecord, BackupState, BackupType, ChunkId, Compression, Entry, EntryKind, EnvId,
 };
 use crossbeam_channel as xch;
 use tokio::sync::mpsc;
@@ -165,7 +164,11 @@ pub async fn backup(
         BackupType::Incremental => cluster.latest(req.env, false).await?,
         BackupType::Differential => cluster.latest(req.env, true).await?,
     };
-    let kind = if parent.is_some() { req.kind } else { BackupType::Full };
+    let kind = if parent.is_some() {
+        req.kind
+    } else {
+        BackupType::Full
+    };
     let parent_entries = match &parent {
         Some(p) => {
             let root = fetch_root(cluster, p.manifest).await?;
@@ -265,7 +268,11 @@ pub async fn backup(
         .map_err(|_| AgentError::Internal("manifest thread panicked".into()))??;
 
     progress.set_phase("storing backup data");
-    let errors = counters.errors.lock().map(|g| g.clone()).unwrap_or_default();
+    let errors = counters
+        .errors
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
     let error_count = counters.error_count.load(Relaxed);
     let record = BackupRecord {
         id: BackupId::new(req.env, chrono::Utc::now().timestamp()),
@@ -550,13 +557,31 @@ fn read_file(
     Ok(Some(entry))
 }
 
+/// What a hardlink's later names copy from its first name.
+struct Content {
+    chunks: Vec<ChunkRef>,
+    holes: Vec<(u64, u64)>,
+    size: u64,
+}
+
+impl Content {
+    fn of(e: &Entry) -> Content {
+        Content {
+            chunks: e.chunks.clone(),
+            holes: e.holes.clone(),
+            size: e.size,
+        }
+    }
+}
+
 fn assemble_loop(
     slots: xch::Receiver<Slot>,
     chunk_tx: mpsc::Sender<RawChunk>,
     counters: Arc<Counters>,
 ) -> Result<(ChunkId, cairn_core::manifest::ManifestRoot), AgentError> {
     let mut w = ManifestWriter::new();
-    let mut inodes: HashMap<InodeKey, (Vec<ChunkRef>, Vec<(u64, u64)>, u64)> = HashMap::new();
+    // Content of the first name of each multiply-linked inode, for its later names.
+    let mut inodes: HashMap<InodeKey, Content> = HashMap::new();
     let mut content: HashSet<ChunkId> = HashSet::new();
     let store = |bytes: Vec<u8>, w: &mut ManifestWriter| -> Result<(), AgentError> {
         let id = ChunkId::of(&bytes);
@@ -569,14 +594,14 @@ fn assemble_loop(
         let entry = match slot {
             Slot::Ready(e, key) => {
                 if let Some(k) = key {
-                    inodes.insert(k, (e.chunks.clone(), e.holes.clone(), e.size));
+                    inodes.insert(k, Content::of(&e));
                 }
                 Some(e)
             }
             Slot::Pending(rx, key) => match rx.recv() {
                 Ok(Some(e)) => {
                     if let Some(k) = key {
-                        inodes.insert(k, (e.chunks.clone(), e.holes.clone(), e.size));
+                        inodes.insert(k, Content::of(&e));
                     }
                     Some(e)
                 }
@@ -584,10 +609,10 @@ fn assemble_loop(
                 Err(_) => return Err(AgentError::Internal("reader stopped".into())),
             },
             Slot::Link(mut e, key) => match inodes.get(&key) {
-                Some((chunks, holes, size)) => {
-                    e.chunks = chunks.clone();
-                    e.holes = holes.clone();
-                    e.size = *size;
+                Some(c) => {
+                    e.chunks = c.chunks.clone();
+                    e.holes = c.holes.clone();
+                    e.size = c.size;
                     Some(e)
                 }
                 None => {
@@ -641,8 +666,15 @@ async fn upload_loop(
                 match tokio::time::timeout(Duration::from_millis(20), rx.recv()).await {
                     Ok(m) => m,
                     Err(_) => {
-                        dispatch(&cluster, &sem, &mut tasks, &mut batch, compression, &counters)
-                            .await?;
+                        dispatch(
+                            &cluster,
+                            &sem,
+                            &mut tasks,
+                            &mut batch,
+                            compression,
+                            &counters,
+                        )
+                        .await?;
                         bytes = 0;
                         continue;
                     }
@@ -655,7 +687,15 @@ async fn upload_loop(
             bytes += c.data.len();
             batch.push(c);
             if bytes >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS {
-                dispatch(&cluster, &sem, &mut tasks, &mut batch, compression, &counters).await?;
+                dispatch(
+                    &cluster,
+                    &sem,
+                    &mut tasks,
+                    &mut batch,
+                    compression,
+                    &counters,
+                )
+                .await?;
                 bytes = 0;
             }
             while let Some(done) = tasks.try_join_next() {
@@ -663,7 +703,15 @@ async fn upload_loop(
             }
         }
         if !batch.is_empty() {
-            dispatch(&cluster, &sem, &mut tasks, &mut batch, compression, &counters).await?;
+            dispatch(
+                &cluster,
+                &sem,
+                &mut tasks,
+                &mut batch,
+                compression,
+                &counters,
+            )
+            .await?;
         }
         while let Some(done) = tasks.join_next().await {
             done.map_err(|e| AgentError::Internal(e.to_string()))??;
@@ -699,7 +747,10 @@ async fn dispatch(
         if missing.is_empty() {
             return Ok(());
         }
-        let todo: Vec<RawChunk> = chunks.into_iter().filter(|c| missing.contains(&c.id)).collect();
+        let todo: Vec<RawChunk> = chunks
+            .into_iter()
+            .filter(|c| missing.contains(&c.id))
+            .collect();
         let encoded = tokio::task::spawn_blocking(move || {
             todo.iter()
                 .map(|c| cairn_chunker::codec::encode_with_id(c.id, &c.data, compression))

@@ -126,11 +126,16 @@ impl Cluster {
             Some(c) => {
                 let c = c?;
                 if c.id != id {
-                    return Err(AgentError::Internal(format!("asked for {id}, got {}", c.id)));
+                    return Err(AgentError::Internal(format!(
+                        "asked for {id}, got {}",
+                        c.id
+                    )));
                 }
-                Ok(tokio::task::spawn_blocking(move || cairn_chunker::decode(&c))
-                    .await
-                    .map_err(|e| AgentError::Internal(e.to_string()))??)
+                Ok(
+                    tokio::task::spawn_blocking(move || cairn_chunker::decode(&c))
+                        .await
+                        .map_err(|e| AgentError::Internal(e.to_string()))??,
+                )
             }
             None => Err(AgentError::Cluster {
                 code: cairn_core::ErrorCode::NotFound,

@@ -29,10 +29,9 @@ impl ManifestEntries {
             for id in ids {
                 let r = async {
                     let bytes = cluster.get_content(id).await?;
-                    let entries =
-                        tokio::task::spawn_blocking(move || decode_chunk(&bytes))
-                            .await
-                            .map_err(|e| AgentError::Internal(e.to_string()))??;
+                    let entries = tokio::task::spawn_blocking(move || decode_chunk(&bytes))
+                        .await
+                        .map_err(|e| AgentError::Internal(e.to_string()))??;
                     Ok(entries)
                 }
                 .await;

@@ -111,7 +111,9 @@ pub async fn restore(
         let restorer = restorer.clone();
         let progress = progress.clone();
         let selected = selected.clone();
-        tokio::task::spawn_blocking(move || plan(entries, &restorer, &selected, batch_tx, &progress))
+        tokio::task::spawn_blocking(move || {
+            plan(entries, &restorer, &selected, batch_tx, &progress)
+        })
     };
 
     let sem = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
@@ -320,10 +322,12 @@ fn write_batch(
                     why: format!("{} bytes where the manifest says {}", data.len(), c.len),
                 }));
             }
-            place.write(&fw.file, at, &data).map_err(|e| AgentError::Io {
-                path: cairn_core::path::display(&fw.entry.path),
-                source: e,
-            })?;
+            place
+                .write(&fw.file, at, &data)
+                .map_err(|e| AgentError::Io {
+                    path: cairn_core::path::display(&fw.entry.path),
+                    source: e,
+                })?;
             at += data.len() as u64;
             progress.add_done(0, data.len() as u64);
         }

@@ -48,8 +48,12 @@ impl Rules {
             inc.push(p);
         }
         Ok(Rules {
-            name_globs: names.build().map_err(|e| AgentError::Invalid(e.to_string()))?,
-            path_globs: paths.build().map_err(|e| AgentError::Invalid(e.to_string()))?,
+            name_globs: names
+                .build()
+                .map_err(|e| AgentError::Invalid(e.to_string()))?,
+            path_globs: paths
+                .build()
+                .map_err(|e| AgentError::Invalid(e.to_string()))?,
             includes: inc,
         })
     }

@@ -16,7 +16,9 @@ fn corpus() -> Vec<u8> {
         let mut out = Vec::new();
         let mut stack = vec![std::path::PathBuf::from(dir)];
         while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
             for e in rd.flatten() {
                 let Ok(ft) = e.file_type() else { continue };
                 if ft.is_dir() {
@@ -45,7 +47,7 @@ fn corpus() -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 4 == 0 {
+        if x.is_multiple_of(4) {
             out.extend_from_slice(&x.to_le_bytes());
         } else {
             out.extend_from_slice(words[(x % words.len() as u64) as usize].as_bytes());
@@ -61,7 +63,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(10);
-    g.bench_function("fastcdc", |b| b.iter(|| black_box(cdc::cut_lengths(&data, p))));
+    g.bench_function("fastcdc", |b| {
+        b.iter(|| black_box(cdc::cut_lengths(&data, p)))
+    });
     g.bench_function("fastcdc+blake3", |b| {
         b.iter(|| {
             let mut off = 0;

@@ -100,7 +100,11 @@ mod tests {
         let b = ids(&edited);
         let shared = b.iter().filter(|id| a.contains(id)).count();
         // Only the chunk(s) around the edit may differ.
-        assert!(shared + 2 >= a.len(), "{shared} of {} chunks survived", a.len());
+        assert!(
+            shared + 2 >= a.len(),
+            "{shared} of {} chunks survived",
+            a.len()
+        );
         assert_eq!(a.last(), b.last());
     }
 

@@ -68,7 +68,9 @@ impl ErrorCode {
             ErrorCode::Conflict => "wait for the running operation or choose another name",
             ErrorCode::ChunksMissing => "re-run the backup; it uploads only what is missing",
             ErrorCode::Corrupt => "run cairn scrub; the copy will be replaced from a replica",
-            ErrorCode::DiskFull => "free space on the node or add a node; existing backups are intact",
+            ErrorCode::DiskFull => {
+                "free space on the node or add a node; existing backups are intact"
+            }
             ErrorCode::Unavailable => "retry shortly; check cairn cluster status",
             ErrorCode::Unauthenticated => "supply valid credentials",
             ErrorCode::PermissionDenied => "use an account with the needed role",

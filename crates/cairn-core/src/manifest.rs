@@ -121,7 +121,9 @@ impl Entry {
     pub fn validate(&self) -> Result<(), ManifestError> {
         path::validate(&self.path).map_err(ManifestError::Path)?;
         if self.path.is_empty() && self.kind != EntryKind::Dir {
-            return Err(ManifestError::Invalid("the root entry must be a directory".into()));
+            return Err(ManifestError::Invalid(
+                "the root entry must be a directory".into(),
+            ));
         }
         let holes: u64 = self.holes.iter().map(|h| h.1).sum();
         if self.has_content() && self.data_len() + holes != self.size {
@@ -235,7 +237,8 @@ impl ManifestWriter {
         }
         self.last_path = Some(entry.path.clone());
         let rec = encode_entry(entry);
-        self.buf.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(rec.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&rec);
         self.root.entries += 1;
         if entry.has_content() {
@@ -376,7 +379,10 @@ mod tests {
         entries.push(file("a", 10));
         entries.push(odd);
         let (chunks, root) = write_all(&entries);
-        let back: Vec<Entry> = chunks.iter().flat_map(|c| decode_chunk(c).unwrap()).collect();
+        let back: Vec<Entry> = chunks
+            .iter()
+            .flat_map(|c| decode_chunk(c).unwrap())
+            .collect();
         assert_eq!(back, entries);
         assert_eq!(root.entries, 3);
         assert_eq!(root.files, 2);
@@ -394,7 +400,9 @@ mod tests {
 
     #[test]
     fn big_manifests_cut_into_chunks_that_survive_an_early_change() {
-        let entries: Vec<Entry> = (0..40_000).map(|i| file(&format!("d/f{i:08}"), 1)).collect();
+        let entries: Vec<Entry> = (0..40_000)
+            .map(|i| file(&format!("d/f{i:08}"), 1))
+            .collect();
         let (a, _) = write_all(&entries);
         assert!(a.len() > 2, "expected several chunks, got {}", a.len());
         assert!(a.iter().all(|c| c.len() <= MAX_CHUNK + 1024));
@@ -403,7 +411,11 @@ mod tests {
         changed[10].chunks[0].len = 2;
         let (b, _) = write_all(&changed);
         let same = b.iter().filter(|c| a.contains(c)).count();
-        assert!(same >= a.len() - 2, "only {same} of {} chunks reused", a.len());
+        assert!(
+            same >= a.len() - 2,
+            "only {same} of {} chunks reused",
+            a.len()
+        );
     }
 
     #[test]
@@ -413,7 +425,10 @@ mod tests {
             let rec = bincode::serialize(&file(bad, 1)).unwrap();
             chunk.extend((rec.len() as u32).to_le_bytes());
             chunk.extend(rec);
-            assert!(matches!(decode_chunk(&chunk), Err(ManifestError::Path(_))), "{bad}");
+            assert!(
+                matches!(decode_chunk(&chunk), Err(ManifestError::Path(_))),
+                "{bad}"
+            );
         }
     }
 

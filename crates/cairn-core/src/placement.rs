@@ -47,11 +47,8 @@ impl Epoch {
         if rf == 0 {
             return Vec::new();
         }
-        let mut scored: Vec<(f64, &PlacementNode)> = self
-            .nodes
-            .iter()
-            .map(|n| (score(chunk, n), n))
-            .collect();
+        let mut scored: Vec<(f64, &PlacementNode)> =
+            self.nodes.iter().map(|n| (score(chunk, n), n)).collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
         let mut out: Vec<u64> = Vec::with_capacity(rf);
         let mut zones: Vec<&str> = Vec::with_capacity(rf);
@@ -107,7 +104,9 @@ mod tests {
     }
 
     fn ids(n: usize) -> Vec<ChunkId> {
-        (0..n).map(|i| ChunkId::of(&(i as u64).to_le_bytes())).collect()
+        (0..n)
+            .map(|i| ChunkId::of(&(i as u64).to_le_bytes()))
+            .collect()
     }
 
     #[test]

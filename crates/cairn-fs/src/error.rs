@@ -77,9 +77,18 @@ mod tests {
 
     #[test]
     fn messages_name_the_path() {
-        let e = FsError::io("etc/passwd", "create the file", io::Error::other("disk full"));
-        assert_eq!(e.to_string(), "etc/passwd: cannot create the file: disk full");
-        let e = FsError::TargetNotEmpty { path: "/srv/out".into() };
+        let e = FsError::io(
+            "etc/passwd",
+            "create the file",
+            io::Error::other("disk full"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "etc/passwd: cannot create the file: disk full"
+        );
+        let e = FsError::TargetNotEmpty {
+            path: "/srv/out".into(),
+        };
         assert!(e.to_string().contains("/srv/out"));
     }
 }

@@ -63,13 +63,8 @@ pub fn read_entry(abs: &Path, rel: Vec<u8>, md: &Metadata) -> Result<Entry, FsEr
         }
         _ => {}
     }
-    e.xattrs = read_xattrs(abs).map_err(|err| {
-        FsError::io(
-            abs.display().to_string(),
-            "read extended attributes",
-            err,
-        )
-    })?;
+    e.xattrs = read_xattrs(abs)
+        .map_err(|err| FsError::io(abs.display().to_string(), "read extended attributes", err))?;
     Ok(e)
 }
 
@@ -265,7 +260,10 @@ mod tests {
         assert_eq!(data_regions(20, &[(0, 5)]), vec![(5, 15)]);
         // Unsorted, overlapping, adjacent, empty and out-of-range holes.
         assert_eq!(
-            data_regions(30, &[(12, 3), (2, 4), (4, 4), (8, 2), (20, 0), (25, 100), (40, 5)]),
+            data_regions(
+                30,
+                &[(12, 3), (2, 4), (4, 4), (8, 2), (20, 0), (25, 100), (40, 5)]
+            ),
             vec![(0, 2), (10, 2), (15, 10)]
         );
     }
@@ -298,7 +296,10 @@ mod tests {
         // the ones that support holes.
         assert_eq!(
             h,
-            vec![(4096, (4 << 20) - 4096), ((4 << 20) + 8192, size - (4 << 20) - 8192)]
+            vec![
+                (4096, (4 << 20) - 4096),
+                ((4 << 20) + 8192, size - (4 << 20) - 8192)
+            ]
         );
     }
 
@@ -362,8 +363,11 @@ mod tests {
         let f = t.path().join("f");
         std::fs::write(&f, b"hello").unwrap();
         std::os::unix::fs::symlink("target\u{1}x", t.path().join("l")).unwrap();
-        nix::unistd::mkfifo(&t.path().join("p"), nix::sys::stat::Mode::from_bits_truncate(0o640))
-            .unwrap();
+        nix::unistd::mkfifo(
+            &t.path().join("p"),
+            nix::sys::stat::Mode::from_bits_truncate(0o640),
+        )
+        .unwrap();
         let have_xattrs = xattr::set(&f, "user.b", b"2").is_ok();
         if have_xattrs {
             xattr::set(&f, "user.a", b"\x00\xff").unwrap();

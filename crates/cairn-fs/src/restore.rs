@@ -227,9 +227,13 @@ impl Obj<'_> {
         let (u, g) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
         match self {
             Obj::Fd(f) => nix::unistd::fchown(f.as_raw_fd(), u, g),
-            Obj::At { parent, name, .. } => {
-                fchownat(Some(*parent), osstr(name), u, g, AtFlags::AT_SYMLINK_NOFOLLOW)
-            }
+            Obj::At { parent, name, .. } => fchownat(
+                Some(*parent),
+                osstr(name),
+                u,
+                g,
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ),
         }
     }
 
@@ -240,9 +244,8 @@ impl Obj<'_> {
             Obj::At { parent, name, .. } => {
                 let c = CString::new(*name).map_err(|_| Errno::EINVAL)?;
                 // SAFETY: `c` is a valid C string and `parent` a directory fd we hold.
-                let r = unsafe {
-                    libc::fchmodat(*parent, c.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW)
-                };
+                let r =
+                    unsafe { libc::fchmodat(*parent, c.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW) };
                 match Errno::result(r) {
                     Ok(_) => Ok(()),
                     // Without fchmodat2 or /proc, the C library cannot refuse a symlink
@@ -364,7 +367,10 @@ impl Restorer {
             .count();
         st.chain.truncate(keep);
         for i in keep..comps.len() {
-            let parent = st.chain.last().map_or_else(|| self.root.clone(), |c| c.1.clone());
+            let parent = st
+                .chain
+                .last()
+                .map_or_else(|| self.root.clone(), |c| c.1.clone());
             let fd = open_dir_at(parent.as_raw_fd(), comps[i]).map_err(|e| {
                 let so_far = comps[..=i].join(&b'/');
                 match e {
@@ -386,7 +392,10 @@ impl Restorer {
             })?;
             st.chain.push((comps[i].to_vec(), Arc::new(fd)));
         }
-        Ok(st.chain.last().map_or_else(|| self.root.clone(), |c| c.1.clone()))
+        Ok(st
+            .chain
+            .last()
+            .map_or_else(|| self.root.clone(), |c| c.1.clone()))
     }
 
     fn temp_name() -> Vec<u8> {
@@ -408,10 +417,8 @@ impl Restorer {
         let pfd = parent.as_raw_fd();
         let existing = match make(pfd, name) {
             Ok(t) => return Ok(t),
-            Err(Errno::EEXIST) => {
-                fstatat(Some(pfd), osstr(name), AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|e| self.io(rel, "inspect the existing object", e))?
-            }
+            Err(Errno::EEXIST) => fstatat(Some(pfd), osstr(name), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| self.io(rel, "inspect the existing object", e))?,
             Err(e) => return Err(self.io(rel, action, e)),
         };
         let found = kind_name(existing.st_mode);
@@ -781,6 +788,9 @@ impl Restorer {
             // Linked to its first name: the inode's metadata comes with that name.
             return Ok(());
         }
+        if let (true, Some(file)) = (file_like, &file) {
+            return self.apply(&Obj::Fd(file), e);
+        }
         let (parent, name) = match pending {
             Some(p) => (p.parent.clone(), p.tmp.clone()),
             None => (
@@ -789,10 +799,7 @@ impl Restorer {
             ),
         };
         if file_like {
-            let file = match file {
-                Some(f) => f,
-                None => self.open_leaf(&parent, &name, &e.path, libc::S_IFREG)?,
-            };
+            let file = self.open_leaf(&parent, &name, &e.path, libc::S_IFREG)?;
             return self.apply(&Obj::Fd(&file), e);
         }
         let path = if self.proc_fd {

@@ -100,7 +100,10 @@ pub fn build_every_kind_tree(dir: &Path) -> Vec<String> {
     // Plain files.
     must("file.txt", fs::write(p("file.txt"), b"hello, world\n"));
     must("empty", fs::write(p("empty"), b""));
-    must("big.bin", fs::write(p("big.bin"), noise(12 << 20, 0xc0ffee)));
+    must(
+        "big.bin",
+        fs::write(p("big.bin"), noise(12 << 20, 0xc0ffee)),
+    );
 
     // Sparse: data at [0, 1 MiB) and [3 MiB, 4 MiB), holes in the middle and at the end.
     {
@@ -113,14 +116,23 @@ pub fn build_every_kind_tree(dir: &Path) -> Vec<String> {
     // Hardlinks: three names of one inode, in two directories.
     mkdir("links");
     mkdir("other");
-    must("links/a", fs::write(p("links/a"), b"one inode, three names\n"));
+    must(
+        "links/a",
+        fs::write(p("links/a"), b"one inode, three names\n"),
+    );
     must("links/b", fs::hard_link(p("links/a"), p("links/b")));
     must("other/c", fs::hard_link(p("links/a"), p("other/c")));
 
     // Symlinks.
     mkdir("sym");
-    must("sym/rel", std::os::unix::fs::symlink("../file.txt", p("sym/rel")));
-    must("sym/abs", std::os::unix::fs::symlink("/etc/passwd", p("sym/abs")));
+    must(
+        "sym/rel",
+        std::os::unix::fs::symlink("../file.txt", p("sym/rel")),
+    );
+    must(
+        "sym/abs",
+        std::os::unix::fs::symlink("/etc/passwd", p("sym/abs")),
+    );
     must(
         "sym/dangling",
         std::os::unix::fs::symlink("does/not/exist", p("sym/dangling")),
@@ -165,15 +177,24 @@ pub fn build_every_kind_tree(dir: &Path) -> Vec<String> {
     // Names that are not UTF-8 or hold a newline.
     mkdir("names");
     let odd = |name: &[u8]| dir.join("names").join(std::ffi::OsStr::from_bytes(name));
-    must("names/caf\\xe9", fs::write(odd(b"caf\xe9"), b"latin-1 name"));
-    must("names/new\\nline", fs::write(odd(b"new\nline"), b"newline name"));
+    must(
+        "names/caf\\xe9",
+        fs::write(odd(b"caf\xe9"), b"latin-1 name"),
+    );
+    must(
+        "names/new\\nline",
+        fs::write(odd(b"new\nline"), b"newline name"),
+    );
 
     // Extended attributes.
     mkdir("xattr");
     match xattr::set(p("xattr"), "user.dir", b"d") {
         Ok(()) => {
             must("xattr/file", fs::write(p("xattr/file"), b"x"));
-            must("xattr", xattr::set(p("xattr/file"), "user.comment", b"hello"));
+            must(
+                "xattr",
+                xattr::set(p("xattr/file"), "user.comment", b"hello"),
+            );
             must(
                 "xattr",
                 xattr::set(p("xattr/file"), "user.binary", b"\x00\x01\x02\xff"),
@@ -223,7 +244,13 @@ pub fn build_every_kind_tree(dir: &Path) -> Vec<String> {
     mkdir("caps");
     must("caps/ping", fs::write(p("caps/ping"), b"\x7fELF"));
     if root {
-        for rel in ["owned/dir", "owned/file", "owned/link", "modes/suid", "caps/ping"] {
+        for rel in [
+            "owned/dir",
+            "owned/file",
+            "owned/link",
+            "modes/suid",
+            "caps/ping",
+        ] {
             chown(rel);
         }
         chmod("caps/ping", 0o755);
@@ -327,7 +354,9 @@ fn scan(root: &Path, diffs: &mut Vec<String>, side: &str) -> BTreeMap<Vec<u8>, M
                                 let name = d.file_name().into_vec();
                                 todo.push((d.path(), cairn_core::path::join(&rel, &name)));
                             }
-                            Err(e) => diffs.push(format!("{side}: cannot list {}: {e}", show(&rel))),
+                            Err(e) => {
+                                diffs.push(format!("{side}: cannot list {}: {e}", show(&rel)))
+                            }
                         }
                     }
                 }
@@ -371,7 +400,11 @@ fn hole_map(path: &Path) -> io::Result<Vec<(u64, u64)>> {
     while pos < size {
         // SAFETY: lseek only reads its integer arguments; `fd` is borrowed from `f`.
         let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
-        let data = if data < 0 { size } else { (data as u64).min(size) };
+        let data = if data < 0 {
+            size
+        } else {
+            (data as u64).min(size)
+        };
         if data > pos {
             out.push((pos, data - pos));
         }
@@ -418,7 +451,9 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 fn link_groups(tree: &BTreeMap<Vec<u8>, Metadata>) -> HashMap<Vec<u8>, Vec<u8>> {
     let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for (rel, md) in tree.iter().filter(|(_, md)| md.is_file()) {
-        first.entry((md.dev(), md.ino())).or_insert_with(|| rel.clone());
+        first
+            .entry((md.dev(), md.ino()))
+            .or_insert_with(|| rel.clone());
     }
     tree.iter()
         .filter(|(_, md)| md.is_file())
@@ -460,13 +495,21 @@ pub fn diff_trees(a: &Path, b: &Path, opts: DiffOptions) -> Vec<String> {
         };
         let mut d = |what: String| diffs.push(format!("{shown}: {what}"));
         if kind(ma) != kind(mb) {
-            d(format!("{} in the source, {} in the copy", kind(ma), kind(mb)));
+            d(format!(
+                "{} in the source, {} in the copy",
+                kind(ma),
+                kind(mb)
+            ));
             continue;
         }
         let pa = a.join(std::ffi::OsStr::from_bytes(rel));
         let pb = b.join(std::ffi::OsStr::from_bytes(rel));
         if !ma.file_type().is_symlink() && ma.mode() & 0o7777 != mb.mode() & 0o7777 {
-            d(format!("mode {:o} vs {:o}", ma.mode() & 0o7777, mb.mode() & 0o7777));
+            d(format!(
+                "mode {:o} vs {:o}",
+                ma.mode() & 0o7777,
+                mb.mode() & 0o7777
+            ));
         }
         if opts.owners && (ma.uid(), ma.gid()) != (mb.uid(), mb.gid()) {
             d(format!(
@@ -477,12 +520,18 @@ pub fn diff_trees(a: &Path, b: &Path, opts: DiffOptions) -> Vec<String> {
                 mb.gid()
             ));
         }
-        let (mta, mtb) = (ns(ma.mtime(), ma.mtime_nsec()), ns(mb.mtime(), mb.mtime_nsec()));
+        let (mta, mtb) = (
+            ns(ma.mtime(), ma.mtime_nsec()),
+            ns(mb.mtime(), mb.mtime_nsec()),
+        );
         if mta != mtb {
             d(format!("mtime {mta} ns vs {mtb} ns"));
         }
         if opts.atime {
-            let (ata, atb) = (ns(ma.atime(), ma.atime_nsec()), ns(mb.atime(), mb.atime_nsec()));
+            let (ata, atb) = (
+                ns(ma.atime(), ma.atime_nsec()),
+                ns(mb.atime(), mb.atime_nsec()),
+            );
             if ata != atb {
                 d(format!("atime {ata} ns vs {atb} ns"));
             }
@@ -494,7 +543,11 @@ pub fn diff_trees(a: &Path, b: &Path, opts: DiffOptions) -> Vec<String> {
             }
         }
         if kind(ma).ends_with("device") && ma.rdev() != mb.rdev() {
-            d(format!("device number {:#x} vs {:#x}", ma.rdev(), mb.rdev()));
+            d(format!(
+                "device number {:#x} vs {:#x}",
+                ma.rdev(),
+                mb.rdev()
+            ));
         }
         match (crate::read_xattrs(&pa), crate::read_xattrs(&pb)) {
             (Ok(x), Ok(y)) if x == y => {}
@@ -538,7 +591,11 @@ pub fn diff_trees(a: &Path, b: &Path, opts: DiffOptions) -> Vec<String> {
                         ));
                     }
                 }
-                (x, y) => d(format!("hole map unreadable: {:?} / {:?}", x.err(), y.err())),
+                (x, y) => d(format!(
+                    "hole map unreadable: {:?} / {:?}",
+                    x.err(),
+                    y.err()
+                )),
             }
         }
     }

@@ -44,8 +44,16 @@ impl Setup {
     /// beside the target either.
     fn assert_untouched(&self) {
         assert_eq!(names(&self.outside), ["secret"]);
-        assert_eq!(std::fs::read(self.outside.join("secret")).unwrap(), b"sentinel");
-        assert_eq!(std::fs::metadata(self.outside.join("secret")).unwrap().nlink(), 1);
+        assert_eq!(
+            std::fs::read(self.outside.join("secret")).unwrap(),
+            b"sentinel"
+        );
+        assert_eq!(
+            std::fs::metadata(self.outside.join("secret"))
+                .unwrap()
+                .nlink(),
+            1
+        );
         let parent = self.outside.parent().unwrap();
         assert_eq!(names(parent), ["outside", "target"]);
     }
@@ -105,17 +113,28 @@ fn a_symlink_in_the_parent_chain_is_never_followed() {
     let r = s.restorer(false);
     create_and_finish(&r, &entry(b"", EntryKind::Dir, 0o755)).unwrap();
     // `a` points outside, then the manifest tries to write through it in every way.
-    create_and_finish(&r, &symlink_entry(b"a", s.outside.as_os_str().as_encoded_bytes()))
-        .unwrap();
+    create_and_finish(
+        &r,
+        &symlink_entry(b"a", s.outside.as_os_str().as_encoded_bytes()),
+    )
+    .unwrap();
     // Through a relative symlink too, deeper down.
     create_and_finish(&r, &entry(b"b", EntryKind::Dir, 0o755)).unwrap();
     create_and_finish(&r, &symlink_entry(b"b/c", b"../../outside")).unwrap();
     for p in [&b"a/x"[..], b"a/secret", b"b/c/x", b"b/c/sub/x"] {
-        for kind in [EntryKind::File, EntryKind::Dir, EntryKind::Fifo, EntryKind::Symlink] {
+        for kind in [
+            EntryKind::File,
+            EntryKind::Dir,
+            EntryKind::Fifo,
+            EntryKind::Symlink,
+        ] {
             let mut e = entry(p, kind, 0o644);
             e.link_target = b"whatever".to_vec();
             let got = create_and_finish(&r, &e);
-            assert!(is_unsafe(got), "{p:?} as {kind:?} written through a symlink");
+            assert!(
+                is_unsafe(got),
+                "{p:?} as {kind:?} written through a symlink"
+            );
         }
         let mut h = entry(p, EntryKind::Hardlink, 0o644);
         h.link_target = b"b".to_vec();
@@ -126,10 +145,15 @@ fn a_symlink_in_the_parent_chain_is_never_followed() {
     assert!(matches!(got, Err(FsError::Exists { .. })), "{got:?}");
     assert!(is_unsafe(create_and_finish(&r, &file_entry(b"a/x", b""))));
     // Metadata for a path beneath the symlink is refused too.
-    assert!(is_unsafe(r.finish_entry(&symlink_entry(b"a/secret", b"x"), None)));
+    assert!(is_unsafe(
+        r.finish_entry(&symlink_entry(b"a/secret", b"x"), None)
+    ));
     r.finish().unwrap();
     s.assert_untouched();
-    assert!(std::fs::symlink_metadata(s.target.join("a")).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(s.target.join("a"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -138,7 +162,11 @@ fn a_hardlink_is_only_made_to_a_file_this_restore_created() {
     let r = s.restorer(false);
     create_and_finish(&r, &entry(b"", EntryKind::Dir, 0o755)).unwrap();
     let secret = s.outside.join("secret");
-    create_and_finish(&r, &symlink_entry(b"s", secret.as_os_str().as_encoded_bytes())).unwrap();
+    create_and_finish(
+        &r,
+        &symlink_entry(b"s", secret.as_os_str().as_encoded_bytes()),
+    )
+    .unwrap();
     // A hardlink whose "first name" is a symlink to the outside becomes its own file.
     let mut h = file_entry(b"h", b"own data");
     h.kind = EntryKind::Hardlink;
@@ -200,11 +228,16 @@ fn a_non_empty_target_is_refused() {
         .err()
         .expect("refused");
     assert!(matches!(err, FsError::TargetNotEmpty { .. }), "{err}");
-    assert!(err.to_string().contains(&*s.target.to_string_lossy()), "{err}");
+    assert!(
+        err.to_string().contains(&*s.target.to_string_lossy()),
+        "{err}"
+    );
     assert_eq!(std::fs::read(s.target.join("keep")).unwrap(), b"precious");
 
     let file = s.outside.join("secret");
-    let err = Restorer::new(&file, RestoreOptions::default()).err().expect("refused");
+    let err = Restorer::new(&file, RestoreOptions::default())
+        .err()
+        .expect("refused");
     assert!(matches!(err, FsError::TargetNotDir { .. }), "{err}");
 
     // An empty directory, or a new one, is fine.
@@ -232,5 +265,49 @@ fn a_name_in_the_way_is_an_error_without_into_existing() {
     let got = r.create(&file_entry(b"x", b"data"));
     assert!(matches!(got, Err(FsError::Exists { .. })), "{got:?}");
     let msg = got.err().unwrap().to_string();
-    assert!(msg.contains("/target/x") && msg.contains("symlink"), "{msg}");
+    assert!(
+        msg.contains("/target/x") && msg.contains("symlink"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn device_nodes_are_skipped_with_a_note_when_not_root() {
+    if rerun_as_nobody("device_nodes_are_skipped_with_a_note_when_not_root") {
+        // As root, the device itself is created.
+        let s = Setup::new();
+        let r = s.restorer(false);
+        let mut e = entry(b"null", EntryKind::CharDevice, 0o666);
+        e.rdev = nix::sys::stat::makedev(1, 3);
+        create_and_finish(&r, &e).unwrap();
+        let report = r.finish().unwrap();
+        let md = std::fs::symlink_metadata(s.target.join("null")).unwrap();
+        if report.skipped.is_empty() {
+            assert_eq!(md.rdev(), nix::sys::stat::makedev(1, 3));
+            assert_eq!(md.mode() & 0o7777, 0o666);
+        }
+        return;
+    }
+    let s = Setup::new();
+    let r = s.restorer(false);
+    let mut e = entry(b"null", EntryKind::CharDevice, 0o666);
+    e.rdev = nix::sys::stat::makedev(1, 3);
+    let mut b = entry(b"loop0", EntryKind::BlockDevice, 0o660);
+    b.rdev = nix::sys::stat::makedev(7, 0);
+    assert!(r.create(&e).unwrap().is_none());
+    r.finish_entry(&e, None).unwrap();
+    assert!(r.create(&b).unwrap().is_none());
+    r.finish_entry(&b, None).unwrap();
+    let fifo = entry(b"fifo", EntryKind::Fifo, 0o640);
+    create_and_finish(&r, &fifo).unwrap();
+    let report = r.finish().unwrap();
+    assert_eq!(
+        report.skipped,
+        [
+            "null: device nodes need root",
+            "loop0: device nodes need root"
+        ]
+    );
+    assert_eq!(names(&s.target), ["fifo"]);
+    assert_eq!(report.entries, 1);
 }

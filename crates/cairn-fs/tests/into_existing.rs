@@ -55,7 +55,10 @@ fn an_existing_file_is_replaced_atomically() {
     // The directory merged: its other file is still there, no temporary names are left,
     // and the directory got the entry's metadata.
     assert_eq!(names(&t.join("d")), ["f", "other"]);
-    assert_eq!(std::fs::metadata(t.join("d")).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(
+        std::fs::metadata(t.join("d")).unwrap().mode() & 0o7777,
+        0o750
+    );
 }
 
 #[test]
@@ -99,7 +102,10 @@ fn an_existing_symlink_at_the_leaf_is_replaced_not_followed() {
     assert!(std::fs::symlink_metadata(t.join("d")).unwrap().is_dir());
     assert_eq!(std::fs::read(t.join("d/x")).unwrap(), b"inside");
     use std::os::unix::fs::FileTypeExt;
-    assert!(std::fs::symlink_metadata(t.join("p")).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(t.join("p"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     assert_eq!(names(&t), ["d", "f", "p"]);
 }
 
@@ -111,7 +117,16 @@ fn a_directory_in_the_way_is_never_removed() {
     std::fs::write(t.join("x/keep"), b"k").unwrap();
     let r = into_existing(&t);
     let got = r.create(&file_entry(b"x", b"data"));
-    assert!(matches!(got, Err(FsError::Exists { found: "directory", .. })), "{got:?}");
+    assert!(
+        matches!(
+            got,
+            Err(FsError::Exists {
+                found: "directory",
+                ..
+            })
+        ),
+        "{got:?}"
+    );
     assert_eq!(std::fs::read(t.join("x/keep")).unwrap(), b"k");
 }
 
@@ -128,7 +143,10 @@ fn an_unfinished_replacement_keeps_the_existing_file() {
         let f = r.create(&a).unwrap().unwrap();
         write_data(&f, &a, b"new");
         let report = r.finish().unwrap();
-        assert!(report.skipped.iter().any(|n| n.contains("a: never finished")));
+        assert!(report
+            .skipped
+            .iter()
+            .any(|n| n.contains("a: never finished")));
     }
     {
         // Dropped part-way (a failed restore): the temporary file is cleaned up.

@@ -3,45 +3,10 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use cairn_fs::{show, Walker};
 use common::*;
-
-const AS_NOBODY: &str = "CAIRN_FS_TEST_AS_NOBODY";
-
-/// When running as root, runs test `name` again in a child process as user `nobody`, where
-/// file permissions apply, and returns true once it passed there. Returns false when the
-/// caller should run the test itself (not root, or already the child).
-fn rerun_as_nobody(name: &str) -> bool {
-    if !is_root() || std::env::var_os(AS_NOBODY).is_some() {
-        return false;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(&exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(AS_NOBODY, "1")
-        .env("TMPDIR", "/tmp")
-        .uid(65534)
-        .gid(65534)
-        .output();
-    match out {
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && text.contains("1 passed"),
-                "{name} failed as nobody:\n{text}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            true
-        }
-        Err(e) => {
-            println!("note: cannot run as nobody ({e}); root bypasses permissions, skipping");
-            true
-        }
-    }
-}
 
 fn walk(root: &Path) -> (Vec<String>, Vec<(String, std::io::ErrorKind)>) {
     let mut ok = Vec::new();
@@ -104,7 +69,12 @@ fn paths_too_long_to_open_are_reported_and_the_walk_goes_on() {
     let mut fd = OwnedFd::from(std::fs::File::open(t.join("long")).unwrap());
     use std::os::fd::AsRawFd;
     for _ in 0..20 {
-        mkdirat(Some(fd.as_raw_fd()), name.as_str(), Mode::from_bits_truncate(0o755)).unwrap();
+        mkdirat(
+            Some(fd.as_raw_fd()),
+            name.as_str(),
+            Mode::from_bits_truncate(0o755),
+        )
+        .unwrap();
         let next = openat(
             Some(fd.as_raw_fd()),
             name.as_str(),

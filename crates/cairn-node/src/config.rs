@@ -88,8 +88,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = toml::from_str::<NodeConfig>("node_id = 1\ndata_dir = \"x\"\nlisten_addr = \"y\"")
-            .unwrap_err();
+        let err =
+            toml::from_str::<NodeConfig>("node_id = 1\ndata_dir = \"x\"\nlisten_addr = \"y\"")
+                .unwrap_err();
         assert!(err.message().contains("listen_addr"), "{}", err.message());
     }
 

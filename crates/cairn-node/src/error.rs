@@ -20,7 +20,10 @@ pub fn store_status(e: StoreError) -> Status {
         _ if e.code() != ErrorCode::Internal => status(e.code(), e.to_string()),
         _ => {
             tracing::error!(error = %e, "chunk store failed");
-            status(ErrorCode::Internal, "the chunk store failed; see the node's log")
+            status(
+                ErrorCode::Internal,
+                "the chunk store failed; see the node's log",
+            )
         }
     }
 }
@@ -32,12 +35,18 @@ pub fn meta_status(e: MetaError) -> Status {
         }
         _ => {
             tracing::error!(error = %e, "catalog failed");
-            status(ErrorCode::Internal, "the catalog failed; see the node's log")
+            status(
+                ErrorCode::Internal,
+                "the catalog failed; see the node's log",
+            )
         }
     }
 }
 
 pub fn join_status(e: tokio::task::JoinError) -> Status {
     tracing::error!(error = %e, "blocking task failed");
-    status(ErrorCode::Internal, "internal task failed; see the node's log")
+    status(
+        ErrorCode::Internal,
+        "internal task failed; see the node's log",
+    )
 }

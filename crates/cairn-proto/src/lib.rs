@@ -179,12 +179,8 @@ impl TryFrom<pb::Backup> for BackupRecord {
             },
             errors: b.errors,
             error_count: b.error_count,
-            compression: Compression::from_level(b.compression).ok_or_else(|| {
-                bad(
-                    "compression",
-                    format!("level {} (use 0-3)", b.compression),
-                )
-            })?,
+            compression: Compression::from_level(b.compression)
+                .ok_or_else(|| bad("compression", format!("level {} (use 0-3)", b.compression)))?,
             host: b.host,
             source: b.source,
         })
@@ -230,13 +226,19 @@ mod tests {
         assert_eq!(back, r);
         let mut none = r.clone();
         none.parent = None;
-        assert_eq!(BackupRecord::try_from(pb::Backup::from(&none)).unwrap(), none);
+        assert_eq!(
+            BackupRecord::try_from(pb::Backup::from(&none)).unwrap(),
+            none
+        );
     }
 
     #[test]
     fn chunk_round_trips() {
         let c = cairn_chunker::encode(&b"xyz".repeat(100), Compression::Normal);
-        assert_eq!(EncodedChunk::try_from(pb::Chunk::from(c.clone())).unwrap(), c);
+        assert_eq!(
+            EncodedChunk::try_from(pb::Chunk::from(c.clone())).unwrap(),
+            c
+        );
         let mut bad = pb::Chunk::from(c);
         bad.codec = 9;
         assert!(EncodedChunk::try_from(bad.clone()).is_err());

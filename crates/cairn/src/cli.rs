@@ -14,7 +14,11 @@ use crate::output::{self, ProgressView};
 const DEFAULT_CLUSTER: &str = cairn_agent::client::DEFAULT_CLUSTER;
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Cairn: a distributed, deduplicating backup cluster for container hosts")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: a distributed, deduplicating backup cluster for container hosts"
+)]
 struct Cli {
     #[command(flatten)]
     cluster: ClusterArg,
@@ -129,9 +133,7 @@ enum BackupsCmd {
         json: bool,
     },
     /// Delete one backup (its chunks are reclaimed by garbage collection).
-    Delete {
-        id: String,
-    },
+    Delete { id: String },
 }
 
 #[derive(Subcommand)]
@@ -157,7 +159,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let server = matches!(cli.cmd, Cmd::Dev { .. } | Cmd::Node { .. });
     init_logs(if server { "info" } else { "warn" });
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -386,7 +391,10 @@ async fn backups(cmd: BackupsCmd, cluster: &str) -> Result<ExitCode> {
             let c = Cluster::connect(cluster).await?;
             let r = c.show(&id).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&output::backup_json(&r))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::backup_json(&r))?
+                );
             } else {
                 let v = output::backup_json(&r);
                 if let Some(map) = v.as_object() {

@@ -26,7 +26,10 @@ fn sample_tree(root: &Path) -> Result<()> {
     for i in 0..200 {
         std::fs::write(
             root.join(format!("var/www/html/page{i:03}.html")),
-            format!("<html><body><h1>Page {i}</h1>{}</body></html>\n", "<p>lorem ipsum</p>".repeat(40)),
+            format!(
+                "<html><body><h1>Page {i}</h1>{}</body></html>\n",
+                "<p>lorem ipsum</p>".repeat(40)
+            ),
         )?;
     }
     let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -74,7 +77,10 @@ pub async fn run(source: Option<PathBuf>) -> Result<ExitCode> {
     let cluster = Cluster::connect(&node.url).await?;
 
     let (src, generated) = match source {
-        Some(s) => (std::fs::canonicalize(&s).with_context(|| format!("{}", s.display()))?, false),
+        Some(s) => (
+            std::fs::canonicalize(&s).with_context(|| format!("{}", s.display()))?,
+            false,
+        ),
         None => {
             let s = tmp.path().join("container");
             sample_tree(&s).context("writing the sample tree")?;
@@ -95,13 +101,18 @@ pub async fn run(source: Option<PathBuf>) -> Result<ExitCode> {
         tags: vec![],
         host: crate::cli::hostname(),
     };
-    let full = cairn_agent::backup(&cluster, req(BackupType::Full), Arc::new(Progress::new())).await?;
+    let full =
+        cairn_agent::backup(&cluster, req(BackupType::Full), Arc::new(Progress::new())).await?;
     line(&full);
     if generated {
         std::fs::write(src.join("var/log/app.log"), "started\nrequest served\n")?;
     }
-    let inc = cairn_agent::backup(&cluster, req(BackupType::Incremental), Arc::new(Progress::new()))
-        .await?;
+    let inc = cairn_agent::backup(
+        &cluster,
+        req(BackupType::Incremental),
+        Arc::new(Progress::new()),
+    )
+    .await?;
     line(&inc);
 
     let target = tmp.path().join("restored");
@@ -137,7 +148,10 @@ pub async fn run(source: Option<PathBuf>) -> Result<ExitCode> {
         for d in diffs.iter().take(20) {
             eprintln!("  differs: {d}");
         }
-        bail!("the restored tree differs from the source in {} place(s)", diffs.len());
+        bail!(
+            "the restored tree differs from the source in {} place(s)",
+            diffs.len()
+        );
     }
     println!(
         "restored tree is identical to the source (content, modes, owners, times, links, holes, xattrs)\n\

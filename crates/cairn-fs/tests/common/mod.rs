@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use cairn_core::{ChunkId, ChunkRef, Entry, EntryKind};
@@ -74,7 +75,12 @@ pub fn write_data(file: &File, e: &Entry, data: &[u8]) {
         file.write_all_at(&data[at..at + len], off).unwrap();
         at += len;
     }
-    assert_eq!(at, data.len(), "{}: data does not fill the regions", cairn_fs::show(&e.path));
+    assert_eq!(
+        at,
+        data.len(),
+        "{}: data does not fill the regions",
+        cairn_fs::show(&e.path)
+    );
 }
 
 /// Restores `items` into `target`: creates in order, writes and finishes files on two other
@@ -145,4 +151,38 @@ pub fn names(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+pub const AS_NOBODY: &str = "CAIRN_FS_TEST_AS_NOBODY";
+
+/// When running as root, runs test `name` again in a child process as user `nobody`, where
+/// file permissions apply, and returns true once it passed there. Returns false when the
+/// caller should run the test itself (not root, or already the child).
+pub fn rerun_as_nobody(name: &str) -> bool {
+    if !is_root() || std::env::var_os(AS_NOBODY).is_some() {
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(&exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(AS_NOBODY, "1")
+        .env("TMPDIR", "/tmp")
+        .uid(65534)
+        .gid(65534)
+        .output();
+    match out {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "{name} failed as nobody:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
+        Err(e) => {
+            println!("note: cannot run as nobody ({e}); root bypasses permissions, skipping");
+            true
+        }
+    }
 }
