@@ -1,14 +1,32 @@
 //! A connection to the cluster: typed calls over the gRPC clients.
+//!
+//! # Talking to a cluster
+//! The client starts from one node (the seed URL) and learns the placement epoch from it:
+//! the storage nodes with their addresses and the replication factor. From then on:
+//! - chunk calls go to each chunk's primary owner (rendezvous hashing, the same computation
+//!   every node makes), falling back to the next owner and then to any node when one does not
+//!   answer or serves a copy that fails verification — so a dead node or a rotten copy costs
+//!   a retry, never a failed restore;
+//! - catalog calls go to the seed, which forwards them to the raft leader; when the seed does
+//!   not answer or the cluster has no leader for a moment (an election), the call is retried
+//!   with backoff on the other nodes, within a bounded time ([`CATALOG_RETRY_FOR`]).
+//!
+//! Every call carries the cluster token when one is configured (`CAIRN_TOKEN`).
 
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cairn_chunker::EncodedChunk;
-use cairn_core::{BackupId, BackupRecord, ChunkId, EnvId};
+use cairn_core::placement::Epoch;
+use cairn_core::{BackupId, BackupRecord, ChunkId, EnvId, ErrorCode};
 use cairn_proto::pb::catalog_client::CatalogClient;
 use cairn_proto::pb::chunks_client::ChunksClient;
 use cairn_proto::pb::{self};
-use cairn_proto::MAX_MESSAGE;
+use cairn_proto::{AuthChannel, Token, MAX_MESSAGE};
 use futures::{Stream, StreamExt};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::AgentError;
@@ -18,53 +36,246 @@ pub const DEFAULT_CLUSTER: &str = "http://127.0.0.1:7700";
 
 /// Most chunk bytes per `Put` message.
 const PUT_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// How long a catalog call keeps retrying through elections and unreachable nodes.
+pub const CATALOG_RETRY_FOR: Duration = Duration::from_secs(20);
+/// How long dialling a node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A connected client of one cluster.
+type Catalog = CatalogClient<AuthChannel>;
+type Chunks = ChunksClient<AuthChannel>;
+
+/// A connected client of one cluster. Cloning is cheap; clones share connections.
 #[derive(Clone)]
 pub struct Cluster {
     pub url: String,
-    chunks: ChunksClient<Channel>,
-    catalog: CatalogClient<Channel>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    token: Token,
+    channels: Mutex<HashMap<String, Channel>>,
+    placement: Mutex<Option<Epoch>>,
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut why = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        why = s.to_string();
+        src = s.source();
+    }
+    why
+}
+
+/// Turns a failed call to the node at `url` into an error; transport failures (no stable
+/// code: the node did not answer) name the node.
+fn call_error(url: &str, s: tonic::Status) -> AgentError {
+    if s.code() == tonic::Code::Unavailable && !s.message().starts_with("[E") {
+        AgentError::Unreachable {
+            url: url.to_string(),
+            why: s.message().to_string(),
+        }
+    } else {
+        AgentError::from(s)
+    }
+}
+
+/// Tells whether a failed call may succeed on another node or a moment later.
+fn retryable(e: &AgentError) -> bool {
+    match e {
+        AgentError::Unreachable { .. } => true,
+        AgentError::Cluster { code, .. } => *code == ErrorCode::Unavailable,
+        _ => false,
+    }
 }
 
 impl Cluster {
-    /// Connects to `url`, failing fast with one clear line when nobody answers.
+    /// Connects to `url` with the token from `CAIRN_TOKEN`, failing fast with one clear line
+    /// when nobody answers.
     pub async fn connect(url: &str) -> Result<Cluster, AgentError> {
-        let unreachable = |why: String| AgentError::Unreachable {
-            url: url.to_string(),
-            why,
-        };
-        let ep = Endpoint::from_shared(url.to_string())
-            .map_err(|e| AgentError::Invalid(format!("bad cluster address {url:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_adaptive_window(true);
-        let channel = ep.connect().await.map_err(|e| {
-            let mut why = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                why = s.to_string();
-                src = s.source();
-            }
-            unreachable(why)
-        })?;
-        Ok(Cluster {
-            url: url.to_string(),
-            chunks: ChunksClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-            catalog: CatalogClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        })
+        let token = std::env::var("CAIRN_TOKEN").ok().filter(|t| !t.is_empty());
+        Cluster::connect_with_token(url, token.as_deref()).await
     }
 
-    /// Returns the ids among `ids` that the cluster lacks.
-    pub async fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, AgentError> {
+    /// Connects to `url`, sending `token` on every call.
+    pub async fn connect_with_token(url: &str, token: Option<&str>) -> Result<Cluster, AgentError> {
+        let token = Token::new(token).map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let ep = Endpoint::from_shared(url.to_string())
+            .map_err(|e| AgentError::Invalid(format!("bad cluster address {url:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
+        let channel = ep.connect().await.map_err(|e| AgentError::Unreachable {
+            url: url.to_string(),
+            why: root_cause(&e),
+        })?;
+        let c = Cluster {
+            url: url.to_string(),
+            inner: Arc::new(Inner {
+                token,
+                channels: Mutex::new(HashMap::from([(url.to_string(), channel)])),
+                placement: Mutex::new(None),
+            }),
+        };
+        c.refresh_placement().await?;
+        Ok(c)
+    }
+
+    fn channel(&self, url: &str) -> Result<AuthChannel, AgentError> {
+        let mut map = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let ch = match map.get(url) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Endpoint::from_shared(url.to_string())
+                    .map_err(|e| AgentError::Invalid(format!("bad node address {url:?}: {e}")))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_adaptive_window(true)
+                    .connect_lazy();
+                map.insert(url.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(InterceptedService::new(ch, self.inner.token.clone()))
+    }
+
+    fn catalog_at(&self, url: &str) -> Result<Catalog, AgentError> {
+        Ok(CatalogClient::new(self.channel(url)?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    fn chunks_at(&self, url: &str) -> Result<Chunks, AgentError> {
+        Ok(ChunksClient::new(self.channel(url)?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    /// Returns the placement epoch this client works with (`None`: a single node, or a
+    /// cluster still forming; chunk calls then go to the seed).
+    pub fn placement(&self) -> Option<Epoch> {
+        self.inner
+            .placement
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|e| e.number > 0 && !e.nodes.is_empty())
+    }
+
+    /// Asks the cluster for the placement epoch in force.
+    pub async fn refresh_placement(&self) -> Result<(), AgentError> {
+        let p = self
+            .catalog_call(|mut c| async move { c.get_placement(pb::PlacementRequest {}).await })
+            .await?;
+        let epoch = Epoch::from(p);
+        *self
+            .inner
+            .placement
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(epoch);
+        Ok(())
+    }
+
+    /// The nodes to try, seed first, then every other node of the placement.
+    fn nodes(&self) -> Vec<String> {
+        let mut out = vec![self.url.clone()];
+        if let Some(e) = self.placement() {
+            for n in e.nodes {
+                if !out.contains(&n.addr) {
+                    out.push(n.addr);
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs a catalog call, retrying on other nodes and after elections for a bounded time.
+    async fn catalog_call<T, F, Fut>(&self, f: F) -> Result<T, AgentError>
+    where
+        F: Fn(Catalog) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + CATALOG_RETRY_FOR;
+        let mut pause = Duration::from_millis(100);
+        let mut attempt = 0usize;
+        loop {
+            let nodes = self.nodes();
+            let url = &nodes[attempt % nodes.len()];
+            let res = match self.catalog_at(url) {
+                Ok(c) => f(c)
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| call_error(url, s)),
+                Err(e) => Err(e),
+            };
+            match res {
+                Err(e) if retryable(&e) && Instant::now() + pause < deadline => {
+                    tracing::debug!(node = %url, error = %e, "catalog call failed; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The nodes to try for `id`, in order: its owners, then every other node; the seed
+    /// alone without a placement.
+    fn candidates(&self, epoch: Option<&Epoch>, id: &ChunkId) -> Vec<String> {
+        let Some(e) = epoch else {
+            return vec![self.url.clone()];
+        };
+        let mut out: Vec<String> = e
+            .owners(id)
+            .into_iter()
+            .filter_map(|o| e.node(o).map(|n| n.addr.clone()))
+            .collect();
+        for n in &e.nodes {
+            if !out.contains(&n.addr) {
+                out.push(n.addr.clone());
+            }
+        }
+        // Last, the node this client reached: it answers for the cluster even when the
+        // placement's addresses are not reachable from here.
+        if !out.contains(&self.url) {
+            out.push(self.url.clone());
+        }
+        out
+    }
+
+    /// Groups ids by the `round`-th candidate of each; ids without one are returned apart.
+    fn group<T>(
+        &self,
+        epoch: Option<&Epoch>,
+        items: Vec<(ChunkId, T)>,
+        round: usize,
+    ) -> (BTreeMap<String, Vec<(ChunkId, T)>>, Vec<ChunkId>) {
+        let mut groups: BTreeMap<String, Vec<(ChunkId, T)>> = BTreeMap::new();
+        let mut exhausted = Vec::new();
+        for (id, item) in items {
+            match self.candidates(epoch, &id).into_iter().nth(round) {
+                Some(url) => groups.entry(url).or_default().push((id, item)),
+                None => exhausted.push(id),
+            }
+        }
+        (groups, exhausted)
+    }
+
+    async fn missing_at(&self, url: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>, AgentError> {
         let req = pb::MissingRequest {
             ids: ids.iter().map(|i| i.0.to_vec()).collect(),
         };
-        let resp = self.chunks.clone().missing(req).await?.into_inner();
+        let resp = self
+            .chunks_at(url)?
+            .missing(req)
+            .await
+            .map_err(|s| call_error(url, s))?
+            .into_inner();
         resp.missing
             .iter()
             .map(|&i| {
@@ -75,8 +286,48 @@ impl Cluster {
             .collect()
     }
 
-    /// Uploads chunks; returns once the cluster holds them durably.
-    pub async fn put(&self, chunks: Vec<EncodedChunk>) -> Result<pb::PutResponse, AgentError> {
+    /// Returns the ids among `ids` that the cluster lacks (asked of each chunk's primary
+    /// owner, or the next one when it does not answer).
+    pub async fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, AgentError> {
+        let epoch = self.placement();
+        let mut todo: Vec<(ChunkId, ())> = ids.iter().map(|i| (*i, ())).collect();
+        let mut out = Vec::new();
+        let mut round = 0;
+        let mut last_err = None;
+        while !todo.is_empty() {
+            let (groups, exhausted) = self.group(epoch.as_ref(), todo, round);
+            if !exhausted.is_empty() {
+                return Err(last_err.unwrap_or_else(|| AgentError::Cluster {
+                    code: ErrorCode::Unavailable,
+                    message: format!("no node answers for chunk {}", exhausted[0]),
+                }));
+            }
+            let calls = groups.into_iter().map(|(url, items)| async move {
+                let ids: Vec<ChunkId> = items.iter().map(|(id, _)| *id).collect();
+                let r = self.missing_at(&url, &ids).await;
+                (ids, r)
+            });
+            todo = Vec::new();
+            for (ids, r) in futures::future::join_all(calls).await {
+                match r {
+                    Ok(m) => out.extend(m),
+                    Err(e) if retryable(&e) => {
+                        todo.extend(ids.into_iter().map(|i| (i, ())));
+                        last_err = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            round += 1;
+        }
+        Ok(out)
+    }
+
+    async fn put_at(
+        &self,
+        url: &str,
+        chunks: Vec<EncodedChunk>,
+    ) -> Result<pb::PutResponse, AgentError> {
         let mut msgs = Vec::new();
         let mut cur = pb::PutRequest::default();
         let mut bytes = 0;
@@ -91,32 +342,180 @@ impl Cluster {
         if !cur.chunks.is_empty() {
             msgs.push(cur);
         }
-        let resp = self
-            .chunks
-            .clone()
+        Ok(self
+            .chunks_at(url)?
             .put(futures::stream::iter(msgs))
-            .await?
-            .into_inner();
-        Ok(resp)
+            .await
+            .map_err(|s| call_error(url, s))?
+            .into_inner())
     }
 
-    /// Streams the given chunks, in order; each is verified by the caller with
-    /// `cairn_chunker::decode`.
+    /// Uploads chunks, each to its primary owner (which copies it to the other owners);
+    /// returns once the cluster holds them durably.
+    pub async fn put(&self, chunks: Vec<EncodedChunk>) -> Result<pb::PutResponse, AgentError> {
+        let epoch = self.placement();
+        let mut todo: Vec<(ChunkId, EncodedChunk)> =
+            chunks.into_iter().map(|c| (c.id, c)).collect();
+        let mut total = pb::PutResponse::default();
+        let mut round = 0;
+        let mut last_err = None;
+        while !todo.is_empty() {
+            let (groups, exhausted) = self.group(epoch.as_ref(), todo, round);
+            if !exhausted.is_empty() {
+                return Err(last_err.unwrap_or_else(|| AgentError::Cluster {
+                    code: ErrorCode::Unavailable,
+                    message: format!("no node accepts chunk {}", exhausted[0]),
+                }));
+            }
+            let calls = groups.into_iter().map(|(url, items)| async move {
+                let chunks: Vec<EncodedChunk> = items.iter().map(|(_, c)| c.clone()).collect();
+                let r = self.put_at(&url, chunks).await;
+                (url, items, r)
+            });
+            todo = Vec::new();
+            for (url, items, r) in futures::future::join_all(calls).await {
+                match r {
+                    Ok(p) => {
+                        total.stored += p.stored;
+                        total.duplicate += p.duplicate;
+                        total.bytes_written += p.bytes_written;
+                        total.replicated += p.replicated;
+                    }
+                    Err(e) if retryable(&e) => {
+                        tracing::debug!(node = %url, error = %e, "upload failed; trying the next owner");
+                        todo.extend(items);
+                        last_err = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            round += 1;
+        }
+        Ok(total)
+    }
+
+    async fn get_at(&self, url: &str, ids: &[ChunkId]) -> Vec<Result<EncodedChunk, AgentError>> {
+        let req = pb::GetRequest {
+            ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        let stream = match self.chunks_at(url) {
+            Ok(mut c) => c.get(req).await,
+            Err(e) => {
+                out.push(Err(e));
+                return out;
+            }
+        };
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(s) => {
+                out.push(Err(call_error(url, s)));
+                return out;
+            }
+        };
+        for id in ids {
+            let item = match stream.next().await {
+                Some(Ok(m)) => m
+                    .chunk
+                    .ok_or_else(|| AgentError::Internal("empty chunk message".into()))
+                    .and_then(|c| {
+                        EncodedChunk::try_from(c).map_err(|e| AgentError::Internal(e.to_string()))
+                    })
+                    .and_then(|c| {
+                        if c.id == *id {
+                            Ok(c)
+                        } else {
+                            Err(AgentError::Internal(format!(
+                                "asked for {id}, got {}",
+                                c.id
+                            )))
+                        }
+                    }),
+                Some(Err(s)) => Err(call_error(url, s)),
+                None => Err(AgentError::Cluster {
+                    code: ErrorCode::NotFound,
+                    message: format!("chunk {id} not found"),
+                }),
+            };
+            let failed = item.is_err();
+            out.push(item);
+            if failed {
+                // The node ends the stream at its first failure.
+                break;
+            }
+        }
+        out
+    }
+
+    /// Fetches the given chunks, in order. Each comes from its primary owner or, when that
+    /// fails (node down, copy missing or corrupt), from the next node that has a good copy.
+    /// The caller verifies content with `cairn_chunker::decode`.
     pub async fn get(
         &self,
         ids: &[ChunkId],
     ) -> Result<impl Stream<Item = Result<EncodedChunk, AgentError>>, AgentError> {
-        let req = pb::GetRequest {
-            ids: ids.iter().map(|i| i.0.to_vec()).collect(),
-        };
-        let stream = self.chunks.clone().get(req).await?.into_inner();
-        Ok(stream.map(|m| {
-            let m = m?;
-            let c = m
-                .chunk
-                .ok_or_else(|| AgentError::Internal("empty chunk message".into()))?;
-            EncodedChunk::try_from(c).map_err(|e| AgentError::Internal(e.to_string()))
-        }))
+        let epoch = self.placement();
+        let mut found: HashMap<ChunkId, EncodedChunk> = HashMap::with_capacity(ids.len());
+        let mut todo: Vec<(ChunkId, ())> = Vec::new();
+        let mut unique = std::collections::HashSet::new();
+        for id in ids {
+            if unique.insert(*id) {
+                todo.push((*id, ()));
+            }
+        }
+        let mut errors: HashMap<ChunkId, AgentError> = HashMap::new();
+        let mut round = 0;
+        while !todo.is_empty() {
+            let (groups, exhausted) = self.group(epoch.as_ref(), todo, round);
+            for id in exhausted {
+                errors.entry(id).or_insert_with(|| AgentError::Cluster {
+                    code: ErrorCode::NotFound,
+                    message: format!("chunk {id} not found"),
+                });
+            }
+            let calls = groups.into_iter().map(|(url, items)| async move {
+                let ids: Vec<ChunkId> = items.iter().map(|(id, _)| *id).collect();
+                let r = self.get_at(&url, &ids).await;
+                (url, ids, r)
+            });
+            todo = Vec::new();
+            for (url, ids, results) in futures::future::join_all(calls).await {
+                let mut results = results.into_iter();
+                for id in ids {
+                    match results.next() {
+                        // The node re-hashed the content before sending it; a copy that
+                        // failed there came back as an error and is fetched elsewhere.
+                        Some(Ok(c)) => {
+                            errors.remove(&id);
+                            found.insert(id, c);
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(chunk = %id, node = %url, error = %e, "fetch failed; trying another node");
+                            errors.insert(id, e);
+                            todo.push((id, ()));
+                        }
+                        None => todo.push((id, ())),
+                    }
+                }
+            }
+            round += 1;
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match found.get(id) {
+                Some(c) => out.push(Ok(c.clone())),
+                None => {
+                    out.push(Err(errors.remove(id).unwrap_or_else(|| {
+                        AgentError::Cluster {
+                            code: ErrorCode::NotFound,
+                            message: format!("chunk {id} not found"),
+                        }
+                    })));
+                    break;
+                }
+            }
+        }
+        Ok(futures::stream::iter(out))
     }
 
     /// Fetches one chunk's verified content.
@@ -125,12 +524,6 @@ impl Cluster {
         match s.next().await {
             Some(c) => {
                 let c = c?;
-                if c.id != id {
-                    return Err(AgentError::Internal(format!(
-                        "asked for {id}, got {}",
-                        c.id
-                    )));
-                }
                 Ok(
                     tokio::task::spawn_blocking(move || cairn_chunker::decode(&c))
                         .await
@@ -138,33 +531,36 @@ impl Cluster {
                 )
             }
             None => Err(AgentError::Cluster {
-                code: cairn_core::ErrorCode::NotFound,
+                code: ErrorCode::NotFound,
                 message: format!("chunk {id} not found"),
             }),
         }
     }
 
     pub async fn commit(&self, record: &BackupRecord) -> Result<BackupRecord, AgentError> {
+        let backup: pb::Backup = record.into();
         let b = self
-            .catalog
-            .clone()
-            .commit_backup(pb::CommitBackupRequest {
-                backup: Some(record.into()),
+            .catalog_call(|mut c| {
+                let backup = backup.clone();
+                async move {
+                    c.commit_backup(pb::CommitBackupRequest {
+                        backup: Some(backup),
+                    })
+                    .await
+                }
             })
-            .await?
-            .into_inner();
+            .await?;
         BackupRecord::try_from(b).map_err(|e| AgentError::Internal(e.to_string()))
     }
 
     pub async fn list(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, AgentError> {
+        let env = env.map(|e| e.to_string()).unwrap_or_default();
         let resp = self
-            .catalog
-            .clone()
-            .list_backups(pb::ListBackupsRequest {
-                env: env.map(|e| e.to_string()).unwrap_or_default(),
+            .catalog_call(|mut c| {
+                let env = env.clone();
+                async move { c.list_backups(pb::ListBackupsRequest { env }).await }
             })
-            .await?
-            .into_inner();
+            .await?;
         resp.backups
             .into_iter()
             .map(|b| BackupRecord::try_from(b).map_err(|e| AgentError::Internal(e.to_string())))
@@ -172,20 +568,23 @@ impl Cluster {
     }
 
     pub async fn show(&self, id: &BackupId) -> Result<BackupRecord, AgentError> {
+        let id = id.to_string();
         let b = self
-            .catalog
-            .clone()
-            .get_backup(pb::BackupRef { id: id.to_string() })
-            .await?
-            .into_inner();
+            .catalog_call(|mut c| {
+                let id = id.clone();
+                async move { c.get_backup(pb::BackupRef { id }).await }
+            })
+            .await?;
         BackupRecord::try_from(b).map_err(|e| AgentError::Internal(e.to_string()))
     }
 
     pub async fn delete(&self, id: &BackupId) -> Result<(), AgentError> {
-        self.catalog
-            .clone()
-            .delete_backup(pb::BackupRef { id: id.to_string() })
-            .await?;
+        let id = id.to_string();
+        self.catalog_call(|mut c| {
+            let id = id.clone();
+            async move { c.delete_backup(pb::BackupRef { id }).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -194,26 +593,47 @@ impl Cluster {
         env: EnvId,
         full_only: bool,
     ) -> Result<Option<BackupRecord>, AgentError> {
+        let env = env.to_string();
         let resp = self
-            .catalog
-            .clone()
-            .latest_backup(pb::LatestBackupRequest {
-                env: env.to_string(),
-                full_only,
+            .catalog_call(|mut c| {
+                let env = env.clone();
+                async move {
+                    c.latest_backup(pb::LatestBackupRequest { env, full_only })
+                        .await
+                }
             })
-            .await?
-            .into_inner();
+            .await?;
         resp.backup
             .map(|b| BackupRecord::try_from(b).map_err(|e| AgentError::Internal(e.to_string())))
             .transpose()
     }
 
+    /// Returns the status of the seed node.
     pub async fn node_status(&self) -> Result<pb::NodeStatusResponse, AgentError> {
         Ok(self
-            .catalog
-            .clone()
+            .catalog_at(&self.url)?
             .node_status(pb::NodeStatusRequest {})
             .await?
             .into_inner())
+    }
+
+    /// Returns the status of the node at `url` (no retries: a node that does not answer is
+    /// reported as such).
+    pub async fn node_status_at(&self, url: &str) -> Result<pb::NodeStatusResponse, AgentError> {
+        let call = async {
+            Ok::<_, AgentError>(
+                self.catalog_at(url)?
+                    .node_status(pb::NodeStatusRequest {})
+                    .await?
+                    .into_inner(),
+            )
+        };
+        match tokio::time::timeout(Duration::from_secs(3), call).await {
+            Ok(r) => r,
+            Err(_) => Err(AgentError::Unreachable {
+                url: url.to_string(),
+                why: "no answer within 3s".into(),
+            }),
+        }
     }
 }

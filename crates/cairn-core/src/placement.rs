@@ -24,6 +24,10 @@ pub struct PlacementNode {
     pub zone: String,
     /// Relative capacity weight (≥ 1).
     pub weight: u32,
+    /// The node's gRPC URL (`http://host:port`), as peers and clients reach it. Not part of
+    /// the hash: a node keeps its chunks when its address changes.
+    #[serde(default)]
+    pub addr: String,
 }
 
 /// One placement epoch.
@@ -35,7 +39,30 @@ pub struct Epoch {
     pub rf: u32,
 }
 
+/// The replication factor when none is configured.
+pub const DEFAULT_RF: u32 = 3;
+
 impl Epoch {
+    /// Returns the node with this id, if it is in the epoch.
+    pub fn node(&self, id: u64) -> Option<&PlacementNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Tells whether `other` places chunks exactly as this epoch does (same nodes, zones,
+    /// weights and replication factor; addresses and numbers aside).
+    pub fn same_layout(&self, other: &Epoch) -> bool {
+        let key = |e: &Epoch| {
+            let mut v: Vec<(u64, String, u32)> = e
+                .nodes
+                .iter()
+                .map(|n| (n.id, n.zone.clone(), n.weight))
+                .collect();
+            v.sort();
+            (v, e.rf)
+        };
+        key(self) == key(other)
+    }
+
     /// The replication factor in force: `rf` capped by the number of nodes.
     pub fn effective_rf(&self) -> usize {
         (self.rf.max(1) as usize).min(self.nodes.len())
@@ -97,6 +124,7 @@ mod tests {
                     id,
                     zone: zones[(id as usize - 1) % zones.len()].to_string(),
                     weight: 1,
+                    addr: String::new(),
                 })
                 .collect(),
             rf,

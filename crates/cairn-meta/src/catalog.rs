@@ -13,6 +13,7 @@
 //! Refusals are values ([`Response::Refused`]) with no writes: openraft stops a node on any
 //! storage error, so an error here is reserved for a catalog that cannot be read.
 
+use cairn_core::placement::{Epoch, PlacementNode};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 
 use crate::command::{Command, Response};
@@ -31,6 +32,9 @@ pub trait CatalogRead {
 
     /// Returns the time of the backup of `env` named `name`, if one has that name.
     fn name_owner(&self, env: EnvId, name: &str) -> Result<Option<i64>, Self::Error>;
+
+    /// Returns the placement epoch in force, if one was ever set.
+    fn placement(&self) -> Result<Option<Epoch>, Self::Error>;
 }
 
 /// One change to the catalog's data.
@@ -47,6 +51,8 @@ pub enum Write {
     PutName { env: EnvId, name: String, time: i64 },
     /// Removes the name `name` of `env` from the index.
     DeleteName { env: EnvId, name: String },
+    /// Replaces the placement epoch.
+    PutPlacement(Epoch),
 }
 
 /// The outcome of one command: the writes to make atomically, and the answer.
@@ -82,7 +88,61 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decisi
             description.as_deref(),
             tags.as_deref(),
         ),
+        Command::SetPlacement { nodes, rf } => set_placement(view, nodes, *rf),
     }
+}
+
+fn set_placement<V: CatalogRead + ?Sized>(
+    view: &V,
+    nodes: &[PlacementNode],
+    rf: u32,
+) -> Result<Decision, V::Error> {
+    if nodes.is_empty() {
+        return Ok(Decision::refuse(
+            ErrorCode::InvalidArgument,
+            "a placement needs at least one node".into(),
+        ));
+    }
+    if rf == 0 {
+        return Ok(Decision::refuse(
+            ErrorCode::InvalidArgument,
+            "the replication factor must be 1 or more".into(),
+        ));
+    }
+    let mut ids: Vec<u64> = nodes.iter().map(|n| n.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != nodes.len() {
+        return Ok(Decision::refuse(
+            ErrorCode::InvalidArgument,
+            "a node id appears twice in the placement".into(),
+        ));
+    }
+    let current = view.placement()?;
+    let mut next = Epoch {
+        number: 1,
+        nodes: nodes.to_vec(),
+        rf,
+    };
+    next.nodes.sort_by_key(|n| n.id);
+    if let Some(cur) = &current {
+        next.number = if cur.same_layout(&next) {
+            cur.number
+        } else {
+            cur.number + 1
+        };
+        if *cur == next {
+            return Ok(Decision {
+                writes: Vec::new(),
+                response: Response::Placement { epoch: cur.number },
+            });
+        }
+    }
+    let epoch = next.number;
+    Ok(Decision {
+        writes: vec![Write::PutPlacement(next)],
+        response: Response::Placement { epoch },
+    })
 }
 
 fn commit_backup<V: CatalogRead + ?Sized>(
@@ -239,6 +299,7 @@ pub(crate) mod tests {
     pub(crate) struct MemCatalog {
         backups: BTreeMap<BackupId, BackupRecord>,
         names: BTreeMap<(EnvId, String), i64>,
+        placement: Option<Epoch>,
     }
 
     impl CatalogRead for MemCatalog {
@@ -248,6 +309,9 @@ pub(crate) mod tests {
         }
         fn name_owner(&self, env: EnvId, name: &str) -> Result<Option<i64>, Infallible> {
             Ok(self.names.get(&(env, name.to_string())).copied())
+        }
+        fn placement(&self) -> Result<Option<Epoch>, Infallible> {
+            Ok(self.placement.clone())
         }
     }
 
@@ -267,6 +331,7 @@ pub(crate) mod tests {
                     Write::DeleteName { env, name } => {
                         self.names.remove(&(*env, name.clone()));
                     }
+                    Write::PutPlacement(e) => self.placement = Some(e.clone()),
                 }
             }
         }
@@ -487,5 +552,63 @@ pub(crate) mod tests {
         let rb: Vec<Response> = cmds.iter().cloned().map(|c| b.run(c)).collect();
         assert_eq!(ra, rb);
         assert_eq!(a, b);
+    }
+
+    fn pnode(id: u64, zone: &str, addr: &str) -> PlacementNode {
+        PlacementNode {
+            id,
+            zone: zone.into(),
+            weight: 1,
+            addr: addr.into(),
+        }
+    }
+
+    fn epoch_of(r: Response) -> u64 {
+        match r {
+            Response::Placement { epoch } => epoch,
+            other => panic!("expected Placement, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn placement_epochs_count_layout_changes_only() {
+        let mut cat = MemCatalog::default();
+        let three = vec![
+            pnode(3, "c", "x3"),
+            pnode(1, "a", "x1"),
+            pnode(2, "b", "x2"),
+        ];
+        let set = |cat: &mut MemCatalog, nodes: &[PlacementNode], rf| {
+            cat.run(Command::SetPlacement {
+                nodes: nodes.to_vec(),
+                rf,
+            })
+        };
+        assert_eq!(epoch_of(set(&mut cat, &three, 3)), 1);
+        let stored = cat.placement.clone().unwrap();
+        assert_eq!(
+            stored.nodes.iter().map(|n| n.id).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        // The same layout again, or with a moved address: still epoch 1.
+        assert_eq!(epoch_of(set(&mut cat, &three, 3)), 1);
+        let mut moved = three.clone();
+        moved[0].addr = "y3".into();
+        assert_eq!(epoch_of(set(&mut cat, &moved, 3)), 1);
+        assert_eq!(cat.placement.as_ref().unwrap().node(3).unwrap().addr, "y3");
+        // A fourth node, a new zone, a new RF: each a new epoch.
+        let mut four = moved.clone();
+        four.push(pnode(4, "a", "x4"));
+        assert_eq!(epoch_of(set(&mut cat, &four, 3)), 2);
+        four[3].zone = "d".into();
+        assert_eq!(epoch_of(set(&mut cat, &four, 3)), 3);
+        assert_eq!(epoch_of(set(&mut cat, &four, 2)), 4);
+        // Refusals change nothing.
+        let before = cat.placement.clone();
+        assert!(set(&mut cat, &[], 3).refusal().is_some());
+        assert!(set(&mut cat, &four, 0).refusal().is_some());
+        let dup = vec![pnode(1, "a", "x"), pnode(1, "b", "y")];
+        assert!(set(&mut cat, &dup, 3).refusal().is_some());
+        assert_eq!(cat.placement, before);
     }
 }

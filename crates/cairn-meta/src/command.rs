@@ -33,6 +33,13 @@ pub enum Command {
         #[serde(default)]
         tags: Option<Vec<String>>,
     },
+    /// Sets the storage nodes and the replication factor chunks are placed over. A layout
+    /// that differs from the current one becomes the next placement epoch; the same layout
+    /// (addresses aside) keeps the epoch number.
+    SetPlacement {
+        nodes: Vec<cairn_core::placement::PlacementNode>,
+        rf: u32,
+    },
 }
 
 impl Command {
@@ -42,6 +49,7 @@ impl Command {
             Command::CommitBackup { .. } => "commit_backup",
             Command::DeleteBackup { .. } => "delete_backup",
             Command::UpdateBackup { .. } => "update_backup",
+            Command::SetPlacement { .. } => "set_placement",
         }
     }
 }
@@ -57,6 +65,8 @@ pub enum Response {
     Deleted,
     /// The backup's fields are changed.
     Updated,
+    /// The placement epoch in force after the command.
+    Placement { epoch: u64 },
     /// The command was refused; nothing changed. `code` is the stable error code a user sees.
     Refused {
         #[serde(with = "error_code_serde")]

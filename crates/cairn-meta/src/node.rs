@@ -317,6 +317,11 @@ impl MetaNode {
         self.sm.latest_backup(env, full_only)
     }
 
+    /// Returns the placement epoch in force on this node, if one was set.
+    pub fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, MetaError> {
+        self.sm.placement()
+    }
+
     /// Returns the raft handle, for the node's raft RPC service.
     pub fn raft(&self) -> &openraft::Raft<TypeConfig> {
         &self.raft

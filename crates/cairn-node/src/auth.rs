@@ -74,6 +74,12 @@ impl ServerAuth {
     }
 }
 
+impl tonic::service::Interceptor for ServerAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        self.check(req)
+    }
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

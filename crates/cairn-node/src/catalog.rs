@@ -1,27 +1,53 @@
-//! The `Catalog` service: commit, list, show and delete backups.
+//! The `Catalog` service: commit, list, show and delete backups; placement and status.
 //!
 //! Commit order is the invariant that makes "a backup exists only once committed" true: the
-//! node first proves every chunk the manifest references is durable in its store
+//! leader first proves every chunk the manifest references is durable in the cluster
 //! ([`crate::verify`]), and only then proposes the record through raft.
+//!
+//! # Any node answers
+//! Writes and linearizable reads belong to the raft leader. A follower forwards such a call,
+//! whole, to the leader it knows (waiting briefly for an election when none is known) and
+//! relays the answer, so a client may talk to any node. A forwarded call is marked
+//! (`x-cairn-forwarded`) and never forwarded again, so a stale view of who leads cannot
+//! make a call bounce. One read degrades instead of failing: `GetBackup` answers from this
+//! node's own catalog when no leader can be reached, because a committed backup record never
+//! changes except by deletion, and restoring an existing backup must work with a majority
+//! of the nodes down.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
-use cairn_meta::{Command, MetaNode, Response as MetaResponse};
+use cairn_meta::{Command, MetaError, MetaNode, Response as MetaResponse};
 use cairn_proto::pb::catalog_server::Catalog;
 use cairn_proto::pb::{self};
 use cairn_proto::status;
 use cairn_store::ChunkStore;
 use tonic::{Request, Response, Status};
 
-use crate::error::{join_status, meta_status, store_status};
+use crate::error::meta_status;
+use crate::peers::{ClusterChunks, Peers};
 use crate::verify::{check_manifest, VerifyError};
+
+/// Metadata key that marks a call forwarded by another node.
+const FORWARDED: &str = "x-cairn-forwarded";
+/// How long a follower waits for a leader to be elected before it gives up on a call.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
 
 pub struct CatalogService {
     pub store: Arc<ChunkStore>,
     pub meta: Arc<MetaNode>,
     pub node_id: u64,
     pub addr: String,
+    pub zone: String,
+    pub cluster: ClusterChunks,
+    pub peers: Peers,
+}
+
+/// Where a call that needs the leader goes.
+enum Route {
+    Here,
+    Leader(String),
 }
 
 fn parse_backup_id(s: &str) -> Result<BackupId, Status> {
@@ -43,12 +69,58 @@ fn refused(code: ErrorCode, message: String) -> Status {
 }
 
 impl CatalogService {
+    /// Decides whether this node serves a leader-only call or forwards it.
+    async fn route<T>(&self, req: &Request<T>) -> Result<Route, Status> {
+        let forwarded = req.metadata().get(FORWARDED).is_some();
+        let leader = match self.meta.metrics().current_leader {
+            Some(l) => l,
+            None => self
+                .meta
+                .wait_for_leader(LEADER_WAIT)
+                .await
+                .map_err(meta_status)?,
+        };
+        if leader == self.node_id || forwarded {
+            return Ok(Route::Here);
+        }
+        match self.leader_addr(leader) {
+            Some(addr) => Ok(Route::Leader(addr)),
+            None => Err(meta_status(MetaError::NotLeader {
+                leader_id: Some(leader),
+                leader_addr: None,
+            })),
+        }
+    }
+
+    fn leader_addr(&self, leader: u64) -> Option<String> {
+        let m = self.meta.metrics();
+        let addr = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, n)| n.addr.clone());
+        addr
+    }
+
+    /// Wraps `msg` for the leader, marked as forwarded.
+    fn forward<T>(msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut()
+            .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        r
+    }
+
     async fn record(&self, id: &BackupId) -> Result<BackupRecord, Status> {
         self.meta.read_barrier().await.map_err(meta_status)?;
         self.meta
             .get_backup(id)
             .map_err(meta_status)?
             .ok_or_else(|| status(ErrorCode::NotFound, format!("backup {id} not found")))
+    }
+
+    /// This node's own (possibly stale) copy of a record, for when no leader answers.
+    fn local_record(&self, id: &BackupId) -> Result<Option<BackupRecord>, Status> {
+        self.meta.get_backup(id).map_err(meta_status)
     }
 }
 
@@ -59,18 +131,20 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::CommitBackupRequest>,
     ) -> Result<Response<pb::Backup>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .commit_backup(Self::forward(req.into_inner()))
+                .await;
+        }
         let wire = req
             .into_inner()
             .backup
             .ok_or_else(|| status(ErrorCode::InvalidArgument, "commit without a backup"))?;
         let mut record = BackupRecord::try_from(wire)?;
         record.id.time = chrono::Utc::now().timestamp();
-        let store = self.store.clone();
-        let root = record.manifest;
-        let check = tokio::task::spawn_blocking(move || check_manifest(&store, &root))
-            .await
-            .map_err(join_status)?;
-        let check = match check {
+        let check = match check_manifest(&self.cluster, &record.manifest).await {
             Ok(c) => c,
             Err(VerifyError::NoRoot(id)) => {
                 return Err(status(
@@ -81,7 +155,7 @@ impl Catalog for CatalogService {
             Err(VerifyError::Manifest(e)) => {
                 return Err(status(ErrorCode::InvalidArgument, e.to_string()))
             }
-            Err(VerifyError::Store(e)) => return Err(store_status(e)),
+            Err(VerifyError::Cluster(s)) => return Err(s),
         };
         if check.missing_count > 0 {
             let list: Vec<String> = check.missing.iter().map(|c| c.to_string()).collect();
@@ -122,6 +196,13 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::ListBackupsRequest>,
     ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .list_backups(Self::forward(req.into_inner()))
+                .await;
+        }
         let env = parse_env(&req.into_inner().env)?;
         self.meta.read_barrier().await.map_err(meta_status)?;
         let list = self.meta.list_backups(env).map_err(meta_status)?;
@@ -134,9 +215,32 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::BackupRef>,
     ) -> Result<Response<pb::Backup>, Status> {
-        let id = parse_backup_id(&req.into_inner().id)?;
-        let r = self.record(&id).await?;
-        Ok(Response::new(pb::Backup::from(&r)))
+        let id = parse_backup_id(&req.get_ref().id)?;
+        let answer = match self.route(&req).await {
+            Ok(Route::Here) => self.record(&id).await,
+            Ok(Route::Leader(addr)) => match self.peers.catalog(&addr) {
+                Ok(mut c) => c
+                    .get_backup(Self::forward(req.into_inner()))
+                    .await
+                    .map(|r| r.into_inner()),
+                Err(e) => Err(e),
+            }
+            .and_then(|b| BackupRecord::try_from(b).map_err(Status::from)),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(r) => Ok(Response::new(pb::Backup::from(&r))),
+            Err(e) if cairn_proto::code_of(&e) == ErrorCode::Unavailable => {
+                match self.local_record(&id)? {
+                    Some(r) => {
+                        tracing::warn!(backup_id = %id, "no leader reachable; answering from this node's catalog");
+                        Ok(Response::new(pb::Backup::from(&r)))
+                    }
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     #[tracing::instrument(skip_all)]
@@ -144,6 +248,13 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::BackupRef>,
     ) -> Result<Response<pb::DeleteBackupResponse>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .delete_backup(Self::forward(req.into_inner()))
+                .await;
+        }
         let id = parse_backup_id(&req.into_inner().id)?;
         match self
             .meta
@@ -167,6 +278,13 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::LatestBackupRequest>,
     ) -> Result<Response<pb::LatestBackupResponse>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .latest_backup(Self::forward(req.into_inner()))
+                .await;
+        }
         let req = req.into_inner();
         let env = parse_env(&req.env)?
             .ok_or_else(|| status(ErrorCode::InvalidArgument, "an environment id is required"))?;
@@ -187,6 +305,8 @@ impl Catalog for CatalogService {
         let m = self.meta.metrics();
         let s = self.store.stats();
         let backups = self.meta.list_backups(None).map_err(meta_status)?.len() as u64;
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let epoch = self.meta.placement().map_err(meta_status)?;
         Ok(Response::new(pb::NodeStatusResponse {
             node_id: self.node_id,
             addr: self.addr.clone(),
@@ -197,6 +317,23 @@ impl Catalog for CatalogService {
             stored_bytes: s.stored_bytes,
             logical_bytes: s.logical_bytes,
             backups,
+            role: format!("{:?}", m.state).to_lowercase(),
+            voter: voters.contains(&self.node_id),
+            zone: self.zone.clone(),
+            epoch: epoch.map(|e| e.number).unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            voters,
+        }))
+    }
+
+    async fn get_placement(
+        &self,
+        _req: Request<pb::PlacementRequest>,
+    ) -> Result<Response<pb::Placement>, Status> {
+        let epoch = self.meta.placement().map_err(meta_status)?;
+        Ok(Response::new(match epoch {
+            Some(e) => pb::Placement::from(&e),
+            None => pb::Placement::default(),
         }))
     }
 }

@@ -1,4 +1,13 @@
 //! The `Chunks` service: which chunks are missing, put, get.
+//!
+//! # Upload durability
+//! A `Put` is answered only after every chunk in it is durable in this node's store (one
+//! fsync per batch) and, for a client upload, copied to the chunk's other owners under the
+//! placement epoch in force until the write quorum is met (`WriteQuorum`). Copies to owners
+//! that are down are skipped and left to repair; a chunk with fewer copies than the quorum
+//! fails the whole call with `unavailable`, and the client may retry (it re-sends only what
+//! is missing). Replica puts (`replica = true`) are stored and never copied further, so a
+//! copy cannot bounce between nodes.
 
 use std::sync::Arc;
 
@@ -12,7 +21,9 @@ use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::config::WriteQuorum;
 use crate::error::{join_status, store_status};
+use crate::peers::ClusterChunks;
 
 /// Chunks buffered before one durable `put_batch` (one fsync).
 const PUT_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -21,6 +32,71 @@ const MAX_IDS: usize = 100_000;
 
 pub struct ChunksService {
     pub store: Arc<ChunkStore>,
+    pub cluster: ClusterChunks,
+    pub quorum: WriteQuorum,
+}
+
+impl ChunksService {
+    /// Copies `chunks` (already durable here) to their other owners and checks the quorum.
+    /// Returns how many copies were written elsewhere.
+    async fn replicate(&self, chunks: Vec<EncodedChunk>) -> Result<u64, Status> {
+        let Some(epoch) = self.cluster.epoch() else {
+            return Ok(0);
+        };
+        if epoch.effective_rf() <= 1 {
+            return Ok(0);
+        }
+        let me = self.cluster.node_id;
+        // Per target node, the chunks it should hold; per chunk, its copies so far.
+        let mut per_node: std::collections::BTreeMap<u64, Vec<EncodedChunk>> = Default::default();
+        let mut copies: Vec<(ChunkId, usize, usize)> = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let owners = epoch.owners(&c.id);
+            let here = usize::from(owners.contains(&me));
+            copies.push((c.id, here, owners.len()));
+            for o in owners.into_iter().filter(|o| *o != me) {
+                per_node.entry(o).or_default().push(c.clone());
+            }
+        }
+        let calls = per_node.into_iter().map(|(nid, list)| {
+            let url = epoch.node(nid).map(|n| n.addr.clone()).unwrap_or_default();
+            let ids: Vec<ChunkId> = list.iter().map(|c| c.id).collect();
+            let peers = self.cluster.peers.clone();
+            async move {
+                let r = peers.put_replica(&url, list).await;
+                (nid, ids, r)
+            }
+        });
+        let mut written: std::collections::HashMap<ChunkId, usize> = Default::default();
+        let mut replicated = 0u64;
+        for (nid, ids, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(()) => {
+                    replicated += ids.len() as u64;
+                    for id in ids {
+                        *written.entry(id).or_default() += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = nid, chunks = ids.len(), error = %e, "replica copy failed; left to repair")
+                }
+            }
+        }
+        for (id, here, owners) in copies {
+            let have = here + written.get(&id).copied().unwrap_or(0);
+            let need = self.quorum.needed(owners);
+            if have < need {
+                return Err(status(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "chunk {id} has {have} of the {need} copies the write quorum needs \
+                         ({owners} owners); too many nodes are down — retry when they are back"
+                    ),
+                ));
+            }
+        }
+        Ok(replicated)
+    }
 }
 
 fn parse_ids(ids: &[Vec<u8>]) -> Result<Vec<ChunkId>, Status> {
@@ -68,11 +144,14 @@ impl Chunks for ChunksService {
         let mut total = pb::PutResponse::default();
         let mut batch: Vec<EncodedChunk> = Vec::new();
         let mut batch_bytes = 0usize;
+        let mut replica: Option<bool> = None;
         loop {
             let next = stream.next().await;
             let done = next.is_none();
             if let Some(msg) = next {
-                for c in msg?.chunks {
+                let msg = msg?;
+                replica.get_or_insert(msg.replica);
+                for c in msg.chunks {
                     let c = EncodedChunk::try_from(c)?;
                     batch_bytes += c.data.len();
                     batch.push(c);
@@ -82,10 +161,15 @@ impl Chunks for ChunksService {
                 let store = self.store.clone();
                 let chunks = std::mem::take(&mut batch);
                 batch_bytes = 0;
-                let stats = tokio::task::spawn_blocking(move || store.put_batch(&chunks))
-                    .await
-                    .map_err(join_status)?
-                    .map_err(store_status)?;
+                let (stats, chunks) = tokio::task::spawn_blocking(move || {
+                    store.put_batch(&chunks).map(|s| (s, chunks))
+                })
+                .await
+                .map_err(join_status)?
+                .map_err(store_status)?;
+                if replica != Some(true) {
+                    total.replicated += self.replicate(chunks).await?;
+                }
                 total.stored += stats.stored;
                 total.duplicate += stats.duplicate;
                 total.bytes_written += stats.bytes_written;

@@ -20,6 +20,109 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// Where the chunk store and the raft catalog live.
     pub data_dir: PathBuf,
+    /// The metadata raft voters of the cluster (3 or 5), the same list in every node's
+    /// config. Empty: this node alone. A node whose id is not listed is a storage-only node
+    /// that waits to be added (`cairn cluster add-node`).
+    #[serde(default)]
+    pub voters: Vec<Voter>,
+    /// Copies of every chunk (capped by the number of storage nodes). Read by the node that
+    /// forms the cluster; later changes go through the cluster, not the config.
+    #[serde(default = "default_rf")]
+    pub replication_factor: u32,
+    /// Copies a chunk upload needs before it is acknowledged: `"all"` (default) — every owner
+    /// that is up, and never fewer than a majority of the replication factor; or a number.
+    /// Owners that were down get their copy from repair.
+    #[serde(default)]
+    pub write_quorum: WriteQuorum,
+    /// The cluster token every call must carry (node↔node and client↔node). Unset, with no
+    /// `token_file` and no `CAIRN_TOKEN` in the environment: calls are not authenticated
+    /// (only for loopback development).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the cluster token (first line), instead of `token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// One metadata voter as every node's config lists it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Voter {
+    pub id: u64,
+    /// gRPC address (`host:port` or `http://host:port`).
+    pub addr: String,
+    /// Failure domain; chunk copies go to distinct zones first.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Relative capacity; a node with weight 2 receives about twice the chunks.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+impl Voter {
+    /// The voter's address as a URL.
+    pub fn url(&self) -> String {
+        as_url(&self.addr)
+    }
+}
+
+/// How many copies an upload waits for (see [`NodeConfig::write_quorum`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriteQuorum {
+    #[default]
+    All,
+    Copies(u32),
+}
+
+impl WriteQuorum {
+    /// Returns the least number of copies an upload needs, given the owners in force and how
+    /// many of them are reachable.
+    pub fn needed(self, owners: usize) -> usize {
+        let majority = owners / 2 + 1;
+        match self {
+            WriteQuorum::All => majority.min(owners),
+            WriteQuorum::Copies(n) => (n as usize).clamp(1, owners.max(1)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WriteQuorum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Number(u32),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "all" => Ok(WriteQuorum::All),
+            Raw::Number(n) if n >= 1 => Ok(WriteQuorum::Copies(n)),
+            _ => Err(serde::de::Error::custom(
+                "write_quorum must be \"all\" or a number of copies (1 or more)",
+            )),
+        }
+    }
+}
+
+fn default_rf() -> u32 {
+    cairn_core::placement::DEFAULT_RF
+}
+
+fn default_zone() -> String {
+    "default".to_string()
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Turns `host:port` into `http://host:port`; URLs stay as they are.
+pub fn as_url(a: &str) -> String {
+    if a.starts_with("http://") || a.starts_with("https://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -41,6 +144,21 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// A node with every optional setting at its default: alone unless `voters` are set.
+    pub fn local(node_id: u64, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            node_id,
+            listen,
+            advertise: None,
+            data_dir: data_dir.into(),
+            voters: Vec::new(),
+            replication_factor: default_rf(),
+            write_quorum: WriteQuorum::All,
+            token: None,
+            token_file: None,
+        }
+    }
+
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -69,14 +187,89 @@ impl NodeConfig {
                 message: "must name a directory, e.g. data_dir = \"/var/lib/cairn\"".into(),
             });
         }
+        if self.replication_factor == 0 {
+            return Err(ConfigError::Invalid {
+                key: "replication_factor",
+                message: "must be 1 or more (3 keeps data through two lost nodes)".into(),
+            });
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for v in &self.voters {
+            if v.id == 0 || !ids.insert(v.id) {
+                return Err(ConfigError::Invalid {
+                    key: "voters",
+                    message: format!(
+                        "voter id {} is 0 or listed twice; give every voter its own id",
+                        v.id
+                    ),
+                });
+            }
+            if v.addr.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "voters",
+                    message: format!("voter {} has no addr, e.g. addr = \"10.0.0.1:7700\"", v.id),
+                });
+            }
+            if v.weight == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "voters",
+                    message: format!("voter {} has weight 0; use 1 or more", v.id),
+                });
+            }
+        }
+        if self.token.is_some() && self.token_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "token",
+                message: "set either token or token_file, not both".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The voters in force: the configured list, or this node alone.
+    pub fn voters_or_self(&self, url: &str) -> Vec<Voter> {
+        if self.voters.is_empty() {
+            vec![Voter {
+                id: self.node_id,
+                addr: url.to_string(),
+                zone: default_zone(),
+                weight: 1,
+            }]
+        } else {
+            self.voters.clone()
+        }
+    }
+
+    /// Returns the cluster token: `token`, else the first line of `token_file`, else
+    /// `CAIRN_TOKEN` from the environment.
+    pub fn resolve_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.clone()));
+        }
+        if let Some(f) = &self.token_file {
+            let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read {
+                path: f.clone(),
+                source,
+            })?;
+            let t = text.lines().next().unwrap_or("").trim().to_string();
+            if t.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "token_file",
+                    message: format!(
+                        "{} is empty; put the cluster token on its first line",
+                        f.display()
+                    ),
+                });
+            }
+            return Ok(Some(t));
+        }
+        Ok(std::env::var("CAIRN_TOKEN").ok().filter(|t| !t.is_empty()))
     }
 
     /// The address peers and clients should use, as a URL.
     pub fn advertise_url(&self, bound: SocketAddr) -> String {
         match &self.advertise {
-            Some(a) if a.starts_with("http") => a.clone(),
-            Some(a) => format!("http://{a}"),
+            Some(a) => as_url(a),
             None => format!("http://{bound}"),
         }
     }
@@ -92,6 +285,38 @@ mod tests {
             toml::from_str::<NodeConfig>("node_id = 1\ndata_dir = \"x\"\nlisten_addr = \"y\"")
                 .unwrap_err();
         assert!(err.message().contains("listen_addr"), "{}", err.message());
+    }
+
+    #[test]
+    fn voters_and_quorum_parse_and_validate() {
+        let c: NodeConfig = toml::from_str(
+            "node_id = 2\ndata_dir = \"/d\"\nwrite_quorum = 2\n\
+             [[voters]]\nid = 1\naddr = \"127.0.0.1:7700\"\nzone = \"a\"\n\
+             [[voters]]\nid = 2\naddr = \"http://127.0.0.1:7701\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.voters[0].url(), "http://127.0.0.1:7700");
+        assert_eq!(c.voters[1].zone, "default");
+        assert_eq!(c.write_quorum, WriteQuorum::Copies(2));
+        assert_eq!(c.replication_factor, 3);
+        let bad =
+            toml::from_str::<NodeConfig>("node_id = 1\ndata_dir = \"/d\"\nwrite_quorum = \"most\"");
+        assert!(bad.unwrap_err().message().contains("write_quorum"));
+        let dup: NodeConfig = toml::from_str(
+            "node_id = 1\ndata_dir = \"/d\"\n[[voters]]\nid = 1\naddr = \"a:1\"\n[[voters]]\nid = 1\naddr = \"b:1\"",
+        )
+        .unwrap();
+        assert!(dup.validate().unwrap_err().to_string().contains("voters"));
+    }
+
+    #[test]
+    fn write_quorum_needs_a_majority_when_all() {
+        assert_eq!(WriteQuorum::All.needed(3), 2);
+        assert_eq!(WriteQuorum::All.needed(1), 1);
+        assert_eq!(WriteQuorum::All.needed(5), 3);
+        assert_eq!(WriteQuorum::Copies(3).needed(3), 3);
+        assert_eq!(WriteQuorum::Copies(9).needed(2), 2);
     }
 
     #[test]

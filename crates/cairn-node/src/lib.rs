@@ -14,9 +14,10 @@ pub mod catalog;
 pub mod chunks;
 pub mod config;
 pub mod error;
+pub mod peers;
 pub mod raft_net;
 pub mod server;
 pub mod verify;
 
-pub use config::NodeConfig;
+pub use config::{NodeConfig, Voter, WriteQuorum};
 pub use server::{start, RunningNode};

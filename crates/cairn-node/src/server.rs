@@ -1,23 +1,39 @@
-//! Starting and stopping a node: open the stores, join or form the raft group, serve gRPC.
+//! Starting and stopping a node: open the stores, serve gRPC, then form or join the group.
+//!
+//! # Forming a cluster with no manual step
+//! Every voter's config lists the same voters. A node always serves first (its peers need its
+//! raft endpoint). Then exactly one node may form the group: the voter with the lowest id,
+//! and only if it has never been part of a group (no vote, no log) and none of the other
+//! voters answers that it already belongs to one — so a wiped data directory rejoins as a
+//! fresh member to be re-added instead of forking a second cluster. Restarts never
+//! initialise again. Whichever node leads then sets the first placement epoch from the
+//! voters' list (ids, addresses, zones, weights, replication factor); later changes go
+//! through `cairn cluster add-node` / `remove-node`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_meta::{MetaConfig, MetaNode, NoPeers};
+use cairn_core::placement::PlacementNode;
+use cairn_meta::{Command, MetaConfig, MetaNode};
 use cairn_proto::pb::catalog_server::CatalogServer;
 use cairn_proto::pb::chunks_server::ChunksServer;
-use cairn_proto::MAX_MESSAGE;
+use cairn_proto::pb::raft_server::RaftServer;
+use cairn_proto::{Token, MAX_MESSAGE};
 use cairn_store::ChunkStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
+use crate::auth::{ClientAuth, ServerAuth};
 use crate::catalog::CatalogService;
 use crate::chunks::ChunksService;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Voter};
+use crate::peers::{ClusterChunks, Peers};
+use crate::raft_net::{GrpcNetwork, RaftService};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +52,10 @@ pub enum StartError {
     Store(#[from] cairn_store::StoreError),
     #[error("catalog: {0}")]
     Meta(#[from] cairn_meta::MetaError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cluster token: {0}")]
+    Token(#[from] cairn_proto::WireError),
 }
 
 /// A node serving on `addr` until [`RunningNode::shutdown`].
@@ -46,11 +66,15 @@ pub struct RunningNode {
     pub meta: Arc<MetaNode>,
     stop: Option<oneshot::Sender<()>>,
     serve: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    bootstrap: Option<JoinHandle<()>>,
 }
 
 impl RunningNode {
     /// Stops serving, then closes the catalog and flushes the stores.
     pub async fn shutdown(mut self) {
+        if let Some(b) = self.bootstrap.take() {
+            b.abort();
+        }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -105,28 +129,62 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     }
     let store = Arc::new(store);
 
-    let meta_cfg = MetaConfig::new(cfg.data_dir.join("meta"), cfg.node_id, url.clone());
-    let meta = Arc::new(MetaNode::open(meta_cfg, NoPeers).await?);
-    let mut members = BTreeMap::new();
-    members.insert(cfg.node_id, openraft::BasicNode::new(url.clone()));
-    if meta.initialize_if_new(members).await? {
-        tracing::info!(node_id = cfg.node_id, "formed a new single-node cluster");
-    }
-    meta.wait_for_leader(Duration::from_secs(30)).await?;
+    let token = cfg.resolve_token()?;
+    let wire_token = Token::new(token.as_deref())?;
+    let server_auth = ServerAuth::new(token.clone());
+    let peers = Peers::new(wire_token);
+    let voters = cfg.voters_or_self(&url);
 
-    let chunks = ChunksServer::new(ChunksService {
-        store: store.clone(),
-    })
-    .max_decoding_message_size(MAX_MESSAGE)
-    .max_encoding_message_size(MAX_MESSAGE);
-    let catalog = CatalogServer::new(CatalogService {
+    let meta_cfg = MetaConfig::new(cfg.data_dir.join("meta"), cfg.node_id, url.clone());
+    let network = GrpcNetwork {
+        auth: ClientAuth::new(token),
+    };
+    let meta = Arc::new(MetaNode::open(meta_cfg, network).await?);
+    let cluster = ClusterChunks {
+        node_id: cfg.node_id,
         store: store.clone(),
         meta: meta.clone(),
-        node_id: cfg.node_id,
-        addr: url.clone(),
-    })
-    .max_decoding_message_size(MAX_MESSAGE)
-    .max_encoding_message_size(MAX_MESSAGE);
+        peers: peers.clone(),
+    };
+    let zone = voters
+        .iter()
+        .find(|v| v.id == cfg.node_id)
+        .map(|v| v.zone.clone())
+        .unwrap_or_else(|| "default".into());
+
+    let chunks = InterceptedService::new(
+        ChunksServer::new(ChunksService {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            quorum: cfg.write_quorum,
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
+        server_auth.clone(),
+    );
+    let catalog = InterceptedService::new(
+        CatalogServer::new(CatalogService {
+            store: store.clone(),
+            meta: meta.clone(),
+            node_id: cfg.node_id,
+            addr: url.clone(),
+            zone,
+            cluster,
+            peers: peers.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
+        server_auth.clone(),
+    );
+    let raft = InterceptedService::new(
+        RaftServer::new(RaftService {
+            meta: meta.clone(),
+            node_id: cfg.node_id,
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
+        server_auth.clone(),
+    );
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = TcpListenerStream::new(listener);
@@ -135,10 +193,34 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             .tcp_nodelay(true)
             .add_service(chunks)
             .add_service(catalog)
+            .add_service(raft)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
     );
+
+    let alone = cfg.voters.is_empty();
+    let boot = Bootstrap {
+        node_id: cfg.node_id,
+        voters,
+        rf: cfg.replication_factor,
+        meta: meta.clone(),
+        peers,
+    };
+    let bootstrap = if alone {
+        // One node: form the group now and serve only once it leads, as before clustering.
+        boot.initialize().await?;
+        meta.wait_for_leader(Duration::from_secs(30)).await?;
+        Some(tokio::spawn(boot.set_first_placement()))
+    } else {
+        Some(tokio::spawn(async move {
+            if let Err(e) = boot.initialize().await {
+                tracing::error!(error = %e, "cannot form the metadata group");
+                return;
+            }
+            boot.set_first_placement().await;
+        }))
+    };
     write_addr_file(&cfg.data_dir, &url);
     tracing::info!(node_id = cfg.node_id, %addr, "node serving");
     Ok(RunningNode {
@@ -148,7 +230,132 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         meta,
         stop: Some(stop_tx),
         serve: Some(serve),
+        bootstrap,
     })
+}
+
+/// Forms the group when this node is the one to, and sets the first placement epoch.
+struct Bootstrap {
+    node_id: u64,
+    voters: Vec<Voter>,
+    rf: u32,
+    meta: Arc<MetaNode>,
+    peers: Peers,
+}
+
+impl Bootstrap {
+    async fn initialize(&self) -> Result<(), cairn_meta::MetaError> {
+        let lowest = self.voters.iter().map(|v| v.id).min();
+        if lowest != Some(self.node_id) {
+            return Ok(());
+        }
+        if self.meta.raft().is_initialized().await.unwrap_or(true) {
+            return Ok(());
+        }
+        for v in self.voters.iter().filter(|v| v.id != self.node_id) {
+            if let Some(term) = self.peer_term(&v.url()).await {
+                if term > 0 {
+                    tracing::warn!(
+                        peer = v.id,
+                        term,
+                        "a peer already belongs to a cluster; not forming a new one (add this node back with cairn cluster add-node)"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        let members: BTreeMap<u64, openraft::BasicNode> = self
+            .voters
+            .iter()
+            .map(|v| (v.id, openraft::BasicNode::new(v.url())))
+            .collect();
+        if self.meta.initialize_if_new(members).await? {
+            tracing::info!(
+                node_id = self.node_id,
+                voters = self.voters.len(),
+                "formed a new cluster"
+            );
+        }
+        Ok(())
+    }
+
+    async fn refresh_own_address(&self) {
+        let Ok(Some(mut epoch)) = self.meta.placement() else {
+            return;
+        };
+        let Some(me) = self.voters.iter().find(|v| v.id == self.node_id) else {
+            return;
+        };
+        let url = me.url();
+        let Some(n) = epoch.nodes.iter_mut().find(|n| n.id == self.node_id) else {
+            return;
+        };
+        if n.addr == url {
+            return;
+        }
+        n.addr = url;
+        let cmd = Command::SetPlacement {
+            nodes: epoch.nodes,
+            rf: epoch.rf,
+        };
+        if let Err(e) = self.meta.write(cmd).await {
+            tracing::warn!(error = %e, "cannot update this node's address in the placement");
+        }
+    }
+
+    async fn peer_term(&self, url: &str) -> Option<u64> {
+        let mut c = self.peers.catalog(url).ok()?;
+        let call = c.node_status(cairn_proto::pb::NodeStatusRequest {});
+        match tokio::time::timeout(Duration::from_secs(2), call).await {
+            Ok(Ok(r)) => Some(r.into_inner().term),
+            _ => None,
+        }
+    }
+
+    /// Sets the placement from the voters' list once, when the group has none yet. Runs on
+    /// every node; only a leader's proposal lands, the rest find the placement set. A node
+    /// alone also brings its own address up to date (it may listen on a new port after a
+    /// restart); in a cluster, addresses come from the voters' list and stay put.
+    async fn set_first_placement(self) {
+        if self.voters.len() == 1 {
+            self.refresh_own_address().await;
+        }
+        let nodes: Vec<PlacementNode> = self
+            .voters
+            .iter()
+            .map(|v| PlacementNode {
+                id: v.id,
+                zone: v.zone.clone(),
+                weight: v.weight,
+                addr: v.url(),
+            })
+            .collect();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.meta.placement() {
+                Ok(Some(_)) => return,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the placement"),
+            }
+            let leads = self.meta.metrics().current_leader == Some(self.node_id);
+            if leads {
+                let cmd = Command::SetPlacement {
+                    nodes: nodes.clone(),
+                    rf: self.rf,
+                };
+                match self.meta.write(cmd).await {
+                    Ok(cairn_meta::Response::Placement { epoch }) => {
+                        tracing::info!(epoch, nodes = nodes.len(), rf = self.rf, "placement set");
+                        return;
+                    }
+                    Ok(other) => tracing::warn!(answer = ?other, "placement refused"),
+                    Err(e) => tracing::debug!(error = %e, "placement not set yet"),
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
 }
 
 /// Writes the node's URL to `DATA/node.addr` (temp file + rename), so scripts and tests that

@@ -1,12 +1,16 @@
 //! Commit-time verification: a backup may become visible only when every chunk it needs is
-//! durable on this node. The node walks the manifest itself (it does not trust the client's
-//! count) and checks every content chunk against the store index.
+//! durable in the cluster. The committing node walks the manifest itself (it does not trust
+//! the client's count) and asks each chunk's owners whether they hold it (`ClusterChunks`):
+//! its primary, or the next owner when the primary does not answer. Uploads are acknowledged
+//! only once the write quorum holds a chunk, so "an owner holds it" means "it is durable".
 
 use std::collections::HashSet;
 
 use cairn_core::manifest::{decode_chunk, ManifestRoot, OrderCheck};
 use cairn_core::ChunkId;
-use cairn_store::{ChunkStore, StoreError};
+use tonic::Status;
+
+use crate::peers::ClusterChunks;
 
 /// What a manifest references, as found by [`check_manifest`].
 #[derive(Debug, Default)]
@@ -14,7 +18,7 @@ pub struct ManifestCheck {
     pub root: ManifestRoot,
     /// Chunk references, manifest chunks and root included.
     pub chunk_refs: u64,
-    /// Referenced chunks this node does not hold (capped at `MISSING_CAP`).
+    /// Referenced chunks the cluster does not hold (capped at `MISSING_CAP`).
     pub missing: Vec<ChunkId>,
     pub missing_count: u64,
 }
@@ -26,18 +30,21 @@ const MISSING_CAP: usize = 16;
 pub enum VerifyError {
     #[error("manifest root {0} is not stored")]
     NoRoot(ChunkId),
-    #[error("{0}")]
-    Store(#[from] StoreError),
+    #[error("{}", .0.message())]
+    Cluster(Status),
     #[error("manifest is invalid: {0}")]
     Manifest(#[from] cairn_core::manifest::ManifestError),
 }
 
-/// Reads the manifest rooted at `root_id` from `store` and finds the chunks it lacks.
-pub fn check_manifest(store: &ChunkStore, root_id: &ChunkId) -> Result<ManifestCheck, VerifyError> {
-    let root_bytes = match store.get_content(root_id) {
+/// Reads the manifest rooted at `root_id` from the cluster and finds the chunks it lacks.
+pub async fn check_manifest(
+    cluster: &ClusterChunks,
+    root_id: &ChunkId,
+) -> Result<ManifestCheck, VerifyError> {
+    let root_bytes = match cluster.content(*root_id).await {
         Ok(b) => b,
-        Err(StoreError::NotFound(_)) => return Err(VerifyError::NoRoot(*root_id)),
-        Err(e) => return Err(e.into()),
+        Err(s) if is_absent(&s) => return Err(VerifyError::NoRoot(*root_id)),
+        Err(s) => return Err(VerifyError::Cluster(s)),
     };
     let root = ManifestRoot::decode(&root_bytes)?;
     let mut out = ManifestCheck {
@@ -55,14 +62,15 @@ pub fn check_manifest(store: &ChunkStore, root_id: &ChunkId) -> Result<ManifestC
     };
     for mc in &root.chunks {
         out.chunk_refs += 1;
-        let bytes = match store.get_content(&mc.id) {
+        let bytes = match cluster.content(mc.id).await {
             Ok(b) => b,
-            Err(StoreError::NotFound(id)) => {
-                note_missing(id, &mut out);
+            Err(s) if is_absent(&s) => {
+                note_missing(mc.id, &mut out);
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(s) => return Err(VerifyError::Cluster(s)),
         };
+        let mut ask: Vec<ChunkId> = Vec::new();
         for e in decode_chunk(&bytes)? {
             order.check(&e)?;
             for c in &e.chunks {
@@ -74,12 +82,24 @@ pub fn check_manifest(store: &ChunkStore, root_id: &ChunkId) -> Result<ManifestC
                     seen.clear();
                 }
                 seen.insert(c.id);
-                if !store.contains(&c.id)? {
-                    note_missing(c.id, &mut out);
-                }
+                ask.push(c.id);
+            }
+        }
+        for part in ask.chunks(10_000) {
+            let lacking = cluster.missing(part).await.map_err(VerifyError::Cluster)?;
+            for id in lacking {
+                note_missing(id, &mut out);
             }
         }
     }
     out.root = root;
     Ok(out)
+}
+
+/// Tells whether a lookup failed because no node holds the chunk (rather than failing).
+fn is_absent(s: &Status) -> bool {
+    matches!(
+        cairn_proto::code_of(s),
+        cairn_core::ErrorCode::NotFound | cairn_core::ErrorCode::ChunksMissing
+    )
 }

@@ -31,18 +31,25 @@ struct ClusterArg {
     /// Address of any storage node.
     #[arg(long, env = "CAIRN_CLUSTER", default_value = DEFAULT_CLUSTER, global = true)]
     cluster: String,
+    /// The cluster token, when the nodes require one (prefer the environment variable: a
+    /// command line is visible to other users).
+    #[arg(long, env = "CAIRN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a local cluster in the foreground with sane defaults (the embedded default).
+    /// Run a local 3-node cluster in one process, in the foreground (the embedded default).
     Dev {
-        /// Data directory.
+        /// Data directory (one subdirectory per node).
         #[arg(long, default_value = "./cairn-data")]
         data: PathBuf,
-        /// gRPC listen address.
+        /// gRPC listen address of the first node; the others take the next ports.
         #[arg(long, default_value = "127.0.0.1:7700")]
         listen: std::net::SocketAddr,
+        /// Number of storage nodes (all raft voters), 1 to 5.
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
     },
     /// Show Cairn working end to end in one command: start a node, back up a sample tree,
     /// change it, back it up again, restore, and compare.
@@ -157,6 +164,11 @@ fn init_logs(default: &str) {
 /// Entry point: parses, runs, maps errors to one line and an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(t) = &cli.cluster.token {
+        // Read by every client connection (cairn_agent::Cluster::connect); set before any
+        // thread starts.
+        std::env::set_var("CAIRN_TOKEN", t);
+    }
     let server = matches!(cli.cmd, Cmd::Dev { .. } | Cmd::Node { .. });
     init_logs(if server { "info" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -201,8 +213,12 @@ pub fn hostname() -> String {
 
 async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
     match cmd {
-        Cmd::Dev { data, listen } => {
-            dev(data, listen).await?;
+        Cmd::Dev {
+            data,
+            listen,
+            nodes,
+        } => {
+            dev(data, listen, nodes).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo { source } => crate::demo::run(source).await,
@@ -325,31 +341,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             cmd: ClusterCmd::Status { json },
         } => {
             let c = Cluster::connect(cluster).await?;
-            let s = c.node_status().await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "node_id": s.node_id, "addr": s.addr, "leader": s.leader,
-                        "term": s.term, "commit_index": s.commit_index, "chunks": s.chunks,
-                        "stored_bytes": s.stored_bytes, "logical_bytes": s.logical_bytes,
-                        "backups": s.backups,
-                    })
-                );
-            } else {
-                println!(
-                    "node {} at {}: leader {}, term {}, commit index {}, {} chunks, {} stored ({} before compression), {} backups",
-                    s.node_id,
-                    s.addr,
-                    s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
-                    s.term,
-                    s.commit_index,
-                    s.chunks,
-                    output::bytes(s.stored_bytes),
-                    output::bytes(s.logical_bytes),
-                    s.backups
-                );
-            }
+            cluster_status(&c, json).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -441,32 +433,165 @@ async fn shutdown_signal() {
     }
 }
 
-async fn dev(data: PathBuf, listen: std::net::SocketAddr) -> Result<()> {
-    let cfg = cairn_node::NodeConfig {
-        node_id: 1,
-        listen,
-        advertise: None,
-        data_dir: data.clone(),
-    };
-    let mut node = cairn_node::start(cfg).await?;
-    let url = node.url.clone();
+async fn dev(data: PathBuf, listen: std::net::SocketAddr, count: u16) -> Result<()> {
+    anyhow::ensure!(
+        (1..=5).contains(&count),
+        "--nodes {count}: use 1 to 5 nodes"
+    );
+    let addr = |i: u16| std::net::SocketAddr::new(listen.ip(), listen.port() + i);
+    let voters: Vec<cairn_node::Voter> = (0..count)
+        .map(|i| cairn_node::Voter {
+            id: u64::from(i) + 1,
+            addr: addr(i).to_string(),
+            zone: format!("zone{}", i + 1),
+            weight: 1,
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for v in &voters {
+        let mut cfg = cairn_node::NodeConfig::local(
+            v.id,
+            addr((v.id - 1) as u16),
+            data.join(format!("node{}", v.id)),
+        );
+        if count > 1 {
+            cfg.voters = voters.clone();
+        }
+        nodes.push(cairn_node::start(cfg).await?);
+    }
+    let url = nodes[0].url.clone();
+    let c = Cluster::connect(&url).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.placement().is_none() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the local cluster did not form within 30s; see the log above"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        c.refresh_placement().await?;
+    }
     let example_env = uuid::Uuid::new_v4();
     println!(
-        "cairn dev: a one-node cluster is serving on {url} with data in {}\n\
+        "cairn dev: a {count}-node cluster (replication factor {}) is serving on {} with data in {}\n\
          \n\
          Try, in another terminal:\n\
+         \x20 cairn cluster status\n\
          \x20 cairn backup /etc --env {example_env}\n\
          \x20 cairn backups list\n\
          \x20 cairn restore {example_env}/<YYYYMMDDhhmmss> /tmp/restored\n\
          \n\
-         (clients use {DEFAULT_CLUSTER} unless --cluster or CAIRN_CLUSTER says otherwise; Ctrl-C stops)",
+         (clients use {DEFAULT_CLUSTER} unless --cluster or CAIRN_CLUSTER says otherwise; any node answers; Ctrl-C stops)",
+        c.placement().map(|p| p.effective_rf()).unwrap_or(1),
+        nodes.iter().map(|n| n.url.as_str()).collect::<Vec<_>>().join(", "),
         data.display()
     );
+    let mut first = nodes.remove(0);
     tokio::select! {
-        r = node.wait() => { r?; }
+        r = first.wait() => { r?; }
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
-            node.shutdown().await;
+        }
+    }
+    first.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Prints every node's state as the nodes themselves report it; a node that does not
+/// answer is listed as down.
+async fn cluster_status(c: &Cluster, json: bool) -> Result<()> {
+    let placement = c.placement();
+    let mut targets: Vec<(Option<u64>, String, String)> = match &placement {
+        Some(p) => p
+            .nodes
+            .iter()
+            .map(|n| (Some(n.id), n.addr.clone(), n.zone.clone()))
+            .collect(),
+        None => vec![(None, c.url.clone(), String::new())],
+    };
+    targets.sort();
+    let mut rows = Vec::new();
+    for (id, addr, zone) in targets {
+        let s = c.node_status_at(&addr).await;
+        rows.push((id, addr, zone, s));
+    }
+    let leader = rows
+        .iter()
+        .filter_map(|r| r.3.as_ref().ok())
+        .max_by_key(|s| s.term)
+        .and_then(|s| s.leader);
+    if json {
+        let nodes: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(id, addr, zone, s)| match s {
+                Ok(s) => serde_json::json!({
+                    "node_id": s.node_id, "addr": addr, "zone": s.zone, "state": "up",
+                    "role": s.role, "voter": s.voter, "leader": s.leader, "term": s.term,
+                    "commit_index": s.commit_index, "last_log_index": s.last_log_index,
+                    "epoch": s.epoch, "chunks": s.chunks, "stored_bytes": s.stored_bytes,
+                    "logical_bytes": s.logical_bytes, "backups": s.backups,
+                }),
+                Err(e) => serde_json::json!({
+                    "node_id": id, "addr": addr, "zone": zone, "state": "down",
+                    "error": e.to_string(),
+                }),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "leader": leader,
+                "epoch": placement.as_ref().map(|p| p.number),
+                "replication_factor": placement.as_ref().map(|p| p.effective_rf()),
+                "nodes": nodes,
+            }))?
+        );
+        return Ok(());
+    }
+    match &placement {
+        Some(p) => println!(
+            "placement epoch {}, {} node(s), replication factor {}, leader {}",
+            p.number,
+            p.nodes.len(),
+            p.effective_rf(),
+            leader
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "none".into())
+        ),
+        None => println!("no placement yet (the cluster is forming)"),
+    }
+    println!(
+        "{:>4}  {:<24} {:<8} {:<5} {:<10} {:>5} {:>8} {:>8} {:>10} {:>10}",
+        "node", "address", "zone", "state", "role", "term", "commit", "backups", "chunks", "stored"
+    );
+    for (id, addr, zone, s) in &rows {
+        match s {
+            Ok(s) => println!(
+                "{:>4}  {:<24} {:<8} {:<5} {:<10} {:>5} {:>8} {:>8} {:>10} {:>10}",
+                s.node_id,
+                addr.trim_start_matches("http://"),
+                s.zone,
+                "up",
+                if s.voter {
+                    s.role.clone()
+                } else {
+                    format!("{} (storage)", s.role)
+                },
+                s.term,
+                s.commit_index,
+                s.backups,
+                s.chunks,
+                output::bytes(s.stored_bytes)
+            ),
+            Err(_) => println!(
+                "{:>4}  {:<24} {:<8} {:<5}",
+                id.map(|i| i.to_string()).unwrap_or_default(),
+                addr.trim_start_matches("http://"),
+                zone,
+                "down"
+            ),
         }
     }
     Ok(())

@@ -66,12 +66,7 @@ fn line(s: &BackupSummary) {
 pub async fn run(source: Option<PathBuf>) -> Result<ExitCode> {
     let tmp = tempfile::tempdir().context("temporary directory")?;
     let data = tmp.path().join("node");
-    let cfg = cairn_node::NodeConfig {
-        node_id: 1,
-        listen: "127.0.0.1:0".parse()?,
-        advertise: None,
-        data_dir: data.clone(),
-    };
+    let cfg = cairn_node::NodeConfig::local(1, "127.0.0.1:0".parse()?, data.clone());
     println!("starting a storage node (data in {})", data.display());
     let node = cairn_node::start(cfg).await?;
     let cluster = Cluster::connect(&node.url).await?;

@@ -94,9 +94,11 @@ pub(crate) const SM_META_TREE: &str = "sm_meta";
 pub(crate) const BACKUPS_TREE: &str = "backups";
 pub(crate) const BACKUP_NAMES_TREE: &str = "backup_names";
 pub(crate) const SNAPSHOT_TREE: &str = "sm_snapshot";
+/// Cluster-wide settings: the placement epoch (`placement`).
+pub(crate) const CLUSTER_TREE: &str = "cluster";
 
 /// The trees that hold the state machine's data, in snapshot order.
-pub(crate) const SM_DATA_TREES: [&str; 2] = [BACKUPS_TREE, BACKUP_NAMES_TREE];
+pub(crate) const SM_DATA_TREES: [&str; 3] = [BACKUPS_TREE, BACKUP_NAMES_TREE, CLUSTER_TREE];
 
 pub(crate) const KEY_VOTE: &[u8] = b"vote";
 pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
@@ -105,6 +107,7 @@ pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
 pub(crate) const KEY_SNAPSHOT_META: &[u8] = b"meta";
 pub(crate) const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+pub(crate) const KEY_PLACEMENT: &[u8] = b"placement";
 
 /// Returns the path of the sled database inside a metadata directory.
 pub fn db_path(dir: &Path) -> PathBuf {

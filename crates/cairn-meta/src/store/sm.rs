@@ -19,8 +19,8 @@ use sled::transaction::{
 
 use super::snapshot::{decode, Encoder, SnapshotContents, SnapshotHeader};
 use super::{
-    backup_key, env_prefix, name_key, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_SNAPSHOT_DATA,
-    KEY_SNAPSHOT_META, SM_DATA_TREES,
+    backup_key, env_prefix, name_key, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_PLACEMENT,
+    KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, SM_DATA_TREES,
 };
 use crate::catalog::{decide, CatalogRead, Write};
 use crate::command::Response;
@@ -33,6 +33,7 @@ type Meta = SnapshotMeta<u64, BasicNode>;
 /// Positions of the data trees in `SM_DATA_TREES`.
 const BACKUPS: usize = 0;
 const NAMES: usize = 1;
+const CLUSTER: usize = 2;
 
 /// The catalog state machine of one node, in sled.
 ///
@@ -65,6 +66,7 @@ type TxError = ConflictableTransactionError<String>;
 struct TxView<'a> {
     backups: &'a TransactionalTree,
     names: &'a TransactionalTree,
+    cluster: &'a TransactionalTree,
 }
 
 impl CatalogRead for TxView<'_> {
@@ -89,6 +91,15 @@ impl CatalogRead for TxView<'_> {
             }),
         }
     }
+
+    fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, TxError> {
+        match self.cluster.get(KEY_PLACEMENT)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
+                ConflictableTransactionError::Abort(format!("stored placement is corrupt: {e}"))
+            }),
+        }
+    }
 }
 
 fn decode_time(v: &[u8]) -> Option<i64> {
@@ -104,11 +115,8 @@ fn tx_json<T: Serialize>(v: &T) -> Result<Vec<u8>, TxError> {
     serde_json::to_vec(v).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))
 }
 
-fn write_all(
-    backups: &TransactionalTree,
-    names: &TransactionalTree,
-    writes: &[Write],
-) -> Result<(), TxError> {
+fn write_all(view: &TxView<'_>, writes: &[Write]) -> Result<(), TxError> {
+    let (backups, names) = (view.backups, view.names);
     for w in writes {
         match w {
             Write::PutBackup(record) => {
@@ -122,6 +130,9 @@ fn write_all(
             }
             Write::DeleteName { env, name } => {
                 names.remove(name_key(*env, name))?;
+            }
+            Write::PutPlacement(epoch) => {
+                view.cluster.insert(KEY_PLACEMENT, tx_json(epoch)?)?;
             }
         }
     }
@@ -214,6 +225,19 @@ impl StateMachineStore {
         Ok(None)
     }
 
+    /// Returns the placement epoch in force, if one was set.
+    pub fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, MetaError> {
+        match self.inner.data[CLUSTER]
+            .get(KEY_PLACEMENT)
+            .map_err(sled_read)?
+        {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| MetaError::Corrupt(format!("stored placement: {e}"))),
+        }
+    }
+
     /// Returns the last applied log id and the last applied membership.
     pub fn applied(&self) -> Result<(Option<LogId<u64>>, Membership), MetaError> {
         self.inner.read_applied().map_err(MetaError::Corrupt)
@@ -261,9 +285,18 @@ impl Inner {
             return Ok(Vec::new());
         };
         let _guard = self.lock();
-        let trees = (&self.meta, &self.data[BACKUPS], &self.data[NAMES]);
-        let result = trees.transaction(|(meta, backups, names)| {
-            let view = TxView { backups, names };
+        let trees = (
+            &self.meta,
+            &self.data[BACKUPS],
+            &self.data[NAMES],
+            &self.data[CLUSTER],
+        );
+        let result = trees.transaction(|(meta, backups, names, cluster)| {
+            let view = TxView {
+                backups,
+                names,
+                cluster,
+            };
             let mut responses = Vec::with_capacity(entries.len());
             let mut membership = None;
             for entry in entries {
@@ -271,7 +304,7 @@ impl Inner {
                     EntryPayload::Blank => responses.push(Response::Empty),
                     EntryPayload::Normal(cmd) => {
                         let decision = decide(&view, cmd)?;
-                        write_all(backups, names, &decision.writes)?;
+                        write_all(&view, &decision.writes)?;
                         responses.push(decision.response);
                     }
                     EntryPayload::Membership(m) => {
