@@ -47,27 +47,40 @@ pub struct Node {
     pub url: String,
     pub log: PathBuf,
     config: PathBuf,
+    /// The cluster token client commands send (`CAIRN_TOKEN`), if the node requires one.
+    pub token: Option<String>,
 }
 
 impl Node {
     /// Starts a node with data in `data` on a free port and waits until it answers.
     pub fn start(data: &Path) -> Node {
-        std::fs::create_dir_all(data).expect("create data dir");
-        let config = data.with_extension("toml");
-        std::fs::write(
-            &config,
-            format!(
+        Node::start_with(
+            data,
+            &format!(
                 "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
                 data.display()
             ),
         )
-        .expect("write config");
+    }
+
+    /// Starts a node with the given config (written next to `data`) and waits until it
+    /// answers.
+    pub fn start_with(data: &Path, config_text: &str) -> Node {
+        Node::start_with_token(data, config_text, None)
+    }
+
+    /// Like [`Node::start_with`], for a node that requires the cluster token `token`.
+    pub fn start_with_token(data: &Path, config_text: &str, token: Option<&str>) -> Node {
+        std::fs::create_dir_all(data).expect("create data dir");
+        let config = data.with_extension("toml");
+        std::fs::write(&config, config_text).expect("write config");
         let mut n = Node {
             child: None,
             data: data.to_path_buf(),
             url: String::new(),
             log: data.with_extension("log"),
             config,
+            token: token.map(str::to_string),
         };
         n.restart();
         n
@@ -114,6 +127,11 @@ impl Node {
         });
     }
 
+    /// Tells whether the process was started and not stopped or killed by the harness.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Kills the process with SIGKILL (no clean shutdown).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -143,8 +161,12 @@ impl Node {
 
     /// Runs a `cairn` client command against this node.
     pub fn cairn(&self, args: &[&str]) -> Output {
-        Command::new(cairn_bin())
-            .args(args)
+        let mut cmd = Command::new(cairn_bin());
+        match &self.token {
+            Some(t) => cmd.env("CAIRN_TOKEN", t),
+            None => cmd.env_remove("CAIRN_TOKEN"),
+        };
+        cmd.args(args)
             .env("CAIRN_CLUSTER", &self.url)
             .stdin(Stdio::null())
             .output()
@@ -189,4 +211,124 @@ impl Drop for Node {
 /// True when the tests run as root (ownership, devices, mounts).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// Returns `n` distinct ports that were free a moment ago (the OS picked them). A cluster's
+/// nodes must know each other's addresses before they start, so ports cannot be learnt
+/// after the fact as a lone node's are.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// A cluster of `cairn node` processes, all raft voters, on free loopback ports.
+pub struct TestCluster {
+    pub nodes: Vec<Node>,
+}
+
+impl TestCluster {
+    /// Starts `n` voters under `dir` (extra config lines in `extra`), and waits until they
+    /// agree on a leader and the placement lists all of them.
+    pub fn start(dir: &Path, n: usize, extra: &str) -> TestCluster {
+        TestCluster::start_with_token(dir, n, extra, None)
+    }
+
+    /// Like [`TestCluster::start`], with every node requiring the cluster token `token`.
+    pub fn start_with_token(dir: &Path, n: usize, extra: &str, token: Option<&str>) -> TestCluster {
+        let ports = free_ports(n);
+        let mut voters = String::new();
+        for (i, p) in ports.iter().enumerate() {
+            voters.push_str(&format!(
+                "[[voters]]\nid = {}\naddr = \"127.0.0.1:{p}\"\nzone = \"z{}\"\n",
+                i + 1,
+                i + 1
+            ));
+        }
+        // Start all processes first: a node waits for its peers to answer before it is
+        // ready, and `Node::start_with` waits for readiness.
+        let mut children = Vec::new();
+        for (i, p) in ports.iter().enumerate() {
+            let data = dir.join(format!("node{}", i + 1));
+            let token_line = token
+                .map(|t| format!("token = \"{t}\"\n"))
+                .unwrap_or_default();
+            let text = format!(
+                "node_id = {}\nlisten = \"127.0.0.1:{p}\"\ndata_dir = \"{}\"\n{token_line}{extra}\n{voters}",
+                i + 1,
+                data.display()
+            );
+            let token = token.map(str::to_string);
+            children.push(std::thread::spawn(move || {
+                Node::start_with_token(&data, &text, token.as_deref())
+            }));
+        }
+        let nodes = children
+            .into_iter()
+            .map(|h| h.join().expect("node start"))
+            .collect();
+        let c = TestCluster { nodes };
+        c.wait_formed(Duration::from_secs(60));
+        c
+    }
+
+    /// Waits until some running node reports a leader, an epoch, and every running node up.
+    pub fn wait_formed(&self, timeout: Duration) {
+        wait_for(timeout, "the cluster to form", || {
+            let s = self.status()?;
+            let leader = s["leader"].as_u64()?;
+            let nodes = s["nodes"].as_array()?;
+            let running: Vec<u64> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.is_running())
+                .map(|(i, _)| i as u64 + 1)
+                .collect();
+            let up = |id: u64| {
+                nodes
+                    .iter()
+                    .any(|n| n["node_id"].as_u64() == Some(id) && n["state"] == "up")
+            };
+            (s["epoch"].as_u64()? >= 1
+                && running.contains(&leader)
+                && running.iter().all(|&i| up(i)))
+            .then_some(())
+        });
+    }
+
+    /// `cairn cluster status --json` as seen from the first running node.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let n = self.any()?;
+        let out = n.cairn(&["cluster", "status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The current leader's id (1-based index into `nodes`), once one is known.
+    pub fn leader(&self) -> u64 {
+        wait_for(Duration::from_secs(30), "a leader", || {
+            let id = self.status()?["leader"].as_u64()?;
+            self.nodes
+                .get(id as usize - 1)
+                .filter(|n| n.is_running())
+                .map(|_| id)
+        })
+    }
+
+    /// The first node that is running.
+    pub fn any(&self) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.is_running())
+    }
+
+    /// Node `id` (1-based).
+    pub fn node(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[id as usize - 1]
+    }
 }

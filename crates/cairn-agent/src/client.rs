@@ -80,6 +80,19 @@ fn call_error(url: &str, s: tonic::Status) -> AgentError {
     }
 }
 
+/// Keeps the more telling of two failures: an answer from a node (a stable code, such as
+/// "too few copies") says more than a node that did not answer.
+fn keep_error(best: &mut Option<AgentError>, e: AgentError) {
+    let replace = match best {
+        None => true,
+        Some(AgentError::Unreachable { .. }) => !matches!(e, AgentError::Unreachable { .. }),
+        Some(_) => false,
+    };
+    if replace {
+        *best = Some(e);
+    }
+}
+
 /// Tells whether a failed call may succeed on another node or a moment later.
 fn retryable(e: &AgentError) -> bool {
     match e {
@@ -202,6 +215,7 @@ impl Cluster {
         let deadline = Instant::now() + CATALOG_RETRY_FOR;
         let mut pause = Duration::from_millis(100);
         let mut attempt = 0usize;
+        let mut best = None;
         loop {
             let nodes = self.nodes();
             let url = &nodes[attempt % nodes.len()];
@@ -213,8 +227,14 @@ impl Cluster {
                 Err(e) => Err(e),
             };
             match res {
-                Err(e) if retryable(&e) && Instant::now() + pause < deadline => {
+                Err(e) if retryable(&e) => {
                     tracing::debug!(node = %url, error = %e, "catalog call failed; retrying");
+                    keep_error(&mut best, e);
+                    if Instant::now() + pause >= deadline {
+                        return Err(
+                            best.unwrap_or_else(|| AgentError::Internal("no attempt".into()))
+                        );
+                    }
                     attempt += 1;
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
@@ -313,7 +333,7 @@ impl Cluster {
                     Ok(m) => out.extend(m),
                     Err(e) if retryable(&e) => {
                         todo.extend(ids.into_iter().map(|i| (i, ())));
-                        last_err = Some(e);
+                        keep_error(&mut last_err, e);
                     }
                     Err(e) => return Err(e),
                 }
@@ -384,7 +404,7 @@ impl Cluster {
                     Err(e) if retryable(&e) => {
                         tracing::debug!(node = %url, error = %e, "upload failed; trying the next owner");
                         todo.extend(items);
-                        last_err = Some(e);
+                        keep_error(&mut last_err, e);
                     }
                     Err(e) => return Err(e),
                 }

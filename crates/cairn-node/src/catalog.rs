@@ -64,6 +64,22 @@ fn parse_env(s: &str) -> Result<Option<EnvId>, Status> {
         .map_err(|e: cairn_core::IdError| status(ErrorCode::InvalidArgument, e))
 }
 
+/// A forwarded call that the leader did not answer becomes `unavailable` naming the leader
+/// (the client retries, possibly elsewhere); the leader's own answers pass through as they are.
+fn forward_error(addr: &str, e: Status) -> Status {
+    if e.message().starts_with("[E") {
+        e
+    } else {
+        status(
+            ErrorCode::Unavailable,
+            format!(
+                "the metadata leader at {addr} does not answer ({}); a new one is elected when a majority of the voters is up",
+                e.message()
+            ),
+        )
+    }
+}
+
 fn refused(code: ErrorCode, message: String) -> Status {
     status(code, message)
 }
@@ -136,7 +152,8 @@ impl Catalog for CatalogService {
                 .peers
                 .catalog(&addr)?
                 .commit_backup(Self::forward(req.into_inner()))
-                .await;
+                .await
+                .map_err(|e| forward_error(&addr, e));
         }
         let wire = req
             .into_inner()
@@ -201,7 +218,8 @@ impl Catalog for CatalogService {
                 .peers
                 .catalog(&addr)?
                 .list_backups(Self::forward(req.into_inner()))
-                .await;
+                .await
+                .map_err(|e| forward_error(&addr, e));
         }
         let env = parse_env(&req.into_inner().env)?;
         self.meta.read_barrier().await.map_err(meta_status)?;
@@ -222,7 +240,8 @@ impl Catalog for CatalogService {
                 Ok(mut c) => c
                     .get_backup(Self::forward(req.into_inner()))
                     .await
-                    .map(|r| r.into_inner()),
+                    .map(|r| r.into_inner())
+                    .map_err(|e| forward_error(&addr, e)),
                 Err(e) => Err(e),
             }
             .and_then(|b| BackupRecord::try_from(b).map_err(Status::from)),
@@ -253,7 +272,8 @@ impl Catalog for CatalogService {
                 .peers
                 .catalog(&addr)?
                 .delete_backup(Self::forward(req.into_inner()))
-                .await;
+                .await
+                .map_err(|e| forward_error(&addr, e));
         }
         let id = parse_backup_id(&req.into_inner().id)?;
         match self
@@ -283,7 +303,8 @@ impl Catalog for CatalogService {
                 .peers
                 .catalog(&addr)?
                 .latest_backup(Self::forward(req.into_inner()))
-                .await;
+                .await
+                .map_err(|e| forward_error(&addr, e));
         }
         let req = req.into_inner();
         let env = parse_env(&req.env)?

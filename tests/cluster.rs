@@ -1,0 +1,237 @@
+//! A replicated cluster of real `cairn node` processes: replication, node and leader loss,
+//! catch-up, corrupt copies. Every wait is on an observable condition with a deadline.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cairn_tests::{wait_for, Node, TestCluster};
+use serde_json::Value;
+
+const ENV: &str = "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21";
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A tree of a few multi-chunk files and some small ones.
+fn tree(dir: &Path, seed: u64) {
+    std::fs::create_dir_all(dir.join("etc")).unwrap();
+    std::fs::create_dir_all(dir.join("var/lib")).unwrap();
+    for i in 0..3 {
+        std::fs::write(
+            dir.join(format!("var/lib/blob{i}")),
+            noise(3 << 20, seed + i),
+        )
+        .unwrap();
+    }
+    for i in 0..20 {
+        std::fs::write(
+            dir.join(format!("etc/conf{i}")),
+            format!("setting {i} = {seed}\n"),
+        )
+        .unwrap();
+    }
+}
+
+fn backup(node: &Node, src: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["backup", src.to_str().unwrap(), "--env", ENV, "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&node.ok(&args)).expect("backup --json output")
+}
+
+fn restore_identical(node: &Node, id: &str, src: &Path, out: &Path) {
+    node.ok(&["restore", id, out.to_str().unwrap()]);
+    let diffs = cairn_fs::testing::diff_trees(
+        src,
+        out,
+        cairn_fs::testing::DiffOptions {
+            owners: false,
+            ..Default::default()
+        },
+    );
+    assert!(diffs.is_empty(), "restored tree differs: {diffs:?}");
+}
+
+fn node_field(status: &Value, id: u64, field: &str) -> Option<u64> {
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node_id"].as_u64() == Some(id))?[field]
+        .as_u64()
+}
+
+#[test]
+fn three_nodes_keep_three_copies_and_survive_the_leader_dying() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = TestCluster::start(&tmp.path().join("c"), 3, "");
+    let src = tmp.path().join("src");
+    tree(&src, 1);
+
+    // Any node takes a backup; every node ends up with every chunk (RF 3 on 3 nodes).
+    let b1 = backup(&c.nodes[1], &src, &[]);
+    let s = c.status().unwrap();
+    let counts: Vec<u64> = (1..=3)
+        .map(|i| node_field(&s, i, "chunks").unwrap())
+        .collect();
+    assert!(counts[0] > 5, "{s}");
+    assert!(counts.iter().all(|&n| n == counts[0]), "{s}");
+    assert_eq!(s["replication_factor"], 3, "{s}");
+
+    // The leader dies without warning; the survivors elect another and keep working.
+    let leader = c.leader();
+    c.node(leader).kill();
+    let survivor = (1..=3).find(|&i| i != leader).unwrap();
+    std::fs::write(src.join("var/lib/blob0"), noise(3 << 20, 99)).unwrap();
+    std::fs::write(src.join("etc/new"), "after the leader died\n").unwrap();
+    let b2 = backup(&c.nodes[survivor as usize - 1], &src, &[]);
+    assert!(
+        b2["files_reused"].as_u64().unwrap() > 0,
+        "incremental after failover reused nothing: {b2}"
+    );
+    let new_leader = c.leader();
+    assert_ne!(new_leader, leader);
+    restore_identical(
+        &c.nodes[survivor as usize - 1],
+        b2["id"].as_str().unwrap(),
+        &src,
+        &tmp.path().join("out2"),
+    );
+    let list = c.nodes[survivor as usize - 1].ok(&["backups", "list", "--json"]);
+    assert!(list.contains(b1["id"].as_str().unwrap()), "{list}");
+
+    // The dead node comes back and catches up with what it missed.
+    c.node(leader).restart();
+    wait_for(
+        Duration::from_secs(60),
+        "the restarted node to catch up",
+        || {
+            let s = c.status()?;
+            let behind = node_field(&s, leader, "commit_index")?;
+            let ahead = node_field(&s, new_leader, "commit_index")?;
+            let backups = node_field(&s, leader, "backups")?;
+            (behind >= ahead && backups == 2).then_some(())
+        },
+    );
+    // And it serves a restore of the backup taken while it was down.
+    restore_identical(
+        &c.nodes[leader as usize - 1],
+        b2["id"].as_str().unwrap(),
+        &src,
+        &tmp.path().join("out3"),
+    );
+}
+
+#[test]
+fn with_two_nodes_down_writes_are_refused_and_restores_still_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = TestCluster::start(&tmp.path().join("c"), 3, "");
+    let src = tmp.path().join("src");
+    tree(&src, 2);
+    let b = backup(&c.nodes[0], &src, &["--type", "full"]);
+    let id = b["id"].as_str().unwrap().to_string();
+
+    c.node(2).kill();
+    c.node(3).kill();
+    // No quorum: the backup fails with one clear line, and nothing is committed.
+    let out = c.nodes[0].cairn(&["backup", src.to_str().unwrap(), "--env", ENV]);
+    assert!(
+        !out.status.success(),
+        "a backup was accepted without a quorum"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    eprintln!("refused as expected: {}", errors[0]);
+
+    // The surviving copy restores the existing backup, from the survivor's own catalog.
+    restore_identical(&c.nodes[0], &id, &src, &tmp.path().join("out"));
+
+    // The others return: the cluster accepts writes again and lost nothing.
+    c.node(2).restart();
+    c.node(3).restart();
+    c.wait_formed(Duration::from_secs(60));
+    let b2 = backup(&c.nodes[2], &src, &[]);
+    restore_identical(
+        &c.nodes[1],
+        b2["id"].as_str().unwrap(),
+        &src,
+        &tmp.path().join("out2"),
+    );
+    let list = c.nodes[1].ok(&["backups", "list", "--json"]);
+    assert!(list.contains(&id), "{list}");
+}
+
+#[test]
+fn corrupt_copies_are_served_from_a_healthy_replica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = TestCluster::start(&tmp.path().join("c"), 3, "");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // About ten chunks: each has node 1 or 2 as its primary with probability 2/3, so the
+    // chance that no read needs the fallback is (1/3)^10.
+    std::fs::write(src.join("data.bin"), noise(10 << 20, 11)).unwrap();
+    let b = backup(&c.nodes[0], &src, &["--compression", "0"]);
+    assert!(b["chunks_sent"].as_u64().unwrap() >= 8, "{b}");
+
+    // Rot on nodes 1 and 2: a flipped byte every 64 KiB of every pack, so every chunk they
+    // hold is bad. Only node 3 holds good copies; restore goes through node 1.
+    for id in [1, 2] {
+        c.node(id).stop();
+        for pack in c.nodes[id as usize - 1].pack_files() {
+            let mut bytes = std::fs::read(&pack).unwrap();
+            let mut at = 4096;
+            while at < bytes.len() {
+                bytes[at] ^= 0x40;
+                at += 64 << 10;
+            }
+            std::fs::write(&pack, &bytes).unwrap();
+        }
+        c.node(id).restart();
+    }
+    c.wait_formed(Duration::from_secs(60));
+    restore_identical(
+        &c.nodes[0],
+        b["id"].as_str().unwrap(),
+        &src,
+        &tmp.path().join("out"),
+    );
+}
+
+#[test]
+fn every_call_needs_the_cluster_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = TestCluster::start_with_token(&tmp.path().join("c"), 3, "", Some("s3cret"));
+    // The harness itself (forming the cluster, status) ran with the token; calls without it
+    // or with a wrong one are refused.
+    let n = &c.nodes[0];
+    let run = |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(cairn_tests::cairn_bin());
+        cmd.args(["backups", "list"]).env("CAIRN_CLUSTER", &n.url);
+        match token {
+            Some(t) => cmd.env("CAIRN_TOKEN", t),
+            None => cmd.env_remove("CAIRN_TOKEN"),
+        };
+        cmd.output().unwrap()
+    };
+    let ok = run(Some("s3cret"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    for bad in [None, Some("wrong")] {
+        let out = run(bad);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("token"), "{bad:?}: {err}");
+    }
+}
