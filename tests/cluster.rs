@@ -204,6 +204,34 @@ fn corrupt_copies_are_served_from_a_healthy_replica() {
         &src,
         &tmp.path().join("out"),
     );
+
+    // Scrub finds the bad copies on nodes 1 and 2 and replaces them from node 3.
+    let scrub = |n: &Node| -> Value { serde_json::from_str(&n.ok(&["scrub", "--json"])).unwrap() };
+    let first = scrub(&c.nodes[1]);
+    let bad = |r: &Value, id: u64| {
+        r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == id)
+            .map(|n| n["corrupt"].as_u64().unwrap())
+            .unwrap()
+    };
+    assert!(bad(&first, 1) >= 1 && bad(&first, 2) >= 1, "{first}");
+    assert_eq!(bad(&first, 3), 0, "{first}");
+    assert_eq!(first["repaired"], first["corrupt"], "{first}");
+    assert_eq!(first["unrepaired"], 0, "{first}");
+    let second = scrub(&c.nodes[2]);
+    assert_eq!(second["corrupt"], 0, "{second}");
+    assert_eq!(second["checked"], first["checked"], "{second}");
+    // With node 3 gone, nodes 1 and 2 alone now restore it.
+    c.node(3).kill();
+    restore_identical(
+        &c.nodes[0],
+        b["id"].as_str().unwrap(),
+        &src,
+        &tmp.path().join("out2"),
+    );
 }
 
 #[test]

@@ -628,6 +628,25 @@ impl Cluster {
             .transpose()
     }
 
+    /// Runs a scrub on the node at `url` and returns its report (no time limit: a scrub
+    /// reads everything the node stores).
+    pub async fn scrub_at(&self, url: &str) -> Result<pb::ScrubResponse, AgentError> {
+        let ch = Endpoint::from_shared(url.to_string())
+            .map_err(|e| AgentError::Invalid(format!("bad node address {url:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| AgentError::Unreachable {
+                url: url.to_string(),
+                why: root_cause(&e),
+            })?;
+        let mut c = ChunksClient::new(InterceptedService::new(ch, self.inner.token.clone()));
+        Ok(c.scrub(pb::ScrubRequest {})
+            .await
+            .map_err(|s| call_error(url, s))?
+            .into_inner())
+    }
+
     /// Returns the status of the seed node.
     pub async fn node_status(&self) -> Result<pb::NodeStatusResponse, AgentError> {
         Ok(self

@@ -275,7 +275,12 @@ impl MetaNode {
                 Err(self.not_leader(f.leader_id, f.leader_node))
             }
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                let voters = self.metrics().membership_config.membership().voter_ids().count();
+                let voters = self
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .count();
                 let got: Vec<String> = e.got.iter().map(|n| n.to_string()).collect();
                 Err(MetaError::Unavailable(format!(
                     "no quorum: only node {} of {voters} voters answers; a majority must be up",

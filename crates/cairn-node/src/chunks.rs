@@ -181,6 +181,59 @@ impl Chunks for ChunksService {
         Ok(Response::new(total))
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn scrub(
+        &self,
+        _req: Request<pb::ScrubRequest>,
+    ) -> Result<Response<pb::ScrubResponse>, Status> {
+        let store = self.store.clone();
+        let report = tokio::task::spawn_blocking(move || store.verify_all())
+            .await
+            .map_err(join_status)?
+            .map_err(store_status)?;
+        let mut out = pb::ScrubResponse {
+            checked: report.checked,
+            corrupt: report.corrupt.len() as u64,
+            ..Default::default()
+        };
+        for id in report.corrupt {
+            // Drop the bad copy first, so the lookup below cannot return it.
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.remove(&[id]))
+                .await
+                .map_err(join_status)?
+                .map_err(store_status)?;
+            match self.cluster.content(id).await {
+                Ok(content) => {
+                    let store = self.store.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let c = cairn_chunker::codec::encode_with_id(
+                            id,
+                            &content,
+                            cairn_core::Compression::Normal,
+                        );
+                        store.put_batch(&[c])
+                    })
+                    .await
+                    .map_err(join_status)?
+                    .map_err(store_status)?;
+                    tracing::warn!(chunk = %id, "corrupt copy replaced from a replica");
+                    out.repaired += 1;
+                }
+                Err(e) => {
+                    tracing::error!(chunk = %id, error = %e, "corrupt copy has no healthy replica");
+                    out.unrepaired.push(id.0.to_vec());
+                }
+            }
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(join_status)?
+            .map_err(store_status)?;
+        Ok(Response::new(out))
+    }
+
     type GetStream = ReceiverStream<Result<GetResponse, Status>>;
 
     #[tracing::instrument(skip_all, fields(ids = req.get_ref().ids.len()))]
