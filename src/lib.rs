@@ -229,6 +229,10 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// A cluster of `cairn node` processes, all raft voters, on free loopback ports.
 pub struct TestCluster {
     pub nodes: Vec<Node>,
+    /// The `[[voters]]` tables every node's config carries.
+    voters: String,
+    extra: String,
+    token: Option<String>,
 }
 
 impl TestCluster {
@@ -271,7 +275,12 @@ impl TestCluster {
             .into_iter()
             .map(|h| h.join().expect("node start"))
             .collect();
-        let c = TestCluster { nodes };
+        let c = TestCluster {
+            nodes,
+            voters,
+            extra: extra.to_string(),
+            token: token.map(str::to_string),
+        };
         c.wait_formed(Duration::from_secs(60));
         c
     }
@@ -320,6 +329,28 @@ impl TestCluster {
                 .filter(|n| n.is_running())
                 .map(|_| id)
         })
+    }
+
+    /// Starts a storage-only node with id `nodes.len() + 1` (its config lists the voters but
+    /// not itself), not yet added to the cluster; returns its address (`host:port`).
+    pub fn start_storage_node(&mut self, dir: &Path) -> String {
+        let id = self.nodes.len() + 1;
+        let port = free_ports(1)[0];
+        let data = dir.join(format!("node{id}"));
+        let token_line = self
+            .token
+            .as_ref()
+            .map(|t| format!("token = \"{t}\"\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "node_id = {id}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{token_line}{}\n{}",
+            data.display(),
+            self.extra,
+            self.voters
+        );
+        self.nodes
+            .push(Node::start_with_token(&data, &text, self.token.as_deref()));
+        format!("127.0.0.1:{port}")
     }
 
     /// The first node that is running.

@@ -10,7 +10,7 @@ use serde_json::Value;
 const ENV: &str = "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21";
 
 fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+    let mut x = seed.wrapping_mul(2).wrapping_add(1);
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -262,4 +262,111 @@ fn every_call_needs_the_cluster_token() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("token"), "{bad:?}: {err}");
     }
+}
+
+/// Chunk counts per node id, from `cluster status --json`.
+fn chunk_counts(c: &TestCluster) -> Vec<(u64, u64)> {
+    let s = c.status().unwrap();
+    s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node_id"].as_u64().unwrap(),
+                n["chunks"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Runs repair passes until one moves nothing and leaves no backlog.
+fn settle(c: &TestCluster) {
+    wait_for(Duration::from_secs(120), "repair to settle", || {
+        let out = c.any()?.cairn(&["cluster", "repair", "--json"]);
+        let r: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let quiet = r["nodes"].as_array()?.iter().all(|n| {
+            n["pushed"].as_u64() == Some(0)
+                && n["dropped"].as_u64() == Some(0)
+                && n["backlog"].as_u64() == Some(0)
+        });
+        (out.status.success() && quiet).then_some(())
+    });
+}
+
+#[test]
+fn a_fourth_node_takes_its_share_and_drains_without_losing_a_chunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let mut c = TestCluster::start(&dir, 3, "repair_interval_ms = 200");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    // 800 distinct small files: 800 one-chunk files, enough for placement statistics.
+    for i in 0..800 {
+        std::fs::write(src.join(format!("d/f{i:04}")), noise(3000, 1000 + i)).unwrap();
+    }
+    let b = backup(&c.nodes[0], &src, &[]);
+    let total = chunk_counts(&c)[0].1;
+    assert!(total >= 800, "{total}");
+
+    // Bad input changes nothing.
+    let n = &c.nodes[0];
+    let err = |args: &[&str]| {
+        let out = n.cairn(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(err(&["cluster", "remove-node", "99"]).contains("not in the cluster"));
+    let e = err(&["cluster", "remove-node", "2"]);
+    assert!(e.contains("replication factor"), "{e}");
+    let e = err(&["cluster", "add-node", "127.0.0.1:1"]);
+    assert!(e.contains("does not answer"), "{e}");
+    let e = err(&["cluster", "add-node", c.nodes[1].url.as_str()]);
+    assert!(e.contains("already"), "{e}");
+
+    // A fourth node joins: it ends with about three quarters of the chunks (RF 3 over 4
+    // nodes), every node within 10% of even, and exactly three copies of each chunk.
+    let addr = c.start_storage_node(&dir);
+    let out = c.nodes[1].ok(&["cluster", "add-node", &addr, "--zone", "z4"]);
+    assert!(out.contains("node 4 added"), "{out}");
+    settle(&c);
+    let counts = chunk_counts(&c);
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    let sum: u64 = counts.iter().map(|(_, n)| n).sum();
+    assert_eq!(sum, 3 * total, "{counts:?}");
+    let even = 3 * total / 4;
+    for (id, n) in &counts {
+        let off = (*n as f64 - even as f64).abs() / even as f64;
+        assert!(
+            off <= 0.10,
+            "node {id} holds {n} chunks, even is {even}: {counts:?}"
+        );
+    }
+    let s = c.status().unwrap();
+    assert_eq!(s["epoch"], 2, "{s}");
+    assert_eq!(node_field(&s, 4, "backups"), Some(1), "{s}");
+    restore_identical(
+        &c.nodes[3],
+        b["id"].as_str().unwrap(),
+        &src,
+        &tmp.path().join("o1"),
+    );
+
+    // Removed again: it drains first, and every chunk is back on the three.
+    let out = c.nodes[0].ok(&["cluster", "remove-node", "4"]);
+    assert!(out.contains("node 4 removed"), "{out}");
+    c.node(4).stop();
+    settle(&c);
+    let counts = chunk_counts(&c);
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(
+        counts.iter().all(|(_, n)| *n == total),
+        "{counts:?} vs {total}"
+    );
+    restore_identical(
+        &c.nodes[2],
+        b["id"].as_str().unwrap(),
+        &src,
+        &tmp.path().join("o2"),
+    );
 }

@@ -42,6 +42,8 @@ pub const CATALOG_RETRY_FOR: Duration = Duration::from_secs(20);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Catalog = CatalogClient<AuthChannel>;
+/// Items grouped by the node to send them to, and the ids no node is left to try for.
+type Grouped<T> = (BTreeMap<String, Vec<(ChunkId, T)>>, Vec<ChunkId>);
 type Chunks = ChunksClient<AuthChannel>;
 
 /// A connected client of one cluster. Cloning is cheap; clones share connections.
@@ -274,7 +276,7 @@ impl Cluster {
         epoch: Option<&Epoch>,
         items: Vec<(ChunkId, T)>,
         round: usize,
-    ) -> (BTreeMap<String, Vec<(ChunkId, T)>>, Vec<ChunkId>) {
+    ) -> Grouped<T> {
         let mut groups: BTreeMap<String, Vec<(ChunkId, T)>> = BTreeMap::new();
         let mut exhausted = Vec::new();
         for (id, item) in items {
@@ -642,6 +644,45 @@ impl Cluster {
             })?;
         let mut c = ChunksClient::new(InterceptedService::new(ch, self.inner.token.clone()));
         Ok(c.scrub(pb::ScrubRequest {})
+            .await
+            .map_err(|s| call_error(url, s))?
+            .into_inner())
+    }
+
+    /// Adds the storage node at `addr` to the cluster; returns its id and the new epoch.
+    pub async fn add_node(
+        &self,
+        addr: &str,
+        zone: &str,
+        weight: u32,
+    ) -> Result<pb::MembershipResponse, AgentError> {
+        let req = pb::AddNodeRequest {
+            addr: addr.to_string(),
+            zone: zone.to_string(),
+            weight,
+        };
+        self.catalog_call(|mut c| {
+            let req = req.clone();
+            async move { c.add_node(req).await }
+        })
+        .await
+    }
+
+    /// Drains and removes node `id`; answers once it has left.
+    pub async fn remove_node(&self, id: u64) -> Result<pb::MembershipResponse, AgentError> {
+        self.catalog_call(|mut c| async move {
+            let mut r = tonic::Request::new(pb::RemoveNodeRequest { node_id: id });
+            r.set_timeout(Duration::from_secs(3600));
+            c.remove_node(r).await
+        })
+        .await
+    }
+
+    /// Runs a repair pass on the node at `url` and returns its report.
+    pub async fn repair_at(&self, url: &str) -> Result<pb::RepairReport, AgentError> {
+        Ok(self
+            .chunks_at(url)?
+            .repair(pb::RepairRequest {})
             .await
             .map_err(|s| call_error(url, s))?
             .into_inner())

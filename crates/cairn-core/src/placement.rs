@@ -10,8 +10,10 @@
 //!   RF/N of them), so repair after an epoch change is proportional to the change;
 //! * weights skew the share a node receives in proportion to its capacity.
 //!
-//! While a repair is running after an epoch change, readers consult the owners under the new
-//! epoch first and then under the previous one, so nothing is unreadable mid-move.
+//! While a repair is running after an epoch change, readers consult a chunk's owners first
+//! and then every other node of the epoch, so nothing is unreadable mid-move. A node being
+//! removed stays in the epoch marked `draining` (owning nothing) until repair has copied its
+//! chunks to their owners; only then does the next epoch drop it.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +30,10 @@ pub struct PlacementNode {
     /// the hash: a node keeps its chunks when its address changes.
     #[serde(default)]
     pub addr: String,
+    /// A node being removed: it owns nothing under this epoch, but keeps serving its copies
+    /// until repair has moved them to their owners.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// One placement epoch.
@@ -52,10 +58,10 @@ impl Epoch {
     /// weights and replication factor; addresses and numbers aside).
     pub fn same_layout(&self, other: &Epoch) -> bool {
         let key = |e: &Epoch| {
-            let mut v: Vec<(u64, String, u32)> = e
+            let mut v: Vec<(u64, String, u32, bool)> = e
                 .nodes
                 .iter()
-                .map(|n| (n.id, n.zone.clone(), n.weight))
+                .map(|n| (n.id, n.zone.clone(), n.weight, n.draining))
                 .collect();
             v.sort();
             (v, e.rf)
@@ -65,7 +71,12 @@ impl Epoch {
 
     /// The replication factor in force: `rf` capped by the number of nodes.
     pub fn effective_rf(&self) -> usize {
-        (self.rf.max(1) as usize).min(self.nodes.len())
+        (self.rf.max(1) as usize).min(self.active().count())
+    }
+
+    /// The nodes that own chunks (all but the draining ones).
+    pub fn active(&self) -> impl Iterator<Item = &PlacementNode> {
+        self.nodes.iter().filter(|n| !n.draining)
     }
 
     /// The owners of `chunk`, primary first.
@@ -75,7 +86,7 @@ impl Epoch {
             return Vec::new();
         }
         let mut scored: Vec<(f64, &PlacementNode)> =
-            self.nodes.iter().map(|n| (score(chunk, n), n)).collect();
+            self.active().map(|n| (score(chunk, n), n)).collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
         let mut out: Vec<u64> = Vec::with_capacity(rf);
         let mut zones: Vec<&str> = Vec::with_capacity(rf);
@@ -125,6 +136,7 @@ mod tests {
                     zone: zones[(id as usize - 1) % zones.len()].to_string(),
                     weight: 1,
                     addr: String::new(),
+                    draining: false,
                 })
                 .collect(),
             rf,
@@ -194,5 +206,25 @@ mod tests {
         let heavy = ids(20_000).iter().filter(|c| e.owners(c)[0] == 2).count();
         let share = heavy as f64 / 20_000.0;
         assert!((0.70..0.80).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn draining_nodes_own_nothing_and_others_keep_their_chunks() {
+        let mut e = epoch(4, &["a", "b", "c", "d"], 3);
+        let before: Vec<Vec<u64>> = ids(2000).iter().map(|c| e.owners(c)).collect();
+        e.nodes[3].draining = true;
+        assert_eq!(e.effective_rf(), 3);
+        let mut kept = 0;
+        for (c, old) in ids(2000).iter().zip(&before) {
+            let new = e.owners(c);
+            assert!(!new.contains(&4));
+            assert_eq!(new.len(), 3);
+            // Only chunks node 4 owned get a new owner; the others keep theirs.
+            if !old.contains(&4) {
+                assert_eq!(&new, old);
+                kept += 1;
+            }
+        }
+        assert!(kept > 300, "{kept}");
     }
 }

@@ -560,6 +560,7 @@ pub(crate) mod tests {
             zone: zone.into(),
             weight: 1,
             addr: addr.into(),
+            draining: false,
         }
     }
 

@@ -291,6 +291,52 @@ impl MetaNode {
         }
     }
 
+    /// Adds a node as a non-voting member (a storage-only node): it receives the log and
+    /// serves catalog reads but never votes. Returns once it has caught up.
+    pub async fn add_learner(&self, id: u64, addr: &str) -> Result<(), MetaError> {
+        match self.raft.add_learner(id, BasicNode::new(addr), true).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.write_error(e)),
+        }
+    }
+
+    /// Removes a node from the group, as a voter or as a learner.
+    pub async fn remove_member(&self, id: u64) -> Result<(), MetaError> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        let change = if is_voter {
+            openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([id]))
+        } else {
+            openraft::ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([id]))
+        };
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.write_error(e)),
+        }
+    }
+
+    /// Returns the ids of the raft voters and of the learners.
+    pub fn members(&self) -> (Vec<u64>, Vec<u64>) {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        (voters, learners)
+    }
+
+    fn write_error(&self, e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> MetaError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                self.not_leader(f.leader_id, f.leader_node)
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                MetaError::Raft(e.to_string())
+            }
+            RaftError::Fatal(f) => fatal(f),
+        }
+    }
+
     fn not_leader(&self, leader_id: Option<u64>, leader_node: Option<BasicNode>) -> MetaError {
         let leader_addr = leader_node.map(|n| n.addr).or_else(|| {
             let id = leader_id?;

@@ -42,6 +42,7 @@ pub struct CatalogService {
     pub zone: String,
     pub cluster: ClusterChunks,
     pub peers: Peers,
+    pub repairer: Arc<crate::repair::Repairer>,
 }
 
 /// Where a call that needs the leader goes.
@@ -341,10 +342,58 @@ impl Catalog for CatalogService {
             role: format!("{:?}", m.state).to_lowercase(),
             voter: voters.contains(&self.node_id),
             zone: self.zone.clone(),
+            draining: epoch
+                .as_ref()
+                .and_then(|e| e.node(self.node_id))
+                .map(|n| n.draining)
+                .unwrap_or(false),
             epoch: epoch.map(|e| e.number).unwrap_or(0),
+            repair_backlog: self.repairer.backlog(),
             last_log_index: m.last_log_index.unwrap_or(0),
             voters,
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn add_node(
+        &self,
+        req: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .add_node(Self::forward(req.into_inner()))
+                .await
+                .map_err(|e| forward_error(&addr, e));
+        }
+        crate::membership::add_node(&self.meta, &self.peers, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .remove_node(Self::forward(req.into_inner()))
+                .await
+                .map_err(|e| forward_error(&addr, e));
+        }
+        crate::membership::remove_node(
+            &self.meta,
+            &self.peers,
+            &self.repairer,
+            self.node_id,
+            req.into_inner().node_id,
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn get_placement(

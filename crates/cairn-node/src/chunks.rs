@@ -34,6 +34,7 @@ pub struct ChunksService {
     pub store: Arc<ChunkStore>,
     pub cluster: ClusterChunks,
     pub quorum: WriteQuorum,
+    pub repairer: Arc<crate::repair::Repairer>,
 }
 
 impl ChunksService {
@@ -232,6 +233,14 @@ impl Chunks for ChunksService {
             .map_err(join_status)?
             .map_err(store_status)?;
         Ok(Response::new(out))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn repair(
+        &self,
+        _req: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::RepairReport>, Status> {
+        Ok(Response::new(self.repairer.pass().await?))
     }
 
     type GetStream = ReceiverStream<Result<GetResponse, Status>>;

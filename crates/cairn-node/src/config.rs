@@ -42,6 +42,14 @@ pub struct NodeConfig {
     /// A file holding the cluster token (first line), instead of `token`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// How often (milliseconds) the node checks whether a repair pass is due (after an
+    /// epoch change, or while copies are missing because an owner was down).
+    #[serde(default = "default_repair_interval")]
+    pub repair_interval_ms: u64,
+}
+
+fn default_repair_interval() -> u64 {
+    10_000
 }
 
 /// One metadata voter as every node's config lists it.
@@ -156,6 +164,7 @@ impl NodeConfig {
             write_quorum: WriteQuorum::All,
             token: None,
             token_file: None,
+            repair_interval_ms: default_repair_interval(),
         }
     }
 
@@ -216,6 +225,12 @@ impl NodeConfig {
                     message: format!("voter {} has weight 0; use 1 or more", v.id),
                 });
             }
+        }
+        if self.repair_interval_ms < 10 {
+            return Err(ConfigError::Invalid {
+                key: "repair_interval_ms",
+                message: "must be 10 or more (milliseconds)".into(),
+            });
         }
         if self.token.is_some() && self.token_file.is_some() {
             return Err(ConfigError::Invalid {

@@ -14,8 +14,10 @@ pub mod catalog;
 pub mod chunks;
 pub mod config;
 pub mod error;
+pub mod membership;
 pub mod peers;
 pub mod raft_net;
+pub mod repair;
 pub mod server;
 pub mod verify;
 

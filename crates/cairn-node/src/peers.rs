@@ -203,8 +203,11 @@ impl ClusterChunks {
     }
 
     /// Returns which of `ids` the cluster does not hold: each id is asked of its primary
-    /// owner (this node's store when that is us), falling back to the next owner when a node
-    /// does not answer. An id held by the owner asked counts as present.
+    /// owner (this node's store when that is us), and of the next candidate (the other owners,
+    /// then every other node) when the one asked lacks it or does not answer. An id any node
+    /// holds counts as present — during a move, a chunk may not be on its new owners yet.
+    /// Uploads are acknowledged only once the write quorum holds a chunk, so a copy anywhere
+    /// is durable.
     pub async fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Status> {
         let Some(epoch) = self.epoch().filter(|e| !e.nodes.is_empty()) else {
             let store = self.store.clone();
@@ -220,6 +223,8 @@ impl ClusterChunks {
             .map(|id| (*id, self.candidates(&epoch, id)))
             .collect();
         let mut missing = Vec::new();
+        // Ids some node answered it lacks (as opposed to only unanswered so far).
+        let mut answered: std::collections::HashSet<ChunkId> = Default::default();
         let mut round = 0;
         while !todo.is_empty() {
             let mut groups: BTreeMap<(u64, String), Vec<ChunkId>> = BTreeMap::new();
@@ -227,6 +232,10 @@ impl ClusterChunks {
             for (id, cands) in todo {
                 match cands.get(round) {
                     Some(c) => groups.entry(c.clone()).or_default().push(id),
+                    None if answered.contains(&id) => {
+                        missing.push(id);
+                        continue;
+                    }
                     None => {
                         return Err(status(
                             ErrorCode::Unavailable,
@@ -249,7 +258,12 @@ impl ClusterChunks {
                     self.peers.missing_at(&url, &group).await
                 };
                 match answer {
-                    Ok(m) => missing.extend(m),
+                    Ok(m) => {
+                        for id in m {
+                            answered.insert(id);
+                            undecided.insert(id);
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(node = nid, error = %e, "owner did not answer; asking the next");
                         undecided.extend(group);

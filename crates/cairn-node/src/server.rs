@@ -67,6 +67,7 @@ pub struct RunningNode {
     stop: Option<oneshot::Sender<()>>,
     serve: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     bootstrap: Option<JoinHandle<()>>,
+    repair: Option<JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -74,6 +75,9 @@ impl RunningNode {
     pub async fn shutdown(mut self) {
         if let Some(b) = self.bootstrap.take() {
             b.abort();
+        }
+        if let Some(r) = self.repair.take() {
+            r.abort();
         }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -146,6 +150,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         meta: meta.clone(),
         peers: peers.clone(),
     };
+    let repairer = Arc::new(crate::repair::Repairer::new(cluster.clone()));
     let zone = voters
         .iter()
         .find(|v| v.id == cfg.node_id)
@@ -157,6 +162,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             store: store.clone(),
             cluster: cluster.clone(),
             quorum: cfg.write_quorum,
+            repairer: repairer.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE),
@@ -171,6 +177,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             zone,
             cluster,
             peers: peers.clone(),
+            repairer: repairer.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE),
@@ -199,6 +206,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             }),
     );
 
+    let repair_task = tokio::spawn(
+        repairer
+            .clone()
+            .run(Duration::from_millis(cfg.repair_interval_ms)),
+    );
     let alone = cfg.voters.is_empty();
     let boot = Bootstrap {
         node_id: cfg.node_id,
@@ -231,6 +243,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         stop: Some(stop_tx),
         serve: Some(serve),
         bootstrap,
+        repair: Some(repair_task),
     })
 }
 
@@ -328,6 +341,7 @@ impl Bootstrap {
                 zone: v.zone.clone(),
                 weight: v.weight,
                 addr: v.url(),
+                draining: false,
             })
             .collect();
         let mut pause = Duration::from_millis(50);

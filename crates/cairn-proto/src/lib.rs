@@ -68,6 +68,7 @@ impl From<&cairn_core::placement::Epoch> for pb::Placement {
                     zone: n.zone.clone(),
                     weight: n.weight,
                     addr: n.addr.clone(),
+                    draining: n.draining,
                 })
                 .collect(),
         }
@@ -87,6 +88,7 @@ impl From<pb::Placement> for cairn_core::placement::Epoch {
                     zone: n.zone,
                     weight: n.weight,
                     addr: n.addr,
+                    draining: n.draining,
                 })
                 .collect(),
         }
@@ -343,6 +345,7 @@ mod tests {
                     zone: format!("z{}", id % 2),
                     weight: id as u32,
                     addr: format!("http://10.0.0.{id}:7700"),
+                    draining: id == 4,
                 })
                 .collect(),
         };

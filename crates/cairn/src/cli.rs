@@ -156,6 +156,28 @@ enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Add a running storage node (its config lists the voters but not itself). Repair
+    /// then moves its share of the chunks to it.
+    AddNode {
+        /// Its gRPC address, host:port.
+        addr: String,
+        /// Its zone (failure domain); default: the one it reports.
+        #[arg(long, default_value = "")]
+        zone: String,
+        /// Relative capacity (a node of weight 2 gets about twice the chunks).
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Drain a node (its chunks are copied to their new owners), then remove it.
+    RemoveNode {
+        /// The node's id (see cairn cluster status).
+        id: u64,
+    },
+    /// Run a repair pass on every node now and report what moved and what is still missing.
+    Repair {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logs(default: &str) {
@@ -347,11 +369,27 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             let c = Cluster::connect(cluster).await?;
             scrub(&c, json).await
         }
-        Cmd::Cluster {
-            cmd: ClusterCmd::Status { json },
-        } => {
+        Cmd::Cluster { cmd } => {
             let c = Cluster::connect(cluster).await?;
-            cluster_status(&c, json).await?;
+            match cmd {
+                ClusterCmd::Status { json } => cluster_status(&c, json).await?,
+                ClusterCmd::AddNode { addr, zone, weight } => {
+                    let r = c.add_node(&addr, &zone, weight).await?;
+                    println!(
+                        "node {} added at {addr}; placement epoch {}; repair is moving its share of the chunks to it",
+                        r.node_id, r.epoch
+                    );
+                }
+                ClusterCmd::RemoveNode { id } => {
+                    eprintln!("draining node {id} (its chunks are copied to their new owners)…");
+                    let r = c.remove_node(id).await?;
+                    println!(
+                        "node {id} removed after moving {} chunk copies; placement epoch {}",
+                        r.moved, r.epoch
+                    );
+                }
+                ClusterCmd::Repair { json } => return repair(&c, json).await,
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -509,6 +547,51 @@ async fn dev(data: PathBuf, listen: std::net::SocketAddr, count: u16) -> Result<
     Ok(())
 }
 
+/// Runs a repair pass on every node and reports; exit code 1 while a backlog remains.
+async fn repair(c: &Cluster, json: bool) -> Result<ExitCode> {
+    let nodes: Vec<(u64, String)> = match c.placement() {
+        Some(p) => p.nodes.iter().map(|n| (n.id, n.addr.clone())).collect(),
+        None => vec![(0, c.url.clone())],
+    };
+    let mut rows = Vec::new();
+    let mut backlog = 0;
+    for (id, addr) in nodes {
+        match c.repair_at(&addr).await {
+            Ok(r) => {
+                backlog += r.backlog;
+                if !json {
+                    println!(
+                        "node {id}: {} chunks checked, {} copies made, {} dropped, backlog {}, {} chunks held",
+                        r.checked, r.pushed, r.dropped, r.backlog, r.chunks
+                    );
+                }
+                rows.push(serde_json::json!({
+                    "node_id": id, "epoch": r.epoch, "checked": r.checked, "pushed": r.pushed,
+                    "dropped": r.dropped, "backlog": r.backlog, "chunks": r.chunks,
+                }));
+            }
+            Err(e) => {
+                backlog += 1;
+                if !json {
+                    println!("node {id}: not reached: {e}");
+                }
+                rows.push(serde_json::json!({"node_id": id, "error": e.to_string()}));
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"backlog": backlog, "nodes": rows}))?
+        );
+    }
+    Ok(if backlog > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// Scrubs every node of the placement in turn and reports per node and in total.
 async fn scrub(c: &Cluster, json: bool) -> Result<ExitCode> {
     let targets: Vec<(u64, String)> = match c.placement() {
@@ -605,6 +688,7 @@ async fn cluster_status(c: &Cluster, json: bool) -> Result<()> {
                     "role": s.role, "voter": s.voter, "leader": s.leader, "term": s.term,
                     "commit_index": s.commit_index, "last_log_index": s.last_log_index,
                     "epoch": s.epoch, "chunks": s.chunks, "stored_bytes": s.stored_bytes,
+                    "repair_backlog": s.repair_backlog, "draining": s.draining,
                     "logical_bytes": s.logical_bytes, "backups": s.backups,
                 }),
                 Err(e) => serde_json::json!({
@@ -619,6 +703,7 @@ async fn cluster_status(c: &Cluster, json: bool) -> Result<()> {
                 "leader": leader,
                 "epoch": placement.as_ref().map(|p| p.number),
                 "replication_factor": placement.as_ref().map(|p| p.effective_rf()),
+                "repair_backlog": rows.iter().filter_map(|r| r.3.as_ref().ok()).map(|s| s.repair_backlog).sum::<u64>(),
                 "nodes": nodes,
             }))?
         );
@@ -637,17 +722,27 @@ async fn cluster_status(c: &Cluster, json: bool) -> Result<()> {
         None => println!("no placement yet (the cluster is forming)"),
     }
     println!(
-        "{:>4}  {:<24} {:<8} {:<5} {:<10} {:>5} {:>8} {:>8} {:>10} {:>10}",
-        "node", "address", "zone", "state", "role", "term", "commit", "backups", "chunks", "stored"
+        "{:>4}  {:<24} {:<8} {:<8} {:<18} {:>5} {:>8} {:>8} {:>10} {:>10} {:>8}",
+        "node",
+        "address",
+        "zone",
+        "state",
+        "role",
+        "term",
+        "commit",
+        "backups",
+        "chunks",
+        "stored",
+        "backlog"
     );
     for (id, addr, zone, s) in &rows {
         match s {
             Ok(s) => println!(
-                "{:>4}  {:<24} {:<8} {:<5} {:<10} {:>5} {:>8} {:>8} {:>10} {:>10}",
+                "{:>4}  {:<24} {:<8} {:<8} {:<18} {:>5} {:>8} {:>8} {:>10} {:>10} {:>8}",
                 s.node_id,
                 addr.trim_start_matches("http://"),
                 s.zone,
-                "up",
+                if s.draining { "draining" } else { "up" },
                 if s.voter {
                     s.role.clone()
                 } else {
@@ -657,7 +752,8 @@ async fn cluster_status(c: &Cluster, json: bool) -> Result<()> {
                 s.commit_index,
                 s.backups,
                 s.chunks,
-                output::bytes(s.stored_bytes)
+                output::bytes(s.stored_bytes),
+                s.repair_backlog
             ),
             Err(_) => println!(
                 "{:>4}  {:<24} {:<8} {:<5}",

@@ -1,0 +1,259 @@
+//! Adding and removing storage nodes (run on the raft leader).
+//!
+//! # Placement epochs during a change
+//! - **Add**: the node must already run (its config lists the cluster's voters but not
+//!   itself). It joins raft as a learner (non-voting; it receives the catalog), then one
+//!   epoch includes it. Reads during the move fall back from a chunk's new owners to every
+//!   other node, and commits count a chunk as present when any node holds it, so nothing is
+//!   unreadable or uncommittable while repair moves the new node's share to it.
+//! - **Remove**: one epoch marks the node `draining` (it owns nothing but stays readable), the
+//!   node's own repair pass copies every chunk it holds to the chunk's owners and drops it,
+//!   and only when it holds nothing does it leave raft and the next epoch. A node that does
+//!   not answer cannot be drained, and the removal stops there, changing nothing further.
+//!
+//! Refused, with nothing changed: an unknown node id, removing the last voter, a removal
+//! that would leave fewer storage nodes than the replication factor, adding an address that
+//! does not answer, a node id already in the cluster, a node that already belongs to a cluster.
+
+use std::time::Duration;
+
+use cairn_core::placement::{Epoch, PlacementNode};
+use cairn_core::ErrorCode;
+use cairn_meta::{Command, MetaNode, Response as MetaResponse};
+use cairn_proto::{pb, status};
+use tonic::Status;
+
+use crate::error::meta_status;
+use crate::peers::Peers;
+use crate::repair::Repairer;
+
+/// Repair passes a draining node may take before the removal gives up.
+const DRAIN_PASSES: usize = 50;
+
+async fn set_placement(meta: &MetaNode, nodes: Vec<PlacementNode>, rf: u32) -> Result<u64, Status> {
+    match meta
+        .write(Command::SetPlacement { nodes, rf })
+        .await
+        .map_err(meta_status)?
+    {
+        MetaResponse::Placement { epoch } => Ok(epoch),
+        MetaResponse::Refused { code, message } => Err(status(code, message)),
+        other => Err(status(
+            ErrorCode::Internal,
+            format!("unexpected catalog answer {other:?}"),
+        )),
+    }
+}
+
+fn current(meta: &MetaNode) -> Result<Epoch, Status> {
+    meta.placement().map_err(meta_status)?.ok_or_else(|| {
+        status(
+            ErrorCode::Unavailable,
+            "the cluster has no placement yet; retry shortly",
+        )
+    })
+}
+
+/// Adds the node at `addr` and returns its id and the new epoch.
+pub async fn add_node(
+    meta: &MetaNode,
+    peers: &Peers,
+    req: pb::AddNodeRequest,
+) -> Result<pb::MembershipResponse, Status> {
+    let addr = crate::config::as_url(req.addr.trim());
+    let st = {
+        let mut c = peers.catalog(&addr)?;
+        let call = c.node_status(pb::NodeStatusRequest {});
+        match tokio::time::timeout(Duration::from_secs(5), call).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(e)) => {
+                return Err(status(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "the node at {addr} does not answer ({}); start it first",
+                        e.message()
+                    ),
+                ))
+            }
+            Err(_) => {
+                return Err(status(
+                    ErrorCode::InvalidArgument,
+                    format!("the node at {addr} does not answer within 5s; start it first"),
+                ))
+            }
+        }
+    };
+    let epoch = current(meta)?;
+    let (voters, learners) = meta.members();
+    if let Some(n) = epoch.node(st.node_id) {
+        return Err(status(
+            ErrorCode::Conflict,
+            format!(
+                "node id {} is already in the cluster (at {}); every node needs its own id",
+                st.node_id, n.addr
+            ),
+        ));
+    }
+    if voters.contains(&st.node_id) || learners.contains(&st.node_id) {
+        return Err(status(
+            ErrorCode::Conflict,
+            format!(
+                "node id {} is already a member of the cluster; every node needs its own id",
+                st.node_id
+            ),
+        ));
+    }
+    if st.term > 0 {
+        return Err(status(
+            ErrorCode::Conflict,
+            format!(
+                "the node at {addr} (id {}) already belongs to a cluster (raft term {}); give it an empty data directory",
+                st.node_id, st.term
+            ),
+        ));
+    }
+    meta.add_learner(st.node_id, &addr)
+        .await
+        .map_err(meta_status)?;
+    let mut nodes = epoch.nodes.clone();
+    nodes.push(PlacementNode {
+        id: st.node_id,
+        zone: if req.zone.is_empty() {
+            st.zone.clone()
+        } else {
+            req.zone.clone()
+        },
+        weight: req.weight.max(1),
+        addr: addr.clone(),
+        draining: false,
+    });
+    let number = set_placement(meta, nodes, epoch.rf).await?;
+    tracing::info!(node_id = st.node_id, %addr, epoch = number, "node added");
+    kick_repair(peers, meta);
+    Ok(pb::MembershipResponse {
+        node_id: st.node_id,
+        epoch: number,
+        moved: 0,
+    })
+}
+
+/// Starts a repair pass on every node without waiting for it.
+fn kick_repair(peers: &Peers, meta: &MetaNode) {
+    let Ok(Some(epoch)) = meta.placement() else {
+        return;
+    };
+    for n in epoch.nodes {
+        let peers = peers.clone();
+        tokio::spawn(async move {
+            if let Ok(mut c) = peers.chunks(&n.addr) {
+                let _ = c.repair(pb::RepairRequest {}).await;
+            }
+        });
+    }
+}
+
+/// Drains and removes node `id`.
+pub async fn remove_node(
+    meta: &MetaNode,
+    peers: &Peers,
+    local: &Repairer,
+    self_id: u64,
+    id: u64,
+) -> Result<pb::MembershipResponse, Status> {
+    let epoch = current(meta)?;
+    let (voters, learners) = meta.members();
+    let Some(node) = epoch.node(id).cloned() else {
+        if voters.contains(&id) || learners.contains(&id) {
+            meta.remove_member(id).await.map_err(meta_status)?;
+            return Ok(pb::MembershipResponse {
+                node_id: id,
+                epoch: epoch.number,
+                moved: 0,
+            });
+        }
+        return Err(status(
+            ErrorCode::NotFound,
+            format!("node {id} is not in the cluster; cairn cluster status lists the nodes"),
+        ));
+    };
+    if voters == [id] {
+        return Err(status(
+            ErrorCode::InvalidArgument,
+            format!("node {id} is the last voter; a cluster cannot run without one"),
+        ));
+    }
+    let remaining = epoch.active().filter(|n| n.id != id).count();
+    if remaining < epoch.rf as usize {
+        return Err(status(
+            ErrorCode::InvalidArgument,
+            format!(
+                "removing node {id} would leave {remaining} storage node(s) for replication factor {}; add a node first",
+                epoch.rf
+            ),
+        ));
+    }
+    if voters.contains(&id) && voters.len() <= 2 {
+        return Err(status(
+            ErrorCode::InvalidArgument,
+            format!("removing voter {id} would leave {} voter(s); keep 3 or 5 so the cluster survives a failure", voters.len() - 1),
+        ));
+    }
+
+    // 1. Mark it draining: from this epoch on it owns nothing.
+    let mut nodes = epoch.nodes.clone();
+    if let Some(n) = nodes.iter_mut().find(|n| n.id == id) {
+        n.draining = true;
+    }
+    let draining_epoch = set_placement(meta, nodes.clone(), epoch.rf).await?;
+    tracing::info!(node_id = id, epoch = draining_epoch, "node draining");
+    kick_repair(peers, meta);
+
+    // 2. Its repair passes move everything it holds to the owners.
+    let mut moved = 0;
+    let mut done = false;
+    for _ in 0..DRAIN_PASSES {
+        let r = if id == self_id {
+            local.pass().await?
+        } else {
+            peers
+                .chunks(&node.addr)?
+                .repair(pb::RepairRequest {})
+                .await
+                .map_err(|e| {
+                    status(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "node {id} cannot be drained: it does not answer ({}); it stays marked draining — bring it back and run remove-node again",
+                            e.message()
+                        ),
+                    )
+                })?
+                .into_inner()
+        };
+        moved += r.pushed;
+        if r.epoch >= draining_epoch && r.chunks == 0 && r.backlog == 0 {
+            done = true;
+            break;
+        }
+        if r.pushed == 0 && r.dropped == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    if !done {
+        return Err(status(
+            ErrorCode::Unavailable,
+            format!("node {id} still holds chunks after {DRAIN_PASSES} repair passes; it stays draining — run remove-node again"),
+        ));
+    }
+
+    // 3. It holds nothing: it leaves raft and the placement.
+    meta.remove_member(id).await.map_err(meta_status)?;
+    nodes.retain(|n| n.id != id);
+    let number = set_placement(meta, nodes, epoch.rf).await?;
+    tracing::info!(node_id = id, epoch = number, moved, "node removed");
+    Ok(pb::MembershipResponse {
+        node_id: id,
+        epoch: number,
+        moved,
+    })
+}
