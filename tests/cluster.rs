@@ -370,3 +370,110 @@ fn a_fourth_node_takes_its_share_and_drains_without_losing_a_chunk() {
         &tmp.path().join("o2"),
     );
 }
+
+const ENV_B: &str = "0b6a3c4e-8d2f-4f1a-9b7c-5e6d7f8a9b0c";
+
+fn backup_env(node: &Node, src: &Path, env: &str) -> Value {
+    let out = node.ok(&["backup", src.to_str().unwrap(), "--env", env, "--json"]);
+    serde_json::from_str(&out).expect("backup --json output")
+}
+
+fn total_chunks(c: &TestCluster) -> u64 {
+    chunk_counts(c).iter().map(|(_, n)| n).sum()
+}
+
+#[test]
+fn keep_max_removes_the_oldest_backups_after_each_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = TestCluster::start(&tmp.path().join("c"), 3, "");
+    let n = &c.nodes[2];
+    n.ok(&["config", "set", "--env", ENV, "--keep-max", "2"]);
+    assert!(n
+        .ok(&["config", "get", "--env", ENV])
+        .contains("keep_max 2"));
+    let src = tmp.path().join("src");
+    tree(&src, 3);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        std::fs::write(src.join("etc/round"), format!("{i}\n")).unwrap();
+        ids.push(backup(n, &src, &[])["id"].as_str().unwrap().to_string());
+    }
+    let list: Value =
+        serde_json::from_str(&n.ok(&["backups", "list", "--env", ENV, "--json"])).unwrap();
+    let listed: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[1].as_str(), ids[2].as_str()], "{list}");
+    let bad = n.cairn(&["config", "set", "--env", ENV, "--keep-max", "0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("keep_max"));
+}
+
+#[test]
+fn gc_reclaims_deleted_backups_and_keeps_what_others_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = TestCluster::start(&tmp.path().join("c"), 3, "");
+    let n = &c.nodes[0];
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    tree(&a, 10);
+    tree(&b, 20);
+    let ba = backup_env(n, &a, ENV);
+    let bb = backup_env(n, &b, ENV_B);
+    let before = total_chunks(&c);
+
+    // Nothing is garbage yet.
+    let r: Value = serde_json::from_str(&n.ok(&["gc", "--json"])).unwrap();
+    assert_eq!(r["removed"], 0, "{r}");
+    assert_eq!(total_chunks(&c), before);
+
+    n.ok(&["backups", "delete", ba["id"].as_str().unwrap()]);
+    let r: Value = serde_json::from_str(&n.ok(&["gc", "--json"])).unwrap();
+    assert!(r["removed"].as_u64().unwrap() >= 3 * 3, "{r}");
+    assert!(r["bytes_reclaimed"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["nodes_skipped"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(total_chunks(&c), before - r["removed"].as_u64().unwrap());
+    restore_identical(n, bb["id"].as_str().unwrap(), &b, &tmp.path().join("ob"));
+}
+
+#[test]
+fn gc_during_a_backup_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = TestCluster::start(&tmp.path().join("c"), 3, "");
+    let n = &c.nodes[0];
+    let src = tmp.path().join("src");
+    tree(&src, 30);
+    // Backup A holds the data, then goes: its chunks are garbage — unless backup B, which
+    // finds them present and reuses them, is running while GC sweeps.
+    let ba = backup_env(n, &src, ENV);
+    n.ok(&["backups", "delete", ba["id"].as_str().unwrap()]);
+
+    let mut child = std::process::Command::new(cairn_tests::cairn_bin())
+        .args(["backup", src.to_str().unwrap(), "--env", ENV_B, "--json"])
+        .env("CAIRN_CLUSTER", &n.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut collections = 0;
+    let status = loop {
+        n.ok(&["gc", "--json"]);
+        collections += 1;
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(collections < 200, "the backup did not finish");
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "backup beside GC failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bb: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Once more after the backup, then the restore must be whole.
+    n.ok(&["gc"]);
+    restore_identical(n, bb["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
+}

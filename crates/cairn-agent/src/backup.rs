@@ -136,7 +136,25 @@ struct FileJob {
 }
 
 /// Runs one backup to commit.
+///
+/// The backup runs inside a session registered with the cluster before it reads or sends
+/// anything, and closed when it ends either way: garbage collection waits for sessions that
+/// started before it, so it never sweeps a chunk this backup is about to reference.
 pub async fn backup(
+    cluster: &Cluster,
+    req: BackupRequest,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary, AgentError> {
+    let session = cluster.open_session(req.env, &req.host).await?;
+    let result = backup_in_session(cluster, req, progress).await;
+    if let Err(e) = cluster.close_session(&session).await {
+        // It expires on its own; GC only waits longer for it meanwhile.
+        tracing::warn!(error = %e, "cannot close the backup session");
+    }
+    result
+}
+
+async fn backup_in_session(
     cluster: &Cluster,
     req: BackupRequest,
     progress: Arc<Progress>,

@@ -38,6 +38,9 @@ pub const DEFAULT_CLUSTER: &str = "http://127.0.0.1:7700";
 const PUT_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// How long a catalog call keeps retrying through elections and unreachable nodes.
 pub const CATALOG_RETRY_FOR: Duration = Duration::from_secs(20);
+/// How long one attempt of a catalog call may take (a node waits at most 10 s for a
+/// quorum, and a commit also checks every chunk of the manifest).
+const CATALOG_CALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long dialling a node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -222,10 +225,16 @@ impl Cluster {
             let nodes = self.nodes();
             let url = &nodes[attempt % nodes.len()];
             let res = match self.catalog_at(url) {
-                Ok(c) => f(c)
-                    .await
-                    .map(|r| r.into_inner())
-                    .map_err(|s| call_error(url, s)),
+                Ok(c) => match tokio::time::timeout(CATALOG_CALL_TIMEOUT, f(c)).await {
+                    Ok(r) => r.map(|r| r.into_inner()).map_err(|s| call_error(url, s)),
+                    Err(_) => Err(AgentError::Cluster {
+                        code: ErrorCode::Unavailable,
+                        message: format!(
+                            "{url} did not answer within {}s",
+                            CATALOG_CALL_TIMEOUT.as_secs()
+                        ),
+                    }),
+                },
                 Err(e) => Err(e),
             };
             match res {
@@ -686,6 +695,75 @@ impl Cluster {
             .await
             .map_err(|s| call_error(url, s))?
             .into_inner())
+    }
+
+    /// Registers a backup in progress; returns the session id to close.
+    pub async fn open_session(&self, env: EnvId, host: &str) -> Result<String, AgentError> {
+        let req = pb::OpenSessionRequest {
+            env: env.to_string(),
+            host: host.to_string(),
+        };
+        let s = self
+            .catalog_call(|mut c| {
+                let req = req.clone();
+                async move { c.open_session(req).await }
+            })
+            .await?;
+        Ok(s.id)
+    }
+
+    /// Ends a backup session.
+    pub async fn close_session(&self, id: &str) -> Result<(), AgentError> {
+        let s = pb::Session {
+            id: id.to_string(),
+            started_ms: 0,
+        };
+        self.catalog_call(|mut c| {
+            let s = s.clone();
+            async move { c.close_session(s).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Runs a garbage collection, waiting up to `wait` for older backups to finish.
+    pub async fn gc(&self, wait: Duration) -> Result<pb::GcReport, AgentError> {
+        let mut c = self.catalog_at(&self.url)?;
+        let mut r = tonic::Request::new(pb::GcRequest {
+            wait_secs: wait.as_secs().max(1),
+        });
+        r.set_timeout(wait + Duration::from_secs(3600));
+        Ok(c.gc(r)
+            .await
+            .map_err(|s| call_error(&self.url, s))?
+            .into_inner())
+    }
+
+    /// Returns an environment's settings.
+    pub async fn env_config(&self, env: EnvId) -> Result<pb::EnvConfig, AgentError> {
+        let env = env.to_string();
+        self.catalog_call(|mut c| {
+            let env = env.clone();
+            async move { c.get_env_config(pb::EnvRef { env }).await }
+        })
+        .await
+    }
+
+    /// Replaces an environment's settings.
+    pub async fn set_env_config(
+        &self,
+        env: EnvId,
+        config: pb::EnvConfig,
+    ) -> Result<pb::EnvConfig, AgentError> {
+        let req = pb::SetEnvConfigRequest {
+            env: env.to_string(),
+            config: Some(config),
+        };
+        self.catalog_call(|mut c| {
+            let req = req.clone();
+            async move { c.set_env_config(req).await }
+        })
+        .await
     }
 
     /// Returns the status of the seed node.

@@ -11,6 +11,7 @@ pub mod id;
 pub mod manifest;
 pub mod path;
 pub mod placement;
+pub mod retention;
 
 pub use backup::{BackupRecord, BackupState, BackupType, Compression};
 pub use error::ErrorCode;

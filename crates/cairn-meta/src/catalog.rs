@@ -53,6 +53,12 @@ pub enum Write {
     DeleteName { env: EnvId, name: String },
     /// Replaces the placement epoch.
     PutPlacement(Epoch),
+    /// Replaces an environment's settings.
+    PutEnvConfig(EnvId, cairn_core::retention::EnvConfig),
+    /// Records an open backup session.
+    PutSession(cairn_core::retention::Session),
+    /// Forgets a backup session.
+    DeleteSession(uuid::Uuid),
 }
 
 /// The outcome of one command: the writes to make atomically, and the answer.
@@ -89,6 +95,26 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decisi
             tags.as_deref(),
         ),
         Command::SetPlacement { nodes, rf } => set_placement(view, nodes, *rf),
+        Command::SetEnvConfig { env, config } => {
+            if config.keep_max == Some(0) {
+                return Ok(Decision::refuse(
+                    ErrorCode::InvalidArgument,
+                    "keep_max must be 1 or more (or unset to keep every backup)".into(),
+                ));
+            }
+            Ok(Decision {
+                writes: vec![Write::PutEnvConfig(*env, config.clone())],
+                response: Response::Done,
+            })
+        }
+        Command::OpenSession { session } => Ok(Decision {
+            writes: vec![Write::PutSession(session.clone())],
+            response: Response::Done,
+        }),
+        Command::CloseSession { id } => Ok(Decision {
+            writes: vec![Write::DeleteSession(*id)],
+            response: Response::Done,
+        }),
     }
 }
 
@@ -332,6 +358,7 @@ pub(crate) mod tests {
                         self.names.remove(&(*env, name.clone()));
                     }
                     Write::PutPlacement(e) => self.placement = Some(e.clone()),
+                    Write::PutEnvConfig(..) | Write::PutSession(_) | Write::DeleteSession(_) => {}
                 }
             }
         }

@@ -40,6 +40,17 @@ pub enum Command {
         nodes: Vec<cairn_core::placement::PlacementNode>,
         rf: u32,
     },
+    /// Replaces an environment's backup settings.
+    SetEnvConfig {
+        env: cairn_core::EnvId,
+        config: cairn_core::retention::EnvConfig,
+    },
+    /// Registers a backup in progress (garbage collection waits for it).
+    OpenSession {
+        session: cairn_core::retention::Session,
+    },
+    /// Ends a backup session; unknown ids are fine (already closed or expired).
+    CloseSession { id: uuid::Uuid },
 }
 
 impl Command {
@@ -50,6 +61,9 @@ impl Command {
             Command::DeleteBackup { .. } => "delete_backup",
             Command::UpdateBackup { .. } => "update_backup",
             Command::SetPlacement { .. } => "set_placement",
+            Command::SetEnvConfig { .. } => "set_env_config",
+            Command::OpenSession { .. } => "open_session",
+            Command::CloseSession { .. } => "close_session",
         }
     }
 }
@@ -67,6 +81,8 @@ pub enum Response {
     Updated,
     /// The placement epoch in force after the command.
     Placement { epoch: u64 },
+    /// The command took effect and has nothing to report.
+    Done,
     /// The command was refused; nothing changed. `code` is the stable error code a user sees.
     Refused {
         #[serde(with = "error_code_serde")]

@@ -14,6 +14,8 @@ use crate::command::{Command, Response};
 use crate::store::{self, StateMachineStore};
 use crate::{MetaMetrics, MetaRaft, TypeConfig};
 
+/// How long a write waits for a quorum before it is answered `unavailable`.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default heartbeat interval of the leader.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 150;
 /// Default lower bound of the randomised election timeout.
@@ -252,9 +254,21 @@ impl MetaNode {
     /// Replicates `cmd` through the group and returns the state machine's answer once it is
     /// committed and applied here. Refusals come back as [`Response::Refused`].
     ///
-    /// Waits as long as it takes to reach a quorum; callers bound it with a timeout.
+    /// Gives up after [`WRITE_TIMEOUT`] (a leader cut off from its quorum would wait
+    /// forever). The command may still be committed later if the quorum comes back before
+    /// the leader changes: callers retry only commands for which that is harmless.
     pub async fn write(&self, cmd: Command) -> Result<Response, MetaError> {
-        match self.raft.client_write(cmd).await {
+        let kind = cmd.kind();
+        let res = match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(MetaError::Unavailable(format!(
+                    "{kind} was not committed within {}s: a majority of the voters must be up and reachable",
+                    WRITE_TIMEOUT.as_secs()
+                )))
+            }
+        };
+        match res {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(self.not_leader(f.leader_id, f.leader_node))
@@ -376,6 +390,16 @@ impl MetaNode {
     /// Returns the placement epoch in force on this node, if one was set.
     pub fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, MetaError> {
         self.sm.placement()
+    }
+
+    /// Returns an environment's settings from this node's catalog.
+    pub fn env_config(&self, env: EnvId) -> Result<cairn_core::retention::EnvConfig, MetaError> {
+        self.sm.env_config(env)
+    }
+
+    /// Returns the open backup sessions in this node's catalog.
+    pub fn sessions(&self) -> Result<Vec<cairn_core::retention::Session>, MetaError> {
+        self.sm.sessions()
     }
 
     /// Returns the raft handle, for the node's raft RPC service.

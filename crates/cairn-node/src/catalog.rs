@@ -43,6 +43,8 @@ pub struct CatalogService {
     pub cluster: ClusterChunks,
     pub peers: Peers,
     pub repairer: Arc<crate::repair::Repairer>,
+    /// Collections run one at a time.
+    pub gc_running: tokio::sync::Mutex<()>,
 }
 
 /// Where a call that needs the leader goes.
@@ -135,6 +137,42 @@ impl CatalogService {
             .ok_or_else(|| status(ErrorCode::NotFound, format!("backup {id} not found")))
     }
 
+    /// Proposes `cmd` and turns a refusal into its status.
+    async fn write(&self, cmd: Command) -> Result<MetaResponse, Status> {
+        match self.meta.write(cmd).await.map_err(meta_status)? {
+            MetaResponse::Refused { code, message } => Err(refused(code, message)),
+            other => Ok(other),
+        }
+    }
+
+    /// Deletes the oldest backups of `env` beyond its `keep_max` (run after each commit on
+    /// the leader; if the leader dies in between, the next commit catches up).
+    async fn apply_retention(&self, env: EnvId) -> Result<(), Status> {
+        let config = self.meta.env_config(env).map_err(meta_status)?;
+        if config.keep_max.is_none() {
+            return Ok(());
+        }
+        let ids: Vec<BackupId> = self
+            .meta
+            .list_backups(Some(env))
+            .map_err(meta_status)?
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        for id in cairn_core::retention::excess(&ids, &config) {
+            match self.meta.write(Command::DeleteBackup { id }).await {
+                Ok(MetaResponse::Deleted) => {
+                    tracing::info!(backup_id = %id, keep_max = config.keep_max, "backup removed by retention")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(backup_id = %id, error = %e, "retention could not remove a backup")
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// This node's own (possibly stale) copy of a record, for when no leader answers.
     fn local_record(&self, id: &BackupId) -> Result<Option<BackupRecord>, Status> {
         self.meta.get_backup(id).map_err(meta_status)
@@ -200,6 +238,7 @@ impl Catalog for CatalogService {
             MetaResponse::Committed { id } => {
                 record.id = id;
                 tracing::info!(backup_id = %id, files = record.file_count, bytes = record.logical_size, "backup committed");
+                self.apply_retention(id.env).await?;
                 Ok(Response::new(pb::Backup::from(&record)))
             }
             MetaResponse::Refused { code, message } => Err(refused(code, message)),
@@ -394,6 +433,124 @@ impl Catalog for CatalogService {
         )
         .await
         .map(Response::new)
+    }
+
+    async fn open_session(
+        &self,
+        req: Request<pb::OpenSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .open_session(Self::forward(req.into_inner()))
+                .await
+                .map_err(|e| forward_error(&addr, e));
+        }
+        let req = req.into_inner();
+        let env = parse_env(&req.env)?
+            .ok_or_else(|| status(ErrorCode::InvalidArgument, "an environment id is required"))?;
+        let session = cairn_core::retention::Session {
+            id: uuid::Uuid::new_v4(),
+            env,
+            started_ms: crate::gc::now_ms(),
+            host: req.host,
+        };
+        self.write(Command::OpenSession {
+            session: session.clone(),
+        })
+        .await?;
+        Ok(Response::new(pb::Session {
+            id: session.id.to_string(),
+            started_ms: session.started_ms,
+        }))
+    }
+
+    async fn close_session(
+        &self,
+        req: Request<pb::Session>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .close_session(Self::forward(req.into_inner()))
+                .await
+                .map_err(|e| forward_error(&addr, e));
+        }
+        let id: uuid::Uuid = req.into_inner().id.parse().map_err(|e| {
+            status(
+                ErrorCode::InvalidArgument,
+                format!("malformed session id: {e}"),
+            )
+        })?;
+        self.write(Command::CloseSession { id }).await?;
+        Ok(Response::new(pb::CloseSessionResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcReport>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .gc(Self::forward(req.into_inner()))
+                .await
+                .map_err(|e| forward_error(&addr, e));
+        }
+        let wait = match req.into_inner().wait_secs {
+            0 => Duration::from_secs(3600),
+            s => Duration::from_secs(s),
+        };
+        let _one_at_a_time = self.gc_running.lock().await;
+        crate::gc::collect(&self.meta, &self.cluster, wait)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_env_config(
+        &self,
+        req: Request<pb::EnvRef>,
+    ) -> Result<Response<pb::EnvConfig>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .get_env_config(Self::forward(req.into_inner()))
+                .await
+                .map_err(|e| forward_error(&addr, e));
+        }
+        let env = parse_env(&req.into_inner().env)?
+            .ok_or_else(|| status(ErrorCode::InvalidArgument, "an environment id is required"))?;
+        self.meta.read_barrier().await.map_err(meta_status)?;
+        let c = self.meta.env_config(env).map_err(meta_status)?;
+        Ok(Response::new(pb::EnvConfig {
+            keep_max: c.keep_max,
+        }))
+    }
+
+    async fn set_env_config(
+        &self,
+        req: Request<pb::SetEnvConfigRequest>,
+    ) -> Result<Response<pb::EnvConfig>, Status> {
+        if let Route::Leader(addr) = self.route(&req).await? {
+            return self
+                .peers
+                .catalog(&addr)?
+                .set_env_config(Self::forward(req.into_inner()))
+                .await
+                .map_err(|e| forward_error(&addr, e));
+        }
+        let req = req.into_inner();
+        let env = parse_env(&req.env)?
+            .ok_or_else(|| status(ErrorCode::InvalidArgument, "an environment id is required"))?;
+        let wire = req.config.unwrap_or_default();
+        let config = cairn_core::retention::EnvConfig {
+            keep_max: wire.keep_max,
+        };
+        self.write(Command::SetEnvConfig { env, config }).await?;
+        self.apply_retention(env).await?;
+        Ok(Response::new(wire))
     }
 
     async fn get_placement(

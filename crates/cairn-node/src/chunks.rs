@@ -123,16 +123,22 @@ impl Chunks for ChunksService {
         let store = self.store.clone();
         let missing = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
+            let mut present = Vec::new();
             for (i, id) in ids.iter().enumerate() {
-                if !store.contains(id)? {
+                if store.contains(id)? {
+                    present.push(*id);
+                } else {
                     out.push(i as u32);
                 }
             }
-            Ok::<_, cairn_store::StoreError>(out)
+            Ok::<_, cairn_store::StoreError>((out, present))
         })
         .await
         .map_err(join_status)?
         .map_err(store_status)?;
+        // A client that hears "present" will reference these: protect them from a sweep.
+        let (missing, present) = missing;
+        self.cluster.touches.touch(present);
         Ok(Response::new(MissingResponse { missing }))
     }
 
@@ -168,6 +174,7 @@ impl Chunks for ChunksService {
                 .await
                 .map_err(join_status)?
                 .map_err(store_status)?;
+                self.cluster.touches.touch(chunks.iter().map(|c| c.id));
                 if replica != Some(true) {
                     total.replicated += self.replicate(chunks).await?;
                 }
@@ -241,6 +248,28 @@ impl Chunks for ChunksService {
         _req: Request<pb::RepairRequest>,
     ) -> Result<Response<pb::RepairReport>, Status> {
         Ok(Response::new(self.repairer.pass().await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn sweep(
+        &self,
+        req: Request<Streaming<pb::SweepRequest>>,
+    ) -> Result<Response<pb::SweepReport>, Status> {
+        let mut stream = req.into_inner();
+        let mut referenced = std::collections::HashSet::new();
+        let mut started = None;
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
+            started.get_or_insert(msg.gc_started_ms);
+            for b in &msg.referenced {
+                referenced.insert(chunk_id(b)?);
+            }
+        }
+        let started = started
+            .filter(|t| *t > 0)
+            .ok_or_else(|| status(ErrorCode::InvalidArgument, "sweep without a GC start time"))?;
+        let r = crate::gc::sweep(&self.cluster, &self.cluster.touches, started, referenced).await?;
+        Ok(Response::new(r))
     }
 
     type GetStream = ReceiverStream<Result<GetResponse, Status>>;

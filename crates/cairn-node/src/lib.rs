@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod chunks;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod membership;
 pub mod peers;
 pub mod raft_net;

@@ -135,6 +135,8 @@ pub struct ClusterChunks {
     pub store: Arc<ChunkStore>,
     pub meta: Arc<MetaNode>,
     pub peers: Peers,
+    /// Chunks written here or reported present to a client, for garbage collection.
+    pub touches: Arc<crate::gc::Touches>,
 }
 
 impl ClusterChunks {

@@ -149,6 +149,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         store: store.clone(),
         meta: meta.clone(),
         peers: peers.clone(),
+        touches: Arc::default(),
     };
     let repairer = Arc::new(crate::repair::Repairer::new(cluster.clone()));
     let zone = voters
@@ -178,6 +179,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             cluster,
             peers: peers.clone(),
             repairer: repairer.clone(),
+            gc_running: Default::default(),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE),

@@ -117,6 +117,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BackupsCmd,
     },
+    /// Reclaim chunks no committed backup references (safe beside running backups), and
+    /// compact pack segments that are mostly dead.
+    Gc {
+        /// Seconds to wait for backups that started before the collection.
+        #[arg(long, default_value_t = 3600)]
+        wait: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-environment settings (retention).
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Re-hash every stored chunk on every node; corrupt copies are replaced from healthy
     /// replicas and counted. Exit code 1 if a corrupt copy had no healthy replica.
     Scrub {
@@ -127,6 +141,29 @@ enum Cmd {
     Cluster {
         #[command(subcommand)]
         cmd: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Show an environment's settings.
+    Get {
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an environment's settings.
+    Set {
+        #[arg(long)]
+        env: String,
+        /// Keep at most this many backups; the oldest beyond it are deleted after each commit
+        /// (and now).
+        #[arg(long, conflicts_with = "keep_all")]
+        keep_max: Option<u32>,
+        /// Keep every backup.
+        #[arg(long)]
+        keep_all: bool,
     },
 }
 
@@ -365,6 +402,82 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Backups { cmd } => backups(cmd, cluster).await,
+        Cmd::Gc { wait, json } => {
+            let c = Cluster::connect(cluster).await?;
+            if !json {
+                eprintln!("garbage collection: waiting for older backups, marking, sweeping…");
+            }
+            let r = c.gc(std::time::Duration::from_secs(wait)).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "backups": r.backups, "referenced": r.referenced, "removed": r.removed,
+                        "bytes_reclaimed": r.bytes_reclaimed,
+                        "segments_compacted": r.segments_compacted,
+                        "nodes_skipped": r.nodes_skipped,
+                    })
+                );
+            } else {
+                println!(
+                    "gc: {} backups mark {} chunks; removed {} unreferenced chunk copies; {} reclaimed by compacting {} segment(s){}",
+                    r.backups,
+                    r.referenced,
+                    r.removed,
+                    output::bytes(r.bytes_reclaimed),
+                    r.segments_compacted,
+                    if r.nodes_skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; not swept (restarted or unreachable): nodes {:?}", r.nodes_skipped)
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Config { cmd } => {
+            let c = Cluster::connect(cluster).await?;
+            match cmd {
+                ConfigCmd::Get { env, json } => {
+                    let env = parse_env(&env)?;
+                    let cfg = c.env_config(env).await?;
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"env": env.to_string(), "keep_max": cfg.keep_max})
+                        );
+                    } else {
+                        println!(
+                            "environment {env}: keep_max {}",
+                            cfg.keep_max
+                                .map(|k| k.to_string())
+                                .unwrap_or_else(|| "unset (keep every backup)".into())
+                        );
+                    }
+                }
+                ConfigCmd::Set {
+                    env,
+                    keep_max,
+                    keep_all,
+                } => {
+                    let env = parse_env(&env)?;
+                    anyhow::ensure!(
+                        keep_max.is_some() || keep_all,
+                        "nothing to set: give --keep-max N or --keep-all"
+                    );
+                    let cfg = c
+                        .set_env_config(env, cairn_proto::pb::EnvConfig { keep_max })
+                        .await?;
+                    println!(
+                        "environment {env}: keep_max {}",
+                        cfg.keep_max
+                            .map(|k| k.to_string())
+                            .unwrap_or_else(|| "unset (keep every backup)".into())
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Scrub { json } => {
             let c = Cluster::connect(cluster).await?;
             scrub(&c, json).await

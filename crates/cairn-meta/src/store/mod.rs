@@ -108,6 +108,19 @@ pub(crate) const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
 pub(crate) const KEY_SNAPSHOT_META: &[u8] = b"meta";
 pub(crate) const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 pub(crate) const KEY_PLACEMENT: &[u8] = b"placement";
+/// Key prefixes in the cluster tree: per-environment config, open backup sessions.
+pub(crate) const PREFIX_ENV_CONFIG: &[u8] = b"env/";
+pub(crate) const PREFIX_SESSION: &[u8] = b"session/";
+
+/// Returns the key of an environment's config in the cluster tree.
+pub(crate) fn env_config_key(env: EnvId) -> Vec<u8> {
+    [PREFIX_ENV_CONFIG, env.0.as_bytes().as_slice()].concat()
+}
+
+/// Returns the key of a backup session in the cluster tree.
+pub(crate) fn session_key(id: &uuid::Uuid) -> Vec<u8> {
+    [PREFIX_SESSION, id.as_bytes().as_slice()].concat()
+}
 
 /// Returns the path of the sled database inside a metadata directory.
 pub fn db_path(dir: &Path) -> PathBuf {

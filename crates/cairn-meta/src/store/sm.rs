@@ -134,6 +134,17 @@ fn write_all(view: &TxView<'_>, writes: &[Write]) -> Result<(), TxError> {
             Write::PutPlacement(epoch) => {
                 view.cluster.insert(KEY_PLACEMENT, tx_json(epoch)?)?;
             }
+            Write::PutEnvConfig(env, config) => {
+                view.cluster
+                    .insert(super::env_config_key(*env), tx_json(config)?)?;
+            }
+            Write::PutSession(s) => {
+                view.cluster
+                    .insert(super::session_key(&s.id), tx_json(s)?)?;
+            }
+            Write::DeleteSession(id) => {
+                view.cluster.remove(super::session_key(id))?;
+            }
         }
     }
     Ok(())
@@ -236,6 +247,30 @@ impl StateMachineStore {
                 .map(Some)
                 .map_err(|e| MetaError::Corrupt(format!("stored placement: {e}"))),
         }
+    }
+
+    /// Returns an environment's settings (defaults when none were set).
+    pub fn env_config(&self, env: EnvId) -> Result<cairn_core::retention::EnvConfig, MetaError> {
+        match self.inner.data[CLUSTER]
+            .get(super::env_config_key(env))
+            .map_err(sled_read)?
+        {
+            None => Ok(Default::default()),
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| MetaError::Corrupt(format!("stored config of {env}: {e}"))),
+        }
+    }
+
+    /// Returns the open backup sessions.
+    pub fn sessions(&self) -> Result<Vec<cairn_core::retention::Session>, MetaError> {
+        self.inner.data[CLUSTER]
+            .scan_prefix(super::PREFIX_SESSION)
+            .map(|item| {
+                let (_, v) = item.map_err(sled_read)?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| MetaError::Corrupt(format!("stored backup session: {e}")))
+            })
+            .collect()
     }
 
     /// Returns the last applied log id and the last applied membership.
