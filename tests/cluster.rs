@@ -477,3 +477,104 @@ fn gc_during_a_backup_loses_nothing() {
     n.ok(&["gc"]);
     restore_identical(n, bb["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
 }
+
+#[test]
+fn leader_killed_mid_backup_then_a_rerun_sends_only_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = TestCluster::start(&tmp.path().join("c"), 3, "");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..12 {
+        std::fs::write(src.join(format!("big{i}")), noise(8 << 20, 500 + i)).unwrap();
+    }
+    let leader = c.leader();
+    let via = (1..=3).find(|&i| i != leader).unwrap();
+    let client = &c.nodes[via as usize - 1];
+    let child = std::process::Command::new(cairn_tests::cairn_bin())
+        .args(["backup", src.to_str().unwrap(), "--env", ENV, "--json"])
+        .env("CAIRN_CLUSTER", &client.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the leader once chunks are arriving, before the backup can have finished.
+    wait_for(Duration::from_secs(60), "the upload to start", || {
+        let s = c.status()?;
+        (node_field(&s, leader, "chunks")? >= 5).then_some(())
+    });
+    c.node(leader).kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let survivor = &c.nodes[via as usize - 1];
+    let first: Option<Value> = if out.status.success() {
+        Some(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        // A failure is one clear line, and nothing partial is visible.
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        let list = survivor.ok(&["backups", "list", "--json"]);
+        assert_eq!(list.trim(), "[]", "{list}");
+        None
+    };
+
+    // Re-run: what reached the cluster before the kill is not sent again.
+    let rerun = backup(survivor, &src, &["--type", "full"]);
+    let total = 12 * (8u64 << 20);
+    let sent = rerun["bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent < total * 9 / 10,
+        "the re-run sent {sent} of {total} bytes: {rerun}"
+    );
+    for b in first.iter().chain(std::iter::once(&rerun)) {
+        restore_identical(
+            survivor,
+            b["id"].as_str().unwrap(),
+            &src,
+            &tmp.path().join(b["id"].as_str().unwrap().replace('/', "_")),
+        );
+    }
+}
+
+#[test]
+fn a_node_refuses_another_clusters_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = TestCluster::start(&tmp.path().join("a"), 3, "");
+    let mut b = TestCluster::start(&tmp.path().join("b"), 3, "");
+    let id_of = |c: &TestCluster| -> String {
+        std::fs::read_to_string(c.nodes[0].data.join("cluster.id"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(30), "cluster ids on disk", || {
+        (!id_of(&a).is_empty() && !id_of(&b).is_empty()).then_some(())
+    });
+    let (ida, idb) = (id_of(&a), id_of(&b));
+    assert_ne!(ida, idb);
+    // Node 3 of cluster B is started on node 3 of cluster A's data.
+    a.node(3).stop();
+    b.node(3).stop();
+    let bdata = b.nodes[2].data.clone();
+    std::fs::remove_dir_all(&bdata).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&a.nodes[2].data)
+        .arg(&bdata)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = std::process::Command::new(cairn_tests::cairn_bin())
+        .args(["node", "--config"])
+        .arg(bdata.with_extension("toml"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the node started on a foreign directory"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&ida) && err.contains(&idb), "{err}");
+}

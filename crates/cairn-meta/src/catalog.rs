@@ -35,6 +35,9 @@ pub trait CatalogRead {
 
     /// Returns the placement epoch in force, if one was ever set.
     fn placement(&self) -> Result<Option<Epoch>, Self::Error>;
+
+    /// Returns the cluster's id, once named.
+    fn cluster_id(&self) -> Result<Option<uuid::Uuid>, Self::Error>;
 }
 
 /// One change to the catalog's data.
@@ -59,6 +62,8 @@ pub enum Write {
     PutSession(cairn_core::retention::Session),
     /// Forgets a backup session.
     DeleteSession(uuid::Uuid),
+    /// Names the cluster.
+    PutClusterId(uuid::Uuid),
 }
 
 /// The outcome of one command: the writes to make atomically, and the answer.
@@ -114,6 +119,16 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decisi
         Command::CloseSession { id } => Ok(Decision {
             writes: vec![Write::DeleteSession(*id)],
             response: Response::Done,
+        }),
+        Command::SetClusterId { id } => Ok(match view.cluster_id()? {
+            Some(_) => Decision {
+                writes: Vec::new(),
+                response: Response::Done,
+            },
+            None => Decision {
+                writes: vec![Write::PutClusterId(*id)],
+                response: Response::Done,
+            },
         }),
     }
 }
@@ -326,6 +341,7 @@ pub(crate) mod tests {
         backups: BTreeMap<BackupId, BackupRecord>,
         names: BTreeMap<(EnvId, String), i64>,
         placement: Option<Epoch>,
+        cluster_id: Option<uuid::Uuid>,
     }
 
     impl CatalogRead for MemCatalog {
@@ -338,6 +354,9 @@ pub(crate) mod tests {
         }
         fn placement(&self) -> Result<Option<Epoch>, Infallible> {
             Ok(self.placement.clone())
+        }
+        fn cluster_id(&self) -> Result<Option<uuid::Uuid>, Infallible> {
+            Ok(self.cluster_id)
         }
     }
 
@@ -358,6 +377,7 @@ pub(crate) mod tests {
                         self.names.remove(&(*env, name.clone()));
                     }
                     Write::PutPlacement(e) => self.placement = Some(e.clone()),
+                    Write::PutClusterId(id) => self.cluster_id = Some(*id),
                     Write::PutEnvConfig(..) | Write::PutSession(_) | Write::DeleteSession(_) => {}
                 }
             }
@@ -638,5 +658,14 @@ pub(crate) mod tests {
         let dup = vec![pnode(1, "a", "x"), pnode(1, "b", "y")];
         assert!(set(&mut cat, &dup, 3).refusal().is_some());
         assert_eq!(cat.placement, before);
+    }
+
+    #[test]
+    fn the_cluster_is_named_once() {
+        let mut cat = MemCatalog::default();
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        cat.run(Command::SetClusterId { id: a });
+        cat.run(Command::SetClusterId { id: b });
+        assert_eq!(cat.cluster_id, Some(a));
     }
 }

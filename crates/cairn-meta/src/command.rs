@@ -51,6 +51,9 @@ pub enum Command {
     },
     /// Ends a backup session; unknown ids are fine (already closed or expired).
     CloseSession { id: uuid::Uuid },
+    /// Names the cluster, once: proposed by the node that formed it. Later proposals keep
+    /// the first id.
+    SetClusterId { id: uuid::Uuid },
 }
 
 impl Command {
@@ -64,6 +67,7 @@ impl Command {
             Command::SetEnvConfig { .. } => "set_env_config",
             Command::OpenSession { .. } => "open_session",
             Command::CloseSession { .. } => "close_session",
+            Command::SetClusterId { .. } => "set_cluster_id",
         }
     }
 }

@@ -397,6 +397,11 @@ impl MetaNode {
         self.sm.env_config(env)
     }
 
+    /// Returns the cluster's id as this node knows it.
+    pub fn cluster_id(&self) -> Result<Option<uuid::Uuid>, MetaError> {
+        self.sm.cluster_id()
+    }
+
     /// Returns the open backup sessions in this node's catalog.
     pub fn sessions(&self) -> Result<Vec<cairn_core::retention::Session>, MetaError> {
         self.sm.sessions()

@@ -388,6 +388,12 @@ impl Catalog for CatalogService {
                 .unwrap_or(false),
             epoch: epoch.map(|e| e.number).unwrap_or(0),
             repair_backlog: self.repairer.backlog(),
+            cluster_id: self
+                .meta
+                .cluster_id()
+                .map_err(meta_status)?
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
             last_log_index: m.last_log_index.unwrap_or(0),
             voters,
         }))

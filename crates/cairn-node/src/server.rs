@@ -56,6 +56,14 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("cluster token: {0}")]
     Token(#[from] cairn_proto::WireError),
+    #[error("data directory {dir} belongs to cluster {ours}, but node {peer} of the configured voters belongs to cluster {theirs}; point data_dir at this cluster's directory for node {node_id}, or at an empty one and add the node")]
+    ForeignCluster {
+        dir: std::path::PathBuf,
+        ours: String,
+        theirs: String,
+        peer: u64,
+        node_id: u64,
+    },
 }
 
 /// A node serving on `addr` until [`RunningNode::shutdown`].
@@ -139,6 +147,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let peers = Peers::new(wire_token);
     let voters = cfg.voters_or_self(&url);
 
+    check_cluster_id(&cfg, &voters, &peers).await?;
+
     let meta_cfg = MetaConfig::new(cfg.data_dir.join("meta"), cfg.node_id, url.clone());
     let network = GrpcNetwork {
         auth: ClientAuth::new(token),
@@ -220,6 +230,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         rf: cfg.replication_factor,
         meta: meta.clone(),
         peers,
+        data_dir: cfg.data_dir.clone(),
     };
     let bootstrap = if alone {
         // One node: form the group now and serve only once it leads, as before clustering.
@@ -256,6 +267,7 @@ struct Bootstrap {
     rf: u32,
     meta: Arc<MetaNode>,
     peers: Peers,
+    data_dir: std::path::PathBuf,
 }
 
 impl Bootstrap {
@@ -348,13 +360,27 @@ impl Bootstrap {
             .collect();
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.meta.placement() {
-                Ok(Some(_)) => return,
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read the placement"),
+            let placed = matches!(self.meta.placement(), Ok(Some(_)));
+            let named = match self.meta.cluster_id() {
+                Ok(Some(id)) => {
+                    if let Err(e) = write_cluster_id(&self.data_dir, &id) {
+                        tracing::warn!(error = %e, "cannot record the cluster id in the data directory");
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if placed && named {
+                return;
             }
             let leads = self.meta.metrics().current_leader == Some(self.node_id);
-            if leads {
+            if leads && !named {
+                let id = uuid::Uuid::new_v4();
+                if let Err(e) = self.meta.write(Command::SetClusterId { id }).await {
+                    tracing::debug!(error = %e, "cluster id not set yet");
+                }
+            }
+            if leads && !placed {
                 let cmd = Command::SetPlacement {
                     nodes: nodes.clone(),
                     rf: self.rf,
@@ -362,7 +388,7 @@ impl Bootstrap {
                 match self.meta.write(cmd).await {
                     Ok(cairn_meta::Response::Placement { epoch }) => {
                         tracing::info!(epoch, nodes = nodes.len(), rf = self.rf, "placement set");
-                        return;
+                        continue;
                     }
                     Ok(other) => tracing::warn!(answer = ?other, "placement refused"),
                     Err(e) => tracing::debug!(error = %e, "placement not set yet"),
@@ -372,6 +398,57 @@ impl Bootstrap {
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
+}
+
+/// The file in a data directory naming the cluster it belongs to.
+const CLUSTER_ID_FILE: &str = "cluster.id";
+
+/// Refuses to start on a data directory of another cluster: when the directory names a
+/// cluster and a configured voter that answers names a different one.
+async fn check_cluster_id(
+    cfg: &NodeConfig,
+    voters: &[Voter],
+    peers: &Peers,
+) -> Result<(), StartError> {
+    let Ok(ours) = std::fs::read_to_string(cfg.data_dir.join(CLUSTER_ID_FILE)) else {
+        return Ok(());
+    };
+    let ours = ours.trim().to_string();
+    for v in voters.iter().filter(|v| v.id != cfg.node_id) {
+        let Ok(mut c) = peers.catalog(&v.url()) else {
+            continue;
+        };
+        let call = c.node_status(cairn_proto::pb::NodeStatusRequest {});
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+            let theirs = r.into_inner().cluster_id;
+            if !theirs.is_empty() && theirs != ours {
+                return Err(StartError::ForeignCluster {
+                    dir: cfg.data_dir.clone(),
+                    ours,
+                    theirs,
+                    peer: v.id,
+                    node_id: cfg.node_id,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records the cluster's id in the data directory once this node knows it (temp file,
+/// fsync, rename, fsync of the directory).
+fn write_cluster_id(dir: &std::path::Path, id: &uuid::Uuid) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(CLUSTER_ID_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp = dir.join("cluster.id.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{id}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Writes the node's URL to `DATA/node.addr` (temp file + rename), so scripts and tests that

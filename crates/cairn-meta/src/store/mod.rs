@@ -108,6 +108,7 @@ pub(crate) const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
 pub(crate) const KEY_SNAPSHOT_META: &[u8] = b"meta";
 pub(crate) const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 pub(crate) const KEY_PLACEMENT: &[u8] = b"placement";
+pub(crate) const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 /// Key prefixes in the cluster tree: per-environment config, open backup sessions.
 pub(crate) const PREFIX_ENV_CONFIG: &[u8] = b"env/";
 pub(crate) const PREFIX_SESSION: &[u8] = b"session/";

@@ -92,6 +92,15 @@ impl CatalogRead for TxView<'_> {
         }
     }
 
+    fn cluster_id(&self) -> Result<Option<uuid::Uuid>, TxError> {
+        match self.cluster.get(super::KEY_CLUSTER_ID)? {
+            None => Ok(None),
+            Some(v) => uuid::Uuid::from_slice(&v).map(Some).map_err(|e| {
+                ConflictableTransactionError::Abort(format!("stored cluster id is corrupt: {e}"))
+            }),
+        }
+    }
+
     fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, TxError> {
         match self.cluster.get(KEY_PLACEMENT)? {
             None => Ok(None),
@@ -144,6 +153,10 @@ fn write_all(view: &TxView<'_>, writes: &[Write]) -> Result<(), TxError> {
             }
             Write::DeleteSession(id) => {
                 view.cluster.remove(super::session_key(id))?;
+            }
+            Write::PutClusterId(id) => {
+                view.cluster
+                    .insert(super::KEY_CLUSTER_ID, id.as_bytes().as_slice())?;
             }
         }
     }
@@ -258,6 +271,19 @@ impl StateMachineStore {
             None => Ok(Default::default()),
             Some(v) => serde_json::from_slice(&v)
                 .map_err(|e| MetaError::Corrupt(format!("stored config of {env}: {e}"))),
+        }
+    }
+
+    /// Returns the cluster's id, once named.
+    pub fn cluster_id(&self) -> Result<Option<uuid::Uuid>, MetaError> {
+        match self.inner.data[CLUSTER]
+            .get(super::KEY_CLUSTER_ID)
+            .map_err(sled_read)?
+        {
+            None => Ok(None),
+            Some(v) => uuid::Uuid::from_slice(&v)
+                .map(Some)
+                .map_err(|e| MetaError::Corrupt(format!("stored cluster id: {e}"))),
         }
     }
 
