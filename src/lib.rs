@@ -49,6 +49,8 @@ pub struct Node {
     config: PathBuf,
     /// The cluster token client commands send (`CAIRN_TOKEN`), if the node requires one.
     pub token: Option<String>,
+    /// The CA certificate client commands trust (`CAIRN_CA`), for a node speaking TLS.
+    pub ca: Option<PathBuf>,
 }
 
 impl Node {
@@ -71,6 +73,17 @@ impl Node {
 
     /// Like [`Node::start_with`], for a node that requires the cluster token `token`.
     pub fn start_with_token(data: &Path, config_text: &str, token: Option<&str>) -> Node {
+        Node::start_secure(data, config_text, token, None)
+    }
+
+    /// Like [`Node::start_with`], with the token and the CA certificate (PEM file) that
+    /// client commands need for this node.
+    pub fn start_secure(
+        data: &Path,
+        config_text: &str,
+        token: Option<&str>,
+        ca: Option<&Path>,
+    ) -> Node {
         std::fs::create_dir_all(data).expect("create data dir");
         let config = data.with_extension("toml");
         std::fs::write(&config, config_text).expect("write config");
@@ -81,6 +94,7 @@ impl Node {
             log: data.with_extension("log"),
             config,
             token: token.map(str::to_string),
+            ca: ca.map(Path::to_path_buf),
         };
         n.restart();
         n
@@ -166,6 +180,10 @@ impl Node {
             Some(t) => cmd.env("CAIRN_TOKEN", t),
             None => cmd.env_remove("CAIRN_TOKEN"),
         };
+        match &self.ca {
+            Some(c) => cmd.env("CAIRN_CA", c),
+            None => cmd.env_remove("CAIRN_CA"),
+        };
         cmd.args(args)
             .env("CAIRN_CLUSTER", &self.url)
             .stdin(Stdio::null())
@@ -233,6 +251,7 @@ pub struct TestCluster {
     voters: String,
     extra: String,
     token: Option<String>,
+    ca: Option<PathBuf>,
 }
 
 impl TestCluster {
@@ -244,15 +263,40 @@ impl TestCluster {
 
     /// Like [`TestCluster::start`], with every node requiring the cluster token `token`.
     pub fn start_with_token(dir: &Path, n: usize, extra: &str, token: Option<&str>) -> TestCluster {
+        TestCluster::start_secure(dir, n, extra, token, None)
+    }
+
+    /// Like [`TestCluster::start`], with every node requiring the cluster token `token`
+    /// and, given `tls = (cert, key)` PEM files, speaking TLS with that certificate (which
+    /// is also the CA clients and peers trust).
+    pub fn start_secure(
+        dir: &Path,
+        n: usize,
+        extra: &str,
+        token: Option<&str>,
+        tls: Option<(&Path, &Path)>,
+    ) -> TestCluster {
         let ports = free_ports(n);
+        let scheme = if tls.is_some() { "https://" } else { "" };
         let mut voters = String::new();
         for (i, p) in ports.iter().enumerate() {
             voters.push_str(&format!(
-                "[[voters]]\nid = {}\naddr = \"127.0.0.1:{p}\"\nzone = \"z{}\"\n",
+                "[[voters]]\nid = {}\naddr = \"{scheme}127.0.0.1:{p}\"\nzone = \"z{}\"\n",
                 i + 1,
                 i + 1
             ));
         }
+        let tls_lines = match tls {
+            Some((cert, key)) => format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
+        let extra = format!("{tls_lines}{extra}");
+        let extra = extra.as_str();
+        let ca = tls.map(|(cert, _)| cert.to_path_buf());
         // Start all processes first: a node waits for its peers to answer before it is
         // ready, and `Node::start_with` waits for readiness.
         let mut children = Vec::new();
@@ -267,8 +311,9 @@ impl TestCluster {
                 data.display()
             );
             let token = token.map(str::to_string);
+            let ca = ca.clone();
             children.push(std::thread::spawn(move || {
-                Node::start_with_token(&data, &text, token.as_deref())
+                Node::start_secure(&data, &text, token.as_deref(), ca.as_deref())
             }));
         }
         let nodes = children
@@ -280,6 +325,7 @@ impl TestCluster {
             voters,
             extra: extra.to_string(),
             token: token.map(str::to_string),
+            ca,
         };
         c.wait_formed(Duration::from_secs(60));
         c
@@ -348,8 +394,12 @@ impl TestCluster {
             self.extra,
             self.voters
         );
-        self.nodes
-            .push(Node::start_with_token(&data, &text, self.token.as_deref()));
+        self.nodes.push(Node::start_secure(
+            &data,
+            &text,
+            self.token.as_deref(),
+            self.ca.as_deref(),
+        ));
         format!("127.0.0.1:{port}")
     }
 

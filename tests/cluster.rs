@@ -578,3 +578,60 @@ fn a_node_refuses_another_clusters_data_directory() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&ida) && err.contains(&idb), "{err}");
 }
+
+#[test]
+fn tls_on_every_listener_with_the_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
+    let c = TestCluster::start_secure(
+        &tmp.path().join("c"),
+        3,
+        "",
+        Some("s3cret"),
+        Some((&cert_pem, &key_pem)),
+    );
+    let n = &c.nodes[1];
+    assert!(n.url.starts_with("https://"), "{}", n.url);
+    // Raft, replication and client calls all work over TLS.
+    let src = tmp.path().join("src");
+    tree(&src, 40);
+    let b = backup(n, &src, &[]);
+    restore_identical(
+        &c.nodes[2],
+        b["id"].as_str().unwrap(),
+        &src,
+        &tmp.path().join("out"),
+    );
+    let s = c.status().unwrap();
+    assert!(
+        (1..=3).all(|i| node_field(&s, i, "chunks") == node_field(&s, 1, "chunks")),
+        "{s}"
+    );
+
+    // Plain text, an untrusted certificate, or a missing CA are refused.
+    let run = |url: &str, ca: Option<&Path>| {
+        let mut cmd = std::process::Command::new(cairn_tests::cairn_bin());
+        cmd.args(["backups", "list"])
+            .env("CAIRN_CLUSTER", url)
+            .env("CAIRN_TOKEN", "s3cret");
+        match ca {
+            Some(p) => cmd.env("CAIRN_CA", p),
+            None => cmd.env_remove("CAIRN_CA"),
+        };
+        cmd.output().unwrap()
+    };
+    let plain = n.url.replace("https://", "http://");
+    assert!(!run(&plain, Some(&cert_pem)).status.success());
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let other_pem = tmp.path().join("other.pem");
+    std::fs::write(&other_pem, other.cert.pem()).unwrap();
+    assert!(!run(&n.url, Some(&other_pem)).status.success());
+    let out = run(&n.url, None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CAIRN_CA"));
+    assert!(run(&n.url, Some(&cert_pem)).status.success());
+}

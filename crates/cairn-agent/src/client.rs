@@ -11,7 +11,9 @@
 //!   not answer or the cluster has no leader for a moment (an election), the call is retried
 //!   with backoff on the other nodes, within a bounded time ([`CATALOG_RETRY_FOR`]).
 //!
-//! Every call carries the cluster token when one is configured (`CAIRN_TOKEN`).
+//! Every call carries the cluster token when one is configured (`CAIRN_TOKEN`). A cluster
+//! at `https://` addresses is checked against the CA certificate in the PEM file named by
+//! `CAIRN_CA`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -58,6 +60,7 @@ pub struct Cluster {
 
 struct Inner {
     token: Token,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
     placement: Mutex<Option<Epoch>>,
 }
@@ -70,6 +73,26 @@ fn root_cause(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     why
+}
+
+/// Applies the CA to an `https://` endpoint; an https cluster without `CAIRN_CA` is refused
+/// with the fix.
+fn with_tls(
+    ep: Endpoint,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<Endpoint, AgentError> {
+    if ep.uri().scheme_str() != Some("https") {
+        return Ok(ep);
+    }
+    let uri = ep.uri().to_string();
+    match tls {
+        Some(t) => ep
+            .tls_config(t.clone())
+            .map_err(|e| AgentError::Invalid(format!("TLS settings for {uri}: {e}"))),
+        None => Err(AgentError::Invalid(format!(
+            "{uri} is https: set CAIRN_CA to the PEM file of the CA that signed the cluster's certificates"
+        ))),
+    }
 }
 
 /// Turns a failed call to the node at `url` into an error; transport failures (no stable
@@ -118,11 +141,25 @@ impl Cluster {
     /// Connects to `url`, sending `token` on every call.
     pub async fn connect_with_token(url: &str, token: Option<&str>) -> Result<Cluster, AgentError> {
         let token = Token::new(token).map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let tls = match std::env::var_os("CAIRN_CA") {
+            Some(path) => {
+                let pem = std::fs::read(&path).map_err(|e| AgentError::Io {
+                    path: format!("CAIRN_CA {}", std::path::Path::new(&path).display()),
+                    source: e,
+                })?;
+                Some(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                )
+            }
+            None => None,
+        };
         let ep = Endpoint::from_shared(url.to_string())
             .map_err(|e| AgentError::Invalid(format!("bad cluster address {url:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
+        let ep = with_tls(ep, tls.as_ref())?;
         let channel = ep.connect().await.map_err(|e| AgentError::Unreachable {
             url: url.to_string(),
             why: root_cause(&e),
@@ -131,6 +168,7 @@ impl Cluster {
             url: url.to_string(),
             inner: Arc::new(Inner {
                 token,
+                tls,
                 channels: Mutex::new(HashMap::from([(url.to_string(), channel)])),
                 placement: Mutex::new(None),
             }),
@@ -148,12 +186,12 @@ impl Cluster {
         let ch = match map.get(url) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(url.to_string())
+                let ep = Endpoint::from_shared(url.to_string())
                     .map_err(|e| AgentError::Invalid(format!("bad node address {url:?}: {e}")))?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
-                    .http2_adaptive_window(true)
-                    .connect_lazy();
+                    .http2_adaptive_window(true);
+                let c = with_tls(ep, self.inner.tls.as_ref())?.connect_lazy();
                 map.insert(url.to_string(), c.clone());
                 c
             }
@@ -642,9 +680,10 @@ impl Cluster {
     /// Runs a scrub on the node at `url` and returns its report (no time limit: a scrub
     /// reads everything the node stores).
     pub async fn scrub_at(&self, url: &str) -> Result<pb::ScrubResponse, AgentError> {
-        let ch = Endpoint::from_shared(url.to_string())
+        let ep = Endpoint::from_shared(url.to_string())
             .map_err(|e| AgentError::Invalid(format!("bad node address {url:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT);
+        let ch = with_tls(ep, self.inner.tls.as_ref())?
             .connect()
             .await
             .map_err(|e| AgentError::Unreachable {

@@ -1,4 +1,5 @@
-//! Who may call a node: the cluster token on every call (node↔node and client↔node).
+//! Who may call a node: the cluster token on every call (node↔node and client↔node), over
+//! TLS when the node has a certificate.
 //!
 //! The token travels as `authorization: Bearer <token>` metadata and is compared in constant
 //! time. A node without a configured token accepts every call (`cairn dev` on loopback).
@@ -13,16 +14,18 @@ use cairn_core::ErrorCode;
 #[derive(Clone, Default)]
 pub struct ClientAuth {
     pub token: Option<String>,
+    /// Trust settings for `https://` peers.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl ClientAuth {
     pub fn new(token: Option<String>) -> ClientAuth {
-        ClientAuth { token }
+        ClientAuth { token, tls: None }
     }
 
-    /// Applies transport settings (TLS when configured) to an endpoint.
+    /// Applies transport settings (TLS for `https://` peers) to an endpoint.
     pub fn configure(&self, ep: Endpoint) -> Result<Endpoint, String> {
-        Ok(ep)
+        tls_for(ep, self.tls.as_ref())
     }
 
     /// Adds the bearer token to a request.
@@ -77,6 +80,27 @@ impl ServerAuth {
 impl tonic::service::Interceptor for ServerAuth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         self.check(req)
+    }
+}
+
+/// Applies `tls` to an endpoint whose URL is `https://`; refuses an https peer without
+/// trust settings, and leaves plain `http://` endpoints alone.
+pub fn tls_for(
+    ep: Endpoint,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<Endpoint, String> {
+    if ep.uri().scheme_str() != Some("https") {
+        return Ok(ep);
+    }
+    let uri = ep.uri().to_string();
+    match tls {
+        Some(t) => ep
+            .tls_config(t.clone())
+            .map_err(|e| format!("TLS settings for {uri}: {e}")),
+        None => Err(format!(
+            "{} is https but no CA is configured to check it (tls_ca)",
+            ep.uri()
+        )),
     }
 }
 

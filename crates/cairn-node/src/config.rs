@@ -46,6 +46,23 @@ pub struct NodeConfig {
     /// epoch change, or while copies are missing because an owner was down).
     #[serde(default = "default_repair_interval")]
     pub repair_interval_ms: u64,
+    /// PEM certificate (chain) of this node: with `tls_key`, every gRPC listener speaks TLS
+    /// and the voters' addresses must be `https://`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that sign the other nodes' certificates (default: `tls_cert`,
+    /// for a cluster sharing one self-signed certificate).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// The TLS material of a node, read from the files its config names.
+pub struct TlsFiles {
+    pub server: tonic::transport::ServerTlsConfig,
+    pub client: tonic::transport::ClientTlsConfig,
 }
 
 fn default_repair_interval() -> u64 {
@@ -165,6 +182,9 @@ impl NodeConfig {
             token: None,
             token_file: None,
             repair_interval_ms: default_repair_interval(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 
@@ -226,6 +246,32 @@ impl NodeConfig {
                 });
             }
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls_key",
+                    message: "tls_cert is set: name the PEM file of its private key too".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls_cert",
+                    message: "tls_key is set: name the PEM certificate file too".into(),
+                })
+            }
+            (Some(_), Some(_)) => {
+                if let Some(v) = self.voters.iter().find(|v| !v.addr.starts_with("https://")) {
+                    return Err(ConfigError::Invalid {
+                        key: "voters",
+                        message: format!(
+                            "TLS is on (tls_cert): voter {} must be reached at an https:// address, not {:?}",
+                            v.id, v.addr
+                        ),
+                    });
+                }
+            }
+            (None, None) => {}
+        }
         if self.repair_interval_ms < 10 {
             return Err(ConfigError::Invalid {
                 key: "repair_interval_ms",
@@ -281,12 +327,42 @@ impl NodeConfig {
         Ok(std::env::var("CAIRN_TOKEN").ok().filter(|t| !t.is_empty()))
     }
 
-    /// The address peers and clients should use, as a URL.
+    /// The address peers and clients should use, as a URL (`https://` with TLS).
     pub fn advertise_url(&self, bound: SocketAddr) -> String {
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         match &self.advertise {
-            Some(a) => as_url(a),
-            None => format!("http://{bound}"),
+            Some(a) if a.contains("://") => a.clone(),
+            Some(a) => format!("{scheme}://{a}"),
+            None => format!("{scheme}://{bound}"),
         }
+    }
+
+    /// Reads the TLS files, when TLS is configured.
+    pub fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })
+        };
+        let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+        let ca_pem = match &self.tls_ca {
+            Some(ca) => read(ca)?,
+            None => cert_pem.clone(),
+        };
+        let identity = tonic::transport::Identity::from_pem(cert_pem, key_pem);
+        Ok(Some(TlsFiles {
+            server: tonic::transport::ServerTlsConfig::new().identity(identity),
+            client: tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem)),
+        }))
     }
 }
 

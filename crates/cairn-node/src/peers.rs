@@ -34,13 +34,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Peers {
     token: Token,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl Peers {
-    pub fn new(token: Token) -> Peers {
+    pub fn new(token: Token, tls: Option<tonic::transport::ClientTlsConfig>) -> Peers {
         Peers {
             token,
+            tls,
             channels: Arc::default(),
         }
     }
@@ -50,13 +52,15 @@ impl Peers {
         let ch = match map.get(url) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(url.to_string())
+                let ep = Endpoint::from_shared(url.to_string())
                     .map_err(|e| {
                         status(ErrorCode::Internal, format!("bad peer address {url}: {e}"))
                     })?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .timeout(PEER_TIMEOUT)
-                    .tcp_nodelay(true)
+                    .tcp_nodelay(true);
+                let c = crate::auth::tls_for(ep, self.tls.as_ref())
+                    .map_err(|e| status(ErrorCode::Unavailable, e))?
                     .connect_lazy();
                 map.insert(url.to_string(), c.clone());
                 c

@@ -144,14 +144,18 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let token = cfg.resolve_token()?;
     let wire_token = Token::new(token.as_deref())?;
     let server_auth = ServerAuth::new(token.clone());
-    let peers = Peers::new(wire_token);
+    let tls = cfg.tls()?;
+    let peers = Peers::new(wire_token, tls.as_ref().map(|t| t.client.clone()));
     let voters = cfg.voters_or_self(&url);
 
     check_cluster_id(&cfg, &voters, &peers).await?;
 
     let meta_cfg = MetaConfig::new(cfg.data_dir.join("meta"), cfg.node_id, url.clone());
     let network = GrpcNetwork {
-        auth: ClientAuth::new(token),
+        auth: ClientAuth {
+            token,
+            tls: tls.as_ref().map(|t| t.client.clone()),
+        },
     };
     let meta = Arc::new(MetaNode::open(meta_cfg, network).await?);
     let cluster = ClusterChunks {
@@ -207,8 +211,17 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = TcpListenerStream::new(listener);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = &tls {
+        builder = builder.tls_config(t.server.clone()).map_err(|e| {
+            crate::config::ConfigError::Invalid {
+                key: "tls_cert",
+                message: format!("the certificate or key cannot be used: {e}"),
+            }
+        })?;
+    }
     let serve = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .tcp_nodelay(true)
             .add_service(chunks)
             .add_service(catalog)
