@@ -24,7 +24,7 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 BENCH_DIR=${CAIRN_BENCH_DIR:-/var/tmp/cairn-bench}
 RUN=$BENCH_DIR/run
 LOGS=$RUN/logs
-TOOLS=(cairn restic borg)
+TOOLS=(cairn cairn3 restic borg)
 ROWS=(full unchanged change second restore)
 declare -A ROW_LABEL=(
     [full]="1 full backup (fresh repo)"
@@ -45,6 +45,8 @@ KEEP=0
 SKIP_CAIRN=0
 NODE_PID=""
 CLUSTER_URL=""
+CLUSTER3_PID=""
+CLUSTER3_URL=""
 CACHE_POLICY=""
 declare -A TIME=() SIZE=() NOTE=()
 
@@ -67,7 +69,22 @@ die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- cleanup
 
+stop_cluster3() {
+    local pid=${CLUSTER3_PID:-}
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    CLUSTER3_PID=""
+}
+
 stop_node() {
+    stop_cluster3
     [[ -n $NODE_PID ]] || return 0
     if kill -0 "$NODE_PID" 2>/dev/null; then
         kill -TERM "$NODE_PID" 2>/dev/null || true
@@ -232,6 +249,33 @@ EOF
     log "cairn node $NODE_PID serves $CLUSTER_URL"
 }
 
+# A 3-node cluster (replication factor 3) in one `cairn dev` process on three consecutive
+# free-looking ports; sets CLUSTER3_URL.
+start_cluster3() {
+    local data=$RUN/repo/cairn3 base try
+    mkdir -p "$data"
+    for try in 1 2 3 4 5; do
+        base=$((20000 + RANDOM % 20000))
+        "$CAIRN_BIN" dev --nodes 3 --data "$data" --listen "127.0.0.1:$base" \
+            >"$LOGS/cairn3-dev.log" 2>&1 9>&- &
+        CLUSTER3_PID=$!
+        local deadline=$((SECONDS + 60))
+        while kill -0 "$CLUSTER3_PID" 2>/dev/null && ((SECONDS < deadline)); do
+            if grep -q "cluster (replication factor 3) is serving" "$LOGS/cairn3-dev.log"; then
+                CLUSTER3_URL=http://127.0.0.1:$base
+                log "cairn 3-node cluster $CLUSTER3_PID serves $CLUSTER3_URL"
+                return 0
+            fi
+            sleep 0.2
+        done
+        stop_cluster3
+        rm -rf "$data"/node*
+    done
+    warn "the cairn 3-node cluster did not start; see $LOGS/cairn3-dev.log"
+    CLUSTER3_URL=""
+    return 1
+}
+
 # ---------------------------------------------------------------- measuring
 
 # Make every tool start cold: drop the page cache, or (when that is not allowed) read the
@@ -283,7 +327,7 @@ status() {
     return 1
 }
 
-declare -A CAIRN_ID=() RESTIC_ID=() BORG_ID=()
+declare -A CAIRN_ID=() CAIRN3_ID=() RESTIC_ID=() BORG_ID=()
 
 # backup_all ROW SRC ENV KIND NAME: one backup of SRC with each tool.
 backup_all() {
@@ -298,6 +342,17 @@ backup_all() {
             CAIRN_ID[$name]=$(jq -r '.id' "$LOGS/$row-cairn.out" 2>/dev/null || true)
             [[ -n ${CAIRN_ID[$name]} && ${CAIRN_ID[$name]} != null ]] ||
                 { NOTE[$row,cairn]="no id in JSON"; warn "$row/cairn printed no backup id"; }
+        fi
+    fi
+
+    if [[ -n ${CLUSTER3_URL:-} ]]; then
+        sleep 1.1
+        settle "$src" "$RUN/repo/cairn3"
+        rc=0
+        timed "$row" cairn3 "$RUN/repo/cairn3" -- \
+            "$CAIRN_BIN" backup "$src" --env "$env" --cluster "$CLUSTER3_URL" --type "$kind" --json || rc=$?
+        if status "$row" cairn3 "$rc" 0 3; then
+            CAIRN3_ID[$name]=$(jq -r '.id' "$LOGS/$row-cairn3.out" 2>/dev/null || true)
         fi
     fi
 
@@ -330,6 +385,14 @@ restore_all() {
         status "$row" cairn "$rc" 0 "" || true
     elif [[ -n $CLUSTER_URL ]]; then
         NOTE[$row,cairn]="no backup to restore"
+    fi
+
+    if [[ -n ${CLUSTER3_URL:-} && -n ${CAIRN3_ID[$name]:-} ]]; then
+        settle "$RUN/repo/cairn3"
+        rc=0
+        timed "$row" cairn3 "$RUN/repo/cairn3" -- \
+            "$CAIRN_BIN" restore "${CAIRN3_ID[$name]}" "$RUN/restore/cairn3" --cluster "$CLUSTER3_URL" || rc=$?
+        status "$row" cairn3 "$rc" 0 "" || true
     fi
 
     if [[ -n ${RESTIC_ID[$name]:-} ]]; then
@@ -454,6 +517,26 @@ print_table() {
     done
 }
 
+# The 3-node cluster beside the single node and borg: seconds, and MiB per replica (the
+# cluster's data directories divided by 3).
+print_table3() {
+    local row t1 t3 tb s3
+    local fmt='| %-28s | %10s | %10s | %8s | %8s | %12s |\n'
+    # shellcheck disable=SC2059
+    printf "$fmt" "row" "1-node s" "3-node s" "borg s" "3n/b s" "3n MiB/repl"
+    # shellcheck disable=SC2059
+    printf "$fmt" "----------------------------" "----------" "----------" "--------" "--------" "------------"
+    for row in "${ROWS[@]}"; do
+        t1=${TIME[$row,cairn]:-n/a}
+        t3=${TIME[$row,cairn3]:-n/a}
+        tb=${TIME[$row,borg]:-n/a}
+        s3=${SIZE[$row,cairn3]:-n/a}
+        if [[ $s3 =~ ^[0-9]+$ ]]; then s3=$((s3 / 3)); fi
+        # shellcheck disable=SC2059
+        printf "$fmt" "${ROW_LABEL[$row]}" "$t1" "$t3" "$tb" "$(ratio "$t3" "$tb")" "$(mib "$s3")"
+    done
+}
+
 write_tsv() {
     local row tool
     {
@@ -516,6 +599,7 @@ if [[ $SKIP_CAIRN -eq 1 ]]; then cairn_desc="n/a (--skip-cairn)"; fi
 if [[ -n $CAIRN_BIN ]]; then
     cairn_desc="$("$CAIRN_BIN" --version 2>/dev/null | head -n 1), one node, compression level 1 (zstd 3)"
     start_node || { cairn_desc="n/a (node did not start; see $LOGS/cairn-node.log)"; CLUSTER_URL=""; }
+    start_cluster3 || true
 fi
 
 log "row 1: full backup of c1"
@@ -535,6 +619,7 @@ restore_all c1-change
 declare -A VERIFY=()
 declare -A RESTORED=(
     [cairn]=$RUN/restore/cairn
+    [cairn3]=$RUN/restore/cairn3
     [restic]=$RUN/restore/restic$C1
     [borg]=$RUN/restore/borg$C1
 )
@@ -567,6 +652,9 @@ write_tsv
     echo "seconds: wall clock of the tool's command; MiB: du -sb of the repo / cairn node data dir after the row; ratios: cairn / other (lower is better)"
     echo
     print_table
+    echo
+    echo "cairn as a 3-node cluster on localhost (replication factor 3, cairn dev --nodes 3), beside the single node and borg:"
+    print_table3
     echo
     for tool in "${TOOLS[@]}"; do
         printf 'restore check %-7s %s\n' "$tool:" "${VERIFY[$tool]}"
