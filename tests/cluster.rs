@@ -635,3 +635,55 @@ fn tls_on_every_listener_with_the_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("CAIRN_CA"));
     assert!(run(&n.url, Some(&cert_pem)).status.success());
 }
+
+#[test]
+fn a_node_down_past_the_timeout_gets_its_chunks_copied_elsewhere_and_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let mut c = TestCluster::start(&dir, 3, "repair_interval_ms = 200\ndown_after_ms = 1000");
+    let addr = c.start_storage_node(&dir);
+    c.nodes[0].ok(&["cluster", "add-node", &addr]);
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..300 {
+        std::fs::write(src.join(format!("d/f{i:04}")), noise(2000, 7000 + i)).unwrap();
+    }
+    let b = backup(&c.nodes[0], &src, &[]);
+    settle(&c);
+    let total: u64 = total_chunks(&c) / 3;
+
+    // Node 4 dies. After the timeout it owns nothing: nodes 1-3 hold every chunk (RF 3).
+    c.node(4).kill();
+    wait_for(
+        Duration::from_secs(60),
+        "RF restored on the live nodes",
+        || {
+            let s = c.status()?;
+            let live: Vec<u64> = (1..=3)
+                .filter_map(|i| node_field(&s, i, "chunks"))
+                .collect();
+            (live.len() == 3 && live.iter().all(|&n| n == total)).then_some(())
+        },
+    );
+    let s = c.status().unwrap();
+    assert!(s["epoch"].as_u64().unwrap() >= 3, "{s}");
+
+    // It comes back and owns its share again; no chunk has more than 3 copies after repair.
+    c.node(4).restart();
+    wait_for(
+        Duration::from_secs(60),
+        "node 4 to own chunks again",
+        || {
+            let counts = chunk_counts(&c);
+            let sum: u64 = counts.iter().map(|(_, n)| n).sum();
+            let four = counts.iter().find(|(id, _)| *id == 4)?.1;
+            (sum == 3 * total && four > total / 2).then_some(())
+        },
+    );
+    restore_identical(
+        &c.nodes[3],
+        b["id"].as_str().unwrap(),
+        &src,
+        &tmp.path().join("o"),
+    );
+}

@@ -34,6 +34,11 @@ pub struct PlacementNode {
     /// until repair has moved them to their owners.
     #[serde(default)]
     pub draining: bool,
+    /// A node that has not answered for longer than the cluster's `down_after`: like a
+    /// draining node it owns nothing, so repair restores every chunk's copies elsewhere; it
+    /// owns its share again once it answers.
+    #[serde(default)]
+    pub down: bool,
 }
 
 /// One placement epoch.
@@ -58,10 +63,10 @@ impl Epoch {
     /// weights and replication factor; addresses and numbers aside).
     pub fn same_layout(&self, other: &Epoch) -> bool {
         let key = |e: &Epoch| {
-            let mut v: Vec<(u64, String, u32, bool)> = e
+            let mut v: Vec<(u64, String, u32, bool, bool)> = e
                 .nodes
                 .iter()
-                .map(|n| (n.id, n.zone.clone(), n.weight, n.draining))
+                .map(|n| (n.id, n.zone.clone(), n.weight, n.draining, n.down))
                 .collect();
             v.sort();
             (v, e.rf)
@@ -74,9 +79,9 @@ impl Epoch {
         (self.rf.max(1) as usize).min(self.active().count())
     }
 
-    /// The nodes that own chunks (all but the draining ones).
+    /// The nodes that own chunks (all but the draining and the down ones).
     pub fn active(&self) -> impl Iterator<Item = &PlacementNode> {
-        self.nodes.iter().filter(|n| !n.draining)
+        self.nodes.iter().filter(|n| !n.draining && !n.down)
     }
 
     /// The owners of `chunk`, primary first.
@@ -137,6 +142,7 @@ mod tests {
                     weight: 1,
                     addr: String::new(),
                     draining: false,
+                    down: false,
                 })
                 .collect(),
             rf,

@@ -99,7 +99,24 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decisi
             description.as_deref(),
             tags.as_deref(),
         ),
-        Command::SetPlacement { nodes, rf } => set_placement(view, nodes, *rf),
+        Command::SetPlacement {
+            nodes,
+            rf,
+            expect_epoch,
+        } => {
+            if let Some(expected) = expect_epoch {
+                let current = view.placement()?.map(|e| e.number).unwrap_or(0);
+                if current != *expected {
+                    return Ok(Decision::refuse(
+                        ErrorCode::Conflict,
+                        format!(
+                            "the placement changed meanwhile (epoch {current}, expected {expected}); retry"
+                        ),
+                    ));
+                }
+            }
+            set_placement(view, nodes, *rf)
+        }
         Command::SetEnvConfig { env, config } => {
             if config.keep_max == Some(0) {
                 return Ok(Decision::refuse(
@@ -608,6 +625,7 @@ pub(crate) mod tests {
             weight: 1,
             addr: addr.into(),
             draining: false,
+            down: false,
         }
     }
 
@@ -630,6 +648,7 @@ pub(crate) mod tests {
             cat.run(Command::SetPlacement {
                 nodes: nodes.to_vec(),
                 rf,
+                expect_epoch: None,
             })
         };
         assert_eq!(epoch_of(set(&mut cat, &three, 3)), 1);
@@ -657,6 +676,14 @@ pub(crate) mod tests {
         assert!(set(&mut cat, &four, 0).refusal().is_some());
         let dup = vec![pnode(1, "a", "x"), pnode(1, "b", "y")];
         assert!(set(&mut cat, &dup, 3).refusal().is_some());
+        assert_eq!(cat.placement, before);
+        // A change computed from an old epoch is refused.
+        let stale = cat.run(Command::SetPlacement {
+            nodes: three.clone(),
+            rf: 3,
+            expect_epoch: Some(3),
+        });
+        assert_eq!(stale.refusal().map(|r| r.0), Some(ErrorCode::Conflict));
         assert_eq!(cat.placement, before);
     }
 

@@ -39,6 +39,10 @@ pub enum Command {
     SetPlacement {
         nodes: Vec<cairn_core::placement::PlacementNode>,
         rf: u32,
+        /// Refused with `Conflict` unless the epoch in force has this number: a change
+        /// computed from an epoch that another change has since replaced would undo it.
+        #[serde(default)]
+        expect_epoch: Option<u64>,
     },
     /// Replaces an environment's backup settings.
     SetEnvConfig {

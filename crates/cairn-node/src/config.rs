@@ -46,6 +46,10 @@ pub struct NodeConfig {
     /// epoch change, or while copies are missing because an owner was down).
     #[serde(default = "default_repair_interval")]
     pub repair_interval_ms: u64,
+    /// A node that does not answer the leader for this long (milliseconds) stops owning
+    /// chunks until it answers again, and repair makes new copies elsewhere.
+    #[serde(default = "default_down_after")]
+    pub down_after_ms: u64,
     /// PEM certificate (chain) of this node: with `tls_key`, every gRPC listener speaks TLS
     /// and the voters' addresses must be `https://`.
     #[serde(default)]
@@ -67,6 +71,10 @@ pub struct TlsFiles {
 
 fn default_repair_interval() -> u64 {
     10_000
+}
+
+fn default_down_after() -> u64 {
+    300_000
 }
 
 /// One metadata voter as every node's config lists it.
@@ -182,6 +190,7 @@ impl NodeConfig {
             token: None,
             token_file: None,
             repair_interval_ms: default_repair_interval(),
+            down_after_ms: default_down_after(),
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
@@ -271,6 +280,14 @@ impl NodeConfig {
                 }
             }
             (None, None) => {}
+        }
+        if self.down_after_ms < 500 {
+            return Err(ConfigError::Invalid {
+                key: "down_after_ms",
+                message:
+                    "must be 500 or more (milliseconds); a node is judged down only after this long"
+                        .into(),
+            });
         }
         if self.repair_interval_ms < 10 {
             return Err(ConfigError::Invalid {

@@ -30,9 +30,18 @@ use crate::repair::Repairer;
 /// Repair passes a draining node may take before the removal gives up.
 const DRAIN_PASSES: usize = 50;
 
-async fn set_placement(meta: &MetaNode, nodes: Vec<PlacementNode>, rf: u32) -> Result<u64, Status> {
+async fn set_placement(
+    meta: &MetaNode,
+    nodes: Vec<PlacementNode>,
+    rf: u32,
+    expect_epoch: u64,
+) -> Result<u64, Status> {
     match meta
-        .write(Command::SetPlacement { nodes, rf })
+        .write(Command::SetPlacement {
+            nodes,
+            rf,
+            expect_epoch: Some(expect_epoch),
+        })
         .await
         .map_err(meta_status)?
     {
@@ -126,8 +135,9 @@ pub async fn add_node(
         weight: req.weight.max(1),
         addr: addr.clone(),
         draining: false,
+        down: false,
     });
-    let number = set_placement(meta, nodes, epoch.rf).await?;
+    let number = set_placement(meta, nodes, epoch.rf, epoch.number).await?;
     tracing::info!(node_id = st.node_id, %addr, epoch = number, "node added");
     kick_repair(peers, meta);
     Ok(pb::MembershipResponse {
@@ -204,7 +214,7 @@ pub async fn remove_node(
     if let Some(n) = nodes.iter_mut().find(|n| n.id == id) {
         n.draining = true;
     }
-    let draining_epoch = set_placement(meta, nodes.clone(), epoch.rf).await?;
+    let draining_epoch = set_placement(meta, nodes.clone(), epoch.rf, epoch.number).await?;
     tracing::info!(node_id = id, epoch = draining_epoch, "node draining");
     kick_repair(peers, meta);
 
@@ -248,12 +258,97 @@ pub async fn remove_node(
 
     // 3. It holds nothing: it leaves raft and the placement.
     meta.remove_member(id).await.map_err(meta_status)?;
-    nodes.retain(|n| n.id != id);
-    let number = set_placement(meta, nodes, epoch.rf).await?;
+    // Start from the epoch in force: the health watch may have changed it meanwhile.
+    let now = current(meta)?;
+    let nodes: Vec<PlacementNode> = now.nodes.iter().filter(|n| n.id != id).cloned().collect();
+    let number = set_placement(meta, nodes, now.rf, now.number).await?;
     tracing::info!(node_id = id, epoch = number, moved, "node removed");
     Ok(pb::MembershipResponse {
         node_id: id,
         epoch: number,
         moved,
     })
+}
+
+/// Watches the other nodes from the leader: a node that has not answered for `down_after`
+/// is marked `down` in a new epoch (it owns nothing, so repair gives its chunks other
+/// owners and every chunk gets back to RF copies); once it answers again it owns its share
+/// again. Changes are compare-and-set against the epoch they were computed from.
+pub async fn watch_health(
+    meta: std::sync::Arc<MetaNode>,
+    peers: Peers,
+    self_id: u64,
+    down_after: Duration,
+) {
+    let tick = (down_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut last_seen: std::collections::HashMap<u64, tokio::time::Instant> = Default::default();
+    let mut leading = false;
+    loop {
+        tokio::time::sleep(tick).await;
+        if meta.metrics().current_leader != Some(self_id) {
+            leading = false;
+            continue;
+        }
+        if !leading {
+            // A new leader gives every node a full timeout before judging it.
+            last_seen.clear();
+            leading = true;
+        }
+        let Ok(Some(epoch)) = meta.placement() else {
+            continue;
+        };
+        let now = tokio::time::Instant::now();
+        let mut nodes = epoch.nodes.clone();
+        let mut changed = false;
+        for n in nodes.iter_mut() {
+            if n.id == self_id || n.draining {
+                last_seen.insert(n.id, now);
+                continue;
+            }
+            if answers(&peers, &n.addr).await {
+                last_seen.insert(n.id, now);
+                if n.down {
+                    n.down = false;
+                    changed = true;
+                    tracing::info!(
+                        node_id = n.id,
+                        "node answers again; it owns its share again"
+                    );
+                }
+            } else {
+                let seen = *last_seen.entry(n.id).or_insert(now);
+                if !n.down && now.duration_since(seen) >= down_after {
+                    n.down = true;
+                    changed = true;
+                    tracing::warn!(
+                        node_id = n.id,
+                        down_for_ms = now.duration_since(seen).as_millis() as u64,
+                        "node down past the timeout; its chunks get new owners"
+                    );
+                }
+            }
+        }
+        if changed && nodes.iter().any(|n| !n.down && !n.draining) {
+            match set_placement(&meta, nodes, epoch.rf, epoch.number).await {
+                Ok(e) => {
+                    tracing::info!(epoch = e, "placement updated for node health");
+                    kick_repair(&peers, &meta);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "health placement change not made; next round")
+                }
+            }
+        }
+    }
+}
+
+async fn answers(peers: &Peers, addr: &str) -> bool {
+    let Ok(mut c) = peers.catalog(addr) else {
+        return false;
+    };
+    let call = c.node_status(pb::NodeStatusRequest {});
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), call).await,
+        Ok(Ok(_))
+    )
 }

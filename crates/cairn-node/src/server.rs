@@ -76,6 +76,7 @@ pub struct RunningNode {
     serve: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     bootstrap: Option<JoinHandle<()>>,
     repair: Option<JoinHandle<()>>,
+    health: Option<JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -86,6 +87,9 @@ impl RunningNode {
         }
         if let Some(r) = self.repair.take() {
             r.abort();
+        }
+        if let Some(h) = self.health.take() {
+            h.abort();
         }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -236,6 +240,12 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             .clone()
             .run(Duration::from_millis(cfg.repair_interval_ms)),
     );
+    let health_task = tokio::spawn(crate::membership::watch_health(
+        meta.clone(),
+        peers.clone(),
+        cfg.node_id,
+        Duration::from_millis(cfg.down_after_ms),
+    ));
     let alone = cfg.voters.is_empty();
     let boot = Bootstrap {
         node_id: cfg.node_id,
@@ -270,6 +280,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         serve: Some(serve),
         bootstrap,
         repair: Some(repair_task),
+        health: Some(health_task),
     })
 }
 
@@ -337,6 +348,7 @@ impl Bootstrap {
         let cmd = Command::SetPlacement {
             nodes: epoch.nodes,
             rf: epoch.rf,
+            expect_epoch: Some(epoch.number),
         };
         if let Err(e) = self.meta.write(cmd).await {
             tracing::warn!(error = %e, "cannot update this node's address in the placement");
@@ -369,6 +381,7 @@ impl Bootstrap {
                 weight: v.weight,
                 addr: v.url(),
                 draining: false,
+                down: false,
             })
             .collect();
         let mut pause = Duration::from_millis(50);
@@ -397,6 +410,7 @@ impl Bootstrap {
                 let cmd = Command::SetPlacement {
                     nodes: nodes.clone(),
                     rf: self.rf,
+                    expect_epoch: Some(0),
                 };
                 match self.meta.write(cmd).await {
                     Ok(cairn_meta::Response::Placement { epoch }) => {

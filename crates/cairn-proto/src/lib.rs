@@ -69,6 +69,7 @@ impl From<&cairn_core::placement::Epoch> for pb::Placement {
                     weight: n.weight,
                     addr: n.addr.clone(),
                     draining: n.draining,
+                    down: n.down,
                 })
                 .collect(),
         }
@@ -89,6 +90,7 @@ impl From<pb::Placement> for cairn_core::placement::Epoch {
                     weight: n.weight,
                     addr: n.addr,
                     draining: n.draining,
+                    down: n.down,
                 })
                 .collect(),
         }
@@ -346,6 +348,7 @@ mod tests {
                     weight: id as u32,
                     addr: format!("http://10.0.0.{id}:7700"),
                     draining: id == 4,
+                    down: id == 3,
                 })
                 .collect(),
         };
