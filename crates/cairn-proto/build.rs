@@ -1,7 +1,10 @@
 //! Compiles `proto/*.proto` with protox (pure Rust): no system `protoc` needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with env!: a build script binary can be reused by a
+    // checkout at another path that shares the target directory.
+    let dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let root = std::path::Path::new(&dir).join("../../proto");
     let file = root.join("cairn.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let fds = protox::compile([&file], [&root])?;
