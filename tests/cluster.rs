@@ -687,3 +687,39 @@ fn a_node_down_past_the_timeout_gets_its_chunks_copied_elsewhere_and_back() {
         &tmp.path().join("o"),
     );
 }
+
+#[test]
+fn a_node_that_missed_more_than_the_log_keeps_catches_up_from_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = TestCluster::start(&tmp.path().join("c"), 3, "raft_snapshot_logs = 10");
+    let src = tmp.path().join("src");
+    tree(&src, 50);
+    backup(&c.nodes[0], &src, &[]);
+    c.node(3).kill();
+    // Far more entries than the log keeps behind a snapshot.
+    for i in 0..30 {
+        c.nodes[0].ok(&[
+            "config",
+            "set",
+            "--env",
+            ENV_B,
+            "--keep-max",
+            &(i + 1).to_string(),
+        ]);
+    }
+    std::fs::write(src.join("etc/late"), "written while node 3 was down\n").unwrap();
+    backup(&c.nodes[1], &src, &[]);
+    c.node(3).restart();
+    wait_for(Duration::from_secs(60), "node 3 to catch up", || {
+        let s = c.status()?;
+        let leader = s["leader"].as_u64()?;
+        let behind = node_field(&s, 3, "commit_index")?;
+        let ahead = node_field(&s, leader, "commit_index")?;
+        (node_field(&s, 3, "backups")? == 2 && behind >= ahead).then_some(())
+    });
+    let log = std::fs::read_to_string(&c.nodes[2].log).unwrap();
+    assert!(
+        log.contains("metadata snapshot installed"),
+        "node 3 caught up without a snapshot; log:\n{log}"
+    );
+}

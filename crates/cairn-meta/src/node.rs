@@ -44,6 +44,9 @@ pub struct MetaConfig {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
+    /// A snapshot is built after this many log entries since the last one; half as many
+    /// are kept behind it, so a follower lagging further gets the snapshot streamed.
+    pub snapshot_every: u64,
 }
 
 impl MetaConfig {
@@ -56,6 +59,7 @@ impl MetaConfig {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             election_min_ms: DEFAULT_ELECTION_MIN_MS,
             election_max_ms: DEFAULT_ELECTION_MAX_MS,
+            snapshot_every: SNAPSHOT_EVERY_LOGS,
         }
     }
 
@@ -65,8 +69,8 @@ impl MetaConfig {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_min_ms,
             election_timeout_max: self.election_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),
-            max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT.min(self.snapshot_every / 2),
             // One snapshot chunk per RPC; the default 200 ms is short for a large catalog.
             install_snapshot_timeout: 10_000,
             ..Default::default()

@@ -50,6 +50,10 @@ pub struct NodeConfig {
     /// chunks until it answers again, and repair makes new copies elsewhere.
     #[serde(default = "default_down_after")]
     pub down_after_ms: u64,
+    /// Raft log entries between catalog snapshots (a follower further behind than half of
+    /// this gets the snapshot streamed instead of the log).
+    #[serde(default = "default_snapshot_logs")]
+    pub raft_snapshot_logs: u64,
     /// PEM certificate (chain) of this node: with `tls_key`, every gRPC listener speaks TLS
     /// and the voters' addresses must be `https://`.
     #[serde(default)]
@@ -75,6 +79,10 @@ fn default_repair_interval() -> u64 {
 
 fn default_down_after() -> u64 {
     300_000
+}
+
+fn default_snapshot_logs() -> u64 {
+    cairn_meta::node::SNAPSHOT_EVERY_LOGS
 }
 
 /// One metadata voter as every node's config lists it.
@@ -191,6 +199,7 @@ impl NodeConfig {
             token_file: None,
             repair_interval_ms: default_repair_interval(),
             down_after_ms: default_down_after(),
+            raft_snapshot_logs: default_snapshot_logs(),
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
@@ -280,6 +289,12 @@ impl NodeConfig {
                 }
             }
             (None, None) => {}
+        }
+        if self.raft_snapshot_logs < 2 {
+            return Err(ConfigError::Invalid {
+                key: "raft_snapshot_logs",
+                message: "must be 2 or more (default 2000)".into(),
+            });
         }
         if self.down_after_ms < 500 {
             return Err(ConfigError::Invalid {

@@ -154,7 +154,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
 
     check_cluster_id(&cfg, &voters, &peers).await?;
 
-    let meta_cfg = MetaConfig::new(cfg.data_dir.join("meta"), cfg.node_id, url.clone());
+    let mut meta_cfg = MetaConfig::new(cfg.data_dir.join("meta"), cfg.node_id, url.clone());
+    meta_cfg.snapshot_every = cfg.raft_snapshot_logs;
     let network = GrpcNetwork {
         auth: ClientAuth {
             token,
