@@ -81,18 +81,12 @@ fn with_tls(
     ep: Endpoint,
     tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> Result<Endpoint, AgentError> {
-    if ep.uri().scheme_str() != Some("https") {
-        return Ok(ep);
-    }
-    let uri = ep.uri().to_string();
-    match tls {
-        Some(t) => ep
-            .tls_config(t.clone())
-            .map_err(|e| AgentError::Invalid(format!("TLS settings for {uri}: {e}"))),
-        None => Err(AgentError::Invalid(format!(
-            "{uri} is https: set CAIRN_CA to the PEM file of the CA that signed the cluster's certificates"
-        ))),
-    }
+    cairn_proto::tls_endpoint(
+        ep,
+        tls,
+        "set CAIRN_CA to the PEM file of the CA that signed the cluster's certificates",
+    )
+    .map_err(AgentError::Invalid)
 }
 
 /// Turns a failed call to the node at `url` into an error; transport failures (no stable

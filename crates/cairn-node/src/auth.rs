@@ -83,25 +83,12 @@ impl tonic::service::Interceptor for ServerAuth {
     }
 }
 
-/// Applies `tls` to an endpoint whose URL is `https://`; refuses an https peer without
-/// trust settings, and leaves plain `http://` endpoints alone.
+/// Applies `tls` to an `https://` peer's endpoint (plain `http://` ones stay as they are).
 pub fn tls_for(
     ep: Endpoint,
     tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> Result<Endpoint, String> {
-    if ep.uri().scheme_str() != Some("https") {
-        return Ok(ep);
-    }
-    let uri = ep.uri().to_string();
-    match tls {
-        Some(t) => ep
-            .tls_config(t.clone())
-            .map_err(|e| format!("TLS settings for {uri}: {e}")),
-        None => Err(format!(
-            "{} is https but no CA is configured to check it (tls_ca)",
-            ep.uri()
-        )),
-    }
+    cairn_proto::tls_endpoint(ep, tls, "no CA is configured to check it (tls_ca)")
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

@@ -116,18 +116,7 @@ pub async fn sweep(
         report.skipped = true;
         return Ok(report);
     }
-    let store = cluster.store.clone();
-    let ids = tokio::task::spawn_blocking(move || {
-        let mut ids = Vec::new();
-        store.for_each_id(|id| {
-            ids.push(id);
-            true
-        })?;
-        Ok::<_, cairn_store::StoreError>(ids)
-    })
-    .await
-    .map_err(join_status)?
-    .map_err(store_status)?;
+    let ids = cluster.local_ids().await?;
     let doomed: Vec<ChunkId> = ids
         .into_iter()
         .filter(|id| !referenced.contains(id) && !touches.since(id, gc_started_ms))

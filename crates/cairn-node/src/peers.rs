@@ -149,6 +149,22 @@ impl ClusterChunks {
         self.meta.placement().ok().flatten()
     }
 
+    /// Returns the id of every chunk this node stores.
+    pub async fn local_ids(&self) -> Result<Vec<ChunkId>, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ids = Vec::new();
+            store.for_each_id(|id| {
+                ids.push(id);
+                true
+            })?;
+            Ok::<_, StoreError>(ids)
+        })
+        .await
+        .map_err(crate::error::join_status)?
+        .map_err(crate::error::store_status)
+    }
+
     /// The nodes to ask for `id`, in order: its owners, then every other node.
     fn candidates(&self, epoch: &Epoch, id: &ChunkId) -> Vec<(u64, String)> {
         let mut out: Vec<(u64, String)> = epoch

@@ -105,18 +105,7 @@ impl Repairer {
         };
         report.epoch = epoch.number;
         let me = self.cluster.node_id;
-        let store = self.cluster.store.clone();
-        let ids = tokio::task::spawn_blocking(move || {
-            let mut ids = Vec::new();
-            store.for_each_id(|id| {
-                ids.push(id);
-                true
-            })?;
-            Ok::<_, cairn_store::StoreError>(ids)
-        })
-        .await
-        .map_err(join_status)?
-        .map_err(store_status)?;
+        let ids = self.cluster.local_ids().await?;
 
         for batch in ids.chunks(BATCH) {
             report.checked += batch.len() as u64;

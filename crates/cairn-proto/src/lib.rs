@@ -51,6 +51,26 @@ impl tonic::service::Interceptor for Token {
     }
 }
 
+/// Applies `tls` to an endpoint whose URL is `https://`, and leaves `http://` ones alone. An
+/// https endpoint without trust settings is refused with `missing_ca`, which names the
+/// setting to fix (it differs between nodes and clients).
+pub fn tls_endpoint(
+    ep: tonic::transport::Endpoint,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+    missing_ca: &str,
+) -> Result<tonic::transport::Endpoint, String> {
+    if ep.uri().scheme_str() != Some("https") {
+        return Ok(ep);
+    }
+    let uri = ep.uri().to_string();
+    match tls {
+        Some(t) => ep
+            .tls_config(t.clone())
+            .map_err(|e| format!("TLS settings for {uri}: {e}")),
+        None => Err(format!("{uri} is https: {missing_ca}")),
+    }
+}
+
 /// A channel whose calls carry the cluster token.
 pub type AuthChannel =
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Token>;
