@@ -346,7 +346,9 @@ async fn answers(peers: &Peers, addr: &str) -> bool {
     let Ok(mut c) = peers.catalog(addr) else {
         return false;
     };
-    let call = c.node_status(pb::NodeStatusRequest {});
+    // The placement is a small local read on the node: a cheap proof of life (NodeStatus
+    // counts the catalog).
+    let call = c.get_placement(pb::PlacementRequest {});
     matches!(
         tokio::time::timeout(Duration::from_secs(2), call).await,
         Ok(Ok(_))

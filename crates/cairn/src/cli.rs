@@ -220,9 +220,12 @@ enum ClusterCmd {
 fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, not in log files.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -235,7 +238,12 @@ pub fn main() -> ExitCode {
         std::env::set_var("CAIRN_TOKEN", t);
     }
     let server = matches!(cli.cmd, Cmd::Dev { .. } | Cmd::Node { .. });
-    init_logs(if server { "info" } else { "warn" });
+    // openraft and sled narrate every election and flush at info; our own lines are enough.
+    init_logs(if server {
+        "info,openraft=warn,sled=warn"
+    } else {
+        "warn"
+    });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
