@@ -4,22 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_tests::{wait_for, Node, TestCluster};
+use cairn_tests::{noise, wait_for, Node, TestCluster};
 use serde_json::Value;
 
 const ENV: &str = "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21";
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A tree of a few multi-chunk files and some small ones.
 fn tree(dir: &Path, seed: u64) {

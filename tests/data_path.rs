@@ -3,23 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_tests::{is_root, wait_for, Node};
+use cairn_tests::{is_root, noise, wait_for, Node};
 use serde_json::Value;
 
 const ENV: &str = "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21";
 const ENV2: &str = "0b6a3c4e-8d2f-4f1a-9b7c-5e6d7f8a9b0c";
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
 
 fn backup(node: &Node, src: &Path, env: &str, extra: &[&str]) -> Value {
     let mut args = vec!["backup", src.to_str().unwrap(), "--env", env, "--json"];

@@ -676,6 +676,20 @@ async fn upload_loop(
     let mut tasks: tokio::task::JoinSet<Result<(), AgentError>> = tokio::task::JoinSet::new();
     let mut batch: Vec<RawChunk> = Vec::new();
     let mut bytes = 0usize;
+    // Sends the collected batch off (waiting for a slot when BATCHES_IN_FLIGHT are out).
+    macro_rules! dispatch_batch {
+        () => {
+            dispatch(
+                &cluster,
+                &sem,
+                &mut tasks,
+                &mut batch,
+                compression,
+                &counters,
+            )
+            .await?
+        };
+    }
     let result: Result<(), AgentError> = async {
         loop {
             let msg = if batch.is_empty() {
@@ -684,15 +698,7 @@ async fn upload_loop(
                 match tokio::time::timeout(Duration::from_millis(20), rx.recv()).await {
                     Ok(m) => m,
                     Err(_) => {
-                        dispatch(
-                            &cluster,
-                            &sem,
-                            &mut tasks,
-                            &mut batch,
-                            compression,
-                            &counters,
-                        )
-                        .await?;
+                        dispatch_batch!();
                         bytes = 0;
                         continue;
                     }
@@ -705,15 +711,7 @@ async fn upload_loop(
             bytes += c.data.len();
             batch.push(c);
             if bytes >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS {
-                dispatch(
-                    &cluster,
-                    &sem,
-                    &mut tasks,
-                    &mut batch,
-                    compression,
-                    &counters,
-                )
-                .await?;
+                dispatch_batch!();
                 bytes = 0;
             }
             while let Some(done) = tasks.try_join_next() {
@@ -721,15 +719,7 @@ async fn upload_loop(
             }
         }
         if !batch.is_empty() {
-            dispatch(
-                &cluster,
-                &sem,
-                &mut tasks,
-                &mut batch,
-                compression,
-                &counters,
-            )
-            .await?;
+            dispatch_batch!();
         }
         while let Some(done) = tasks.join_next().await {
             done.map_err(|e| AgentError::Internal(e.to_string()))??;
