@@ -348,6 +348,7 @@ fn unsafe_manifest_paths_are_refused_at_commit() {
                 compression: Compression::None,
                 host: "h".into(),
                 source: "/".into(),
+                env_info: Default::default(),
             };
             let err = c.commit(&record).await.unwrap_err();
             assert_eq!(

@@ -314,6 +314,7 @@ async fn backup_in_session(
         compression: req.compression,
         host: req.host.clone(),
         source: req.source.display().to_string(),
+        env_info: Default::default(),
     };
     let committed = cluster.commit(&record).await?;
     progress.set_phase("done");

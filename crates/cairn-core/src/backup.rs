@@ -145,6 +145,22 @@ pub struct BackupRecord {
     pub host: String,
     /// Source path on that host.
     pub source: String,
+    /// What the environment's host reported about it when the backup was taken.
+    #[serde(default)]
+    pub env_info: EnvInfo,
+}
+
+/// The description of an environment a backup carries (the `info` of a backupm answer).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EnvInfo {
+    pub name: String,
+    pub title: String,
+    pub hostname: String,
+    pub ip: Vec<String>,
+    pub os: String,
+    /// virtuozzo, lxc, nspawn, dir, explicit.
+    pub kind: String,
 }
 
 impl BackupRecord {

@@ -69,10 +69,13 @@ impl FromStr for ChunkId {
 }
 
 /// The id of an environment (a container): a UUID, shown in lower-case hyphenated form.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EnvId(pub uuid::Uuid);
 
 impl EnvId {
+    /// The all-zero id under which cluster-wide settings are kept.
+    pub const GLOBAL: EnvId = EnvId(uuid::Uuid::nil());
+
     /// Derives a stable id from a namespace string (e.g. host id + container name).
     pub fn derive(name: &str) -> EnvId {
         const NS: uuid::Uuid = uuid::Uuid::from_bytes([

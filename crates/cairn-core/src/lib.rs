@@ -8,12 +8,13 @@ pub mod backup;
 pub mod change;
 pub mod error;
 pub mod id;
+pub mod job;
 pub mod manifest;
 pub mod path;
 pub mod placement;
 pub mod retention;
 
-pub use backup::{BackupRecord, BackupState, BackupType, Compression};
+pub use backup::{BackupRecord, BackupState, BackupType, Compression, EnvInfo};
 pub use error::ErrorCode;
 pub use id::{BackupId, ChunkId, EnvId, IdError};
 pub use manifest::{ChunkRef, Entry, EntryKind};

@@ -15,12 +15,80 @@ pub const SESSION_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// Per-environment backup settings kept in the catalog (the `backupm_config` fields grow
 /// here; absent fields keep their defaults, so old records stay readable).
+///
+/// Every field is optional: an environment's own setting wins, then the cluster-wide one
+/// (kept under [`EnvId::GLOBAL`]), then the built-in default ([`EnvConfig::merged`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EnvConfig {
     /// Backups kept per environment; after each commit the oldest beyond it are deleted.
     /// `None`: keep everything.
-    #[serde(default)]
     pub keep_max: Option<u32>,
+    /// Incremental or differential backups after a full before the next request becomes a
+    /// full.
+    pub chain_length: Option<u32>,
+    /// Days after a full before the next request becomes a full.
+    pub chain_days: Option<u32>,
+    /// Default compression (0 none … 3 maximum).
+    pub compression: Option<u32>,
+    /// Default backup type (0 full, 1 incremental, 2 differential).
+    pub backup_type: Option<u32>,
+    /// Commands the agent runs before a backup (`sh -c`, in order; one failing fails the job).
+    pub pre_hooks: Option<Vec<String>>,
+    /// Commands the agent runs after a backup, whatever its outcome.
+    pub post_hooks: Option<Vec<String>>,
+    /// Seconds each hook may run before it is killed.
+    pub hook_timeout_secs: Option<u32>,
+}
+
+/// Seconds a hook runs before it is killed when no timeout is configured.
+pub const DEFAULT_HOOK_TIMEOUT_SECS: u32 = 300;
+
+impl EnvConfig {
+    /// This config with every unset field taken from `global`.
+    pub fn merged(&self, global: &EnvConfig) -> EnvConfig {
+        EnvConfig {
+            keep_max: self.keep_max.or(global.keep_max),
+            chain_length: self.chain_length.or(global.chain_length),
+            chain_days: self.chain_days.or(global.chain_days),
+            compression: self.compression.or(global.compression),
+            backup_type: self.backup_type.or(global.backup_type),
+            pre_hooks: self.pre_hooks.clone().or_else(|| global.pre_hooks.clone()),
+            post_hooks: self
+                .post_hooks
+                .clone()
+                .or_else(|| global.post_hooks.clone()),
+            hook_timeout_secs: self.hook_timeout_secs.or(global.hook_timeout_secs),
+        }
+    }
+
+    /// Names the first invalid field and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.keep_max == Some(0) {
+            return Err("keep_max must be 1 or more (or unset to keep every backup)".into());
+        }
+        if self.chain_length == Some(0) {
+            return Err("chain_length must be 1 or more (or unset for no limit)".into());
+        }
+        if self.chain_days == Some(0) {
+            return Err("chain_days must be 1 or more (or unset for no limit)".into());
+        }
+        if matches!(self.compression, Some(c) if c > 3) {
+            return Err("compression must be 0 (none) to 3 (maximum)".into());
+        }
+        if matches!(self.backup_type, Some(t) if t > 2) {
+            return Err("type must be 0 (full), 1 (incremental) or 2 (differential)".into());
+        }
+        if self.hook_timeout_secs == Some(0) {
+            return Err("hook_timeout_secs must be 1 or more".into());
+        }
+        for h in self.pre_hooks.iter().chain(&self.post_hooks).flatten() {
+            if h.trim().is_empty() {
+                return Err("a hook command is empty".into());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Returns the backups to delete so that at most `keep_max` remain: the oldest first.
@@ -68,9 +136,38 @@ mod tests {
     }
 
     #[test]
+    fn an_environment_setting_wins_over_the_global_one() {
+        let global = EnvConfig {
+            keep_max: Some(5),
+            chain_length: Some(3),
+            pre_hooks: Some(vec!["sync".into()]),
+            ..Default::default()
+        };
+        let env = EnvConfig {
+            keep_max: Some(2),
+            pre_hooks: Some(vec![]),
+            ..Default::default()
+        };
+        let m = env.merged(&global);
+        assert_eq!(m.keep_max, Some(2));
+        assert_eq!(m.chain_length, Some(3));
+        assert_eq!(m.pre_hooks, Some(vec![]), "an empty list overrides");
+        assert_eq!(m.chain_days, None);
+        assert!(m.validate().is_ok());
+        let bad = EnvConfig {
+            compression: Some(4),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("compression"));
+    }
+
+    #[test]
     fn keep_max_deletes_the_oldest_beyond_it() {
         let all = ids(&[30, 10, 50, 20, 40]);
-        let cfg = |k| EnvConfig { keep_max: k };
+        let cfg = |k| EnvConfig {
+            keep_max: k,
+            ..Default::default()
+        };
         assert_eq!(excess(&all, &cfg(None)), vec![]);
         assert_eq!(excess(&all, &cfg(Some(3))), ids(&[10, 20]));
         assert_eq!(excess(&all, &cfg(Some(5))), vec![]);

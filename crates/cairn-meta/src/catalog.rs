@@ -13,6 +13,7 @@
 //! Refusals are values ([`Response::Refused`]) with no writes: openraft stops a node on any
 //! storage error, so an error here is reserved for a catalog that cannot be read.
 
+use cairn_core::job::{EnvRecord, HostRecord, Job, TokenRecord};
 use cairn_core::placement::{Epoch, PlacementNode};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 
@@ -38,6 +39,21 @@ pub trait CatalogRead {
 
     /// Returns the cluster's id, once named.
     fn cluster_id(&self) -> Result<Option<uuid::Uuid>, Self::Error>;
+
+    /// Returns a registered host.
+    fn host(&self, id: &str) -> Result<Option<HostRecord>, Self::Error>;
+
+    /// Returns a registered environment.
+    fn env(&self, eid: EnvId) -> Result<Option<EnvRecord>, Self::Error>;
+
+    /// Returns a job.
+    fn job(&self, id: &uuid::Uuid) -> Result<Option<Job>, Self::Error>;
+
+    /// Returns the environment's active (queued or running) agent job, if any.
+    fn active_job(&self, env: EnvId) -> Result<Option<uuid::Uuid>, Self::Error>;
+
+    /// Returns an agent token's record.
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, Self::Error>;
 }
 
 /// One change to the catalog's data.
@@ -64,6 +80,24 @@ pub enum Write {
     DeleteSession(uuid::Uuid),
     /// Names the cluster.
     PutClusterId(uuid::Uuid),
+    /// Inserts or replaces a host.
+    PutHost(HostRecord),
+    /// Inserts or replaces an environment.
+    PutEnv(EnvRecord),
+    /// Forgets an environment (its backups stay).
+    DeleteEnv(EnvId),
+    /// Inserts or replaces a job.
+    PutJob(Box<Job>),
+    /// Forgets a job.
+    DeleteJob(uuid::Uuid),
+    /// Marks the environment's active agent job.
+    PutActive(EnvId, uuid::Uuid),
+    /// Clears the environment's active agent job.
+    DeleteActive(EnvId),
+    /// Stores an agent token's record.
+    PutToken(TokenRecord),
+    /// Removes an agent token's record.
+    DeleteToken(String),
 }
 
 /// The outcome of one command: the writes to make atomically, and the answer.
@@ -74,7 +108,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn refuse(code: ErrorCode, message: String) -> Decision {
+    pub(crate) fn refuse(code: ErrorCode, message: String) -> Decision {
         Decision {
             writes: Vec::new(),
             response: Response::Refused { code, message },
@@ -118,11 +152,8 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decisi
             set_placement(view, nodes, *rf)
         }
         Command::SetEnvConfig { env, config } => {
-            if config.keep_max == Some(0) {
-                return Ok(Decision::refuse(
-                    ErrorCode::InvalidArgument,
-                    "keep_max must be 1 or more (or unset to keep every backup)".into(),
-                ));
+            if let Err(why) = config.validate() {
+                return Ok(Decision::refuse(ErrorCode::InvalidArgument, why));
             }
             Ok(Decision {
                 writes: vec![Write::PutEnvConfig(*env, config.clone())],
@@ -137,6 +168,16 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decisi
             writes: vec![Write::DeleteSession(*id)],
             response: Response::Done,
         }),
+        Command::RegisterHost { .. }
+        | Command::CreateJob { .. }
+        | Command::ClaimJob { .. }
+        | Command::ReportProgress { .. }
+        | Command::FinishJob { .. }
+        | Command::CancelJob { .. }
+        | Command::ExpireJob { .. }
+        | Command::DeleteJobs { .. }
+        | Command::PutToken { .. }
+        | Command::RevokeTokens { .. } => crate::agents::decide(view, cmd),
         Command::SetClusterId { id } => Ok(match view.cluster_id()? {
             Some(_) => Decision {
                 writes: Vec::new(),
@@ -359,6 +400,11 @@ pub(crate) mod tests {
         names: BTreeMap<(EnvId, String), i64>,
         placement: Option<Epoch>,
         cluster_id: Option<uuid::Uuid>,
+        hosts: BTreeMap<String, HostRecord>,
+        envs: BTreeMap<EnvId, EnvRecord>,
+        jobs: BTreeMap<uuid::Uuid, Job>,
+        active: BTreeMap<EnvId, uuid::Uuid>,
+        tokens: BTreeMap<String, TokenRecord>,
     }
 
     impl CatalogRead for MemCatalog {
@@ -374,6 +420,21 @@ pub(crate) mod tests {
         }
         fn cluster_id(&self) -> Result<Option<uuid::Uuid>, Infallible> {
             Ok(self.cluster_id)
+        }
+        fn host(&self, id: &str) -> Result<Option<HostRecord>, Infallible> {
+            Ok(self.hosts.get(id).cloned())
+        }
+        fn env(&self, eid: EnvId) -> Result<Option<EnvRecord>, Infallible> {
+            Ok(self.envs.get(&eid).cloned())
+        }
+        fn job(&self, id: &uuid::Uuid) -> Result<Option<Job>, Infallible> {
+            Ok(self.jobs.get(id).cloned())
+        }
+        fn active_job(&self, env: EnvId) -> Result<Option<uuid::Uuid>, Infallible> {
+            Ok(self.active.get(&env).copied())
+        }
+        fn token(&self, id: &str) -> Result<Option<TokenRecord>, Infallible> {
+            Ok(self.tokens.get(id).cloned())
         }
     }
 
@@ -396,11 +457,38 @@ pub(crate) mod tests {
                     Write::PutPlacement(e) => self.placement = Some(e.clone()),
                     Write::PutClusterId(id) => self.cluster_id = Some(*id),
                     Write::PutEnvConfig(..) | Write::PutSession(_) | Write::DeleteSession(_) => {}
+                    Write::PutHost(h) => {
+                        self.hosts.insert(h.id.clone(), h.clone());
+                    }
+                    Write::PutEnv(e) => {
+                        self.envs.insert(e.eid, e.clone());
+                    }
+                    Write::DeleteEnv(e) => {
+                        self.envs.remove(e);
+                    }
+                    Write::PutJob(j) => {
+                        self.jobs.insert(j.id, (**j).clone());
+                    }
+                    Write::DeleteJob(id) => {
+                        self.jobs.remove(id);
+                    }
+                    Write::PutActive(e, id) => {
+                        self.active.insert(*e, *id);
+                    }
+                    Write::DeleteActive(e) => {
+                        self.active.remove(e);
+                    }
+                    Write::PutToken(t) => {
+                        self.tokens.insert(t.id.clone(), t.clone());
+                    }
+                    Write::DeleteToken(id) => {
+                        self.tokens.remove(id);
+                    }
                 }
             }
         }
 
-        fn run(&mut self, cmd: Command) -> Response {
+        pub(crate) fn run(&mut self, cmd: Command) -> Response {
             let d = match decide(self, &cmd) {
                 Ok(d) => d,
                 Err(never) => match never {},
@@ -444,6 +532,7 @@ pub(crate) mod tests {
             compression: Compression::Normal,
             host: "hn1".to_string(),
             source: "/vz/root/101".to_string(),
+            env_info: Default::default(),
         }
     }
 

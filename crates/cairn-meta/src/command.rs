@@ -5,10 +5,12 @@
 //! A node must not run older code than the newest command in its log: it would fail to decode
 //! it, which openraft treats as a storage error.
 //!
-//! The catalog will grow here: nodes, placement epochs, hosts and their environments, jobs,
-//! users, per-environment configuration. Every refusal, whatever the command, is
+//! The catalog holds backups, the placement epoch, hosts and their environments, jobs,
+//! agent tokens and per-environment configuration. Commands that depend on time carry it
+//! (`now_ms`, the proposing leader's clock) so every member decides alike. Every refusal, whatever the command, is
 //! [`Response::Refused`] with a stable [`ErrorCode`].
 
+use cairn_core::job::{EnvRecord, HostRecord, Job, JobProgress, JobResult, JobState, TokenRecord};
 use cairn_core::{BackupId, BackupRecord, ErrorCode};
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +60,52 @@ pub enum Command {
     /// Names the cluster, once: proposed by the node that formed it. Later proposals keep
     /// the first id.
     SetClusterId { id: uuid::Uuid },
+    /// Registers or refreshes a host and replaces the list of environments it runs. An
+    /// environment another host runs is not taken over (it is answered as a conflict)
+    /// unless that host has not registered for `takeover_after_ms`.
+    RegisterHost {
+        host: HostRecord,
+        envs: Vec<EnvRecord>,
+        now_ms: i64,
+        takeover_after_ms: i64,
+    },
+    /// Queues a job. Refused with `Conflict` while the environment has another active
+    /// (queued or running) agent job.
+    CreateJob { job: Box<Job> },
+    /// The agent of `host` takes a queued job and holds it until `lease_until_ms`.
+    ClaimJob {
+        id: uuid::Uuid,
+        host: String,
+        now_ms: i64,
+        lease_until_ms: i64,
+    },
+    /// Records a running job's progress and renews its lease.
+    ReportProgress {
+        id: uuid::Uuid,
+        host: String,
+        progress: JobProgress,
+        lease_until_ms: i64,
+    },
+    /// Ends a job: by its agent (`host`), or by the cluster (`None`).
+    FinishJob {
+        id: uuid::Uuid,
+        host: Option<String>,
+        state: JobState,
+        reason: String,
+        result: JobResult,
+        now_ms: i64,
+    },
+    /// Cancels a queued job, or asks the agent of a running one to stop.
+    CancelJob { id: uuid::Uuid, now_ms: i64 },
+    /// Fails a job whose lease or queue timeout passed by `now_ms` (proposed by the leader's
+    /// job sweeper; refused when a renewal got there first).
+    ExpireJob { id: uuid::Uuid, now_ms: i64 },
+    /// Forgets finished jobs (the sweeper prunes old ones).
+    DeleteJobs { ids: Vec<uuid::Uuid> },
+    /// Stores an agent token's record (its hash, never the token).
+    PutToken { record: TokenRecord },
+    /// Revokes agent tokens by id.
+    RevokeTokens { ids: Vec<String> },
 }
 
 impl Command {
@@ -72,6 +120,16 @@ impl Command {
             Command::OpenSession { .. } => "open_session",
             Command::CloseSession { .. } => "close_session",
             Command::SetClusterId { .. } => "set_cluster_id",
+            Command::RegisterHost { .. } => "register_host",
+            Command::CreateJob { .. } => "create_job",
+            Command::ClaimJob { .. } => "claim_job",
+            Command::ReportProgress { .. } => "report_progress",
+            Command::FinishJob { .. } => "finish_job",
+            Command::CancelJob { .. } => "cancel_job",
+            Command::ExpireJob { .. } => "expire_job",
+            Command::DeleteJobs { .. } => "delete_jobs",
+            Command::PutToken { .. } => "put_token",
+            Command::RevokeTokens { .. } => "revoke_tokens",
         }
     }
 }
@@ -91,6 +149,12 @@ pub enum Response {
     Placement { epoch: u64 },
     /// The command took effect and has nothing to report.
     Done,
+    /// A host is registered; these environments run on another host and were left there.
+    Registered { conflicts: Vec<cairn_core::EnvId> },
+    /// The job after the command.
+    Job { job: Box<Job> },
+    /// How many records the command removed.
+    Removed { count: u32 },
     /// The command was refused; nothing changed. `code` is the stable error code a user sees.
     Refused {
         #[serde(with = "error_code_serde")]

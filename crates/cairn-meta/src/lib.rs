@@ -15,6 +15,7 @@
 
 use std::io::Cursor;
 
+pub mod agents;
 pub mod catalog;
 pub mod command;
 pub mod network;

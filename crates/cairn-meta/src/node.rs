@@ -411,6 +411,51 @@ impl MetaNode {
         self.sm.sessions()
     }
 
+    /// Returns every registered host, from this node's catalog.
+    pub fn hosts(&self) -> Result<Vec<cairn_core::job::HostRecord>, MetaError> {
+        self.sm.hosts()
+    }
+
+    /// Returns a registered host, from this node's catalog.
+    pub fn host(&self, id: &str) -> Result<Option<cairn_core::job::HostRecord>, MetaError> {
+        self.sm.host(id)
+    }
+
+    /// Returns every registered environment, from this node's catalog.
+    pub fn envs(&self) -> Result<Vec<cairn_core::job::EnvRecord>, MetaError> {
+        self.sm.envs()
+    }
+
+    /// Returns a registered environment, from this node's catalog.
+    pub fn env(&self, eid: EnvId) -> Result<Option<cairn_core::job::EnvRecord>, MetaError> {
+        self.sm.env(eid)
+    }
+
+    /// Returns a job, from this node's catalog.
+    pub fn job(&self, id: &uuid::Uuid) -> Result<Option<cairn_core::job::Job>, MetaError> {
+        self.sm.job(id)
+    }
+
+    /// Returns every job, oldest first, from this node's catalog.
+    pub fn jobs(&self) -> Result<Vec<cairn_core::job::Job>, MetaError> {
+        self.sm.jobs()
+    }
+
+    /// Returns the active (queued or running) agent jobs, from this node's catalog.
+    pub fn active_jobs(&self) -> Result<Vec<cairn_core::job::Job>, MetaError> {
+        self.sm.active_jobs()
+    }
+
+    /// Returns every agent token record, from this node's catalog.
+    pub fn tokens(&self) -> Result<Vec<cairn_core::job::TokenRecord>, MetaError> {
+        self.sm.tokens()
+    }
+
+    /// Returns an agent token record, from this node's catalog.
+    pub fn token(&self, id: &str) -> Result<Option<cairn_core::job::TokenRecord>, MetaError> {
+        self.sm.token(id)
+    }
+
     /// Returns the raft handle, for the node's raft RPC service.
     pub fn raft(&self) -> &openraft::Raft<TypeConfig> {
         &self.raft

@@ -10,6 +10,9 @@ use cairn_core::{
     BackupId, BackupRecord, BackupState, BackupType, ChunkId, Compression, ErrorCode,
 };
 
+mod jobs;
+pub use jobs::{env_config_from_wire, env_config_to_wire};
+
 /// Generated protobuf and tonic code.
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
@@ -239,6 +242,7 @@ impl From<&BackupRecord> for pb::Backup {
             compression: r.compression.level(),
             host: r.host.clone(),
             source: r.source.clone(),
+            env_info: Some(pb::EnvInfo::from(&r.env_info)),
         }
     }
 }
@@ -281,6 +285,7 @@ impl TryFrom<pb::Backup> for BackupRecord {
                 .ok_or_else(|| bad("compression", format!("level {} (use 0-3)", b.compression)))?,
             host: b.host,
             source: b.source,
+            env_info: b.env_info.map(Into::into).unwrap_or_default(),
         })
     }
 }
@@ -314,6 +319,14 @@ mod tests {
             compression: Compression::High,
             host: "h".into(),
             source: "/s".into(),
+            env_info: cairn_core::EnvInfo {
+                name: "101".into(),
+                title: "web".into(),
+                hostname: "web.example".into(),
+                ip: vec!["10.0.0.5".into()],
+                os: "debian".into(),
+                kind: "virtuozzo".into(),
+            },
         }
     }
 

@@ -11,6 +11,7 @@
 //! | `sm_meta`      | `last_applied`, `last_membership`     | JSON `LogId` / `StoredMembership` |
 //! | `backups`      | env uuid (16 bytes) + time u64 BE (8) | JSON `BackupRecord`            |
 //! | `backup_names` | env uuid (16 bytes) + name (UTF-8)    | time u64 BE                    |
+//! | `cluster`      | `placement`, `cluster_id`, `env/<eid>`, `session/<id>`, `host/<id>`, `envrec/<eid>`, `job/<id>`, `active/<eid>`, `token/<id>` | JSON (ids as raw 16 bytes or UTF-8) |
 //! | `sm_snapshot`  | `meta`, `data`                        | JSON `SnapshotMeta`, snapshot bytes |
 //!
 //! The `backups` key makes a prefix scan list one environment's backups oldest first, and a
@@ -112,6 +113,18 @@ pub(crate) const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 /// Key prefixes in the cluster tree: per-environment config, open backup sessions.
 pub(crate) const PREFIX_ENV_CONFIG: &[u8] = b"env/";
 pub(crate) const PREFIX_SESSION: &[u8] = b"session/";
+/// Key prefixes in the cluster tree: hosts (by id), environments, jobs (UUIDv7, so key order
+/// is creation order), each environment's active job, agent tokens (by id).
+pub(crate) const PREFIX_HOST: &[u8] = b"host/";
+pub(crate) const PREFIX_ENV: &[u8] = b"envrec/";
+pub(crate) const PREFIX_JOB: &[u8] = b"job/";
+pub(crate) const PREFIX_ACTIVE: &[u8] = b"active/";
+pub(crate) const PREFIX_TOKEN: &[u8] = b"token/";
+
+/// Returns `prefix` followed by `rest`: a key in the cluster tree.
+pub(crate) fn cluster_key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    [prefix, rest].concat()
+}
 
 /// Returns the key of an environment's config in the cluster tree.
 pub(crate) fn env_config_key(env: EnvId) -> Vec<u8> {

@@ -5,6 +5,7 @@ use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cairn_core::job::{EnvRecord, HostRecord, Job, TokenRecord};
 use cairn_core::{BackupId, BackupRecord, BackupType, EnvId};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -19,8 +20,9 @@ use sled::transaction::{
 
 use super::snapshot::{decode, Encoder, SnapshotContents, SnapshotHeader};
 use super::{
-    backup_key, env_prefix, name_key, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_PLACEMENT,
-    KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, SM_DATA_TREES,
+    backup_key, cluster_key, env_prefix, name_key, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP,
+    KEY_PLACEMENT, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, PREFIX_ACTIVE, PREFIX_ENV, PREFIX_HOST,
+    PREFIX_JOB, PREFIX_TOKEN, SM_DATA_TREES,
 };
 use crate::catalog::{decide, CatalogRead, Write};
 use crate::command::Response;
@@ -101,11 +103,50 @@ impl CatalogRead for TxView<'_> {
         }
     }
 
+    fn host(&self, id: &str) -> Result<Option<HostRecord>, TxError> {
+        self.json(cluster_key(PREFIX_HOST, id.as_bytes()), "host")
+    }
+
+    fn env(&self, eid: EnvId) -> Result<Option<EnvRecord>, TxError> {
+        self.json(cluster_key(PREFIX_ENV, eid.0.as_bytes()), "environment")
+    }
+
+    fn job(&self, id: &uuid::Uuid) -> Result<Option<Job>, TxError> {
+        self.json(cluster_key(PREFIX_JOB, id.as_bytes()), "job")
+    }
+
+    fn active_job(&self, env: EnvId) -> Result<Option<uuid::Uuid>, TxError> {
+        match self
+            .cluster
+            .get(cluster_key(PREFIX_ACTIVE, env.0.as_bytes()))?
+        {
+            None => Ok(None),
+            Some(v) => uuid::Uuid::from_slice(&v).map(Some).map_err(|e| {
+                ConflictableTransactionError::Abort(format!("stored active job is corrupt: {e}"))
+            }),
+        }
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, TxError> {
+        self.json(cluster_key(PREFIX_TOKEN, id.as_bytes()), "agent token")
+    }
+
     fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, TxError> {
         match self.cluster.get(KEY_PLACEMENT)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
                 ConflictableTransactionError::Abort(format!("stored placement is corrupt: {e}"))
+            }),
+        }
+    }
+}
+
+impl TxView<'_> {
+    fn json<T: DeserializeOwned>(&self, key: Vec<u8>, what: &str) -> Result<Option<T>, TxError> {
+        match self.cluster.get(key)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
+                ConflictableTransactionError::Abort(format!("stored {what} is corrupt: {e}"))
             }),
         }
     }
@@ -157,6 +198,44 @@ fn write_all(view: &TxView<'_>, writes: &[Write]) -> Result<(), TxError> {
             Write::PutClusterId(id) => {
                 view.cluster
                     .insert(super::KEY_CLUSTER_ID, id.as_bytes().as_slice())?;
+            }
+            Write::PutHost(h) => {
+                view.cluster
+                    .insert(cluster_key(PREFIX_HOST, h.id.as_bytes()), tx_json(h)?)?;
+            }
+            Write::PutEnv(e) => {
+                view.cluster
+                    .insert(cluster_key(PREFIX_ENV, e.eid.0.as_bytes()), tx_json(e)?)?;
+            }
+            Write::DeleteEnv(eid) => {
+                view.cluster
+                    .remove(cluster_key(PREFIX_ENV, eid.0.as_bytes()))?;
+            }
+            Write::PutJob(j) => {
+                view.cluster
+                    .insert(cluster_key(PREFIX_JOB, j.id.as_bytes()), tx_json(&**j)?)?;
+            }
+            Write::DeleteJob(id) => {
+                view.cluster
+                    .remove(cluster_key(PREFIX_JOB, id.as_bytes()))?;
+            }
+            Write::PutActive(env, id) => {
+                view.cluster.insert(
+                    cluster_key(PREFIX_ACTIVE, env.0.as_bytes()),
+                    id.as_bytes().as_slice(),
+                )?;
+            }
+            Write::DeleteActive(env) => {
+                view.cluster
+                    .remove(cluster_key(PREFIX_ACTIVE, env.0.as_bytes()))?;
+            }
+            Write::PutToken(t) => {
+                view.cluster
+                    .insert(cluster_key(PREFIX_TOKEN, t.id.as_bytes()), tx_json(t)?)?;
+            }
+            Write::DeleteToken(id) => {
+                view.cluster
+                    .remove(cluster_key(PREFIX_TOKEN, id.as_bytes()))?;
             }
         }
     }
@@ -297,6 +376,88 @@ impl StateMachineStore {
                     .map_err(|e| MetaError::Corrupt(format!("stored backup session: {e}")))
             })
             .collect()
+    }
+
+    fn scan_cluster<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        what: &str,
+    ) -> Result<Vec<T>, MetaError> {
+        self.inner.data[CLUSTER]
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (_, v) = item.map_err(sled_read)?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| MetaError::Corrupt(format!("stored {what}: {e}")))
+            })
+            .collect()
+    }
+
+    fn get_cluster<T: DeserializeOwned>(
+        &self,
+        key: Vec<u8>,
+        what: &str,
+    ) -> Result<Option<T>, MetaError> {
+        match self.inner.data[CLUSTER].get(key).map_err(sled_read)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| MetaError::Corrupt(format!("stored {what}: {e}"))),
+        }
+    }
+
+    /// Returns every registered host.
+    pub fn hosts(&self) -> Result<Vec<HostRecord>, MetaError> {
+        self.scan_cluster(PREFIX_HOST, "host")
+    }
+
+    /// Returns a registered host.
+    pub fn host(&self, id: &str) -> Result<Option<HostRecord>, MetaError> {
+        self.get_cluster(cluster_key(PREFIX_HOST, id.as_bytes()), "host")
+    }
+
+    /// Returns every registered environment.
+    pub fn envs(&self) -> Result<Vec<EnvRecord>, MetaError> {
+        self.scan_cluster(PREFIX_ENV, "environment")
+    }
+
+    /// Returns a registered environment.
+    pub fn env(&self, eid: EnvId) -> Result<Option<EnvRecord>, MetaError> {
+        self.get_cluster(cluster_key(PREFIX_ENV, eid.0.as_bytes()), "environment")
+    }
+
+    /// Returns a job.
+    pub fn job(&self, id: &uuid::Uuid) -> Result<Option<Job>, MetaError> {
+        self.get_cluster(cluster_key(PREFIX_JOB, id.as_bytes()), "job")
+    }
+
+    /// Returns every job, oldest first (job ids are time-ordered).
+    pub fn jobs(&self) -> Result<Vec<Job>, MetaError> {
+        self.scan_cluster(PREFIX_JOB, "job")
+    }
+
+    /// Returns the active (queued or running) agent jobs.
+    pub fn active_jobs(&self) -> Result<Vec<Job>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.inner.data[CLUSTER].scan_prefix(PREFIX_ACTIVE) {
+            let (_, v) = item.map_err(sled_read)?;
+            let id = uuid::Uuid::from_slice(&v)
+                .map_err(|e| MetaError::Corrupt(format!("stored active job: {e}")))?;
+            if let Some(job) = self.job(&id)? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Returns every agent token record.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, MetaError> {
+        self.scan_cluster(PREFIX_TOKEN, "agent token")
+    }
+
+    /// Returns an agent token record.
+    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, MetaError> {
+        self.get_cluster(cluster_key(PREFIX_TOKEN, id.as_bytes()), "agent token")
     }
 
     /// Returns the last applied log id and the last applied membership.

@@ -23,5 +23,6 @@ pub fn record(env: EnvId, time: i64, name: &str, kind: BackupType) -> BackupReco
         compression: Compression::Normal,
         host: "hn1".to_string(),
         source: "/vz/root/101".to_string(),
+        env_info: Default::default(),
     }
 }
