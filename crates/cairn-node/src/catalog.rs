@@ -25,6 +25,7 @@ use cairn_proto::status;
 use cairn_store::ChunkStore;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Principal;
 use crate::error::meta_status;
 use crate::peers::{ClusterChunks, Peers};
 use crate::verify::{check_manifest, VerifyError};
@@ -48,7 +49,7 @@ pub struct CatalogService {
 }
 
 /// Where a call that needs the leader goes.
-enum Route {
+pub(crate) enum Route {
     Here,
     Leader(String),
 }
@@ -69,7 +70,7 @@ fn parse_env(s: &str) -> Result<Option<EnvId>, Status> {
 
 /// A forwarded call that the leader did not answer becomes `unavailable` naming the leader
 /// (the client retries, possibly elsewhere); the leader's own answers pass through as they are.
-fn forward_error(addr: &str, e: Status) -> Status {
+pub(crate) fn forward_error(addr: &str, e: Status) -> Status {
     if e.message().starts_with("[E") {
         e
     } else {
@@ -87,46 +88,54 @@ fn refused(code: ErrorCode, message: String) -> Status {
     status(code, message)
 }
 
+/// Decides whether this node serves a leader-only call or forwards it to the leader.
+pub(crate) async fn route_call<T>(
+    meta: &MetaNode,
+    node_id: u64,
+    req: &Request<T>,
+) -> Result<Route, Status> {
+    let forwarded = req.metadata().get(FORWARDED).is_some();
+    let leader = match meta.metrics().current_leader {
+        Some(l) => l,
+        None => meta
+            .wait_for_leader(LEADER_WAIT)
+            .await
+            .map_err(meta_status)?,
+    };
+    if leader == node_id || forwarded {
+        return Ok(Route::Here);
+    }
+    let m = meta.metrics();
+    let addr = m
+        .membership_config
+        .nodes()
+        .find(|(id, _)| **id == leader)
+        .map(|(_, n)| n.addr.clone());
+    match addr {
+        Some(addr) => Ok(Route::Leader(addr)),
+        None => Err(meta_status(MetaError::NotLeader {
+            leader_id: Some(leader),
+            leader_addr: None,
+        })),
+    }
+}
+
+/// Wraps `msg` for the leader, marked as forwarded.
+pub(crate) fn forwarded<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    r
+}
+
 impl CatalogService {
     /// Decides whether this node serves a leader-only call or forwards it.
     async fn route<T>(&self, req: &Request<T>) -> Result<Route, Status> {
-        let forwarded = req.metadata().get(FORWARDED).is_some();
-        let leader = match self.meta.metrics().current_leader {
-            Some(l) => l,
-            None => self
-                .meta
-                .wait_for_leader(LEADER_WAIT)
-                .await
-                .map_err(meta_status)?,
-        };
-        if leader == self.node_id || forwarded {
-            return Ok(Route::Here);
-        }
-        match self.leader_addr(leader) {
-            Some(addr) => Ok(Route::Leader(addr)),
-            None => Err(meta_status(MetaError::NotLeader {
-                leader_id: Some(leader),
-                leader_addr: None,
-            })),
-        }
+        route_call(&self.meta, self.node_id, req).await
     }
 
-    fn leader_addr(&self, leader: u64) -> Option<String> {
-        let m = self.meta.metrics();
-        let addr = m
-            .membership_config
-            .nodes()
-            .find(|(id, _)| **id == leader)
-            .map(|(_, n)| n.addr.clone());
-        addr
-    }
-
-    /// Wraps `msg` for the leader, marked as forwarded.
     fn forward<T>(msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        r.metadata_mut()
-            .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-        r
+        forwarded(msg)
     }
 
     async fn record(&self, id: &BackupId) -> Result<BackupRecord, Status> {
@@ -148,7 +157,11 @@ impl CatalogService {
     /// Deletes the oldest backups of `env` beyond its `keep_max` (run after each commit on
     /// the leader; if the leader dies in between, the next commit catches up).
     async fn apply_retention(&self, env: EnvId) -> Result<(), Status> {
-        let config = self.meta.env_config(env).map_err(meta_status)?;
+        let config = self
+            .meta
+            .env_config(env)
+            .map_err(meta_status)?
+            .merged(&self.meta.env_config(EnvId::GLOBAL).map_err(meta_status)?);
         if config.keep_max.is_none() {
             return Ok(());
         }
@@ -173,6 +186,17 @@ impl CatalogService {
         Ok(())
     }
 
+    /// Refuses an agent access to an environment that is not its host's, unless one of the
+    /// host's active jobs restores a backup of it (a restore onto another host).
+    fn check_env_access(&self, who: &Principal, env: EnvId) -> Result<(), Status> {
+        crate::agents::check_env_access(&self.meta, who, env)
+    }
+
+    /// Refuses an agent an environment its host does not run (commits).
+    fn check_own_env(&self, who: &Principal, env: EnvId) -> Result<(), Status> {
+        crate::agents::check_own_env(&self.meta, who, env)
+    }
+
     /// This node's own (possibly stale) copy of a record, for when no leader answers.
     fn local_record(&self, id: &BackupId) -> Result<Option<BackupRecord>, Status> {
         self.meta.get_backup(id).map_err(meta_status)
@@ -186,6 +210,17 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::CommitBackupRequest>,
     ) -> Result<Response<pb::Backup>, Status> {
+        let who = Principal::of(&req);
+        if who.agent_host().is_some() {
+            let env = req
+                .get_ref()
+                .backup
+                .as_ref()
+                .map(|b| b.id.as_str())
+                .unwrap_or_default();
+            let id = parse_backup_id(env)?;
+            self.check_own_env(&who, id.env)?;
+        }
         if let Route::Leader(addr) = self.route(&req).await? {
             return self
                 .peers
@@ -253,6 +288,10 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::ListBackupsRequest>,
     ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        match parse_env(&req.get_ref().env)? {
+            Some(env) => self.check_env_access(&Principal::of(&req), env)?,
+            None => Principal::of(&req).require_admin("list every environment's backups")?,
+        }
         if let Route::Leader(addr) = self.route(&req).await? {
             return self
                 .peers
@@ -273,6 +312,9 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::BackupRef>,
     ) -> Result<Response<pb::Backup>, Status> {
+        if let Ok(id) = parse_backup_id(&req.get_ref().id) {
+            self.check_env_access(&Principal::of(&req), id.env)?;
+        }
         let id = parse_backup_id(&req.get_ref().id)?;
         let answer = match self.route(&req).await {
             Ok(Route::Here) => self.record(&id).await,
@@ -307,6 +349,7 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::BackupRef>,
     ) -> Result<Response<pb::DeleteBackupResponse>, Status> {
+        Principal::of(&req).require_admin("delete backups")?;
         if let Route::Leader(addr) = self.route(&req).await? {
             return self
                 .peers
@@ -338,6 +381,9 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::LatestBackupRequest>,
     ) -> Result<Response<pb::LatestBackupResponse>, Status> {
+        if let Some(env) = parse_env(&req.get_ref().env)? {
+            self.check_env_access(&Principal::of(&req), env)?;
+        }
         if let Route::Leader(addr) = self.route(&req).await? {
             return self
                 .peers
@@ -404,6 +450,7 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        Principal::of(&req).require_admin("change cluster membership")?;
         if let Route::Leader(addr) = self.route(&req).await? {
             return self
                 .peers
@@ -422,6 +469,7 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        Principal::of(&req).require_admin("change cluster membership")?;
         if let Route::Leader(addr) = self.route(&req).await? {
             return self
                 .peers
@@ -445,6 +493,9 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::OpenSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
+        if let Some(env) = parse_env(&req.get_ref().env)? {
+            self.check_env_access(&Principal::of(&req), env)?;
+        }
         if let Route::Leader(addr) = self.route(&req).await? {
             return self
                 .peers
@@ -496,6 +547,7 @@ impl Catalog for CatalogService {
 
     #[tracing::instrument(skip_all)]
     async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcReport>, Status> {
+        Principal::of(&req).require_admin("run garbage collection")?;
         if let Route::Leader(addr) = self.route(&req).await? {
             return self
                 .peers
@@ -518,6 +570,10 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::EnvRef>,
     ) -> Result<Response<pb::EnvConfig>, Status> {
+        let env = parse_env(&req.get_ref().env)?.unwrap_or(EnvId::GLOBAL);
+        if env != EnvId::GLOBAL {
+            self.check_env_access(&Principal::of(&req), env)?;
+        }
         if let Route::Leader(addr) = self.route(&req).await? {
             return self
                 .peers
@@ -526,19 +582,22 @@ impl Catalog for CatalogService {
                 .await
                 .map_err(|e| forward_error(&addr, e));
         }
-        let env = parse_env(&req.into_inner().env)?
-            .ok_or_else(|| status(ErrorCode::InvalidArgument, "an environment id is required"))?;
+        let effective = req.into_inner().effective;
         self.meta.read_barrier().await.map_err(meta_status)?;
-        let c = self.meta.env_config(env).map_err(meta_status)?;
-        Ok(Response::new(pb::EnvConfig {
-            keep_max: c.keep_max,
-        }))
+        let own = self.meta.env_config(env).map_err(meta_status)?;
+        let c = if effective && env != EnvId::GLOBAL {
+            own.merged(&self.meta.env_config(EnvId::GLOBAL).map_err(meta_status)?)
+        } else {
+            own
+        };
+        Ok(Response::new(cairn_proto::env_config_to_wire(&c)))
     }
 
     async fn set_env_config(
         &self,
         req: Request<pb::SetEnvConfigRequest>,
     ) -> Result<Response<pb::EnvConfig>, Status> {
+        Principal::of(&req).require_admin("change backup settings")?;
         if let Route::Leader(addr) = self.route(&req).await? {
             return self
                 .peers
@@ -548,15 +607,28 @@ impl Catalog for CatalogService {
                 .map_err(|e| forward_error(&addr, e));
         }
         let req = req.into_inner();
-        let env = parse_env(&req.env)?
-            .ok_or_else(|| status(ErrorCode::InvalidArgument, "an environment id is required"))?;
-        let wire = req.config.unwrap_or_default();
-        let config = cairn_core::retention::EnvConfig {
-            keep_max: wire.keep_max,
-        };
-        self.write(Command::SetEnvConfig { env, config }).await?;
-        self.apply_retention(env).await?;
-        Ok(Response::new(wire))
+        let env = parse_env(&req.env)?.unwrap_or(EnvId::GLOBAL);
+        let config = cairn_proto::env_config_from_wire(req.config.unwrap_or_default());
+        self.write(Command::SetEnvConfig {
+            env,
+            config: config.clone(),
+        })
+        .await?;
+        if env == EnvId::GLOBAL {
+            let envs: std::collections::BTreeSet<EnvId> = self
+                .meta
+                .list_backups(None)
+                .map_err(meta_status)?
+                .iter()
+                .map(|b| b.id.env)
+                .collect();
+            for e in envs {
+                self.apply_retention(e).await?;
+            }
+        } else {
+            self.apply_retention(env).await?;
+        }
+        Ok(Response::new(cairn_proto::env_config_to_wire(&config)))
     }
 
     async fn get_placement(

@@ -21,6 +21,7 @@ use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Principal;
 use crate::config::WriteQuorum;
 use crate::error::{join_status, store_status};
 use crate::peers::ClusterChunks;
@@ -147,6 +148,7 @@ impl Chunks for ChunksService {
         &self,
         req: Request<Streaming<pb::PutRequest>>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        let agent = Principal::of(&req).agent_host().is_some();
         let mut stream = req.into_inner();
         let mut total = pb::PutResponse::default();
         let mut batch: Vec<EncodedChunk> = Vec::new();
@@ -157,6 +159,12 @@ impl Chunks for ChunksService {
             let done = next.is_none();
             if let Some(msg) = next {
                 let msg = msg?;
+                if agent && msg.replica {
+                    return Err(cairn_proto::status(
+                        cairn_core::ErrorCode::PermissionDenied,
+                        "agents upload to a chunk's primary owner; replica copies are for nodes",
+                    ));
+                }
                 replica.get_or_insert(msg.replica);
                 for c in msg.chunks {
                     let c = EncodedChunk::try_from(c)?;
@@ -192,8 +200,9 @@ impl Chunks for ChunksService {
     #[tracing::instrument(skip_all)]
     async fn scrub(
         &self,
-        _req: Request<pb::ScrubRequest>,
+        req: Request<pb::ScrubRequest>,
     ) -> Result<Response<pb::ScrubResponse>, Status> {
+        Principal::of(&req).require_admin("scrub")?;
         let store = self.store.clone();
         let report = tokio::task::spawn_blocking(move || store.verify_all())
             .await
@@ -245,8 +254,9 @@ impl Chunks for ChunksService {
     #[tracing::instrument(skip_all)]
     async fn repair(
         &self,
-        _req: Request<pb::RepairRequest>,
+        req: Request<pb::RepairRequest>,
     ) -> Result<Response<pb::RepairReport>, Status> {
+        Principal::of(&req).require_admin("run repair")?;
         Ok(Response::new(self.repairer.pass().await?))
     }
 
@@ -255,6 +265,7 @@ impl Chunks for ChunksService {
         &self,
         req: Request<Streaming<pb::SweepRequest>>,
     ) -> Result<Response<pb::SweepReport>, Status> {
+        Principal::of(&req).require_admin("sweep chunks")?;
         let mut stream = req.into_inner();
         let mut referenced = std::collections::HashSet::new();
         let mut started = None;

@@ -54,6 +54,14 @@ pub struct NodeConfig {
     /// this gets the snapshot streamed instead of the log).
     #[serde(default = "default_snapshot_logs")]
     pub raft_snapshot_logs: u64,
+    /// A queued job fails when no agent took it within this long (milliseconds); meanwhile
+    /// it shows why it waits (its host offline, for instance).
+    #[serde(default = "default_job_queue_timeout")]
+    pub job_queue_timeout_ms: u64,
+    /// A host whose agent has not registered for this long (milliseconds) is shown offline,
+    /// and another host may take over its environments.
+    #[serde(default = "default_host_offline_after")]
+    pub host_offline_after_ms: u64,
     /// PEM certificate (chain) of this node: with `tls_key`, every gRPC listener speaks TLS
     /// and the voters' addresses must be `https://`.
     #[serde(default)]
@@ -75,6 +83,14 @@ pub struct TlsFiles {
 
 fn default_repair_interval() -> u64 {
     10_000
+}
+
+fn default_job_queue_timeout() -> u64 {
+    3_600_000
+}
+
+fn default_host_offline_after() -> u64 {
+    60_000
 }
 
 fn default_down_after() -> u64 {
@@ -200,6 +216,8 @@ impl NodeConfig {
             repair_interval_ms: default_repair_interval(),
             down_after_ms: default_down_after(),
             raft_snapshot_logs: default_snapshot_logs(),
+            job_queue_timeout_ms: default_job_queue_timeout(),
+            host_offline_after_ms: default_host_offline_after(),
             tls_cert: None,
             tls_key: None,
             tls_ca: None,

@@ -9,6 +9,7 @@
 // only add conversions at every call site.
 #![allow(clippy::result_large_err)]
 
+pub mod agents;
 pub mod auth;
 pub mod catalog;
 pub mod chunks;

@@ -16,6 +16,7 @@ use cairn_chunker::EncodedChunk;
 use cairn_core::placement::Epoch;
 use cairn_core::{ChunkId, ErrorCode};
 use cairn_meta::MetaNode;
+use cairn_proto::pb::agents_client::AgentsClient;
 use cairn_proto::pb::catalog_client::CatalogClient;
 use cairn_proto::pb::chunks_client::ChunksClient;
 use cairn_proto::pb::{self};
@@ -82,6 +83,12 @@ impl Peers {
     /// Returns a catalog client of the node at `url`.
     pub fn catalog(&self, url: &str) -> Result<CatalogClient<AuthChannel>, Status> {
         Ok(CatalogClient::new(self.channel(url)?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    pub fn agents(&self, url: &str) -> Result<AgentsClient<AuthChannel>, Status> {
+        Ok(AgentsClient::new(self.channel(url)?)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use cairn_core::placement::PlacementNode;
 use cairn_meta::{Command, MetaConfig, MetaNode};
+use cairn_proto::pb::agents_server::AgentsServer;
 use cairn_proto::pb::catalog_server::CatalogServer;
 use cairn_proto::pb::chunks_server::ChunksServer;
 use cairn_proto::pb::raft_server::RaftServer;
@@ -77,6 +78,7 @@ pub struct RunningNode {
     bootstrap: Option<JoinHandle<()>>,
     repair: Option<JoinHandle<()>>,
     health: Option<JoinHandle<()>>,
+    jobs: Option<JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -90,6 +92,9 @@ impl RunningNode {
         }
         if let Some(h) = self.health.take() {
             h.abort();
+        }
+        if let Some(j) = self.jobs.take() {
+            j.abort();
         }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -147,7 +152,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
 
     let token = cfg.resolve_token()?;
     let wire_token = Token::new(token.as_deref())?;
-    let server_auth = ServerAuth::new(token.clone());
+    let mut server_auth = ServerAuth::new(token.clone());
     let tls = cfg.tls()?;
     let peers = Peers::new(wire_token, tls.as_ref().map(|t| t.client.clone()));
     let voters = cfg.voters_or_self(&url);
@@ -163,6 +168,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         },
     };
     let meta = Arc::new(MetaNode::open(meta_cfg, network).await?);
+    {
+        let meta = meta.clone();
+        server_auth =
+            server_auth.with_agent_tokens(Arc::new(move |id: &str| meta.token(id).ok().flatten()));
+    }
     let cluster = ClusterChunks {
         node_id: cfg.node_id,
         store: store.clone(),
@@ -211,6 +221,20 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE),
+        server_auth.admin_only(),
+    );
+    let agents = InterceptedService::new(
+        AgentsServer::new(crate::agents::AgentsService {
+            meta: meta.clone(),
+            node_id: cfg.node_id,
+            peers: peers.clone(),
+            settings: crate::agents::JobSettings {
+                queue_timeout_ms: cfg.job_queue_timeout_ms as i64,
+                offline_after_ms: cfg.host_offline_after_ms as i64,
+            },
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
         server_auth.clone(),
     );
 
@@ -231,6 +255,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             .add_service(chunks)
             .add_service(catalog)
             .add_service(raft)
+            .add_service(agents)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
@@ -247,6 +272,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         cfg.node_id,
         Duration::from_millis(cfg.down_after_ms),
     ));
+    let jobs_task = tokio::spawn(crate::agents::sweep_jobs(meta.clone(), cfg.node_id));
     let alone = cfg.voters.is_empty();
     let boot = Bootstrap {
         node_id: cfg.node_id,
@@ -282,6 +308,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         bootstrap,
         repair: Some(repair_task),
         health: Some(health_task),
+        jobs: Some(jobs_task),
     })
 }
 
