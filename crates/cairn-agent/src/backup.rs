@@ -67,6 +67,10 @@ pub struct BackupRequest {
     pub description: String,
     pub tags: Vec<String>,
     pub host: String,
+    /// What the environment's host reports about it (kept with the backup).
+    pub env_info: cairn_core::EnvInfo,
+    /// Upload bandwidth limit in bytes per second.
+    pub upload_limit: Option<u64>,
 }
 
 /// What a backup did.
@@ -101,6 +105,40 @@ struct Counters {
     chunks_sent: AtomicU64,
     errors: Mutex<Vec<String>>,
     error_count: AtomicU64,
+    limiter: Limiter,
+}
+
+/// An upload bandwidth limit: each batch waits until the bytes sent so far fit the rate.
+#[derive(Default)]
+struct Limiter {
+    /// Bytes per second; 0: no limit.
+    rate: u64,
+    /// When the first batch went out, and the bytes admitted since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Limiter {
+    fn new(rate: Option<u64>) -> Limiter {
+        Limiter {
+            rate: rate.unwrap_or(0),
+            state: Mutex::default(),
+        }
+    }
+
+    async fn admit(&self, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let wait = {
+            let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let start = *g.0.get_or_insert_with(Instant::now);
+            let before = g.1;
+            g.1 += bytes;
+            let due = start + Duration::from_secs_f64(before as f64 / self.rate as f64);
+            due.saturating_duration_since(Instant::now())
+        };
+        tokio::time::sleep(wait).await;
+    }
 }
 
 impl Counters {
@@ -196,7 +234,10 @@ async fn backup_in_session(
     };
 
     progress.set_phase("backing up private area");
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters {
+        limiter: Limiter::new(req.upload_limit),
+        ..Default::default()
+    });
     let abort = Arc::new(AtomicBool::new(false));
     let (chunk_tx, chunk_rx) = mpsc::channel::<RawChunk>(64);
     let uploader = tokio::spawn(upload_loop(
@@ -285,6 +326,9 @@ async fn backup_in_session(
         .1
         .map_err(|_| AgentError::Internal("manifest thread panicked".into()))??;
 
+    if progress.is_cancelled() {
+        return Err(AgentError::Cancelled);
+    }
     progress.set_phase("storing backup data");
     let errors = counters
         .errors
@@ -314,7 +358,7 @@ async fn backup_in_session(
         compression: req.compression,
         host: req.host.clone(),
         source: req.source.display().to_string(),
-        env_info: Default::default(),
+        env_info: req.env_info.clone(),
     };
     let committed = cluster.commit(&record).await?;
     progress.set_phase("done");
@@ -397,7 +441,7 @@ fn walk_loop(
     let mut first_names: HashSet<InodeKey> = HashSet::new();
     let mut first_path: HashMap<InodeKey, Vec<u8>> = HashMap::new();
     for item in walker {
-        if abort.load(Relaxed) {
+        if abort.load(Relaxed) || progress.is_cancelled() {
             break;
         }
         let item = match item {
@@ -474,7 +518,7 @@ fn reader_loop(
     abort: Arc<AtomicBool>,
 ) {
     for job in jobs {
-        if abort.load(Relaxed) {
+        if abort.load(Relaxed) || progress.is_cancelled() {
             let _ = job.reply.send(None);
             continue;
         }
@@ -769,6 +813,7 @@ async fn dispatch(
         .map_err(|e| AgentError::Internal(e.to_string()))?;
         let n = encoded.len() as u64;
         let sent: u64 = encoded.iter().map(|c| c.data.len() as u64).sum();
+        counters.limiter.admit(sent).await;
         cluster.put(encoded).await?;
         counters.chunks_sent.fetch_add(n, Relaxed);
         counters.bytes_sent.fetch_add(sent, Relaxed);

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use cairn_chunker::EncodedChunk;
 use cairn_core::placement::Epoch;
 use cairn_core::{BackupId, BackupRecord, ChunkId, EnvId, ErrorCode};
+use cairn_proto::pb::agents_client::AgentsClient;
 use cairn_proto::pb::catalog_client::CatalogClient;
 use cairn_proto::pb::chunks_client::ChunksClient;
 use cairn_proto::pb::{self};
@@ -243,10 +244,46 @@ impl Cluster {
         out
     }
 
+    /// The `Agents` service of the node at `url` (for streams, which are not retried).
+    pub fn agents_at(&self, url: &str) -> Result<AgentsClient<AuthChannel>, AgentError> {
+        Ok(AgentsClient::new(self.channel(url)?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    /// The nodes this client knows, the seed first.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes()
+    }
+
+    /// Runs an `Agents` call (hosts, jobs, tokens), retrying on other nodes and after
+    /// elections for a bounded time, like catalog calls.
+    pub async fn agents_call<T, F, Fut>(&self, f: F) -> Result<T, AgentError>
+    where
+        F: Fn(AgentsClient<AuthChannel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_on(Cluster::agents_at, f).await
+    }
+
     /// Runs a catalog call, retrying on other nodes and after elections for a bounded time.
     async fn catalog_call<T, F, Fut>(&self, f: F) -> Result<T, AgentError>
     where
         F: Fn(Catalog) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_on(Cluster::catalog_at, f).await
+    }
+
+    /// Runs a call on a client `make` builds, on one node after another, retrying through
+    /// unreachable nodes and elections for at most [`CATALOG_RETRY_FOR`].
+    async fn call_on<C, T, F, Fut>(
+        &self,
+        make: fn(&Cluster, &str) -> Result<C, AgentError>,
+        f: F,
+    ) -> Result<T, AgentError>
+    where
+        F: Fn(C) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = Instant::now() + CATALOG_RETRY_FOR;
@@ -256,7 +293,7 @@ impl Cluster {
         loop {
             let nodes = self.nodes();
             let url = &nodes[attempt % nodes.len()];
-            let res = match self.catalog_at(url) {
+            let res = match make(self, url) {
                 Ok(c) => match tokio::time::timeout(CATALOG_CALL_TIMEOUT, f(c)).await {
                     Ok(r) => r.map(|r| r.into_inner()).map_err(|s| call_error(url, s)),
                     Err(_) => Err(AgentError::Cluster {
@@ -271,7 +308,7 @@ impl Cluster {
             };
             match res {
                 Err(e) if retryable(&e) => {
-                    tracing::debug!(node = %url, error = %e, "catalog call failed; retrying");
+                    tracing::debug!(node = %url, error = %e, "call failed; retrying");
                     keep_error(&mut best, e);
                     if Instant::now() + pause >= deadline {
                         return Err(
@@ -774,10 +811,24 @@ impl Cluster {
 
     /// Returns an environment's settings.
     pub async fn env_config(&self, env: EnvId) -> Result<pb::EnvConfig, AgentError> {
-        let env = env.to_string();
+        self.env_config_of(env, false).await
+    }
+
+    /// Returns an environment's own settings, or (`effective`) the ones in force for it:
+    /// its own, then the cluster-wide ones. [`EnvId::GLOBAL`] names the cluster-wide ones.
+    pub async fn env_config_of(
+        &self,
+        env: EnvId,
+        effective: bool,
+    ) -> Result<pb::EnvConfig, AgentError> {
+        let env = if env == EnvId::GLOBAL {
+            String::new()
+        } else {
+            env.to_string()
+        };
         self.catalog_call(|mut c| {
             let env = env.clone();
-            async move { c.get_env_config(pb::EnvRef { env }).await }
+            async move { c.get_env_config(pb::EnvRef { env, effective }).await }
         })
         .await
     }
@@ -789,7 +840,11 @@ impl Cluster {
         config: pb::EnvConfig,
     ) -> Result<pb::EnvConfig, AgentError> {
         let req = pb::SetEnvConfigRequest {
-            env: env.to_string(),
+            env: if env == EnvId::GLOBAL {
+                String::new()
+            } else {
+                env.to_string()
+            },
             config: Some(config),
         };
         self.catalog_call(|mut c| {

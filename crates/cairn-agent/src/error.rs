@@ -23,6 +23,8 @@ pub enum AgentError {
     Chunk(#[from] cairn_chunker::ChunkError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("cancelled; nothing was committed")]
+    Cancelled,
 }
 
 impl AgentError {
@@ -34,6 +36,7 @@ impl AgentError {
             AgentError::Invalid(_) | AgentError::Fs(_) => ErrorCode::InvalidArgument,
             AgentError::Manifest(_) | AgentError::Chunk(_) => ErrorCode::Corrupt,
             AgentError::Io { .. } | AgentError::Internal(_) => ErrorCode::Internal,
+            AgentError::Cancelled => ErrorCode::Conflict,
         }
     }
 }

@@ -7,7 +7,11 @@
 
 pub mod backup;
 pub mod client;
+pub mod daemon;
+pub mod discovery;
 pub mod error;
+pub mod hooks;
+pub mod inplace;
 pub mod manifest_io;
 pub mod progress;
 pub mod restore;

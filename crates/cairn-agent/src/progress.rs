@@ -16,11 +16,23 @@ pub struct Progress {
     /// Set once the engine knows its totals (restore knows them up front; a backup's walk
     /// grows them as it goes).
     pub totals_final: std::sync::atomic::AtomicBool,
+    /// Set by whoever runs the engine to make it stop (a cancelled job); the engine checks
+    /// it between files and before it commits.
+    cancel: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
     pub fn new() -> Progress {
         Progress::default()
+    }
+
+    /// Asks the engine to stop; nothing is committed after this.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Relaxed)
     }
 
     pub fn set_phase(&self, p: &str) {

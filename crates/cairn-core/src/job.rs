@@ -267,6 +267,7 @@ impl JobRefusal {
 
 impl Job {
     /// A new queued job.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: uuid::Uuid,
         kind: JobKind,

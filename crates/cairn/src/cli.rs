@@ -50,6 +50,31 @@ enum Cmd {
         /// Number of storage nodes (all raft voters), 1 to 5.
         #[arg(long, default_value_t = 3)]
         nodes: u16,
+        /// Also run an agent whose environments are the subdirectories of this directory
+        /// (each a container's private area). Default: a small generated sample under the
+        /// data directory.
+        #[arg(long)]
+        containers: Option<PathBuf>,
+    },
+    /// Run the agent of this hardware node: register its containers and run the backup and
+    /// restore jobs the cluster hands it. `cairn agent token …` manages agent tokens.
+    #[command(args_conflicts_with_subcommands = true)]
+    Agent {
+        /// Agent configuration (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: Option<AgentCmd>,
+    },
+    /// The environments (containers) every host reports, with their latest backup.
+    Envs {
+        #[command(subcommand)]
+        cmd: EnvsCmd,
+    },
+    /// Backup and restore jobs: list, show, watch, cancel.
+    Jobs {
+        #[command(subcommand)]
+        cmd: JobsCmd,
     },
     /// Show Cairn working end to end in one command: start a node, back up a sample tree,
     /// change it, back it up again, restore, and compare.
@@ -67,19 +92,25 @@ enum Cmd {
         #[arg(long)]
         data: Option<PathBuf>,
     },
-    /// Back up a directory tree; prints the new backup id.
+    /// Back up an environment: without PATH, as a job run by the agent of its host (waits
+    /// with a progress bar); with PATH, directly from here. Prints the new backup id.
     Backup {
-        /// Root of the tree to back up (a container's private area).
-        path: PathBuf,
+        /// Root of the tree to back up directly (a container's private area).
+        path: Option<PathBuf>,
         /// Environment (container) id, a UUID.
         #[arg(long)]
         env: String,
-        /// full, incremental (against the latest backup) or differential (against the latest full).
-        #[arg(long = "type", default_value = "incremental")]
-        kind: String,
-        /// 0 none, 1 normal, 2 high, 3 maximum.
-        #[arg(long, default_value_t = 1)]
-        compression: u32,
+        /// full, incremental (against the latest backup) or differential (against the latest
+        /// full). Default: incremental for a direct backup, the environment's configured type
+        /// for a job.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// 0 none, 1 normal, 2 high, 3 maximum (default: the configured one, else 1).
+        #[arg(long)]
+        compression: Option<u32>,
+        /// Create the job and print its id without waiting.
+        #[arg(long)]
+        no_wait: bool,
         /// Leave out matching paths (glob; without '/' it matches any name). Repeatable.
         #[arg(long)]
         exclude: Vec<String>,
@@ -97,15 +128,32 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Restore a backup (or some paths of it) into a new directory.
+    /// Restore a backup. With TARGET: into that new directory, from here. With --env and no
+    /// TARGET: as a job run by the agent of the environment's host, in place (or only the
+    /// --path entries into the live tree), or with --host and --to on another host.
     Restore {
-        /// Backup id, EID/YYYYMMDDhhmmss.
-        backup: String,
-        /// Directory to restore into; must not exist or be empty.
-        target: PathBuf,
+        /// Backup id, EID/YYYYMMDDhhmmss (default for a job: the environment's latest).
+        backup: Option<String>,
+        /// Directory to restore into directly; must not exist or be empty.
+        target: Option<PathBuf>,
         /// Restore only this relative path (and what is below it). Repeatable.
         #[arg(long)]
         path: Vec<String>,
+        /// Restore the environment through its agent (a job).
+        #[arg(long)]
+        env: Option<String>,
+        /// Replace the environment even when it is in use or changed since its last backup.
+        #[arg(long)]
+        force: bool,
+        /// Run the restore on this host instead (its original host is gone); needs --to.
+        #[arg(long)]
+        host: Option<String>,
+        /// The directory on that host to restore into.
+        #[arg(long)]
+        to: Option<String>,
+        /// Create the job and print its id without waiting.
+        #[arg(long)]
+        no_wait: bool,
         /// Do not restore file owners even when running as root.
         #[arg(long)]
         no_owners: bool,
@@ -146,17 +194,19 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ConfigCmd {
-    /// Show an environment's settings.
+    /// Show the backup settings of an environment (its own and those in force), or the
+    /// cluster-wide ones without --env.
     Get {
         #[arg(long)]
-        env: String,
+        env: Option<String>,
         #[arg(long)]
         json: bool,
     },
-    /// Change an environment's settings.
+    /// Change the backup settings of an environment, or the cluster-wide ones without --env
+    /// (an environment's own setting wins).
     Set {
         #[arg(long)]
-        env: String,
+        env: Option<String>,
         /// Keep at most this many backups; the oldest beyond it are deleted after each commit
         /// (and now).
         #[arg(long, conflicts_with = "keep_all")]
@@ -164,6 +214,101 @@ enum ConfigCmd {
         /// Keep every backup.
         #[arg(long)]
         keep_all: bool,
+        /// Incremental/differential backups after a full before a request becomes a full.
+        #[arg(long)]
+        chain_length: Option<u32>,
+        /// Days after a full before a request becomes a full.
+        #[arg(long)]
+        chain_days: Option<u32>,
+        /// Default compression: 0 none, 1 normal, 2 high, 3 maximum.
+        #[arg(long)]
+        compression: Option<u32>,
+        /// Default backup type: full, incremental or differential.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// A command the agent runs (sh -c) before each backup; repeat for several, in order.
+        #[arg(long)]
+        pre_hook: Vec<String>,
+        /// A command the agent runs after each backup, whatever its outcome.
+        #[arg(long)]
+        post_hook: Vec<String>,
+        /// Seconds each hook may run before it is killed.
+        #[arg(long)]
+        hook_timeout: Option<u32>,
+        /// Unset a setting (keep_max, chain_length, chain_days, compression, type,
+        /// pre_hooks, post_hooks, hook_timeout). Repeatable.
+        #[arg(long)]
+        unset: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    /// Agent tokens: each binds an agent to one host.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Issue a token for HOST (printed once).
+    Create {
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id, or every token of --host.
+    Revoke {
+        id: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnvsCmd {
+    List {
+        /// Only this host's environments.
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCmd {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        env: Option<String>,
+        /// queued, running, succeeded, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a job to its end with a progress bar.
+    Watch {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Cancel {
+        id: String,
     },
 }
 
@@ -237,7 +382,15 @@ pub fn main() -> ExitCode {
         // thread starts.
         std::env::set_var("CAIRN_TOKEN", t);
     }
-    let server = matches!(cli.cmd, Cmd::Dev { .. } | Cmd::Node { .. });
+    let server = matches!(
+        cli.cmd,
+        Cmd::Dev { .. }
+            | Cmd::Node { .. }
+            | Cmd::Agent {
+                config: Some(_),
+                ..
+            }
+    );
     // openraft and sled narrate every election and flush at info; our own lines are enough.
     init_logs(if server {
         "info,openraft=warn,sled=warn"
@@ -290,9 +443,54 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             data,
             listen,
             nodes,
+            containers,
         } => {
-            dev(data, listen, nodes).await?;
+            dev(data, listen, nodes, containers).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Agent { config, cmd } => match (config, cmd) {
+            (Some(config), None) => {
+                let cfg = cairn_agent::daemon::AgentConfig::load(&config)?;
+                cairn_agent::daemon::run(cfg, shutdown_signal()).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            (None, Some(AgentCmd::Token { cmd })) => {
+                let c = Cluster::connect(cluster).await?;
+                match cmd {
+                    TokenCmd::Create { host, json } => {
+                        crate::jobs::token_create(&c, &host, json).await
+                    }
+                    TokenCmd::List { json } => crate::jobs::token_list(&c, json).await,
+                    TokenCmd::Revoke { id, host } => {
+                        anyhow::ensure!(
+                            id.is_some() != host.is_some(),
+                            "name either a token id or --host"
+                        );
+                        crate::jobs::token_revoke(&c, id, host).await
+                    }
+                }
+            }
+            _ => anyhow::bail!("use `cairn agent --config FILE` or `cairn agent token …`"),
+        },
+        Cmd::Envs {
+            cmd: EnvsCmd::List { host, json },
+        } => {
+            let c = Cluster::connect(cluster).await?;
+            crate::jobs::envs(&c, host, json).await
+        }
+        Cmd::Jobs { cmd } => {
+            let c = Cluster::connect(cluster).await?;
+            match cmd {
+                JobsCmd::List {
+                    env,
+                    state,
+                    limit,
+                    json,
+                } => crate::jobs::list(&c, env, state, limit, json).await,
+                JobsCmd::Show { id, json } => crate::jobs::show(&c, &id, json).await,
+                JobsCmd::Watch { id, json } => crate::jobs::watch(&c, &id, json).await,
+                JobsCmd::Cancel { id } => crate::jobs::cancel(&c, &id).await,
+            }
         }
         Cmd::Demo { source } => crate::demo::run(source).await,
         Cmd::Node { config, data } => {
@@ -314,12 +512,41 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             description,
             tag,
             json,
+            no_wait,
         } => {
             let env = parse_env(&env)?;
-            let kind: BackupType = kind.parse().map_err(anyhow::Error::msg)?;
-            let compression = Compression::from_level(compression).ok_or_else(|| {
-                anyhow::anyhow!("--compression {compression} is not a level: use 0 none, 1 normal, 2 high, 3 maximum")
-            })?;
+            let kind: Option<BackupType> = kind
+                .map(|k| k.parse().map_err(anyhow::Error::msg))
+                .transpose()?;
+            if let Some(level) = compression {
+                anyhow::ensure!(
+                    Compression::from_level(level).is_some(),
+                    "--compression {level} is not a level: use 0 none, 1 normal, 2 high, 3 maximum"
+                );
+            }
+            let Some(path) = path else {
+                let c = Cluster::connect(cluster).await?;
+                let req = cairn_proto::pb::CreateJobRequest {
+                    kind: "backup".into(),
+                    env: env.to_string(),
+                    host: String::new(),
+                    options: Some(cairn_proto::pb::JobOptions {
+                        backup_type: kind.map(|k| k.code()),
+                        compression,
+                        name,
+                        description,
+                        tags: tag,
+                        includes: include,
+                        excludes: exclude,
+                        ..Default::default()
+                    }),
+                };
+                return crate::jobs::submit(&c, req, no_wait, json).await;
+            };
+            let kind = kind.unwrap_or(BackupType::Incremental);
+            let compression = compression
+                .and_then(Compression::from_level)
+                .unwrap_or_default();
             let source = std::fs::canonicalize(&path)
                 .with_context(|| format!("source path {}", path.display()))?;
             let c = Cluster::connect(cluster).await?;
@@ -336,6 +563,8 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 description,
                 tags: tag,
                 host: hostname(),
+                env_info: Default::default(),
+                upload_limit: None,
             };
             let result = cairn_agent::backup(&c, req, progress).await;
             view.finish().await;
@@ -376,7 +605,48 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             path,
             no_owners,
             json,
+            env,
+            force,
+            host,
+            to,
+            no_wait,
         } => {
+            let Some(target) = target else {
+                anyhow::ensure!(
+                    env.is_some() || backup.is_some(),
+                    "name a TARGET directory, or --env (and optionally a backup id) to restore through the environment's agent"
+                );
+                anyhow::ensure!(
+                    host.is_some() == to.is_some(),
+                    "--host and --to go together: the host to restore on and the directory there"
+                );
+                let backup = backup.map(|b| parse_backup(&b)).transpose()?;
+                let env = env.map(|e| parse_env(&e)).transpose()?;
+                let kind = if path.is_empty() {
+                    "restore"
+                } else {
+                    "selective_restore"
+                };
+                anyhow::ensure!(
+                    path.is_empty() || host.is_none(),
+                    "a selective restore (--path) goes into the environment's live tree; --host is for whole restores"
+                );
+                let c = Cluster::connect(cluster).await?;
+                let req = cairn_proto::pb::CreateJobRequest {
+                    kind: kind.into(),
+                    env: env.map(|e| e.to_string()).unwrap_or_default(),
+                    host: host.unwrap_or_default(),
+                    options: Some(cairn_proto::pb::JobOptions {
+                        backup: backup.map(|b| b.to_string()).unwrap_or_default(),
+                        force,
+                        target_path: to.unwrap_or_default(),
+                        paths: path,
+                        ..Default::default()
+                    }),
+                };
+                return crate::jobs::submit(&c, req, no_wait, json).await;
+            };
+            let backup = backup.ok_or_else(|| anyhow::anyhow!("name the backup to restore"))?;
             let id = parse_backup(&backup)?;
             let c = Cluster::connect(cluster).await?;
             let progress = Arc::new(Progress::new());
@@ -445,46 +715,60 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
         }
         Cmd::Config { cmd } => {
             let c = Cluster::connect(cluster).await?;
+            let scope = |env: Option<String>| -> Result<EnvId> {
+                env.map(|e| parse_env(&e))
+                    .transpose()
+                    .map(|e| e.unwrap_or(EnvId::GLOBAL))
+            };
             match cmd {
                 ConfigCmd::Get { env, json } => {
-                    let env = parse_env(&env)?;
-                    let cfg = c.env_config(env).await?;
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"env": env.to_string(), "keep_max": cfg.keep_max})
-                        );
-                    } else {
-                        println!(
-                            "environment {env}: keep_max {}",
-                            cfg.keep_max
-                                .map(|k| k.to_string())
-                                .unwrap_or_else(|| "unset (keep every backup)".into())
-                        );
-                    }
+                    crate::jobs::config_get(&c, scope(env)?, json).await
                 }
                 ConfigCmd::Set {
                     env,
                     keep_max,
                     keep_all,
+                    chain_length,
+                    chain_days,
+                    compression,
+                    kind,
+                    pre_hook,
+                    post_hook,
+                    hook_timeout,
+                    mut unset,
                 } => {
-                    let env = parse_env(&env)?;
+                    if keep_all {
+                        unset.push("keep_max".into());
+                    }
+                    let change = crate::jobs::ConfigChange {
+                        keep_max,
+                        chain_length,
+                        chain_days,
+                        compression,
+                        backup_type: kind
+                            .map(|k| k.parse::<BackupType>().map(|t| t.code()))
+                            .transpose()
+                            .map_err(anyhow::Error::msg)?,
+                        pre_hooks: (!pre_hook.is_empty()).then_some(pre_hook),
+                        post_hooks: (!post_hook.is_empty()).then_some(post_hook),
+                        hook_timeout_secs: hook_timeout,
+                        unset,
+                    };
                     anyhow::ensure!(
-                        keep_max.is_some() || keep_all,
-                        "nothing to set: give --keep-max N or --keep-all"
+                        change.keep_max.is_some()
+                            || change.chain_length.is_some()
+                            || change.chain_days.is_some()
+                            || change.compression.is_some()
+                            || change.backup_type.is_some()
+                            || change.pre_hooks.is_some()
+                            || change.post_hooks.is_some()
+                            || change.hook_timeout_secs.is_some()
+                            || !change.unset.is_empty(),
+                        "nothing to set: see `cairn config set --help`"
                     );
-                    let cfg = c
-                        .set_env_config(env, cairn_proto::pb::EnvConfig { keep_max })
-                        .await?;
-                    println!(
-                        "environment {env}: keep_max {}",
-                        cfg.keep_max
-                            .map(|k| k.to_string())
-                            .unwrap_or_else(|| "unset (keep every backup)".into())
-                    );
+                    crate::jobs::config_set(&c, scope(env)?, change).await
                 }
             }
-            Ok(ExitCode::SUCCESS)
         }
         Cmd::Scrub { json } => {
             let c = Cluster::connect(cluster).await?;
@@ -602,7 +886,12 @@ async fn shutdown_signal() {
     }
 }
 
-async fn dev(data: PathBuf, listen: std::net::SocketAddr, count: u16) -> Result<()> {
+async fn dev(
+    data: PathBuf,
+    listen: std::net::SocketAddr,
+    count: u16,
+    containers: Option<PathBuf>,
+) -> Result<()> {
     anyhow::ensure!(
         (1..=5).contains(&count),
         "--nodes {count}: use 1 to 5 nodes"
@@ -639,20 +928,64 @@ async fn dev(data: PathBuf, listen: std::net::SocketAddr, count: u16) -> Result<
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         c.refresh_placement().await?;
     }
-    let example_env = uuid::Uuid::new_v4();
+    // The agent of this machine: its environments are the subdirectories of `containers`
+    // (a generated sample without the flag).
+    let containers = match containers {
+        Some(d) => {
+            std::fs::canonicalize(&d).with_context(|| format!("--containers {}", d.display()))?
+        }
+        None => crate::demo::sample_containers(&data.join("containers"))?,
+    };
+    let mut agent_cfg = cairn_agent::daemon::AgentConfig::new(
+        nodes.iter().map(|n| n.url.clone()).collect(),
+        data.join("agent"),
+        cairn_agent::discovery::Sources {
+            dirs: vec![containers.clone()],
+            ..Default::default()
+        },
+    );
+    agent_cfg.host_id = Some("dev-host".into());
+    agent_cfg.register_interval_ms = 2_000;
+    let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(cairn_agent::daemon::run(agent_cfg, async {
+        let _ = agent_stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let envs = loop {
+        let list = c
+            .agents_call(|mut a| async move {
+                a.list_envs(cairn_proto::pb::ListEnvsRequest::default())
+                    .await
+            })
+            .await?
+            .envs;
+        if !list.is_empty() || std::time::Instant::now() > deadline || agent.is_finished() {
+            break list;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let example_env = envs
+        .first()
+        .map(|e| e.eid.clone())
+        .unwrap_or_else(|| "<EID>".into());
     println!(
         "cairn dev: a {count}-node cluster (replication factor {}) is serving on {} with data in {}\n\
+         and an agent (host \"dev-host\") runs the {} environment(s) under {}\n\
          \n\
          Try, in another terminal:\n\
-         \x20 cairn cluster status\n\
-         \x20 cairn backup /etc --env {example_env}\n\
+         \x20 cairn envs list\n\
+         \x20 cairn backup --env {example_env}          # a job for the agent, with a progress bar\n\
+         \x20 cairn jobs list\n\
          \x20 cairn backups list\n\
-         \x20 cairn restore {example_env}/<YYYYMMDDhhmmss> /tmp/restored\n\
+         \x20 cairn restore --env {example_env} --force  # restore it in place\n\
+         \x20 cairn cluster status\n\
          \n\
          (clients use {DEFAULT_CLUSTER} unless --cluster or CAIRN_CLUSTER says otherwise; any node answers; Ctrl-C stops)",
         c.placement().map(|p| p.effective_rf()).unwrap_or(1),
         nodes.iter().map(|n| n.url.as_str()).collect::<Vec<_>>().join(", "),
-        data.display()
+        data.display(),
+        envs.len(),
+        containers.display(),
     );
     let mut first = nodes.remove(0);
     tokio::select! {
@@ -660,6 +993,10 @@ async fn dev(data: PathBuf, listen: std::net::SocketAddr, count: u16) -> Result<
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
         }
+    }
+    let _ = agent_stop.send(());
+    if let Ok(Err(e)) = agent.await {
+        tracing::warn!(error = %e, "the dev agent stopped with an error");
     }
     first.shutdown().await;
     for n in nodes {

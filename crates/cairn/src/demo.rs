@@ -50,6 +50,23 @@ fn sample_tree(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates two sample containers (`web01`, `db01`) under `dir` unless it already has
+/// some, and returns `dir`: the environments of `cairn dev`'s agent.
+pub fn sample_containers(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for name in ["web01", "db01"] {
+        let root = dir.join(name);
+        if !root.exists() {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            let _ = std::fs::remove_dir_all(&tmp);
+            sample_tree(&tmp).with_context(|| format!("writing the sample container {name}"))?;
+            std::fs::write(tmp.join("etc/hostname"), format!("{name}\n"))?;
+            std::fs::rename(&tmp, &root)?;
+        }
+    }
+    Ok(std::fs::canonicalize(dir)?)
+}
+
 fn line(s: &BackupSummary) {
     println!(
         "  {} {:<12} read {:>4} files ({:>9}), reused {:>4} unread, sent {:>9}  in {:.2}s",
@@ -95,6 +112,8 @@ pub async fn run(source: Option<PathBuf>) -> Result<ExitCode> {
         description: "cairn demo".into(),
         tags: vec![],
         host: crate::cli::hostname(),
+        env_info: Default::default(),
+        upload_limit: None,
     };
     let full =
         cairn_agent::backup(&cluster, req(BackupType::Full), Arc::new(Progress::new())).await?;

@@ -5,6 +5,7 @@
 
 mod cli;
 mod demo;
+mod jobs;
 mod output;
 
 use std::process::ExitCode;

@@ -35,6 +35,11 @@ pub fn backup_json(r: &BackupRecord) -> serde_json::Value {
         "name": r.name,
         "description": r.description,
         "tags": r.tags,
+        "env_info": {
+            "name": r.env_info.name, "title": r.env_info.title,
+            "hostname": r.env_info.hostname, "ip": r.env_info.ip, "os": r.env_info.os,
+            "kind": r.env_info.kind,
+        },
         "state": r.state.as_str(),
         "logical_size": r.logical_size,
         "stored_size": r.stored_size,
