@@ -427,3 +427,73 @@ impl TestCluster {
         &mut self.nodes[id as usize - 1]
     }
 }
+
+/// A `cairn agent` process with its config and log next to `dir`.
+pub struct Agent {
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `cairn agent --config` with `config_text` (written to `<dir>.toml`).
+    pub fn start(dir: &Path, config_text: &str) -> Agent {
+        std::fs::create_dir_all(dir).expect("create agent dir");
+        let config = dir.with_extension("toml");
+        std::fs::write(&config, config_text).expect("write agent config");
+        let mut a = Agent {
+            child: None,
+            config,
+            log: dir.with_extension("log"),
+        };
+        a.restart();
+        a
+    }
+
+    /// (Re)starts the process.
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = Command::new(cairn_bin())
+            .args(["agent", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env_remove("CAIRN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn cairn agent");
+        self.child = Some(child);
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit on its own and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let c = self.child.as_mut().expect("agent running");
+        let st = wait_for(timeout, "the agent to exit", || c.try_wait().ok().flatten());
+        self.child = None;
+        st
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -156,6 +156,9 @@ impl Counters {
 struct RawChunk {
     id: ChunkId,
     data: Vec<u8>,
+    /// File bytes this chunk holds that progress counts as read but not yet stored (0 for
+    /// manifest chunks): released once the cluster holds the chunk.
+    pending: u64,
 }
 
 type InodeKey = (u64, u64);
@@ -245,6 +248,7 @@ async fn backup_in_session(
         chunk_rx,
         req.compression,
         counters.clone(),
+        progress.clone(),
     ));
 
     let workers = std::thread::available_parallelism()
@@ -578,8 +582,15 @@ fn read_file(
         read_total += len as u64;
         counters.bytes_read.fetch_add(len as u64, Relaxed);
         progress.add_done(0, len as u64);
+        progress.add_pending(len as u64);
         chunks.push(ChunkRef { id, len });
-        chunk_tx.blocking_send(RawChunk { id, data }).is_ok()
+        chunk_tx
+            .blocking_send(RawChunk {
+                id,
+                data,
+                pending: len as u64,
+            })
+            .is_ok()
     };
     let mut reader = cairn_fs::DataReader::new(file, entry.size, &holes);
     if data_len <= READ_WHOLE {
@@ -650,7 +661,11 @@ fn assemble_loop(
         let id = ChunkId::of(&bytes);
         w.chunk_stored(id, bytes.len());
         chunk_tx
-            .blocking_send(RawChunk { id, data: bytes })
+            .blocking_send(RawChunk {
+                id,
+                data: bytes,
+                pending: 0,
+            })
             .map_err(|_| AgentError::Internal("upload stopped".into()))
     };
     for slot in slots {
@@ -705,7 +720,11 @@ fn assemble_loop(
     let bytes = root.encode();
     let id = ChunkId::of(&bytes);
     chunk_tx
-        .blocking_send(RawChunk { id, data: bytes })
+        .blocking_send(RawChunk {
+            id,
+            data: bytes,
+            pending: 0,
+        })
         .map_err(|_| AgentError::Internal("upload stopped".into()))?;
     Ok((id, root))
 }
@@ -715,6 +734,7 @@ async fn upload_loop(
     mut rx: mpsc::Receiver<RawChunk>,
     compression: Compression,
     counters: Arc<Counters>,
+    progress: Arc<Progress>,
 ) -> Result<(), AgentError> {
     let mut seen: HashSet<ChunkId> = HashSet::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
@@ -731,6 +751,7 @@ async fn upload_loop(
                 &mut batch,
                 compression,
                 &counters,
+                &progress,
             )
             .await?
         };
@@ -751,6 +772,7 @@ async fn upload_loop(
             };
             let Some(c) = msg else { break };
             if !seen.insert(c.id) {
+                progress.release_pending(c.pending);
                 continue;
             }
             bytes += c.data.len();
@@ -784,6 +806,7 @@ async fn dispatch(
     batch: &mut Vec<RawChunk>,
     compression: Compression,
     counters: &Arc<Counters>,
+    progress: &Arc<Progress>,
 ) -> Result<(), AgentError> {
     let permit = sem
         .clone()
@@ -793,11 +816,14 @@ async fn dispatch(
     let chunks = std::mem::take(batch);
     let cluster = cluster.clone();
     let counters = counters.clone();
+    let progress = progress.clone();
     tasks.spawn(async move {
         let _permit = permit;
         let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
+        let pending: u64 = chunks.iter().map(|c| c.pending).sum();
         let missing: HashSet<ChunkId> = cluster.missing(&ids).await?.into_iter().collect();
         if missing.is_empty() {
+            progress.release_pending(pending);
             return Ok(());
         }
         let todo: Vec<RawChunk> = chunks
@@ -815,6 +841,7 @@ async fn dispatch(
         let sent: u64 = encoded.iter().map(|c| c.data.len() as u64).sum();
         counters.limiter.admit(sent).await;
         cluster.put(encoded).await?;
+        progress.release_pending(pending);
         counters.chunks_sent.fetch_add(n, Relaxed);
         counters.bytes_sent.fetch_add(sent, Relaxed);
         Ok(())

@@ -869,7 +869,7 @@ impl Agent {
 /// The engine's counters as a progress report.
 fn snapshot(p: &Progress, started: Instant) -> JobProgress {
     use std::sync::atomic::Ordering::Relaxed;
-    let bytes_done = p.bytes_done.load(Relaxed);
+    let bytes_done = p.bytes_stored();
     let secs = started.elapsed().as_secs_f64().max(0.001);
     JobProgress {
         phase: p.phase(),

@@ -16,6 +16,9 @@ pub struct Progress {
     /// Set once the engine knows its totals (restore knows them up front; a backup's walk
     /// grows them as it goes).
     pub totals_final: std::sync::atomic::AtomicBool,
+    /// Bytes counted in `bytes_done` that are read but not yet stored in the cluster (a
+    /// backup's upload queue): percent counts them as not done.
+    bytes_pending: AtomicU64,
     /// Set by whoever runs the engine to make it stop (a cancelled job); the engine checks
     /// it between files and before it commits.
     cancel: std::sync::atomic::AtomicBool,
@@ -55,12 +58,31 @@ impl Progress {
         self.bytes_done.fetch_add(bytes, Relaxed);
     }
 
-    /// Percent done by bytes (0–100).
+    /// Adds bytes read but not yet stored.
+    pub fn add_pending(&self, bytes: u64) {
+        self.bytes_pending.fetch_add(bytes, Relaxed);
+    }
+
+    /// Marks pending bytes as stored.
+    pub fn release_pending(&self, bytes: u64) {
+        let _ = self
+            .bytes_pending
+            .fetch_update(Relaxed, Relaxed, |p| Some(p.saturating_sub(bytes)));
+    }
+
+    /// Bytes done and stored: read (or reused), and for a backup acknowledged by the cluster.
+    pub fn bytes_stored(&self) -> u64 {
+        self.bytes_done
+            .load(Relaxed)
+            .saturating_sub(self.bytes_pending.load(Relaxed))
+    }
+
+    /// Percent done by bytes (0–100), counting a backup's bytes once they are stored.
     pub fn percent(&self) -> u32 {
         let t = self.bytes_total.load(Relaxed);
         if t == 0 {
             return 0;
         }
-        ((self.bytes_done.load(Relaxed).min(t) * 100) / t) as u32
+        ((self.bytes_stored().min(t) * 100) / t) as u32
     }
 }
