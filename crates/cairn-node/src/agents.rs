@@ -592,8 +592,8 @@ impl Agents for AgentsService {
             .map_err(meta_status)?
             .into_iter()
             .rev()
-            .filter(|j| env.map_or(true, |e| j.env == e))
-            .filter(|j| state.map_or(true, |s| j.state == s))
+            .filter(|j| env.is_none_or(|e| j.env == e))
+            .filter(|j| state.is_none_or(|s| j.state == s))
             .filter(|j| who.require_host(&j.host).is_ok())
             .take(limit)
             .map(|j| self.wire(&j))
@@ -709,7 +709,7 @@ impl Agents for AgentsService {
                         for job in queued {
                             let due = offered
                                 .get(&job.id)
-                                .map_or(true, |at| at.elapsed() >= REOFFER);
+                                .is_none_or(|at| at.elapsed() >= REOFFER);
                             if due {
                                 offered.insert(job.id, Instant::now());
                                 if tx.send(Ok(pb::Job::from(&job))).await.is_err() {

@@ -200,8 +200,8 @@ pub async fn list(
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<36}  {:<17}  {:<9}  {:>4}  {:<20}  {:<36}  {}",
-        "JOB", "KIND", "STATE", "%", "CREATED", "ENV", "HOST"
+        "{:<36}  {:<17}  {:<9}  {:>4}  {:<20}  {:<36}  HOST",
+        "JOB", "KIND", "STATE", "%", "CREATED", "ENV"
     );
     for j in &jobs {
         println!(
@@ -301,8 +301,8 @@ pub async fn envs(c: &Cluster, host: Option<String>, json: bool) -> Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<36}  {:<12}  {:<16}  {:<20}  {:<16}  {}",
-        "EID", "HOST", "NAME", "HOSTNAME", "OS", "LATEST BACKUP"
+        "{:<36}  {:<12}  {:<16}  {:<20}  {:<16}  LATEST BACKUP",
+        "EID", "HOST", "NAME", "HOSTNAME", "OS"
     );
     for e in &envs {
         println!(
