@@ -917,6 +917,15 @@ dirs = ["/srv/envs"]
     }
 
     #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster-config/agent.toml");
+        let cfg = AgentConfig::load(&path).unwrap();
+        assert_eq!(cfg.host_id.as_deref(), Some("hn1"));
+        assert_eq!(cfg.cluster.len(), 3);
+        assert!(cfg.discovery.vz.is_some());
+    }
+
+    #[test]
     fn a_generated_host_id_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = AgentConfig::new(vec![], dir.path().join("state"), Sources::default());
