@@ -605,3 +605,62 @@ fn restores_in_place_atomically_and_selectively() {
     assert_eq!(snapshot(&ct), original);
     assert!(siblings(&envs_dir).is_empty(), "{:?}", siblings(&envs_dir));
 }
+
+#[test]
+fn cairn_dev_runs_an_agent_over_sample_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = cairn_tests::free_ports(1)[0];
+    let url = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.path().join("dev.log")).unwrap();
+    let mut dev = std::process::Command::new(cairn_tests::cairn_bin())
+        .args([
+            "dev",
+            "--nodes",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .env_remove("CAIRN_TOKEN")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let cairn = |args: &[&str]| {
+        std::process::Command::new(cairn_tests::cairn_bin())
+            .args(args)
+            .env("CAIRN_CLUSTER", &url)
+            .env_remove("CAIRN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let envs: Vec<Value> = wait_for(
+        Duration::from_secs(60),
+        "the dev agent's environments",
+        || {
+            let out = cairn(&["envs", "list", "--json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let list = v.as_array()?.clone();
+            (list.len() == 2).then_some(list)
+        },
+    );
+    let eid = envs[0]["eid"].as_str().unwrap().to_string();
+    assert_eq!(envs[0]["host"], "dev-host");
+    let out = cairn(&["backup", "--env", &eid]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(id.starts_with(&eid), "prints the backup id: {id}");
+    let out = cairn(&["restore", "--env", &eid, "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = dev.kill();
+    let _ = dev.wait();
+}
