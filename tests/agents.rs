@@ -604,6 +604,26 @@ fn restores_in_place_atomically_and_selectively() {
     );
     assert_eq!(snapshot(&ct), original);
     assert!(siblings(&envs_dir).is_empty(), "{:?}", siblings(&envs_dir));
+
+    // Onto another host, when the original host is gone: h2's agent restores h1's backup.
+    agent.kill();
+    let h2_dir = dir.path().join("h2");
+    dir_host(&h2_dir, &["other"], 1 << 10);
+    let _h2 = start_agent(
+        &c,
+        dir.path(),
+        "h2",
+        "",
+        &format!("dirs = [\"{}\"]", h2_dir.display()),
+    );
+    envs_of(n, "h2", 1);
+    let target = h2_dir.join("restored-ct");
+    let t = target.display().to_string();
+    succeeded(
+        n,
+        &submit(n, &["restore", &backup_id, "--host", "h2", "--to", &t]),
+    );
+    assert_eq!(snapshot(&target), original);
 }
 
 #[test]
