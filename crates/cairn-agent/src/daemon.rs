@@ -730,10 +730,7 @@ impl Agent {
         job: &cairn_core::job::Job,
         progress: &Arc<Progress>,
     ) -> Result<JobResult, AgentError> {
-        let backup_id = job
-            .options
-            .backup
-            .ok_or_else(|| AgentError::Invalid("the restore job names no backup".into()))?;
+        let backup_id = restore_source(job)?;
         let target = if !job.options.target_path.is_empty() {
             PathBuf::from(&job.options.target_path)
         } else {
@@ -838,10 +835,7 @@ impl Agent {
         job: &cairn_core::job::Job,
         progress: &Arc<Progress>,
     ) -> Result<JobResult, AgentError> {
-        let backup_id = job
-            .options
-            .backup
-            .ok_or_else(|| AgentError::Invalid("the restore job names no backup".into()))?;
+        let backup_id = restore_source(job)?;
         let env = self.local_env(job)?;
         let req = RestoreRequest {
             backup: backup_id,
@@ -864,6 +858,13 @@ impl Agent {
             details: serde_json::to_string(&summary).unwrap_or_default(),
         })
     }
+}
+
+/// The backup a restore job restores (the node resolves it when it queues the job).
+fn restore_source(job: &cairn_core::job::Job) -> Result<BackupId, AgentError> {
+    job.options
+        .backup
+        .ok_or_else(|| AgentError::Invalid("the restore job names no backup".into()))
 }
 
 /// The engine's counters as a progress report.

@@ -32,7 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Principal;
-use crate::catalog::{forward_error, forwarded, route_call, Route};
+use crate::catalog::{forward_error, forward_to_leader, forwarded, route_call, Route};
 use crate::error::meta_status;
 use crate::gc::now_ms;
 use crate::peers::Peers;
@@ -416,14 +416,7 @@ impl Agents for AgentsService {
             .map(|h| h.id.clone())
             .unwrap_or_default();
         Principal::of(&req).require_host(&host_id)?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .agents(&addr)?
-                .register_host(forwarded(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, agents, register_host);
         let req = req.into_inner();
         let host = HostRecord::try_from(req.host.unwrap_or_default())?;
         let envs = req
@@ -665,14 +658,7 @@ impl Agents for AgentsService {
             let job = self.find_job(Request::new(req.get_ref().clone())).await?;
             who.require_host(&job.host)?;
         }
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .agents(&addr)?
-                .cancel_job(forwarded(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, agents, cancel_job);
         let job = self
             .write_job(Command::CancelJob {
                 id,
@@ -737,14 +723,7 @@ impl Agents for AgentsService {
         req: Request<pb::ClaimJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         Principal::of(&req).require_host(&req.get_ref().host)?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .agents(&addr)?
-                .claim_job(forwarded(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, agents, claim_job);
         let req = req.into_inner();
         let id = parse_uuid(&req.id, "job id")?;
         let now = now_ms();
@@ -766,14 +745,7 @@ impl Agents for AgentsService {
         req: Request<pb::ReportProgressRequest>,
     ) -> Result<Response<pb::ReportProgressResponse>, Status> {
         Principal::of(&req).require_host(&req.get_ref().host)?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .agents(&addr)?
-                .report_progress(forwarded(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, agents, report_progress);
         let req = req.into_inner();
         let id = parse_uuid(&req.id, "job id")?;
         let lease = i64::from(req.lease_ms).clamp(*LEASE_MS.start(), *LEASE_MS.end());
@@ -797,14 +769,7 @@ impl Agents for AgentsService {
         req: Request<pb::FinishJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         Principal::of(&req).require_host(&req.get_ref().host)?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .agents(&addr)?
-                .finish_job(forwarded(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, agents, finish_job);
         let req = req.into_inner();
         let id = parse_uuid(&req.id, "job id")?;
         let state = JobState::parse(&req.state)
@@ -838,14 +803,7 @@ impl Agents for AgentsService {
         req: Request<pb::CreateAgentTokenRequest>,
     ) -> Result<Response<pb::AgentToken>, Status> {
         Principal::of(&req).require_admin("issue agent tokens")?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .agents(&addr)?
-                .create_agent_token(forwarded(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, agents, create_agent_token);
         let host = req.into_inner().host;
         if host.is_empty() || host.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(status(
@@ -905,14 +863,7 @@ impl Agents for AgentsService {
         req: Request<pb::RevokeAgentTokenRequest>,
     ) -> Result<Response<pb::RevokeAgentTokenResponse>, Status> {
         Principal::of(&req).require_admin("revoke agent tokens")?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .agents(&addr)?
-                .revoke_agent_token(forwarded(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, agents, revoke_agent_token);
         let req = req.into_inner();
         if req.id.is_empty() == req.host.is_empty() {
             return Err(status(

@@ -120,6 +120,23 @@ pub(crate) async fn route_call<T>(
     }
 }
 
+/// Serves a leader-only call: when this node does not lead, forwards `$req` whole to the
+/// leader's `$client` service (`catalog` or `agents`) and returns the leader's answer.
+/// `$svc` has `route` and `peers`.
+macro_rules! forward_to_leader {
+    ($svc:expr, $req:ident, $client:ident, $method:ident) => {
+        if let $crate::catalog::Route::Leader(addr) = $svc.route(&$req).await? {
+            return $svc
+                .peers
+                .$client(&addr)?
+                .$method($crate::catalog::forwarded($req.into_inner()))
+                .await
+                .map_err(|e| $crate::catalog::forward_error(&addr, e));
+        }
+    };
+}
+pub(crate) use forward_to_leader;
+
 /// Wraps `msg` for the leader, marked as forwarded.
 pub(crate) fn forwarded<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
@@ -221,14 +238,7 @@ impl Catalog for CatalogService {
             let id = parse_backup_id(env)?;
             self.check_own_env(&who, id.env)?;
         }
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .commit_backup(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, commit_backup);
         let wire = req
             .into_inner()
             .backup
@@ -292,14 +302,7 @@ impl Catalog for CatalogService {
             Some(env) => self.check_env_access(&Principal::of(&req), env)?,
             None => Principal::of(&req).require_admin("list every environment's backups")?,
         }
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .list_backups(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, list_backups);
         let env = parse_env(&req.into_inner().env)?;
         self.meta.read_barrier().await.map_err(meta_status)?;
         let list = self.meta.list_backups(env).map_err(meta_status)?;
@@ -350,14 +353,7 @@ impl Catalog for CatalogService {
         req: Request<pb::BackupRef>,
     ) -> Result<Response<pb::DeleteBackupResponse>, Status> {
         Principal::of(&req).require_admin("delete backups")?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .delete_backup(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, delete_backup);
         let id = parse_backup_id(&req.into_inner().id)?;
         match self
             .meta
@@ -384,14 +380,7 @@ impl Catalog for CatalogService {
         if let Some(env) = parse_env(&req.get_ref().env)? {
             self.check_env_access(&Principal::of(&req), env)?;
         }
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .latest_backup(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, latest_backup);
         let req = req.into_inner();
         let env = parse_env(&req.env)?
             .ok_or_else(|| status(ErrorCode::InvalidArgument, "an environment id is required"))?;
@@ -451,14 +440,7 @@ impl Catalog for CatalogService {
         req: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         Principal::of(&req).require_admin("change cluster membership")?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .add_node(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, add_node);
         crate::membership::add_node(&self.meta, &self.peers, req.into_inner())
             .await
             .map(Response::new)
@@ -470,14 +452,7 @@ impl Catalog for CatalogService {
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         Principal::of(&req).require_admin("change cluster membership")?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .remove_node(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, remove_node);
         crate::membership::remove_node(
             &self.meta,
             &self.peers,
@@ -496,14 +471,7 @@ impl Catalog for CatalogService {
         if let Some(env) = parse_env(&req.get_ref().env)? {
             self.check_env_access(&Principal::of(&req), env)?;
         }
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .open_session(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, open_session);
         let req = req.into_inner();
         let env = parse_env(&req.env)?
             .ok_or_else(|| status(ErrorCode::InvalidArgument, "an environment id is required"))?;
@@ -527,14 +495,7 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::Session>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .close_session(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, close_session);
         let id: uuid::Uuid = req.into_inner().id.parse().map_err(|e| {
             status(
                 ErrorCode::InvalidArgument,
@@ -548,14 +509,7 @@ impl Catalog for CatalogService {
     #[tracing::instrument(skip_all)]
     async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcReport>, Status> {
         Principal::of(&req).require_admin("run garbage collection")?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .gc(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, gc);
         let wait = match req.into_inner().wait_secs {
             0 => Duration::from_secs(3600),
             s => Duration::from_secs(s),
@@ -574,14 +528,7 @@ impl Catalog for CatalogService {
         if env != EnvId::GLOBAL {
             self.check_env_access(&Principal::of(&req), env)?;
         }
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .get_env_config(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, get_env_config);
         let effective = req.into_inner().effective;
         self.meta.read_barrier().await.map_err(meta_status)?;
         let own = self.meta.env_config(env).map_err(meta_status)?;
@@ -598,14 +545,7 @@ impl Catalog for CatalogService {
         req: Request<pb::SetEnvConfigRequest>,
     ) -> Result<Response<pb::EnvConfig>, Status> {
         Principal::of(&req).require_admin("change backup settings")?;
-        if let Route::Leader(addr) = self.route(&req).await? {
-            return self
-                .peers
-                .catalog(&addr)?
-                .set_env_config(Self::forward(req.into_inner()))
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
+        forward_to_leader!(self, req, catalog, set_env_config);
         let req = req.into_inner();
         let env = parse_env(&req.env)?.unwrap_or(EnvId::GLOBAL);
         let config = cairn_proto::env_config_from_wire(req.config.unwrap_or_default());
