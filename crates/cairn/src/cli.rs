@@ -740,7 +740,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                     if keep_all {
                         unset.push("keep_max".into());
                     }
-                    let change = crate::jobs::ConfigChange {
+                    let set = cairn_core::retention::EnvConfig {
                         keep_max,
                         chain_length,
                         chain_days,
@@ -752,21 +752,8 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                         pre_hooks: (!pre_hook.is_empty()).then_some(pre_hook),
                         post_hooks: (!post_hook.is_empty()).then_some(post_hook),
                         hook_timeout_secs: hook_timeout,
-                        unset,
                     };
-                    anyhow::ensure!(
-                        change.keep_max.is_some()
-                            || change.chain_length.is_some()
-                            || change.chain_days.is_some()
-                            || change.compression.is_some()
-                            || change.backup_type.is_some()
-                            || change.pre_hooks.is_some()
-                            || change.post_hooks.is_some()
-                            || change.hook_timeout_secs.is_some()
-                            || !change.unset.is_empty(),
-                        "nothing to set: see `cairn config set --help`"
-                    );
-                    crate::jobs::config_set(&c, scope(env)?, change).await
+                    crate::jobs::config_set(&c, scope(env)?, set, &unset).await
                 }
             }
         }

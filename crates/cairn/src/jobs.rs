@@ -391,25 +391,21 @@ pub async fn token_revoke(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Changes to the backup settings given on the command line (`None`: leave as is).
-#[derive(Default)]
-pub struct ConfigChange {
-    pub keep_max: Option<u32>,
-    pub chain_length: Option<u32>,
-    pub chain_days: Option<u32>,
-    pub compression: Option<u32>,
-    pub backup_type: Option<u32>,
-    pub pre_hooks: Option<Vec<String>>,
-    pub post_hooks: Option<Vec<String>>,
-    pub hook_timeout_secs: Option<u32>,
-    /// Fields to unset (back to the cluster-wide setting or the default).
-    pub unset: Vec<String>,
-}
-
 /// `cairn config set`: reads the settings, applies the change, writes them back.
-pub async fn config_set(c: &Cluster, env: EnvId, ch: ConfigChange) -> Result<ExitCode> {
+/// `set` holds the values given (unset fields stay as they are); `unset` names fields to clear
+/// (back to the cluster-wide setting or the default).
+pub async fn config_set(
+    c: &Cluster,
+    env: EnvId,
+    set: EnvConfig,
+    unset: &[String],
+) -> Result<ExitCode> {
+    anyhow::ensure!(
+        set != EnvConfig::default() || !unset.is_empty(),
+        "nothing to set: see `cairn config set --help`"
+    );
     let mut cfg = cairn_proto::env_config_from_wire(c.env_config_of(env, false).await?);
-    for f in &ch.unset {
+    for f in unset {
         match f.as_str() {
             "keep_max" | "keep-max" => cfg.keep_max = None,
             "chain_length" | "chain-length" => cfg.chain_length = None,
@@ -424,19 +420,8 @@ pub async fn config_set(c: &Cluster, env: EnvId, ch: ConfigChange) -> Result<Exi
             ),
         }
     }
-    macro_rules! set {
-        ($($f:ident),*) => { $( if ch.$f.is_some() { cfg.$f = ch.$f.clone(); } )* };
-    }
-    set!(
-        keep_max,
-        chain_length,
-        chain_days,
-        compression,
-        backup_type,
-        pre_hooks,
-        post_hooks,
-        hook_timeout_secs
-    );
+    // The values given win; the rest stay as stored.
+    let cfg = set.merged(&cfg);
     cfg.validate().map_err(anyhow::Error::msg)?;
     let stored = c
         .set_env_config(env, cairn_proto::env_config_to_wire(&cfg))
