@@ -493,9 +493,11 @@ impl Agent {
             cairn_core::job::JobKind::Backup => self.run_backup(&job, &progress).await,
             cairn_core::job::JobKind::Restore => self.run_restore(&job, &progress).await,
             cairn_core::job::JobKind::SelectiveRestore => self.run_selective(&job, &progress).await,
-            cairn_core::job::JobKind::Delete => Err(AgentError::Invalid(
-                "delete jobs are run by the cluster, not by agents".into(),
-            )),
+            cairn_core::job::JobKind::Delete | cairn_core::job::JobKind::Update => {
+                Err(AgentError::Invalid(
+                    "delete and update jobs are run by the cluster, not by agents".into(),
+                ))
+            }
         };
         reporter.abort();
         let (state, reason, result) = match outcome {

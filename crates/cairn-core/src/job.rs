@@ -91,6 +91,9 @@ pub enum JobKind {
     SelectiveRestore,
     /// Deletes backups; run by the cluster itself, not by an agent.
     Delete,
+    /// Changes a backup's name, description or tags (`options.edit`); run by the cluster
+    /// itself. A job so that the change has a status to read like every other operation.
+    Update,
 }
 
 impl JobKind {
@@ -100,6 +103,7 @@ impl JobKind {
             JobKind::Restore => "restore",
             JobKind::SelectiveRestore => "selective_restore",
             JobKind::Delete => "delete",
+            JobKind::Update => "update",
         }
     }
 
@@ -109,13 +113,14 @@ impl JobKind {
             "restore" => Some(JobKind::Restore),
             "selective_restore" | "selective-restore" => Some(JobKind::SelectiveRestore),
             "delete" => Some(JobKind::Delete),
+            "update" => Some(JobKind::Update),
             _ => None,
         }
     }
 
     /// Whether an agent runs the job (and so it takes the environment's active slot).
     pub fn needs_agent(self) -> bool {
-        self != JobKind::Delete
+        !matches!(self, JobKind::Delete | JobKind::Update)
     }
 }
 
@@ -183,6 +188,17 @@ pub struct JobOptions {
     pub paths: Vec<String>,
     /// Delete: also every older backup of the same environment.
     pub prev: bool,
+    /// Update: the fields to change.
+    pub edit: Option<BackupEdit>,
+}
+
+/// A change to the user-editable fields of a backup: `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupEdit {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
 }
 
 /// How far a running job is, as its agent last reported.

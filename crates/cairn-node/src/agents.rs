@@ -199,7 +199,7 @@ impl AgentsService {
             status(
                 ErrorCode::InvalidArgument,
                 format!(
-                    "unknown job kind {:?}: use backup, restore, selective_restore or delete",
+                    "unknown job kind {:?}: use backup, restore, selective_restore, delete or update",
                     req.kind
                 ),
             )
@@ -230,11 +230,17 @@ impl AgentsService {
         };
         let registered: Option<EnvRecord> = self.meta.env(env).map_err(meta_status)?;
         let host = match kind {
-            JobKind::Delete => {
+            JobKind::Delete | JobKind::Update => {
                 if backup.is_none() {
                     return Err(status(
                         ErrorCode::InvalidArgument,
-                        "a delete job needs the backup to delete",
+                        format!("a {} job needs the backup it acts on", kind.as_str()),
+                    ));
+                }
+                if kind == JobKind::Update && options.edit.is_none() {
+                    return Err(status(
+                        ErrorCode::InvalidArgument,
+                        "an update job needs the fields to change",
                     ));
                 }
                 String::new()
@@ -291,10 +297,10 @@ impl AgentsService {
             }
         };
         if let Some(h) = who.agent_host() {
-            if kind == JobKind::Delete {
+            if !kind.needs_agent() {
                 return Err(status(
                     ErrorCode::PermissionDenied,
-                    format!("the agent token of host {h:?} may not delete backups"),
+                    format!("the agent token of host {h:?} may not delete or change backups"),
                 ));
             }
             if host != h {
@@ -337,7 +343,7 @@ impl AgentsService {
                 }
                 options.backup = Some(b.id);
             }
-            JobKind::Backup | JobKind::Delete => {}
+            JobKind::Backup | JobKind::Delete | JobKind::Update => {}
         }
         let now = now_ms();
         Ok(Job::new(
@@ -394,6 +400,46 @@ impl AgentsService {
             result: JobResult {
                 backup: Some(target),
                 message: format!("{deleted} backup(s) deleted"),
+                details: String::new(),
+            },
+            now_ms: now_ms(),
+        })
+        .await
+    }
+}
+
+impl AgentsService {
+    /// Runs an update job on the leader: changes the backup's fields, then ends the job
+    /// (failed, with the catalog's reason, when the new name is taken).
+    async fn run_update(&self, job: Job) -> Result<Job, Status> {
+        let (Some(target), Some(edit)) = (job.options.backup, job.options.edit.clone()) else {
+            return Err(status(
+                ErrorCode::InvalidArgument,
+                "an update job needs a backup and the fields to change",
+            ));
+        };
+        let (state, reason) = match self
+            .meta
+            .write(Command::UpdateBackup {
+                id: target,
+                name: edit.name,
+                description: edit.description,
+                tags: edit.tags,
+            })
+            .await
+        {
+            Ok(MetaResponse::Refused { message, .. }) => (JobState::Failed, message),
+            Ok(_) => (JobState::Succeeded, String::new()),
+            Err(e) => (JobState::Failed, e.to_string()),
+        };
+        self.write_job(Command::FinishJob {
+            id: job.id,
+            host: None,
+            state,
+            reason,
+            result: JobResult {
+                backup: Some(target),
+                message: "backup updated".to_string(),
                 details: String::new(),
             },
             now_ms: now_ms(),
@@ -501,20 +547,28 @@ impl Agents for AgentsService {
     ) -> Result<Response<pb::Job>, Status> {
         let who = Principal::of(&req);
         if let Some(h) = who.agent_host() {
-            if req.get_ref().kind == "delete" {
+            if matches!(req.get_ref().kind.as_str(), "delete" | "update") {
                 return Err(status(
                     ErrorCode::PermissionDenied,
-                    format!("the agent token of host {h:?} may not delete backups"),
+                    format!("the agent token of host {h:?} may not delete or change backups"),
                 ));
             }
             if !req.get_ref().env.is_empty() {
                 check_own_env(&self.meta, &who, parse_env(&req.get_ref().env)?)?;
             }
         }
+        // Who asked: an admin caller (the CLI, or a gateway acting for its user) may name
+        // the person it acts for; anyone else is recorded as who they are.
+        let named = req
+            .metadata()
+            .get("x-cairn-requester")
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| who.agent_host().is_none())
+            .map(str::to_string);
         if let Route::Leader(addr) = self.route(&req).await? {
             let mut fwd = forwarded(req.into_inner());
             // The leader records the original requester.
-            if let Ok(v) = who.name().parse() {
+            if let Ok(v) = named.clone().unwrap_or_else(|| who.name()).parse() {
                 fwd.metadata_mut().insert("x-cairn-requester", v);
             }
             return self
@@ -524,11 +578,7 @@ impl Agents for AgentsService {
                 .await
                 .map_err(|e| forward_error(&addr, e));
         }
-        let requester = req
-            .metadata()
-            .get("x-cairn-requester")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let requester = named;
         let mut job = self.new_job(&who, req.into_inner())?;
         if let Some(r) = requester {
             job.requester = r;
@@ -538,10 +588,10 @@ impl Agents for AgentsService {
             .write_job(Command::CreateJob { job: Box::new(job) })
             .await?;
         tracing::info!(job_id = %job.id, kind = kind.as_str(), env = %job.env, host = %job.host, "job queued");
-        let job = if kind == JobKind::Delete {
-            self.run_delete(job).await?
-        } else {
-            job
+        let job = match kind {
+            JobKind::Delete => self.run_delete(job).await?,
+            JobKind::Update => self.run_update(job).await?,
+            _ => job,
         };
         Ok(Response::new(self.wire(&job)))
     }

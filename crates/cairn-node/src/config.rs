@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// One storage node's configuration.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's id, unique in the cluster, never reused.
@@ -73,6 +73,10 @@ pub struct NodeConfig {
     /// for a cluster sharing one self-signed certificate).
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
+    /// The gateway this node also runs (the REST adapter and its users): a table the
+    /// `cairn` binary hands to `cairn_gateway::GatewayConfig`, which checks its keys.
+    #[serde(default)]
+    pub gateway: Option<toml::Table>,
 }
 
 /// The TLS material of a node, read from the files its config names.
@@ -221,6 +225,7 @@ impl NodeConfig {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            gateway: None,
         }
     }
 

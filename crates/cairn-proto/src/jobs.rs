@@ -168,6 +168,12 @@ impl From<&JobOptions> for pb::JobOptions {
             target_path: o.target_path.clone(),
             paths: o.paths.clone(),
             prev: o.prev,
+            edit: o.edit.as_ref().map(|e| pb::BackupEdit {
+                name: e.name.clone(),
+                description: e.description.clone(),
+                set_tags: e.tags.is_some(),
+                tags: e.tags.clone().unwrap_or_default(),
+            }),
         }
     }
 }
@@ -212,6 +218,11 @@ impl TryFrom<pb::JobOptions> for JobOptions {
             target_path: o.target_path,
             paths: o.paths,
             prev: o.prev,
+            edit: o.edit.map(|e| cairn_core::job::BackupEdit {
+                name: e.name,
+                description: e.description,
+                tags: e.set_tags.then_some(e.tags),
+            }),
         })
     }
 }

@@ -55,6 +55,27 @@ enum Cmd {
         /// data directory.
         #[arg(long)]
         containers: Option<PathBuf>,
+        /// Listen address of the REST API (Sun Cloud API); user `admin`, password
+        /// CAIRN_DEV_PASSWORD or one generated and printed at start-up.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        rest_listen: std::net::SocketAddr,
+    },
+    /// Run the gateway alone (the REST adapter in front of a cluster's nodes).
+    Gateway {
+        /// Gateway configuration (TOML): cluster URLs, token, users file, [rest].
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The users of the gateway (REST API): name, role, argon2-hashed password.
+    User {
+        /// The users file (default: CAIRN_USERS_FILE, else /etc/cairn/users.toml).
+        #[arg(long, global = true)]
+        users_file: Option<PathBuf>,
+        /// Read the password from one line of stdin (else CAIRN_PASSWORD, else a prompt).
+        #[arg(long, global = true)]
+        password_stdin: bool,
+        #[command(subcommand)]
+        cmd: UserCmd,
     },
     /// Run the agent of this hardware node: register its containers and run the backup and
     /// restore jobs the cluster hands it. `cairn agent token …` manages agent tokens.
@@ -243,6 +264,25 @@ enum ConfigCmd {
 }
 
 #[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user.
+    Add {
+        name: String,
+        /// admin (everything), operator (back up, restore, read) or viewer (read).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+    /// Change a user's password.
+    Passwd { name: String },
+    /// Change a user's role.
+    Role { name: String, role: String },
+    /// Remove a user.
+    Remove { name: String },
+    /// List the users and their roles.
+    List,
+}
+
+#[derive(Subcommand)]
 enum AgentCmd {
     /// Agent tokens: each binds an agent to one host.
     Token {
@@ -386,6 +426,7 @@ pub fn main() -> ExitCode {
         cli.cmd,
         Cmd::Dev { .. }
             | Cmd::Node { .. }
+            | Cmd::Gateway { .. }
             | Cmd::Agent {
                 config: Some(_),
                 ..
@@ -444,8 +485,29 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             listen,
             nodes,
             containers,
+            rest_listen,
         } => {
-            dev(data, listen, nodes, containers).await?;
+            dev(data, listen, nodes, containers, rest_listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gateway { config } => {
+            crate::gateway::standalone(&config, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::User {
+            users_file,
+            password_stdin,
+            cmd,
+        } => {
+            use crate::gateway::UserOp;
+            let op = match cmd {
+                UserCmd::Add { name, role } => UserOp::Add { name, role },
+                UserCmd::Passwd { name } => UserOp::Passwd { name },
+                UserCmd::Role { name, role } => UserOp::Role { name, role },
+                UserCmd::Remove { name } => UserOp::Remove { name },
+                UserCmd::List => UserOp::List,
+            };
+            crate::gateway::user_cmd(&crate::gateway::users_path(users_file), op, password_stdin)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Agent { config, cmd } => match (config, cmd) {
@@ -498,7 +560,11 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             if let Some(d) = data {
                 cfg.data_dir = d;
             }
-            serve(cfg).await?;
+            let dir = config
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            serve(cfg, &dir).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Backup {
@@ -847,8 +913,16 @@ async fn backups(cmd: BackupsCmd, cluster: &str) -> Result<ExitCode> {
     }
 }
 
-async fn serve(cfg: cairn_node::NodeConfig) -> Result<()> {
-    let mut node = cairn_node::start(cfg).await?;
+async fn serve(cfg: cairn_node::NodeConfig, config_dir: &std::path::Path) -> Result<()> {
+    let mut node = cairn_node::start(cfg.clone()).await?;
+    let gateway = match crate::gateway::start_in_node(&cfg, config_dir, &node.url).await {
+        Ok(g) => g,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e.context("the node's [gateway] cannot start"));
+        }
+    };
+    let _gateway = gateway;
     tokio::select! {
         r = node.wait() => { r?; }
         _ = shutdown_signal() => {
@@ -878,6 +952,7 @@ async fn dev(
     listen: std::net::SocketAddr,
     count: u16,
     containers: Option<PathBuf>,
+    rest_listen: std::net::SocketAddr,
 ) -> Result<()> {
     anyhow::ensure!(
         (1..=5).contains(&count),
@@ -951,6 +1026,12 @@ async fn dev(
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
+    let (users_file, generated) = crate::gateway::dev_users(&data)?;
+    let rest = crate::gateway::start_dev(rest_listen, users_file, c.clone()).await?;
+    let password_line = match &generated {
+        Some(p) => format!("user admin, password {p} (set CAIRN_DEV_PASSWORD to choose it)"),
+        None => "user admin, password from CAIRN_DEV_PASSWORD".to_string(),
+    };
     let example_env = envs
         .first()
         .map(|e| e.eid.clone())
@@ -966,6 +1047,9 @@ async fn dev(
          \x20 cairn backups list\n\
          \x20 cairn restore --env {example_env} --force  # restore it in place\n\
          \x20 cairn cluster status\n\
+         \x20 curl -u admin:PASSWORD {rest_url}vdc   # the REST API (Sun Cloud API)\n\
+         \n\
+         REST API at {rest_url}: {password_line}\n\
          \n\
          (clients use {DEFAULT_CLUSTER} unless --cluster or CAIRN_CLUSTER says otherwise; any node answers; Ctrl-C stops)",
         c.placement().map(|p| p.effective_rf()).unwrap_or(1),
@@ -973,6 +1057,7 @@ async fn dev(
         data.display(),
         envs.len(),
         containers.display(),
+        rest_url = rest.url(),
     );
     let mut first = nodes.remove(0);
     tokio::select! {

@@ -5,6 +5,7 @@
 
 mod cli;
 mod demo;
+mod gateway;
 mod jobs;
 mod output;
 

@@ -1,0 +1,191 @@
+//! Gateway configuration (TOML), shared by the gateway inside a node (the node config's
+//! `[gateway]` table) and the standalone `cairn gateway --config FILE`.
+//!
+//! ```toml
+//! # Standalone only: the nodes to call (any one answers; the rest are learned from it)
+//! # and the cluster token. Inside a node both default to the node's own.
+//! cluster = ["http://10.0.0.1:7700", "http://10.0.0.2:7700"]
+//! token_file = "/etc/cairn/token"
+//!
+//! users_file = "/etc/cairn/users.toml"   # managed with `cairn user add|passwd|remove`
+//!
+//! [rest]
+//! listen = "0.0.0.0:8080"
+//! public_url = "https://backup.example.net:8080"   # optional: the base of every `uri`
+//! tls_cert = "/etc/cairn/rest.crt"                  # optional: HTTPS
+//! tls_key = "/etc/cairn/rest.key"
+//! ```
+//! Unknown keys are refused with their name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// What a gateway serves and whom it calls.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Node URLs (standalone gateway); empty inside a node.
+    #[serde(default)]
+    pub cluster: Vec<String>,
+    /// The cluster token (standalone); inside a node the node's own is used.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the cluster token (first line), instead of `token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The users file (`cairn user add` writes it). Relative paths are relative to the
+    /// config file's directory.
+    pub users_file: PathBuf,
+    /// The Sun Cloud API REST adapter; absent: not served.
+    #[serde(default)]
+    pub rest: Option<RestConfig>,
+}
+
+/// The REST listener.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RestConfig {
+    /// Listen address (port 0: any free port, printed at start-up).
+    #[serde(default = "default_rest_listen")]
+    pub listen: SocketAddr,
+    /// The scheme, host and port clients reach this listener at (behind a proxy, say).
+    /// Unset: taken from each request's `Host` header.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// PEM certificate chain: with `tls_key`, the listener speaks HTTPS only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body accepted (bytes); larger ones are answered 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_rest_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_max_body() -> usize {
+    64 * 1024
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        RestConfig {
+            listen: default_rest_listen(),
+            public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Reads a standalone gateway's config file.
+    pub fn load(path: &Path) -> anyhow::Result<GatewayConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let cfg: GatewayConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        Ok(cfg.relative_to(path.parent().unwrap_or(Path::new("."))))
+    }
+
+    /// Parses the `[gateway]` table of a node config.
+    pub fn from_table(table: toml::Table, base: &Path) -> anyhow::Result<GatewayConfig> {
+        let cfg: GatewayConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("[gateway]: {}", e.message()))?;
+        Ok(cfg.relative_to(base))
+    }
+
+    fn relative_to(mut self, base: &Path) -> GatewayConfig {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.users_file);
+        if let Some(t) = &mut self.token_file {
+            fix(t);
+        }
+        if let Some(r) = &mut self.rest {
+            if let Some(c) = &mut r.tls_cert {
+                fix(c);
+            }
+            if let Some(k) = &mut r.tls_key {
+                fix(k);
+            }
+        }
+        self
+    }
+
+    /// Checks what can be checked without the network; names the field at fault.
+    pub fn validate(&self, standalone: bool) -> anyhow::Result<()> {
+        if standalone && self.cluster.is_empty() {
+            anyhow::bail!("cluster: list at least one node URL, e.g. [\"http://10.0.0.1:7700\"]");
+        }
+        if self.rest.is_none() {
+            anyhow::bail!("nothing to serve: add a [rest] table (listen = \"127.0.0.1:8080\")");
+        }
+        if let Some(r) = &self.rest {
+            if r.tls_cert.is_some() != r.tls_key.is_some() {
+                anyhow::bail!("rest: tls_cert and tls_key go together");
+            }
+            if let Some(u) = &r.public_url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    anyhow::bail!("rest.public_url {u:?}: give the scheme, e.g. https://backup.example.net:8080");
+                }
+            }
+            if r.max_body_bytes < 1024 {
+                anyhow::bail!("rest.max_body_bytes: at least 1024");
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster token: `token`, else the first line of `token_file`.
+    pub fn cluster_token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.clone()));
+        }
+        match &self.token_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("token_file {}: {e}", p.display()))?;
+                Ok(text.lines().next().map(|l| l.trim().to_string()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example_and_refuses_unknown_keys() {
+        let text = r#"
+cluster = ["http://10.0.0.1:7700"]
+users_file = "users.toml"
+[rest]
+listen = "0.0.0.0:8080"
+public_url = "https://backup.example.net:8080"
+"#;
+        let cfg: GatewayConfig = toml::from_str(text).unwrap();
+        let cfg = cfg.relative_to(Path::new("/etc/cairn"));
+        assert_eq!(cfg.users_file, PathBuf::from("/etc/cairn/users.toml"));
+        assert_eq!(cfg.rest.as_ref().unwrap().max_body_bytes, 64 * 1024);
+        cfg.validate(true).unwrap();
+        let err = toml::from_str::<GatewayConfig>("users_file = \"u\"\nbogus = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let no_rest: GatewayConfig = toml::from_str("users_file = \"u\"").unwrap();
+        assert!(no_rest.validate(false).is_err());
+    }
+}

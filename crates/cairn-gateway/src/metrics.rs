@@ -1,0 +1,97 @@
+//! Prometheus metrics of the gateway, on the same listener as the API (`/metrics`).
+//!
+//! Request counts and latencies are recorded as requests pass; cluster-wide figures (jobs by
+//! state, every node's raft term, leader, commit index, chunk store size, bytes ingested and
+//! stored, repair backlog) are read from the cluster's gRPC API at scrape time, so a scrape
+//! shows the cluster as it is, not as some earlier poll saw it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use cairn_proto::pb;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (a second gateway in the process shares it).
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "cairn_http_request_duration_seconds".to_string(),
+                ),
+                &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            )
+            .ok()?
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).ok()?;
+        Some(handle)
+    });
+}
+
+/// Counts one answered request.
+pub fn record_request(route: &str, method: &str, code: u16, took: Duration) {
+    let labels = [
+        ("route", route.to_string()),
+        ("method", method.to_string()),
+        ("code", code.to_string()),
+    ];
+    metrics::counter!("cairn_http_requests_total", &labels).increment(1);
+    metrics::histogram!(
+        "cairn_http_request_duration_seconds",
+        "route" => route.to_string()
+    )
+    .record(took.as_secs_f64());
+}
+
+/// Reads the cluster's figures into gauges; a node that does not answer in 2 s is shown
+/// with `cairn_node_up 0`.
+pub async fn refresh_cluster(c: &cairn_agent::Cluster) {
+    let jobs = c
+        .agents_call(|mut a| async move {
+            a.list_jobs(pb::ListJobsRequest {
+                env: String::new(),
+                state: String::new(),
+                limit: u32::MAX,
+            })
+            .await
+        })
+        .await;
+    if let Ok(jobs) = jobs {
+        for state in ["queued", "running", "succeeded", "failed", "cancelled"] {
+            let n = jobs.jobs.iter().filter(|j| j.state == state).count();
+            metrics::gauge!("cairn_jobs", "state" => state).set(n as f64);
+        }
+    }
+    for url in c.node_urls() {
+        let st = tokio::time::timeout(Duration::from_secs(2), c.node_status_at(&url)).await;
+        let st = match st {
+            Ok(Ok(st)) => st,
+            _ => continue,
+        };
+        let node = st.node_id.to_string();
+        let g = |name: &'static str, v: u64| {
+            metrics::gauge!(name, "node" => node.clone()).set(v as f64);
+        };
+        g("cairn_node_up", 1);
+        g("cairn_raft_term", st.term);
+        g("cairn_raft_leader", st.leader.unwrap_or(0));
+        g("cairn_raft_commit_index", st.commit_index);
+        g("cairn_raft_last_log_index", st.last_log_index);
+        g("cairn_chunk_store_chunks", st.chunks);
+        g("cairn_chunk_store_bytes", st.stored_bytes);
+        g("cairn_ingested_logical_bytes", st.logical_bytes);
+        g("cairn_repair_backlog", st.repair_backlog);
+        g("cairn_catalog_backups", st.backups);
+    }
+}
+
+/// The Prometheus text exposition of everything recorded.
+pub fn render() -> String {
+    match HANDLE.get() {
+        Some(Some(h)) => h.render(),
+        _ => String::new(),
+    }
+}

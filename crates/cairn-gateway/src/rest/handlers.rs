@@ -1,0 +1,431 @@
+//! The handlers: role check, input, one or two cluster calls, a representation.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use cairn_core::job::{BackupEdit, EnvRecord, HostRecord, Job, JobKind, JobOptions};
+use cairn_core::{BackupId, BackupRecord, EnvId};
+use cairn_proto::pb;
+
+use super::error::ApiError;
+use super::input::{self, BackupOp};
+use super::model::{self, Uris};
+use super::{Rep, RestState};
+use crate::users::{Identity, Role};
+
+type St = State<Arc<RestState>>;
+type R = Result<Rep, ApiError>;
+
+/// The PUT body type the spec itself misspells; tolerated.
+const MISSPELLED_PUT_TYPE: &str = "application/vnd.com.sun.Backup.VM+json";
+
+fn wire<T, U>(v: T) -> Result<U, ApiError>
+where
+    U: TryFrom<T>,
+    U::Error: std::fmt::Display,
+{
+    U::try_from(v).map_err(|e| {
+        tracing::error!(error = %e, "the cluster sent a record the gateway cannot read");
+        ApiError::for_status(StatusCode::INTERNAL_SERVER_ERROR)
+    })
+}
+
+fn parse_env(eid: &str) -> Result<EnvId, ApiError> {
+    // Only the canonical form names a VM: the braces Virtuozzo tools write are for the XML API.
+    if eid.len() != 36 {
+        return Err(malformed("VM", eid));
+    }
+    eid.parse().map_err(|_| malformed("VM", eid))
+}
+
+fn parse_backup(eid: &str, stamp: &str) -> Result<BackupId, ApiError> {
+    let env = parse_env(eid)?;
+    format!("{env}/{stamp}")
+        .parse()
+        .map_err(|_| malformed("backup", stamp))
+}
+
+fn malformed(what: &str, id: &str) -> ApiError {
+    let shown: String = id.chars().take(80).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "malformed_id",
+        format!("{shown:?} cannot name a {what}"),
+    )
+}
+
+impl RestState {
+    fn cluster(&self) -> Result<&cairn_agent::Cluster, ApiError> {
+        self.link.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the gateway has not reached the storage cluster yet; try again",
+            )
+        })
+    }
+
+    async fn cluster_name(&self) -> Result<String, ApiError> {
+        let st = self.cluster()?.node_status().await?;
+        Ok(if st.cluster_id.is_empty() {
+            "cairn".to_string()
+        } else {
+            format!("cairn-{}", &st.cluster_id[..st.cluster_id.len().min(8)])
+        })
+    }
+
+    async fn hosts(&self) -> Result<Vec<(HostRecord, bool)>, ApiError> {
+        let hosts = self
+            .cluster()?
+            .agents_call(|mut a| async move { a.list_hosts(pb::ListHostsRequest {}).await })
+            .await?
+            .hosts;
+        let mut out = Vec::with_capacity(hosts.len());
+        for h in hosts {
+            let online = h.online;
+            out.push((wire::<_, HostRecord>(h)?, online));
+        }
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        Ok(out)
+    }
+
+    async fn envs(&self, host: &str) -> Result<Vec<EnvRecord>, ApiError> {
+        let host = host.to_string();
+        let envs = self
+            .cluster()?
+            .agents_call(|mut a| {
+                let host = host.clone();
+                async move { a.list_envs(pb::ListEnvsRequest { host }).await }
+            })
+            .await?
+            .envs;
+        envs.into_iter().map(wire).collect()
+    }
+
+    async fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, ApiError> {
+        Ok(self.cluster()?.list(env).await?)
+    }
+
+    /// The environment a VM URI names: the registered one, or — when no host runs it any
+    /// more — what its latest backup recorded.
+    async fn env(&self, eid: EnvId) -> Result<(EnvRecord, Vec<BackupRecord>), ApiError> {
+        let backups = self.backups(Some(eid)).await?;
+        if let Some(e) = self.envs("").await?.into_iter().find(|e| e.eid == eid) {
+            return Ok((e, backups));
+        }
+        match backups.iter().max_by_key(|b| b.id.time) {
+            Some(b) => Ok((model::env_from_backup(b), backups)),
+            None => Err(ApiError::not_found(format!("no VM {eid}"))),
+        }
+    }
+
+    async fn backup(&self, id: &BackupId) -> Result<BackupRecord, ApiError> {
+        self.cluster()?.show(id).await.map_err(|e| {
+            if e.code() == cairn_core::ErrorCode::NotFound {
+                ApiError::not_found(format!("no backup {id}"))
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    async fn create_job(
+        &self,
+        who: &Identity,
+        kind: JobKind,
+        env: EnvId,
+        options: JobOptions,
+    ) -> Result<Job, ApiError> {
+        let requester = format!("rest:{}", who.name);
+        let req = pb::CreateJobRequest {
+            kind: kind.as_str().to_string(),
+            env: env.to_string(),
+            options: Some(pb::JobOptions::from(&options)),
+            host: String::new(),
+        };
+        let job = self
+            .cluster()?
+            .agents_call(|mut a| {
+                let mut r = tonic::Request::new(req.clone());
+                if let Ok(v) = requester.parse() {
+                    r.metadata_mut().insert("x-cairn-requester", v);
+                }
+                async move { a.create_job(r).await }
+            })
+            .await?;
+        wire(job)
+    }
+
+    async fn job(&self, id: uuid::Uuid) -> Result<Job, ApiError> {
+        let req = pb::JobRef { id: id.to_string() };
+        let job = self
+            .cluster()?
+            .agents_call(|mut a| {
+                let req = req.clone();
+                async move { a.get_job(req).await }
+            })
+            .await
+            .map_err(|e| {
+                if e.code() == cairn_core::ErrorCode::NotFound {
+                    ApiError::not_found(format!("no status {id}"))
+                } else {
+                    e.into()
+                }
+            })?;
+        wire(job)
+    }
+
+    /// Refuses (409) a name another backup of the VM already has.
+    async fn check_name_free(
+        &self,
+        env: EnvId,
+        name: Option<&str>,
+        except: Option<&BackupId>,
+    ) -> Result<(), ApiError> {
+        let Some(name) = name else { return Ok(()) };
+        let taken = self
+            .backups(Some(env))
+            .await?
+            .into_iter()
+            .any(|b| Some(&b.id) != except && model::backup_name(&b) == name);
+        if taken {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "duplicate_name",
+                format!("VM {env} already has a backup named {name:?}"),
+            )
+            .field("name"));
+        }
+        Ok(())
+    }
+}
+
+pub(super) async fn cloud(State(s): St, Extension(u): Extension<Uris>) -> R {
+    let name = s.cluster_name().await?;
+    Ok(Rep::ok("Cloud", &model::cloud(&u, &name)))
+}
+
+pub(super) async fn versions(Extension(u): Extension<Uris>) -> R {
+    Ok(Rep::ok("Versions", &model::versions(&u)))
+}
+
+pub(super) async fn vdc(State(s): St, Extension(u): Extension<Uris>) -> R {
+    let name = s.cluster_name().await?;
+    let nodes = s.cluster()?.node_urls().len();
+    let hosts: Vec<HostRecord> = s.hosts().await?.into_iter().map(|h| h.0).collect();
+    Ok(Rep::ok("VDC", &model::vdc(&u, &name, nodes, &hosts)))
+}
+
+pub(super) async fn root_cluster(State(s): St, Extension(u): Extension<Uris>) -> R {
+    let hosts: Vec<HostRecord> = s.hosts().await?.into_iter().map(|h| h.0).collect();
+    Ok(Rep::ok("Cluster", &model::root_cluster(&u, &hosts)))
+}
+
+pub(super) async fn host_cluster(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Path(host): Path<String>,
+) -> R {
+    let (rec, online) = s
+        .hosts()
+        .await?
+        .into_iter()
+        .find(|h| h.0.id == host)
+        .ok_or_else(|| ApiError::not_found(format!("no cluster (host) {:?}", short(&host))))?;
+    let envs = s.envs(&host).await?;
+    let backups = s.backups(None).await?;
+    Ok(Rep::ok(
+        "Cluster",
+        &model::host_cluster(&u, &rec, online, &envs, &backups),
+    ))
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+pub(super) async fn vm(State(s): St, Extension(u): Extension<Uris>, Path(eid): Path<String>) -> R {
+    let eid = parse_env(&eid)?;
+    let (env, backups) = s.env(eid).await?;
+    Ok(Rep::ok("VM", &model::vm(&u, &env, &backups)))
+}
+
+pub(super) async fn list_backups(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Path(eid): Path<String>,
+) -> R {
+    let eid = parse_env(&eid)?;
+    let (env, backups) = s.env(eid).await?;
+    Ok(Rep::ok("json", &model::vm(&u, &env, &backups).backups))
+}
+
+pub(super) async fn back_up(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
+    Path(eid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> R {
+    who.require(Role::Operator, "backing up")?;
+    let env = parse_env(&eid)?;
+    input::check_content_type(&headers, &body, &[&model::media("Backup")])?;
+    let b = input::backup(&body, BackupOp::Create)?;
+    // The VM must exist (a registered environment: only its host's agent can back it up).
+    s.env(env).await?;
+    s.check_name_free(env, b.name.as_deref(), None).await?;
+    let options = JobOptions {
+        backup_type: b.kind,
+        name: b.name.unwrap_or_default(),
+        description: b.description.unwrap_or_default(),
+        tags: b.tags.unwrap_or_default(),
+        ..JobOptions::default()
+    };
+    let job = s.create_job(&who, JobKind::Backup, env, options).await?;
+    tracing::info!(user = %who.name, job_id = %job.id, env = %env, "backup requested over REST");
+    Ok(Rep::accepted(&model::status(&u, &job)))
+}
+
+pub(super) async fn get_backup(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Path((eid, stamp)): Path<(String, String)>,
+) -> R {
+    let id = parse_backup(&eid, &stamp)?;
+    let b = s.backup(&id).await?;
+    Ok(Rep::ok("Backup", &model::backup(&u, &b)))
+}
+
+pub(super) async fn update_backup(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
+    Path((eid, stamp)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> R {
+    who.require(Role::Admin, "changing a backup")?;
+    let id = parse_backup(&eid, &stamp)?;
+    input::check_content_type(
+        &headers,
+        &body,
+        &[&model::media("Backup"), MISSPELLED_PUT_TYPE],
+    )?;
+    let b = input::backup(&body, BackupOp::Update)?;
+    s.backup(&id).await?;
+    s.check_name_free(id.env, b.name.as_deref(), Some(&id))
+        .await?;
+    let options = JobOptions {
+        backup: Some(id),
+        edit: Some(BackupEdit {
+            name: b.name,
+            description: b.description,
+            tags: b.tags,
+        }),
+        ..JobOptions::default()
+    };
+    let job = s.create_job(&who, JobKind::Update, id.env, options).await?;
+    Ok(Rep::accepted(&model::status(&u, &job)))
+}
+
+pub(super) async fn delete_backup(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
+    Path((eid, stamp)): Path<(String, String)>,
+) -> R {
+    who.require(Role::Admin, "deleting a backup")?;
+    let id = parse_backup(&eid, &stamp)?;
+    s.backup(&id).await?;
+    let options = JobOptions {
+        backup: Some(id),
+        ..JobOptions::default()
+    };
+    let job = s.create_job(&who, JobKind::Delete, id.env, options).await?;
+    tracing::info!(user = %who.name, backup = %id, "backup deleted over REST");
+    Ok(Rep::accepted(&model::status(&u, &job)))
+}
+
+pub(super) async fn restore(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
+    Path((eid, stamp)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> R {
+    who.require(Role::Operator, "restoring")?;
+    let id = parse_backup(&eid, &stamp)?;
+    input::check_content_type(&headers, &body, &[])?;
+    let r = input::restore(&body)?;
+    s.backup(&id).await?;
+    let options = JobOptions {
+        backup: Some(id),
+        force: r.force,
+        ..JobOptions::default()
+    };
+    let job = s
+        .create_job(&who, JobKind::Restore, id.env, options)
+        .await?;
+    tracing::info!(
+        user = %who.name,
+        backup = %id,
+        job_id = %job.id,
+        note = r.note.as_deref().unwrap_or(""),
+        "restore requested over REST"
+    );
+    Ok(Rep::accepted(&model::status(&u, &job)))
+}
+
+pub(super) async fn status(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Path(id): Path<String>,
+) -> R {
+    let job_id = uuid::Uuid::parse_str(&id)
+        .ok()
+        .filter(|_| id.len() == 36)
+        .ok_or_else(|| malformed("status", &id))?;
+    let job = s.job(job_id).await?;
+    Ok(Rep::ok("Status", &model::status(&u, &job)))
+}
+
+/// `ok` while the gateway reaches a cluster that has a leader; 503 otherwise.
+pub(super) async fn healthz(State(s): St) -> Response {
+    let healthy = match s.link.get() {
+        Some(c) => c.node_status().await.is_ok_and(|st| st.leader.is_some()),
+        None => false,
+    };
+    if healthy {
+        ([(header::CONTENT_TYPE, "text/plain")], "ok\n").into_response()
+    } else {
+        ApiError::for_status(StatusCode::SERVICE_UNAVAILABLE).into_response()
+    }
+}
+
+pub(super) async fn metrics(State(s): St, Extension(who): Extension<Identity>) -> Response {
+    if let Err(e) = who.require(Role::Viewer, "reading metrics") {
+        return e.into_response();
+    }
+    if let Some(c) = s.link.get() {
+        crate::metrics::refresh_cluster(c).await;
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+pub(super) async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::DOCUMENT,
+    )
+        .into_response()
+}

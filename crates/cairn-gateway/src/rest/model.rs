@@ -1,0 +1,445 @@
+//! The Sun Cloud API representations, built from catalog records by pure functions (the
+//! golden tests pin every one of them byte for byte).
+//!
+//! URIs are opaque to clients, so their shape is ours; every representation carries the
+//! absolute URIs a client follows:
+//!
+//! | resource | path |
+//! |---|---|
+//! | Cloud | `/` |
+//! | VDC (the storage cluster) | `/vdc` |
+//! | root Cluster, host Cluster | `/clusters`, `/clusters/{host}` |
+//! | VM (one environment) | `/vms/{eid}` (`/back_up`, `/backups`) |
+//! | Backup | `/vms/{eid}/backups/{YYYYMMDDhhmmss}` (`/restore`) |
+//! | Status (one cluster job) | `/statuses/{job id}` |
+//! | versions | `/versions` |
+
+use cairn_core::job::{EnvRecord, HostRecord, Job, JobKind, JobState};
+use cairn_core::{BackupId, BackupRecord, EnvId};
+use serde::Serialize;
+
+/// The version of the Sun Cloud API this adapter implements.
+pub const SPEC_VERSION: &str = "0.1";
+
+/// `application/vnd.com.sun.cloud.<Type>+json`.
+pub fn media(kind: &str) -> String {
+    format!("application/vnd.com.sun.cloud.{kind}+json")
+}
+
+/// The error media type.
+pub const MESSAGES: &str = "common.Messages";
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (host ids in paths).
+pub fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The absolute URIs of every resource, under one base (`http://host:port`, no slash).
+#[derive(Clone, Debug)]
+pub struct Uris {
+    pub base: String,
+}
+
+impl Uris {
+    pub fn cloud(&self) -> String {
+        format!("{}/", self.base)
+    }
+    pub fn vdc(&self) -> String {
+        format!("{}/vdc", self.base)
+    }
+    pub fn root_cluster(&self) -> String {
+        format!("{}/clusters", self.base)
+    }
+    pub fn cluster(&self, host: &str) -> String {
+        format!("{}/clusters/{}", self.base, pct(host))
+    }
+    pub fn vm(&self, env: EnvId) -> String {
+        format!("{}/vms/{env}", self.base)
+    }
+    pub fn backup(&self, id: &BackupId) -> String {
+        format!("{}/vms/{}/backups/{}", self.base, id.env, id.stamp())
+    }
+    pub fn status(&self, job: uuid::Uuid) -> String {
+        format!("{}/statuses/{job}", self.base)
+    }
+    pub fn versions(&self) -> String {
+        format!("{}/versions", self.base)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Link {
+    pub name: String,
+    pub uri: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Cloud {
+    pub uri: String,
+    pub vdcs: Vec<Link>,
+    pub specification_version: Vec<String>,
+    pub implementation_version: String,
+    /// Extension: where `GET` finds the versions resource.
+    pub versions: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Vdc {
+    pub name: String,
+    pub uri: String,
+    pub description: String,
+    pub cluster: Cluster,
+    pub addresses: Vec<String>,
+    pub volumes: Vec<String>,
+    pub tags: Vec<String>,
+    pub vm_templates: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    pub uri: String,
+    /// Extension: a host cluster's hostname; empty for the root cluster.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// Extension: whether the host's agent registered recently (host clusters only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
+    pub vms: Vec<Vm>,
+    pub clusters: Vec<Link>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Vm {
+    pub name: String,
+    pub uri: String,
+    /// Extension: the environment id (EID), as the XML adapter names it.
+    pub id: String,
+    pub description: String,
+    pub cluster: String,
+    /// Not reported by agents yet: left out rather than guessed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_status: Option<String>,
+    pub hostname: String,
+    pub os: String,
+    /// Extension: the addresses the host reported for it.
+    pub ip: Vec<String>,
+    pub tags: Vec<String>,
+    pub back_up: String,
+    pub backups: Vec<Backup>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Backup {
+    pub name: String,
+    pub uri: String,
+    pub id: String,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub created: String,
+    pub restore: String,
+    pub vm: String,
+    pub tags: Vec<String>,
+    pub size: u64,
+    pub stored_size: u64,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Status {
+    pub op: String,
+    pub progress: u32,
+    pub target_uri: String,
+    pub status_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Versions {
+    pub uri: String,
+    pub implementation_version: String,
+    pub specification_version: Vec<String>,
+}
+
+/// One entry of an error body.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Message {
+    pub text: String,
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    pub severity: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Messages {
+    pub message: Vec<Message>,
+}
+
+pub fn implementation_version() -> String {
+    format!("cairn {}", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn cloud(u: &Uris, cluster_name: &str) -> Cloud {
+    Cloud {
+        uri: u.cloud(),
+        vdcs: vec![Link {
+            name: cluster_name.to_string(),
+            uri: u.vdc(),
+        }],
+        specification_version: vec![SPEC_VERSION.to_string()],
+        implementation_version: implementation_version(),
+        versions: u.versions(),
+    }
+}
+
+pub fn versions(u: &Uris) -> Versions {
+    Versions {
+        uri: u.versions(),
+        implementation_version: implementation_version(),
+        specification_version: vec![SPEC_VERSION.to_string()],
+    }
+}
+
+/// The root cluster: one child cluster per host (linked, not embedded).
+pub fn root_cluster(u: &Uris, hosts: &[HostRecord]) -> Cluster {
+    Cluster {
+        name: "hosts".to_string(),
+        uri: u.root_cluster(),
+        hostname: String::new(),
+        online: None,
+        vms: Vec::new(),
+        clusters: hosts
+            .iter()
+            .map(|h| Link {
+                name: h.id.clone(),
+                uri: u.cluster(&h.id),
+            })
+            .collect(),
+        tags: Vec::new(),
+    }
+}
+
+pub fn vdc(u: &Uris, cluster_name: &str, nodes: usize, hosts: &[HostRecord]) -> Vdc {
+    Vdc {
+        name: cluster_name.to_string(),
+        uri: u.vdc(),
+        description: format!(
+            "Cairn storage cluster of {nodes} node(s) holding the backups of {} host(s)",
+            hosts.len()
+        ),
+        cluster: root_cluster(u, hosts),
+        addresses: Vec::new(),
+        volumes: Vec::new(),
+        tags: Vec::new(),
+        vm_templates: Vec::new(),
+    }
+}
+
+/// A host cluster with its VMs; `backups` holds every backup of those VMs (any order).
+pub fn host_cluster(
+    u: &Uris,
+    host: &HostRecord,
+    online: bool,
+    envs: &[EnvRecord],
+    backups: &[BackupRecord],
+) -> Cluster {
+    Cluster {
+        name: host.id.clone(),
+        uri: u.cluster(&host.id),
+        hostname: host.hostname.clone(),
+        online: Some(online),
+        vms: envs
+            .iter()
+            .filter(|e| e.host == host.id)
+            .map(|e| vm(u, e, backups))
+            .collect(),
+        clusters: Vec::new(),
+        tags: Vec::new(),
+    }
+}
+
+/// A VM; `backups` may hold other environments' backups too (they are filtered out).
+pub fn vm(u: &Uris, env: &EnvRecord, backups: &[BackupRecord]) -> Vm {
+    let mut own: Vec<&BackupRecord> = backups.iter().filter(|b| b.id.env == env.eid).collect();
+    own.sort_by_key(|b| b.id.time);
+    Vm {
+        name: if env.name.is_empty() {
+            env.eid.to_string()
+        } else {
+            env.name.clone()
+        },
+        uri: u.vm(env.eid),
+        id: env.eid.to_string(),
+        description: if env.description.is_empty() {
+            env.title.clone()
+        } else {
+            env.description.clone()
+        },
+        cluster: u.cluster(&env.host),
+        run_status: None,
+        hostname: env.hostname.clone(),
+        os: env.os.clone(),
+        ip: env.ip.clone(),
+        tags: Vec::new(),
+        back_up: format!("{}/back_up", u.vm(env.eid)),
+        backups: own.into_iter().map(|b| backup(u, b)).collect(),
+    }
+}
+
+/// The environment a VM stands for when no host runs it any more: what its latest backup
+/// recorded.
+pub fn env_from_backup(b: &BackupRecord) -> EnvRecord {
+    EnvRecord {
+        eid: b.id.env,
+        host: b.host.clone(),
+        name: b.env_info.name.clone(),
+        path: b.source.clone(),
+        title: b.env_info.title.clone(),
+        hostname: b.env_info.hostname.clone(),
+        ip: b.env_info.ip.clone(),
+        os: b.env_info.os.clone(),
+        description: String::new(),
+        kind: b.env_info.kind.clone(),
+    }
+}
+
+/// A backup's name: its own, or its id when it was given none (names are unique per VM).
+pub fn backup_name(b: &BackupRecord) -> String {
+    if b.name.is_empty() {
+        b.id.to_string()
+    } else {
+        b.name.clone()
+    }
+}
+
+pub fn backup(u: &Uris, b: &BackupRecord) -> Backup {
+    let uri = u.backup(&b.id);
+    Backup {
+        name: backup_name(b),
+        restore: format!("{uri}/restore"),
+        uri,
+        id: b.id.to_string(),
+        description: b.description.clone(),
+        kind: b.kind.as_str().to_string(),
+        created: b.id.datetime().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        vm: u.vm(b.id.env),
+        tags: b.tags.clone(),
+        size: b.logical_size,
+        stored_size: b.stored_size,
+        state: b.state.as_str().to_string(),
+    }
+}
+
+/// The Status `op` of a job.
+pub fn op(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Backup => "back_up",
+        JobKind::Restore | JobKind::SelectiveRestore => "restore-Backup",
+        JobKind::Delete => "delete-Backup",
+        JobKind::Update => "update-Backup",
+    }
+}
+
+/// A job as a Status. While it runs, `progress` is the agent's percent capped at 99 and
+/// `target_uri` is the VM (a new backup has no URI yet); once finished, `progress` is 100,
+/// `status` the HTTP code of the outcome and `target_uri` the backup acted on or made.
+pub fn status(u: &Uris, job: &Job) -> Status {
+    let finished = matches!(
+        job.state,
+        JobState::Succeeded | JobState::Failed | JobState::Cancelled
+    );
+    let backup = job.result.backup.or(job.options.backup);
+    let target_uri = match (job.kind, job.state, backup) {
+        (JobKind::Backup, JobState::Succeeded, Some(b)) => u.backup(&b),
+        (JobKind::Backup, _, _) => u.vm(job.env),
+        (_, _, Some(b)) => u.backup(&b),
+        (_, _, None) => u.vm(job.env),
+    };
+    let (progress, code, message) = match job.state {
+        JobState::Queued => (0, None, None),
+        JobState::Running => (job.progress.percent.min(99), None, None),
+        JobState::Succeeded => {
+            let code = if job.kind == JobKind::Backup {
+                201
+            } else {
+                200
+            };
+            let text = match job.kind {
+                JobKind::Backup => match backup {
+                    Some(b) => format!("backup {b} created"),
+                    None => "backup created".to_string(),
+                },
+                JobKind::Restore | JobKind::SelectiveRestore => "restored".to_string(),
+                JobKind::Delete => "deleted".to_string(),
+                JobKind::Update => "updated".to_string(),
+            };
+            (100, Some(code), Some(text))
+        }
+        JobState::Failed => (
+            100,
+            Some(failure_code(&job.reason)),
+            Some(job.reason.clone()),
+        ),
+        JobState::Cancelled => (
+            100,
+            Some(409),
+            Some(if job.reason.is_empty() {
+                "cancelled".to_string()
+            } else {
+                job.reason.clone()
+            }),
+        ),
+    };
+    debug_assert!(finished == (progress == 100));
+    Status {
+        op: op(job.kind).to_string(),
+        progress,
+        target_uri,
+        status_uri: u.status(job.id),
+        status: code,
+        message,
+    }
+}
+
+/// The HTTP code of a failed job, from the reasons the cluster phrases itself: a name
+/// taken meanwhile (409), a backup gone meanwhile (404), a host whose agent never came
+/// (503); anything else — the agent's own failure — is 500.
+fn failure_code(reason: &str) -> u16 {
+    if reason.contains("already has a backup named") {
+        409
+    } else if reason.contains("does not exist") {
+        404
+    } else if reason.starts_with("no agent of host") {
+        503
+    } else {
+        500
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pct_keeps_unreserved_and_encodes_the_rest() {
+        assert_eq!(pct("node-1.example_x~"), "node-1.example_x~");
+        assert_eq!(pct("a/b c%"), "a%2Fb%20c%25");
+        assert_eq!(pct("é"), "%C3%A9");
+    }
+}
