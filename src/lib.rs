@@ -2,6 +2,8 @@
 //! with OS-assigned ports and temporary data directories, and waits on observable conditions
 //! with deadlines (never sleep-and-hope).
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

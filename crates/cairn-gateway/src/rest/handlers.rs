@@ -18,6 +18,33 @@ use super::{Rep, RestState};
 use crate::users::{Identity, Role};
 
 type St = State<Arc<RestState>>;
+
+/// The ids of a path; one that cannot even be decoded (bad percent-encoding, not UTF-8)
+/// names nothing: 404 `malformed_id`, like any other id that cannot name a resource.
+pub(super) struct Ids<T>(T);
+
+#[axum::async_trait]
+impl<S, T> axum::extract::FromRequestParts<S> for Ids<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Ids(v)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "malformed_id",
+                "the ids in this URI cannot be read",
+            )),
+        }
+    }
+}
 type R = Result<Rep, ApiError>;
 
 /// The PUT body type the spec itself misspells; tolerated.
@@ -228,7 +255,7 @@ pub(super) async fn root_cluster(State(s): St, Extension(u): Extension<Uris>) ->
 pub(super) async fn host_cluster(
     State(s): St,
     Extension(u): Extension<Uris>,
-    Path(host): Path<String>,
+    Ids(host): Ids<String>,
 ) -> R {
     let (rec, online) = s
         .hosts()
@@ -248,7 +275,7 @@ fn short(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
-pub(super) async fn vm(State(s): St, Extension(u): Extension<Uris>, Path(eid): Path<String>) -> R {
+pub(super) async fn vm(State(s): St, Extension(u): Extension<Uris>, Ids(eid): Ids<String>) -> R {
     let eid = parse_env(&eid)?;
     let (env, backups) = s.env(eid).await?;
     Ok(Rep::ok("VM", &model::vm(&u, &env, &backups)))
@@ -257,7 +284,7 @@ pub(super) async fn vm(State(s): St, Extension(u): Extension<Uris>, Path(eid): P
 pub(super) async fn list_backups(
     State(s): St,
     Extension(u): Extension<Uris>,
-    Path(eid): Path<String>,
+    Ids(eid): Ids<String>,
 ) -> R {
     let eid = parse_env(&eid)?;
     let (env, backups) = s.env(eid).await?;
@@ -268,7 +295,7 @@ pub(super) async fn back_up(
     State(s): St,
     Extension(u): Extension<Uris>,
     Extension(who): Extension<Identity>,
-    Path(eid): Path<String>,
+    Ids(eid): Ids<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> R {
@@ -294,7 +321,7 @@ pub(super) async fn back_up(
 pub(super) async fn get_backup(
     State(s): St,
     Extension(u): Extension<Uris>,
-    Path((eid, stamp)): Path<(String, String)>,
+    Ids((eid, stamp)): Ids<(String, String)>,
 ) -> R {
     let id = parse_backup(&eid, &stamp)?;
     let b = s.backup(&id).await?;
@@ -305,7 +332,7 @@ pub(super) async fn update_backup(
     State(s): St,
     Extension(u): Extension<Uris>,
     Extension(who): Extension<Identity>,
-    Path((eid, stamp)): Path<(String, String)>,
+    Ids((eid, stamp)): Ids<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> R {
@@ -337,7 +364,7 @@ pub(super) async fn delete_backup(
     State(s): St,
     Extension(u): Extension<Uris>,
     Extension(who): Extension<Identity>,
-    Path((eid, stamp)): Path<(String, String)>,
+    Ids((eid, stamp)): Ids<(String, String)>,
 ) -> R {
     who.require(Role::Admin, "deleting a backup")?;
     let id = parse_backup(&eid, &stamp)?;
@@ -355,7 +382,7 @@ pub(super) async fn restore(
     State(s): St,
     Extension(u): Extension<Uris>,
     Extension(who): Extension<Identity>,
-    Path((eid, stamp)): Path<(String, String)>,
+    Ids((eid, stamp)): Ids<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> R {
@@ -382,11 +409,7 @@ pub(super) async fn restore(
     Ok(Rep::accepted(&model::status(&u, &job)))
 }
 
-pub(super) async fn status(
-    State(s): St,
-    Extension(u): Extension<Uris>,
-    Path(id): Path<String>,
-) -> R {
+pub(super) async fn status(State(s): St, Extension(u): Extension<Uris>, Ids(id): Ids<String>) -> R {
     let job_id = uuid::Uuid::parse_str(&id)
         .ok()
         .filter(|_| id.len() == 36)
