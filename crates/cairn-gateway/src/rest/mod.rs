@@ -20,6 +20,8 @@
 //! deletes backups.
 
 pub mod error;
+#[cfg(test)]
+mod golden;
 mod handlers;
 pub mod input;
 pub mod model;

@@ -1,0 +1,445 @@
+//! Golden tests: every representation and every error answer, byte for byte, against the
+//! files in `crates/cairn-gateway/tests/golden/`. A deliberate change is re-recorded with
+//! `CAIRN_BLESS=1 cargo test -p cairn-gateway golden` and reviewed in the diff.
+//!
+//! Representations come from the pure functions of [`super::model`] over fixed records;
+//! errors come from the real router (in process, without a cluster: the routes that need
+//! one answer 503) or, for the answers only a cluster gives, from the conversion of its
+//! stable error codes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use cairn_agent::AgentError;
+use cairn_core::job::{BackupEdit, EnvRecord, HostRecord, Job, JobKind, JobOptions, JobState};
+use cairn_core::{BackupId, BackupRecord, BackupState, BackupType, Compression, EnvId, ErrorCode};
+use tower::ServiceExt;
+
+use super::error::ApiError;
+use super::model::{self, Uris};
+use crate::users::{Role, Users, UsersFile};
+
+const EID: &str = "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21";
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// Compares `text` with the golden file `name` (or writes it under `CAIRN_BLESS=1`).
+fn golden(name: &str, text: &str) {
+    let path = golden_dir().join(name);
+    if std::env::var_os("CAIRN_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: record it with CAIRN_BLESS=1 cargo test -p cairn-gateway golden",
+            path.display()
+        )
+    });
+    assert_eq!(
+        text,
+        want,
+        "{name} differs from its golden file (re-record with CAIRN_BLESS=1 if the change is intended)"
+    );
+}
+
+fn golden_json<T: serde::Serialize>(name: &str, v: &T) {
+    golden(name, &(serde_json::to_string_pretty(v).unwrap() + "\n"));
+}
+
+fn uris() -> Uris {
+    Uris {
+        base: "http://backup.example:8080".to_string(),
+    }
+}
+
+fn env() -> EnvRecord {
+    EnvRecord {
+        eid: EID.parse().unwrap(),
+        host: "node-a".into(),
+        name: "101".into(),
+        path: "/vz/private/101".into(),
+        title: "web01".into(),
+        hostname: "web01.example".into(),
+        ip: vec!["10.0.0.11".into()],
+        os: "debian-12".into(),
+        description: "front web server".into(),
+        kind: "virtuozzo".into(),
+    }
+}
+
+fn host() -> HostRecord {
+    HostRecord {
+        id: "node-a".into(),
+        hostname: "node-a.dc1".into(),
+        addrs: vec!["10.0.0.1".into()],
+        seen_ms: 1_795_000_000_000,
+        version: "0.1.0".into(),
+        max_jobs: 2,
+        envs: vec![EID.parse().unwrap()],
+    }
+}
+
+fn backup_at(stamp: &str, name: &str) -> BackupRecord {
+    BackupRecord {
+        id: format!("{EID}/{stamp}").parse().unwrap(),
+        kind: BackupType::Full,
+        parent: None,
+        name: name.into(),
+        description: "before upgrade".into(),
+        tags: vec!["nightly".into()],
+        manifest: cairn_core::ChunkId::of(b"manifest"),
+        logical_size: 1_048_576,
+        stored_size: 524_288,
+        file_count: 12,
+        chunk_count: 5,
+        state: BackupState::Complete,
+        errors: Vec::new(),
+        error_count: 0,
+        compression: Compression::default(),
+        host: "node-a".into(),
+        source: "/vz/private/101".into(),
+        env_info: env().info(),
+    }
+}
+
+fn job(kind: JobKind, state: JobState) -> Job {
+    let env: EnvId = EID.parse().unwrap();
+    let target: BackupId = format!("{EID}/20261122081500").parse().unwrap();
+    let options = JobOptions {
+        backup: (kind != JobKind::Backup).then_some(target),
+        edit: (kind == JobKind::Update).then(|| BackupEdit {
+            tags: Some(vec!["keep".into()]),
+            ..BackupEdit::default()
+        }),
+        ..JobOptions::default()
+    };
+    let mut j = Job::new(
+        "01932f5e-7a00-7000-8000-000000000041".parse().unwrap(),
+        kind,
+        env,
+        "node-a".into(),
+        "rest:alice".into(),
+        options,
+        1_795_000_000_000,
+        3_600_000,
+    );
+    j.state = state;
+    j.progress.percent = 42;
+    match state {
+        JobState::Succeeded => j.result.backup = Some(target),
+        JobState::Failed => {
+            j.reason = "the agent of host \"node-a\" stopped renewing its lease".into()
+        }
+        JobState::Cancelled => j.reason = "cancelled by admin".into(),
+        _ => {}
+    }
+    j
+}
+
+#[test]
+fn golden_representations() {
+    let u = uris();
+    let b1 = backup_at("20261122081500", "web01-nightly");
+    let mut b2 = backup_at("20261123081500", "");
+    b2.kind = BackupType::Incremental;
+    b2.state = BackupState::Incomplete;
+    let backups = vec![b2.clone(), b1.clone()];
+    golden_json("cloud.json", &model::cloud(&u, "cairn-1a2b3c4d"));
+    golden_json("versions.json", &model::versions(&u));
+    golden_json("vdc.json", &model::vdc(&u, "cairn-1a2b3c4d", 3, &[host()]));
+    golden_json("cluster-root.json", &model::root_cluster(&u, &[host()]));
+    golden_json(
+        "cluster-host.json",
+        &model::host_cluster(&u, &host(), true, &[env()], &backups),
+    );
+    golden_json("vm.json", &model::vm(&u, &env(), &backups));
+    golden_json(
+        "vm-without-host.json",
+        &model::vm(&u, &model::env_from_backup(&b1), &[b1.clone()]),
+    );
+    golden_json("backup.json", &model::backup(&u, &b1));
+    golden_json("backup-unnamed-incremental.json", &model::backup(&u, &b2));
+    for (file, kind, state) in [
+        (
+            "status-back_up-queued.json",
+            JobKind::Backup,
+            JobState::Queued,
+        ),
+        (
+            "status-back_up-running.json",
+            JobKind::Backup,
+            JobState::Running,
+        ),
+        (
+            "status-back_up-done.json",
+            JobKind::Backup,
+            JobState::Succeeded,
+        ),
+        (
+            "status-back_up-failed.json",
+            JobKind::Backup,
+            JobState::Failed,
+        ),
+        (
+            "status-back_up-cancelled.json",
+            JobKind::Backup,
+            JobState::Cancelled,
+        ),
+        (
+            "status-update-done.json",
+            JobKind::Update,
+            JobState::Succeeded,
+        ),
+        (
+            "status-delete-done.json",
+            JobKind::Delete,
+            JobState::Succeeded,
+        ),
+        (
+            "status-restore-running.json",
+            JobKind::Restore,
+            JobState::Running,
+        ),
+        (
+            "status-restore-done.json",
+            JobKind::Restore,
+            JobState::Succeeded,
+        ),
+    ] {
+        golden_json(file, &model::status(&u, &job(kind, state)));
+    }
+}
+
+/// One answer as recorded: status line, the headers a client acts on, body.
+async fn record(app: &axum::Router, req: Request<Body>) -> String {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let mut out = format!("HTTP {}\n", resp.status().as_u16());
+    for h in ["content-type", "www-authenticate", "allow", "location"] {
+        if let Some(v) = resp.headers().get(h) {
+            out.push_str(&format!("{h}: {}\n", v.to_str().unwrap()));
+        }
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    out.push('\n');
+    // The body exactly as sent.
+    out.push_str(&String::from_utf8_lossy(&body));
+    out.push('\n');
+    out
+}
+
+fn router() -> axum::Router {
+    let mut file = UsersFile::default();
+    file.add("alice", Role::Admin, "alice-password").unwrap();
+    file.add("victor", Role::Viewer, "victor-password").unwrap();
+    let state = Arc::new(super::RestState {
+        link: crate::ClusterLink::default(),
+        users: Arc::new(Users::from_list(file)),
+        public_url: Some("http://backup.example:8080".into()),
+        tls: false,
+        local: "127.0.0.1:8080".parse().unwrap(),
+        max_body_bytes: 1024,
+    });
+    super::router(state)
+}
+
+fn req(method: &str, path: &str, who: Option<(&str, &str)>) -> axum::http::request::Builder {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some((u, p)) = who {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        b = b.header("authorization", format!("Basic {token}"));
+    }
+    b
+}
+
+#[tokio::test]
+async fn golden_error_answers() {
+    let app = router();
+    let alice = Some(("alice", "alice-password"));
+    let victor = Some(("victor", "victor-password"));
+    let vm = format!("/vms/{EID}");
+    let json = "application/json";
+    let cases: Vec<(&str, Request<Body>)> = vec![
+        (
+            "401-missing.txt",
+            req("GET", "/", None).body(Body::empty()).unwrap(),
+        ),
+        (
+            "401-wrong-password.txt",
+            req("GET", "/", Some(("alice", "nope")))
+                .body(Body::empty())
+                .unwrap(),
+        ),
+        (
+            "401-not-basic.txt",
+            req("GET", "/", None)
+                .header("authorization", "Bearer abc")
+                .body(Body::empty())
+                .unwrap(),
+        ),
+        (
+            "403-viewer-backs-up.txt",
+            req("POST", &format!("{vm}/back_up"), victor)
+                .header("content-type", json)
+                .body(Body::from("{}"))
+                .unwrap(),
+        ),
+        (
+            "403-viewer-deletes.txt",
+            req("DELETE", &format!("{vm}/backups/20261122081500"), victor)
+                .body(Body::empty())
+                .unwrap(),
+        ),
+        (
+            "404-no-route.txt",
+            req("GET", "/nothing/here", alice)
+                .body(Body::empty())
+                .unwrap(),
+        ),
+        (
+            "404-malformed-vm-id.txt",
+            req("GET", "/vms/..%2Fetc", alice)
+                .body(Body::empty())
+                .unwrap(),
+        ),
+        (
+            "404-malformed-backup-id.txt",
+            req("GET", &format!("{vm}/backups/2026"), alice)
+                .body(Body::empty())
+                .unwrap(),
+        ),
+        (
+            "404-undecodable-id.txt",
+            req("GET", "/vms/%ff%fe", alice)
+                .body(Body::empty())
+                .unwrap(),
+        ),
+        (
+            "404-malformed-status-id.txt",
+            req("GET", "/statuses/41", alice)
+                .body(Body::empty())
+                .unwrap(),
+        ),
+        (
+            "405-delete-vm.txt",
+            req("DELETE", &vm, alice).body(Body::empty()).unwrap(),
+        ),
+        (
+            "406-versions-as-html.txt",
+            req("GET", "/versions", alice)
+                .header("accept", "text/html")
+                .body(Body::empty())
+                .unwrap(),
+        ),
+        (
+            "400-malformed-json.txt",
+            req("POST", &format!("{vm}/back_up"), alice)
+                .header("content-type", json)
+                .body(Body::from("{\"name\":"))
+                .unwrap(),
+        ),
+        (
+            "400-wrong-type.txt",
+            req("POST", &format!("{vm}/back_up"), alice)
+                .header("content-type", json)
+                .body(Body::from("{\"tags\":\"x\"}"))
+                .unwrap(),
+        ),
+        (
+            "400-unknown-field.txt",
+            req("POST", &format!("{vm}/back_up"), alice)
+                .header("content-type", json)
+                .body(Body::from("{\"colour\":\"red\"}"))
+                .unwrap(),
+        ),
+        (
+            "400-invalid-type.txt",
+            req("POST", &format!("{vm}/back_up"), alice)
+                .header("content-type", json)
+                .body(Body::from("{\"type\":\"weekly\"}"))
+                .unwrap(),
+        ),
+        (
+            "400-content-type.txt",
+            req("POST", &format!("{vm}/back_up"), alice)
+                .header("content-type", "text/plain")
+                .body(Body::from("{}"))
+                .unwrap(),
+        ),
+        (
+            "413-body-too-large.txt",
+            req("POST", &format!("{vm}/back_up"), alice)
+                .header("content-type", json)
+                .body(Body::from(format!("{{\"name\":\"{}\"}}", "x".repeat(4096))))
+                .unwrap(),
+        ),
+        (
+            "503-no-cluster.txt",
+            req("GET", "/vdc", alice).body(Body::empty()).unwrap(),
+        ),
+        (
+            "503-healthz.txt",
+            req("GET", "/healthz", None).body(Body::empty()).unwrap(),
+        ),
+    ];
+    for (file, r) in cases {
+        golden(&format!("errors/{file}"), &record(&app, r).await);
+    }
+    // The answers only a cluster gives, from its stable codes.
+    let from = |code, message: &str| {
+        ApiError::from(AgentError::Cluster {
+            code,
+            message: message.to_string(),
+        })
+    };
+    let cluster_errors = [
+        (
+            "409-duplicate-name.json",
+            from(
+                ErrorCode::Conflict,
+                &format!("environment {EID} already has a backup named \"n\": {EID}/20261122081500"),
+            ),
+        ),
+        (
+            "409-running.json",
+            from(
+                ErrorCode::Conflict,
+                &format!("environment {EID} already has an active job 01932f5e-7a00-7000-8000-000000000041"),
+            ),
+        ),
+        ("404-cluster.json", from(ErrorCode::NotFound, "backup x does not exist")),
+        ("400-cluster.json", from(ErrorCode::InvalidArgument, "a selective restore needs at least one path")),
+        (
+            "500-internal.json",
+            from(ErrorCode::Corrupt, "chunk abc at http://10.0.0.3:7700 failed verification"),
+        ),
+        (
+            "503-unreachable.json",
+            ApiError::from(AgentError::Unreachable {
+                url: "http://10.0.0.3:7700".into(),
+                why: "connection refused".into(),
+            }),
+        ),
+    ];
+    for (file, e) in cluster_errors {
+        assert!(
+            !serde_json::to_string(&e.body())
+                .unwrap()
+                .contains("10.0.0.3"),
+            "{file}: no internal addresses in answers"
+        );
+        let status: StatusCode = e.status;
+        golden_json(
+            &format!("errors/{file}"),
+            &serde_json::json!({"status": status.as_u16(), "body": e.body()}),
+        );
+    }
+}
