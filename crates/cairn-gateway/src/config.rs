@@ -188,4 +188,13 @@ public_url = "https://backup.example.net:8080"
         let no_rest: GatewayConfig = toml::from_str("users_file = \"u\"").unwrap();
         assert!(no_rest.validate(false).is_err());
     }
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster-config/gateway.toml");
+        let cfg = GatewayConfig::load(&path).unwrap();
+        cfg.validate(true).unwrap();
+        assert_eq!(cfg.cluster.len(), 3);
+        assert!(cfg.users_file.ends_with("cluster-config/users.toml"));
+    }
 }

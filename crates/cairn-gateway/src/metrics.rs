@@ -65,11 +65,26 @@ pub async fn refresh_cluster(c: &cairn_agent::Cluster) {
             metrics::gauge!("cairn_jobs", "state" => state).set(n as f64);
         }
     }
-    for url in c.node_urls() {
+    // Every node of the placement, by id; a node that does not answer in 2 s shows
+    // `cairn_node_up 0` (a cluster still forming: the node the client knows).
+    let nodes: Vec<(Option<u64>, String)> = match c.placement() {
+        Some(p) => p
+            .nodes
+            .iter()
+            .map(|n| (Some(n.id), n.addr.clone()))
+            .collect(),
+        None => c.node_urls().into_iter().map(|u| (None, u)).collect(),
+    };
+    for (id, url) in nodes {
         let st = tokio::time::timeout(Duration::from_secs(2), c.node_status_at(&url)).await;
         let st = match st {
             Ok(Ok(st)) => st,
-            _ => continue,
+            _ => {
+                if let Some(id) = id {
+                    metrics::gauge!("cairn_node_up", "node" => id.to_string()).set(0.0);
+                }
+                continue;
+            }
         };
         let node = st.node_id.to_string();
         let g = |name: &'static str, v: u64| {
