@@ -586,7 +586,17 @@ fn bad_input_is_refused_in_the_apis_own_error_form() {
         .to_string();
     let back_up = format!("{vm}/back_up");
     let json = "application/json";
-    let cases: Vec<(&str, String, &str, String, u16, &str, Option<&str>)> = vec![
+    /// (method, url, content type, body, status, code, field)
+    type Case<'a> = (
+        &'a str,
+        String,
+        &'a str,
+        String,
+        u16,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             back_up.clone(),

@@ -161,7 +161,7 @@ fn golden_representations() {
     golden_json("vm.json", &model::vm(&u, &env(), &backups));
     golden_json(
         "vm-without-host.json",
-        &model::vm(&u, &model::env_from_backup(&b1), &[b1.clone()]),
+        &model::vm(&u, &model::env_from_backup(&b1), std::slice::from_ref(&b1)),
     );
     golden_json("backup.json", &model::backup(&u, &b1));
     golden_json("backup-unnamed-incremental.json", &model::backup(&u, &b2));

@@ -303,7 +303,8 @@ pub(super) async fn back_up(
     let env = parse_env(&eid)?;
     input::check_content_type(&headers, &body, &[&model::media("Backup")])?;
     let b = input::backup(&body, BackupOp::Create)?;
-    // The VM must exist (a registered environment: only its host's agent can back it up).
+    // The VM must exist; one no host runs any more (known from its backups) is refused by
+    // the cluster with 404, since no agent could take the job.
     s.env(env).await?;
     s.check_name_free(env, b.name.as_deref(), None).await?;
     let options = JobOptions {

@@ -146,10 +146,11 @@ pub fn backup(body: &[u8], op: BackupOp) -> Result<BackupInput, ApiError> {
                 out.name = Some(n);
             }
             "description" => out.description = Some(string("description", v, MAX_DESCRIPTION)?),
+            // The type is chosen when the backup is made: an update ignores it, whatever it is.
+            "type" if op == BackupOp::Update => {}
             "type" => {
                 let t = string("type", v, 32)?;
-                // The type is chosen when the backup is made; an update ignores it.
-                if op == BackupOp::Create {
+                {
                     out.kind = Some(match t.as_str() {
                         "full" => BackupType::Full,
                         "incremental" => BackupType::Incremental,
@@ -279,7 +280,8 @@ mod tests {
             None
         );
 
-        let cases: &[(&[u8], (&str, Option<&str>))] = &[
+        type Case<'a> = (&'a [u8], (&'a str, Option<&'a str>));
+        let cases: &[Case] = &[
             (b"{", ("malformed_json", None)),
             (b"[1]", ("malformed_json", None)),
             (br#"{"name":5}"#, ("wrong_type", Some("name"))),

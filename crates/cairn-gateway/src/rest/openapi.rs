@@ -423,6 +423,14 @@ mod tests {
             .iter()
             .flat_map(|(_, _, op)| keys(&op["requestBody"]["content"]))
             .collect();
+        // And the types a client might try: every representation's, the PUT type the spec
+        // misspells, plain text.
+        candidates.extend(
+            keys(&doc["components"]["schemas"])
+                .iter()
+                .map(|s| model::media(s)),
+        );
+        candidates.insert("application/vnd.com.sun.Backup.VM+json".to_string());
         candidates.insert("text/plain".to_string());
         for (path, method, op) in &ops {
             let uri = fill(path);
