@@ -382,6 +382,11 @@ mod tests {
                 target_path: "/srv/x".into(),
                 paths: vec!["etc/passwd".into()],
                 prev: true,
+                edit: Some(cairn_core::job::BackupEdit {
+                    name: None,
+                    description: Some(String::new()),
+                    tags: Some(vec!["a".into()]),
+                }),
             },
             1_000,
             60_000,
