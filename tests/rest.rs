@@ -948,3 +948,78 @@ fn a_standalone_gateway_serves_https() {
     let _ = gw.wait();
     let _ = &rig.containers;
 }
+
+/// `cairn dev` serves the REST API with a user `admin`: its password is generated and
+/// printed, or `CAIRN_DEV_PASSWORD` when set.
+#[test]
+fn cairn_dev_serves_rest_as_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |password: Option<&str>, log_name: &str| {
+        let port = cairn_tests::free_ports(1)[0];
+        let log_path = dir.path().join(log_name);
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(cairn_bin());
+        cmd.args([
+            "dev",
+            "--nodes",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--rest-listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env_remove("CAIRN_TOKEN")
+        .env_remove("CAIRN_DEV_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+        if let Some(p) = password {
+            cmd.env("CAIRN_DEV_PASSWORD", p);
+        }
+        let child = cmd.spawn().unwrap();
+        // "REST API at http://127.0.0.1:PORT/: user admin, password XYZ (…)"
+        let (url, shown) = wait_for(Duration::from_secs(60), "cairn dev's REST banner", || {
+            let text = std::fs::read_to_string(&log_path).ok()?;
+            let line = text.lines().find(|l| l.starts_with("REST API at "))?;
+            let rest = line.strip_prefix("REST API at ")?;
+            let (url, tail) = rest.split_once("/: ")?;
+            let shown = tail
+                .strip_prefix("user admin, password ")
+                .and_then(|t| t.split_whitespace().next())
+                .map(str::to_string);
+            Some((url.to_string(), shown))
+        });
+        (child, url, shown)
+    };
+    let (mut dev, url, shown) = run(None, "dev1.log");
+    let generated = shown.expect("a generated password is printed");
+    assert!(generated.len() >= 16, "{generated}");
+    let get = |url: &str, p: &str| {
+        http::request(
+            "GET",
+            &format!("{url}/"),
+            &[("Authorization", &basic("admin", p))],
+            b"",
+        )
+    };
+    let ok = get(&url, &generated);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.content_type(), media("Cloud"));
+    assert_eq!(get(&url, "guess").status, 401);
+    let users = std::fs::read_to_string(data.join("users.toml")).unwrap();
+    assert!(!users.contains(&generated), "only the hash is kept");
+    let _ = dev.kill();
+    let _ = dev.wait();
+
+    let (mut dev, url, shown) = run(Some("chosen-password-1"), "dev2.log");
+    assert_eq!(shown, None, "a chosen password is not printed");
+    assert_eq!(get(&url, "chosen-password-1").status, 200);
+    assert_eq!(
+        get(&url, &generated).status,
+        401,
+        "the old password is gone"
+    );
+    let _ = dev.kill();
+    let _ = dev.wait();
+}

@@ -1030,7 +1030,7 @@ async fn dev(
     let rest = crate::gateway::start_dev(rest_listen, users_file, c.clone()).await?;
     let password_line = match &generated {
         Some(p) => format!("user admin, password {p} (set CAIRN_DEV_PASSWORD to choose it)"),
-        None => "user admin, password from CAIRN_DEV_PASSWORD".to_string(),
+        None => "user admin with the password in CAIRN_DEV_PASSWORD".to_string(),
     };
     let example_env = envs
         .first()
