@@ -556,6 +556,31 @@ fn every_route_authenticates_and_checks_roles() {
         "the new user to be accepted",
         || (rig.get(&format!("{base}/"), late).status == 200).then_some(()),
     );
+    // `cairn user passwd`: the new password works, the old one stops working.
+    let mut child = Command::new(cairn_bin())
+        .args(["user", "passwd", late.0, "--password-stdin", "--users-file"])
+        .arg(&rig.users)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"changed-pass-456\n")
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    wait_for(Duration::from_secs(10), "the new password to count", || {
+        (rig.get(&format!("{base}/"), (late.0, "changed-pass-456"))
+            .status
+            == 200)
+            .then_some(())
+    });
+    assert_eq!(rig.get(&format!("{base}/"), late).status, 401);
     let out = user_cmd(&rig.users, &["remove", late.0]);
     assert!(out.status.success());
     wait_for(
