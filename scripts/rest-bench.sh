@@ -3,13 +3,15 @@
 # request must be answered and the 99th percentile latency must stay within one second.
 #
 # Usage: scripts/rest-bench.sh [--clients N] [--seconds N] [--containers N] [--mib N]
-#                              [--interval S] [--keep] [-h|--help]
+#                              [--change-mib N] [--interval S] [--keep] [-h|--help]
 #
 #   --clients N     concurrent polling clients, each on its own HTTP/1.1 connection (default 50)
 #   --seconds N     length of the measurement window (default 30)
 #   --containers N  container directories, i.e. VMs, backed up over and over (default 4)
 #   --mib N         MiB of fresh random data per container, in three files, next to 300
 #                   small files (default 48)
+#   --change-mib N  before each re-backup of a container, write N MiB of new random data over
+#                   one of its big files (default 0: change 64 bytes)
 #   --interval S    pause of each client between two requests (default 0: the next request
 #                   goes out as soon as the previous answer is read)
 #   --keep          keep the work directory (containers, cluster data, dev log) afterwards
@@ -37,9 +39,11 @@ SECONDS_WINDOW=30
 CONTAINERS=4
 MIB=48
 INTERVAL=0
+CHANGE_MIB=0
 KEEP=0
 WORK=""
 DEV_PID=""
+PY_PID=""
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 log() { printf '[rest-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -55,6 +59,7 @@ while [[ $# -gt 0 ]]; do
     --containers) need_value "$@"; CONTAINERS=$2; shift ;;
     --mib) need_value "$@"; MIB=$2; shift ;;
     --interval) need_value "$@"; INTERVAL=$2; shift ;;
+    --change-mib) need_value "$@"; CHANGE_MIB=$2; shift ;;
     --keep) KEEP=1 ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1' (try --help)" ;;
@@ -65,6 +70,7 @@ is_uint "$CLIENTS" && ((CLIENTS >= 1)) || die "--clients $CLIENTS: give a whole 
 is_uint "$SECONDS_WINDOW" && ((SECONDS_WINDOW >= 1)) || die "--seconds $SECONDS_WINDOW: give a whole number >= 1"
 is_uint "$CONTAINERS" && ((CONTAINERS >= 1)) || die "--containers $CONTAINERS: give a whole number >= 1"
 is_uint "$MIB" && ((MIB >= 1)) || die "--mib $MIB: give a whole number >= 1"
+is_uint "$CHANGE_MIB" || die "--change-mib $CHANGE_MIB: give a whole number of MiB"
 [[ $INTERVAL =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--interval $INTERVAL: give seconds, e.g. 0.5"
 
 command -v python3 >/dev/null || die "python3 is needed (standard library only)"
@@ -107,6 +113,10 @@ stop_dev() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    if [[ -n $PY_PID ]]; then
+        kill -TERM "$PY_PID" 2>/dev/null || true
+        wait "$PY_PID" 2>/dev/null || true
+    fi
     stop_dev
     if [[ -n $WORK && -d $WORK ]]; then
         if ((KEEP)); then
@@ -194,9 +204,14 @@ log "cairn dev is ready (pid $DEV_PID)"
 
 # ---------------------------------------------------------------- measure
 
+# In the background so that a signal to this script stops the run at once (see cleanup).
 rc=0
 python3 "$HELPER" run --url "$URL" --containers "$CDIR" --expect-vms "$CONTAINERS" \
-    --clients "$CLIENTS" --seconds "$SECONDS_WINDOW" --interval "$INTERVAL" || rc=$?
+    --clients "$CLIENTS" --seconds "$SECONDS_WINDOW" --interval "$INTERVAL" \
+    --change-mib "$CHANGE_MIB" &
+PY_PID=$!
+wait "$PY_PID" || rc=$?
+PY_PID=""
 
 if ! kill -0 "$DEV_PID" 2>/dev/null; then
     log "cairn dev is no longer running; the end of its log:"

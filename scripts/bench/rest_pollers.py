@@ -181,8 +181,9 @@ class Vm:
 class Driver:
     """Keeps a backup running (or queued) on every VM until the window ends."""
 
-    def __init__(self, conn, vms, board, touch, log):
+    def __init__(self, conn, vms, board, touch, change_bytes, log):
         self.conn, self.vms, self.board, self.touch, self.log = conn, vms, board, touch, log
+        self.change_bytes = change_bytes
         self.jobs = []
         self.errors = []  # (what, detail)
         self.requests = 0
@@ -234,7 +235,8 @@ class Driver:
         return True
 
     def change_a_file(self, vm):
-        """A few new bytes in one big file of the container, so the next backup uploads."""
+        """New bytes (64, or --change-mib MiB) in one big file of the container, so the next
+        backup has something to upload."""
         if vm.dir is None:
             return
         data = os.path.join(vm.dir, "var", "lib", "data")
@@ -244,9 +246,14 @@ class Driver:
                 return
             path = os.path.join(data, self.rng.choice(files))
             size = os.path.getsize(path)
+            n = min(self.change_bytes, size)
             with open(path, "r+b") as f:
-                f.seek(self.rng.randrange(max(1, size - 64)))
-                f.write(os.urandom(64))
+                f.seek(self.rng.randrange(max(1, size - n + 1)))
+                left = n
+                while left > 0:
+                    k = min(left, 1024 * 1024)
+                    f.write(os.urandom(k))
+                    left -= k
             self.touched += 1
         except OSError as e:
             self.errors.append((f"changing a file of {vm.name}", repr(e)))
@@ -271,7 +278,7 @@ class Driver:
                 return
             for vm in self.vms:
                 if vm.job is not None:
-                    if self.check(vm) and self.touch:
+                    if self.check(vm) and self.touch and time.perf_counter() < end:
                         self.change_a_file(vm)
                 if vm.job is None and time.perf_counter() < end and time.perf_counter() >= vm.retry_at:
                     self.start(vm, time.perf_counter())
@@ -371,6 +378,10 @@ def pct(sorted_values, p):
     return sorted_values[k - 1]
 
 
+def size_text(n):
+    return f"{n / (1024 * 1024):g} MiB" if n >= 1024 * 1024 else f"{n} bytes"
+
+
 def busy_fraction(jobs, start, end):
     """The share of [start, end] during which at least one backup was queued or running."""
     spans = sorted(
@@ -414,7 +425,8 @@ def run(args):
     log(f"found {len(vms)} VM(s) by walking from {base}: " + ", ".join(v.name for v in vms))
 
     board = Board()
-    driver = Driver(Conn(host, port, auth, args.timeout), vms, board, not args.no_touch, log)
+    change_bytes = int(args.change_mib * 1024 * 1024) if args.change_mib > 0 else 64
+    driver = Driver(Conn(host, port, auth, args.timeout), vms, board, not args.no_touch, change_bytes, log)
     if not driver.start_all(time.perf_counter() + 60):
         log("could not start any backup: " + "; ".join(f"{w}: {d}" for w, d in driver.errors[:3]))
         return 2
@@ -475,7 +487,7 @@ def run(args):
     print(f"latency ms            p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {mx:.1f}  (mean {mean:.1f})")
     print(f"requests over 1 s     {over_1s}")
     print(f"backups started       {len(driver.jobs)} on {len(vms)} VM(s)"
-          + (f" ({driver.touched} after changing 64 bytes of one file)" if driver.touched else ""))
+          + (f" ({driver.touched} after changing {size_text(change_bytes)} of one file)" if driver.touched else ""))
     print(f"backups completed     {len(ok_in_window)} during the window (status 201)")
     if durations:
         print(f"backup duration s     min {durations[0]:.1f}  median {pct(durations, 50):.1f}  "
@@ -541,6 +553,8 @@ def main():
     r.add_argument("--drain-seconds", type=float, default=120.0)
     r.add_argument("--p99-limit-ms", type=float, default=1000.0)
     r.add_argument("--no-touch", action="store_true", help="re-back up unchanged trees")
+    r.add_argument("--change-mib", type=float, default=0.0,
+                   help="MiB of new random data written into one file before each re-backup (default: 64 bytes)")
     args = ap.parse_args()
     if args.cmd == "gen":
         return gen(args)
