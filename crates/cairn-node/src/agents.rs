@@ -388,6 +388,23 @@ impl AgentsService {
                 Err(e) => failure = Some(e.to_string()),
             }
         }
+        self.finish_here(
+            &job,
+            target,
+            failure,
+            format!("{deleted} backup(s) deleted"),
+        )
+        .await
+    }
+
+    /// Ends a job the cluster ran itself (delete, update): failed with `failure` when set.
+    async fn finish_here(
+        &self,
+        job: &Job,
+        target: BackupId,
+        failure: Option<String>,
+        message: String,
+    ) -> Result<Job, Status> {
         let (state, reason) = match failure {
             None => (JobState::Succeeded, String::new()),
             Some(f) => (JobState::Failed, f),
@@ -399,16 +416,14 @@ impl AgentsService {
             reason,
             result: JobResult {
                 backup: Some(target),
-                message: format!("{deleted} backup(s) deleted"),
+                message,
                 details: String::new(),
             },
             now_ms: now_ms(),
         })
         .await
     }
-}
 
-impl AgentsService {
     /// Runs an update job on the leader: changes the backup's fields, then ends the job
     /// (failed, with the catalog's reason, when the new name is taken).
     async fn run_update(&self, job: Job) -> Result<Job, Status> {
@@ -418,7 +433,7 @@ impl AgentsService {
                 "an update job needs a backup and the fields to change",
             ));
         };
-        let (state, reason) = match self
+        let failure = match self
             .meta
             .write(Command::UpdateBackup {
                 id: target,
@@ -428,23 +443,12 @@ impl AgentsService {
             })
             .await
         {
-            Ok(MetaResponse::Refused { message, .. }) => (JobState::Failed, message),
-            Ok(_) => (JobState::Succeeded, String::new()),
-            Err(e) => (JobState::Failed, e.to_string()),
+            Ok(MetaResponse::Refused { message, .. }) => Some(message),
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
         };
-        self.write_job(Command::FinishJob {
-            id: job.id,
-            host: None,
-            state,
-            reason,
-            result: JobResult {
-                backup: Some(target),
-                message: "backup updated".to_string(),
-                details: String::new(),
-            },
-            now_ms: now_ms(),
-        })
-        .await
+        self.finish_here(&job, target, failure, "backup updated".to_string())
+            .await
     }
 }
 

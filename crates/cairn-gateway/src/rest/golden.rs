@@ -8,20 +8,18 @@
 //! stable error codes.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cairn_agent::AgentError;
-use cairn_core::job::{BackupEdit, EnvRecord, HostRecord, Job, JobKind, JobOptions, JobState};
-use cairn_core::{BackupId, BackupRecord, BackupState, BackupType, Compression, EnvId, ErrorCode};
+use cairn_core::job::{BackupEdit, Job, JobKind, JobOptions, JobState};
+use cairn_core::{BackupId, BackupState, BackupType, EnvId, ErrorCode};
 use tower::ServiceExt;
 
 use super::error::ApiError;
-use super::model::{self, Uris};
-use crate::users::{Role, Users, UsersFile};
-
-const EID: &str = "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21";
+use super::fixtures::{self, backup_at, env, host, uris, EID};
+use super::model;
+use crate::users::Role;
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -50,62 +48,6 @@ fn golden(name: &str, text: &str) {
 
 fn golden_json<T: serde::Serialize>(name: &str, v: &T) {
     golden(name, &(serde_json::to_string_pretty(v).unwrap() + "\n"));
-}
-
-fn uris() -> Uris {
-    Uris {
-        base: "http://backup.example:8080".to_string(),
-    }
-}
-
-fn env() -> EnvRecord {
-    EnvRecord {
-        eid: EID.parse().unwrap(),
-        host: "node-a".into(),
-        name: "101".into(),
-        path: "/vz/private/101".into(),
-        title: "web01".into(),
-        hostname: "web01.example".into(),
-        ip: vec!["10.0.0.11".into()],
-        os: "debian-12".into(),
-        description: "front web server".into(),
-        kind: "virtuozzo".into(),
-    }
-}
-
-fn host() -> HostRecord {
-    HostRecord {
-        id: "node-a".into(),
-        hostname: "node-a.dc1".into(),
-        addrs: vec!["10.0.0.1".into()],
-        seen_ms: 1_795_000_000_000,
-        version: "0.1.0".into(),
-        max_jobs: 2,
-        envs: vec![EID.parse().unwrap()],
-    }
-}
-
-fn backup_at(stamp: &str, name: &str) -> BackupRecord {
-    BackupRecord {
-        id: format!("{EID}/{stamp}").parse().unwrap(),
-        kind: BackupType::Full,
-        parent: None,
-        name: name.into(),
-        description: "before upgrade".into(),
-        tags: vec!["nightly".into()],
-        manifest: cairn_core::ChunkId::of(b"manifest"),
-        logical_size: 1_048_576,
-        stored_size: 524_288,
-        file_count: 12,
-        chunk_count: 5,
-        state: BackupState::Complete,
-        errors: Vec::new(),
-        error_count: 0,
-        compression: Compression::default(),
-        host: "node-a".into(),
-        source: "/vz/private/101".into(),
-        env_info: env().info(),
-    }
 }
 
 fn job(kind: JobKind, state: JobState) -> Job {
@@ -236,18 +178,14 @@ async fn record(app: &axum::Router, req: Request<Body>) -> String {
 }
 
 fn router() -> axum::Router {
-    let mut file = UsersFile::default();
-    file.add("alice", Role::Admin, "alice-password").unwrap();
-    file.add("victor", Role::Viewer, "victor-password").unwrap();
-    let state = Arc::new(super::RestState {
-        link: crate::ClusterLink::default(),
-        users: Arc::new(Users::from_list(file)),
-        public_url: Some("http://backup.example:8080".into()),
-        tls: false,
-        local: "127.0.0.1:8080".parse().unwrap(),
-        max_body_bytes: 1024,
-    });
-    super::router(state)
+    fixtures::router(
+        &[
+            ("alice", Role::Admin, "alice-password"),
+            ("victor", Role::Viewer, "victor-password"),
+        ],
+        Some("http://backup.example:8080"),
+        1024,
+    )
 }
 
 fn req(method: &str, path: &str, who: Option<(&str, &str)>) -> axum::http::request::Builder {

@@ -21,6 +21,8 @@
 
 pub mod error;
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod golden;
 mod handlers;
 pub mod input;

@@ -20,27 +20,23 @@ mod tests {
     //! - [`document_is_pretty_printed_canonically`]: the file's formatting.
 
     use std::collections::{BTreeMap, BTreeSet};
-    use std::sync::Arc;
 
     use axum::body::Body;
     use axum::http::{header, HeaderMap, Request, StatusCode};
     use axum::Router;
     use base64::Engine;
-    use cairn_core::job::{
-        EnvRecord, HostRecord, Job, JobKind, JobOptions, JobProgress, JobResult, JobState,
-    };
-    use cairn_core::{
-        BackupId, BackupRecord, BackupState, BackupType, ChunkId, Compression, EnvId,
-    };
+    use cairn_core::job::{Job, JobKind, JobOptions, JobProgress, JobResult, JobState};
+    use cairn_core::{BackupRecord, BackupType, EnvId};
     use serde_json::{json, Map, Value};
     use tower::ServiceExt;
 
     use super::DOCUMENT;
     use crate::rest::error::ApiError;
+    use crate::rest::fixtures::{self, env, host, uris};
     use crate::rest::input::{self, BackupOp};
-    use crate::rest::model::{self, Uris};
-    use crate::rest::{RestState, ROUTES};
-    use crate::users::{Role, Users, UsersFile};
+    use crate::rest::model;
+    use crate::rest::ROUTES;
+    use crate::users::Role;
 
     const EID: &str = "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21";
     const STAMP: &str = "20261122081500";
@@ -250,20 +246,9 @@ mod tests {
     //    the router's.
 
     fn app(users: &[(&str, Role)]) -> Router {
-        let mut file = UsersFile::default();
-        for (name, role) in users {
-            file.add(name, *role, PASSWORD).expect("a test user");
-        }
-        let state = RestState {
-            // Not connected: every call to the cluster answers 503.
-            link: crate::ClusterLink::default(),
-            users: Arc::new(Users::from_list(file)),
-            public_url: None,
-            tls: false,
-            local: "127.0.0.1:8080".parse().unwrap(),
-            max_body_bytes: MAX_BODY,
-        };
-        crate::rest::router(Arc::new(state))
+        let users: Vec<(&str, Role, &str)> =
+            users.iter().map(|(n, r)| (*n, *r, PASSWORD)).collect();
+        fixtures::router(&users, None, MAX_BODY)
     }
 
     struct Answer {
@@ -487,61 +472,10 @@ mod tests {
     // ---------------------------------------------------------------------------------
     // 3. The schemas are the representations.
 
-    fn uris() -> Uris {
-        Uris {
-            base: "http://backup.example:8080".to_string(),
-        }
-    }
-
-    fn env() -> EnvRecord {
-        EnvRecord {
-            eid: EID.parse().unwrap(),
-            host: HOST.to_string(),
-            name: "101".to_string(),
-            path: "/vz/private/101".to_string(),
-            title: "web01".to_string(),
-            hostname: "web01.example".to_string(),
-            ip: vec!["10.0.0.5".to_string()],
-            os: "debian".to_string(),
-            description: "the web server".to_string(),
-            kind: "virtuozzo".to_string(),
-        }
-    }
-
-    fn host() -> HostRecord {
-        HostRecord {
-            id: HOST.to_string(),
-            hostname: "node1.example".to_string(),
-            addrs: vec!["10.0.0.1".to_string()],
-            seen_ms: 1_000,
-            version: "0.1.0".to_string(),
-            max_jobs: 2,
-            envs: vec![EID.parse().unwrap()],
-        }
-    }
-
     fn record() -> BackupRecord {
-        let id: BackupId = format!("{EID}/{STAMP}").parse().unwrap();
-        BackupRecord {
-            id,
-            kind: BackupType::Incremental,
-            parent: None,
-            name: "web01-nightly".to_string(),
-            description: "before upgrade".to_string(),
-            tags: vec!["nightly".to_string()],
-            manifest: ChunkId([7; 32]),
-            logical_size: 1 << 20,
-            stored_size: 4096,
-            file_count: 10,
-            chunk_count: 3,
-            state: BackupState::Complete,
-            errors: Vec::new(),
-            error_count: 0,
-            compression: Compression::Normal,
-            host: HOST.to_string(),
-            source: "/vz/private/101".to_string(),
-            env_info: env().info(),
-        }
+        let mut b = fixtures::backup_at(STAMP, "web01-nightly");
+        b.kind = BackupType::Incremental;
+        b
     }
 
     /// Statuses of a running, a queued, a succeeded and a failed job.
