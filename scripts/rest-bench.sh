@@ -185,7 +185,7 @@ URL=http://127.0.0.1:$RPORT/
 
 log "starting cairn dev: nodes on 127.0.0.1:$PORT-$((PORT + 2)), REST API on $URL (log $DEV_LOG)"
 setsid "$BIN" dev --data "$DATA" --listen "127.0.0.1:$PORT" --nodes 3 \
-    --containers "$CDIR" --rest-listen "127.0.0.1:$RPORT" >"$DEV_LOG" 2>&1 </dev/null &
+    --containers "$CDIR" --rest-listen "127.0.0.1:$RPORT" --xml-listen 127.0.0.1:0 >"$DEV_LOG" 2>&1 </dev/null &
 DEV_PID=$!
 
 deadline=$((SECONDS + 120))

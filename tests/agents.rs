@@ -641,6 +641,8 @@ fn cairn_dev_runs_an_agent_over_sample_containers() {
             &format!("127.0.0.1:{port}"),
             "--rest-listen",
             "127.0.0.1:0",
+            "--xml-listen",
+            "127.0.0.1:0",
             "--data",
         ])
         .arg(dir.path().join("data"))

@@ -992,7 +992,13 @@ fn cairn_dev_serves_rest_as_admin() {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
-        .args(["--rest-listen", "127.0.0.1:0", "--data"])
+        .args([
+            "--rest-listen",
+            "127.0.0.1:0",
+            "--xml-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(&data)
         .env_remove("CAIRN_TOKEN")
         .env_remove("CAIRN_DEV_PASSWORD")

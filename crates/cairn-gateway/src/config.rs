@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     /// The Sun Cloud API REST adapter; absent: not served.
     #[serde(default)]
     pub rest: Option<RestConfig>,
+    /// The Virtuozzo Agent XML API (`backupm`) adapter; absent: not served.
+    #[serde(default)]
+    pub xml: Option<crate::xml::server::XmlConfig>,
 }
 
 /// The REST listener.
@@ -128,8 +131,13 @@ impl GatewayConfig {
         if standalone && self.cluster.is_empty() {
             anyhow::bail!("cluster: list at least one node URL, e.g. [\"http://10.0.0.1:7700\"]");
         }
-        if self.rest.is_none() {
-            anyhow::bail!("nothing to serve: add a [rest] table (listen = \"127.0.0.1:8080\")");
+        if self.rest.is_none() && self.xml.is_none() {
+            anyhow::bail!("nothing to serve: add a [rest] table (listen = \"127.0.0.1:8080\") or an [xml] table (listen = \"127.0.0.1:4433\")");
+        }
+        if let Some(x) = &self.xml {
+            if x.max_packet_bytes < 4096 {
+                anyhow::bail!("xml.max_packet_bytes: at least 4096");
+            }
         }
         if let Some(r) = &self.rest {
             if r.tls_cert.is_some() != r.tls_key.is_some() {

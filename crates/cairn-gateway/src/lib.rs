@@ -13,6 +13,7 @@ pub mod config;
 pub mod metrics;
 pub mod rest;
 pub mod users;
+pub mod xml;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,6 +25,7 @@ use cairn_agent::Cluster;
 pub use config::{GatewayConfig, RestConfig};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+pub use xml::{serve_xml, XmlConfig, XmlServer};
 
 /// The cluster client a gateway calls through, once it has reached the cluster (a
 /// standalone gateway starts serving before: until then its answers are 503).

@@ -59,6 +59,9 @@ enum Cmd {
         /// CAIRN_DEV_PASSWORD or one generated and printed at start-up.
         #[arg(long, default_value = "127.0.0.1:8080")]
         rest_listen: std::net::SocketAddr,
+        /// Listen address of the XML API (Virtuozzo Agent backupm), same users.
+        #[arg(long, default_value = "127.0.0.1:4433")]
+        xml_listen: std::net::SocketAddr,
     },
     /// Run the gateway alone (the REST adapter in front of a cluster's nodes).
     Gateway {
@@ -486,8 +489,9 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             nodes,
             containers,
             rest_listen,
+            xml_listen,
         } => {
-            dev(data, listen, nodes, containers, rest_listen).await?;
+            dev(data, listen, nodes, containers, rest_listen, xml_listen).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gateway { config } => {
@@ -953,6 +957,7 @@ async fn dev(
     count: u16,
     containers: Option<PathBuf>,
     rest_listen: std::net::SocketAddr,
+    xml_listen: std::net::SocketAddr,
 ) -> Result<()> {
     anyhow::ensure!(
         (1..=5).contains(&count),
@@ -1027,7 +1032,8 @@ async fn dev(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     let (users_file, generated) = crate::gateway::dev_users(&data)?;
-    let rest = crate::gateway::start_dev(rest_listen, users_file, c.clone()).await?;
+    let (rest, xml) =
+        crate::gateway::start_dev(rest_listen, xml_listen, users_file, c.clone()).await?;
     let password_line = match &generated {
         Some(p) => format!("user admin, password {p} (set CAIRN_DEV_PASSWORD to choose it)"),
         None => "user admin with the password in CAIRN_DEV_PASSWORD".to_string(),
@@ -1050,6 +1056,7 @@ async fn dev(
          \x20 curl -u admin:PASSWORD {rest_url}vdc   # the REST API (Sun Cloud API)\n\
          \n\
          REST API at {rest_url}: {password_line}\n\
+         XML API (Virtuozzo Agent backupm) at {xml_addr}, same user\n\
          \n\
          (clients use {DEFAULT_CLUSTER} unless --cluster or CAIRN_CLUSTER says otherwise; any node answers; Ctrl-C stops)",
         c.placement().map(|p| p.effective_rf()).unwrap_or(1),
@@ -1058,6 +1065,7 @@ async fn dev(
         envs.len(),
         containers.display(),
         rest_url = rest.url(),
+        xml_addr = xml.addr,
     );
     let mut first = nodes.remove(0);
     tokio::select! {

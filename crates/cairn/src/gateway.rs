@@ -15,7 +15,7 @@ pub async fn start_in_node(
     cfg: &cairn_node::NodeConfig,
     config_dir: &Path,
     node_url: &str,
-) -> Result<Option<RestServer>> {
+) -> Result<Option<Adapters>> {
     let Some(table) = cfg.gateway.clone() else {
         return Ok(None);
     };
@@ -36,10 +36,41 @@ pub async fn start_in_node(
     let cluster = cairn_agent::Cluster::connect_with_token(node_url, token.as_deref()).await?;
     let users = Arc::new(Users::open(gw.users_file.clone())?);
     warn_if_empty(&users, &gw.users_file);
-    let rest = gw.rest.clone().unwrap_or_default();
-    let server = cairn_gateway::serve_rest(&rest, ClusterLink::connected(cluster), users).await?;
-    println!("REST API (Sun Cloud API) at {}", server.url());
-    Ok(Some(server))
+    let link = ClusterLink::connected(cluster);
+    Ok(Some(start_adapters(&gw, link, users).await?))
+}
+
+/// The adapters a gateway config enables, started over one cluster link.
+pub struct Adapters {
+    _rest: Option<RestServer>,
+    _xml: Option<cairn_gateway::XmlServer>,
+}
+
+async fn start_adapters(
+    gw: &GatewayConfig,
+    link: ClusterLink,
+    users: Arc<Users>,
+) -> Result<Adapters> {
+    let rest = match &gw.rest {
+        Some(r) => {
+            let s = cairn_gateway::serve_rest(r, link.clone(), users.clone()).await?;
+            println!("REST API (Sun Cloud API) at {}", s.url());
+            Some(s)
+        }
+        None => None,
+    };
+    let xml = match &gw.xml {
+        Some(x) => {
+            let s = cairn_gateway::serve_xml(x, link, users).await?;
+            println!("XML API (Virtuozzo backupm) at {}", s.addr);
+            Some(s)
+        }
+        None => None,
+    };
+    Ok(Adapters {
+        _rest: rest,
+        _xml: xml,
+    })
 }
 
 fn warn_if_empty(users: &Users, path: &Path) {
@@ -60,11 +91,9 @@ pub async fn standalone(config: &Path, stop: impl std::future::Future<Output = (
     let users = Arc::new(Users::open(gw.users_file.clone())?);
     warn_if_empty(&users, &gw.users_file);
     let link = ClusterLink::connecting(gw.cluster.clone(), token);
-    let rest = gw.rest.clone().unwrap_or_default();
-    let server = cairn_gateway::serve_rest(&rest, link, users).await?;
-    println!("REST API (Sun Cloud API) at {}", server.url());
+    let adapters = start_adapters(&gw, link, users).await?;
     stop.await;
-    server.stop();
+    drop(adapters);
     Ok(())
 }
 
@@ -97,18 +126,26 @@ fn random_password() -> String {
     a[..24].to_string()
 }
 
-/// Starts the dev gateway on `listen` over the dev cluster.
+/// Starts the dev gateway (REST on `rest_listen`, XML on `xml_listen`) over the dev cluster.
 pub async fn start_dev(
-    listen: std::net::SocketAddr,
+    rest_listen: std::net::SocketAddr,
+    xml_listen: std::net::SocketAddr,
     users_file: PathBuf,
     cluster: cairn_agent::Cluster,
-) -> Result<RestServer> {
+) -> Result<(RestServer, cairn_gateway::XmlServer)> {
     let users = Arc::new(Users::open(users_file)?);
+    let link = ClusterLink::connected(cluster);
     let rest = cairn_gateway::RestConfig {
-        listen,
+        listen: rest_listen,
         ..Default::default()
     };
-    cairn_gateway::serve_rest(&rest, ClusterLink::connected(cluster), users).await
+    let xml = cairn_gateway::XmlConfig {
+        listen: xml_listen,
+        ..Default::default()
+    };
+    let r = cairn_gateway::serve_rest(&rest, link.clone(), users.clone()).await?;
+    let x = cairn_gateway::serve_xml(&xml, link, users).await?;
+    Ok((r, x))
 }
 
 /// Where `cairn user` finds the users file: `--users-file`, else `CAIRN_USERS_FILE`, else

@@ -1,0 +1,727 @@
+//! The nine `backupm` calls, mapped to cluster jobs and catalog calls.
+//!
+//! Roles, as in the REST adapter: `viewer` lists, searches and reads (`list`, `search`,
+//! `get_info`, `get_config`); `operator` also backs up and restores; `admin` also removes
+//! backups and changes the configuration.
+//!
+//! A call that runs a job (back up, restore) waits for it, polling the job; with
+//! `progress="on"` it sends progress packets (started, phase messages, percent steps,
+//! success or error) before the final answer with the same id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::job::{Job, JobKind, JobOptions, JobState};
+use cairn_core::{BackupId, BackupRecord, BackupType, Compression, EnvId};
+use cairn_proto::pb;
+
+use super::packet::Element;
+use super::server::{b64_of, code, enc, now_stamp, Session, XmlError, XmlState};
+use crate::users::{Identity, Role};
+
+type Out = Result<Vec<Element>, XmlError>;
+
+/// Runs every call in a `backupm` element (several `remove`s may share one packet) and
+/// returns the answer's children.
+pub(crate) async fn call(
+    state: &Arc<XmlState>,
+    session: &Arc<Session>,
+    who: &Identity,
+    id: Option<&str>,
+    progress: bool,
+    body: &Element,
+) -> Vec<Element> {
+    let mut out = Vec::new();
+    if body.children.is_empty() {
+        out.push(XmlError::new(code::UNKNOWN_CALL, "no call in the backupm data").element());
+    }
+    for call in &body.children {
+        let ctx = Ctx {
+            state,
+            session,
+            who,
+            id,
+            progress,
+        };
+        match ctx.run(call).await {
+            Ok(els) => out.extend(els),
+            Err(e) => out.push(e.element()),
+        }
+    }
+    out
+}
+
+struct Ctx<'a> {
+    state: &'a Arc<XmlState>,
+    session: &'a Arc<Session>,
+    who: &'a Identity,
+    id: Option<&'a str>,
+    progress: bool,
+}
+
+fn require(who: &Identity, needed: Role, what: &str) -> Result<(), XmlError> {
+    if who.role.allows(needed) {
+        Ok(())
+    } else {
+        Err(XmlError::new(
+            code::FORBIDDEN,
+            format!(
+                "user {:?} has role {}; {what} needs {}",
+                who.name,
+                who.role.as_str(),
+                needed.as_str()
+            ),
+        ))
+    }
+}
+
+fn bad(msg: impl Into<String>) -> XmlError {
+    XmlError::new(code::BAD_PARAMETER, msg)
+}
+
+fn parse_eid(s: &str) -> Result<EnvId, XmlError> {
+    s.parse()
+        .map_err(|_| bad(format!("{:?} is not an environment id (a GUID)", short(s))))
+}
+
+fn parse_backup_id(s: &str) -> Result<BackupId, XmlError> {
+    s.parse().map_err(|_| {
+        bad(format!(
+            "{:?} is not a backup id (EID/YYYYMMDDhhmmss)",
+            short(s)
+        ))
+    })
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn number(el: &Element, name: &str, max: u32) -> Result<Option<u32>, XmlError> {
+    match el.text_of(name) {
+        None => Ok(None),
+        Some(t) => match t.parse::<u32>() {
+            Ok(n) if n <= max => Ok(Some(n)),
+            _ => Err(bad(format!(
+                "{name} {:?}: a number from 0 to {max}",
+                short(t)
+            ))),
+        },
+    }
+}
+
+/// `YYYY-MM-DDThh:mm:ss+0000` of a backup.
+fn backup_time(id: &BackupId) -> String {
+    id.datetime().format("%Y-%m-%dT%H:%M:%S+0000").to_string()
+}
+
+fn param(name: &str, value: &str) -> Element {
+    Element::new("parameter")
+        .with_child(Element::new("name").with_text(name))
+        .with_child(Element::new("message").with_text(enc(value)))
+}
+
+/// The `info` of a backup: what its environment was.
+fn info(b: &BackupRecord) -> Element {
+    let i = &b.env_info;
+    Element::new("info")
+        .with_child(Element::new("message").with_text(enc("%name%")))
+        .with_child(param("hostname", &i.hostname))
+        .with_child(param("ip", &i.ip.join(" ")))
+        .with_child(param("name", &i.name))
+        .with_child(param("os", &i.os).with_child(param("platform", "Linux")))
+        .with_child(param("title", &i.title))
+        .with_child(param(
+            "type",
+            if i.kind.is_empty() {
+                "virtuozzo"
+            } else {
+                &i.kind
+            },
+        ))
+}
+
+/// A `backup` answer element.
+fn backup_el(b: &BackupRecord, count: usize, storage: &str, with_info: bool) -> Element {
+    let mut e =
+        Element::new("backup").with_child(Element::new("eid").with_text(b.id.env.to_string()));
+    if !b.description.is_empty() {
+        e.push(Element::new("description").with_text(enc(&b.description)));
+    }
+    e = e
+        .with_child(Element::new("count").with_text(count.to_string()))
+        .with_child(Element::new("id").with_text(b.id.to_string()))
+        .with_child(Element::new("time").with_text(backup_time(&b.id)))
+        .with_child(Element::new("size").with_text(b.logical_size.to_string()))
+        .with_child(Element::new("type").with_text(b.kind.code().to_string()))
+        .with_child(Element::new("storage_eid").with_text(storage));
+    if with_info {
+        e.push(info(b));
+    }
+    e.with_child(Element::new("capability").with_child(Element::new("browsable")))
+}
+
+impl Ctx<'_> {
+    fn cluster(&self) -> Result<&cairn_agent::Cluster, XmlError> {
+        self.state.link.get().ok_or_else(|| {
+            XmlError::new(
+                code::UNAVAILABLE,
+                "the storage cluster cannot answer now; try again",
+            )
+        })
+    }
+
+    /// The storage's id: the cluster id (every backup is held by the whole cluster).
+    async fn storage_eid(&self) -> Result<String, XmlError> {
+        let st = self.cluster()?.node_status().await?;
+        Ok(if st.cluster_id.is_empty() {
+            EnvId::GLOBAL.to_string()
+        } else {
+            st.cluster_id
+        })
+    }
+
+    async fn run(&self, call: &Element) -> Out {
+        match call.name.as_str() {
+            "list" => self.list(call).await,
+            "search" => self.search(call).await,
+            "get_info" => self.get_info(call).await,
+            "get_config" => self.get_config(call).await,
+            "set_config" => self.set_config(call).await,
+            "remove" => self.remove(call).await,
+            "backup_env" => self.backup_env(call).await,
+            "restore_env" => self.restore_env(call).await,
+            "selective_restore_env" => self.selective_restore_env(call).await,
+            other => Err(XmlError::new(
+                code::UNKNOWN_CALL,
+                format!("backupm has no call {:?}", short(other)),
+            )),
+        }
+    }
+
+    /// Backup elements for `backups` (counts taken over `all`).
+    async fn backups_out(
+        &self,
+        backups: Vec<BackupRecord>,
+        all: &[BackupRecord],
+        with_info: bool,
+    ) -> Out {
+        let storage = self.storage_eid().await?;
+        Ok(backups
+            .iter()
+            .map(|b| {
+                let count = all.iter().filter(|x| x.id.env == b.id.env).count();
+                backup_el(b, count, &storage, with_info)
+            })
+            .collect())
+    }
+
+    async fn list(&self, call: &Element) -> Out {
+        require(self.who, Role::Viewer, "listing backups")?;
+        let opts = call.child("options");
+        let env = opts
+            .and_then(|o| o.text_of("eid"))
+            .map(parse_eid)
+            .transpose()?;
+        let ids: Vec<BackupId> = call
+            .children_named("backup_id")
+            .map(|b| parse_backup_id(b.text.trim()))
+            .collect::<Result<_, _>>()?;
+        let all = self.cluster()?.list(env).await?;
+        let mut out: Vec<BackupRecord> = all
+            .iter()
+            .filter(|b| ids.is_empty() || ids.contains(&b.id))
+            .cloned()
+            .collect();
+        if opts.is_some_and(|o| o.has("latest")) {
+            out.sort_by_key(|b| std::cmp::Reverse(b.id.time));
+            let mut seen = std::collections::HashSet::new();
+            out.retain(|b| seen.insert(b.id.env));
+        }
+        out.sort_by_key(|b| (b.id.env, b.id.time));
+        let with_info = opts.is_some_and(|o| o.has("info"));
+        self.backups_out(out, &all, with_info).await
+    }
+
+    async fn search(&self, call: &Element) -> Out {
+        require(self.who, Role::Viewer, "searching backups")?;
+        let opts = call
+            .child("options")
+            .ok_or_else(|| bad("search needs options (hostname, ip, start_date, end_date)"))?;
+        let glob = |name: &str| -> Result<Option<globset::GlobMatcher>, XmlError> {
+            opts.text_of(name)
+                .filter(|s| !s.is_empty())
+                .map(|p| {
+                    globset::GlobBuilder::new(p)
+                        .case_insensitive(true)
+                        .build()
+                        .map(|g| g.compile_matcher())
+                        .map_err(|_| bad(format!("{name} {:?} is not a valid pattern", short(p))))
+                })
+                .transpose()
+        };
+        let (host, ip) = (glob("hostname")?, glob("ip")?);
+        let date = |name: &str| -> Result<Option<chrono::NaiveDate>, XmlError> {
+            opts.text_of(name)
+                .filter(|s| !s.is_empty())
+                .map(|d| {
+                    chrono::NaiveDate::parse_from_str(&d[..d.len().min(10)], "%Y-%m-%d")
+                        .map_err(|_| bad(format!("{name} {:?}: use YYYY-MM-DD", short(d))))
+                })
+                .transpose()
+        };
+        let (from, to) = (date("start_date")?, date("end_date")?);
+        let all = self.cluster()?.list(None).await?;
+        let out: Vec<BackupRecord> = all
+            .iter()
+            .filter(|b| {
+                host.as_ref()
+                    .is_none_or(|g| g.is_match(&b.env_info.hostname))
+            })
+            .filter(|b| {
+                ip.as_ref()
+                    .is_none_or(|g| b.env_info.ip.iter().any(|i| g.is_match(i)))
+            })
+            .filter(|b| from.is_none_or(|d| b.id.datetime().date_naive() >= d))
+            .filter(|b| to.is_none_or(|d| b.id.datetime().date_naive() <= d))
+            .cloned()
+            .collect();
+        self.backups_out(out, &all, true).await
+    }
+
+    async fn get_info(&self, call: &Element) -> Out {
+        require(self.who, Role::Viewer, "reading a backup")?;
+        let id = parse_backup_id(
+            call.text_of("backup_id")
+                .ok_or_else(|| bad("get_info needs a backup_id"))?,
+        )?;
+        let b = self.cluster()?.show(&id).await?;
+        let opts = call.child("options");
+        let want_env = opts.is_none_or(|o| o.has("env") || !o.has("excludes"));
+        let want_excludes = opts.is_some_and(|o| o.has("excludes"));
+        let mut info_el = Element::new("info");
+        if want_env {
+            let i = &b.env_info;
+            info_el.push(
+                Element::new("env")
+                    .with_child(Element::new("eid").with_text(b.id.env.to_string()))
+                    .with_child(Element::new("hostname").with_text(&i.hostname))
+                    .with_child(Element::new("name").with_text(&i.name))
+                    .with_child(Element::new("title").with_text(&i.title))
+                    .with_child(Element::new("os").with_text(&i.os))
+                    .with_child(Element::new("ip").with_text(i.ip.join(" ")))
+                    .with_child(Element::new("type").with_text(if i.kind.is_empty() {
+                        "virtuozzo"
+                    } else {
+                        &i.kind
+                    })),
+            );
+        }
+        if want_excludes {
+            // Backups record the tree they read, not the lists that shaped it.
+            info_el.push(Element::new("include_list"));
+            info_el.push(Element::new("exclude_list"));
+        }
+        Ok(vec![info_el])
+    }
+
+    async fn get_config(&self, call: &Element) -> Out {
+        require(self.who, Role::Viewer, "reading the configuration")?;
+        let local = call.has("local");
+        let c = self.cluster()?.env_config_of(EnvId::GLOBAL, !local).await?;
+        let unset = c.keep_max.is_none()
+            && c.chain_length.is_none()
+            && c.chain_days.is_none()
+            && c.compression.is_none()
+            && c.backup_type.is_none();
+        if local && unset {
+            return Err(XmlError::new(
+                code::NO_LOCAL_CONFIG,
+                "no local backup configuration is set",
+            ));
+        }
+        let mut cfg = Element::new("backupm_config").with_child(
+            Element::new("backup_server")
+                .with_child(Element::new("protocol").with_text("agent"))
+                .with_child(Element::new("address").with_text("local")),
+        );
+        let mut num = |name: &str, v: Option<u32>, default: u32| {
+            cfg.push(Element::new(name).with_text(v.unwrap_or(default).to_string()));
+        };
+        num("chain_length", c.chain_length, 0);
+        num("chain_days", c.chain_days, 0);
+        num("keep_max", c.keep_max, 0);
+        num("compression", c.compression, Compression::default().level());
+        num("type", c.backup_type, BackupType::Full.code());
+        Ok(vec![cfg])
+    }
+
+    async fn set_config(&self, call: &Element) -> Out {
+        require(self.who, Role::Admin, "changing the configuration")?;
+        let cfg = call
+            .child("backupm_config")
+            .ok_or_else(|| bad("set_config needs a backupm_config"))?;
+        let cluster = self.cluster()?;
+        let mut c = cluster.env_config_of(EnvId::GLOBAL, false).await?;
+        if let Some(v) = number(cfg, "keep_max", 100_000)? {
+            c.keep_max = (v > 0).then_some(v);
+        }
+        if let Some(v) = number(cfg, "chain_length", 100_000)? {
+            c.chain_length = Some(v);
+        }
+        if let Some(v) = number(cfg, "chain_days", 100_000)? {
+            c.chain_days = Some(v);
+        }
+        if let Some(v) = number(cfg, "compression", 3)? {
+            c.compression = Some(v);
+        }
+        if let Some(v) = number(cfg, "type", 2)? {
+            c.backup_type = Some(v);
+        }
+        cluster.set_env_config(EnvId::GLOBAL, c).await?;
+        Ok(vec![Element::new("ok")])
+    }
+
+    async fn remove(&self, call: &Element) -> Out {
+        require(self.who, Role::Admin, "removing backups")?;
+        let opts = call.child("options");
+        let prev = opts.is_some_and(|o| o.has("prev"));
+        let target = match (
+            call.text_of("backup_id"),
+            opts.and_then(|o| o.text_of("eid")),
+        ) {
+            (Some(id), _) => parse_backup_id(id)?,
+            (None, Some(eid)) => {
+                // Every backup of the environment: the newest and all before it.
+                let env = parse_eid(eid)?;
+                let newest = self
+                    .cluster()?
+                    .list(Some(env))
+                    .await?
+                    .into_iter()
+                    .max_by_key(|b| b.id.time)
+                    .ok_or_else(|| {
+                        XmlError::new(code::NOT_FOUND, format!("environment {env} has no backups"))
+                    })?;
+                let job = self
+                    .job(
+                        JobKind::Delete,
+                        env,
+                        JobOptions {
+                            backup: Some(newest.id),
+                            prev: true,
+                            ..JobOptions::default()
+                        },
+                    )
+                    .await?;
+                return self
+                    .wait(job, "backupm.remove")
+                    .await
+                    .map(|_| vec![Element::new("ok")]);
+            }
+            (None, None) => return Err(bad("remove needs a backup_id or options/eid")),
+        };
+        let job = self
+            .job(
+                JobKind::Delete,
+                target.env,
+                JobOptions {
+                    backup: Some(target),
+                    prev,
+                    ..JobOptions::default()
+                },
+            )
+            .await?;
+        self.wait(job, "backupm.remove").await?;
+        Ok(vec![Element::new("ok")])
+    }
+
+    async fn job(&self, kind: JobKind, env: EnvId, options: JobOptions) -> Result<Job, XmlError> {
+        let req = pb::CreateJobRequest {
+            kind: kind.as_str().to_string(),
+            env: env.to_string(),
+            options: Some(pb::JobOptions::from(&options)),
+            host: String::new(),
+        };
+        let requester = format!("xml:{}", self.who.name);
+        let job = self
+            .cluster()?
+            .agents_call(|mut a| {
+                let mut r = tonic::Request::new(req.clone());
+                if let Ok(v) = requester.parse() {
+                    r.metadata_mut().insert("x-cairn-requester", v);
+                }
+                async move { a.create_job(r).await }
+            })
+            .await?;
+        let job = Job::try_from(job).map_err(|e| {
+            tracing::error!(error = %e, "unreadable job from the cluster");
+            XmlError::new(code::INTERNAL, "internal error; see the gateway's log")
+        })?;
+        if let Some(id) = self.id {
+            self.session
+                .jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string(), job.id);
+        }
+        Ok(job)
+    }
+
+    fn progress_packet(&self, op: &str, status: u32, percent: u32, eids: &[EnvId], text: &str) {
+        if !self.progress {
+            return;
+        }
+        let mut list = Element::new("eid_list");
+        for e in eids {
+            list.push(Element::new("eid").with_text(e.to_string()));
+        }
+        let mut p = super::server::response(self.id, &self.session.client, "backupm", Vec::new());
+        // A progress packet: unfinished (type 1), priority 4000, `data/progress`.
+        p.attrs.push(("type".into(), "1".into()));
+        p.attrs.push(("priority".into(), "4000".into()));
+        if let Some(data) = p.children.iter_mut().find(|c| c.name == "data") {
+            data.children = vec![Element::new("progress")
+                .with_child(Element::new("op").with_text(op))
+                .with_child(Element::new("status").with_text(status.to_string()))
+                .with_child(Element::new("percent").with_text(percent.to_string()))
+                .with_child(list)
+                .with_child(
+                    Element::new("message")
+                        .with_child(Element::new("message").with_text(enc(text))),
+                )
+                .with_child(Element::new("id").with_text(self.id.unwrap_or("")))
+                .with_child(Element::new("time").with_text(now_stamp()))];
+        }
+        self.session.send(&p);
+    }
+
+    /// Waits for a job to end, sending progress packets on the way.
+    async fn wait(&self, job: Job, op: &str) -> Result<Job, XmlError> {
+        let cluster = self.cluster()?;
+        let eids = [job.env];
+        self.progress_packet(op, 1, 0, &eids, &format!("Operation {op} is started"));
+        let mut last = (String::new(), u32::MAX);
+        let req = pb::JobRef {
+            id: job.id.to_string(),
+        };
+        let done = loop {
+            let j = cluster
+                .agents_call(|mut a| {
+                    let req = req.clone();
+                    async move { a.get_job(req).await }
+                })
+                .await?;
+            let j =
+                Job::try_from(j).map_err(|_| XmlError::new(code::INTERNAL, "internal error"))?;
+            let phase = j.progress.phase.clone();
+            let pct = j.progress.percent.min(99);
+            if j.state == JobState::Running && (phase != last.0 || pct != last.1) {
+                if phase != last.0 && !phase.is_empty() {
+                    self.progress_packet(op, 2, pct, &eids, &phase);
+                }
+                if pct != last.1 {
+                    self.progress_packet(op, 2, pct, &eids, &format!("Percent: {pct}"));
+                }
+                last = (phase, pct);
+            }
+            if matches!(
+                j.state,
+                JobState::Succeeded | JobState::Failed | JobState::Cancelled
+            ) {
+                break j;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        if let Some(id) = self.id {
+            self.session
+                .jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+        }
+        match done.state {
+            JobState::Succeeded => {
+                self.progress_packet(op, 3, 100, &eids, &format!("Operation {op} is succeeded"));
+                Ok(done)
+            }
+            JobState::Cancelled => {
+                self.progress_packet(op, 4, 100, &eids, &format!("Operation {op} is cancelled"));
+                Err(XmlError::new(
+                    code::CANCELLED,
+                    format!("cancelled: {}", done.reason),
+                ))
+            }
+            _ => {
+                self.progress_packet(op, 4, 100, &eids, &format!("Operation {op} is failed"));
+                Err(XmlError::new(code::FAILED, done.reason))
+            }
+        }
+    }
+
+    fn paths(el: Option<&Element>) -> Result<Vec<String>, XmlError> {
+        let Some(el) = el else { return Ok(Vec::new()) };
+        el.children_named("path")
+            .map(|p| {
+                b64_of(
+                    &Element::new("x").with_child(Element::new("path").with_text(&p.text)),
+                    "path",
+                )
+                .map(|v| v.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    async fn backup_env(&self, call: &Element) -> Out {
+        require(self.who, Role::Operator, "backing up")?;
+        let eids: Vec<EnvId> = call
+            .child("env_list")
+            .map(|l| {
+                l.children_named("eid")
+                    .map(|e| parse_eid(e.text.trim()))
+                    .collect()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        if eids.is_empty() {
+            return Err(bad("backup_env needs env_list with at least one eid"));
+        }
+        let o = call.child("backup_options");
+        let policy = o.and_then(|o| o.child("policy"));
+        let ignore_error = policy.is_some_and(|p| p.has("ignore_error"));
+        let ignore_unexistent = policy.is_some_and(|p| p.has("ignore_unexistent"));
+        let backup_type = o
+            .map(|o| number(o, "type", 2))
+            .transpose()?
+            .flatten()
+            .and_then(BackupType::from_code);
+        let compression = o
+            .map(|o| number(o, "compression", 3))
+            .transpose()?
+            .flatten()
+            .and_then(Compression::from_level);
+        let description = o.map(|o| b64_of(o, "description")).transpose()?.flatten();
+        let includes = Self::paths(o.and_then(|o| o.child("include_list")))?;
+        let excludes = Self::paths(o.and_then(|o| o.child("exclude_list")))?;
+        let remove = o
+            .and_then(|o| o.child("remove"))
+            .map(|r| r.text.trim().to_string());
+        let mut out = Vec::new();
+        for env in eids {
+            let options = JobOptions {
+                backup_type,
+                compression,
+                description: description.clone().unwrap_or_default(),
+                includes: includes.clone(),
+                excludes: excludes.clone(),
+                ..JobOptions::default()
+            };
+            let one = async {
+                let job = self.job(JobKind::Backup, env, options).await?;
+                let done = self.wait(job, "backupm.backup_env").await?;
+                let id = done
+                    .result
+                    .backup
+                    .ok_or_else(|| XmlError::new(code::INTERNAL, "the job made no backup"))?;
+                let all = self.cluster()?.list(Some(env)).await?;
+                let b = all.iter().find(|b| b.id == id).cloned().ok_or_else(|| {
+                    XmlError::new(code::NOT_FOUND, format!("backup {id} is gone"))
+                })?;
+                if let Some(r) = &remove {
+                    let victim = if r.is_empty() {
+                        all.iter()
+                            .filter(|x| x.id != id)
+                            .min_by_key(|x| x.id.time)
+                            .map(|x| x.id)
+                    } else {
+                        Some(parse_backup_id(r)?)
+                    };
+                    if let Some(v) = victim {
+                        let j = self
+                            .job(
+                                JobKind::Delete,
+                                env,
+                                JobOptions {
+                                    backup: Some(v),
+                                    ..JobOptions::default()
+                                },
+                            )
+                            .await?;
+                        self.wait(j, "backupm.remove").await?;
+                    }
+                }
+                let all = self.cluster()?.list(Some(env)).await?;
+                self.backups_out(vec![b], &all, true).await
+            };
+            match one.await {
+                Ok(els) => out.extend(els),
+                Err(e) if e.code == code::NOT_FOUND && ignore_unexistent => {}
+                Err(e) if ignore_error => out.push(e.element()),
+                Err(e) => {
+                    out.push(e.element());
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn restore_env(&self, call: &Element) -> Out {
+        require(self.who, Role::Operator, "restoring")?;
+        let id = parse_backup_id(
+            call.text_of("backup_id")
+                .ok_or_else(|| bad("restore_env needs a backup_id"))?,
+        )?;
+        let force = call
+            .child("restore_options")
+            .is_some_and(|o| o.has("force"));
+        if call.text_of("parent_eid").is_some_and(|p| !p.is_empty()) {
+            return Err(bad(
+                "parent_eid (restore onto another node) is not supported over this API; use `cairn restore --host`",
+            ));
+        }
+        let job = self
+            .job(
+                JobKind::Restore,
+                id.env,
+                JobOptions {
+                    backup: Some(id),
+                    force,
+                    ..JobOptions::default()
+                },
+            )
+            .await?;
+        self.wait(job, "backupm.restore_env").await?;
+        Ok(vec![Element::new("ok")])
+    }
+
+    async fn selective_restore_env(&self, call: &Element) -> Out {
+        require(self.who, Role::Operator, "restoring")?;
+        let id = parse_backup_id(
+            call.text_of("backup_id")
+                .ok_or_else(|| bad("selective_restore_env needs a backup_id"))?,
+        )?;
+        let env = match call.text_of("eid") {
+            Some(e) => parse_eid(e)?,
+            None => id.env,
+        };
+        let paths = Self::paths(Some(call))?;
+        if paths.is_empty() {
+            return Err(bad("selective_restore_env needs at least one path"));
+        }
+        let job = self
+            .job(
+                JobKind::SelectiveRestore,
+                env,
+                JobOptions {
+                    backup: Some(id),
+                    paths,
+                    force: true,
+                    ..JobOptions::default()
+                },
+            )
+            .await?;
+        self.wait(job, "backupm.selective_restore_env").await?;
+        Ok(vec![Element::new("ok")])
+    }
+}

@@ -1,0 +1,14 @@
+//! The Virtuozzo Agent XML API `backupm` adapter: NUL-framed XML packets over TCP (the real
+//! agent's port 4433), parsed by local name; the same users and roles as the REST adapter.
+//!
+//! - [`frame`]: splitting the byte stream on NUL, with a size cap.
+//! - [`packet`]: the element tree, parsed by local name, and the namespaced response writer.
+//! - [`server`]: connections, greeting, `system` calls (login, get_realm, cancel), errors.
+//! - [`backupm`]: the nine calls, mapped to cluster jobs and catalog calls.
+
+pub mod backupm;
+pub mod frame;
+pub mod packet;
+pub mod server;
+
+pub use server::{serve_xml, XmlConfig, XmlServer};

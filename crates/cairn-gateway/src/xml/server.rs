@@ -1,0 +1,531 @@
+//! The XML adapter's connections: NUL-framed packets in both directions, a greeting on
+//! connect, `system` calls (login, get_realm, cancel) answered in order, `backupm` calls run
+//! concurrently (many in flight per connection), answers and progress packets written by
+//! one writer task in the order they are produced.
+//!
+//! Nothing but `system/get_realm` and `system/login` is served before a login succeeds; the
+//! session is the TCP connection. A packet over the cap, malformed XML, an unknown interface
+//! or call each get an `error` packet (with the request's id whenever it could be read) and
+//! the connection goes on; a connection idle for `idle_timeout` is closed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::backupm;
+use super::frame::{frame, FrameDecoder};
+use super::packet::{parse_packet, salvage_id, write_packet, Element};
+use crate::users::{Identity, Users};
+use crate::ClusterLink;
+
+/// The system realm, the only one users log in to.
+pub const SYSTEM_REALM: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Stable error codes of the XML adapter (the `code` of an `error` element).
+pub mod code {
+    /// The packet is not well-formed XML, or not a `packet`.
+    pub const MALFORMED: u32 = 300;
+    /// No such interface (`target`).
+    pub const UNKNOWN_INTERFACE: u32 = 301;
+    /// No such call in the interface.
+    pub const UNKNOWN_CALL: u32 = 302;
+    /// A parameter is missing or invalid (bad base64, bad id, bad number).
+    pub const BAD_PARAMETER: u32 = 303;
+    /// Not logged in.
+    pub const NOT_LOGGED_IN: u32 = 304;
+    /// Wrong name or password, or an unknown realm.
+    pub const LOGIN_FAILED: u32 = 305;
+    /// The user's role may not do this.
+    pub const FORBIDDEN: u32 = 306;
+    /// The packet is larger than the cap.
+    pub const TOO_LARGE: u32 = 307;
+    /// No local backup configuration (`get_config` with `local`), as the real agent answers.
+    pub const NO_LOCAL_CONFIG: u32 = 308;
+    /// No such environment, backup or request.
+    pub const NOT_FOUND: u32 = 309;
+    /// Conflicts with current state (an operation already running on the environment).
+    pub const CONFLICT: u32 = 310;
+    /// The storage cluster cannot answer now.
+    pub const UNAVAILABLE: u32 = 311;
+    /// The operation ran and failed (the message says why).
+    pub const FAILED: u32 = 312;
+    /// The operation was cancelled.
+    pub const CANCELLED: u32 = 313;
+    /// Anything else; details are in the gateway's log.
+    pub const INTERNAL: u32 = 399;
+}
+
+/// The XML listener's settings.
+#[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct XmlConfig {
+    /// Plain TCP (the real agent's 4433).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest packet accepted (bytes).
+    #[serde(default = "default_max_packet")]
+    pub max_packet_bytes: usize,
+    /// A connection that sends nothing for this long is closed (seconds).
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4433))
+}
+fn default_max_packet() -> usize {
+    1 << 20
+}
+fn default_idle() -> u64 {
+    600
+}
+
+impl Default for XmlConfig {
+    fn default() -> Self {
+        XmlConfig {
+            listen: default_listen(),
+            max_packet_bytes: default_max_packet(),
+            idle_timeout_secs: default_idle(),
+        }
+    }
+}
+
+/// A call's failure: a code of [`code`] and a plain-text message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XmlError {
+    pub code: u32,
+    pub message: String,
+}
+
+impl XmlError {
+    pub fn new(code: u32, message: impl Into<String>) -> XmlError {
+        XmlError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn element(&self) -> Element {
+        Element::new("error")
+            .with_child(Element::new("code").with_text(self.code.to_string()))
+            .with_child(Element::new("message").with_text(self.message.clone()))
+    }
+}
+
+impl From<cairn_agent::AgentError> for XmlError {
+    fn from(e: cairn_agent::AgentError) -> XmlError {
+        use cairn_core::ErrorCode;
+        match e.code() {
+            ErrorCode::InvalidArgument => XmlError::new(code::BAD_PARAMETER, e.to_string()),
+            ErrorCode::NotFound => XmlError::new(code::NOT_FOUND, e.to_string()),
+            ErrorCode::Conflict => XmlError::new(code::CONFLICT, e.to_string()),
+            ErrorCode::Unavailable | ErrorCode::DiskFull => {
+                tracing::warn!(error = %e, "cluster unavailable");
+                XmlError::new(
+                    code::UNAVAILABLE,
+                    "the storage cluster cannot answer now; try again",
+                )
+            }
+            _ => {
+                tracing::error!(error = %e, "cluster call failed");
+                XmlError::new(code::INTERNAL, "internal error; see the gateway's log")
+            }
+        }
+    }
+}
+
+/// What every connection shares.
+pub struct XmlState {
+    pub link: ClusterLink,
+    pub users: Arc<Users>,
+    pub max_packet_bytes: usize,
+    pub idle_timeout: Duration,
+    connections: AtomicU64,
+}
+
+/// One connection's session.
+pub(crate) struct Session {
+    pub who: Mutex<Option<Identity>>,
+    /// Running jobs by the id of the packet that asked for them (for `system/cancel`).
+    pub jobs: Mutex<HashMap<String, uuid::Uuid>>,
+    /// This connection's name as responses' `target` (`vzclientN`).
+    pub client: String,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Session {
+    /// Queues a packet for the writer.
+    pub fn send(&self, packet: &Element) {
+        let _ = self.out.send(frame(write_packet(packet)));
+    }
+}
+
+/// A running XML listener.
+pub struct XmlServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl XmlServer {
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the XML adapter.
+pub async fn serve_xml(
+    cfg: &XmlConfig,
+    link: ClusterLink,
+    users: Arc<Users>,
+) -> anyhow::Result<XmlServer> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} for the XML API: {e}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(XmlState {
+        link,
+        users,
+        max_packet_bytes: cfg.max_packet_bytes,
+        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs.max(1)),
+        connections: AtomicU64::new(0),
+    });
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "XML accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let (r, w) = stream.into_split();
+                connection(state, r, w).await;
+                tracing::debug!(peer = %peer, "XML connection closed");
+            });
+        }
+    });
+    tracing::info!(addr = %addr, "XML API (Virtuozzo backupm) listening");
+    Ok(XmlServer { addr, task })
+}
+
+/// Serves one connection until the peer closes it, it idles out, or a write fails.
+pub async fn connection<R, W>(state: Arc<XmlState>, mut r: R, mut w: W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let n = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if w.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    let session = Arc::new(Session {
+        who: Mutex::new(None),
+        jobs: Mutex::new(HashMap::new()),
+        client: format!("vzclient{n}"),
+        out: tx,
+    });
+    session.send(&greeting(&session.client));
+    let mut decoder = FrameDecoder::new(state.max_packet_bytes);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let read = match tokio::time::timeout(state.idle_timeout, r.read(&mut buf)).await {
+            Err(_) => {
+                tracing::debug!(client = %session.client, "idle XML connection closed");
+                break;
+            }
+            Ok(Err(_)) | Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+        };
+        decoder.push(&buf[..read]);
+        while let Some(next) = decoder.next_packet() {
+            match next {
+                Err(e) => session.send(&error_packet(
+                    None,
+                    &session.client,
+                    "system",
+                    &XmlError::new(code::TOO_LARGE, e.to_string()),
+                )),
+                Ok(bytes) => handle(&state, &session, &bytes).await,
+            }
+        }
+    }
+    // Jobs the connection started go on: a disconnected client does not stop a backup.
+    drop(session);
+    let _ = writer.await;
+}
+
+fn packet(id: Option<&str>, client: &str, origin: &str) -> Element {
+    let mut p = Element::new("packet").with_attr("version", "4.0.0");
+    if let Some(id) = id {
+        p = p.with_attr("id", id);
+    }
+    p.with_attr("time", now_stamp())
+        .with_child(Element::new("origin").with_text(origin))
+        .with_child(Element::new("target").with_text(client))
+        .with_child(Element::new("dst").with_child(Element::new("director").with_text("gend")))
+}
+
+/// `YYYY-MM-DDThh:mm:ss+0000`.
+pub fn now_stamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S+0000")
+        .to_string()
+}
+
+/// A response packet: `body` inside `data/<interface>`.
+pub fn response(id: Option<&str>, client: &str, interface: &str, body: Vec<Element>) -> Element {
+    let mut inner = Element::new(interface);
+    for b in body {
+        inner.push(b);
+    }
+    packet(id, client, interface).with_child(Element::new("data").with_child(inner))
+}
+
+pub fn error_packet(id: Option<&str>, client: &str, interface: &str, e: &XmlError) -> Element {
+    response(id, client, interface, vec![e.element()])
+}
+
+fn greeting(client: &str) -> Element {
+    response(
+        None,
+        client,
+        "system",
+        vec![Element::new("version").with_text(format!(
+            "cairn {} (Virtuozzo Agent XML API 4.0.0 backupm)",
+            env!("CARGO_PKG_VERSION")
+        ))],
+    )
+}
+
+fn b64(s: &str) -> Result<String, XmlError> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|_| XmlError::new(code::BAD_PARAMETER, "a base64 value does not decode"))?;
+    String::from_utf8(raw)
+        .map_err(|_| XmlError::new(code::BAD_PARAMETER, "a base64 value is not UTF-8 text"))
+}
+
+/// Decodes a base64 child (the spec's `name`, `password`, `description`, paths).
+pub fn b64_of(el: &Element, name: &str) -> Result<Option<String>, XmlError> {
+    el.text_of(name).map(b64).transpose()
+}
+
+pub fn enc(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
+    let root = match parse_packet(bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            let id = salvage_id(bytes);
+            session.send(&error_packet(
+                id.as_deref(),
+                &session.client,
+                "system",
+                &XmlError::new(code::MALFORMED, e.to_string()),
+            ));
+            return;
+        }
+    };
+    let id = root.attr("id").map(str::to_string);
+    let interface = root
+        .text_of("target")
+        .filter(|t| !t.is_empty())
+        .unwrap_or("system")
+        .to_string();
+    let Some(body) = root
+        .child("data")
+        .and_then(|d| d.child(&interface).or_else(|| d.children.first()))
+    else {
+        session.send(&error_packet(
+            id.as_deref(),
+            &session.client,
+            &interface,
+            &XmlError::new(code::MALFORMED, "the packet has no data for its interface"),
+        ));
+        return;
+    };
+    if body.name != interface {
+        session.send(&error_packet(
+            id.as_deref(),
+            &session.client,
+            &interface,
+            &XmlError::new(
+                code::MALFORMED,
+                format!(
+                    "the data is for {:?}, the target is {interface:?}",
+                    body.name
+                ),
+            ),
+        ));
+        return;
+    }
+    match interface.as_str() {
+        "system" => {
+            let out = system(state, session, id.as_deref(), body).await;
+            let packet = match out {
+                Ok(els) => response(id.as_deref(), &session.client, "system", els),
+                Err(e) => error_packet(id.as_deref(), &session.client, "system", &e),
+            };
+            session.send(&packet);
+        }
+        "backupm" => {
+            let who = session
+                .who
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let Some(who) = who else {
+                session.send(&error_packet(
+                    id.as_deref(),
+                    &session.client,
+                    "backupm",
+                    &XmlError::new(code::NOT_LOGGED_IN, "log in first (system/login)"),
+                ));
+                return;
+            };
+            let (state, session, body) = (state.clone(), session.clone(), body.clone());
+            let progress = root.attr("progress") == Some("on") && id.is_some();
+            tokio::spawn(async move {
+                let els =
+                    backupm::call(&state, &session, &who, id.as_deref(), progress, &body).await;
+                session.send(&response(id.as_deref(), &session.client, "backupm", els));
+            });
+        }
+        other => session.send(&error_packet(
+            id.as_deref(),
+            &session.client,
+            other,
+            &XmlError::new(
+                code::UNKNOWN_INTERFACE,
+                format!("no interface {other:?} here: this agent serves backupm and system"),
+            ),
+        )),
+    }
+}
+
+async fn system(
+    state: &Arc<XmlState>,
+    session: &Arc<Session>,
+    _id: Option<&str>,
+    body: &Element,
+) -> Result<Vec<Element>, XmlError> {
+    let Some(call) = body.children.first() else {
+        return Err(XmlError::new(
+            code::UNKNOWN_CALL,
+            "no call in the system data",
+        ));
+    };
+    match call.name.as_str() {
+        "get_realm" => Ok(vec![Element::new("realm")
+            .with_child(Element::new("id").with_text(SYSTEM_REALM))
+            .with_child(Element::new("name").with_text("system"))
+            .with_child(Element::new("type").with_text("0"))]),
+        "login" => {
+            let name = b64_of(call, "name")?
+                .ok_or_else(|| XmlError::new(code::BAD_PARAMETER, "login needs a name"))?;
+            let password = b64_of(call, "password")?
+                .ok_or_else(|| XmlError::new(code::BAD_PARAMETER, "login needs a password"))?;
+            if let Some(realm) = call.text_of("realm") {
+                if !realm.is_empty() && realm != SYSTEM_REALM {
+                    return Err(XmlError::new(
+                        code::LOGIN_FAILED,
+                        format!(
+                            "realm {realm} is not served here; use the system realm {SYSTEM_REALM}"
+                        ),
+                    ));
+                }
+            }
+            let users = state.users.clone();
+            let n = name.clone();
+            let who = tokio::task::spawn_blocking(move || users.authenticate(&n, &password))
+                .await
+                .map_err(|_| XmlError::new(code::INTERNAL, "internal error"))?
+                .map_err(|_| XmlError::new(code::LOGIN_FAILED, "wrong name or password"))?;
+            let role = who.role;
+            *session.who.lock().unwrap_or_else(|p| p.into_inner()) = Some(who);
+            Ok(vec![Element::new("token")
+                .with_child(Element::new("user").with_text(enc(&name)))
+                .with_child(Element::new("groups").with_child(
+                    Element::new("sid").with_text(enc(role.as_str())),
+                ))])
+        }
+        "cancel" => {
+            if session
+                .who
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+            {
+                return Err(XmlError::new(
+                    code::NOT_LOGGED_IN,
+                    "log in first (system/login)",
+                ));
+            }
+            let target = call
+                .text_of("message_id")
+                .ok_or_else(|| XmlError::new(code::BAD_PARAMETER, "cancel needs a message_id"))?
+                .to_string();
+            let job = session
+                .jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&target)
+                .copied()
+                .ok_or_else(|| {
+                    XmlError::new(
+                        code::NOT_FOUND,
+                        format!("no running request with id {target:?} on this connection"),
+                    )
+                })?;
+            let cluster = state.link.get().ok_or_else(|| {
+                XmlError::new(code::UNAVAILABLE, "the storage cluster cannot answer now")
+            })?;
+            let req = cairn_proto::pb::JobRef {
+                id: job.to_string(),
+            };
+            cluster
+                .agents_call(|mut a| {
+                    let req = req.clone();
+                    async move { a.cancel_job(req).await }
+                })
+                .await?;
+            Ok(vec![Element::new("ok")])
+        }
+        other => {
+            if session
+                .who
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+            {
+                return Err(XmlError::new(
+                    code::NOT_LOGGED_IN,
+                    "log in first (system/login)",
+                ));
+            }
+            Err(XmlError::new(
+                code::UNKNOWN_CALL,
+                format!("no system call {other:?} here"),
+            ))
+        }
+    }
+}
