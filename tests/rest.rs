@@ -921,14 +921,16 @@ fn a_standalone_gateway_serves_https() {
     )
     .unwrap();
     let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-    let mut gw = Command::new(cairn_bin())
-        .args(["gateway", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let _gw = KillOnDrop(
+        Command::new(cairn_bin())
+            .args(["gateway", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let base = format!("https://localhost:{port}");
     let auth = basic(VIEWER.0, VIEWER.1);
     let cloud = wait_for(
@@ -969,8 +971,6 @@ fn a_standalone_gateway_serves_https() {
         None,
     );
     assert!(!String::from_utf8_lossy(&plain).starts_with("HTTP/1.1 200"));
-    let _ = gw.kill();
-    let _ = gw.wait();
     let _ = &rig.containers;
 }
 
@@ -1008,7 +1008,7 @@ fn cairn_dev_serves_rest_as_admin() {
         if let Some(p) = password {
             cmd.env("CAIRN_DEV_PASSWORD", p);
         }
-        let child = cmd.spawn().unwrap();
+        let child = KillOnDrop(cmd.spawn().unwrap());
         // "REST API at http://127.0.0.1:PORT/: user admin, password XYZ (…)"
         let (url, shown) = wait_for(Duration::from_secs(60), "cairn dev's REST banner", || {
             let text = std::fs::read_to_string(&log_path).ok()?;
@@ -1023,7 +1023,7 @@ fn cairn_dev_serves_rest_as_admin() {
         });
         (child, url, shown)
     };
-    let (mut dev, url, shown) = run(None, "dev1.log");
+    let (dev, url, shown) = run(None, "dev1.log");
     let generated = shown.expect("a generated password is printed");
     assert!(generated.len() >= 16, "{generated}");
     let get = |url: &str, p: &str| {
@@ -1040,10 +1040,9 @@ fn cairn_dev_serves_rest_as_admin() {
     assert_eq!(get(&url, "guess").status, 401);
     let users = std::fs::read_to_string(data.join("users.toml")).unwrap();
     assert!(!users.contains(&generated), "only the hash is kept");
-    let _ = dev.kill();
-    let _ = dev.wait();
+    drop(dev);
 
-    let (mut dev, url, shown) = run(Some("chosen-password-1"), "dev2.log");
+    let (dev, url, shown) = run(Some("chosen-password-1"), "dev2.log");
     assert_eq!(shown, None, "a chosen password is not printed");
     assert_eq!(get(&url, "chosen-password-1").status, 200);
     assert_eq!(
@@ -1051,6 +1050,15 @@ fn cairn_dev_serves_rest_as_admin() {
         401,
         "the old password is gone"
     );
-    let _ = dev.kill();
-    let _ = dev.wait();
+    drop(dev);
+}
+
+/// A child process killed when the test ends, panicking or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
