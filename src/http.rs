@@ -108,6 +108,30 @@ pub fn request_tls(
     })
 }
 
+/// A TLS connection to `host` (`name:port`), checked against the CA certificate `ca`.
+pub fn tls_connect(
+    host: &str,
+    ca: &Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
+    tcp.set_read_timeout(Some(Duration::from_secs(120))).ok();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("CA {}: {e}", ca.display()));
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.expect("CA PEM")).expect("CA certificate");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("server name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
+    rustls::StreamOwned::new(conn, tcp)
+}
+
 /// Writes `bytes` to `host` and reads until the server closes.
 pub fn exchange(host: &str, bytes: &[u8], tls_ca: Option<&Path>) -> Vec<u8> {
     let mut tcp = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));

@@ -43,9 +43,12 @@ fn add_user(users: &Path, name: &str, role: &str, password: &str) {
     assert!(child.wait().unwrap().success());
 }
 
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
 /// A raw client: writes bytes, reads NUL-terminated packets.
 struct Client {
-    s: TcpStream,
+    s: Box<dyn Stream>,
     buf: Vec<u8>,
 }
 
@@ -53,6 +56,10 @@ impl Client {
     fn connect(addr: &str) -> Client {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        Client::over(Box::new(s))
+    }
+
+    fn over(s: Box<dyn Stream>) -> Client {
         let mut c = Client { s, buf: Vec::new() };
         let greeting = c.packet();
         assert!(
@@ -145,6 +152,9 @@ struct Rig {
     _cluster: TestCluster,
     _agent: Agent,
     xml: String,
+    /// `localhost:PORT` of the TLS listener, and the CA (the self-signed certificate).
+    xml_tls: String,
+    ca: PathBuf,
     containers: PathBuf,
     eids: Vec<(String, String)>,
 }
@@ -154,15 +164,27 @@ fn rig(agent_extra: &str) -> Rig {
     let users = dir.path().join("users.toml");
     add_user(&users, "admin", "admin", "admin-pass-1");
     add_user(&users, "viewer", "viewer", "viewer-pass-1");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("xml.crt"), dir.path().join("xml.key"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
     let extra = format!(
-        "[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\n",
-        users.display()
+        "[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\nidle_timeout_secs = 3\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        users.display(),
+        cert_pem.display(),
+        key_pem.display()
     );
     let cluster = TestCluster::start_with_token(dir.path(), 1, &extra, Some(TOKEN));
     let xml = wait_for(Duration::from_secs(30), "the XML listener", || {
         let log = std::fs::read_to_string(&cluster.nodes[0].log).ok()?;
         let at = log.find("XML API (Virtuozzo backupm) at ")?;
         let rest = &log[at + "XML API (Virtuozzo backupm) at ".len()..];
+        Some(rest.lines().next()?.trim().to_string())
+    });
+    let xml_tls = wait_for(Duration::from_secs(30), "the XML TLS listener", || {
+        let log = std::fs::read_to_string(&cluster.nodes[0].log).ok()?;
+        let at = log.find("XML API over TLS at ")?;
+        let rest = &log[at + "XML API over TLS at ".len()..];
         Some(rest.lines().next()?.trim().to_string())
     });
     let containers = dir.path().join("containers");
@@ -206,6 +228,8 @@ fn rig(agent_extra: &str) -> Rig {
         _cluster: cluster,
         _agent: agent,
         xml,
+        xml_tls: format!("localhost:{}", xml_tls.rsplit(':').next().unwrap()),
+        ca: cert_pem,
         containers,
         eids,
     }
@@ -501,4 +525,37 @@ fn cancel_roles_and_bad_input() {
         },
     );
     assert_eq!(values(&list, "eid")[0], db);
+}
+
+/// TLS on the second listener: the same protocol inside; an idle connection is closed, one
+/// waiting for its answer is not.
+#[test]
+fn tls_listener_and_idle_timeout() {
+    let rig = rig("upload_limit_bytes_per_sec = 4000000");
+    let tls = cairn_tests::http::tls_connect(&rig.xml_tls, &rig.ca);
+    let mut c = Client::over(Box::new(tls));
+    assert_eq!(error_code(&c.login("admin", "admin-pass-1")), None);
+    // The backup takes longer than the 3 s idle timeout; the connection waits for it.
+    let web = rig.eid("web01");
+    let started = Instant::now();
+    let answer = c.call(
+        "t1",
+        &format!("<packet id=\"t1\"><target>backupm</target><data><backupm><backup_env><env_list><eid>{web}</eid></env_list></backup_env></backupm></data></packet>"),
+    );
+    assert_eq!(error_code(&answer), None, "{answer}");
+    assert!(
+        started.elapsed() > Duration::from_secs(3),
+        "the backup outlasted the idle timeout"
+    );
+    // An idle connection is closed after its greeting.
+    let mut plain = TcpStream::connect(&rig.xml).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = plain.read_to_end(&mut all);
+    assert!(
+        String::from_utf8_lossy(&all).contains("packet"),
+        "greeting, then closed"
+    );
 }

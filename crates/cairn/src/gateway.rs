@@ -63,6 +63,9 @@ async fn start_adapters(
         Some(x) => {
             let s = cairn_gateway::serve_xml(x, link, users).await?;
             println!("XML API (Virtuozzo backupm) at {}", s.addr);
+            if let Some(t) = s.tls_addr {
+                println!("XML API over TLS at {t}");
+            }
             Some(s)
         }
         None => None,

@@ -75,6 +75,18 @@ pub struct XmlConfig {
     /// A connection that sends nothing for this long is closed (seconds).
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
+    /// TLS listener (the real agent's 4434), served when `tls_cert` and `tls_key` are set.
+    #[serde(default = "default_tls_listen")]
+    pub tls_listen: SocketAddr,
+    /// PEM certificate chain and key for `tls_listen`.
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+fn default_tls_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4434))
 }
 
 fn default_listen() -> SocketAddr {
@@ -93,6 +105,9 @@ impl Default for XmlConfig {
             listen: default_listen(),
             max_packet_bytes: default_max_packet(),
             idle_timeout_secs: default_idle(),
+            tls_listen: default_tls_listen(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -157,6 +172,8 @@ pub(crate) struct Session {
     pub jobs: Mutex<HashMap<String, uuid::Uuid>>,
     /// This connection's name as responses' `target` (`vzclientN`).
     pub client: String,
+    /// Requests still running: a connection waiting for them is not idle.
+    pub in_flight: std::sync::atomic::AtomicUsize,
     out: mpsc::UnboundedSender<Vec<u8>>,
 }
 
@@ -167,15 +184,18 @@ impl Session {
     }
 }
 
-/// A running XML listener.
+/// A running XML listener (and its TLS twin when configured).
 pub struct XmlServer {
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    pub tls_addr: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl XmlServer {
     pub fn stop(self) {
-        self.task.abort();
+        for t in self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -196,27 +216,69 @@ pub async fn serve_xml(
         idle_timeout: Duration::from_secs(cfg.idle_timeout_secs.max(1)),
         connections: AtomicU64::new(0),
     });
-    let task = tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "XML accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls_acceptor(c, k)?),
+        (None, None) => None,
+        _ => anyhow::bail!("xml: tls_cert and tls_key go together"),
+    };
+    let mut tasks = vec![tokio::spawn(accept(listener, state.clone(), None))];
+    let mut tls_addr = None;
+    if let Some(acceptor) = tls {
+        let l = TcpListener::bind(cfg.tls_listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} for the XML API over TLS: {e}",
+                cfg.tls_listen
+            )
+        })?;
+        tls_addr = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(accept(l, state, Some(acceptor))));
+    }
+    tracing::info!(addr = %addr, tls = ?tls_addr, "XML API (Virtuozzo backupm) listening");
+    Ok(XmlServer {
+        addr,
+        tls_addr,
+        tasks,
+    })
+}
+
+async fn accept(
+    listener: TcpListener,
+    state: Arc<XmlState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "XML accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let (r, w) = stream.into_split();
+                    connection(state, r, w).await;
                 }
-            };
-            let _ = stream.set_nodelay(true);
-            let state = state.clone();
-            tokio::spawn(async move {
-                let (r, w) = stream.into_split();
-                connection(state, r, w).await;
-                tracing::debug!(peer = %peer, "XML connection closed");
-            });
-        }
-    });
-    tracing::info!(addr = %addr, "XML API (Virtuozzo backupm) listening");
-    Ok(XmlServer { addr, task })
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(s)) => {
+                            let (r, w) = tokio::io::split(s);
+                            connection(state, r, w).await;
+                        }
+                        _ => tracing::debug!(peer = %peer, "XML TLS handshake failed"),
+                    }
+                }
+            }
+            tracing::debug!(peer = %peer, "XML connection closed");
+        });
+    }
 }
 
 /// Serves one connection until the peer closes it, it idles out, or a write fails.
@@ -239,6 +301,7 @@ where
         who: Mutex::new(None),
         jobs: Mutex::new(HashMap::new()),
         client: format!("vzclient{n}"),
+        in_flight: std::sync::atomic::AtomicUsize::new(0),
         out: tx,
     });
     session.send(&greeting(&session.client));
@@ -246,6 +309,7 @@ where
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let read = match tokio::time::timeout(state.idle_timeout, r.read(&mut buf)).await {
+            Err(_) if session.in_flight.load(Ordering::Relaxed) > 0 => continue,
             Err(_) => {
                 tracing::debug!(client = %session.client, "idle XML connection closed");
                 break;
@@ -404,10 +468,12 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
             };
             let (state, session, body) = (state.clone(), session.clone(), body.clone());
             let progress = root.attr("progress") == Some("on") && id.is_some();
+            session.in_flight.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let els =
                     backupm::call(&state, &session, &who, id.as_deref(), progress, &body).await;
                 session.send(&response(id.as_deref(), &session.client, "backupm", els));
+                session.in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         }
         other => session.send(&error_packet(
