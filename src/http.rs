@@ -134,33 +134,19 @@ pub fn tls_connect(
 
 /// Writes `bytes` to `host` and reads until the server closes.
 pub fn exchange(host: &str, bytes: &[u8], tls_ca: Option<&Path>) -> Vec<u8> {
-    let mut tcp = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
-    tcp.set_read_timeout(Some(Duration::from_secs(60))).ok();
-    tcp.set_write_timeout(Some(Duration::from_secs(60))).ok();
     let mut out = Vec::new();
     match tls_ca {
         None => {
+            let mut tcp =
+                TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
+            tcp.set_read_timeout(Some(Duration::from_secs(60))).ok();
+            tcp.set_write_timeout(Some(Duration::from_secs(60))).ok();
             // A server may answer and close before reading a whole oversized body.
             let _ = tcp.write_all(bytes);
             let _ = tcp.read_to_end(&mut out);
         }
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("CA {}: {e}", ca.display()));
-            for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-                roots.add(c.expect("CA PEM")).expect("CA certificate");
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("TLS versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let name = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-            let name =
-                rustls::pki_types::ServerName::try_from(name.to_string()).expect("server name");
-            let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
-            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut s = tls_connect(host, ca);
             s.write_all(bytes).expect("TLS write");
             let _ = s.read_to_end(&mut out);
         }

@@ -499,3 +499,36 @@ impl Drop for Agent {
         self.kill();
     }
 }
+
+/// `cairn user add NAME --role ROLE` into the users file `users`, the password on stdin.
+pub fn add_user(users: &Path, name: &str, role: &str, password: &str) {
+    use std::io::Write;
+    let mut child = Command::new(cairn_bin())
+        .args([
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--users-file",
+        ])
+        .arg(users)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cairn user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write the password");
+    let out = child.wait_with_output().expect("cairn user add");
+    assert!(
+        out.status.success(),
+        "cairn user add {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

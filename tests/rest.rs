@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cairn_tests::http::{self, basic, Resp};
-use cairn_tests::{cairn_bin, noise, wait_for, Agent, TestCluster};
+use cairn_tests::{add_user, cairn_bin, noise, wait_for, Agent, TestCluster};
 use serde_json::Value;
 
 const TOKEN: &str = "rest-cluster-t0ken";
@@ -19,39 +19,6 @@ const MESSAGES: &str = "application/vnd.com.sun.cloud.common.Messages+json";
 
 fn media(t: &str) -> String {
     format!("application/vnd.com.sun.cloud.{t}+json")
-}
-
-/// `cairn user add NAME --role ROLE` with the password on stdin.
-fn add_user(users: &Path, name: &str, role: &str, password: &str) {
-    let mut child = Command::new(cairn_bin())
-        .args([
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            "--users-file",
-        ])
-        .arg(users)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cairn user add");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "cairn user add {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn user_cmd(users: &Path, args: &[&str]) -> std::process::Output {

@@ -5,42 +5,16 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cairn_tests::{cairn_bin, noise, wait_for, Agent, TestCluster};
+use cairn_tests::{add_user, noise, wait_for, Agent, TestCluster};
 
 const TOKEN: &str = "xml-cluster-t0ken";
 
 fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
-}
-
-fn add_user(users: &Path, name: &str, role: &str, password: &str) {
-    let mut child = Command::new(cairn_bin())
-        .args([
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            "--users-file",
-        ])
-        .arg(users)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
 }
 
 trait Stream: Read + Write {}

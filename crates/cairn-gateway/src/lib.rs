@@ -90,6 +90,50 @@ impl ClusterLink {
     }
 }
 
+/// Queues a cluster job on behalf of an adapter's user (`requester`, e.g. `rest:alice`),
+/// recorded as who asked.
+pub(crate) async fn create_job(
+    cluster: &Cluster,
+    requester: &str,
+    kind: cairn_core::job::JobKind,
+    env: cairn_core::EnvId,
+    options: &cairn_core::job::JobOptions,
+) -> Result<cairn_core::job::Job, cairn_agent::AgentError> {
+    let req = cairn_proto::pb::CreateJobRequest {
+        kind: kind.as_str().to_string(),
+        env: env.to_string(),
+        options: Some(cairn_proto::pb::JobOptions::from(options)),
+        host: String::new(),
+    };
+    let job = cluster
+        .agents_call(|mut a| {
+            let mut r = tonic::Request::new(req.clone());
+            if let Ok(v) = requester.parse() {
+                r.metadata_mut().insert("x-cairn-requester", v);
+            }
+            async move { a.create_job(r).await }
+        })
+        .await?;
+    cairn_core::job::Job::try_from(job)
+        .map_err(|e| cairn_agent::AgentError::Internal(e.to_string()))
+}
+
+/// Reads a cluster job as the answering node knows it.
+pub(crate) async fn get_job(
+    cluster: &Cluster,
+    id: uuid::Uuid,
+) -> Result<cairn_core::job::Job, cairn_agent::AgentError> {
+    let req = cairn_proto::pb::JobRef { id: id.to_string() };
+    let job = cluster
+        .agents_call(|mut a| {
+            let req = req.clone();
+            async move { a.get_job(req).await }
+        })
+        .await?;
+    cairn_core::job::Job::try_from(job)
+        .map_err(|e| cairn_agent::AgentError::Internal(e.to_string()))
+}
+
 /// A running REST listener.
 pub struct RestServer {
     pub addr: SocketAddr,

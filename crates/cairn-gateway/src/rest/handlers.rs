@@ -168,42 +168,17 @@ impl RestState {
         options: JobOptions,
     ) -> Result<Job, ApiError> {
         let requester = format!("rest:{}", who.name);
-        let req = pb::CreateJobRequest {
-            kind: kind.as_str().to_string(),
-            env: env.to_string(),
-            options: Some(pb::JobOptions::from(&options)),
-            host: String::new(),
-        };
-        let job = self
-            .cluster()?
-            .agents_call(|mut a| {
-                let mut r = tonic::Request::new(req.clone());
-                if let Ok(v) = requester.parse() {
-                    r.metadata_mut().insert("x-cairn-requester", v);
-                }
-                async move { a.create_job(r).await }
-            })
-            .await?;
-        wire(job)
+        Ok(crate::create_job(self.cluster()?, &requester, kind, env, &options).await?)
     }
 
     async fn job(&self, id: uuid::Uuid) -> Result<Job, ApiError> {
-        let req = pb::JobRef { id: id.to_string() };
-        let job = self
-            .cluster()?
-            .agents_call(|mut a| {
-                let req = req.clone();
-                async move { a.get_job(req).await }
-            })
-            .await
-            .map_err(|e| {
-                if e.code() == cairn_core::ErrorCode::NotFound {
-                    ApiError::not_found(format!("no status {id}"))
-                } else {
-                    e.into()
-                }
-            })?;
-        wire(job)
+        crate::get_job(self.cluster()?, id).await.map_err(|e| {
+            if e.code() == cairn_core::ErrorCode::NotFound {
+                ApiError::not_found(format!("no status {id}"))
+            } else {
+                e.into()
+            }
+        })
     }
 
     /// Refuses (409) a name another backup of the VM already has.

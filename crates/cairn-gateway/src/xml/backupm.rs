@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use cairn_core::job::{Job, JobKind, JobOptions, JobState};
 use cairn_core::{BackupId, BackupRecord, BackupType, Compression, EnvId};
-use cairn_proto::pb;
 
 use super::packet::Element;
 use super::server::{b64_of, code, enc, now_stamp, Session, XmlError, XmlState};
@@ -437,27 +436,8 @@ impl Ctx<'_> {
     }
 
     async fn job(&self, kind: JobKind, env: EnvId, options: JobOptions) -> Result<Job, XmlError> {
-        let req = pb::CreateJobRequest {
-            kind: kind.as_str().to_string(),
-            env: env.to_string(),
-            options: Some(pb::JobOptions::from(&options)),
-            host: String::new(),
-        };
         let requester = format!("xml:{}", self.who.name);
-        let job = self
-            .cluster()?
-            .agents_call(|mut a| {
-                let mut r = tonic::Request::new(req.clone());
-                if let Ok(v) = requester.parse() {
-                    r.metadata_mut().insert("x-cairn-requester", v);
-                }
-                async move { a.create_job(r).await }
-            })
-            .await?;
-        let job = Job::try_from(job).map_err(|e| {
-            tracing::error!(error = %e, "unreadable job from the cluster");
-            XmlError::new(code::INTERNAL, "internal error; see the gateway's log")
-        })?;
+        let job = crate::create_job(self.cluster()?, &requester, kind, env, &options).await?;
         if let Some(id) = self.id {
             self.session
                 .jobs
@@ -502,18 +482,8 @@ impl Ctx<'_> {
         let eids = [job.env];
         self.progress_packet(op, 1, 0, &eids, &format!("Operation {op} is started"));
         let mut last = (String::new(), u32::MAX);
-        let req = pb::JobRef {
-            id: job.id.to_string(),
-        };
         let done = loop {
-            let j = cluster
-                .agents_call(|mut a| {
-                    let req = req.clone();
-                    async move { a.get_job(req).await }
-                })
-                .await?;
-            let j =
-                Job::try_from(j).map_err(|_| XmlError::new(code::INTERNAL, "internal error"))?;
+            let j = crate::get_job(cluster, job.id).await?;
             let phase = j.progress.phase.clone();
             let pct = j.progress.percent.min(99);
             if j.state == JobState::Running && (phase != last.0 || pct != last.1) {
