@@ -125,19 +125,29 @@ impl Limiter {
         }
     }
 
-    async fn admit(&self, bytes: u64) {
+    /// Waits until `bytes` more may go out; a cancelled job stops waiting at once (within
+    /// 100 ms) and gets `Cancelled`, so a throttled job does not hold up its cancellation.
+    async fn admit(&self, bytes: u64, progress: &Progress) -> Result<(), AgentError> {
         if self.rate == 0 {
-            return;
+            return Ok(());
         }
-        let wait = {
+        let due = {
             let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let start = *g.0.get_or_insert_with(Instant::now);
             let before = g.1;
             g.1 += bytes;
-            let due = start + Duration::from_secs_f64(before as f64 / self.rate as f64);
-            due.saturating_duration_since(Instant::now())
+            start + Duration::from_secs_f64(before as f64 / self.rate as f64)
         };
-        tokio::time::sleep(wait).await;
+        loop {
+            if progress.is_cancelled() {
+                return Err(AgentError::Cancelled);
+            }
+            let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+        }
     }
 }
 
@@ -363,6 +373,8 @@ async fn backup_in_session(
         host: req.host.clone(),
         source: req.source.display().to_string(),
         env_info: req.env_info.clone(),
+        includes: req.includes.clone(),
+        excludes: req.excludes.clone(),
     };
     let committed = cluster.commit(&record).await?;
     progress.set_phase("done");
@@ -839,7 +851,7 @@ async fn dispatch(
         .map_err(|e| AgentError::Internal(e.to_string()))?;
         let n = encoded.len() as u64;
         let sent: u64 = encoded.iter().map(|c| c.data.len() as u64).sum();
-        counters.limiter.admit(sent).await;
+        counters.limiter.admit(sent, &progress).await?;
         cluster.put(encoded).await?;
         progress.release_pending(pending);
         counters.chunks_sent.fetch_add(n, Relaxed);

@@ -286,8 +286,22 @@ impl MetaNode {
 
     /// Returns once this node's catalog reflects every write committed before the call:
     /// confirms leadership with a quorum, then waits for the state machine to catch up.
+    ///
+    /// The quorum check is one heartbeat round with a heartbeat-interval timeout, which a
+    /// loaded machine can miss while every peer is up; it is tried three times before the
+    /// read is refused as unavailable.
     pub async fn read_barrier(&self) -> Result<(), MetaError> {
-        match self.raft.ensure_linearizable().await {
+        let mut tries = 0;
+        let answer = loop {
+            tries += 1;
+            match self.raft.ensure_linearizable().await {
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) if tries < 3 => {
+                    tracing::debug!(tries, "leadership not confirmed in time; trying again");
+                }
+                other => break other,
+            }
+        };
+        match answer {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(self.not_leader(f.leader_id, f.leader_node))
