@@ -532,3 +532,13 @@ pub fn add_user(users: &Path, name: &str, role: &str, password: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A child process killed when the test ends, panicking or not.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

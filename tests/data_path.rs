@@ -349,6 +349,8 @@ fn unsafe_manifest_paths_are_refused_at_commit() {
                 host: "h".into(),
                 source: "/".into(),
                 env_info: Default::default(),
+                includes: Vec::new(),
+                excludes: Vec::new(),
             };
             let err = c.commit(&record).await.unwrap_err();
             assert_eq!(

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cairn_tests::http::{self, basic, Resp};
-use cairn_tests::{add_user, cairn_bin, noise, wait_for, Agent, TestCluster};
+use cairn_tests::{add_user, cairn_bin, noise, wait_for, Agent, KillOnDrop, TestCluster};
 use serde_json::Value;
 
 const TOKEN: &str = "rest-cluster-t0ken";
@@ -1018,14 +1018,4 @@ fn cairn_dev_serves_rest_as_admin() {
         "the old password is gone"
     );
     drop(dev);
-}
-
-/// A child process killed when the test ends, panicking or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -8,7 +8,9 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cairn_tests::{add_user, noise, wait_for, Agent, TestCluster};
+use cairn_tests::{
+    add_user, cairn_bin, free_ports, noise, wait_for, Agent, KillOnDrop, TestCluster,
+};
 
 const TOKEN: &str = "xml-cluster-t0ken";
 
@@ -24,6 +26,8 @@ impl<T: Read + Write> Stream for T {}
 struct Client {
     s: Box<dyn Stream>,
     buf: Vec<u8>,
+    /// The packet the server sent on connect.
+    greeting: String,
 }
 
 impl Client {
@@ -34,13 +38,18 @@ impl Client {
     }
 
     fn over(s: Box<dyn Stream>) -> Client {
-        let mut c = Client { s, buf: Vec::new() };
+        let mut c = Client {
+            s,
+            buf: Vec::new(),
+            greeting: String::new(),
+        };
         let greeting = c.packet();
         assert!(
             !greeting.contains("<error") && !greeting.contains(":error"),
             "{greeting}"
         );
         assert!(greeting.contains("packet"), "{greeting}");
+        c.greeting = greeting;
         c
     }
 
@@ -532,4 +541,521 @@ fn tls_listener_and_idle_timeout() {
         String::from_utf8_lossy(&all).contains("packet"),
         "greeting, then closed"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Golden exchanges: request bytes in, exact response bytes out.
+
+/// `tests/xml-golden/NAME.request` is sent as it is, followed by one NUL, once the `{{…}}`
+/// values of this run are filled in. `NAME.response` holds the packets that answered it, one
+/// per line (on the wire each is followed by its NUL, and none holds a line break). A few
+/// values differ from run to run and appear there as placeholders, each standing for the same
+/// value wherever it occurs:
+///
+/// - `{{NOW}}`: the clock (a packet's `time` attribute, a progress packet's `time`);
+/// - `{{Bn}}`: the n-th backup id seen, `{{Bn.time}}` its time;
+/// - `{{Un}}`: the n-th other UUID seen (the cluster's id as `storage_eid`, job ids);
+/// - `{{DIR}}`: the test's temporary directory.
+///
+/// Everything else is literal: EIDs are derived from the host id and the container id, so
+/// they are the same in every run. `CAIRN_BLESS=1` re-records the responses.
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/xml-golden")
+}
+
+/// Container 101 (web01) and 102 (db01) on host h1, 201 on host h2.
+const CT101: &str = "17c36874-edad-579b-88cd-d9c2be1176db";
+const CT102: &str = "1766d40a-adf3-5adc-b35a-34e95fb6d4d0";
+/// Hosts h1 and h2 as `parent_eid` names them.
+const H1: &str = "ca732fa6-9b67-55ee-adcb-ad59ccdcb928";
+const H2: &str = "0e4ef9ec-7563-593a-9ba3-de3a0d55a9f0";
+/// UUIDs the requests name literally: the realms and an EID no host has.
+const FIXED: [&str; 7] = [
+    CT101,
+    CT102,
+    H1,
+    H2,
+    "00000000-0000-0000-0000-000000000000",
+    "00000000-0000-0000-0100-000000000000",
+    "0badc0de-0000-4000-8000-00000000beef",
+];
+
+/// Which packets answer a request.
+#[derive(Clone, Copy)]
+enum Collect {
+    /// The final answer with the request's id.
+    Answer,
+    /// The first and last progress packets and the final answer.
+    Progress,
+    /// The next packet, whatever its id (answers to requests whose id cannot be read).
+    Next,
+}
+
+struct Golden {
+    dir: String,
+    /// Values of this run and their placeholders, in the order they were first seen.
+    seen: Vec<(String, String)>,
+    counts: [usize; 2],
+    bless: bool,
+    failures: Vec<String>,
+}
+
+/// Replaces the text between each `open` and the next `close` by `f(text before, value)`.
+fn replace_values(s: &str, open: &str, close: &str, f: impl Fn(&str, &str) -> String) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(open) {
+        let start = i + open.len();
+        let end = start + rest[start..].find(close).unwrap();
+        out.push_str(&rest[..start]);
+        let value = f(&out, &rest[start..end]);
+        out.push_str(&value);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_uuid(s: &[u8]) -> bool {
+    s.len() >= 36
+        && s[..36].iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit() && !b.is_ascii_uppercase(),
+        })
+}
+
+impl Golden {
+    fn new(dir: &std::path::Path) -> Golden {
+        Golden {
+            dir: dir.display().to_string(),
+            seen: Vec::new(),
+            counts: [0; 2],
+            bless: std::env::var_os("CAIRN_BLESS").is_some(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// The placeholder for `value` of kind `k` (0 backup, 1 UUID), made when new.
+    fn name(&mut self, value: &str, k: usize) -> String {
+        if let Some((_, n)) = self.seen.iter().find(|(v, _)| v == value) {
+            return n.clone();
+        }
+        self.counts[k] += 1;
+        let n = format!("{{{{{}{}}}}}", ["B", "U"][k], self.counts[k]);
+        self.seen.push((value.to_string(), n.clone()));
+        n
+    }
+
+    fn redact(&mut self, packet: &str) -> String {
+        let mut p = packet.replace(&self.dir, "{{DIR}}");
+        for (open, close) in [(" time=\"", "\""), ("<ns1:time>", "</ns1:time>")] {
+            p = replace_values(&p, open, close, |_, _| "{{NOW}}".to_string());
+        }
+        // Backup ids (EID/YYYYMMDDhhmmss) and other UUIDs, but not the fixed ones.
+        let b = p.as_bytes();
+        let mut out = String::new();
+        let mut i = 0;
+        while i < b.len() {
+            if is_uuid(&b[i..]) {
+                let id = &p[i..i + 36];
+                let is_backup = b.len() >= i + 51
+                    && b[i + 36] == b'/'
+                    && b[i + 37..i + 51].iter().all(u8::is_ascii_digit);
+                if is_backup && &p[i + 37..i + 51] != "20000101000000" {
+                    out.push_str(&self.name(&p[i..i + 51], 0));
+                    i += 51;
+                } else if is_backup || FIXED.contains(&id) {
+                    out.push_str(id);
+                    i += 36;
+                } else {
+                    out.push_str(&self.name(id, 1));
+                    i += 36;
+                }
+                continue;
+            }
+            let ch = p[i..].chars().next().unwrap();
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+        // A backup's time follows its id: `{{Bn.time}}`.
+        replace_values(&out, "<ns2:time>", "</ns2:time>", |before, _| {
+            let at = before.rfind("{{B").expect("a backup time after its id");
+            let end = at + before[at..].find("}}").unwrap();
+            format!("{}.time}}}}", &before[at..end])
+        })
+    }
+
+    /// The request `name` with this run's values filled in.
+    fn request(&self, name: &str) -> String {
+        let path = golden_dir().join(format!("{name}.request"));
+        let mut r =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if r.ends_with('\n') {
+            r.pop();
+        }
+        for (value, placeholder) in &self.seen {
+            r = r.replace(placeholder, value);
+        }
+        r.replace("{{PAD}}", &"x".repeat(1_100_000))
+    }
+
+    /// Compares the packets that answered `name` with its golden response.
+    fn record(&mut self, name: &str, packets: &[String]) {
+        let mut text = String::new();
+        for p in packets {
+            assert!(!p.contains('\n'), "a packet holds a line break: {p}");
+            text.push_str(&self.redact(p));
+            text.push('\n');
+        }
+        let path = golden_dir().join(format!("{name}.response"));
+        if self.bless {
+            std::fs::write(&path, &text).unwrap();
+            return;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        if text != want {
+            self.failures.push(format!(
+                "{name}: got\n{text}want ({})\n{want}",
+                path.display()
+            ));
+        }
+    }
+
+    /// Sends request `name` on `c`, collects its answer and compares it; returns the packets.
+    fn step(&mut self, c: &mut Client, name: &str, how: Collect) -> Vec<String> {
+        let req = self.request(name);
+        c.send(&req);
+        let packets = collect(c, &req, how);
+        self.record(name, &packets);
+        packets
+    }
+
+    fn finish(self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} golden response(s) differ (CAIRN_BLESS=1 re-records them):\n\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+    }
+}
+
+/// The packets answering `req` (see [`Collect`]).
+fn collect(c: &mut Client, req: &str, how: Collect) -> Vec<String> {
+    let id = || {
+        let at = req.find(" id=\"").expect("the request has an id") + 5;
+        req[at..at + req[at..].find('"').unwrap()].to_string()
+    };
+    match how {
+        Collect::Next => vec![c.packet()],
+        Collect::Answer => vec![c.answer(&id()).0],
+        Collect::Progress => {
+            let (answer, progress) = c.answer(&id());
+            assert!(!progress.is_empty(), "progress packets: {answer}");
+            vec![
+                progress[0].clone(),
+                progress[progress.len() - 1].clone(),
+                answer,
+            ]
+        }
+    }
+}
+
+/// A Virtuozzo node's containers: `/etc/vz/conf/<CTID>.conf` and private areas.
+fn vz_node(root: &std::path::Path, cts: &[(&str, &str, &str, &str, usize)]) -> String {
+    let (conf, private) = (root.join("conf"), root.join("private"));
+    std::fs::create_dir_all(&conf).unwrap();
+    for (ctid, name, hostname, ip, size) in cts {
+        let area = private.join(ctid);
+        std::fs::create_dir_all(area.join("etc")).unwrap();
+        std::fs::write(area.join("etc/hostname"), format!("{hostname}\n")).unwrap();
+        std::fs::write(area.join("etc/motd"), format!("welcome to {name}\n")).unwrap();
+        std::fs::write(area.join("data.bin"), noise(*size, ctid.len() as u64 + 7)).unwrap();
+        std::fs::write(area.join("cache.tmp"), vec![b'c'; 1000]).unwrap();
+        std::fs::write(
+            conf.join(format!("{ctid}.conf")),
+            format!(
+                "VE_PRIVATE=\"{}/$VEID\"\nNAME=\"{name}\"\nHOSTNAME=\"{hostname}\"\nIP_ADDRESS=\"{ip}\"\nOSTEMPLATE=\"debian-12-x86_64\"\nDESCRIPTION=\"{name} container\"\n",
+                private.display()
+            ),
+        )
+        .unwrap();
+    }
+    format!(
+        "[discovery.vz]\nconf_dir = \"{}\"\nprivate_root = \"{}\"\n",
+        conf.display(),
+        private.display()
+    )
+}
+
+fn start_agent(dir: &std::path::Path, node_url: &str, token: &str, host: &str, vz: &str) -> Agent {
+    Agent::start(
+        &dir.join(format!("agent-{host}")),
+        &format!(
+            "cluster = [{node_url:?}]\nhost_id = \"{host}\"\nstate_dir = \"{}\"\ntoken = \"{token}\"\nregister_interval_ms = 1000\nreport_interval_ms = 200\nupload_limit_bytes_per_sec = 1000000\n{vz}",
+            dir.join(format!("{host}-state")).display(),
+        ),
+    )
+}
+
+/// Every call and every error code, as exact bytes against the golden files, over a real
+/// socket to a node with a real agent of two Virtuozzo containers (then a second host).
+#[test]
+fn golden_exchanges() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    add_user(&users, "admin", "admin", "admin-pass-1");
+    add_user(&users, "viewer", "viewer", "viewer-pass-1");
+    let extra = format!(
+        "[gateway]\nusers_file = \"{}\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\n",
+        users.display()
+    );
+    let cluster = TestCluster::start_with_token(dir.path(), 1, &extra, Some(TOKEN));
+    let node = &cluster.nodes[0];
+    let xml = wait_for(Duration::from_secs(30), "the XML listener", || {
+        let log = std::fs::read_to_string(&node.log).ok()?;
+        let at = log.find("XML API (Virtuozzo backupm) at ")?;
+        let rest = &log[at + "XML API (Virtuozzo backupm) at ".len()..];
+        Some(rest.lines().next()?.trim().to_string())
+    });
+    let h1 = dir.path().join("h1");
+    let vz1 = vz_node(
+        &h1,
+        &[
+            ("101", "web01", "web01.example.net", "10.0.0.11", 8 << 20),
+            (
+                "102",
+                "db01",
+                "db01.example.net",
+                "10.0.1.12 fe80::12",
+                1 << 20,
+            ),
+        ],
+    );
+    let token1 = node
+        .ok(&["agent", "token", "create", "h1"])
+        .trim()
+        .to_string();
+    let mut agent1 = start_agent(dir.path(), &node.url, &token1, "h1", &vz1);
+    wait_for(Duration::from_secs(30), "containers 101 and 102", || {
+        let v: serde_json::Value =
+            serde_json::from_str(&node.ok(&["envs", "list", "--json"])).ok()?;
+        let mut eids: Vec<String> = v
+            .as_array()?
+            .iter()
+            .map(|e| e["eid"].as_str().unwrap().to_string())
+            .collect();
+        eids.sort();
+        (eids.len() == 2).then(|| assert_eq!(eids, [CT102, CT101], "derived EIDs"))
+    });
+
+    let mut g = Golden::new(dir.path());
+    let mut a = Client::connect(&xml);
+    g.record("greeting", &[a.greeting.clone()]);
+    use Collect::*;
+    for name in [
+        "list-before-login",
+        "get_realm",
+        "cancel-before-login",
+        "login-wrong-password",
+        "login-unknown-realm",
+        "login-bad-base64",
+        "login",
+    ] {
+        g.step(&mut a, name, Answer);
+    }
+    let mut v = Client::connect(&xml);
+    g.step(&mut v, "login-viewer", Answer);
+    let mut c = Client::connect(&xml);
+    assert_eq!(error_code(&c.login("admin", "admin-pass-1")), None);
+
+    // Errors that need no backup.
+    for (name, how) in [
+        ("system-unknown-call", Answer),
+        ("unknown-interface", Answer),
+        ("backupm-unknown-call", Answer),
+        ("backupm-no-call", Answer),
+        ("malformed-truncated", Answer),
+        ("malformed-binary", Next),
+        ("malformed-root", Next),
+        ("malformed-data-mismatch", Answer),
+        ("too-large", Answer),
+        ("list-bad-eid", Answer),
+        ("get_info-bad-id", Answer),
+        ("get_info-unknown", Answer),
+        ("backup_env-bad-type", Answer),
+    ] {
+        g.step(&mut a, name, how);
+    }
+
+    // Backups: with progress; two environments at once; the policies.
+    g.step(&mut a, "backup_env-progress", Progress);
+    for name in [
+        "backup_env-two",
+        "backup_env-ignore_error",
+        "backup_env-ignore_unexistent",
+        "backup_env-unknown",
+    ] {
+        g.step(&mut a, name, Answer);
+    }
+
+    // Reading: list, get_info, search, configuration.
+    for name in [
+        "list-all",
+        "list-latest",
+        "list-ids-info",
+        "list-other-storage",
+        "get_info-env",
+        "get_info-excludes",
+        "search-hostname",
+        "search-ip",
+        "search-dates",
+        "search-dates-none",
+        "search-bad-date",
+        "get_config-local-unset",
+        "get_config",
+        "set_config",
+        "get_config-local",
+        "set_config-bad",
+    ] {
+        g.step(&mut a, name, Answer);
+    }
+    for name in [
+        "viewer-list",
+        "viewer-remove",
+        "viewer-set_config",
+        "viewer-backup_env",
+    ] {
+        g.step(&mut v, name, Answer);
+    }
+
+    // Restores: refused over a changed tree, forced, selective.
+    let web = h1.join("private/101");
+    let original = std::fs::read(web.join("data.bin")).unwrap();
+    std::fs::write(web.join("data.bin"), b"damaged").unwrap();
+    g.step(&mut a, "restore_env-unforced", Answer);
+    assert_eq!(std::fs::read(web.join("data.bin")).unwrap(), b"damaged");
+    g.step(&mut a, "restore_env-force", Answer);
+    assert!(std::fs::read(web.join("data.bin")).unwrap() == original);
+    std::fs::write(web.join("etc/motd"), b"defaced\n").unwrap();
+    g.step(&mut a, "selective_restore_env", Answer);
+    assert_eq!(
+        std::fs::read_to_string(web.join("etc/motd")).unwrap(),
+        "welcome to web01\n"
+    );
+
+    // A running backup: another one on the same container conflicts; cancel stops it.
+    // 32 MiB of new data at the agent's 1 MB/s: the backup runs long past the cancel.
+    std::fs::write(web.join("data.bin"), noise(32 << 20, 99)).unwrap();
+    let long = g.request("backup_env-to-cancel");
+    a.send(&long);
+    let mut progress = Vec::new();
+    while !progress
+        .iter()
+        .any(|p: &String| values(p, "status") == ["2"])
+    {
+        let p = a.packet();
+        assert!(p.contains("id=\"long\"") && p.contains("type=\"1\""), "{p}");
+        progress.push(p);
+    }
+    g.step(&mut c, "backup_env-conflict", Answer);
+    a.send(&g.request("cancel"));
+    let (mut cancel, mut last) = (None, None);
+    while cancel.is_none() || last.is_none() {
+        let p = a.packet();
+        if p.contains("id=\"cx\"") {
+            cancel = Some(p);
+        } else if p.contains("type=\"1\"") {
+            progress.push(p);
+        } else {
+            last = Some(p);
+        }
+    }
+    g.record("cancel", &[cancel.unwrap()]);
+    g.record(
+        "backup_env-to-cancel",
+        &[
+            progress[0].clone(),
+            progress[progress.len() - 1].clone(),
+            last.unwrap(),
+        ],
+    );
+    std::fs::write(web.join("data.bin"), &original).unwrap();
+
+    // Removing: the oldest after a backup, several in one packet, all of an environment.
+    for name in [
+        "cancel-unknown",
+        "backup_env-remove-oldest",
+        "remove-two",
+        "remove-unknown",
+        "remove-eid",
+        "list-db-empty",
+    ] {
+        g.step(&mut a, name, Answer);
+    }
+
+    // parent_eid: host h1 is gone with container 101; restore it onto host h2.
+    agent1.kill();
+    std::fs::remove_dir_all(&web).unwrap();
+    let vz2 = vz_node(
+        &dir.path().join("h2"),
+        &[("201", "mail01", "mail01.example.net", "10.0.2.13", 1 << 10)],
+    );
+    let token2 = node
+        .ok(&["agent", "token", "create", "h2"])
+        .trim()
+        .to_string();
+    let _agent2 = start_agent(dir.path(), &node.url, &token2, "h2", &vz2);
+    wait_for(Duration::from_secs(30), "host h2", || {
+        let v: serde_json::Value =
+            serde_json::from_str(&node.ok(&["envs", "list", "--json"])).ok()?;
+        v.as_array()?
+            .iter()
+            .find(|e| e["host"] == "h2")
+            .map(|e| assert_eq!(e["host_eid"], H2))
+    });
+    g.step(&mut a, "restore_env-parent_eid-unknown", Answer);
+    g.step(&mut a, "restore_env-parent_eid", Answer);
+    assert!(std::fs::read(web.join("data.bin")).unwrap() == original);
+    g.step(&mut a, "remove-prev", Answer);
+    g.step(&mut a, "list-after-remove", Answer);
+
+    // A gateway that cannot reach its cluster answers 311 and keeps serving.
+    let port = free_ports(1)[0];
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster = [\"http://127.0.0.1:{port}\"]\ntoken = \"{TOKEN}\"\nusers_file = \"{}\"\n[xml]\nlisten = \"127.0.0.1:0\"\n",
+            users.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("gateway.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let _gw = KillOnDrop(
+        std::process::Command::new(cairn_bin())
+            .args(["gateway", "--config"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    );
+    let alone = wait_for(
+        Duration::from_secs(30),
+        "the standalone XML listener",
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            let at = text.find("XML API (Virtuozzo backupm) at ")?;
+            let rest = &text[at + "XML API (Virtuozzo backupm) at ".len()..];
+            Some(rest.lines().next()?.trim().to_string())
+        },
+    );
+    let mut u = Client::connect(&alone);
+    assert_eq!(error_code(&u.login("admin", "admin-pass-1")), None);
+    g.step(&mut u, "unavailable", Answer);
+    g.step(&mut u, "get_realm", Answer);
+    g.finish();
 }

@@ -148,6 +148,12 @@ pub struct BackupRecord {
     /// What the environment's host reported about it when the backup was taken.
     #[serde(default)]
     pub env_info: EnvInfo,
+    /// The include list the backup was taken with (empty: the whole tree).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub includes: Vec<String>,
+    /// The exclude patterns the backup was taken with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
 }
 
 /// The description of an environment a backup carries (the `info` of a backupm answer).

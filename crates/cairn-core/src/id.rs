@@ -84,6 +84,12 @@ impl EnvId {
         ]);
         EnvId(uuid::Uuid::new_v5(&NS, name.as_bytes()))
     }
+
+    /// The EID of a hardware node (an agent's host), as the XML API's `parent_eid` names it:
+    /// derived from the host id, so it is stable and needs no registry.
+    pub fn of_host(host: &str) -> EnvId {
+        EnvId::derive(&format!("cairn-host:{host}"))
+    }
 }
 
 impl fmt::Display for EnvId {

@@ -99,11 +99,24 @@ pub(crate) async fn create_job(
     env: cairn_core::EnvId,
     options: &cairn_core::job::JobOptions,
 ) -> Result<cairn_core::job::Job, cairn_agent::AgentError> {
+    create_job_on(cluster, requester, kind, env, "", options).await
+}
+
+/// [`create_job`] on a given host's agent (a restore onto another host); empty `host` is the
+/// environment's own.
+pub(crate) async fn create_job_on(
+    cluster: &Cluster,
+    requester: &str,
+    kind: cairn_core::job::JobKind,
+    env: cairn_core::EnvId,
+    host: &str,
+    options: &cairn_core::job::JobOptions,
+) -> Result<cairn_core::job::Job, cairn_agent::AgentError> {
     let req = cairn_proto::pb::CreateJobRequest {
         kind: kind.as_str().to_string(),
         env: env.to_string(),
         options: Some(cairn_proto::pb::JobOptions::from(options)),
-        host: String::new(),
+        host: host.to_string(),
     };
     let job = cluster
         .agents_call(|mut a| {

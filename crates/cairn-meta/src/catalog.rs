@@ -533,6 +533,8 @@ pub(crate) mod tests {
             host: "hn1".to_string(),
             source: "/vz/root/101".to_string(),
             env_info: Default::default(),
+            includes: Vec::new(),
+            excludes: Vec::new(),
         }
     }
 

@@ -243,6 +243,8 @@ impl From<&BackupRecord> for pb::Backup {
             host: r.host.clone(),
             source: r.source.clone(),
             env_info: Some(pb::EnvInfo::from(&r.env_info)),
+            includes: r.includes.clone(),
+            excludes: r.excludes.clone(),
         }
     }
 }
@@ -286,6 +288,8 @@ impl TryFrom<pb::Backup> for BackupRecord {
             host: b.host,
             source: b.source,
             env_info: b.env_info.map(Into::into).unwrap_or_default(),
+            includes: b.includes,
+            excludes: b.excludes,
         })
     }
 }
@@ -327,6 +331,8 @@ mod tests {
                 os: "debian".into(),
                 kind: "virtuozzo".into(),
             },
+            includes: vec!["etc".into()],
+            excludes: vec!["*.tmp".into()],
         }
     }
 

@@ -290,7 +290,10 @@ pub async fn envs(c: &Cluster, host: Option<String>, json: bool) -> Result<ExitC
             .iter()
             .map(|e| {
                 serde_json::json!({
-                    "eid": e.eid, "host": e.host, "host_online": e.host_online, "name": e.name,
+                    "eid": e.eid, "host": e.host, "host_online": e.host_online,
+                    // The host as the XML API's `parent_eid` names it.
+                    "host_eid": cairn_core::EnvId::of_host(&e.host).to_string(),
+                    "name": e.name,
                     "path": e.path, "title": e.title, "hostname": e.hostname, "ip": e.ip,
                     "os": e.os, "description": e.description, "kind": e.kind,
                     "latest_backup": e.latest.as_ref().map(|b| b.id.clone()),

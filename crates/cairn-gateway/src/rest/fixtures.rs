@@ -64,6 +64,8 @@ pub fn backup_at(stamp: &str, name: &str) -> BackupRecord {
         host: "node-a".into(),
         source: "/vz/private/101".into(),
         env_info: env().info(),
+        includes: Vec::new(),
+        excludes: Vec::new(),
     }
 }
 

@@ -129,6 +129,8 @@ fn info(b: &BackupRecord) -> Element {
         .with_child(param("ip", &i.ip.join(" ")))
         .with_child(param("name", &i.name))
         .with_child(param("os", &i.os).with_child(param("platform", "Linux")))
+        .with_child(param("parent_eid", &EnvId::of_host(&b.host).to_string()))
+        .with_child(param("parent_env_title", &b.host))
         .with_child(param("title", &i.title))
         .with_child(param(
             "type",
@@ -226,6 +228,13 @@ impl Ctx<'_> {
             .children_named("backup_id")
             .map(|b| parse_backup_id(b.text.trim()))
             .collect::<Result<_, _>>()?;
+        // Every backup is held by the whole cluster: another storage's id lists nothing.
+        if let Some(storage) = opts.and_then(|o| o.text_of("storage_eid")) {
+            let storage = parse_eid(storage)?;
+            if storage.to_string() != self.storage_eid().await? {
+                return Ok(Vec::new());
+            }
+        }
         let all = self.cluster()?.list(env).await?;
         let mut out: Vec<BackupRecord> = all
             .iter()
@@ -317,9 +326,15 @@ impl Ctx<'_> {
             );
         }
         if want_excludes {
-            // Backups record the tree they read, not the lists that shaped it.
-            info_el.push(Element::new("include_list"));
-            info_el.push(Element::new("exclude_list"));
+            let list = |name: &str, paths: &[String]| {
+                let mut l = Element::new(name);
+                for p in paths {
+                    l.push(Element::new("path").with_text(enc(p)));
+                }
+                l
+            };
+            info_el.push(list("include_list", &b.includes));
+            info_el.push(list("exclude_list", &b.excludes));
         }
         Ok(vec![info_el])
     }
@@ -436,8 +451,20 @@ impl Ctx<'_> {
     }
 
     async fn job(&self, kind: JobKind, env: EnvId, options: JobOptions) -> Result<Job, XmlError> {
+        self.job_on(kind, env, "", options).await
+    }
+
+    /// Queues a job on `host`'s agent (empty: the environment's own host).
+    async fn job_on(
+        &self,
+        kind: JobKind,
+        env: EnvId,
+        host: &str,
+        options: JobOptions,
+    ) -> Result<Job, XmlError> {
         let requester = format!("xml:{}", self.who.name);
-        let job = crate::create_job(self.cluster()?, &requester, kind, env, &options).await?;
+        let job =
+            crate::create_job_on(self.cluster()?, &requester, kind, env, host, &options).await?;
         if let Some(id) = self.id {
             self.session
                 .jobs
@@ -519,7 +546,11 @@ impl Ctx<'_> {
                 self.progress_packet(op, 4, 100, &eids, &format!("Operation {op} is cancelled"));
                 Err(XmlError::new(
                     code::CANCELLED,
-                    format!("cancelled: {}", done.reason),
+                    if done.reason.is_empty() {
+                        "cancelled".to_string()
+                    } else {
+                        done.reason
+                    },
                 ))
             }
             _ => {
@@ -645,18 +676,47 @@ impl Ctx<'_> {
         let force = call
             .child("restore_options")
             .is_some_and(|o| o.has("force"));
-        if call.text_of("parent_eid").is_some_and(|p| !p.is_empty()) {
-            return Err(bad(
-                "parent_eid (restore onto another node) is not supported over this API; use `cairn restore --host`",
-            ));
-        }
+        let mut target_path = String::new();
+        // `parent_eid`: restore onto that hardware node, at the path the backup was taken
+        // from (the original host may be gone).
+        let host = match call.text_of("parent_eid").filter(|p| !p.is_empty()) {
+            None => String::new(),
+            Some(p) => {
+                let parent = parse_eid(p)?;
+                let b = self.cluster()?.show(&id).await?;
+                if EnvId::of_host(&b.host) == parent {
+                    String::new()
+                } else {
+                    let hosts = self
+                        .cluster()?
+                        .agents_call(|mut a| async move {
+                            a.list_hosts(cairn_proto::pb::ListHostsRequest {}).await
+                        })
+                        .await?
+                        .hosts;
+                    let h = hosts
+                        .into_iter()
+                        .find(|h| EnvId::of_host(&h.id) == parent)
+                        .ok_or_else(|| {
+                            XmlError::new(
+                                code::NOT_FOUND,
+                                format!("no hardware node has the EID {parent}"),
+                            )
+                        })?;
+                    target_path = b.source;
+                    h.id
+                }
+            }
+        };
         let job = self
-            .job(
+            .job_on(
                 JobKind::Restore,
                 id.env,
+                &host,
                 JobOptions {
                     backup: Some(id),
                     force,
+                    target_path,
                     ..JobOptions::default()
                 },
             )

@@ -5,18 +5,36 @@
 //! queue (each at most `cap` bytes); only the packet still being received is buffered, and it
 //! is never allowed past `cap` bytes: the moment it would, it is dropped, one
 //! [`FrameError::TooLarge`] is queued in its place and the rest of it is skipped up to its NUL.
-//! So memory stays bounded by `cap` plus what the caller itself pushed, whatever the peer
-//! sends, and one oversized packet does not cost the connection: the next one decodes. Empty
-//! and whitespace-only packets (stray NULs, a newline after a NUL) are skipped.
+//! That error keeps the packet's first bytes, at most [`HEAD_BYTES`] (1024), so that the
+//! answer can still echo the request's `id` ([`super::packet::salvage_id`] reads it from a
+//! cut-short `<packet … id="…">`): the head is cut from the buffered bytes plus the bytes of
+//! the push that overflowed, before the buffer is freed. It holds at least
+//! `min(HEAD_BYTES, cap + 1)` bytes, so with a cap of at least `HEAD_BYTES` (the server's
+//! minimum is 4096) it is exactly the first `HEAD_BYTES` bytes, however the packet was split
+//! into pushes; the bytes after the head are never kept. So memory stays bounded by `cap`
+//! plus what the caller itself pushed (a queued packet or head never holds more bytes than
+//! were pushed for it), whatever the peer sends, and one oversized packet does not cost the
+//! connection: the next one decodes. Empty and whitespace-only packets (stray NULs, a newline
+//! after a NUL) are skipped.
 
 use std::collections::VecDeque;
 
+/// The most bytes of a refused packet kept in [`FrameError::TooLarge`]'s `head`.
+pub const HEAD_BYTES: usize = 1024;
+
 /// Why a packet was refused.
-#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
     /// The packet outgrew the decoder's cap (its bytes are skipped).
     #[error("packet larger than {cap} bytes")]
-    TooLarge { cap: usize },
+    TooLarge {
+        /// The decoder's cap.
+        cap: usize,
+        /// The packet's first bytes, as many as were received when it outgrew the cap but at
+        /// most [`HEAD_BYTES`] (at least `min(HEAD_BYTES, cap + 1)`): enough for
+        /// [`super::packet::salvage_id`] to find the request's `id`.
+        head: Vec<u8>,
+    },
 }
 
 /// Splits a byte stream on NUL; holds at most `cap` bytes of an unfinished packet.
@@ -65,8 +83,11 @@ impl FrameDecoder {
             return;
         }
         if segment.len() > self.cap - self.buf.len() {
-            self.ready
-                .push_back(Err(FrameError::TooLarge { cap: self.cap }));
+            let head = self.head(segment);
+            self.ready.push_back(Err(FrameError::TooLarge {
+                cap: self.cap,
+                head,
+            }));
             self.buf = Vec::new();
             self.discarding = !ended;
             return;
@@ -84,6 +105,16 @@ impl FrameDecoder {
         }
     }
 
+    /// The first [`HEAD_BYTES`] (at most) of the buffered packet continued by `segment`.
+    fn head(&self, segment: &[u8]) -> Vec<u8> {
+        let from_buf = self.buf.len().min(HEAD_BYTES);
+        let from_segment = segment.len().min(HEAD_BYTES - from_buf);
+        let mut head = Vec::with_capacity(from_buf + from_segment);
+        head.extend_from_slice(&self.buf[..from_buf]);
+        head.extend_from_slice(&segment[..from_segment]);
+        head
+    }
+
     /// Reserves room for `more` bytes, doubling as usual but never past `cap`.
     fn grow_for(&mut self, more: usize) {
         let needed = self.buf.len() + more;
@@ -95,10 +126,10 @@ impl FrameDecoder {
         }
     }
 
-    /// The next complete packet (without its NUL), or `Err(TooLarge)` once for a packet that
-    /// outgrew the cap — its bytes are then skipped up to and including its NUL, and decoding
-    /// goes on with the next packet — or `None` when more bytes are needed. Empty packets and
-    /// whitespace-only packets are skipped.
+    /// The next complete packet (without its NUL), or `Err(TooLarge)` (with the packet's first
+    /// bytes) once for a packet that outgrew the cap — its bytes are then skipped up to and
+    /// including its NUL, and decoding goes on with the next packet — or `None` when more bytes
+    /// are needed. Empty packets and whitespace-only packets are skipped.
     pub fn next_packet(&mut self) -> Option<Result<Vec<u8>, FrameError>> {
         self.ready.pop_front()
     }
@@ -117,25 +148,34 @@ pub fn frame(mut packet: Vec<u8>) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::packet::salvage_id;
     use super::*;
     use proptest::prelude::*;
     use proptest::test_runner::RngSeed;
 
     /// Every packet of the corpus (file contents, which hold no NUL), sorted by file name.
     fn corpus() -> Vec<Vec<u8>> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xml-corpus");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .expect("corpus directory")
-            .map(|e| e.expect("corpus entry").path())
-            .collect();
-        files.sort();
-        let packets: Vec<Vec<u8>> = files
-            .iter()
-            .map(|f| std::fs::read(f).expect("corpus file"))
-            .collect();
-        assert!(packets.len() >= 12);
-        assert!(packets.iter().all(|p| !p.contains(&0) && !p.is_empty()));
-        packets
+        corpus_files().to_vec()
+    }
+
+    /// The corpus, read once per process (the property tests use it in every case).
+    fn corpus_files() -> &'static [Vec<u8>] {
+        static FILES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+        FILES.get_or_init(|| {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xml-corpus");
+            let mut files: Vec<_> = std::fs::read_dir(&dir)
+                .expect("corpus directory")
+                .map(|e| e.expect("corpus entry").path())
+                .collect();
+            files.sort();
+            let packets: Vec<Vec<u8>> = files
+                .iter()
+                .map(|f| std::fs::read(f).expect("corpus file"))
+                .collect();
+            assert!(packets.len() >= 12);
+            assert!(packets.iter().all(|p| !p.contains(&0) && !p.is_empty()));
+            packets
+        })
     }
 
     fn stream(packets: &[Vec<u8>]) -> Vec<u8> {
@@ -148,6 +188,13 @@ mod tests {
 
     fn ok(packets: &[&[u8]]) -> Vec<Result<Vec<u8>, FrameError>> {
         packets.iter().map(|p| Ok(p.to_vec())).collect()
+    }
+
+    fn too_large(cap: usize, head: &[u8]) -> Result<Vec<u8>, FrameError> {
+        Err(FrameError::TooLarge {
+            cap,
+            head: head.to_vec(),
+        })
     }
 
     #[test]
@@ -227,7 +274,7 @@ mod tests {
             drain(&mut d),
             vec![
                 Ok(vec![b'a'; cap]),
-                Err(FrameError::TooLarge { cap }),
+                too_large(cap, &[b'b'; 17]),
                 Ok(b"<ok/>".to_vec())
             ]
         );
@@ -236,7 +283,9 @@ mod tests {
         d.push(b"<packet id=\"b\">");
         assert_eq!(d.next_packet(), None);
         d.push(b"<data>0123456789");
-        assert_eq!(d.next_packet(), Some(Err(FrameError::TooLarge { cap })));
+        let head = b"<packet id=\"b\"><data>0123456789";
+        assert_eq!(d.next_packet(), Some(too_large(cap, head)));
+        assert_eq!(salvage_id(head).as_deref(), Some("b"));
         assert_eq!(d.pending(), 0);
         for _ in 0..100 {
             d.push(b"more bytes of the same packet");
@@ -247,20 +296,16 @@ mod tests {
         assert_eq!(drain(&mut d), ok(&[b"<next/>"]));
         assert_eq!(d.pending(), b"<after".len());
         assert_eq!(
-            FrameError::TooLarge { cap }.to_string(),
+            too_large(cap, b"<packet id=\"b\">")
+                .unwrap_err()
+                .to_string(),
             "packet larger than 16 bytes"
         );
 
         // A zero cap refuses everything but blank packets.
         let mut d = FrameDecoder::new(0);
         d.push(b"\0x\0\0y");
-        assert_eq!(
-            drain(&mut d),
-            vec![
-                Err(FrameError::TooLarge { cap: 0 }),
-                Err(FrameError::TooLarge { cap: 0 })
-            ]
-        );
+        assert_eq!(drain(&mut d), vec![too_large(0, b"x"), too_large(0, b"y")]);
     }
 
     #[test]
@@ -268,14 +313,14 @@ mod tests {
         let cap = 1 << 20;
         let mut d = FrameDecoder::new(cap);
         let piece = vec![b'x'; 64 << 10];
-        let mut errors = 0;
+        let mut errors = Vec::new();
         for _ in 0..(10 << 20) / piece.len() {
             d.push(&piece);
             assert!(d.pending() <= cap + 1, "{}", d.pending());
             assert!(d.buf.capacity() <= cap + 1, "{}", d.buf.capacity());
-            errors += drain(&mut d).len();
+            errors.extend(drain(&mut d));
         }
-        assert_eq!(errors, 1);
+        assert_eq!(errors, vec![too_large(cap, &[b'x'; HEAD_BYTES])]);
         d.push(b"tail\0<packet/>\0");
         assert_eq!(drain(&mut d), ok(&[b"<packet/>"]));
 
@@ -283,11 +328,121 @@ mod tests {
         let mut d = FrameDecoder::new(cap);
         d.push(&vec![b'y'; 8 << 20]);
         assert!(d.pending() <= cap + 1 && d.buf.capacity() <= cap + 1);
-        assert_eq!(drain(&mut d), vec![Err(FrameError::TooLarge { cap })]);
+        assert_eq!(drain(&mut d), vec![too_large(cap, &[b'y'; HEAD_BYTES])]);
+    }
+
+    /// A request of `len` bytes (`len` > 200) whose `<packet` start tag carries `id="big7"`
+    /// after `pad` bytes of another attribute.
+    fn big_request(pad: usize, len: usize) -> Vec<u8> {
+        let mut p = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<packet version=\"4.0.0\" pad=\"{}\" \
+             id=\"big7\"><target>backupm</target><data><backupm><put>",
+            "p".repeat(pad)
+        )
+        .into_bytes();
+        let tail = b"</put></backupm></data></packet>";
+        assert!(p.len() + tail.len() <= len);
+        p.resize(len - tail.len(), b'x');
+        p.extend_from_slice(tail);
+        p
+    }
+
+    /// Feeds `packet` and then a small packet (when the cap allows it) in pushes of `step`
+    /// bytes; returns the error's head, checking that the decoder then goes on with the next
+    /// packet.
+    fn refuse(cap: usize, packet: &[u8], step: usize) -> Vec<u8> {
+        let next: &[u8] = b"<packet id=\"next\"/>";
+        let next = if next.len() <= cap { next } else { b"" };
+        let mut d = FrameDecoder::new(cap);
+        let mut bytes = frame(packet.to_vec());
+        bytes.extend_from_slice(&frame(next.to_vec()));
+        let mut got = Vec::new();
+        for chunk in bytes.chunks(step) {
+            d.push(chunk);
+            assert!(d.pending() <= cap);
+            got.extend(drain(&mut d));
+        }
+        assert_eq!(d.pending(), 0);
+        let Some(Err(FrameError::TooLarge { cap: c, head })) = got.first().cloned() else {
+            panic!("cap {cap}, step {step}: {got:?}");
+        };
+        assert_eq!(c, cap);
+        let after = got[1..].to_vec();
+        let want = if next.is_empty() { vec![] } else { ok(&[next]) };
+        assert_eq!(after, want, "cap {cap}, step {step}");
+        head
+    }
+
+    #[test]
+    fn oversized_packet_head_holds_the_id() {
+        let packet = big_request(10, 10_000);
+        let cap = 4096;
+        for step in [packet.len() + 30, 4097, 1024, 1000, 7, 3, 1] {
+            let head = refuse(cap, &packet, step);
+            assert_eq!(head, packet[..HEAD_BYTES], "step {step}");
+            assert_eq!(salvage_id(&head).as_deref(), Some("big7"), "step {step}");
+        }
+
+        // The id near the end of the head, the packet far beyond a large cap, in small pushes.
+        let packet = big_request(880, 3 << 20);
+        let id_end = packet.windows(5).position(|w| w == b"big7\"").unwrap() + 5;
+        assert!((950..HEAD_BYTES).contains(&id_end), "{id_end}");
+        for step in [64 << 10, 4093, 5] {
+            let head = refuse(1 << 20, &packet, step);
+            assert_eq!(head, packet[..HEAD_BYTES], "step {step}");
+            assert_eq!(salvage_id(&head).as_deref(), Some("big7"), "step {step}");
+        }
+
+        // An id past the head is lost (the answer then has no id), and so is one cut by it.
+        for pad in [1000, HEAD_BYTES - 77] {
+            let packet = big_request(pad, 8000);
+            let head = refuse(4096, &packet, 100);
+            assert_eq!(head.len(), HEAD_BYTES);
+            assert_eq!(salvage_id(&head), None, "pad {pad}");
+            assert_eq!(salvage_id(&packet).as_deref(), Some("big7"));
+        }
+
+        // A cap below HEAD_BYTES: the head is what arrived by the time the packet outgrew it,
+        // at least cap + 1 bytes.
+        let packet = big_request(0, 5000);
+        for (step, len) in [(1, 201), (2, 202), (150, 300), (5000, HEAD_BYTES)] {
+            let head = refuse(200, &packet, step);
+            assert_eq!(head, packet[..len], "step {step}");
+            assert_eq!(salvage_id(&head).as_deref(), Some("big7"), "step {step}");
+        }
+    }
+
+    #[test]
+    fn head_is_never_longer_than_head_bytes() {
+        for cap in [0, 1, 100, HEAD_BYTES - 1, HEAD_BYTES, HEAD_BYTES + 1, 5000] {
+            for extra in [1, 2, HEAD_BYTES, 3 * HEAD_BYTES + 7] {
+                let packet: Vec<u8> = (0..cap + extra).map(|i| b'a' + (i % 23) as u8).collect();
+                for step in [
+                    1,
+                    2,
+                    999,
+                    HEAD_BYTES - 1,
+                    HEAD_BYTES,
+                    HEAD_BYTES + 1,
+                    1 << 16,
+                ] {
+                    let head = refuse(cap, &packet, step);
+                    let at_least = HEAD_BYTES.min(cap + 1);
+                    assert!(
+                        (at_least..=HEAD_BYTES).contains(&head.len()) && packet.starts_with(&head),
+                        "cap {cap}, packet {}, step {step}: head of {}",
+                        packet.len(),
+                        head.len()
+                    );
+                    assert_eq!(head.capacity(), head.len(), "no spare room kept");
+                }
+            }
+        }
     }
 
     /// What the decoder must yield for a stream: every NUL-terminated segment that is not blank,
     /// refused when over the cap; an unterminated tail only when it is already over the cap.
+    /// A refusal's `head` here is the whole refused segment (see [`matches_model`]).
     fn model(stream: &[u8], cap: usize) -> Vec<Result<Vec<u8>, FrameError>> {
         let mut segments: Vec<&[u8]> = stream.split(|&b| b == 0).collect();
         let tail = segments.pop().unwrap_or_default();
@@ -295,7 +450,7 @@ mod tests {
             .into_iter()
             .filter_map(|s| {
                 if s.len() > cap {
-                    Some(Err(FrameError::TooLarge { cap }))
+                    Some(too_large(cap, s))
                 } else if s.iter().all(|b| b" \t\r\n".contains(b)) {
                     None
                 } else {
@@ -304,9 +459,43 @@ mod tests {
             })
             .collect();
         if tail.len() > cap {
-            out.push(Err(FrameError::TooLarge { cap }));
+            out.push(too_large(cap, tail));
         }
         out
+    }
+
+    /// Whether the decoder's output `got` is the [`model`]'s `want`: equal packets, and in
+    /// place of each refused segment a refusal with the same cap whose head is a prefix of it,
+    /// at most [`HEAD_BYTES`] and at least `min(HEAD_BYTES, cap + 1)` bytes long (how much
+    /// arrived before it outgrew the cap depends on the chunking).
+    fn matches_model(
+        got: &[Result<Vec<u8>, FrameError>],
+        want: &[Result<Vec<u8>, FrameError>],
+    ) -> Result<(), String> {
+        if got.len() != want.len() {
+            return Err(format!("{} items, want {}", got.len(), want.len()));
+        }
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let fine = match (g, w) {
+                (Ok(g), Ok(w)) => g == w,
+                (
+                    Err(FrameError::TooLarge { cap, head }),
+                    Err(FrameError::TooLarge {
+                        cap: want_cap,
+                        head: segment,
+                    }),
+                ) => {
+                    cap == want_cap
+                        && (HEAD_BYTES.min(cap + 1)..=HEAD_BYTES).contains(&head.len())
+                        && segment.starts_with(head)
+                }
+                _ => false,
+            };
+            if !fine {
+                return Err(format!("item {i}: got {g:?}, want {w:?}"));
+            }
+        }
+        Ok(())
     }
 
     /// Splits `bytes` at the given cut points.
@@ -318,13 +507,41 @@ mod tests {
         at.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect()
     }
 
+    /// The property tests' settings: `cases` cases from a fixed seed, so that every run (CI
+    /// too) tries the same inputs; no failure files are written.
+    ///
+    /// For long fuzz runs (`scripts/fuzz-xml.sh`) two environment variables override them:
+    /// `CAIRN_FUZZ_CASES=N` replaces the case count, and `CAIRN_FUZZ_SEED=S` (a u64, decimal
+    /// or `0x` hex) replaces the fixed seed, so that new inputs are explored. A failure found
+    /// that way reproduces with the same seed:
+    /// `CAIRN_FUZZ_SEED=S CAIRN_FUZZ_CASES=N cargo test -p cairn-gateway --lib <test name>`.
     fn config(cases: u32) -> ProptestConfig {
         ProptestConfig {
-            cases,
+            cases: fuzz_env("CAIRN_FUZZ_CASES").map_or(cases, |n| {
+                u32::try_from(n).unwrap_or_else(|_| panic!("CAIRN_FUZZ_CASES: {n} is too large"))
+            }),
             failure_persistence: None,
-            rng_seed: RngSeed::Fixed(0x00f4_a3e5_0000_0001),
+            rng_seed: RngSeed::Fixed(fuzz_env("CAIRN_FUZZ_SEED").unwrap_or(0x00f4_a3e5_0000_0001)),
             ..ProptestConfig::default()
         }
+    }
+
+    /// A u64 environment variable (decimal or `0x` hex); `None` when unset or empty, a panic
+    /// when it does not parse (a typo must not quietly fall back to the default).
+    fn fuzz_env(name: &str) -> Option<u64> {
+        let value = std::env::var(name).ok()?;
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        let parsed = match value
+            .strip_prefix("0x")
+            .or_else(|| value.strip_prefix("0X"))
+        {
+            Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+            None => value.replace('_', "").parse(),
+        };
+        Some(parsed.unwrap_or_else(|e| panic!("{name}={value:?}: not a u64: {e}")))
     }
 
     proptest! {
@@ -333,12 +550,12 @@ mod tests {
         #[test]
         fn corpus_survives_any_chunking(
             order in Just(()).prop_perturb(|_, mut rng| {
-                let n = corpus().len();
+                let n = corpus_files().len();
                 (0..n * 2).map(|_| rng.random_range(0..n)).collect::<Vec<usize>>()
             }),
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..64),
         ) {
-            let all = corpus();
+            let all = corpus_files();
             let packets: Vec<Vec<u8>> = order.iter().map(|&i| all[i].clone()).collect();
             let bytes = stream(&packets);
             let cap = all.iter().map(Vec::len).max().unwrap_or(0);
@@ -369,7 +586,43 @@ mod tests {
                 prop_assert!(d.pending() <= cap);
                 got.extend(drain(&mut d));
             }
-            prop_assert_eq!(got, model(&bytes, cap));
+            prop_assert_eq!(matches_model(&got, &model(&bytes, cap)), Ok(()));
+        }
+
+        #[test]
+        fn oversized_corpus_packets_keep_their_heads(
+            packets in prop::collection::vec((any::<prop::sample::Index>(), 0usize..3000), 1..6),
+            cap in prop_oneof![0usize..64, 64usize..4000],
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..64),
+        ) {
+            // Corpus packets grown by up to 3000 bytes of padding, so that some outgrow the cap.
+            let all = corpus_files();
+            let packets: Vec<Vec<u8>> = packets
+                .iter()
+                .map(|(i, pad)| {
+                    let mut p = all[i.index(all.len())].clone();
+                    p.resize(p.len() + pad, b'x');
+                    p
+                })
+                .collect();
+            let bytes = stream(&packets);
+            let mut d = FrameDecoder::new(cap);
+            let mut got = Vec::new();
+            for chunk in chunks(&bytes, &cuts) {
+                d.push(&chunk);
+                prop_assert!(d.pending() <= cap);
+                got.extend(drain(&mut d));
+            }
+            prop_assert_eq!(d.pending(), 0);
+            prop_assert_eq!(matches_model(&got, &model(&bytes, cap)), Ok(()));
+            for (packet, item) in packets.iter().zip(&got) {
+                if let Err(FrameError::TooLarge { head, .. }) = item {
+                    // A full head holds every corpus packet's start tag.
+                    if head.len() == HEAD_BYTES {
+                        prop_assert_eq!(salvage_id(head), salvage_id(packet));
+                    }
+                }
+            }
         }
     }
 }

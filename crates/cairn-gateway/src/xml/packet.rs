@@ -1108,13 +1108,42 @@ mod tests {
 
     // ---- property tests -------------------------------------------------------------------
 
+    /// The property tests' settings: `cases` cases from a fixed seed, so that every run (CI
+    /// too) tries the same inputs; no failure files are written.
+    ///
+    /// For long fuzz runs (`scripts/fuzz-xml.sh`, which runs the `*_never_panic` tests below
+    /// and the chunking tests of `frame.rs`) two environment variables override them:
+    /// `CAIRN_FUZZ_CASES=N` replaces the case count, and `CAIRN_FUZZ_SEED=S` (a u64, decimal
+    /// or `0x` hex) replaces the fixed seed, so that new inputs are explored. A failure found
+    /// that way reproduces with the same seed:
+    /// `CAIRN_FUZZ_SEED=S CAIRN_FUZZ_CASES=N cargo test -p cairn-gateway --lib <test name>`.
     fn config(cases: u32) -> ProptestConfig {
         ProptestConfig {
-            cases,
+            cases: fuzz_env("CAIRN_FUZZ_CASES").map_or(cases, |n| {
+                u32::try_from(n).unwrap_or_else(|_| panic!("CAIRN_FUZZ_CASES: {n} is too large"))
+            }),
             failure_persistence: None,
-            rng_seed: RngSeed::Fixed(0x00ca_1e4b_ac0f_f1e5),
+            rng_seed: RngSeed::Fixed(fuzz_env("CAIRN_FUZZ_SEED").unwrap_or(0x00ca_1e4b_ac0f_f1e5)),
             ..ProptestConfig::default()
         }
+    }
+
+    /// A u64 environment variable (decimal or `0x` hex); `None` when unset or empty, a panic
+    /// when it does not parse (a typo must not quietly fall back to the default).
+    fn fuzz_env(name: &str) -> Option<u64> {
+        let value = std::env::var(name).ok()?;
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        let parsed = match value
+            .strip_prefix("0x")
+            .or_else(|| value.strip_prefix("0X"))
+        {
+            Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+            None => value.replace('_', "").parse(),
+        };
+        Some(parsed.unwrap_or_else(|e| panic!("{name}={value:?}: not a u64: {e}")))
     }
 
     /// XML-ish building blocks, so that random documents reach deep into the parser.

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::backupm;
-use super::frame::{frame, FrameDecoder};
+use super::frame::{frame, FrameDecoder, FrameError};
 use super::packet::{parse_packet, salvage_id, write_packet, Element};
 use crate::users::{Identity, Users};
 use crate::ClusterLink;
@@ -320,12 +320,15 @@ where
         decoder.push(&buf[..read]);
         while let Some(next) = decoder.next_packet() {
             match next {
-                Err(e) => session.send(&error_packet(
-                    None,
-                    &session.client,
-                    "system",
-                    &XmlError::new(code::TOO_LARGE, e.to_string()),
-                )),
+                Err(e) => {
+                    let FrameError::TooLarge { head, .. } = &e;
+                    session.send(&error_packet(
+                        salvage_id(head).as_deref(),
+                        &session.client,
+                        "system",
+                        &XmlError::new(code::TOO_LARGE, e.to_string()),
+                    ))
+                }
                 Ok(bytes) => handle(&state, &session, &bytes).await,
             }
         }

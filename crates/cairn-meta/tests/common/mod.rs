@@ -24,5 +24,7 @@ pub fn record(env: EnvId, time: i64, name: &str, kind: BackupType) -> BackupReco
         host: "hn1".to_string(),
         source: "/vz/root/101".to_string(),
         env_info: Default::default(),
+        includes: Vec::new(),
+        excludes: Vec::new(),
     }
 }
