@@ -678,34 +678,29 @@ impl Ctx<'_> {
             .is_some_and(|o| o.has("force"));
         let mut target_path = String::new();
         // `parent_eid`: restore onto that hardware node, at the path the backup was taken
-        // from (the original host may be gone).
+        // from (the container may be gone from its original host, or the host itself).
         let host = match call.text_of("parent_eid").filter(|p| !p.is_empty()) {
             None => String::new(),
             Some(p) => {
                 let parent = parse_eid(p)?;
-                let b = self.cluster()?.show(&id).await?;
-                if EnvId::of_host(&b.host) == parent {
-                    String::new()
-                } else {
-                    let hosts = self
-                        .cluster()?
-                        .agents_call(|mut a| async move {
-                            a.list_hosts(cairn_proto::pb::ListHostsRequest {}).await
-                        })
-                        .await?
-                        .hosts;
-                    let h = hosts
-                        .into_iter()
-                        .find(|h| EnvId::of_host(&h.id) == parent)
-                        .ok_or_else(|| {
-                            XmlError::new(
-                                code::NOT_FOUND,
-                                format!("no hardware node has the EID {parent}"),
-                            )
-                        })?;
-                    target_path = b.source;
-                    h.id
-                }
+                let hosts = self
+                    .cluster()?
+                    .agents_call(|mut a| async move {
+                        a.list_hosts(cairn_proto::pb::ListHostsRequest {}).await
+                    })
+                    .await?
+                    .hosts;
+                let h = hosts
+                    .into_iter()
+                    .find(|h| EnvId::of_host(&h.id) == parent)
+                    .ok_or_else(|| {
+                        XmlError::new(
+                            code::NOT_FOUND,
+                            format!("no hardware node has the EID {parent}"),
+                        )
+                    })?;
+                target_path = self.cluster()?.show(&id).await?.source;
+                h.id
             }
         };
         let job = self
