@@ -123,6 +123,15 @@ fn values(p: &str, name: &str) -> Vec<String> {
     out
 }
 
+/// The address a process printed after `banner` in its log, once it has.
+fn listener(log: &std::path::Path, banner: &str) -> String {
+    wait_for(Duration::from_secs(30), banner, || {
+        let text = std::fs::read_to_string(log).ok()?;
+        let at = text.find(banner)?;
+        Some(text[at + banner.len()..].lines().next()?.trim().to_string())
+    })
+}
+
 fn error_code(p: &str) -> Option<u32> {
     if !(p.contains(":error>") || p.contains("<error>")) {
         return None;
@@ -158,18 +167,8 @@ fn rig(agent_extra: &str) -> Rig {
         key_pem.display()
     );
     let cluster = TestCluster::start_with_token(dir.path(), 1, &extra, Some(TOKEN));
-    let xml = wait_for(Duration::from_secs(30), "the XML listener", || {
-        let log = std::fs::read_to_string(&cluster.nodes[0].log).ok()?;
-        let at = log.find("XML API (Virtuozzo backupm) at ")?;
-        let rest = &log[at + "XML API (Virtuozzo backupm) at ".len()..];
-        Some(rest.lines().next()?.trim().to_string())
-    });
-    let xml_tls = wait_for(Duration::from_secs(30), "the XML TLS listener", || {
-        let log = std::fs::read_to_string(&cluster.nodes[0].log).ok()?;
-        let at = log.find("XML API over TLS at ")?;
-        let rest = &log[at + "XML API over TLS at ".len()..];
-        Some(rest.lines().next()?.trim().to_string())
-    });
+    let xml = listener(&cluster.nodes[0].log, "XML API (Virtuozzo backupm) at ");
+    let xml_tls = listener(&cluster.nodes[0].log, "XML API over TLS at ");
     let containers = dir.path().join("containers");
     for (name, seed, size) in [("web01", 1, 20 << 20), ("db01", 2, 1 << 20)] {
         let root = containers.join(name);
@@ -812,12 +811,7 @@ fn golden_exchanges() {
     );
     let cluster = TestCluster::start_with_token(dir.path(), 1, &extra, Some(TOKEN));
     let node = &cluster.nodes[0];
-    let xml = wait_for(Duration::from_secs(30), "the XML listener", || {
-        let log = std::fs::read_to_string(&node.log).ok()?;
-        let at = log.find("XML API (Virtuozzo backupm) at ")?;
-        let rest = &log[at + "XML API (Virtuozzo backupm) at ".len()..];
-        Some(rest.lines().next()?.trim().to_string())
-    });
+    let xml = listener(&node.log, "XML API (Virtuozzo backupm) at ");
     let h1 = dir.path().join("h1");
     let vz1 = vz_node(
         &h1,
@@ -1043,16 +1037,8 @@ fn golden_exchanges() {
             .spawn()
             .unwrap(),
     );
-    let alone = wait_for(
-        Duration::from_secs(30),
-        "the standalone XML listener",
-        || {
-            let text = std::fs::read_to_string(&log).ok()?;
-            let at = text.find("XML API (Virtuozzo backupm) at ")?;
-            let rest = &text[at + "XML API (Virtuozzo backupm) at ".len()..];
-            Some(rest.lines().next()?.trim().to_string())
-        },
-    );
+    let alone = listener(&log, "XML API (Virtuozzo backupm) at ");
+
     let mut u = Client::connect(&alone);
     assert_eq!(error_code(&u.login("admin", "admin-pass-1")), None);
     g.step(&mut u, "unavailable", Answer);

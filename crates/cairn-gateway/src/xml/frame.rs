@@ -148,34 +148,20 @@ pub fn frame(mut packet: Vec<u8>) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fuzzkit;
     use super::super::packet::salvage_id;
     use super::*;
     use proptest::prelude::*;
-    use proptest::test_runner::RngSeed;
 
     /// Every packet of the corpus (file contents, which hold no NUL), sorted by file name.
     fn corpus() -> Vec<Vec<u8>> {
         corpus_files().to_vec()
     }
 
-    /// The corpus, read once per process (the property tests use it in every case).
+    /// The corpus's packets, read once per process.
     fn corpus_files() -> &'static [Vec<u8>] {
         static FILES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
-        FILES.get_or_init(|| {
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xml-corpus");
-            let mut files: Vec<_> = std::fs::read_dir(&dir)
-                .expect("corpus directory")
-                .map(|e| e.expect("corpus entry").path())
-                .collect();
-            files.sort();
-            let packets: Vec<Vec<u8>> = files
-                .iter()
-                .map(|f| std::fs::read(f).expect("corpus file"))
-                .collect();
-            assert!(packets.len() >= 12);
-            assert!(packets.iter().all(|p| !p.contains(&0) && !p.is_empty()));
-            packets
-        })
+        FILES.get_or_init(|| fuzzkit::corpus().iter().map(|(_, p)| p.clone()).collect())
     }
 
     fn stream(packets: &[Vec<u8>]) -> Vec<u8> {
@@ -507,41 +493,25 @@ mod tests {
         at.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect()
     }
 
-    /// The property tests' settings: `cases` cases from a fixed seed, so that every run (CI
-    /// too) tries the same inputs; no failure files are written.
-    ///
-    /// For long fuzz runs (`scripts/fuzz-xml.sh`) two environment variables override them:
-    /// `CAIRN_FUZZ_CASES=N` replaces the case count, and `CAIRN_FUZZ_SEED=S` (a u64, decimal
-    /// or `0x` hex) replaces the fixed seed, so that new inputs are explored. A failure found
-    /// that way reproduces with the same seed:
-    /// `CAIRN_FUZZ_SEED=S CAIRN_FUZZ_CASES=N cargo test -p cairn-gateway --lib <test name>`.
-    fn config(cases: u32) -> ProptestConfig {
-        ProptestConfig {
-            cases: fuzz_env("CAIRN_FUZZ_CASES").map_or(cases, |n| {
-                u32::try_from(n).unwrap_or_else(|_| panic!("CAIRN_FUZZ_CASES: {n} is too large"))
-            }),
-            failure_persistence: None,
-            rng_seed: RngSeed::Fixed(fuzz_env("CAIRN_FUZZ_SEED").unwrap_or(0x00f4_a3e5_0000_0001)),
-            ..ProptestConfig::default()
+    /// Pushes `bytes` cut at `cuts` and collects what comes out, checking after every push
+    /// that no more than the cap is held.
+    fn feed(
+        d: &mut FrameDecoder,
+        bytes: &[u8],
+        cuts: &[prop::sample::Index],
+    ) -> Result<Vec<Result<Vec<u8>, FrameError>>, TestCaseError> {
+        let mut got = Vec::new();
+        for chunk in chunks(bytes, cuts) {
+            d.push(&chunk);
+            prop_assert!(d.pending() <= d.cap);
+            got.extend(drain(d));
         }
+        Ok(got)
     }
 
-    /// A u64 environment variable (decimal or `0x` hex); `None` when unset or empty, a panic
-    /// when it does not parse (a typo must not quietly fall back to the default).
-    fn fuzz_env(name: &str) -> Option<u64> {
-        let value = std::env::var(name).ok()?;
-        let value = value.trim();
-        if value.is_empty() {
-            return None;
-        }
-        let parsed = match value
-            .strip_prefix("0x")
-            .or_else(|| value.strip_prefix("0X"))
-        {
-            Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
-            None => value.replace('_', "").parse(),
-        };
-        Some(parsed.unwrap_or_else(|e| panic!("{name}={value:?}: not a u64: {e}")))
+    /// The property tests' settings (see [`fuzzkit`]).
+    fn config(cases: u32) -> ProptestConfig {
+        fuzzkit::config(cases, 0x00f4_a3e5_0000_0001)
     }
 
     proptest! {
@@ -560,12 +530,7 @@ mod tests {
             let bytes = stream(&packets);
             let cap = all.iter().map(Vec::len).max().unwrap_or(0);
             let mut d = FrameDecoder::new(cap);
-            let mut got = Vec::new();
-            for chunk in chunks(&bytes, &cuts) {
-                d.push(&chunk);
-                prop_assert!(d.pending() <= cap);
-                got.extend(drain(&mut d));
-            }
+            let got = feed(&mut d, &bytes, &cuts)?;
             prop_assert_eq!(d.pending(), 0);
             prop_assert_eq!(got, packets.into_iter().map(Ok).collect::<Vec<_>>());
         }
@@ -580,12 +545,7 @@ mod tests {
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..32),
         ) {
             let mut d = FrameDecoder::new(cap);
-            let mut got = Vec::new();
-            for chunk in chunks(&bytes, &cuts) {
-                d.push(&chunk);
-                prop_assert!(d.pending() <= cap);
-                got.extend(drain(&mut d));
-            }
+            let got = feed(&mut d, &bytes, &cuts)?;
             prop_assert_eq!(matches_model(&got, &model(&bytes, cap)), Ok(()));
         }
 
@@ -607,12 +567,7 @@ mod tests {
                 .collect();
             let bytes = stream(&packets);
             let mut d = FrameDecoder::new(cap);
-            let mut got = Vec::new();
-            for chunk in chunks(&bytes, &cuts) {
-                d.push(&chunk);
-                prop_assert!(d.pending() <= cap);
-                got.extend(drain(&mut d));
-            }
+            let got = feed(&mut d, &bytes, &cuts)?;
             prop_assert_eq!(d.pending(), 0);
             prop_assert_eq!(matches_model(&got, &model(&bytes, cap)), Ok(()));
             for (packet, item) in packets.iter().zip(&got) {

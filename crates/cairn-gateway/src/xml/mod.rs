@@ -8,6 +8,8 @@
 
 pub mod backupm;
 pub mod frame;
+#[cfg(test)]
+mod fuzzkit;
 pub mod packet;
 pub mod server;
 

@@ -503,36 +503,15 @@ fn is_xml_char(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fuzzkit;
     use super::*;
     use proptest::prelude::*;
-    use proptest::test_runner::RngSeed;
-    use std::path::PathBuf;
 
     const EID: &str = "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21";
     const BACKUP: &str = "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21/20261122081500";
 
-    fn corpus_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/xml-corpus")
-    }
-
     fn corpus(name: &str) -> Vec<u8> {
-        let path = corpus_dir().join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    /// Every corpus file, by name, sorted.
-    fn corpus_all() -> Vec<(String, Vec<u8>)> {
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(corpus_dir())
-            .expect("corpus directory")
-            .map(|entry| {
-                let path = entry.expect("corpus entry").path();
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                (name, std::fs::read(&path).expect("corpus file"))
-            })
-            .collect();
-        files.sort();
-        assert!(files.len() >= 12, "corpus too small: {}", files.len());
-        files
+        fuzzkit::corpus_file(name)
     }
 
     fn parse(s: &str) -> Element {
@@ -704,11 +683,11 @@ mod tests {
 
     #[test]
     fn every_corpus_file_parses() {
-        for (name, bytes) in corpus_all() {
-            let p = parse_packet(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (name, bytes) in fuzzkit::corpus() {
+            let p = parse_packet(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(p.name, "packet", "{name}");
             assert!(p.attr("id").is_some(), "{name}");
-            assert_eq!(salvage_id(&bytes).as_deref(), p.attr("id"), "{name}");
+            assert_eq!(salvage_id(bytes).as_deref(), p.attr("id"), "{name}");
             assert!(p.has("data"), "{name}");
         }
     }
@@ -1108,42 +1087,10 @@ mod tests {
 
     // ---- property tests -------------------------------------------------------------------
 
-    /// The property tests' settings: `cases` cases from a fixed seed, so that every run (CI
-    /// too) tries the same inputs; no failure files are written.
-    ///
-    /// For long fuzz runs (`scripts/fuzz-xml.sh`, which runs the `*_never_panic` tests below
-    /// and the chunking tests of `frame.rs`) two environment variables override them:
-    /// `CAIRN_FUZZ_CASES=N` replaces the case count, and `CAIRN_FUZZ_SEED=S` (a u64, decimal
-    /// or `0x` hex) replaces the fixed seed, so that new inputs are explored. A failure found
-    /// that way reproduces with the same seed:
-    /// `CAIRN_FUZZ_SEED=S CAIRN_FUZZ_CASES=N cargo test -p cairn-gateway --lib <test name>`.
+    /// The property tests' settings (see [`fuzzkit`]; `scripts/fuzz-xml.sh` runs the
+    /// `*_never_panic` tests below and the chunking tests of `frame.rs`).
     fn config(cases: u32) -> ProptestConfig {
-        ProptestConfig {
-            cases: fuzz_env("CAIRN_FUZZ_CASES").map_or(cases, |n| {
-                u32::try_from(n).unwrap_or_else(|_| panic!("CAIRN_FUZZ_CASES: {n} is too large"))
-            }),
-            failure_persistence: None,
-            rng_seed: RngSeed::Fixed(fuzz_env("CAIRN_FUZZ_SEED").unwrap_or(0x00ca_1e4b_ac0f_f1e5)),
-            ..ProptestConfig::default()
-        }
-    }
-
-    /// A u64 environment variable (decimal or `0x` hex); `None` when unset or empty, a panic
-    /// when it does not parse (a typo must not quietly fall back to the default).
-    fn fuzz_env(name: &str) -> Option<u64> {
-        let value = std::env::var(name).ok()?;
-        let value = value.trim();
-        if value.is_empty() {
-            return None;
-        }
-        let parsed = match value
-            .strip_prefix("0x")
-            .or_else(|| value.strip_prefix("0X"))
-        {
-            Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
-            None => value.replace('_', "").parse(),
-        };
-        Some(parsed.unwrap_or_else(|e| panic!("{name}={value:?}: not a u64: {e}")))
+        fuzzkit::config(cases, 0x00ca_1e4b_ac0f_f1e5)
     }
 
     /// XML-ish building blocks, so that random documents reach deep into the parser.
@@ -1379,9 +1326,7 @@ mod tests {
         }
     }
 
-    /// The corpus, read once per process.
     fn corpus_files() -> &'static [(String, Vec<u8>)] {
-        static FILES: std::sync::OnceLock<Vec<(String, Vec<u8>)>> = std::sync::OnceLock::new();
-        FILES.get_or_init(corpus_all)
+        fuzzkit::corpus()
     }
 }
