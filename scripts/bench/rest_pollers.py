@@ -21,11 +21,9 @@ does not parse, a connection error, no answer within --timeout) is a failure. La
 wall clock (time.perf_counter) from sending the request to having read and parsed the body.
 """
 
-import argparse
 import base64
 import http.client
 import json
-import math
 import os
 import random
 import sys
@@ -33,40 +31,7 @@ import threading
 import time
 import urllib.parse
 
-# ---------------------------------------------------------------------------------- gen
-
-
-def gen(args):
-    mib = 1024 * 1024
-    root = args.dir
-    os.makedirs(root, exist_ok=True)
-    big_files = 3
-    per_file = max(1, (args.mib * mib) // big_files)
-    for i in range(1, args.containers + 1):
-        c = os.path.join(root, f"c{i}")
-        os.makedirs(os.path.join(c, "etc"), exist_ok=True)
-        with open(os.path.join(c, "etc", "hostname"), "w") as f:
-            f.write(f"bench-c{i}\n")
-        with open(os.path.join(c, "etc", "os-release"), "w") as f:
-            f.write('NAME="Bench Linux"\nPRETTY_NAME="Bench Linux (rest-bench)"\nID=bench\n')
-        data = os.path.join(c, "var", "lib", "data")
-        os.makedirs(data, exist_ok=True)
-        for j in range(big_files):
-            left = per_file
-            with open(os.path.join(data, f"blob-{j}.bin"), "wb") as f:
-                while left > 0:
-                    n = min(left, mib)
-                    f.write(os.urandom(n))
-                    left -= n
-        rng = random.Random(os.urandom(16))
-        for d in range(args.small // 25 + 1):
-            os.makedirs(os.path.join(c, "srv", "small", f"d{d:02}"), exist_ok=True)
-        for k in range(args.small):
-            path = os.path.join(c, "srv", "small", f"d{k // 25:02}", f"f{k:04}.dat")
-            with open(path, "wb") as f:
-                f.write(os.urandom(rng.randint(200, 8192)))
-    return 0
-
+import benchlib
 
 # ---------------------------------------------------------------------------------- http
 
@@ -237,26 +202,8 @@ class Driver:
     def change_a_file(self, vm):
         """New bytes (64, or --change-mib MiB) in one big file of the container, so the next
         backup has something to upload."""
-        if vm.dir is None:
-            return
-        data = os.path.join(vm.dir, "var", "lib", "data")
-        try:
-            files = sorted(f for f in os.listdir(data) if f.endswith(".bin"))
-            if not files:
-                return
-            path = os.path.join(data, self.rng.choice(files))
-            size = os.path.getsize(path)
-            n = min(self.change_bytes, size)
-            with open(path, "r+b") as f:
-                f.seek(self.rng.randrange(max(1, size - n + 1)))
-                left = n
-                while left > 0:
-                    k = min(left, 1024 * 1024)
-                    f.write(os.urandom(k))
-                    left -= k
+        if benchlib.change_a_file(vm.dir, vm.name, self.rng, self.change_bytes, self.errors):
             self.touched += 1
-        except OSError as e:
-            self.errors.append((f"changing a file of {vm.name}", repr(e)))
 
     def start_all(self, deadline):
         """Starts a backup on every VM (before the window opens)."""
@@ -347,74 +294,38 @@ class Poller(threading.Thread):
 
 def discover(conn, base, expect, deadline, log):
     """GET / -> vdcs[0] -> its cluster's host clusters -> their vms."""
-    last = None
-    while True:
-        try:
-            cloud = conn.get_json(base)
-            vdc = conn.get_json(cloud["vdcs"][0]["uri"])
-            vms = []
-            for link in vdc["cluster"]["clusters"]:
-                host = conn.get_json(link["uri"])
-                vms.extend(host.get("vms", []))
-            if len(vms) >= max(1, expect):
-                return vms
-            last = f"{len(vms)} VM(s) so far, waiting for {expect}"
-        except Exception as e:  # noqa: BLE001
-            last = repr(e)
-        if time.perf_counter() > deadline:
-            log(f"could not find the VMs through the REST API: {last}")
-            return None
-        time.sleep(0.5)
+
+    def attempt():
+        cloud = conn.get_json(base)
+        vdc = conn.get_json(cloud["vdcs"][0]["uri"])
+        vms = []
+        for link in vdc["cluster"]["clusters"]:
+            host = conn.get_json(link["uri"])
+            vms.extend(host.get("vms", []))
+        if len(vms) >= max(1, expect):
+            return vms, None
+        return None, f"{len(vms)} VM(s) so far, waiting for {expect}"
+
+    return benchlib.retry(attempt, Exception, deadline, log, "could not find the VMs through the REST API")
 
 
 # ---------------------------------------------------------------------------------- report
-
-
-def pct(sorted_values, p):
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    k = max(1, math.ceil(p / 100.0 * len(sorted_values)))
-    return sorted_values[k - 1]
 
 
 def size_text(n):
     return f"{n / (1024 * 1024):g} MiB" if n >= 1024 * 1024 else f"{n} bytes"
 
 
-def busy_fraction(jobs, start, end):
-    """The share of [start, end] during which at least one backup was queued or running."""
-    spans = sorted(
-        (max(j.started, start), min(j.ended if j.ended is not None else end, end))
-        for j in jobs
-    )
-    covered, cur_s, cur_e = 0.0, None, None
-    for s, e in spans:
-        if e <= s:
-            continue
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                covered += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        covered += cur_e - cur_s
-    return covered / (end - start) if end > start else 0.0
-
-
 def run(args):
-    password = os.environ.get("CAIRN_DEV_PASSWORD", "")
-    if not password:
-        print("rest-bench: CAIRN_DEV_PASSWORD is not set", file=sys.stderr)
+    password = benchlib.dev_password("rest-bench")
+    if password is None:
         return 2
     auth = "Basic " + base64.b64encode(f"{args.user}:{password}".encode()).decode()
     u = urllib.parse.urlsplit(args.url)
     host, port = u.hostname, u.port or 80
     base = args.url if args.url.endswith("/") else args.url + "/"
 
-    def log(msg):
-        print(f"[rest-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    log = benchlib.make_log("rest-bench")
 
     walker = Conn(host, port, auth, args.timeout)
     docs = discover(walker, base, args.expect_vms, time.perf_counter() + 60, log)
@@ -462,10 +373,7 @@ def run(args):
     failures = sorted((f for p in pollers for f in p.failures), key=lambda f: f[0])
     total = len(lat)
     elapsed = window_end - start
-    ms = lambda s: s * 1000.0  # noqa: E731
-    p50, p90, p99 = (ms(pct(lat, q)) for q in (50, 90, 99))
-    mx = ms(lat[-1]) if lat else float("nan")
-    mean = ms(sum(lat) / total) if total else float("nan")
+    p99 = benchlib.pct(lat, 99) * 1000.0
     over_1s = sum(1 for x in lat if x > 1.0)
 
     in_window = [j for j in driver.jobs if j.ended is not None and j.ended <= end]
@@ -473,7 +381,7 @@ def run(args):
     bad = [j for j in driver.jobs if j.ended is not None and j.status != 201]
     unfinished = [j for j in driver.jobs if j.ended is None]
     durations = sorted(j.ended - j.started for j in driver.jobs if j.ended is not None and j.status == 201)
-    busy = busy_fraction(driver.jobs, start, end)
+    busy = benchlib.busy_fraction(driver.jobs, start, end)
 
     print()
     print("== rest-bench: status polling while backups run ==")
@@ -484,14 +392,12 @@ def run(args):
     print(f"requests              {total}")
     print(f"requests/s            {total / elapsed if elapsed > 0 else 0:.1f}")
     print(f"failures              {len(failures)}" + (f"  (+{stuck} poller(s) still waiting at the end)" if stuck else ""))
-    print(f"latency ms            p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {mx:.1f}  (mean {mean:.1f})")
+    print(f"latency ms            {benchlib.latency_line(lat, empty=None)}")
     print(f"requests over 1 s     {over_1s}")
     print(f"backups started       {len(driver.jobs)} on {len(vms)} VM(s)"
           + (f" ({driver.touched} after changing {size_text(change_bytes)} of one file)" if driver.touched else ""))
     print(f"backups completed     {len(ok_in_window)} during the window (status 201)")
-    if durations:
-        print(f"backup duration s     min {durations[0]:.1f}  median {pct(durations, 50):.1f}  "
-              f"max {durations[-1]:.1f}  (POST answered to progress 100 seen; includes queueing)")
+    benchlib.print_durations(durations, "POST answered to progress 100 seen; includes queueing")
     print(f"driver                {driver.requests} requests, {len(driver.errors)} error(s), "
           f"{driver.conflicts} 409 (backup already running) answer(s)")
     if unfinished:
@@ -504,43 +410,21 @@ def run(args):
             print(f"  {j.vm.name}: status {j.status} {j.message!r} ({j.status_uri})")
     else:
         print("backups not 201       none")
-    if failures:
-        print(f"first failures (of {len(failures)}):")
-        for t, uri, what in failures[:5]:
-            print(f"  +{t:.2f}s GET {uri}: {what}")
-    if driver.errors:
-        print(f"first driver errors (of {len(driver.errors)}):")
-        for what, detail in driver.errors[:5]:
-            print(f"  {what}: {detail}")
+    benchlib.print_firsts([(t, f"GET {uri}", what) for t, uri, what in failures], driver.errors)
 
     limit = args.p99_limit_ms
-    problems = []
-    if total == 0:
-        problems.append("no request was made")
-    if failures or stuck:
-        problems.append(f"{len(failures) + stuck} request(s) not answered")
+    problems = benchlib.request_problems(total, len(failures) + stuck)
     if not p99 <= limit:
         problems.append(f"p99 {p99:.1f} ms > {limit:g} ms")
     if bad:
         problems.append(f"{len(bad)} backup(s) ended with a status other than 201")
     if not driver.jobs:
         problems.append("no backup ran")
-    print()
-    if problems:
-        print("FAIL: " + "; ".join(problems))
-        return 1
-    print(f"PASS: every request answered, p99 {p99:.1f} ms <= {limit:g} ms")
-    return 0
+    return benchlib.verdict(problems, f"PASS: every request answered, p99 {p99:.1f} ms <= {limit:g} ms")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("gen", help="write the container directories")
-    g.add_argument("dir")
-    g.add_argument("--containers", type=int, default=4)
-    g.add_argument("--mib", type=int, default=48, help="MiB of random data per container")
-    g.add_argument("--small", type=int, default=300, help="small files per container")
+    ap, sub = benchlib.parser(__doc__)
     r = sub.add_parser("run", help="measure")
     r.add_argument("--url", required=True, help="the REST API, e.g. http://127.0.0.1:8080/")
     r.add_argument("--user", default="admin")
@@ -557,7 +441,7 @@ def main():
                    help="MiB of new random data written into one file before each re-backup (default: 64 bytes)")
     args = ap.parse_args()
     if args.cmd == "gen":
-        return gen(args)
+        return benchlib.gen(args, "rest-bench")
     if args.clients < 1 or args.seconds <= 0:
         ap.error("--clients must be at least 1 and --seconds positive")
     return run(args)

@@ -32,10 +32,8 @@ a failure. Latency is the wall clock (time.perf_counter) from sending the reques
 parsed its answer, so it includes the Python client's own overhead (GIL included).
 """
 
-import argparse
 import base64
 import json
-import math
 import os
 import random
 import re
@@ -47,42 +45,9 @@ import time
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
+import benchlib
+
 SYSTEM_REALM = "00000000-0000-0000-0000-000000000000"
-
-# ---------------------------------------------------------------------------------- gen
-
-
-def gen(args):
-    mib = 1024 * 1024
-    root = args.dir
-    os.makedirs(root, exist_ok=True)
-    big_files = 3
-    per_file = max(1, (args.mib * mib) // big_files)
-    for i in range(1, args.containers + 1):
-        c = os.path.join(root, f"c{i}")
-        os.makedirs(os.path.join(c, "etc"), exist_ok=True)
-        with open(os.path.join(c, "etc", "hostname"), "w") as f:
-            f.write(f"bench-c{i}\n")
-        with open(os.path.join(c, "etc", "os-release"), "w") as f:
-            f.write('NAME="Bench Linux"\nPRETTY_NAME="Bench Linux (xml-bench)"\nID=bench\n')
-        data = os.path.join(c, "var", "lib", "data")
-        os.makedirs(data, exist_ok=True)
-        for j in range(big_files):
-            left = per_file
-            with open(os.path.join(data, f"blob-{j}.bin"), "wb") as f:
-                while left > 0:
-                    n = min(left, mib)
-                    f.write(os.urandom(n))
-                    left -= n
-        rng = random.Random(os.urandom(16))
-        for d in range(args.small // 25 + 1):
-            os.makedirs(os.path.join(c, "srv", "small", f"d{d:02}"), exist_ok=True)
-        for k in range(args.small):
-            path = os.path.join(c, "srv", "small", f"d{k // 25:02}", f"f{k:04}.dat")
-            with open(path, "wb") as f:
-                f.write(os.urandom(rng.randint(200, 8192)))
-    return 0
-
 
 # ---------------------------------------------------------------------------------- packets
 
@@ -377,22 +342,8 @@ class Driver:
     def change_a_file(self, env):
         """New bytes in one big file of the container, so the next backup has something to
         upload."""
-        if env.dir is None:
-            return
-        data = os.path.join(env.dir, "var", "lib", "data")
-        try:
-            files = sorted(f for f in os.listdir(data) if f.endswith(".bin"))
-            if not files:
-                return
-            path = os.path.join(data, self.rng.choice(files))
-            size = os.path.getsize(path)
-            n = min(self.change_bytes, size)
-            with open(path, "r+b") as f:
-                f.seek(self.rng.randrange(max(1, size - n + 1)))
-                f.write(os.urandom(n))
+        if benchlib.change_a_file(env.dir, env.name, self.rng, self.change_bytes, self.errors):
             self.touched += 1
-        except OSError as e:
-            self.errors.append((f"changing a file of {env.name}", repr(e)))
 
     def seed(self, per_backup_seconds):
         """Backs every environment up once (before the window); the backups made."""
@@ -538,59 +489,27 @@ def check_info(p, bid):
 
 def discover(args, expect, deadline, log):
     """`cairn envs list --json` until at least `expect` environments show."""
-    last = None
     cmd = [args.cairn_bin, "envs", "list", "--json", "--cluster", args.cluster]
-    while True:
-        try:
-            out = subprocess.run(cmd, capture_output=True, timeout=30, check=False)
-            if out.returncode == 0:
-                docs = json.loads(out.stdout)
-                if len(docs) >= max(1, expect):
-                    return docs
-                last = f"{len(docs)} environment(s) so far, waiting for {expect}"
-            else:
-                last = f"exit {out.returncode}: {out.stderr.decode(errors='replace').strip()[-300:]}"
-        except (OSError, ValueError, subprocess.TimeoutExpired) as e:
-            last = repr(e)
-        if time.perf_counter() > deadline:
-            log(f"could not list the environments with '{' '.join(cmd)}': {last}")
-            return None
-        time.sleep(0.5)
+
+    def attempt():
+        out = subprocess.run(cmd, capture_output=True, timeout=30, check=False)
+        if out.returncode != 0:
+            return None, f"exit {out.returncode}: {out.stderr.decode(errors='replace').strip()[-300:]}"
+        docs = json.loads(out.stdout)
+        if len(docs) >= max(1, expect):
+            return docs, None
+        return None, f"{len(docs)} environment(s) so far, waiting for {expect}"
+
+    return benchlib.retry(attempt, (OSError, ValueError, subprocess.TimeoutExpired), deadline, log,
+                          f"could not list the environments with '{' '.join(cmd)}'")
 
 
 # ---------------------------------------------------------------------------------- report
 
 
-def pct(sorted_values, p):
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    k = max(1, math.ceil(p / 100.0 * len(sorted_values)))
-    return sorted_values[k - 1]
-
-
-def busy_fraction(backups, start, end):
-    """The share of [start, end] during which a backup was running."""
-    covered = 0.0
-    for b in backups:
-        s, e = max(b.started, start), min(b.ended if b.ended is not None else end, end)
-        if e > s:
-            covered += e - s  # one backup at a time: the spans do not overlap
-    return covered / (end - start) if end > start else 0.0
-
-
-def latency_line(values):
-    ms = [v * 1000.0 for v in values]
-    if not ms:
-        return "none"
-    return (f"p50 {pct(ms, 50):.1f}  p90 {pct(ms, 90):.1f}  p99 {pct(ms, 99):.1f}  "
-            f"max {ms[-1]:.1f}  (mean {sum(ms) / len(ms):.1f})")
-
-
 def run(args):
-    password = os.environ.get("CAIRN_DEV_PASSWORD", "")
-    if not password:
-        print("xml-bench: CAIRN_DEV_PASSWORD is not set", file=sys.stderr)
+    password = benchlib.dev_password("xml-bench")
+    if password is None:
         return 2
     m = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", args.addr)
     if not m:
@@ -598,8 +517,7 @@ def run(args):
         return 2
     host, port = m.group(1), int(m.group(2))
 
-    def log(msg):
-        print(f"[xml-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    log = benchlib.make_log("xml-bench")
 
     docs = discover(args, args.expect_envs, time.perf_counter() + 60, log)
     if not docs:
@@ -667,7 +585,7 @@ def run(args):
     total = len(every)
     answered = sum(c.answered for c in clients)
     failures = sorted((f for c in clients for f in c.failures), key=lambda f: f[0])
-    p99 = pct(every, 99) * 1000.0
+    p99 = benchlib.pct(every, 99) * 1000.0
     over_1s = sum(1 for x in every if x > 1.0)
     silent = [c for c in clients if c.answered == 0]
     fewest = min(c.answered for c in clients)
@@ -682,7 +600,7 @@ def run(args):
     progress_all = sum(len(b.progress) for b in in_window)
     progress_window = sum(1 for b in in_window for t in b.progress if start <= t <= end)
     durations = sorted(b.ended - b.started for b in ok)
-    busy = busy_fraction(in_window, start, end)
+    busy = benchlib.busy_fraction(in_window, start, end)
 
     print()
     print("== xml-bench: list/get_info over the XML API while backups report progress ==")
@@ -690,7 +608,7 @@ def run(args):
           "in flight, no pause between requests)")
     if logins:
         print(f"logins                {len(logins)} in {login_wall:.1f} s before the window "
-              f"(each: median {pct(logins, 50) * 1000:.0f} ms, max {logins[-1] * 1000:.0f} ms)"
+              f"(each: median {benchlib.pct(logins, 50) * 1000:.0f} ms, max {logins[-1] * 1000:.0f} ms)"
               + (f"; {len(setup_failed)} failed, first: {setup_failed[0].setup_error}" if setup_failed else ""))
     print(f"environments          {len(envs)}; seed backups {len(seeded)} of {len(envs)} "
           f"in {seed_seconds:.1f} s before the window")
@@ -701,9 +619,9 @@ def run(args):
     print(f"failures              {len(failures)}"
           + (f"  (+{stuck} connection(s) still waiting at the end)" if stuck else "")
           + (f"; {reconnects} reconnect(s)" if reconnects else ""))
-    print(f"latency ms            {latency_line(every)}")
-    print(f"  list                {latency_line(lat['list'])}")
-    print(f"  get_info            {latency_line(lat['get_info'])}")
+    print(f"latency ms            {benchlib.latency_line(every)}")
+    print(f"  list                {benchlib.latency_line(lat['list'])}")
+    print(f"  get_info            {benchlib.latency_line(lat['get_info'])}")
     print(f"requests over 1 s     {over_1s}")
     print(f"answers/connection    min {fewest}, max {max(c.answered for c in clients)}"
           + (f"; {len(silent)} connection(s) got no answer" if silent else "; every connection answered"))
@@ -715,9 +633,7 @@ def run(args):
     print(f"backups completed     {len(ok)} ({len(ok_by_end)} by the end of the window, "
           f"{len(ok) - len(ok_by_end)} after it)"
           + (f"; only {distinct} distinct backup ids among them" if distinct < len(ok) else ""))
-    if durations:
-        print(f"backup duration s     min {durations[0]:.1f}  median {pct(durations, 50):.1f}  "
-              f"max {durations[-1]:.1f}  (request sent to final answer)")
+    benchlib.print_durations(durations, "request sent to final answer")
     print(f"progress packets      {progress_all} received ({progress_window} during the window)")
     if bad:
         print(f"backups failed        {len(bad)}:")
@@ -725,24 +641,13 @@ def run(args):
             print(f"  {b.env.name} ({b.pid}, after {b.ended - b.started:.1f} s): {b.error}")
     else:
         print("backups failed        none")
-    if failures:
-        print(f"first failures (of {len(failures)}):")
-        for t, asked, what in failures[:5]:
-            print(f"  +{t:.2f}s {asked}: {what}")
-    if driver.errors:
-        print(f"first driver errors (of {len(driver.errors)}):")
-        for what, detail in driver.errors[:5]:
-            print(f"  {what}: {detail}")
+    benchlib.print_firsts(failures, driver.errors)
     bad_seed = [b for b in seed_backups if b.id is None]
     if bad_seed:
         print(f"seed backups failed   {len(bad_seed)} (before the window)")
 
     limit = args.p99_ms
-    problems = []
-    if total == 0:
-        problems.append("no request was made")
-    if failures or stuck:
-        problems.append(f"{len(failures) + stuck} request(s) not answered")
+    problems = benchlib.request_problems(total, len(failures) + stuck)
     if setup_failed:
         problems.append(f"{len(setup_failed)} connection(s) could not log in before the window")
     if silent:
@@ -753,24 +658,13 @@ def run(args):
         problems.append("no backup completed")
     if progress_window == 0:
         problems.append("no progress packet arrived during the window")
-    print()
-    if problems:
-        print("FAIL: " + "; ".join(problems))
-        return 1
-    print(f"PASS: {total} requests on {args.connections} connections all answered, "
-          f"p99 {p99:.1f} ms <= {limit:g} ms, {len(ok)} backup(s) completed with "
-          f"{progress_all} progress packet(s)")
-    return 0
+    return benchlib.verdict(problems, f"PASS: {total} requests on {args.connections} connections all answered, "
+                            f"p99 {p99:.1f} ms <= {limit:g} ms, {len(ok)} backup(s) completed with "
+                            f"{progress_all} progress packet(s)")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("gen", help="write the container directories")
-    g.add_argument("dir")
-    g.add_argument("--containers", type=int, default=4)
-    g.add_argument("--mib", type=int, default=48, help="MiB of random data per container")
-    g.add_argument("--small", type=int, default=300, help="small files per container")
+    ap, sub = benchlib.parser(__doc__)
     r = sub.add_parser("run", help="measure")
     r.add_argument("--addr", required=True, help="the XML API, e.g. 127.0.0.1:4433")
     r.add_argument("--cluster", required=True, help="a node, e.g. http://127.0.0.1:7700 (to list the environments)")
@@ -789,7 +683,7 @@ def main():
                    help="bytes of new random data written into one file before each backup")
     args = ap.parse_args()
     if args.cmd == "gen":
-        return gen(args)
+        return benchlib.gen(args, "xml-bench")
     if args.connections < 1 or args.seconds <= 0:
         ap.error("--connections must be at least 1 and --seconds positive")
     return run(args)
