@@ -144,6 +144,8 @@ struct Rig {
     _cluster: TestCluster,
     _agent: Agent,
     xml: String,
+    /// The REST listener's base URL (its `/metrics` count XML calls too).
+    rest: String,
     /// `localhost:PORT` of the TLS listener, and the CA (the self-signed certificate).
     xml_tls: String,
     ca: PathBuf,
@@ -169,6 +171,7 @@ fn rig(agent_extra: &str) -> Rig {
     let cluster = TestCluster::start_with_token(dir.path(), 1, &extra, Some(TOKEN));
     let xml = listener(&cluster.nodes[0].log, "XML API (Virtuozzo backupm) at ");
     let xml_tls = listener(&cluster.nodes[0].log, "XML API over TLS at ");
+    let rest = listener(&cluster.nodes[0].log, "REST API (Sun Cloud API) at ");
     let containers = dir.path().join("containers");
     for (name, seed, size) in [("web01", 1, 20 << 20), ("db01", 2, 1 << 20)] {
         let root = containers.join(name);
@@ -210,6 +213,7 @@ fn rig(agent_extra: &str) -> Rig {
         _cluster: cluster,
         _agent: agent,
         xml,
+        rest,
         xml_tls: format!("localhost:{}", xml_tls.rsplit(':').next().unwrap()),
         ca: cert_pem,
         containers,
@@ -385,6 +389,28 @@ fn the_spec_exchanges_over_a_raw_socket() {
         &format!("<packet id=\"l2\"><target>backupm</target><data><backupm><list><options><eid>{web}</eid></options></list></backupm></data></packet>"),
     );
     assert!(!empty.contains("backup>"), "{empty}");
+
+    // The calls are counted in the gateway's metrics, by call and outcome.
+    let metrics = cairn_tests::http::request(
+        "GET",
+        &format!("{}metrics", rig.rest),
+        &[(
+            "Authorization",
+            &cairn_tests::http::basic("admin", "admin-pass-1"),
+        )],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    for want in [
+        r#"cairn_xml_requests_total{interface="backupm",call="backup_env",code="ok"} 2"#,
+        r#"cairn_xml_requests_total{interface="backupm",call="get_config",code="308"} 1"#,
+        r#"cairn_xml_requests_total{interface="system",call="login",code="305"} 1"#,
+        r#"cairn_xml_requests_total{interface="backupm",call="list",code="304"} 1"#,
+        "cairn_xml_connections 1",
+        "cairn_xml_request_duration_seconds_bucket{call=\"restore_env\",le=\"600\"} 1",
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
     let _ = &rig.dir;
 }
 

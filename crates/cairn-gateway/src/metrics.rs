@@ -1,6 +1,7 @@
 //! Prometheus metrics of the gateway, on the same listener as the API (`/metrics`).
 //!
-//! Request counts and latencies are recorded as requests pass; cluster-wide figures (jobs by
+//! Request counts and latencies (REST and XML API calls, open XML connections) are recorded
+//! as requests pass; cluster-wide figures (jobs by
 //! state, every node's raft term, leader, commit index, chunk store size, bytes ingested and
 //! stored, repair backlog) are read from the cluster's gRPC API at scrape time, so a scrape
 //! shows the cluster as it is, not as some earlier poll saw it.
@@ -24,6 +25,17 @@ pub fn install() {
                 &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
             )
             .ok()?
+            // XML calls include backups and restores that run for minutes.
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "cairn_xml_request_duration_seconds".to_string(),
+                ),
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0, 600.0,
+                    3600.0,
+                ],
+            )
+            .ok()?
             .build_recorder();
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).ok()?;
@@ -44,6 +56,24 @@ pub fn record_request(route: &str, method: &str, code: u16, took: Duration) {
         "route" => route.to_string()
     )
     .record(took.as_secs_f64());
+}
+
+/// Counts one answered XML API call: `interface` and `call` as the packet named them
+/// (`unknown` when it could not be read), `code` the first error code of the answer or `ok`.
+pub fn record_xml(interface: &str, call: &str, code: &str, took: Duration) {
+    let labels = [
+        ("interface", interface.to_string()),
+        ("call", call.to_string()),
+        ("code", code.to_string()),
+    ];
+    metrics::counter!("cairn_xml_requests_total", &labels).increment(1);
+    metrics::histogram!("cairn_xml_request_duration_seconds", "call" => call.to_string())
+        .record(took.as_secs_f64());
+}
+
+/// Open XML API connections (`delta` +1 on accept, -1 on close).
+pub fn xml_connections(delta: f64) {
+    metrics::gauge!("cairn_xml_connections").increment(delta);
 }
 
 /// Reads the cluster's figures into gauges; a node that does not answer in 2 s is shown

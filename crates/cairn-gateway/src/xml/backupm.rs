@@ -20,6 +20,19 @@ use crate::users::{Identity, Role};
 
 type Out = Result<Vec<Element>, XmlError>;
 
+/// The nine calls.
+pub(crate) const CALLS: [&str; 9] = [
+    "backup_env",
+    "restore_env",
+    "selective_restore_env",
+    "list",
+    "remove",
+    "search",
+    "get_info",
+    "get_config",
+    "set_config",
+];
+
 /// Runs every call in a `backupm` element (several `remove`s may share one packet) and
 /// returns the answer's children.
 pub(crate) async fn call(

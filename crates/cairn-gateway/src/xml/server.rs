@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -24,6 +24,9 @@ use super::frame::{frame, FrameDecoder, FrameError};
 use super::packet::{parse_packet, salvage_id, write_packet, Element};
 use crate::users::{Identity, Users};
 use crate::ClusterLink;
+
+/// The `system` calls served.
+const SYSTEM_CALLS: [&str; 3] = ["get_realm", "login", "cancel"];
 
 /// The system realm, the only one users log in to.
 pub const SYSTEM_REALM: &str = "00000000-0000-0000-0000-000000000000";
@@ -182,6 +185,20 @@ impl Session {
     pub fn send(&self, packet: &Element) {
         let _ = self.out.send(frame(write_packet(packet)));
     }
+
+    /// Queues the final answer to a request that arrived at `started`, counting it in the
+    /// metrics by interface, `call` and outcome (the first error code, or `ok`).
+    fn answer(&self, packet: &Element, call: &str, started: Instant) {
+        let interface = packet.text_of("origin").unwrap_or("system");
+        let code = packet
+            .child("data")
+            .and_then(|d| d.children.first())
+            .and_then(|i| i.child("error"))
+            .and_then(|e| e.text_of("code"))
+            .unwrap_or("ok");
+        crate::metrics::record_xml(interface, call, code, started.elapsed());
+        self.send(packet);
+    }
 }
 
 /// A running XML listener (and its TLS twin when configured).
@@ -288,6 +305,7 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let n = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    crate::metrics::xml_connections(1.0);
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
@@ -322,12 +340,16 @@ where
             match next {
                 Err(e) => {
                     let FrameError::TooLarge { head, .. } = &e;
-                    session.send(&error_packet(
-                        salvage_id(head).as_deref(),
-                        &session.client,
-                        "system",
-                        &XmlError::new(code::TOO_LARGE, e.to_string()),
-                    ))
+                    session.answer(
+                        &error_packet(
+                            salvage_id(head).as_deref(),
+                            &session.client,
+                            "system",
+                            &XmlError::new(code::TOO_LARGE, e.to_string()),
+                        ),
+                        "unknown",
+                        Instant::now(),
+                    )
                 }
                 Ok(bytes) => handle(&state, &session, &bytes).await,
             }
@@ -336,6 +358,7 @@ where
     // Jobs the connection started go on: a disconnected client does not stop a backup.
     drop(session);
     let _ = writer.await;
+    crate::metrics::xml_connections(-1.0);
 }
 
 fn packet(id: Option<&str>, client: &str, origin: &str) -> Element {
@@ -399,16 +422,21 @@ pub fn enc(s: &str) -> String {
 }
 
 async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
+    let started = Instant::now();
     let root = match parse_packet(bytes) {
         Ok(r) => r,
         Err(e) => {
             let id = salvage_id(bytes);
-            session.send(&error_packet(
-                id.as_deref(),
-                &session.client,
-                "system",
-                &XmlError::new(code::MALFORMED, e.to_string()),
-            ));
+            session.answer(
+                &error_packet(
+                    id.as_deref(),
+                    &session.client,
+                    "system",
+                    &XmlError::new(code::MALFORMED, e.to_string()),
+                ),
+                "unknown",
+                started,
+            );
             return;
         }
     };
@@ -422,27 +450,46 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
         .child("data")
         .and_then(|d| d.child(&interface).or_else(|| d.children.first()))
     else {
-        session.send(&error_packet(
-            id.as_deref(),
-            &session.client,
-            &interface,
-            &XmlError::new(code::MALFORMED, "the packet has no data for its interface"),
-        ));
+        session.answer(
+            &error_packet(
+                id.as_deref(),
+                &session.client,
+                &interface,
+                &XmlError::new(code::MALFORMED, "the packet has no data for its interface"),
+            ),
+            "unknown",
+            started,
+        );
         return;
     };
+    // The call, as a metrics label: one of the interface's, or `other` (names are the
+    // client's to choose, and labels must stay few).
+    let call: &'static str = match body.children.first() {
+        None => "none",
+        Some(c) => SYSTEM_CALLS
+            .iter()
+            .chain(&backupm::CALLS)
+            .find(|k| **k == c.name)
+            .copied()
+            .unwrap_or("other"),
+    };
     if body.name != interface {
-        session.send(&error_packet(
-            id.as_deref(),
-            &session.client,
-            &interface,
-            &XmlError::new(
-                code::MALFORMED,
-                format!(
-                    "the data is for {:?}, the target is {interface:?}",
-                    body.name
+        session.answer(
+            &error_packet(
+                id.as_deref(),
+                &session.client,
+                &interface,
+                &XmlError::new(
+                    code::MALFORMED,
+                    format!(
+                        "the data is for {:?}, the target is {interface:?}",
+                        body.name
+                    ),
                 ),
             ),
-        ));
+            "unknown",
+            started,
+        );
         return;
     }
     match interface.as_str() {
@@ -452,7 +499,7 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
                 Ok(els) => response(id.as_deref(), &session.client, "system", els),
                 Err(e) => error_packet(id.as_deref(), &session.client, "system", &e),
             };
-            session.send(&packet);
+            session.answer(&packet, call, started);
         }
         "backupm" => {
             let who = session
@@ -461,12 +508,16 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             let Some(who) = who else {
-                session.send(&error_packet(
-                    id.as_deref(),
-                    &session.client,
-                    "backupm",
-                    &XmlError::new(code::NOT_LOGGED_IN, "log in first (system/login)"),
-                ));
+                session.answer(
+                    &error_packet(
+                        id.as_deref(),
+                        &session.client,
+                        "backupm",
+                        &XmlError::new(code::NOT_LOGGED_IN, "log in first (system/login)"),
+                    ),
+                    call,
+                    started,
+                );
                 return;
             };
             let (state, session, body) = (state.clone(), session.clone(), body.clone());
@@ -475,19 +526,24 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
             tokio::spawn(async move {
                 let els =
                     backupm::call(&state, &session, &who, id.as_deref(), progress, &body).await;
-                session.send(&response(id.as_deref(), &session.client, "backupm", els));
+                let packet = response(id.as_deref(), &session.client, "backupm", els);
+                session.answer(&packet, call, started);
                 session.in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         }
-        other => session.send(&error_packet(
-            id.as_deref(),
-            &session.client,
-            other,
-            &XmlError::new(
-                code::UNKNOWN_INTERFACE,
-                format!("no interface {other:?} here: this agent serves backupm and system"),
+        other => session.answer(
+            &error_packet(
+                id.as_deref(),
+                &session.client,
+                other,
+                &XmlError::new(
+                    code::UNKNOWN_INTERFACE,
+                    format!("no interface {other:?} here: this agent serves backupm and system"),
+                ),
             ),
-        )),
+            "other",
+            started,
+        ),
     }
 }
 
