@@ -391,16 +391,7 @@ fn the_spec_exchanges_over_a_raw_socket() {
     assert!(!empty.contains("backup>"), "{empty}");
 
     // The calls are counted in the gateway's metrics, by call and outcome.
-    let metrics = cairn_tests::http::request(
-        "GET",
-        &format!("{}metrics", rig.rest),
-        &[(
-            "Authorization",
-            &cairn_tests::http::basic("admin", "admin-pass-1"),
-        )],
-        b"",
-    );
-    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    let text = metrics(&rig);
     for want in [
         r#"cairn_xml_requests_total{interface="backupm",call="backup_env",code="ok"} 2"#,
         r#"cairn_xml_requests_total{interface="backupm",call="get_config",code="308"} 1"#,
@@ -533,6 +524,36 @@ fn cancel_roles_and_bad_input() {
         },
     );
     assert_eq!(values(&list, "eid")[0], db);
+
+    // Names a client made up do not become metric labels.
+    let text = metrics(&rig);
+    assert!(
+        text.contains(r#"cairn_xml_requests_total{interface="other",call="other",code="301"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"cairn_xml_requests_total{interface="backupm",call="other",code="302"} 1"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("nosuch") && !text.contains("frobnicate"),
+        "{text}"
+    );
+}
+
+/// The gateway's Prometheus metrics, read over its REST listener.
+fn metrics(rig: &Rig) -> String {
+    let r = cairn_tests::http::request(
+        "GET",
+        &format!("{}metrics", rig.rest),
+        &[(
+            "Authorization",
+            &cairn_tests::http::basic("admin", "admin-pass-1"),
+        )],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    String::from_utf8_lossy(&r.body).to_string()
 }
 
 /// TLS on the second listener: the same protocol inside; an idle connection is closed, one

@@ -189,7 +189,11 @@ impl Session {
     /// Queues the final answer to a request that arrived at `started`, counting it in the
     /// metrics by interface, `call` and outcome (the first error code, or `ok`).
     fn answer(&self, packet: &Element, call: &str, started: Instant) {
-        let interface = packet.text_of("origin").unwrap_or("system");
+        // Interface names are the client's to choose; labels must stay few.
+        let interface = packet
+            .text_of("origin")
+            .filter(|i| matches!(*i, "system" | "backupm"))
+            .unwrap_or("other");
         let code = packet
             .child("data")
             .and_then(|d| d.children.first())
