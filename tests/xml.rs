@@ -852,6 +852,7 @@ fn golden_exchanges() {
     let users = dir.path().join("users.toml");
     add_user(&users, "admin", "admin", "admin-pass-1");
     add_user(&users, "viewer", "viewer", "viewer-pass-1");
+    add_user(&users, "operator", "operator", "operator-pass-1");
     let extra = format!(
         "[gateway]\nusers_file = \"{}\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\n",
         users.display()
@@ -909,6 +910,8 @@ fn golden_exchanges() {
     g.step(&mut v, "login-viewer", Answer);
     let mut c = Client::connect(&xml);
     assert_eq!(error_code(&c.login("admin", "admin-pass-1")), None);
+    let mut o = Client::connect(&xml);
+    assert_eq!(error_code(&o.login("operator", "operator-pass-1")), None);
 
     // Errors that need no backup.
     for (name, how) in [
@@ -969,6 +972,8 @@ fn golden_exchanges() {
     ] {
         g.step(&mut v, name, Answer);
     }
+    // An operator backs up, but removing old backups along needs admin.
+    g.step(&mut o, "operator-backup_env-remove", Answer);
 
     // Restores: refused over a changed tree, forced, selective.
     let web = h1.join("private/101");
@@ -1027,6 +1032,7 @@ fn golden_exchanges() {
     for name in [
         "cancel-unknown",
         "backup_env-remove-oldest",
+        "backup_env-remove-missing",
         "remove-two",
         "remove-unknown",
         "remove-eid",

@@ -617,9 +617,24 @@ impl Ctx<'_> {
         let description = o.map(|o| b64_of(o, "description")).transpose()?.flatten();
         let includes = Self::paths(o.and_then(|o| o.child("include_list")))?;
         let excludes = Self::paths(o.and_then(|o| o.child("exclude_list")))?;
-        let remove = o
-            .and_then(|o| o.child("remove"))
-            .map(|r| r.text.trim().to_string());
+        // `remove`: a backup to delete once the new one is made (`None` inside: the oldest
+        // other one). Deleting needs admin, as everywhere else; checked before any work.
+        let remove: Option<Option<BackupId>> = match o.and_then(|o| o.child("remove")) {
+            None => None,
+            Some(r) => {
+                require(
+                    self.who,
+                    Role::Admin,
+                    "removing backups (backup_options/remove)",
+                )?;
+                let named = r.text.trim();
+                Some(if named.is_empty() {
+                    None
+                } else {
+                    Some(parse_backup_id(named)?)
+                })
+            }
+        };
         let mut out = Vec::new();
         for env in eids {
             let options = JobOptions {
@@ -641,31 +656,40 @@ impl Ctx<'_> {
                 let b = all.iter().find(|b| b.id == id).cloned().ok_or_else(|| {
                     XmlError::new(code::NOT_FOUND, format!("backup {id} is gone"))
                 })?;
-                if let Some(r) = &remove {
-                    let victim = if r.is_empty() {
-                        all.iter()
-                            .filter(|x| x.id != id)
-                            .min_by_key(|x| x.id.time)
-                            .map(|x| x.id)
-                    } else {
-                        Some(parse_backup_id(r)?)
+                // The backup is made: a failed removal is reported next to it, not instead.
+                let mut removal_failed = None;
+                let victim = match remove {
+                    None => None,
+                    Some(None) => all
+                        .iter()
+                        .filter(|x| x.id != id)
+                        .min_by_key(|x| x.id.time)
+                        .map(|x| x.id),
+                    Some(Some(named)) => (named.env == env).then_some(named),
+                };
+                if let Some(v) = victim {
+                    let removed = async {
+                        let options = JobOptions {
+                            backup: Some(v),
+                            ..JobOptions::default()
+                        };
+                        let j = self.job(JobKind::Delete, env, options).await?;
+                        self.wait(j, "backupm.remove").await
                     };
-                    if let Some(v) = victim {
-                        let j = self
-                            .job(
-                                JobKind::Delete,
-                                env,
-                                JobOptions {
-                                    backup: Some(v),
-                                    ..JobOptions::default()
-                                },
-                            )
-                            .await?;
-                        self.wait(j, "backupm.remove").await?;
+                    if let Err(e) = removed.await {
+                        removal_failed = Some(XmlError::new(
+                            e.code,
+                            format!(
+                                "backup {id} was made, but removing {v} failed: {}",
+                                e.message
+                            ),
+                        ));
                     }
                 }
                 let all = self.cluster()?.list(Some(env)).await?;
-                self.backups_out(vec![b], &all, true).await
+                let mut els = self.backups_out(vec![b], &all, true).await?;
+                els.extend(removal_failed.map(|e| e.element()));
+                Ok::<_, XmlError>(els)
             };
             match one.await {
                 Ok(els) => out.extend(els),
