@@ -163,7 +163,7 @@ fn rig(agent_extra: &str) -> Rig {
     std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
     std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
     let extra = format!(
-        "[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\nidle_timeout_secs = 3\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        "[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\nidle_timeout_secs = 3\nmax_connections = 6\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
         users.display(),
         cert_pem.display(),
         key_pem.display()
@@ -587,6 +587,39 @@ fn tls_listener_and_idle_timeout() {
         String::from_utf8_lossy(&all).contains("packet"),
         "greeting, then closed"
     );
+
+    // At most max_connections (6) at once: one more gets error 311 and is closed; once a
+    // connection closes, a new one is served again.
+    drop(c);
+    let first_packet = || {
+        let mut s = TcpStream::connect(&rig.xml).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !all.contains(&0) {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+        (s, String::from_utf8_lossy(&all).to_string())
+    };
+    let mut held = Vec::new();
+    wait_for(Duration::from_secs(10), "six connections served", || {
+        let (s, greeting) = first_packet();
+        if error_code(&greeting).is_none() {
+            held.push(s);
+        }
+        (held.len() == 6).then_some(())
+    });
+    let (_, refused) = first_packet();
+    assert_eq!(error_code(&refused), Some(311), "{refused}");
+    assert!(refused.contains("too many open connections"), "{refused}");
+    drop(held.pop());
+    wait_for(Duration::from_secs(10), "a freed slot", || {
+        let (s, greeting) = first_packet();
+        error_code(&greeting).is_none().then_some(s)
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

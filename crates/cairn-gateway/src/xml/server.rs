@@ -75,6 +75,11 @@ pub struct XmlConfig {
     /// Largest packet accepted (bytes).
     #[serde(default = "default_max_packet")]
     pub max_packet_bytes: usize,
+    /// Open connections served at once (both listeners together); one more gets an error
+    /// packet (311) and is closed. Each holds at most `max_packet_bytes` of an unfinished
+    /// packet, so this bounds the adapter's memory.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// A connection that sends nothing for this long is closed (seconds).
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
@@ -98,6 +103,9 @@ fn default_listen() -> SocketAddr {
 fn default_max_packet() -> usize {
     1 << 20
 }
+fn default_max_connections() -> usize {
+    1024
+}
 fn default_idle() -> u64 {
     600
 }
@@ -107,6 +115,7 @@ impl Default for XmlConfig {
         XmlConfig {
             listen: default_listen(),
             max_packet_bytes: default_max_packet(),
+            max_connections: default_max_connections(),
             idle_timeout_secs: default_idle(),
             tls_listen: default_tls_listen(),
             tls_cert: None,
@@ -166,6 +175,9 @@ pub struct XmlState {
     pub max_packet_bytes: usize,
     pub idle_timeout: Duration,
     connections: AtomicU64,
+    /// One permit per connection being served.
+    slots: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
 }
 
 /// One connection's session.
@@ -236,6 +248,8 @@ pub async fn serve_xml(
         max_packet_bytes: cfg.max_packet_bytes,
         idle_timeout: Duration::from_secs(cfg.idle_timeout_secs.max(1)),
         connections: AtomicU64::new(0),
+        slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1))),
+        max_connections: cfg.max_connections.max(1),
     });
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => Some(crate::tls_acceptor(c, k)?),
@@ -279,11 +293,13 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let tls = tls.clone();
+        // Taken before a TLS handshake, so handshakes count against the limit too.
+        let slot = state.slots.clone().try_acquire_owned().ok();
         tokio::spawn(async move {
             match tls {
                 None => {
                     let (r, w) = stream.into_split();
-                    connection(state, r, w).await;
+                    serve(state, slot, r, w).await;
                 }
                 Some(acceptor) => {
                     let handshake =
@@ -291,7 +307,7 @@ async fn accept(
                     match handshake.await {
                         Ok(Ok(s)) => {
                             let (r, w) = tokio::io::split(s);
-                            connection(state, r, w).await;
+                            serve(state, slot, r, w).await;
                         }
                         _ => tracing::debug!(peer = %peer, "XML TLS handshake failed"),
                     }
@@ -300,6 +316,43 @@ async fn accept(
             tracing::debug!(peer = %peer, "XML connection closed");
         });
     }
+}
+
+/// Serves a connection that holds a slot; refuses one that does not with an error packet.
+async fn serve<R, W>(
+    state: Arc<XmlState>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    r: R,
+    mut w: W,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(_slot) = slot else {
+        tracing::warn!(
+            max = state.max_connections,
+            "XML connection refused: too many open connections"
+        );
+        let refusal = error_packet(
+            None,
+            "vzclient",
+            "system",
+            &XmlError::new(
+                code::UNAVAILABLE,
+                format!(
+                    "too many open connections (at most {}); try again later",
+                    state.max_connections
+                ),
+            ),
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = w.write_all(&frame(write_packet(&refusal))).await;
+            let _ = w.shutdown().await;
+        })
+        .await;
+        return;
+    };
+    connection(state, r, w).await;
 }
 
 /// Serves one connection until the peer closes it, it idles out, or a write fails.
