@@ -163,7 +163,7 @@ fn rig(agent_extra: &str) -> Rig {
     std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
     std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
     let extra = format!(
-        "[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\nidle_timeout_secs = 3\nmax_connections = 6\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        "[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\nidle_timeout_secs = 3\nmax_connections = 6\nmax_in_flight = 1\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
         users.display(),
         cert_pem.display(),
         key_pem.display()
@@ -567,10 +567,14 @@ fn tls_listener_and_idle_timeout() {
     // The backup takes longer than the 3 s idle timeout; the connection waits for it.
     let web = rig.eid("web01");
     let started = Instant::now();
-    let answer = c.call(
-        "t1",
-        &format!("<packet id=\"t1\"><target>backupm</target><data><backupm><backup_env><env_list><eid>{web}</eid></env_list></backup_env></backupm></data></packet>"),
+    c.send(&format!("<packet id=\"t1\"><target>backupm</target><data><backupm><backup_env><env_list><eid>{web}</eid></env_list></backup_env></backupm></data></packet>"));
+    // max_in_flight is 1: a second request meanwhile is refused at once (314).
+    let busy = c.call(
+        "t2",
+        &format!("<packet id=\"t2\"><target>backupm</target><data><backupm><list><options><eid>{web}</eid></options></list></backupm></data></packet>"),
     );
+    assert_eq!(error_code(&busy), Some(314), "{busy}");
+    let answer = c.answer("t1").0;
     assert_eq!(error_code(&answer), None, "{answer}");
     assert!(
         started.elapsed() > Duration::from_secs(3),
@@ -887,7 +891,7 @@ fn golden_exchanges() {
     add_user(&users, "viewer", "viewer", "viewer-pass-1");
     add_user(&users, "operator", "operator", "operator-pass-1");
     let extra = format!(
-        "[gateway]\nusers_file = \"{}\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\n",
+        "[gateway]\nusers_file = \"{}\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 1\n",
         users.display()
     );
     let cluster = TestCluster::start_with_token(dir.path(), 1, &extra, Some(TOKEN));
@@ -1038,6 +1042,8 @@ fn golden_exchanges() {
         progress.push(p);
     }
     g.step(&mut c, "backup_env-conflict", Answer);
+    // One request at a time per connection here (max_in_flight = 1): another is refused.
+    g.step(&mut a, "busy", Answer);
     a.send(&g.request("cancel"));
     let (mut cancel, mut last) = (None, None);
     while cancel.is_none() || last.is_none() {

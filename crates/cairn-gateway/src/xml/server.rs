@@ -61,6 +61,8 @@ pub mod code {
     pub const FAILED: u32 = 312;
     /// The operation was cancelled.
     pub const CANCELLED: u32 = 313;
+    /// Too many requests in flight on this connection; wait for answers before sending more.
+    pub const BUSY: u32 = 314;
     /// Anything else; details are in the gateway's log.
     pub const INTERNAL: u32 = 399;
 }
@@ -80,6 +82,10 @@ pub struct XmlConfig {
     /// packet, so this bounds the adapter's memory.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// `backupm` requests running at once on one connection; one more is answered with
+    /// error 314 at once (the connection is still read, so `system/cancel` gets through).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// A connection that sends nothing for this long is closed (seconds).
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
@@ -103,6 +109,9 @@ fn default_listen() -> SocketAddr {
 fn default_max_packet() -> usize {
     1 << 20
 }
+fn default_max_in_flight() -> usize {
+    64
+}
 fn default_max_connections() -> usize {
     1024
 }
@@ -116,6 +125,7 @@ impl Default for XmlConfig {
             listen: default_listen(),
             max_packet_bytes: default_max_packet(),
             max_connections: default_max_connections(),
+            max_in_flight: default_max_in_flight(),
             idle_timeout_secs: default_idle(),
             tls_listen: default_tls_listen(),
             tls_cert: None,
@@ -178,6 +188,7 @@ pub struct XmlState {
     /// One permit per connection being served.
     slots: Arc<tokio::sync::Semaphore>,
     max_connections: usize,
+    max_in_flight: usize,
 }
 
 /// One connection's session.
@@ -250,6 +261,7 @@ pub async fn serve_xml(
         connections: AtomicU64::new(0),
         slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1))),
         max_connections: cfg.max_connections.max(1),
+        max_in_flight: cfg.max_in_flight.max(1),
     });
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => Some(crate::tls_acceptor(c, k)?),
@@ -577,15 +589,29 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
                 );
                 return;
             };
+            if session.in_flight.fetch_add(1, Ordering::Relaxed) >= state.max_in_flight {
+                session.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let busy = XmlError::new(
+                    code::BUSY,
+                    format!(
+                        "too many requests in flight on this connection (at most {}); wait for answers first",
+                        state.max_in_flight
+                    ),
+                );
+                let packet = error_packet(id.as_deref(), &session.client, "backupm", &busy);
+                session.answer(&packet, call, started);
+                return;
+            }
             let (state, session, body) = (state.clone(), session.clone(), body.clone());
             let progress = root.attr("progress") == Some("on") && id.is_some();
-            session.in_flight.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let els =
                     backupm::call(&state, &session, &who, id.as_deref(), progress, &body).await;
                 let packet = response(id.as_deref(), &session.client, "backupm", els);
-                session.answer(&packet, call, started);
+                // Counted out before the answer goes: a client that sends its next request
+                // on reading it never finds this one still counted.
                 session.in_flight.fetch_sub(1, Ordering::Relaxed);
+                session.answer(&packet, call, started);
             });
         }
         other => session.answer(
