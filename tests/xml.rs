@@ -1045,6 +1045,7 @@ fn golden_exchanges() {
     // One request at a time per connection here (max_in_flight = 1): another is refused.
     g.step(&mut a, "busy", Answer);
     a.send(&g.request("cancel"));
+    let asked = Instant::now();
     let (mut cancel, mut last) = (None, None);
     while cancel.is_none() || last.is_none() {
         let p = a.packet();
@@ -1056,6 +1057,12 @@ fn golden_exchanges() {
             last = Some(p);
         }
     }
+    // The upload left would take about 30 s at 1 MB/s: the throttle does not delay the cancel.
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "the cancel took {:?}",
+        asked.elapsed()
+    );
     g.record("cancel", &[cancel.unwrap()]);
     g.record(
         "backup_env-to-cancel",
