@@ -219,6 +219,27 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The environments registered (of `host`, or of every host), by name → eid, once there
+    /// are `n`.
+    pub fn envs(&self, host: Option<&str>, n: usize) -> Vec<(String, String)> {
+        let mut args = vec!["envs", "list", "--json"];
+        args.extend(host.map(|h| ["--host", h]).into_iter().flatten());
+        wait_for(Duration::from_secs(30), "environments to register", || {
+            let v: serde_json::Value = serde_json::from_str(&self.ok(&args)).ok()?;
+            let list: Vec<(String, String)> = v
+                .as_array()?
+                .iter()
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap().to_string(),
+                        e["eid"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            (list.len() == n).then_some(list)
+        })
+    }
+
     /// The pack segment files of this node's chunk store.
     pub fn pack_files(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.data.join("chunks/packs"))

@@ -40,24 +40,6 @@ fn json(node: &Node, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
-/// The environments of `host`, by name → eid, once `n` are registered.
-fn envs_of(node: &Node, host: &str, n: usize) -> Vec<(String, String)> {
-    wait_for(Duration::from_secs(30), "environments to register", || {
-        let v = json(node, &["envs", "list", "--json", "--host", host]);
-        let list: Vec<(String, String)> = v
-            .as_array()?
-            .iter()
-            .map(|e| {
-                (
-                    e["name"].as_str().unwrap().to_string(),
-                    e["eid"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        (list.len() == n).then_some(list)
-    })
-}
-
 fn eid_of(envs: &[(String, String)], name: &str) -> String {
     envs.iter()
         .find(|(n, _)| n == name)
@@ -176,8 +158,8 @@ fn jobs_reach_their_agent_report_progress_and_run_concurrently() {
         "max_jobs = 4",
         &format!("dirs = [\"{}\"]", h2_dirs.display()),
     );
-    let h1 = envs_of(&c.nodes[1], "h1", 4);
-    let h2 = envs_of(&c.nodes[2], "h2", 4);
+    let h1 = c.nodes[1].envs(Some("h1"), 4);
+    let h2 = c.nodes[2].envs(Some("h2"), 4);
     assert!(
         a1.log().contains("105") && a1.log().contains("container skipped"),
         "the broken config is logged: {}",
@@ -317,7 +299,7 @@ fn a_dead_agent_fails_its_job_after_the_lease_and_the_rerun_sends_only_what_is_m
         "lease_ms = 2000\nupload_limit_bytes_per_sec = 6000000",
         &discovery,
     );
-    let eid = eid_of(&envs_of(&c.nodes[0], "h1", 1), "big");
+    let eid = eid_of(&c.nodes[0].envs(Some("h1"), 1), "big");
     let id = submit(&c.nodes[1], &["backup", "--env", &eid]);
     wait_for(Duration::from_secs(60), "the job to upload", || {
         let j = job(&c.nodes[0], &id);
@@ -376,7 +358,7 @@ fn cancel_chain_rules_retention_and_hooks() {
         "upload_limit_bytes_per_sec = 4000000",
         &format!("dirs = [\"{}\"]", envs_dir.display()),
     );
-    let envs = envs_of(&c.nodes[0], "h1", 2);
+    let envs = c.nodes[0].envs(Some("h1"), 2);
     let (slow, web) = (eid_of(&envs, "slow"), eid_of(&envs, "web"));
     let n = &c.nodes[0];
 
@@ -535,7 +517,7 @@ fn restores_in_place_atomically_and_selectively() {
         "lease_ms = 2000",
         &format!("dirs = [\"{}\"]", envs_dir.display()),
     );
-    let eid = eid_of(&envs_of(&c.nodes[0], "h1", 1), "ct");
+    let eid = eid_of(&c.nodes[0].envs(Some("h1"), 1), "ct");
     let n = &c.nodes[1];
     let backed = succeeded(n, &submit(n, &["backup", "--env", &eid]));
     let backup_id = backed["result"]["backup"].as_str().unwrap().to_string();
@@ -616,7 +598,7 @@ fn restores_in_place_atomically_and_selectively() {
         "",
         &format!("dirs = [\"{}\"]", h2_dir.display()),
     );
-    envs_of(n, "h2", 1);
+    n.envs(Some("h2"), 1);
     let target = h2_dir.join("restored-ct");
     let t = target.display().to_string();
     succeeded(

@@ -193,21 +193,7 @@ fn rig(agent_extra: &str) -> Rig {
         ),
     );
     let node = &cluster.nodes[0];
-    let eids = wait_for(Duration::from_secs(30), "two environments", || {
-        let v: serde_json::Value =
-            serde_json::from_str(&node.ok(&["envs", "list", "--json"])).ok()?;
-        let list: Vec<(String, String)> = v
-            .as_array()?
-            .iter()
-            .map(|e| {
-                (
-                    e["name"].as_str().unwrap().to_string(),
-                    e["eid"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        (list.len() == 2).then_some(list)
-    });
+    let eids = node.envs(None, 2);
     Rig {
         dir,
         _cluster: cluster,
@@ -916,17 +902,9 @@ fn golden_exchanges() {
         .trim()
         .to_string();
     let mut agent1 = start_agent(dir.path(), &node.url, &token1, "h1", &vz1);
-    wait_for(Duration::from_secs(30), "containers 101 and 102", || {
-        let v: serde_json::Value =
-            serde_json::from_str(&node.ok(&["envs", "list", "--json"])).ok()?;
-        let mut eids: Vec<String> = v
-            .as_array()?
-            .iter()
-            .map(|e| e["eid"].as_str().unwrap().to_string())
-            .collect();
-        eids.sort();
-        (eids.len() == 2).then(|| assert_eq!(eids, [CT102, CT101], "derived EIDs"))
-    });
+    let mut eids: Vec<String> = node.envs(None, 2).into_iter().map(|e| e.1).collect();
+    eids.sort();
+    assert_eq!(eids, [CT102, CT101], "derived EIDs");
 
     let mut g = Golden::new(dir.path());
     let mut a = Client::connect(&xml);

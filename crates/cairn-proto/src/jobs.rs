@@ -7,7 +7,7 @@ use cairn_core::job::{
 use cairn_core::retention::EnvConfig;
 use cairn_core::{BackupType, Compression, EnvInfo};
 
-use crate::{pb, WireError};
+use crate::{opt_backup_id, pb, WireError};
 
 fn bad(field: &'static str, why: impl Into<String>) -> WireError {
     WireError {
@@ -205,15 +205,7 @@ impl TryFrom<pb::JobOptions> for JobOptions {
             tags: o.tags,
             includes: o.includes,
             excludes: o.excludes,
-            backup: if o.backup.is_empty() {
-                None
-            } else {
-                Some(
-                    o.backup
-                        .parse()
-                        .map_err(|e| bad("backup id", format!("{e}")))?,
-                )
-            },
+            backup: opt_backup_id(&o.backup, "backup id")?,
             force: o.force,
             target_path: o.target_path,
             paths: o.paths,
@@ -271,15 +263,7 @@ impl TryFrom<pb::JobResult> for JobResult {
     type Error = WireError;
     fn try_from(r: pb::JobResult) -> Result<Self, WireError> {
         Ok(JobResult {
-            backup: if r.backup.is_empty() {
-                None
-            } else {
-                Some(
-                    r.backup
-                        .parse()
-                        .map_err(|e| bad("result backup id", format!("{e}")))?,
-                )
-            },
+            backup: opt_backup_id(&r.backup, "result backup id")?,
             message: r.message,
             details: r.details,
         })

@@ -128,6 +128,17 @@ pub struct WireError {
     pub why: String,
 }
 
+/// An optional backup id on the wire: empty is none.
+pub(crate) fn opt_backup_id(s: &str, field: &'static str) -> Result<Option<BackupId>, WireError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e| WireError {
+        field,
+        why: format!("{e}"),
+    })
+}
+
 impl From<WireError> for tonic::Status {
     fn from(e: WireError) -> Self {
         status(ErrorCode::InvalidArgument, e.to_string())
@@ -254,15 +265,7 @@ impl TryFrom<pb::Backup> for BackupRecord {
     fn try_from(b: pb::Backup) -> Result<Self, WireError> {
         let bad = |field: &'static str, why: String| WireError { field, why };
         let id: BackupId = b.id.parse().map_err(|e| bad("backup id", format!("{e}")))?;
-        let parent = if b.parent.is_empty() {
-            None
-        } else {
-            Some(
-                b.parent
-                    .parse()
-                    .map_err(|e| bad("parent backup id", format!("{e}")))?,
-            )
-        };
+        let parent = opt_backup_id(&b.parent, "parent backup id")?;
         Ok(BackupRecord {
             id,
             kind: BackupType::from_code(b.kind)

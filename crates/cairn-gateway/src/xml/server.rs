@@ -209,6 +209,15 @@ impl Session {
         let _ = self.out.send(frame(write_packet(packet)));
     }
 
+    /// Who logged in on this connection, or 304.
+    fn identity(&self) -> Result<Identity, XmlError> {
+        self.who
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| XmlError::new(code::NOT_LOGGED_IN, "log in first (system/login)"))
+    }
+
     /// Queues the final answer to a request that arrived at `started`, counting it in the
     /// metrics by interface, `call` and outcome (the first error code, or `ok`).
     fn answer(&self, packet: &Element, call: &str, started: Instant) {
@@ -571,23 +580,13 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
             session.answer(&packet, call, started);
         }
         "backupm" => {
-            let who = session
-                .who
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let Some(who) = who else {
-                session.answer(
-                    &error_packet(
-                        id.as_deref(),
-                        &session.client,
-                        "backupm",
-                        &XmlError::new(code::NOT_LOGGED_IN, "log in first (system/login)"),
-                    ),
-                    call,
-                    started,
-                );
-                return;
+            let who = match session.identity() {
+                Ok(who) => who,
+                Err(e) => {
+                    let packet = error_packet(id.as_deref(), &session.client, "backupm", &e);
+                    session.answer(&packet, call, started);
+                    return;
+                }
             };
             if session.in_flight.fetch_add(1, Ordering::Relaxed) >= state.max_in_flight {
                 session.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -677,17 +676,7 @@ async fn system(
                 ))])
         }
         "cancel" => {
-            if session
-                .who
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_none()
-            {
-                return Err(XmlError::new(
-                    code::NOT_LOGGED_IN,
-                    "log in first (system/login)",
-                ));
-            }
+            session.identity()?;
             let target = call
                 .text_of("message_id")
                 .ok_or_else(|| XmlError::new(code::BAD_PARAMETER, "cancel needs a message_id"))?
@@ -719,17 +708,7 @@ async fn system(
             Ok(vec![Element::new("ok")])
         }
         other => {
-            if session
-                .who
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_none()
-            {
-                return Err(XmlError::new(
-                    code::NOT_LOGGED_IN,
-                    "log in first (system/login)",
-                ));
-            }
+            session.identity()?;
             Err(XmlError::new(
                 code::UNKNOWN_CALL,
                 format!("no system call {other:?} here"),
