@@ -96,6 +96,7 @@ pub async fn restore(
         owners: req
             .owners
             .unwrap_or_else(|| nix::unistd::geteuid().is_root()),
+        privileged: true,
         into_existing: req.into_existing,
     };
     let target = req.target.clone();

@@ -20,5 +20,5 @@ pub mod testing;
 
 pub use error::{show, FsError};
 pub use read::{data_regions, holes, read_entry, read_xattrs, DataReader};
-pub use restore::{RestoreOptions, RestoreReport, Restorer};
+pub use restore::{RestoreOptions, RestoreReport, Restorer, Withheld};
 pub use walk::{WalkError, WalkItem, Walker};

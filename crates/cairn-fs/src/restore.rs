@@ -9,25 +9,74 @@
 //! is checked to be a directory. A symlink anywhere in the parent chain is therefore refused,
 //! not followed. The leaf is created relative to the parent fd with calls that never follow
 //! a symlink at the leaf: `openat(O_CREAT | O_EXCL | O_NOFOLLOW)`, `mkdirat`, `symlinkat`,
-//! `mknodat`, `linkat` (without `AT_SYMLINK_FOLLOW`). Metadata goes through the file's own fd
-//! or through `*at` calls with `AT_SYMLINK_NOFOLLOW` on the parent fd. Symlink targets are
-//! stored verbatim: a symlink to `/etc` is fine to create, it is just never followed.
+//! `mknodat`, `linkat` (without `AT_SYMLINK_FOLLOW`). Metadata follows the rules below.
+//! Symlink targets are stored verbatim: a symlink to `/etc` is fine to create, it is just
+//! never followed.
 //!
 //! The fds of the directories on the current path are cached. Manifests come in walk order,
 //! so consecutive entries share most of their parent chain and each directory is opened about
 //! once per restore, however many files it holds.
 //!
-//! The threat model is a hostile manifest, not a hostile process racing the restore inside
-//! the target: the target should be a directory only the restorer writes to while it runs.
+//! The threat model is a hostile manifest and, because selective restores write into live
+//! container trees, a hostile process inside the target that renames and swaps names while
+//! the restore runs. Such a process can make entries fail, or move a directory the restore
+//! is writing into to another place it could write to itself; it can never make the restore
+//! follow a symlink, so it cannot make it create or change anything through one.
+//!
+//! # Metadata never follows a symlink
+//! Every metadata call acts on an inode the restorer holds an fd for, never on a name that
+//! a racing process could swap for a symlink between a check and the call:
+//! 1. Regular files: the fd [`Restorer::create`] returned, from
+//!    `openat(O_CREAT | O_EXCL | O_NOFOLLOW)`. A file finished without it is reopened with
+//!    `O_NOFOLLOW` and must be a regular file this restorer created (their device and inode
+//!    numbers are remembered). `fsetxattr`, `fchown`, `fchmod` and `futimens` act on the fd.
+//! 2. Directories: reopened by [`Restorer::finish`] with `O_DIRECTORY | O_NOFOLLOW`, which
+//!    fails on a symlink; then the same fd calls as files.
+//! 3. Symlinks, fifos, sockets and device nodes cannot be opened for I/O (a socket cannot be
+//!    opened at all, opening a device has side effects), so they are held by
+//!    `openat(parent, name, O_PATH | O_NOFOLLOW)`, which yields the object itself, a symlink
+//!    included. `fstat` of that fd must show the entry's kind, a single link and, for a
+//!    device, the entry's device number; otherwise the entry fails with [`FsError::Exists`]
+//!    before any metadata is set. A symlink swapped in for a fifo is refused here.
+//! 4. Owner of such an object: `fchownat(fd, "", AT_EMPTY_PATH)` acts on the fd's inode;
+//!    no name is looked up.
+//! 5. Mode of such an object (never of a symlink: Linux keeps no mode for one): `chmod` of
+//!    `/proc/self/fd/N`. That magic link resolves to the inode the fd holds, not to a path,
+//!    so no rename can redirect it, and rule 3 made sure the inode is no symlink. Without
+//!    /proc, `fchmodat2(fd, "", AT_EMPTY_PATH)` (Linux 6.6 and later); without either, the
+//!    entry fails. No call that follows a name (`fchmodat` without `AT_SYMLINK_NOFOLLOW`)
+//!    ever sets a mode.
+//! 6. Extended attributes of such an object: `setxattr` of `/proc/self/fd/N`, for the same
+//!    reason (for a symlink the magic link ends at the symlink itself). Without /proc they
+//!    are not set, and the report says so.
+//! 7. Times of such an object: `utimensat` of `/proc/self/fd/N`, or without /proc
+//!    `utimensat(fd, "", AT_EMPTY_PATH)`.
+//! 8. Parents are the `O_PATH | O_NOFOLLOW` fds of the confinement rules: after
+//!    [`Restorer::new`], no path is ever resolved from the target's root by name.
+//!
+//! # Privilege
+//! A restore must not turn a backup into privilege for whoever runs it:
+//! 1. Without [`RestoreOptions::owners`], every object belongs to the user running the
+//!    restore (root, typically). A setuid or setgid bit would then run the backup's program
+//!    as that user, and a file capability would hand its capabilities to every caller. So
+//!    modes are set without `S_ISUID` and `S_ISGID` (the sticky bit stays), on files and
+//!    directories alike, and `security.capability` is not set.
+//! 2. Without [`RestoreOptions::privileged`], the same holds even when owners are restored,
+//!    and character and block device nodes are not created: a device node with a permissive
+//!    mode opens the host's disks or memory to its owner.
+//!
+//! What is withheld is counted in [`RestoreReport::withheld`] and listed, object by object, in
+//! [`RestoreReport::skipped`].
 //!
 //! # Order of metadata
 //! For each entry, once its content is written ([`Restorer::finish_entry`]):
 //! 1. extended attributes (ACLs included), while the restorer still owns the object;
 //! 2. owner (`fchown`), when restoring owners — it clears setuid/setgid and
 //!    `security.capability`;
-//! 3. mode (`fchmod`, not for symlinks), after the owner so setuid/setgid bits survive;
-//! 4. `security.capability`, after the owner so it survives, and after the content because a
-//!    write drops it too;
+//! 3. mode (`fchmod`, not for symlinks), after the owner so setuid/setgid bits survive (when
+//!    the privilege rules let them);
+//! 4. `security.capability` (when the privilege rules let it), after the owner so it
+//!    survives, and after the content because a write drops it too;
 //! 5. access and modification times (ns precision), last, because every step above may touch
 //!    them.
 //!
@@ -45,7 +94,7 @@
 //! followed. A directory in the way of a non-directory is an error (it is never deleted).
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -70,21 +119,34 @@ const MAX_NOTES: usize = 1000;
 /// The extended attribute that `chown` and writes clear.
 const CAPABILITY: &[u8] = b"security.capability";
 
-/// How a [`Restorer`] treats owners and existing files.
+/// How a [`Restorer`] treats owners, privilege and existing files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RestoreOptions {
     /// Restores the owner and group of every object (needs root for other users' ids).
+    ///
+    /// Without it, every object belongs to the user running the restore, so setuid and
+    /// setgid bits are cleared and `security.capability` is not restored (see the module
+    /// notes on privilege); what was withheld is in [`RestoreReport::withheld`].
     pub owners: bool,
+    /// Recreates what grants privilege: character and block device nodes, setuid and setgid
+    /// bits, and file capabilities (`security.capability`). Without it they are withheld
+    /// (and reported in [`RestoreReport::withheld`]) even when owners are restored.
+    ///
+    /// Restores onto a host other than the backup's source run with `privileged = false`
+    /// unless an operator asks otherwise.
+    pub privileged: bool,
     /// Restores into a tree that may already hold files: directories merge, other objects
     /// are replaced atomically.
     pub into_existing: bool,
 }
 
 impl Default for RestoreOptions {
-    /// Owners are restored when running as root; the target must be new or empty.
+    /// Owners are restored when running as root, privilege is restored (as far as owners
+    /// allow), and the target must be new or empty.
     fn default() -> Self {
         RestoreOptions {
             owners: nix::unistd::geteuid().is_root(),
+            privileged: true,
             into_existing: false,
         }
     }
@@ -95,8 +157,76 @@ impl Default for RestoreOptions {
 pub struct RestoreReport {
     /// Objects created (the root included).
     pub entries: u64,
-    /// What could not be restored as it was, and why (e.g. `dev/null: device nodes need root`).
+    /// What could not be restored as it was, and why (e.g. `dev/null: device nodes need root`),
+    /// withheld privilege included; after 1000 notes, the rest are only counted in a last one.
     pub skipped: Vec<String>,
+    /// Privilege deliberately not restored (see [`RestoreOptions::owners`] and
+    /// [`RestoreOptions::privileged`]). Each object counted here is also named in `skipped`.
+    pub withheld: Withheld,
+}
+
+/// Counts of objects whose privilege a restore withheld, by kind of privilege.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Withheld {
+    /// Objects restored without the setuid or setgid bits of their mode.
+    pub setid_modes: u64,
+    /// Objects restored without their `security.capability` attribute.
+    pub capabilities: u64,
+    /// Character and block device nodes not created.
+    pub devices: u64,
+}
+
+impl Withheld {
+    /// Returns true when nothing was withheld.
+    pub fn is_empty(&self) -> bool {
+        *self == Withheld::default()
+    }
+}
+
+/// What a restore may recreate that grants privilege, decided once from its options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Grants {
+    /// Setuid and setgid bits and `security.capability` are restored.
+    setid: bool,
+    /// Device nodes are created (when root).
+    devices: bool,
+    /// Why privilege is withheld, for the report.
+    why: &'static str,
+}
+
+impl Grants {
+    fn of(opts: &RestoreOptions) -> Grants {
+        let why = if !opts.privileged {
+            "the restore runs unprivileged"
+        } else if !opts.owners {
+            "owners are not restored"
+        } else {
+            ""
+        };
+        Grants {
+            setid: opts.privileged && opts.owners,
+            devices: opts.privileged,
+            why,
+        }
+    }
+
+    /// The permission bits to set for a mode from the manifest.
+    fn mode(self, mode: u32) -> u32 {
+        let mode = mode & 0o7777;
+        if self.setid {
+            mode
+        } else {
+            mode & !(libc::S_ISUID | libc::S_ISGID)
+        }
+    }
+}
+
+/// A kind of privilege withheld from one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Withhold {
+    SetId,
+    Capability,
+    Device,
 }
 
 /// A new object waiting under a temporary name to replace an existing one.
@@ -124,6 +254,7 @@ struct State {
     entries: u64,
     notes: Vec<String>,
     notes_dropped: u64,
+    withheld: Withheld,
 }
 
 impl State {
@@ -144,6 +275,7 @@ impl State {
 pub struct Restorer {
     target: PathBuf,
     opts: RestoreOptions,
+    grants: Grants,
     /// `O_PATH` fd of the target directory.
     root: Arc<OwnedFd>,
     is_root: bool,
@@ -204,63 +336,97 @@ fn open_dir_at(parent: RawFd, name: &[u8]) -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Where an object to finish lives: its own open fd, or a name in a directory fd.
+/// `fchmodat2(2)` (Linux 6.6), where its number is known: it takes `AT_EMPTY_PATH`, so it can
+/// set the mode of an `O_PATH` fd without /proc. The number is the same on every architecture
+/// that numbers new system calls from the common table.
+#[cfg(any(
+    all(target_arch = "x86_64", target_pointer_width = "64"),
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+))]
+const SYS_FCHMODAT2: Option<libc::c_long> = Some(452);
+#[cfg(not(any(
+    all(target_arch = "x86_64", target_pointer_width = "64"),
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+)))]
+const SYS_FCHMODAT2: Option<libc::c_long> = None;
+
+/// A symlink, fifo, socket or device node held by an `O_PATH | O_NOFOLLOW` fd that was
+/// checked to be the object the entry describes (rule 3 of the module notes).
+struct PathObj {
+    fd: OwnedFd,
+    symlink: bool,
+    /// `/proc/self/fd/N` of `fd`, when /proc is mounted: a magic link to the very inode.
+    proc: Option<PathBuf>,
+}
+
+/// An object to finish, held so that no metadata call can follow a symlink (see the module
+/// notes): a regular file or directory open for real, or any other object by `O_PATH` fd.
 enum Obj<'a> {
-    Fd(&'a File),
-    At {
-        parent: RawFd,
-        name: &'a [u8],
-        /// The same object as a path that resolves the parent through its fd.
-        path: PathBuf,
-    },
+    File(&'a File),
+    Path(PathObj),
 }
 
 impl Obj<'_> {
+    /// Whether extended attributes can be set at all without following a symlink.
+    fn can_set_xattrs(&self) -> bool {
+        match self {
+            Obj::File(_) => true,
+            Obj::Path(p) => p.proc.is_some(),
+        }
+    }
+
     fn set_xattr(&self, name: &[u8], value: &[u8]) -> io::Result<()> {
         match self {
-            Obj::Fd(f) => xattr::FileExt::set_xattr(*f, osstr(name), value),
-            Obj::At { path, .. } => xattr::set(path, osstr(name), value),
+            Obj::File(f) => xattr::FileExt::set_xattr(*f, osstr(name), value),
+            // Following the magic link lands on the inode itself (rule 6).
+            Obj::Path(PathObj { proc: Some(p), .. }) => xattr::set_deref(p, osstr(name), value),
+            Obj::Path(PathObj { proc: None, .. }) => Err(errno_io(Errno::ENOTSUP)),
         }
     }
 
     fn chown(&self, uid: u32, gid: u32) -> nix::Result<()> {
         let (u, g) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
         match self {
-            Obj::Fd(f) => nix::unistd::fchown(f.as_raw_fd(), u, g),
-            Obj::At { parent, name, .. } => fchownat(
-                Some(*parent),
-                osstr(name),
-                u,
-                g,
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            ),
+            Obj::File(f) => nix::unistd::fchown(f.as_raw_fd(), u, g),
+            Obj::Path(p) => fchownat(Some(p.fd.as_raw_fd()), "", u, g, AtFlags::AT_EMPTY_PATH),
         }
     }
 
     fn chmod(&self, mode: u32) -> nix::Result<()> {
         let mode = mode & 0o7777;
         match self {
-            Obj::Fd(f) => nix::sys::stat::fchmod(f.as_raw_fd(), Mode::from_bits_truncate(mode)),
-            Obj::At { parent, name, .. } => {
-                let c = CString::new(*name).map_err(|_| Errno::EINVAL)?;
-                // SAFETY: `c` is a valid C string and `parent` a directory fd we hold.
-                let r =
-                    unsafe { libc::fchmodat(*parent, c.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW) };
-                match Errno::result(r) {
-                    Ok(_) => Ok(()),
-                    // Without fchmodat2 or /proc, the C library cannot refuse a symlink
-                    // itself; we check that the leaf is none and chmod it plainly.
-                    Err(Errno::ENOTSUP | Errno::ENOSYS) => {
-                        let st = fstatat(Some(*parent), osstr(name), AtFlags::AT_SYMLINK_NOFOLLOW)?;
-                        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-                            return Err(Errno::ELOOP);
-                        }
-                        // SAFETY: as above.
-                        Errno::result(unsafe { libc::fchmodat(*parent, c.as_ptr(), mode, 0) })
-                            .map(drop)
-                    }
-                    Err(e) => Err(e),
-                }
+            Obj::File(f) => nix::sys::stat::fchmod(f.as_raw_fd(), Mode::from_bits_truncate(mode)),
+            // Linux keeps no mode for a symlink; the caller never asks.
+            Obj::Path(PathObj { symlink: true, .. }) => Err(Errno::ELOOP),
+            Obj::Path(PathObj {
+                proc: Some(proc), ..
+            }) => nix::sys::stat::fchmodat(
+                None,
+                proc.as_path(),
+                Mode::from_bits_truncate(mode),
+                // Follows the magic link only: it resolves to the fd's inode (rule 5).
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            ),
+            Obj::Path(PathObj { fd, proc: None, .. }) => {
+                let Some(nr) = SYS_FCHMODAT2 else {
+                    return Err(Errno::ENOSYS);
+                };
+                // SAFETY: the path is a valid, empty C string and `fd` an fd we hold;
+                // fchmodat2 reads nothing else.
+                let r = unsafe {
+                    libc::syscall(
+                        nr,
+                        fd.as_raw_fd(),
+                        c"".as_ptr(),
+                        mode as libc::c_uint,
+                        libc::AT_EMPTY_PATH,
+                    )
+                };
+                Errno::result(r).map(drop)
             }
         }
     }
@@ -268,14 +434,31 @@ impl Obj<'_> {
     fn set_times(&self, atime_ns: i64, mtime_ns: i64) -> nix::Result<()> {
         let (a, m) = (timespec(atime_ns), timespec(mtime_ns));
         match self {
-            Obj::Fd(f) => nix::sys::stat::futimens(f.as_raw_fd(), &a, &m),
-            Obj::At { parent, name, .. } => utimensat(
-                Some(*parent),
-                osstr(name),
+            Obj::File(f) => nix::sys::stat::futimens(f.as_raw_fd(), &a, &m),
+            Obj::Path(PathObj {
+                proc: Some(proc), ..
+            }) => utimensat(
+                None,
+                proc.as_path(),
                 &a,
                 &m,
-                UtimensatFlags::NoFollowSymlink,
+                // Follows the magic link only, which ends at the inode itself (rule 7).
+                UtimensatFlags::FollowSymlink,
             ),
+            Obj::Path(PathObj { fd, proc: None, .. }) => {
+                let times = [*a.as_ref(), *m.as_ref()];
+                // SAFETY: the path is a valid, empty C string, `times` holds two timespecs
+                // and `fd` is an fd we hold.
+                let r = unsafe {
+                    libc::utimensat(
+                        fd.as_raw_fd(),
+                        c"".as_ptr(),
+                        times.as_ptr(),
+                        libc::AT_EMPTY_PATH,
+                    )
+                };
+                Errno::result(r).map(drop)
+            }
         }
     }
 }
@@ -314,6 +497,7 @@ impl Restorer {
         Ok(Restorer {
             target: target.to_path_buf(),
             opts,
+            grants: Grants::of(&opts),
             root,
             is_root: nix::unistd::geteuid().is_root(),
             proc_fd: Path::new("/proc/self/fd").is_dir(),
@@ -631,6 +815,10 @@ impl Restorer {
             _ => (SFlag::S_IFBLK, "create the device node"),
         };
         let device = matches!(e.kind, EntryKind::CharDevice | EntryKind::BlockDevice);
+        if device && !self.grants.devices {
+            self.withhold(e, Withhold::Device);
+            return Ok(false);
+        }
         if device && !self.is_root {
             self.skip(e, "device nodes need root");
             return Ok(false);
@@ -673,7 +861,7 @@ impl Restorer {
     /// [`finish_entry`](Restorer::finish_entry). A `Hardlink` entry is linked to its first
     /// name when this restorer created that file, and returns `None`; otherwise it is
     /// restored as a file from its own chunks. Device nodes are skipped (with a note in the
-    /// report) when not running as root.
+    /// report) when not running as root, and withheld when not `privileged`.
     ///
     /// Refuses paths that are absolute, contain `.`, `..` or empty components, or lead
     /// through a symlink.
@@ -789,7 +977,7 @@ impl Restorer {
             return Ok(());
         }
         if let (true, Some(file)) = (file_like, &file) {
-            return self.apply(&Obj::Fd(file), e);
+            return self.apply(&Obj::File(file), e);
         }
         let (parent, name) = match pending {
             Some(p) => (p.parent.clone(), p.tmp.clone()),
@@ -800,23 +988,62 @@ impl Restorer {
         };
         if file_like {
             let file = self.open_leaf(&parent, &name, &e.path, libc::S_IFREG)?;
-            return self.apply(&Obj::Fd(&file), e);
+            let md = file
+                .metadata()
+                .map_err(|err| FsError::io(self.shown(&e.path), "inspect", err))?;
+            if !self.state().created.contains(&(md.dev(), md.ino())) {
+                return Err(FsError::Exists {
+                    path: self.shown(&e.path),
+                    found: "file this restore did not create",
+                    hint: "something else changed the target during the restore",
+                });
+            }
+            return self.apply(&Obj::File(&file), e);
         }
-        let path = if self.proc_fd {
-            let mut p = format!("/proc/self/fd/{}/", parent.as_raw_fd()).into_bytes();
-            p.extend_from_slice(&name);
-            PathBuf::from(osstr(&p))
-        } else {
-            self.target.join(osstr(&e.path))
+        let obj = self.open_path(&parent, &name, e)?;
+        self.apply(&Obj::Path(obj), e)
+    }
+
+    /// Holds the symlink, fifo, socket or device node `name` below `parent` by an
+    /// `O_PATH | O_NOFOLLOW` fd, and checks that it is the object entry `e` describes: its
+    /// kind, a single link, and for a device its number (rule 3 of the module notes).
+    fn open_path(&self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Result<PathObj, FsError> {
+        let want = match e.kind {
+            EntryKind::Symlink => libc::S_IFLNK,
+            EntryKind::Fifo => libc::S_IFIFO,
+            EntryKind::Socket => libc::S_IFSOCK,
+            EntryKind::CharDevice => libc::S_IFCHR,
+            EntryKind::BlockDevice => libc::S_IFBLK,
+            EntryKind::File | EntryKind::Hardlink => libc::S_IFREG,
+            EntryKind::Dir => libc::S_IFDIR,
         };
-        self.apply(
-            &Obj::At {
-                parent: parent.as_raw_fd(),
-                name: &name,
-                path,
-            },
-            e,
+        let fd = openat(
+            Some(parent.as_raw_fd()),
+            osstr(name),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
         )
+        .map_err(|err| self.io(&e.path, "open the restored object", err))?;
+        // SAFETY: `openat` just returned this fd and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let st = fstat(fd.as_raw_fd()).map_err(|err| self.io(&e.path, "inspect", err))?;
+        let device = matches!(e.kind, EntryKind::CharDevice | EntryKind::BlockDevice);
+        if st.st_mode & libc::S_IFMT != want || st.st_nlink != 1 || (device && st.st_rdev != e.rdev)
+        {
+            return Err(FsError::Exists {
+                path: self.shown(&e.path),
+                found: kind_name(st.st_mode),
+                hint: "something else changed the target during the restore",
+            });
+        }
+        let proc = self
+            .proc_fd
+            .then(|| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+        Ok(PathObj {
+            fd,
+            symlink: want == libc::S_IFLNK,
+            proc,
+        })
     }
 
     /// Opens an existing regular file or directory below `parent` without following a
@@ -848,7 +1075,7 @@ impl Restorer {
     }
 
     /// Applies extended attributes, owner, mode, capabilities and times, in that order (see
-    /// the module notes for why).
+    /// the module notes for why), withholding privilege as the options say.
     fn apply(&self, obj: &Obj<'_>, e: &Entry) -> Result<(), FsError> {
         for (name, value) in e.xattrs.iter().filter(|x| x.0 != CAPABILITY) {
             self.set_xattr(obj, e, name, value)?;
@@ -858,14 +1085,50 @@ impl Restorer {
                 .map_err(|err| self.io(&e.path, "set the owner", err))?;
         }
         if e.kind != EntryKind::Symlink {
-            obj.chmod(e.mode)
+            let mode = self.grants.mode(e.mode);
+            obj.chmod(mode)
                 .map_err(|err| self.io(&e.path, "set the mode", err))?;
+            if mode != e.mode & 0o7777 {
+                self.withhold(e, Withhold::SetId);
+            }
         }
-        for (name, value) in e.xattrs.iter().filter(|x| x.0 == CAPABILITY) {
-            self.set_xattr(obj, e, name, value)?;
+        let mut caps = e.xattrs.iter().filter(|x| x.0 == CAPABILITY).peekable();
+        if !self.grants.setid {
+            if caps.peek().is_some() {
+                self.withhold(e, Withhold::Capability);
+            }
+        } else {
+            for (name, value) in caps {
+                self.set_xattr(obj, e, name, value)?;
+            }
         }
         obj.set_times(e.atime_ns, e.mtime_ns)
             .map_err(|err| self.io(&e.path, "set the times", err))
+    }
+
+    /// Counts and notes privilege withheld from entry `e`.
+    fn withhold(&self, e: &Entry, what: Withhold) {
+        let why = self.grants.why;
+        let mut st = self.state();
+        let note = match what {
+            Withhold::SetId => {
+                st.withheld.setid_modes += 1;
+                format!("{}: setuid/setgid bits not restored: {why}", show(&e.path))
+            }
+            Withhold::Capability => {
+                st.withheld.capabilities += 1;
+                format!(
+                    "{}: file capability (security.capability) not restored: {why}",
+                    show(&e.path)
+                )
+            }
+            Withhold::Device => {
+                st.withheld.devices += 1;
+                st.skipped_paths.insert(e.path.clone());
+                format!("{}: device node not created: {why}", show(&e.path))
+            }
+        };
+        st.note(note);
     }
 
     fn set_xattr(
@@ -875,6 +1138,15 @@ impl Restorer {
         name: &[u8],
         value: &[u8],
     ) -> Result<(), FsError> {
+        if !obj.can_set_xattrs() {
+            self.state().note(format!(
+                "{}: extended attribute {} not restored: /proc is not mounted, and without it \
+                 this kind of object cannot carry one safely",
+                show(&e.path),
+                show(name)
+            ));
+            return Ok(());
+        }
         let Err(err) = obj.set_xattr(name, value) else {
             return Ok(());
         };
@@ -941,6 +1213,7 @@ impl Restorer {
         Ok(RestoreReport {
             entries: st.entries,
             skipped,
+            withheld: st.withheld,
         })
     }
 
@@ -951,7 +1224,7 @@ impl Restorer {
             let parent = self.dir_fd(path::parent(&d.path))?;
             self.open_leaf(&parent, split(&d.path).1, &d.path, libc::S_IFDIR)?
         };
-        self.apply(&Obj::Fd(&dir), d)
+        self.apply(&Obj::File(&dir), d)
     }
 }
 

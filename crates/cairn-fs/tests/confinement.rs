@@ -34,6 +34,7 @@ impl Setup {
             &self.target,
             RestoreOptions {
                 owners: false,
+                privileged: true,
                 into_existing,
             },
         )

@@ -15,6 +15,7 @@ fn into_existing(target: &std::path::Path) -> Restorer {
         target,
         RestoreOptions {
             owners: false,
+            privileged: true,
             into_existing: true,
         },
     )

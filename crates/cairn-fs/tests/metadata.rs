@@ -13,6 +13,7 @@ fn restorer(target: &std::path::Path) -> Restorer {
         target,
         RestoreOptions {
             owners: false,
+            privileged: true,
             into_existing: false,
         },
     )
@@ -124,6 +125,7 @@ fn setuid_and_setgid_bits_survive_the_owner_change() {
         &t,
         RestoreOptions {
             owners: true,
+            privileged: true,
             into_existing: false,
         },
     )
