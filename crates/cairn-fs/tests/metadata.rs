@@ -144,3 +144,34 @@ fn setuid_and_setgid_bits_survive_the_owner_change() {
         (1234, 5678, 0o6755)
     );
 }
+
+#[test]
+fn as_root_attributes_of_special_files_and_symlinks_go_to_the_object_itself() {
+    assert!(
+        is_root(),
+        "this test needs root: trusted.* attributes are the ones a symlink or fifo can carry"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    let r = restorer(&t);
+    let f = file_entry(b"f", b"");
+    let file = r.create(&f).unwrap().unwrap();
+    r.finish_entry(&f, Some(file)).unwrap();
+    let mut l = symlink_entry(b"link", b"f");
+    l.xattrs = vec![(b"trusted.cairn".to_vec(), b"on the link".to_vec())];
+    r.create(&l).unwrap();
+    r.finish_entry(&l, None).unwrap();
+    let mut p = entry(b"fifo", EntryKind::Fifo, 0o640);
+    p.xattrs = vec![(b"trusted.cairn".to_vec(), b"on the fifo".to_vec())];
+    r.create(&p).unwrap();
+    r.finish_entry(&p, None).unwrap();
+    let report = r.finish().unwrap();
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    // `xattr::get` does not follow symlinks.
+    let get = |rel: &str| xattr::get(t.join(rel), "trusted.cairn").unwrap();
+    assert_eq!(get("link"), Some(b"on the link".to_vec()));
+    assert_eq!(get("fifo"), Some(b"on the fifo".to_vec()));
+    assert_eq!(get("f"), None, "the symlink's attribute went to its target");
+    let md = std::fs::symlink_metadata(t.join("fifo")).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.mtime_nsec()), (0o640, 123_456_789));
+}

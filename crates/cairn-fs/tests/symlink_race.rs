@@ -144,3 +144,53 @@ fn a_symlink_swapped_in_before_the_mode_is_applied_is_never_followed() {
     );
     assert_eq!(std::fs::read(&secret).unwrap(), b"sentinel");
 }
+
+#[test]
+fn a_leaf_that_turned_into_a_symlink_fails_its_entry_and_the_link_target_is_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, b"sentinel").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = std::fs::metadata(&secret).unwrap();
+    let t = tmp.path().join("t");
+    let r = Restorer::new(
+        &t,
+        RestoreOptions {
+            owners: is_root(),
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap();
+    for (name, kind) in [(&b"p"[..], EntryKind::Fifo), (b"s", EntryKind::Socket)] {
+        let mut e = entry(name, kind, 0o757);
+        e.uid = 1234;
+        e.xattrs = vec![(b"trusted.cairn-swap".to_vec(), b"x".to_vec())];
+        r.create(&e).unwrap();
+        // Something inside the target swaps the new object for a symlink to the outside.
+        let at = t.join(std::str::from_utf8(name).unwrap());
+        std::fs::remove_file(&at).unwrap();
+        std::os::unix::fs::symlink(&secret, &at).unwrap();
+        let got = r.finish_entry(&e, None);
+        assert!(
+            matches!(
+                got,
+                Err(cairn_fs::FsError::Exists {
+                    found: "symlink",
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+    }
+    let _ = r.finish();
+    let after = std::fs::metadata(&secret).unwrap();
+    assert_eq!((after.mode() & 0o7777, after.uid()), (0o600, before.uid()));
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec()),
+        (before.mtime(), before.mtime_nsec())
+    );
+    assert_eq!(
+        xattr::get(&secret, "trusted.cairn-swap").unwrap_or(None),
+        None
+    );
+}

@@ -178,7 +178,8 @@ enum Cmd {
         /// Create the job and print its id without waiting.
         #[arg(long)]
         no_wait: bool,
-        /// Do not restore file owners even when running as root.
+        /// Do not restore file owners even when running as root (setuid/setgid bits and file
+        /// capabilities are then not restored either).
         #[arg(long)]
         no_owners: bool,
         #[arg(long)]
