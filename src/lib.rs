@@ -2,6 +2,7 @@
 //! with OS-assigned ports and temporary data directories, and waits on observable conditions
 //! with deadlines (never sleep-and-hope).
 
+pub mod fleet;
 pub mod http;
 
 use std::path::{Path, PathBuf};
@@ -191,8 +192,14 @@ impl Node {
 
     /// Runs a `cairn` client command against this node.
     pub fn cairn(&self, args: &[&str]) -> Output {
+        self.cairn_as(self.token.as_deref(), args)
+    }
+
+    /// Runs a `cairn` client command against this node with `token` as `CAIRN_TOKEN` (a
+    /// user or agent token; none: no token at all).
+    pub fn cairn_as(&self, token: Option<&str>, args: &[&str]) -> Output {
         let mut cmd = Command::new(cairn_bin());
-        match &self.token {
+        match token {
             Some(t) => cmd.env("CAIRN_TOKEN", t),
             None => cmd.env_remove("CAIRN_TOKEN"),
         };

@@ -351,8 +351,9 @@ fn unsafe_manifest_paths_are_refused_at_commit() {
                 env_info: Default::default(),
                 includes: Vec::new(),
                 excludes: Vec::new(),
+                protected: false,
             };
-            let err = c.commit(&record).await.unwrap_err();
+            let err = c.commit(&record, None).await.unwrap_err();
             assert_eq!(
                 err.code(),
                 cairn_core::ErrorCode::InvalidArgument,

@@ -71,6 +71,8 @@ pub struct BackupRequest {
     pub env_info: cairn_core::EnvInfo,
     /// Upload bandwidth limit in bytes per second.
     pub upload_limit: Option<u64>,
+    /// The backup job this backup runs for (an agent's commits must name it).
+    pub job: Option<uuid::Uuid>,
 }
 
 /// What a backup did.
@@ -240,8 +242,9 @@ async fn backup_in_session(
     };
     let parent_entries = match &parent {
         Some(p) => {
-            let root = fetch_root(cluster, p.manifest).await?;
-            Some(ManifestEntries::start(cluster.clone(), &root))
+            let reader = cluster.reading(p.id);
+            let root = fetch_root(&reader, p.manifest).await?;
+            Some(ManifestEntries::start(reader, &root))
         }
         None => None,
     };
@@ -375,8 +378,9 @@ async fn backup_in_session(
         env_info: req.env_info.clone(),
         includes: req.includes.clone(),
         excludes: req.excludes.clone(),
+        protected: false,
     };
-    let committed = cluster.commit(&record).await?;
+    let committed = cluster.commit(&record, req.job).await?;
     progress.set_phase("done");
     Ok(BackupSummary {
         id: committed.id.to_string(),

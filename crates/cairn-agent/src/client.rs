@@ -11,9 +11,11 @@
 //!   not answer or the cluster has no leader for a moment (an election), the call is retried
 //!   with backoff on the other nodes, within a bounded time ([`CATALOG_RETRY_FOR`]).
 //!
-//! Every call carries the cluster token when one is configured (`CAIRN_TOKEN`). A cluster
-//! at `https://` addresses is checked against the CA certificate in the PEM file named by
-//! `CAIRN_CA`.
+//! Every call carries the token when one is configured (`CAIRN_TOKEN`: a user token, an
+//! agent token, or the cluster secret). A gateway's clone says whom it acts for
+//! ([`Cluster::acting_for`]); an agent's reads name the backup they are for
+//! ([`Cluster::reading`]), as the cluster requires of agents. A cluster at `https://`
+//! addresses is checked against the CA certificate in the PEM file named by `CAIRN_CA`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -57,10 +59,13 @@ type Chunks = ChunksClient<AuthChannel>;
 pub struct Cluster {
     pub url: String,
     inner: Arc<Inner>,
+    /// The credentials of this clone's calls (and whom they are made for).
+    token: Token,
+    /// The backup chunk reads are for (agents must name it).
+    reading: Option<BackupId>,
 }
 
 struct Inner {
-    token: Token,
     tls: Option<tonic::transport::ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
     placement: Mutex<Option<Epoch>>,
@@ -161,8 +166,9 @@ impl Cluster {
         })?;
         let c = Cluster {
             url: url.to_string(),
+            token,
+            reading: None,
             inner: Arc::new(Inner {
-                token,
                 tls,
                 channels: Mutex::new(HashMap::from([(url.to_string(), channel)])),
                 placement: Mutex::new(None),
@@ -170,6 +176,25 @@ impl Cluster {
         };
         c.refresh_placement().await?;
         Ok(c)
+    }
+
+    /// A clone whose calls are made for `who` (a gateway acting for its logged-in user; the
+    /// cluster decides for `who`, and accepts it only from the cluster secret or a user
+    /// token with at least `who`'s rights). Shares connections with `self`.
+    pub fn acting_for(&self, who: &cairn_core::auth::Principal) -> Cluster {
+        Cluster {
+            token: self.token.acting_for(who),
+            ..self.clone()
+        }
+    }
+
+    /// A clone whose chunk reads are for `backup` (an agent reads only the chunks of a
+    /// backup it may read, and must say which). Shares connections with `self`.
+    pub fn reading(&self, backup: BackupId) -> Cluster {
+        Cluster {
+            reading: Some(backup),
+            ..self.clone()
+        }
     }
 
     fn channel(&self, url: &str) -> Result<AuthChannel, AgentError> {
@@ -191,7 +216,7 @@ impl Cluster {
                 c
             }
         };
-        Ok(InterceptedService::new(ch, self.inner.token.clone()))
+        Ok(InterceptedService::new(ch, self.token.clone()))
     }
 
     fn catalog_at(&self, url: &str) -> Result<Catalog, AgentError> {
@@ -497,6 +522,7 @@ impl Cluster {
     async fn get_at(&self, url: &str, ids: &[ChunkId]) -> Vec<Result<EncodedChunk, AgentError>> {
         let req = pb::GetRequest {
             ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+            backup: self.reading.map(|b| b.to_string()).unwrap_or_default(),
         };
         let mut out = Vec::with_capacity(ids.len());
         let stream = match self.chunks_at(url) {
@@ -637,14 +663,22 @@ impl Cluster {
         }
     }
 
-    pub async fn commit(&self, record: &BackupRecord) -> Result<BackupRecord, AgentError> {
+    /// Commits a backup; `job` is the backup job it ends (agents commit only inside one).
+    pub async fn commit(
+        &self,
+        record: &BackupRecord,
+        job: Option<uuid::Uuid>,
+    ) -> Result<BackupRecord, AgentError> {
         let backup: pb::Backup = record.into();
+        let job = job.map(|j| j.to_string()).unwrap_or_default();
         let b = self
             .catalog_call(|mut c| {
                 let backup = backup.clone();
+                let job = job.clone();
                 async move {
                     c.commit_backup(pb::CommitBackupRequest {
                         backup: Some(backup),
+                        job,
                     })
                     .await
                 }
@@ -688,6 +722,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// Protects a backup from every removal, or lifts the protection (admins).
+    pub async fn protect(
+        &self,
+        id: &BackupId,
+        protected: bool,
+    ) -> Result<BackupRecord, AgentError> {
+        let id = id.to_string();
+        let b = self
+            .catalog_call(|mut c| {
+                let id = id.clone();
+                async move {
+                    c.protect_backup(pb::ProtectBackupRequest { id, protected })
+                        .await
+                }
+            })
+            .await?;
+        BackupRecord::try_from(b).map_err(|e| AgentError::Internal(e.to_string()))
+    }
+
     pub async fn latest(
         &self,
         env: EnvId,
@@ -721,7 +774,7 @@ impl Cluster {
                 url: url.to_string(),
                 why: root_cause(&e),
             })?;
-        let mut c = ChunksClient::new(InterceptedService::new(ch, self.inner.token.clone()));
+        let mut c = ChunksClient::new(InterceptedService::new(ch, self.token.clone()));
         Ok(c.scrub(pb::ScrubRequest {})
             .await
             .map_err(|s| call_error(url, s))?

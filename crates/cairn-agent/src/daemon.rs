@@ -694,6 +694,7 @@ impl Agent {
                         kind: env.kind.clone(),
                     },
                     upload_limit: self.cfg.upload_limit_bytes_per_sec,
+                    job: Some(job.id),
                 };
                 backup(&self.cluster, req, progress.clone()).await
             }
@@ -760,8 +761,9 @@ impl Agent {
             }
             // Data written since the environment's last backup would be lost.
             if let Some(latest) = self.cluster.latest(job.env, false).await? {
-                let root = fetch_root(&self.cluster, latest.manifest).await?;
-                let entries = ManifestEntries::start(self.cluster.clone(), &root);
+                let reader = self.cluster.reading(latest.id);
+                let root = fetch_root(&reader, latest.manifest).await?;
+                let entries = ManifestEntries::start(reader, &root);
                 let t = target.clone();
                 let changed = tokio::task::spawn_blocking(move || {
                     let mut entries = entries;
@@ -801,6 +803,7 @@ impl Agent {
             paths: Vec::new(),
             owners: None,
             into_existing: false,
+            privileged: job.options.privileged,
         };
         let summary = match restore(&self.cluster, req, progress.clone()).await {
             Ok(s) => s,
@@ -845,6 +848,7 @@ impl Agent {
             paths: job.options.paths.clone(),
             owners: None,
             into_existing: true,
+            privileged: job.options.privileged,
         };
         let summary = restore(&self.cluster, req, progress.clone()).await?;
         Ok(JobResult {

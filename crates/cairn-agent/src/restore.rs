@@ -39,6 +39,10 @@ pub struct RestoreRequest {
     pub owners: Option<bool>,
     /// Restore into an existing tree, replacing entries (selective restore into place).
     pub into_existing: bool,
+    /// Restore device nodes, setuid/setgid bits and file capabilities (a restore job onto
+    /// another host than the backup's runs without, unless an operator asked; see
+    /// `cairn_fs::RestoreOptions::privileged`).
+    pub privileged: bool,
 }
 
 /// What a restore did.
@@ -81,6 +85,9 @@ pub async fn restore(
     let started = Instant::now();
     progress.set_phase("checking parameters");
     let record = cluster.show(&req.backup).await?;
+    // Every chunk read below is for this backup (the cluster holds agents to it).
+    let reader = cluster.reading(record.id);
+    let cluster = &reader;
     let root = fetch_root(cluster, record.manifest).await?;
     let mut selected: Vec<Vec<u8>> = Vec::new();
     for p in &req.paths {
@@ -96,7 +103,7 @@ pub async fn restore(
         owners: req
             .owners
             .unwrap_or_else(|| nix::unistd::geteuid().is_root()),
-        privileged: true,
+        privileged: req.privileged,
         into_existing: req.into_existing,
     };
     let target = req.target.clone();

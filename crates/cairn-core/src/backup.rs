@@ -154,6 +154,10 @@ pub struct BackupRecord {
     /// The exclude patterns the backup was taken with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excludes: Vec<String>,
+    /// Protected by an admin: nothing removes it (no delete, no retention) until an admin
+    /// unprotects it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
 }
 
 /// The description of an environment a backup carries (the `info` of a backupm answer).

@@ -26,12 +26,14 @@ pub enum ErrorCode {
     Unauthenticated,
     /// Authenticated but not allowed.
     PermissionDenied,
+    /// The backup is protected: nothing removes it until an admin unprotects it.
+    Protected,
     /// Anything else; details are in the node's log, never in the answer.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
@@ -41,6 +43,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
+        ErrorCode::Protected,
         ErrorCode::Internal,
     ];
 
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "E1007",
             ErrorCode::Unauthenticated => "E1008",
             ErrorCode::PermissionDenied => "E1009",
+            ErrorCode::Protected => "E1010",
             ErrorCode::Internal => "E1999",
         }
     }
@@ -74,6 +78,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "retry shortly; check cairn cluster status",
             ErrorCode::Unauthenticated => "supply valid credentials",
             ErrorCode::PermissionDenied => "use an account with the needed role",
+            ErrorCode::Protected => "an admin unprotects it first (cairn backups unprotect ID)",
             ErrorCode::Internal => "see the node's log for details",
         }
     }

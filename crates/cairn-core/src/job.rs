@@ -122,6 +122,17 @@ impl JobKind {
     pub fn needs_agent(self) -> bool {
         !matches!(self, JobKind::Delete | JobKind::Update)
     }
+
+    /// What asking for such a job needs (see [`crate::auth::TABLE`]): backups and restores
+    /// are operations, deleting and changing backups is administration.
+    pub fn access(self) -> crate::auth::Access {
+        match self {
+            JobKind::Backup | JobKind::Restore | JobKind::SelectiveRestore => {
+                crate::auth::Access::Operate
+            }
+            JobKind::Delete | JobKind::Update => crate::auth::Access::Administer,
+        }
+    }
 }
 
 /// Where a job is in its life.
@@ -190,6 +201,13 @@ pub struct JobOptions {
     pub prev: bool,
     /// Update: the fields to change.
     pub edit: Option<BackupEdit>,
+    /// Restore onto a host other than the backup's source: asked for device nodes,
+    /// setuid/setgid bits and file capabilities to be restored too (an operator's choice).
+    pub allow_privileged: bool,
+    /// Restore: the agent restores device nodes, setuid/setgid bits and file capabilities.
+    /// Decided by the catalog when the job is admitted (never taken from the request): true
+    /// when the job runs on the backup's own host, or when `allow_privileged` was asked.
+    pub privileged: bool,
 }
 
 /// A change to the user-editable fields of a backup: `None` leaves a field as it is.
@@ -199,6 +217,8 @@ pub struct BackupEdit {
     pub name: Option<String>,
     pub description: Option<String>,
     pub tags: Option<Vec<String>>,
+    /// Protects the backup (true) or lifts the protection (false).
+    pub protected: Option<bool>,
 }
 
 /// How far a running job is, as its agent last reported.
@@ -454,25 +474,57 @@ impl Job {
     }
 }
 
-/// An agent token as the catalog keeps it: never the token itself, only its BLAKE3 hash.
+/// A token as the catalog keeps it: never the token itself, only its BLAKE3 hash.
 ///
-/// A token reads `cairn-agent.<id>.<secret>`; the id finds the record, the hash of the whole
-/// token proves it, and the record binds it to one host.
+/// An agent token reads `cairn-agent.<id>.<secret>` and is bound to one host; a user token
+/// reads `cairn-user.<id>.<secret>` and carries a user's name and role. The id finds the
+/// record, the hash of the whole token proves it, and the record says who the caller is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub id: String,
+    /// The host an agent token is bound to (empty for a user token).
     pub host: String,
     /// Hex BLAKE3 of the whole token.
     pub hash: String,
     pub created_ms: i64,
+    /// A user token's name (empty for an agent token).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// A user token's role; `None` for an agent token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::auth::Role>,
+}
+
+impl TokenRecord {
+    /// Who a caller presenting this token is.
+    pub fn principal(&self) -> crate::auth::Principal {
+        match self.role {
+            Some(role) => crate::auth::Principal::User {
+                name: self.name.clone(),
+                role,
+            },
+            None => crate::auth::Principal::Agent {
+                host: self.host.clone(),
+            },
+        }
+    }
+
+    /// Whether this is a user token (else an agent token).
+    pub fn is_user(&self) -> bool {
+        self.role.is_some()
+    }
 }
 
 /// The prefix of every agent token.
 pub const AGENT_TOKEN_PREFIX: &str = "cairn-agent.";
+/// The prefix of every user token.
+pub const USER_TOKEN_PREFIX: &str = "cairn-user.";
 
-/// Returns the id part of an agent token, if `token` has the agent token form.
-pub fn agent_token_id(token: &str) -> Option<&str> {
-    let rest = token.strip_prefix(AGENT_TOKEN_PREFIX)?;
+/// Returns the id part of an agent or user token, if `token` has one of their forms.
+pub fn token_id(token: &str) -> Option<&str> {
+    let rest = token
+        .strip_prefix(AGENT_TOKEN_PREFIX)
+        .or_else(|| token.strip_prefix(USER_TOKEN_PREFIX))?;
     let (id, secret) = rest.split_once('.')?;
     (!id.is_empty()
         && !secret.is_empty()
@@ -656,11 +708,13 @@ mod tests {
 
     #[test]
     fn agent_tokens_parse() {
-        assert_eq!(agent_token_id("cairn-agent.ab-12.s3cr3t"), Some("ab-12"));
-        assert_eq!(agent_token_id("cairn-agent..s3cr3t"), None);
-        assert_eq!(agent_token_id("cairn-agent.ab"), None);
-        assert_eq!(agent_token_id("cairn-agent.a/b.x"), None);
-        assert_eq!(agent_token_id("cluster-token"), None);
+        assert_eq!(token_id("cairn-agent.ab-12.s3cr3t"), Some("ab-12"));
+        assert_eq!(token_id("cairn-agent..s3cr3t"), None);
+        assert_eq!(token_id("cairn-agent.ab"), None);
+        assert_eq!(token_id("cairn-agent.a/b.x"), None);
+        assert_eq!(token_id("cluster-token"), None);
+        assert_eq!(token_id("cairn-user.u1.s3cr3t"), Some("u1"));
+        assert_eq!(token_id("cairn-other.u1.s3cr3t"), None);
         assert_ne!(token_hash("a"), token_hash("b"));
         assert_eq!(token_hash("a").len(), 64);
     }

@@ -4,6 +4,7 @@
 //! gRPC or the file system: it takes data and returns data, so that its rules (path safety,
 //! change detection, manifest encoding, id formats) can be tested exhaustively and fast.
 
+pub mod auth;
 pub mod backup;
 pub mod change;
 pub mod error;

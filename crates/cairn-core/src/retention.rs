@@ -4,6 +4,15 @@
 //! Both are decisions on data: [`excess`] takes an environment's backups and its config and
 //! returns the ones to delete; [`blocking_sessions`] takes the open sessions and a GC start
 //! time and returns the ones GC must wait for.
+//!
+//! # Retention and a compromised host
+//! Retention runs inside the catalog's decision of the commit (or settings change) that
+//! triggers it, atomically with it. An agent may commit backups of its own environments, so
+//! retention triggered by a principal that may not delete (an agent, an operator) removes
+//! nothing younger than the grace ([`EnvConfig::retention_grace_days`], default
+//! [`DEFAULT_RETENTION_GRACE_DAYS`]) and nothing protected: a host that commits `keep_max`
+//! junk backups cannot push out the history of the last week, nor any protected backup. An
+//! admin's own change of `keep_max` applies at once.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +48,13 @@ pub struct EnvConfig {
     pub post_hooks: Option<Vec<String>>,
     /// Seconds each hook may run before it is killed.
     pub hook_timeout_secs: Option<u32>,
+    /// Days a backup is safe from retention triggered by an agent's or operator's commit
+    /// (see the module note). `None`: [`DEFAULT_RETENTION_GRACE_DAYS`]; 0: no grace.
+    pub retention_grace_days: Option<u32>,
 }
+
+/// The grace, in days, when none is configured.
+pub const DEFAULT_RETENTION_GRACE_DAYS: u32 = 7;
 
 /// Seconds a hook runs before it is killed when no timeout is configured.
 pub const DEFAULT_HOOK_TIMEOUT_SECS: u32 = 300;
@@ -59,7 +74,16 @@ impl EnvConfig {
                 .clone()
                 .or_else(|| global.post_hooks.clone()),
             hook_timeout_secs: self.hook_timeout_secs.or(global.hook_timeout_secs),
+            retention_grace_days: self.retention_grace_days.or(global.retention_grace_days),
         }
+    }
+
+    /// The grace in force, in seconds.
+    pub fn grace_secs(&self) -> i64 {
+        i64::from(
+            self.retention_grace_days
+                .unwrap_or(DEFAULT_RETENTION_GRACE_DAYS),
+        ) * 86_400
     }
 
     /// Names the first invalid field and why.
@@ -91,17 +115,33 @@ impl EnvConfig {
     }
 }
 
-/// Returns the backups to delete so that at most `keep_max` remain: the oldest first.
-/// `backups` may come in any order.
-pub fn excess(backups: &[BackupId], config: &EnvConfig) -> Vec<BackupId> {
+/// What retention looks at in one backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: BackupId,
+    pub protected: bool,
+}
+
+/// Returns the backups to delete so that at most `keep_max` unprotected ones remain, the
+/// oldest first. Protected backups neither count nor go. With `young_from` (seconds since
+/// the epoch), no backup taken at or after it goes (the grace). `backups` may come in any
+/// order.
+pub fn excess(backups: &[Candidate], config: &EnvConfig, young_from: Option<i64>) -> Vec<BackupId> {
     let Some(keep) = config.keep_max else {
         return Vec::new();
     };
     let keep = keep.max(1) as usize;
-    let mut sorted = backups.to_vec();
+    let mut sorted: Vec<BackupId> = backups
+        .iter()
+        .filter(|c| !c.protected)
+        .map(|c| c.id)
+        .collect();
     sorted.sort_by_key(|b| b.time);
     let n = sorted.len().saturating_sub(keep);
     sorted.truncate(n);
+    if let Some(from) = young_from {
+        sorted.retain(|b| b.time < from);
+    }
     sorted
 }
 
@@ -161,19 +201,51 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("compression"));
     }
 
-    #[test]
-    fn keep_max_deletes_the_oldest_beyond_it() {
-        let all = ids(&[30, 10, 50, 20, 40]);
-        let cfg = |k| EnvConfig {
+    fn candidates(times: &[i64]) -> Vec<Candidate> {
+        ids(times)
+            .into_iter()
+            .map(|id| Candidate {
+                id,
+                protected: false,
+            })
+            .collect()
+    }
+
+    fn cfg(k: Option<u32>) -> EnvConfig {
+        EnvConfig {
             keep_max: k,
             ..Default::default()
-        };
-        assert_eq!(excess(&all, &cfg(None)), vec![]);
-        assert_eq!(excess(&all, &cfg(Some(3))), ids(&[10, 20]));
-        assert_eq!(excess(&all, &cfg(Some(5))), vec![]);
-        assert_eq!(excess(&all, &cfg(Some(9))), vec![]);
+        }
+    }
+
+    #[test]
+    fn keep_max_deletes_the_oldest_beyond_it() {
+        let all = candidates(&[30, 10, 50, 20, 40]);
+        assert_eq!(excess(&all, &cfg(None), None), vec![]);
+        assert_eq!(excess(&all, &cfg(Some(3)), None), ids(&[10, 20]));
+        assert_eq!(excess(&all, &cfg(Some(5)), None), vec![]);
+        assert_eq!(excess(&all, &cfg(Some(9)), None), vec![]);
         // Zero would delete the backup just committed; it means one.
-        assert_eq!(excess(&all, &cfg(Some(0))), ids(&[10, 20, 30, 40]));
+        assert_eq!(excess(&all, &cfg(Some(0)), None), ids(&[10, 20, 30, 40]));
+    }
+
+    #[test]
+    fn protected_backups_neither_count_nor_go_and_young_ones_stay() {
+        let mut all = candidates(&[10, 20, 30, 40, 50]);
+        all[0].protected = true;
+        all[2].protected = true;
+        // Unprotected: 20, 40, 50; keep 2 → only 20 goes.
+        assert_eq!(excess(&all, &cfg(Some(2)), None), ids(&[20]));
+        // Within the grace nothing goes, whatever keep_max says.
+        let all = candidates(&[10, 20, 30, 40, 50]);
+        assert_eq!(excess(&all, &cfg(Some(1)), Some(30)), ids(&[10, 20]));
+        assert_eq!(excess(&all, &cfg(Some(1)), Some(0)), vec![]);
+        assert_eq!(cfg(None).grace_secs(), 7 * 86_400);
+        let none = EnvConfig {
+            retention_grace_days: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(none.grace_secs(), 0);
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The gateway: adapters that put the cluster behind interfaces hosting tools already speak.
 //!
 //! Each adapter is thin: it parses, authenticates (the users of [`users`], shared by every
-//! adapter), calls the cluster's gRPC admin API through a [`cairn_agent::Cluster`] client,
-//! and maps the answers back. A gateway runs inside a node (its config's `[gateway]` table;
+//! adapter), calls the cluster's gRPC admin API through a [`cairn_agent::Cluster`] client
+//! acting for the user ([`access`]: the cluster decides what the user may do), and maps the
+//! answers back. A gateway runs inside a node (its config's `[gateway]` table;
 //! the client then calls the node itself, which forwards to the leader) or alone as
 //! `cairn gateway --config FILE` in front of any nodes.
 //!
 //! - [`rest`]: the Sun Cloud API REST model (VMs, Backups, Status) over HTTP(S).
 //! - [`metrics`]: Prometheus metrics on the REST listener.
 
+pub mod access;
 pub mod config;
 pub mod metrics;
 pub mod rest;
@@ -90,23 +92,21 @@ impl ClusterLink {
     }
 }
 
-/// Queues a cluster job on behalf of an adapter's user (`requester`, e.g. `rest:alice`),
-/// recorded as who asked.
+/// Queues a cluster job; `cluster` acts for the adapter's user, who is recorded as who
+/// asked (and for whom the cluster decides).
 pub(crate) async fn create_job(
     cluster: &Cluster,
-    requester: &str,
     kind: cairn_core::job::JobKind,
     env: cairn_core::EnvId,
     options: &cairn_core::job::JobOptions,
 ) -> Result<cairn_core::job::Job, cairn_agent::AgentError> {
-    create_job_on(cluster, requester, kind, env, "", options).await
+    create_job_on(cluster, kind, env, "", options).await
 }
 
 /// [`create_job`] on a given host's agent (a restore onto another host); empty `host` is the
 /// environment's own.
 pub(crate) async fn create_job_on(
     cluster: &Cluster,
-    requester: &str,
     kind: cairn_core::job::JobKind,
     env: cairn_core::EnvId,
     host: &str,
@@ -120,10 +120,7 @@ pub(crate) async fn create_job_on(
     };
     let job = cluster
         .agents_call(|mut a| {
-            let mut r = tonic::Request::new(req.clone());
-            if let Ok(v) = requester.parse() {
-                r.metadata_mut().insert("x-cairn-requester", v);
-            }
+            let r = req.clone();
             async move { a.create_job(r).await }
         })
         .await?;

@@ -76,48 +76,9 @@ const NAME_RULE: &str = "a user name is 1–64 characters of letters, digits, '.
 const FILE_HEADER: &str = "# Cairn gateway users: [[user]] tables of name, role (viewer, operator \
                            or admin) and password_hash (an argon2 PHC string, never a password).\n\n";
 
-/// What a user may do. Ordered: `Viewer < Operator < Admin`, each allowing what the lower
-/// ones allow.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    /// Every role, lowest first.
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// `"viewer"`, `"operator"` or `"admin"` (ASCII case ignored).
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str().eq_ignore_ascii_case(s))
-    }
-
-    /// Whether this role may do what `needed` allows (admin ⊇ operator ⊇ viewer).
-    pub fn allows(self, needed: Role) -> bool {
-        self >= needed
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What a user may do (`viewer < operator < admin`): the cluster's roles, which user tokens
+/// carry too.
+pub use cairn_core::auth::Role;
 
 /// One user of the users file.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

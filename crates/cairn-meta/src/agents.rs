@@ -1,16 +1,31 @@
-//! The catalog's decisions about hosts, environments, jobs and agent tokens.
+//! The catalog's decisions about hosts, environments, jobs and tokens.
 //!
 //! Job transitions themselves are pure methods of [`cairn_core::job::Job`]; this module
 //! loads the job, applies the transition, and keeps the per-environment "active job" index in
 //! step: it is set when an agent job is queued and cleared in the same write that makes the
 //! job final, so an environment never has two backups or restores at once and never stays
 //! blocked by a finished job.
+//!
+//! A job request is resolved here too ([`Command::SubmitJob`]): which environment, which
+//! host, which backup, whether the restore may bring back device nodes and setuid files,
+//! and whether the proposer may run it at all (see [`crate::authz`]). Doing it inside the
+//! decision means that no node's stale view and no forwarding path can admit a job the
+//! catalog would not.
+//!
+//! # Environments and hosts
+//! A host registers the environments it runs. An environment registered to another host,
+//! one whose backups were taken on another host, and one whose id is derived (UUIDv5) from
+//! another host's id are never taken over: they are answered as conflicts. Moving an
+//! environment is an operator's decision ([`Command::MoveEnv`]), so a compromised host can
+//! neither claim another host's containers nor their history.
 
-use cairn_core::job::{Job, JobRefusal};
-use cairn_core::ErrorCode;
+use cairn_core::auth::{Admission, Principal};
+use cairn_core::job::{EnvRecord, Job, JobKind, JobRefusal, JobResult, JobState};
+use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 
+use crate::authz::{backup_readable, not_own_backup};
 use crate::catalog::{CatalogRead, Decision, Write};
-use crate::command::{Command, Response};
+use crate::command::{Command, JobRequest, Response};
 
 fn done(writes: Vec<Write>, response: Response) -> Decision {
     Decision { writes, response }
@@ -43,17 +58,56 @@ fn load<V: CatalogRead + ?Sized>(
         .ok_or_else(|| Decision::refuse(ErrorCode::NotFound, format!("job {id} does not exist"))))
 }
 
-/// Decides the agent-related commands (see [`crate::catalog::decide`]).
+/// Why a host may not register an environment it reports, if it may not.
+fn registration_conflict<V: CatalogRead + ?Sized>(
+    view: &V,
+    host: &str,
+    env: &EnvRecord,
+) -> Result<Option<String>, V::Error> {
+    if let Some(existing) = view.env(env.eid)? {
+        return Ok((existing.host != host).then(|| {
+            format!(
+                "environment {} runs on host {:?}; an operator moves it (cairn envs move)",
+                env.eid, existing.host
+            )
+        }));
+    }
+    // An id derived from a host id and a name (UUIDv5 in Cairn's namespace) is only ever
+    // the reporting host's own: another host's derived ids can be computed, not claimed.
+    if env.eid.0.get_version_num() == 5
+        && env.eid != EnvId::derive(&format!("{host}/{}", env.name))
+        && env.eid != EnvId::of_host(host)
+    {
+        return Ok(Some(format!(
+            "environment {} is not derived from host {host:?} and name {:?}",
+            env.eid, env.name
+        )));
+    }
+    // History belongs to the host that made it until an operator moves the environment.
+    if let Some(other) = view
+        .backups(Some(env.eid))?
+        .into_iter()
+        .map(|b| b.host)
+        .find(|h| h != host)
+    {
+        return Ok(Some(format!(
+            "environment {} has backups taken on host {other:?}; an operator moves it (cairn envs move)",
+            env.eid
+        )));
+    }
+    Ok(None)
+}
+
+/// Decides the agent-related commands (see [`crate::catalog::decide`]); `by` is already
+/// admitted for the command by [`crate::authz::admit`].
 pub(crate) fn decide<V: CatalogRead + ?Sized>(
     view: &V,
+    by: &Principal,
     cmd: &Command,
 ) -> Result<Decision, V::Error> {
     match cmd {
         Command::RegisterHost {
-            host,
-            envs,
-            now_ms,
-            takeover_after_ms,
+            host, envs, now_ms, ..
         } => {
             if host.id.is_empty() {
                 return Ok(Decision::refuse(
@@ -66,20 +120,12 @@ pub(crate) fn decide<V: CatalogRead + ?Sized>(
             let mut conflicts = Vec::new();
             let mut accepted = Vec::new();
             for env in envs {
-                if accepted.contains(&env.eid) {
+                if accepted.contains(&env.eid) || conflicts.contains(&env.eid) {
                     continue;
                 }
-                if let Some(existing) = view.env(env.eid)? {
-                    if existing.host != host.id {
-                        let other_alive = match view.host(&existing.host)? {
-                            Some(h) => now_ms - h.seen_ms < *takeover_after_ms,
-                            None => false,
-                        };
-                        if other_alive {
-                            conflicts.push(env.eid);
-                            continue;
-                        }
-                    }
+                if registration_conflict(view, &host.id, env)?.is_some() {
+                    conflicts.push(env.eid);
+                    continue;
                 }
                 let mut stored = env.clone();
                 stored.host = host.id.clone();
@@ -103,6 +149,13 @@ pub(crate) fn decide<V: CatalogRead + ?Sized>(
             writes.push(Write::PutHost(stored));
             Ok(done(writes, Response::Registered { conflicts }))
         }
+        Command::MoveEnv { eid, host, .. } => move_env(view, *eid, host),
+        Command::SubmitJob {
+            id,
+            request,
+            now_ms,
+            queue_timeout_ms,
+        } => submit_job(view, by, *id, request, *now_ms, *queue_timeout_ms),
         Command::CreateJob { job } => {
             if view.job(&job.id)?.is_some() {
                 return Ok(Decision::refuse(
@@ -245,6 +298,383 @@ pub(crate) fn decide<V: CatalogRead + ?Sized>(
     }
 }
 
+/// Assigns an environment to a host: the operator's way to move a container's history to
+/// another host (an agent never takes one over). An environment no host reports any more
+/// is recreated from its latest backup.
+fn move_env<V: CatalogRead + ?Sized>(
+    view: &V,
+    eid: EnvId,
+    host: &str,
+) -> Result<Decision, V::Error> {
+    if view.host(host)?.is_none() {
+        return Ok(Decision::refuse(
+            ErrorCode::NotFound,
+            format!("host {host:?} has never registered"),
+        ));
+    }
+    if let Some(active) = view.active_job(eid)? {
+        if view.job(&active)?.is_some_and(|j| !j.state.is_final()) {
+            return Ok(Decision::refuse(
+                ErrorCode::Conflict,
+                format!("environment {eid} has an active job {active}; wait for it or cancel it"),
+            ));
+        }
+    }
+    let mut writes = Vec::new();
+    let record = match view.env(eid)? {
+        Some(mut e) => {
+            if e.host == host {
+                return Ok(done(Vec::new(), Response::Done));
+            }
+            if let Some(mut old) = view.host(&e.host)? {
+                old.envs.retain(|x| *x != eid);
+                writes.push(Write::PutHost(old));
+            }
+            e.host = host.to_string();
+            e
+        }
+        None => match view.backups(Some(eid))?.pop() {
+            Some(latest) => EnvRecord {
+                eid,
+                host: host.to_string(),
+                name: latest.env_info.name.clone(),
+                path: latest.source.clone(),
+                title: latest.env_info.title.clone(),
+                hostname: latest.env_info.hostname.clone(),
+                ip: latest.env_info.ip.clone(),
+                os: latest.env_info.os.clone(),
+                description: String::new(),
+                kind: latest.env_info.kind.clone(),
+            },
+            None => {
+                return Ok(Decision::refuse(
+                    ErrorCode::NotFound,
+                    format!("unknown environment {eid}: no host runs it and it has no backups"),
+                ))
+            }
+        },
+    };
+    if let Some(mut new_host) = view.host(host)? {
+        if !new_host.envs.contains(&eid) {
+            new_host.envs.push(eid);
+            writes.push(Write::PutHost(new_host));
+        }
+    }
+    writes.push(Write::PutEnv(record));
+    Ok(done(writes, Response::Done))
+}
+
+fn invalid(message: impl Into<String>) -> Decision {
+    Decision::refuse(ErrorCode::InvalidArgument, message.into())
+}
+
+fn not_found(message: impl Into<String>) -> Decision {
+    Decision::refuse(ErrorCode::NotFound, message.into())
+}
+
+fn forbidden(message: impl Into<String>) -> Decision {
+    Decision::refuse(ErrorCode::PermissionDenied, message.into())
+}
+
+/// Admits a job request: resolves the environment, host and backup, decides whether `by`
+/// may run it (the kind's access; for an agent, its own environment, its own backups, its
+/// own host and the environment's own path), and stores it queued. Delete and update jobs
+/// are carried out here, in the same write, and stored finished.
+fn submit_job<V: CatalogRead + ?Sized>(
+    view: &V,
+    by: &Principal,
+    id: uuid::Uuid,
+    request: &JobRequest,
+    now_ms: i64,
+    queue_timeout_ms: i64,
+) -> Result<Decision, V::Error> {
+    let Some(kind) = JobKind::parse(&request.kind) else {
+        return Ok(invalid(format!(
+            "unknown job kind {:?}: use backup, restore, selective_restore, delete or update",
+            request.kind
+        )));
+    };
+    let admission = kind.access().admits(by);
+    if let Admission::Denied(why) = admission {
+        return Ok(forbidden(why));
+    }
+    let agent = by.agent_host();
+    if view.job(&id)?.is_some() {
+        return Ok(Decision::refuse(
+            ErrorCode::Conflict,
+            format!("job {id} already exists"),
+        ));
+    }
+    let mut options = request.options.clone();
+    // Decided below, never taken from the request.
+    options.privileged = false;
+    if agent.is_some() {
+        options.allow_privileged = false;
+    }
+    // The backup a restore, delete or update acts on; an agent is told the same whether
+    // the backup is not its own or does not exist.
+    let backup: Option<BackupRecord> = match options.backup {
+        Some(b) => {
+            if let Some(h) = agent {
+                let own_env = view.env(b.env)?.is_some_and(|e| e.host == h);
+                if !own_env || !backup_readable(view, h, &b)? {
+                    return Ok(forbidden(not_own_backup(h, &b)));
+                }
+            }
+            match view.backup(&b)? {
+                Some(r) => Some(r),
+                None => return Ok(not_found(format!("backup {b} does not exist"))),
+            }
+        }
+        None => None,
+    };
+    let env = match (request.env, &backup) {
+        (Some(e), Some(b)) if b.id.env != e => {
+            return Ok(invalid(format!(
+                "backup {} belongs to environment {}, not {e}",
+                b.id, b.id.env
+            )))
+        }
+        (Some(e), _) => e,
+        (None, Some(b)) => b.id.env,
+        (None, None) => return Ok(invalid("a job needs an environment id (or a backup id)")),
+    };
+    let registered: Option<EnvRecord> = view.env(env)?;
+    if let Some(h) = agent {
+        if registered.as_ref().map(|e| e.host.as_str()) != Some(h) {
+            return Ok(forbidden(format!(
+                "rule agent-own-env: the agent token of host {h:?} acts only on environments its host runs; {env} is not one"
+            )));
+        }
+        if request.host.as_deref().is_some_and(|named| named != h) {
+            return Ok(forbidden(format!(
+                "rule agent-own-host: the agent token of host {h:?} runs jobs on its own host only; restoring onto another host is an operator's decision"
+            )));
+        }
+        if !options.target_path.is_empty() {
+            return Ok(forbidden(format!(
+                "rule agent-own-paths: the agent token of host {h:?} restores only into the environment's own path"
+            )));
+        }
+    }
+    let host = match kind {
+        JobKind::Delete | JobKind::Update => {
+            if backup.is_none() {
+                return Ok(invalid(format!(
+                    "a {} job needs the backup it acts on",
+                    kind.as_str()
+                )));
+            }
+            if kind == JobKind::Update && options.edit.is_none() {
+                return Ok(invalid("an update job needs the fields to change"));
+            }
+            String::new()
+        }
+        JobKind::Backup | JobKind::SelectiveRestore => match &registered {
+            Some(e) if request.host.as_deref().is_none_or(|h| h == e.host) => e.host.clone(),
+            Some(e) => {
+                return Ok(invalid(format!(
+                    "environment {env} runs on host {:?}; only a full restore may target another host",
+                    e.host
+                )))
+            }
+            None => {
+                return Ok(not_found(format!(
+                    "unknown environment {env}: no host has registered it (see `cairn envs list`)"
+                )))
+            }
+        },
+        JobKind::Restore => match request.host.as_deref().filter(|h| !h.is_empty()) {
+            Some(named) => {
+                if view.host(named)?.is_none() {
+                    return Ok(not_found(format!("host {named:?} has never registered")));
+                }
+                if registered.as_ref().map(|e| e.host.as_str()) != Some(named)
+                    && options.target_path.is_empty()
+                {
+                    return Ok(invalid(format!(
+                        "environment {env} does not run on host {named:?}: name the directory to restore into (target path)"
+                    )));
+                }
+                named.to_string()
+            }
+            None => match &registered {
+                Some(e) => e.host.clone(),
+                None => {
+                    return Ok(not_found(format!(
+                        "unknown environment {env}: no host runs it; name a host (and target path) to restore it elsewhere"
+                    )))
+                }
+            },
+        },
+    };
+    if matches!(kind, JobKind::Restore | JobKind::SelectiveRestore) {
+        let b = match &backup {
+            Some(b) => b.clone(),
+            None => match view.backups(Some(env))?.pop() {
+                Some(latest) => latest,
+                None => {
+                    return Ok(not_found(format!(
+                        "environment {env} has no backup to restore"
+                    )))
+                }
+            },
+        };
+        if kind == JobKind::SelectiveRestore && options.paths.is_empty() {
+            return Ok(invalid("a selective restore needs at least one path"));
+        }
+        if let Some(p) = options
+            .paths
+            .iter()
+            .find(|p| cairn_core::path::validate(p.trim_matches('/').as_bytes()).is_err())
+        {
+            return Ok(invalid(format!(
+                "path {p:?} is not a relative path inside the environment"
+            )));
+        }
+        // Device nodes, setuid/setgid bits and capabilities come back only on the host
+        // the backup was taken on, unless an operator asked for them elsewhere.
+        options.privileged = b.host == host || options.allow_privileged;
+        options.backup = Some(b.id);
+    }
+    let job = Job::new(
+        id,
+        kind,
+        env,
+        host,
+        by.name(),
+        options,
+        now_ms,
+        queue_timeout_ms,
+    );
+    match kind {
+        JobKind::Delete => return run_delete(view, job, now_ms),
+        JobKind::Update => return run_update(view, job, now_ms),
+        _ => {}
+    }
+    if let Some(active) = view.active_job(env)? {
+        if let Some(other) = view.job(&active)? {
+            if !other.state.is_final() {
+                return Ok(Decision::refuse(
+                    ErrorCode::Conflict,
+                    format!(
+                        "environment {env} already has a {} job {} ({}); wait for it or cancel it",
+                        other.kind.as_str(),
+                        other.id,
+                        other.state.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    let writes = vec![
+        Write::PutActive(env, job.id),
+        Write::PutJob(Box::new(job.clone())),
+    ];
+    Ok(done(writes, Response::Job { job: Box::new(job) }))
+}
+
+/// Ends a job the cluster ran itself: succeeded, or failed with `failure`.
+fn finished(mut job: Job, failure: Option<String>, message: String, now_ms: i64) -> Job {
+    let target = job.options.backup;
+    let (state, reason) = match failure {
+        None => (JobState::Succeeded, String::new()),
+        Some(f) => (JobState::Failed, f),
+    };
+    job.state = state;
+    job.reason = reason;
+    job.started_ms = Some(now_ms);
+    job.finished_ms = Some(now_ms);
+    job.result = JobResult {
+        backup: target,
+        message,
+        details: String::new(),
+    };
+    job
+}
+
+/// A delete job: deletes the backup (and with `prev` every older one of its environment
+/// that is not protected) in the same write that stores the finished job.
+fn run_delete<V: CatalogRead + ?Sized>(
+    view: &V,
+    job: Job,
+    now_ms: i64,
+) -> Result<Decision, V::Error> {
+    let Some(target) = job.options.backup else {
+        return Ok(invalid("a delete job needs a backup"));
+    };
+    let mut ids: Vec<BackupId> = vec![target];
+    let mut kept = 0;
+    if job.options.prev {
+        for b in view.backups(Some(target.env))? {
+            if b.id.time < target.time {
+                if b.protected {
+                    kept += 1;
+                } else {
+                    ids.push(b.id);
+                }
+            }
+        }
+    }
+    let mut writes = Vec::new();
+    let mut failure = None;
+    let mut deleted = 0;
+    for id in &ids {
+        let d = crate::catalog::delete_backup(view, id)?;
+        match d.response.refusal() {
+            Some((_, m)) => {
+                failure = Some(m.to_string());
+                if *id == target {
+                    // Nothing goes when the backup asked for cannot.
+                    writes.clear();
+                    deleted = 0;
+                    break;
+                }
+            }
+            None => {
+                writes.extend(d.writes);
+                deleted += 1;
+            }
+        }
+    }
+    let mut message = format!("{deleted} backup(s) deleted");
+    if kept > 0 {
+        message.push_str(&format!("; {kept} protected backup(s) kept"));
+    }
+    let job = finished(job, failure, message, now_ms);
+    writes.push(Write::PutJob(Box::new(job.clone())));
+    Ok(done(writes, Response::Job { job: Box::new(job) }))
+}
+
+/// An update job: changes the backup's fields (and its protection) in the same write that
+/// stores the finished job; failed, with the catalog's reason, when the new name is taken.
+fn run_update<V: CatalogRead + ?Sized>(
+    view: &V,
+    job: Job,
+    now_ms: i64,
+) -> Result<Decision, V::Error> {
+    let (Some(target), Some(edit)) = (job.options.backup, job.options.edit.clone()) else {
+        return Ok(invalid(
+            "an update job needs a backup and the fields to change",
+        ));
+    };
+    let d = crate::catalog::update_backup(
+        view,
+        &target,
+        edit.name.as_deref(),
+        edit.description.as_deref(),
+        edit.tags.as_deref(),
+        edit.protected,
+    )?;
+    let (mut writes, failure) = match d.response.refusal() {
+        Some((_, m)) => (Vec::new(), Some(m.to_string())),
+        None => (d.writes, None),
+    };
+    let job = finished(job, failure, "backup updated".to_string(), now_ms);
+    writes.push(Write::PutJob(Box::new(job.clone())));
+    Ok(done(writes, Response::Job { job: Box::new(job) }))
+}
+
 /// `decide` routes only the commands above here.
 fn unreachable_command<E>(cmd: &Command) -> Result<Decision, E> {
     Ok(Decision::refuse(
@@ -255,10 +685,11 @@ fn unreachable_command<E>(cmd: &Command) -> Result<Decision, E> {
 
 #[cfg(test)]
 mod tests {
+    use cairn_core::auth::Role;
     use cairn_core::job::{EnvRecord, HostRecord, JobKind, JobOptions, JobResult, JobState};
     use cairn_core::EnvId;
 
-    use crate::catalog::tests::MemCatalog;
+    use crate::catalog::tests::{record, MemCatalog};
     use crate::command::{Command, Response};
 
     use super::*;
@@ -273,17 +704,31 @@ mod tests {
         }
     }
 
+    fn agent(h: &str) -> Principal {
+        Principal::Agent { host: h.into() }
+    }
+
+    fn user(role: Role) -> Principal {
+        Principal::User {
+            name: "alice".into(),
+            role,
+        }
+    }
+
     fn register(cat: &mut MemCatalog, host: &str, envs: Vec<EnvRecord>, now: i64) -> Response {
-        cat.run(Command::RegisterHost {
-            host: HostRecord {
-                id: host.into(),
-                hostname: format!("{host}.example"),
-                ..Default::default()
+        cat.run_as(
+            agent(host),
+            Command::RegisterHost {
+                host: HostRecord {
+                    id: host.into(),
+                    hostname: format!("{host}.example"),
+                    ..Default::default()
+                },
+                envs,
+                now_ms: now,
+                takeover_after_ms: 0,
             },
-            envs,
-            now_ms: now,
-            takeover_after_ms: 60_000,
-        })
+        )
     }
 
     fn job(n: u128, env: EnvId) -> Box<Job> {
@@ -306,6 +751,56 @@ mod tests {
         }
     }
 
+    fn submit(
+        cat: &mut MemCatalog,
+        by: Principal,
+        n: u128,
+        kind: &str,
+        env: Option<EnvId>,
+        options: JobOptions,
+    ) -> Response {
+        cat.run_as(
+            by,
+            Command::SubmitJob {
+                id: uuid::Uuid::from_u128(n),
+                request: JobRequest {
+                    kind: kind.into(),
+                    env,
+                    host: None,
+                    options,
+                },
+                now_ms: 5_000,
+                queue_timeout_ms: 60_000,
+            },
+        )
+    }
+
+    fn code(r: &Response) -> Option<ErrorCode> {
+        r.refusal().map(|r| r.0)
+    }
+
+    /// Hosts h1 and h2 with one environment each, and one backup of each taken there.
+    fn two_hosts() -> (MemCatalog, EnvRecord, EnvRecord, BackupId, BackupId) {
+        let mut cat = MemCatalog::default();
+        let (a, b) = (env("h1", "101"), env("h2", "201"));
+        register(&mut cat, "h1", vec![a.clone()], 1_000);
+        register(&mut cat, "h2", vec![b.clone()], 1_000);
+        let mut ids = Vec::new();
+        for (e, h) in [(&a, "h1"), (&b, "h2")] {
+            let mut r = record(e.eid, 1_700_000_000, "");
+            r.host = h.into();
+            match cat.run(Command::CommitBackup {
+                record: r,
+                job: None,
+                now_ms: 0,
+            }) {
+                Response::Committed { id, .. } => ids.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        (cat, a, b, ids[0], ids[1])
+    }
+
     #[test]
     fn hosts_register_and_replace_their_environments() {
         let mut cat = MemCatalog::default();
@@ -319,19 +814,6 @@ mod tests {
         register(&mut cat, "h1", vec![a.clone()], 2_000);
         assert!(cat.env(b.eid).unwrap().is_none());
         assert_eq!(cat.host("h1").unwrap().unwrap().seen_ms, 2_000);
-        // Another live host cannot take 101 over …
-        let mut stolen = a.clone();
-        stolen.host = "h2".into();
-        assert_eq!(
-            register(&mut cat, "h2", vec![stolen.clone()], 3_000),
-            Response::Registered {
-                conflicts: vec![a.eid]
-            }
-        );
-        assert_eq!(cat.env(a.eid).unwrap().unwrap().host, "h1");
-        // … but takes it once h1 has been silent for the takeover time.
-        register(&mut cat, "h2", vec![stolen], 2_000 + 60_000);
-        assert_eq!(cat.env(a.eid).unwrap().unwrap().host, "h2");
         assert!(cat
             .run(Command::RegisterHost {
                 host: HostRecord::default(),
@@ -341,6 +823,297 @@ mod tests {
             })
             .refusal()
             .is_some());
+        // A host registers only itself.
+        let r = cat.run_as(
+            agent("h2"),
+            Command::RegisterHost {
+                host: HostRecord {
+                    id: "h1".into(),
+                    ..Default::default()
+                },
+                envs: vec![],
+                now_ms: 0,
+                takeover_after_ms: 0,
+            },
+        );
+        assert_eq!(code(&r), Some(ErrorCode::PermissionDenied));
+    }
+
+    #[test]
+    fn an_environment_is_never_taken_over_by_a_host() {
+        let (mut cat, a, b, _, _) = two_hosts();
+        // h1 reports h2's environment: refused, however long h2 has been silent.
+        let mut stolen = b.clone();
+        stolen.host = "h1".into();
+        assert_eq!(
+            register(
+                &mut cat,
+                "h1",
+                vec![a.clone(), stolen.clone()],
+                10_000_000_000
+            ),
+            Response::Registered {
+                conflicts: vec![b.eid]
+            }
+        );
+        assert_eq!(cat.env(b.eid).unwrap().unwrap().host, "h2");
+        // Not even once h2 stopped reporting it: its backups were taken on h2.
+        register(&mut cat, "h2", vec![], 10_000_000_000);
+        assert!(cat.env(b.eid).unwrap().is_none());
+        assert_eq!(
+            register(
+                &mut cat,
+                "h1",
+                vec![a.clone(), stolen.clone()],
+                10_000_000_001
+            ),
+            Response::Registered {
+                conflicts: vec![b.eid]
+            }
+        );
+        // Nor a future environment of h2, whose id h1 can compute.
+        let future = env("h2", "202");
+        let mut claimed = future.clone();
+        claimed.host = "h1".into();
+        assert_eq!(
+            register(&mut cat, "h1", vec![a.clone(), claimed], 10_000_000_002),
+            Response::Registered {
+                conflicts: vec![future.eid]
+            }
+        );
+        // An operator moves it; then h1 reports it without conflict.
+        assert_eq!(
+            code(&cat.run_as(
+                agent("h1"),
+                Command::MoveEnv {
+                    eid: b.eid,
+                    host: "h1".into(),
+                    now_ms: 0
+                }
+            )),
+            Some(ErrorCode::PermissionDenied)
+        );
+        assert_eq!(
+            cat.run_as(
+                user(Role::Admin),
+                Command::MoveEnv {
+                    eid: b.eid,
+                    host: "h1".into(),
+                    now_ms: 0
+                }
+            ),
+            Response::Done
+        );
+        assert_eq!(cat.env(b.eid).unwrap().unwrap().host, "h1");
+        assert_eq!(
+            register(&mut cat, "h1", vec![a, stolen], 10_000_000_003),
+            Response::Registered { conflicts: vec![] }
+        );
+        // Moving to a host that never registered is refused.
+        assert_eq!(
+            code(&cat.run(Command::MoveEnv {
+                eid: b.eid,
+                host: "h9".into(),
+                now_ms: 0
+            })),
+            Some(ErrorCode::NotFound)
+        );
+    }
+
+    #[test]
+    fn agents_run_jobs_on_their_own_environments_from_their_own_backups() {
+        let (mut cat, a, b, b1, b2) = two_hosts();
+        let restore = |backup: Option<BackupId>| JobOptions {
+            backup,
+            force: true,
+            ..Default::default()
+        };
+        // Exploit: restore h2's backup into h1's environment.
+        let r = submit(
+            &mut cat,
+            agent("h1"),
+            1,
+            "restore",
+            Some(a.eid),
+            restore(Some(b2)),
+        );
+        assert_eq!(code(&r), Some(ErrorCode::PermissionDenied));
+        assert!(r.refusal().unwrap().1.contains("agent-own-backup"), "{r:?}");
+        // The same without naming the environment (the backup's is taken).
+        let r = submit(&mut cat, agent("h1"), 2, "restore", None, restore(Some(b2)));
+        assert_eq!(code(&r), Some(ErrorCode::PermissionDenied));
+        // A backup that does not exist reads the same.
+        let ghost = BackupId::new(b.eid, 1_600_000_000);
+        let r2 = submit(
+            &mut cat,
+            agent("h1"),
+            3,
+            "restore",
+            None,
+            restore(Some(ghost)),
+        );
+        assert_eq!(
+            r.refusal().unwrap().1.replace(&b2.to_string(), "X"),
+            r2.refusal().unwrap().1.replace(&ghost.to_string(), "X")
+        );
+        // Exploit: a restore of h1's backup onto h2, or into another path.
+        let mut onto = JobRequest {
+            kind: "restore".into(),
+            env: Some(a.eid),
+            host: Some("h2".into()),
+            options: JobOptions {
+                backup: Some(b1),
+                target_path: "/tmp/pwned".into(),
+                ..Default::default()
+            },
+        };
+        for by in [agent("h1"), agent("h2")] {
+            let r = cat.run_as(
+                by,
+                Command::SubmitJob {
+                    id: uuid::Uuid::from_u128(4),
+                    request: onto.clone(),
+                    now_ms: 5_000,
+                    queue_timeout_ms: 60_000,
+                },
+            );
+            assert_eq!(code(&r), Some(ErrorCode::PermissionDenied), "{r:?}");
+        }
+        onto.host = None;
+        let r = cat.run_as(
+            agent("h1"),
+            Command::SubmitJob {
+                id: uuid::Uuid::from_u128(4),
+                request: onto.clone(),
+                now_ms: 5_000,
+                queue_timeout_ms: 60_000,
+            },
+        );
+        assert!(r.refusal().unwrap().1.contains("agent-own-paths"), "{r:?}");
+        // Deleting and editing are never an agent's.
+        for kind in ["delete", "update"] {
+            let r = submit(
+                &mut cat,
+                agent("h1"),
+                5,
+                kind,
+                Some(a.eid),
+                restore(Some(b1)),
+            );
+            assert_eq!(code(&r), Some(ErrorCode::PermissionDenied));
+        }
+        // Its own restore from its own backup is fine, and privileged (same host).
+        let r = submit(
+            &mut cat,
+            agent("h1"),
+            6,
+            "restore",
+            Some(a.eid),
+            restore(Some(b1)),
+        );
+        match r {
+            Response::Job { job } => {
+                assert_eq!(job.host, "h1");
+                assert!(job.options.privileged);
+                assert_eq!(job.requester, "agent:h1");
+            }
+            other => panic!("{other:?}"),
+        }
+        // While it runs, h1 may read that backup; never h2's.
+        assert!(backup_readable(&cat, "h1", &b1).unwrap());
+        assert!(!backup_readable(&cat, "h1", &b2).unwrap());
+    }
+
+    #[test]
+    fn an_operator_restores_onto_another_host_without_privileges_unless_asked() {
+        let (mut cat, a, _, b1, _) = two_hosts();
+        let onto = |n: u128, allow: bool| Command::SubmitJob {
+            id: uuid::Uuid::from_u128(n),
+            request: JobRequest {
+                kind: "restore".into(),
+                env: None,
+                host: Some("h2".into()),
+                options: JobOptions {
+                    backup: Some(b1),
+                    target_path: "/vz/private/new".into(),
+                    allow_privileged: allow,
+                    privileged: true,
+                    ..Default::default()
+                },
+            },
+            now_ms: 5_000,
+            queue_timeout_ms: 60_000,
+        };
+        // A viewer may not.
+        assert_eq!(
+            code(&cat.run_as(user(Role::Viewer), onto(1, false))),
+            Some(ErrorCode::PermissionDenied)
+        );
+        let job = match cat.run_as(user(Role::Operator), onto(2, false)) {
+            Response::Job { job } => job,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((job.env, job.host.as_str()), (a.eid, "h2"));
+        assert!(!job.options.privileged, "the request cannot set it");
+        // While that job is active, h2's agent may read exactly that backup.
+        assert!(backup_readable(&cat, "h2", &b1).unwrap());
+        cat.run(Command::CancelJob {
+            id: job.id,
+            now_ms: 6_000,
+        });
+        assert!(!backup_readable(&cat, "h2", &b1).unwrap());
+        match cat.run_as(user(Role::Operator), onto(3, true)) {
+            Response::Job { job } => assert!(job.options.privileged),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn delete_and_update_jobs_run_in_the_decision_and_respect_protection() {
+        let (mut cat, a, _, b1, _) = two_hosts();
+        let on = |backup| JobOptions {
+            backup: Some(backup),
+            ..Default::default()
+        };
+        // An operator may not delete; an admin may, unless the backup is protected.
+        assert_eq!(
+            code(&submit(
+                &mut cat,
+                user(Role::Operator),
+                1,
+                "delete",
+                None,
+                on(b1)
+            )),
+            Some(ErrorCode::PermissionDenied)
+        );
+        let mut protect = on(b1);
+        protect.edit = Some(cairn_core::job::BackupEdit {
+            protected: Some(true),
+            ..Default::default()
+        });
+        let r = submit(&mut cat, user(Role::Admin), 2, "update", None, protect);
+        assert_eq!(state(&r), JobState::Succeeded);
+        assert!(cat.backup(&b1).unwrap().unwrap().protected);
+        let r = submit(
+            &mut cat,
+            user(Role::Admin),
+            3,
+            "delete",
+            Some(a.eid),
+            on(b1),
+        );
+        assert_eq!(state(&r), JobState::Failed);
+        assert!(cat.backup(&b1).unwrap().is_some());
+        cat.run(Command::ProtectBackup {
+            id: b1,
+            protected: false,
+        });
+        let r = submit(&mut cat, user(Role::Admin), 4, "delete", None, on(b1));
+        assert_eq!(state(&r), JobState::Succeeded);
+        assert!(cat.backup(&b1).unwrap().is_none());
+        // Those jobs never hold the environment's slot.
+        assert_eq!(cat.active_job(a.eid).unwrap(), None);
     }
 
     #[test]
@@ -387,6 +1160,11 @@ mod tests {
         del.kind = JobKind::Delete;
         assert!(cat.run(Command::CreateJob { job: del }).refusal().is_none());
         assert_eq!(cat.active_job(e).unwrap(), Some(uuid::Uuid::from_u128(2)));
+        // Only the cluster stores jobs as they are.
+        assert_eq!(
+            code(&cat.run_as(user(Role::Admin), Command::CreateJob { job: job(5, other) })),
+            Some(ErrorCode::PermissionDenied)
+        );
     }
 
     #[test]
@@ -450,6 +1228,8 @@ mod tests {
             host: "h1".into(),
             hash: "00".into(),
             created_ms: 1,
+            name: String::new(),
+            role: None,
         };
         assert_eq!(
             cat.run(Command::PutToken {

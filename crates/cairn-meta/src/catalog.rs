@@ -12,12 +12,22 @@
 //!
 //! Refusals are values ([`Response::Refused`]) with no writes: openraft stops a node on any
 //! storage error, so an error here is reserved for a catalog that cannot be read.
+//!
+//! Every decision starts with authorization ([`crate::authz::admit`]): the proposal carries
+//! who asked, and the refusal of a principal is a value like any other.
+//!
+//! Retention is part of the decision that triggers it (a commit, a settings change): the
+//! backups it removes go in the same atomic write, so there is no window in which an
+//! environment holds more than its `keep_max`, and the rule about who may trigger which
+//! removal (see `cairn_core::retention`) is decided here with everything else.
 
+use cairn_core::auth::Principal;
 use cairn_core::job::{EnvRecord, HostRecord, Job, TokenRecord};
 use cairn_core::placement::{Epoch, PlacementNode};
+use cairn_core::retention::{Candidate, EnvConfig, Session};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 
-use crate::command::{Command, Response};
+use crate::command::{Command, Proposal, Response};
 
 /// The latest backup time the catalog accepts: 9999-12-31T23:59:59Z, the last second that
 /// `YYYYMMDDhhmmss` can show.
@@ -52,8 +62,19 @@ pub trait CatalogRead {
     /// Returns the environment's active (queued or running) agent job, if any.
     fn active_job(&self, env: EnvId) -> Result<Option<uuid::Uuid>, Self::Error>;
 
-    /// Returns an agent token's record.
+    /// Returns an agent or user token's record.
     fn token(&self, id: &str) -> Result<Option<TokenRecord>, Self::Error>;
+
+    /// Returns the backups of one environment (or of all), as of the decision: including
+    /// the changes of earlier entries of the same batch.
+    fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, Self::Error>;
+
+    /// Returns an environment's own settings ([`EnvId::GLOBAL`]: the cluster-wide ones);
+    /// defaults when none were set.
+    fn env_config(&self, env: EnvId) -> Result<EnvConfig, Self::Error>;
+
+    /// Returns an open backup session.
+    fn session(&self, id: &uuid::Uuid) -> Result<Option<Session>, Self::Error>;
 }
 
 /// One change to the catalog's data.
@@ -116,11 +137,17 @@ impl Decision {
     }
 }
 
-/// Decides what `cmd` changes in the catalog seen through `view`, and what it answers.
-pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decision, V::Error> {
-    match cmd {
-        Command::CommitBackup { record } => commit_backup(view, record),
+/// Decides what a proposal changes in the catalog seen through `view`, and what it answers:
+/// first whether its principal may make it, then what it does.
+pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decision, V::Error> {
+    if let Err((code, message)) = crate::authz::admit(view, &p.by, &p.cmd)? {
+        return Ok(Decision::refuse(code, message));
+    }
+    let by = &p.by;
+    match &p.cmd {
+        Command::CommitBackup { record, now_ms, .. } => commit_backup(view, by, record, *now_ms),
         Command::DeleteBackup { id } => delete_backup(view, id),
+        Command::ProtectBackup { id, protected } => protect_backup(view, id, *protected),
         Command::UpdateBackup {
             id,
             name,
@@ -132,6 +159,7 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decisi
             name.as_deref(),
             description.as_deref(),
             tags.as_deref(),
+            None,
         ),
         Command::SetPlacement {
             nodes,
@@ -151,15 +179,11 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decisi
             }
             set_placement(view, nodes, *rf)
         }
-        Command::SetEnvConfig { env, config } => {
-            if let Err(why) = config.validate() {
-                return Ok(Decision::refuse(ErrorCode::InvalidArgument, why));
-            }
-            Ok(Decision {
-                writes: vec![Write::PutEnvConfig(*env, config.clone())],
-                response: Response::Done,
-            })
-        }
+        Command::SetEnvConfig {
+            env,
+            config,
+            now_ms,
+        } => set_env_config(view, by, *env, config, *now_ms),
         Command::OpenSession { session } => Ok(Decision {
             writes: vec![Write::PutSession(session.clone())],
             response: Response::Done,
@@ -169,6 +193,8 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decisi
             response: Response::Done,
         }),
         Command::RegisterHost { .. }
+        | Command::MoveEnv { .. }
+        | Command::SubmitJob { .. }
         | Command::CreateJob { .. }
         | Command::ClaimJob { .. }
         | Command::ReportProgress { .. }
@@ -177,7 +203,7 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, cmd: &Command) -> Result<Decisi
         | Command::ExpireJob { .. }
         | Command::DeleteJobs { .. }
         | Command::PutToken { .. }
-        | Command::RevokeTokens { .. } => crate::agents::decide(view, cmd),
+        | Command::RevokeTokens { .. } => crate::agents::decide(view, by, &p.cmd),
         Command::SetClusterId { id } => Ok(match view.cluster_id()? {
             Some(_) => Decision {
                 writes: Vec::new(),
@@ -246,7 +272,9 @@ fn set_placement<V: CatalogRead + ?Sized>(
 
 fn commit_backup<V: CatalogRead + ?Sized>(
     view: &V,
+    by: &Principal,
     record: &BackupRecord,
+    now_ms: i64,
 ) -> Result<Decision, V::Error> {
     let env = record.id.env;
     let requested = record.id.time;
@@ -289,6 +317,8 @@ fn commit_backup<V: CatalogRead + ?Sized>(
     let id = BackupId::new(env, time);
     let mut stored = record.clone();
     stored.id = id;
+    // Protection is an admin's act on a committed backup, never part of a commit.
+    stored.protected = false;
     let mut writes = Vec::with_capacity(2);
     if !stored.name.is_empty() {
         writes.push(Write::PutName {
@@ -298,19 +328,201 @@ fn commit_backup<V: CatalogRead + ?Sized>(
         });
     }
     writes.push(Write::PutBackup(Box::new(stored)));
+    let mut existing = view.backups(Some(env))?;
+    existing.push(BackupRecord {
+        id,
+        ..record.clone()
+    });
+    let removed = retention_writes(view, by, env, &existing, now_ms, &mut writes)?;
     Ok(Decision {
         writes,
-        response: Response::Committed { id },
+        response: Response::Committed { id, removed },
     })
 }
 
-fn delete_backup<V: CatalogRead + ?Sized>(view: &V, id: &BackupId) -> Result<Decision, V::Error> {
+/// The settings in force for `env`: its own, then the cluster-wide ones.
+fn effective_config<V: CatalogRead + ?Sized>(view: &V, env: EnvId) -> Result<EnvConfig, V::Error> {
+    Ok(view
+        .env_config(env)?
+        .merged(&view.env_config(EnvId::GLOBAL)?))
+}
+
+/// Adds the removals retention makes among `backups` (all of `env`'s, as they will be) to
+/// `writes`, and returns their ids. Triggered by a principal that may not delete, it spares
+/// backups younger than the grace (see `cairn_core::retention`).
+fn retention_writes<V: CatalogRead + ?Sized>(
+    view: &V,
+    by: &Principal,
+    env: EnvId,
+    backups: &[BackupRecord],
+    now_ms: i64,
+    writes: &mut Vec<Write>,
+) -> Result<Vec<BackupId>, V::Error> {
+    let config = effective_config(view, env)?;
+    if config.keep_max.is_none() {
+        return Ok(Vec::new());
+    }
+    let candidates: Vec<Candidate> = backups
+        .iter()
+        .map(|b| Candidate {
+            id: b.id,
+            protected: b.protected,
+        })
+        .collect();
+    let young_from = if crate::authz::may_delete(by) {
+        None
+    } else {
+        Some(now_ms.div_euclid(1000) - config.grace_secs())
+    };
+    let removed = cairn_core::retention::excess(&candidates, &config, young_from);
+    for id in &removed {
+        if let Some(b) = backups.iter().find(|b| b.id == *id) {
+            if !b.name.is_empty() {
+                writes.push(Write::DeleteName {
+                    env,
+                    name: b.name.clone(),
+                });
+            }
+        }
+        writes.push(Write::DeleteBackup(*id));
+    }
+    Ok(removed)
+}
+
+/// Stores an environment's settings (or the cluster-wide ones) and applies the retention
+/// they now ask for, to that environment (or to every environment).
+fn set_env_config<V: CatalogRead + ?Sized>(
+    view: &V,
+    by: &Principal,
+    env: EnvId,
+    config: &EnvConfig,
+    now_ms: i64,
+) -> Result<Decision, V::Error> {
+    if let Err(why) = config.validate() {
+        return Ok(Decision::refuse(ErrorCode::InvalidArgument, why));
+    }
+    // The retention below reads the settings through the view: decide it over a view
+    // that already holds the new ones.
+    let next = WithConfig {
+        inner: view,
+        env,
+        config,
+    };
+    let mut writes = vec![Write::PutEnvConfig(env, config.clone())];
+    let envs: Vec<EnvId> = if env == EnvId::GLOBAL {
+        let mut all: Vec<EnvId> = view.backups(None)?.iter().map(|b| b.id.env).collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    } else {
+        vec![env]
+    };
+    let mut removed = Vec::new();
+    for e in envs {
+        let backups = view.backups(Some(e))?;
+        removed.extend(retention_writes(
+            &next,
+            by,
+            e,
+            &backups,
+            now_ms,
+            &mut writes,
+        )?);
+    }
+    Ok(Decision {
+        writes,
+        response: Response::Configured { removed },
+    })
+}
+
+/// A view in which one environment's settings are already replaced.
+struct WithConfig<'a, V: ?Sized> {
+    inner: &'a V,
+    env: EnvId,
+    config: &'a EnvConfig,
+}
+
+impl<V: CatalogRead + ?Sized> CatalogRead for WithConfig<'_, V> {
+    type Error = V::Error;
+    fn backup(&self, id: &BackupId) -> Result<Option<BackupRecord>, V::Error> {
+        self.inner.backup(id)
+    }
+    fn name_owner(&self, env: EnvId, name: &str) -> Result<Option<i64>, V::Error> {
+        self.inner.name_owner(env, name)
+    }
+    fn placement(&self) -> Result<Option<Epoch>, V::Error> {
+        self.inner.placement()
+    }
+    fn cluster_id(&self) -> Result<Option<uuid::Uuid>, V::Error> {
+        self.inner.cluster_id()
+    }
+    fn host(&self, id: &str) -> Result<Option<HostRecord>, V::Error> {
+        self.inner.host(id)
+    }
+    fn env(&self, eid: EnvId) -> Result<Option<EnvRecord>, V::Error> {
+        self.inner.env(eid)
+    }
+    fn job(&self, id: &uuid::Uuid) -> Result<Option<Job>, V::Error> {
+        self.inner.job(id)
+    }
+    fn active_job(&self, env: EnvId) -> Result<Option<uuid::Uuid>, V::Error> {
+        self.inner.active_job(env)
+    }
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, V::Error> {
+        self.inner.token(id)
+    }
+    fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, V::Error> {
+        self.inner.backups(env)
+    }
+    fn env_config(&self, env: EnvId) -> Result<EnvConfig, V::Error> {
+        if env == self.env {
+            Ok(self.config.clone())
+        } else {
+            self.inner.env_config(env)
+        }
+    }
+    fn session(&self, id: &uuid::Uuid) -> Result<Option<Session>, V::Error> {
+        self.inner.session(id)
+    }
+}
+
+/// Protects a backup or lifts the protection.
+fn protect_backup<V: CatalogRead + ?Sized>(
+    view: &V,
+    id: &BackupId,
+    protected: bool,
+) -> Result<Decision, V::Error> {
+    let Some(mut record) = view.backup(id)? else {
+        return Ok(Decision::refuse(
+            ErrorCode::NotFound,
+            format!("backup {id} does not exist"),
+        ));
+    };
+    record.protected = protected;
+    Ok(Decision {
+        writes: vec![Write::PutBackup(Box::new(record.clone()))],
+        response: Response::Backup {
+            record: Box::new(record),
+        },
+    })
+}
+
+pub(crate) fn delete_backup<V: CatalogRead + ?Sized>(
+    view: &V,
+    id: &BackupId,
+) -> Result<Decision, V::Error> {
     let Some(existing) = view.backup(id)? else {
         return Ok(Decision::refuse(
             ErrorCode::NotFound,
             format!("backup {id} does not exist"),
         ));
     };
+    if existing.protected {
+        return Ok(Decision::refuse(
+            ErrorCode::Protected,
+            format!("backup {id} is protected; an admin unprotects it before it can be removed"),
+        ));
+    }
     let mut writes = Vec::with_capacity(2);
     if !existing.name.is_empty() {
         writes.push(Write::DeleteName {
@@ -325,12 +537,13 @@ fn delete_backup<V: CatalogRead + ?Sized>(view: &V, id: &BackupId) -> Result<Dec
     })
 }
 
-fn update_backup<V: CatalogRead + ?Sized>(
+pub(crate) fn update_backup<V: CatalogRead + ?Sized>(
     view: &V,
     id: &BackupId,
     name: Option<&str>,
     description: Option<&str>,
     tags: Option<&[String]>,
+    protected: Option<bool>,
 ) -> Result<Decision, V::Error> {
     let Some(mut record) = view.backup(id)? else {
         return Ok(Decision::refuse(
@@ -377,6 +590,9 @@ fn update_backup<V: CatalogRead + ?Sized>(
     if let Some(tags) = tags {
         record.tags = tags.to_vec();
     }
+    if let Some(p) = protected {
+        record.protected = p;
+    }
     writes.push(Write::PutBackup(Box::new(record)));
     Ok(Decision {
         writes,
@@ -405,6 +621,8 @@ pub(crate) mod tests {
         jobs: BTreeMap<uuid::Uuid, Job>,
         active: BTreeMap<EnvId, uuid::Uuid>,
         tokens: BTreeMap<String, TokenRecord>,
+        configs: BTreeMap<EnvId, EnvConfig>,
+        sessions: BTreeMap<uuid::Uuid, Session>,
     }
 
     impl CatalogRead for MemCatalog {
@@ -436,6 +654,20 @@ pub(crate) mod tests {
         fn token(&self, id: &str) -> Result<Option<TokenRecord>, Infallible> {
             Ok(self.tokens.get(id).cloned())
         }
+        fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, Infallible> {
+            Ok(self
+                .backups
+                .values()
+                .filter(|b| env.is_none_or(|e| b.id.env == e))
+                .cloned()
+                .collect())
+        }
+        fn env_config(&self, env: EnvId) -> Result<EnvConfig, Infallible> {
+            Ok(self.configs.get(&env).cloned().unwrap_or_default())
+        }
+        fn session(&self, id: &uuid::Uuid) -> Result<Option<Session>, Infallible> {
+            Ok(self.sessions.get(id).cloned())
+        }
     }
 
     impl MemCatalog {
@@ -456,7 +688,15 @@ pub(crate) mod tests {
                     }
                     Write::PutPlacement(e) => self.placement = Some(e.clone()),
                     Write::PutClusterId(id) => self.cluster_id = Some(*id),
-                    Write::PutEnvConfig(..) | Write::PutSession(_) | Write::DeleteSession(_) => {}
+                    Write::PutEnvConfig(env, c) => {
+                        self.configs.insert(*env, c.clone());
+                    }
+                    Write::PutSession(session) => {
+                        self.sessions.insert(session.id, session.clone());
+                    }
+                    Write::DeleteSession(id) => {
+                        self.sessions.remove(id);
+                    }
                     Write::PutHost(h) => {
                         self.hosts.insert(h.id.clone(), h.clone());
                     }
@@ -488,8 +728,18 @@ pub(crate) mod tests {
             }
         }
 
+        /// Decides and applies `cmd` as proposed by the cluster itself.
         pub(crate) fn run(&mut self, cmd: Command) -> Response {
-            let d = match decide(self, &cmd) {
+            self.run_proposal(Proposal::system(cmd))
+        }
+
+        /// Decides and applies `cmd` as proposed for `by`.
+        pub(crate) fn run_as(&mut self, by: Principal, cmd: Command) -> Response {
+            self.run_proposal(Proposal::new(by, cmd))
+        }
+
+        pub(crate) fn run_proposal(&mut self, p: Proposal) -> Response {
+            let d = match decide(self, &p) {
                 Ok(d) => d,
                 Err(never) => match never {},
             };
@@ -535,18 +785,21 @@ pub(crate) mod tests {
             env_info: Default::default(),
             includes: Vec::new(),
             excludes: Vec::new(),
+            protected: false,
         }
     }
 
     fn commit(cat: &mut MemCatalog, env: EnvId, time: i64, name: &str) -> Response {
         cat.run(Command::CommitBackup {
             record: record(env, time, name),
+            job: None,
+            now_ms: 0,
         })
     }
 
     fn committed_id(r: Response) -> BackupId {
         match r {
-            Response::Committed { id } => id,
+            Response::Committed { id, .. } => id,
             other => panic!("expected Committed, got {other:?}"),
         }
     }
@@ -689,6 +942,8 @@ pub(crate) mod tests {
             .map(|i| match i % 4 {
                 0 | 1 => Command::CommitBackup {
                     record: record(env, T + (i % 3), if i % 5 == 0 { "n" } else { "" }),
+                    job: None,
+                    now_ms: 0,
                 },
                 2 => Command::UpdateBackup {
                     id: BackupId::new(env, T + 1),
@@ -776,6 +1031,97 @@ pub(crate) mod tests {
         });
         assert_eq!(stale.refusal().map(|r| r.0), Some(ErrorCode::Conflict));
         assert_eq!(cat.placement, before);
+    }
+
+    fn keep(cat: &mut MemCatalog, env: EnvId, keep_max: u32, grace_days: Option<u32>) {
+        let r = cat.run_as(
+            Principal::User {
+                name: "root".into(),
+                role: cairn_core::auth::Role::Admin,
+            },
+            Command::SetEnvConfig {
+                env,
+                config: EnvConfig {
+                    keep_max: Some(keep_max),
+                    retention_grace_days: grace_days,
+                    ..Default::default()
+                },
+                now_ms: 0,
+            },
+        );
+        assert!(r.refusal().is_none(), "{r:?}");
+    }
+
+    fn commit_as(cat: &mut MemCatalog, by: Principal, env: EnvId, time: i64) -> Response {
+        cat.run_as(
+            by,
+            Command::CommitBackup {
+                record: record(env, time, ""),
+                job: None,
+                now_ms: time * 1000,
+            },
+        )
+    }
+
+    #[test]
+    fn retention_goes_with_the_commit_and_spares_protected_backups() {
+        let env = EnvId::derive("hn1/101");
+        let mut cat = MemCatalog::default();
+        let old: Vec<BackupId> = (0..3)
+            .map(|i| committed_id(commit(&mut cat, env, T + i, "")))
+            .collect();
+        cat.run(Command::ProtectBackup {
+            id: old[0],
+            protected: true,
+        });
+        keep(&mut cat, env, 2, Some(0));
+        // Setting keep_max applies at once: of the unprotected T+1, T+2 both stay (2).
+        assert_eq!(cat.backups(Some(env)).unwrap().len(), 3);
+        let r = commit_as(&mut cat, Principal::Cluster, env, T + 10);
+        match r {
+            Response::Committed { removed, .. } => assert_eq!(removed, vec![old[1]]),
+            other => panic!("{other:?}"),
+        }
+        assert!(cat.backup(&old[0]).unwrap().is_some(), "protected stays");
+        assert!(cat.backup(&old[1]).unwrap().is_none());
+        // Deleting a protected backup is refused with its own code.
+        let refused = cat.run(Command::DeleteBackup { id: old[0] });
+        assert_eq!(code(&refused), Some(ErrorCode::Protected));
+    }
+
+    #[test]
+    fn an_agent_triggered_retention_spares_the_grace() {
+        let env = EnvId::derive("hn1/101");
+        let day = 86_400;
+        let mut cat = MemCatalog::default();
+        // Backups 30, 20 and 10 days old, then an agent's commits of junk today.
+        for age in [30, 20, 10] {
+            committed_id(commit(&mut cat, env, T - age * day, ""));
+        }
+        keep(&mut cat, env, 3, None);
+        let operator = Principal::User {
+            name: "op".into(),
+            role: cairn_core::auth::Role::Operator,
+        };
+        for i in 0..5 {
+            commit_as(&mut cat, operator.clone(), env, T + i);
+        }
+        // Nothing younger than 7 days went; the older ones went as keep_max asks.
+        let left: Vec<i64> = cat
+            .backups(Some(env))
+            .unwrap()
+            .iter()
+            .map(|b| b.id.time)
+            .collect();
+        assert_eq!(left, (0..5).map(|i| T + i).collect::<Vec<_>>());
+        // Junk can never push out what is inside the grace, however much comes.
+        let mut cat = MemCatalog::default();
+        committed_id(commit(&mut cat, env, T - day, ""));
+        keep(&mut cat, env, 1, None);
+        for i in 0..20 {
+            commit_as(&mut cat, operator.clone(), env, T + i);
+        }
+        assert!(cat.backup(&BackupId::new(env, T - day)).unwrap().is_some());
     }
 
     #[test]

@@ -6,13 +6,77 @@
 //! it, which openraft treats as a storage error.
 //!
 //! The catalog holds backups, the placement epoch, hosts and their environments, jobs,
-//! agent tokens and per-environment configuration. Commands that depend on time carry it
-//! (`now_ms`, the proposing leader's clock) so every member decides alike. Every refusal, whatever the command, is
-//! [`Response::Refused`] with a stable [`ErrorCode`].
+//! agent and user tokens and per-environment configuration. Commands that depend on time
+//! carry it (`now_ms`, the proposing leader's clock) so every member decides alike. Every
+//! refusal, whatever the command, is [`Response::Refused`] with a stable [`ErrorCode`].
+//!
+//! # Who asked travels with the command
+//! A log entry is a [`Proposal`]: the command and the [`Principal`] it is proposed for (the
+//! caller a node authenticated, or the one a forwarding node vouched for; the cluster itself
+//! for the leader's own work). The catalog's decision authorizes it
+//! (`crate::authz`), so the leader, every follower and a replay reach the same answer.
+//! Entries written before principals travelled hold a bare command; they were authorized by
+//! the service that proposed them and decode as proposed by the cluster.
 
-use cairn_core::job::{EnvRecord, HostRecord, Job, JobProgress, JobResult, JobState, TokenRecord};
-use cairn_core::{BackupId, BackupRecord, ErrorCode};
-use serde::{Deserialize, Serialize};
+use cairn_core::auth::Principal;
+use cairn_core::job::{
+    EnvRecord, HostRecord, Job, JobOptions, JobProgress, JobResult, JobState, TokenRecord,
+};
+use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// One entry of the log: a command and who it is proposed for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Proposal {
+    pub by: Principal,
+    pub cmd: Command,
+}
+
+impl Proposal {
+    /// `cmd` proposed for `by`.
+    pub fn new(by: Principal, cmd: Command) -> Proposal {
+        Proposal { by, cmd }
+    }
+
+    /// `cmd` proposed by the cluster itself (sweeper, health watcher, bootstrap).
+    pub fn system(cmd: Command) -> Proposal {
+        Proposal {
+            by: Principal::Cluster,
+            cmd,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Proposal {
+    /// Reads `{"by":…,"cmd":…}`, or a bare command of a log written before principals
+    /// travelled (see the module note).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Proposal, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Current { by: Principal, cmd: Command },
+            Legacy(Command),
+        }
+        Ok(match Wire::deserialize(d)? {
+            Wire::Current { by, cmd } => Proposal { by, cmd },
+            Wire::Legacy(cmd) => Proposal::system(cmd),
+        })
+    }
+}
+
+/// A request for a job, as the caller made it; the catalog resolves and authorizes it
+/// (which environment, host and backup) when it decides [`Command::SubmitJob`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobRequest {
+    /// `backup`, `restore`, `selective_restore`, `delete` or `update`.
+    pub kind: String,
+    /// The environment; `None`: the backup's.
+    pub env: Option<EnvId>,
+    /// Restore: run on this host instead of the environment's.
+    pub host: Option<String>,
+    pub options: JobOptions,
+}
 
 /// A change to the catalog, replicated through raft and applied by every member in log order.
 // Commands live briefly between a request and the log (where they are JSON); their size in
@@ -24,7 +88,15 @@ pub enum Command {
     /// environment already has a backup at that second, the record is stored at the first
     /// free later second. Refused with [`ErrorCode::Conflict`] when the record carries a name
     /// that another backup of the same environment already has.
-    CommitBackup { record: BackupRecord },
+    CommitBackup {
+        record: BackupRecord,
+        /// The backup job an agent commits for (agents commit only inside one).
+        #[serde(default)]
+        job: Option<uuid::Uuid>,
+        /// The proposer's clock: retention's grace counts from it.
+        #[serde(default)]
+        now_ms: i64,
+    },
     /// Removes a backup from the catalog (its chunks are reclaimed later by GC).
     DeleteBackup { id: BackupId },
     /// Changes the user-editable fields of a backup; `None` leaves a field as it is and an
@@ -49,10 +121,30 @@ pub enum Command {
         #[serde(default)]
         expect_epoch: Option<u64>,
     },
-    /// Replaces an environment's backup settings.
+    /// Replaces an environment's backup settings (then applies its retention).
     SetEnvConfig {
         env: cairn_core::EnvId,
         config: cairn_core::retention::EnvConfig,
+        #[serde(default)]
+        now_ms: i64,
+    },
+    /// Protects a backup from every removal, or lifts the protection.
+    ProtectBackup { id: BackupId, protected: bool },
+    /// Assigns an environment to a host (an operator's decision: an agent never takes over
+    /// an environment another host runs or took backups of).
+    MoveEnv {
+        eid: EnvId,
+        host: String,
+        now_ms: i64,
+    },
+    /// Queues a job: the catalog resolves the request (environment, host, backup), decides
+    /// whether the proposer may run it, and stores it as `id`. Delete and update jobs are
+    /// carried out in the same decision and stored finished.
+    SubmitJob {
+        id: uuid::Uuid,
+        request: JobRequest,
+        now_ms: i64,
+        queue_timeout_ms: i64,
     },
     /// Registers a backup in progress (garbage collection waits for it).
     OpenSession {
@@ -64,16 +156,19 @@ pub enum Command {
     /// the first id.
     SetClusterId { id: uuid::Uuid },
     /// Registers or refreshes a host and replaces the list of environments it runs. An
-    /// environment another host runs is not taken over (it is answered as a conflict)
-    /// unless that host has not registered for `takeover_after_ms`.
+    /// environment another host runs or took backups of is never taken over (it is
+    /// answered as a conflict; `MoveEnv` is the operator's way).
     RegisterHost {
         host: HostRecord,
         envs: Vec<EnvRecord>,
         now_ms: i64,
+        /// Unused since environments are never taken over; kept so old entries decode.
+        #[serde(default)]
         takeover_after_ms: i64,
     },
-    /// Queues a job. Refused with `Conflict` while the environment has another active
-    /// (queued or running) agent job.
+    /// Stores a job as it is (written by nodes before jobs were admitted by the catalog;
+    /// only the cluster may propose it). Refused with `Conflict` while the environment has
+    /// another active (queued or running) agent job.
     CreateJob { job: Box<Job> },
     /// The agent of `host` takes a queued job and holds it until `lease_until_ms`.
     ClaimJob {
@@ -105,9 +200,9 @@ pub enum Command {
     ExpireJob { id: uuid::Uuid, now_ms: i64 },
     /// Forgets finished jobs (the sweeper prunes old ones).
     DeleteJobs { ids: Vec<uuid::Uuid> },
-    /// Stores an agent token's record (its hash, never the token).
+    /// Stores an agent or user token's record (its hash, never the token).
     PutToken { record: TokenRecord },
-    /// Revokes agent tokens by id.
+    /// Revokes agent or user tokens by id.
     RevokeTokens { ids: Vec<String> },
 }
 
@@ -120,6 +215,9 @@ impl Command {
             Command::UpdateBackup { .. } => "update_backup",
             Command::SetPlacement { .. } => "set_placement",
             Command::SetEnvConfig { .. } => "set_env_config",
+            Command::ProtectBackup { .. } => "protect_backup",
+            Command::MoveEnv { .. } => "move_env",
+            Command::SubmitJob { .. } => "submit_job",
             Command::OpenSession { .. } => "open_session",
             Command::CloseSession { .. } => "close_session",
             Command::SetClusterId { .. } => "set_cluster_id",
@@ -142,8 +240,13 @@ impl Command {
 pub enum Response {
     /// The entry carried no command (a leader's blank entry or a membership change).
     Empty,
-    /// The backup is committed under `id`, which may be later than the requested second.
-    Committed { id: BackupId },
+    /// The backup is committed under `id`, which may be later than the requested second;
+    /// `removed` are the backups its environment's retention removed in the same write.
+    Committed {
+        id: BackupId,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<BackupId>,
+    },
     /// The backup is gone from the catalog.
     Deleted,
     /// The backup's fields are changed.
@@ -152,6 +255,13 @@ pub enum Response {
     Placement { epoch: u64 },
     /// The command took effect and has nothing to report.
     Done,
+    /// The backup after the command.
+    Backup { record: Box<BackupRecord> },
+    /// Settings stored; retention removed these backups.
+    Configured {
+        #[serde(default)]
+        removed: Vec<BackupId>,
+    },
     /// A host is registered; these environments run on another host and were left there.
     Registered { conflicts: Vec<cairn_core::EnvId> },
     /// The job after the command.
@@ -238,5 +348,35 @@ mod tests {
             }
         );
         assert_eq!(cmd.kind(), "update_backup");
+    }
+
+    #[test]
+    fn proposals_carry_who_asked_and_old_entries_read_as_the_cluster() {
+        let id = BackupId::new(EnvId::derive("h/ct"), 1_700_000_000);
+        let p = Proposal::new(
+            Principal::Agent { host: "hn1".into() },
+            Command::DeleteBackup { id },
+        );
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(
+            json.starts_with(r#"{"by":{"Agent":{"host":"hn1"}},"cmd":"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Proposal>(&json).unwrap(), p);
+        // A bare command, as logs before principals travelled hold it.
+        let legacy = serde_json::to_string(&Command::DeleteBackup { id }).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Proposal>(&legacy).unwrap(),
+            Proposal::system(Command::DeleteBackup { id })
+        );
+        // An old commit (no job, no clock) still decodes.
+        let old = format!(
+            r#"{{"by":"Cluster","cmd":{{"DeleteBackup":{{"id":{}}}}}}}"#,
+            serde_json::to_string(&id).unwrap()
+        );
+        assert_eq!(
+            serde_json::from_str::<Proposal>(&old).unwrap().by,
+            Principal::Cluster
+        );
     }
 }

@@ -7,6 +7,8 @@
 //!   ([`Response`]). Application-level refusals are answers, never errors.
 //! - [`catalog`]: the pure, deterministic decisions: what a command changes and what it answers,
 //!   given a read-only view of the catalog. No IO, no sled, no raft.
+//! - [`authz`]: who may do what, decided from the catalog: every command's principal is
+//!   checked inside `catalog::decide`, and reads are checked by the same code.
 //! - [`store`]: the raft log, the vote and the state machine in one sled database, with the
 //!   durability rules written at its top.
 //! - [`network`]: [`NoPeers`], the network of a single-voter group. The real transport lives in
@@ -16,13 +18,14 @@
 use std::io::Cursor;
 
 pub mod agents;
+pub mod authz;
 pub mod catalog;
 pub mod command;
 pub mod network;
 pub mod node;
 pub mod store;
 
-pub use command::{Command, Response};
+pub use command::{Command, JobRequest, Proposal, Response};
 pub use network::NoPeers;
 pub use node::{MetaConfig, MetaError, MetaNode};
 pub use openraft::BasicNode;
@@ -34,7 +37,7 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// The openraft type configuration of the metadata group.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = Response,
         NodeId = u64,
         Node = openraft::BasicNode,

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_core::auth::Principal;
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::metrics::WaitError;
 use openraft::{BasicNode, Raft, RaftNetworkFactory, SnapshotPolicy};
 
-use crate::command::{Command, Response};
+use crate::command::{Command, Proposal, Response};
 use crate::store::{self, StateMachineStore};
 use crate::{MetaMetrics, MetaRaft, TypeConfig};
 
@@ -261,9 +262,11 @@ impl MetaNode {
     /// Gives up after [`WRITE_TIMEOUT`] (a leader cut off from its quorum would wait
     /// forever). The command may still be committed later if the quorum comes back before
     /// the leader changes: callers retry only commands for which that is harmless.
-    pub async fn write(&self, cmd: Command) -> Result<Response, MetaError> {
+    pub async fn write(&self, by: &Principal, cmd: Command) -> Result<Response, MetaError> {
         let kind = cmd.kind();
-        let res = match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
+        let proposal = Proposal::new(by.clone(), cmd);
+        let res = match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(proposal)).await
+        {
             Ok(r) => r,
             Err(_) => {
                 return Err(MetaError::Unavailable(format!(
@@ -384,6 +387,32 @@ impl MetaNode {
             leader_id,
             leader_addr,
         }
+    }
+
+    /// Proposes `cmd` as the cluster itself (the leader's sweeper, health watcher,
+    /// bootstrap): see [`MetaNode::write`].
+    pub async fn write_system(&self, cmd: Command) -> Result<Response, MetaError> {
+        self.write(&Principal::Cluster, cmd).await
+    }
+
+    /// Decides, from this node's catalog, whether `who` may make a request of `access`
+    /// naming `subject` (the same rules the catalog's decisions apply; see
+    /// [`crate::authz`]). `Err` only when the catalog cannot be read.
+    pub fn authorize(
+        &self,
+        who: &Principal,
+        access: cairn_core::auth::Access,
+        subject: &crate::authz::Subject,
+    ) -> Result<Result<(), crate::authz::Refusal>, MetaError> {
+        crate::authz::authorize(&self.sm, who, access, subject)
+    }
+
+    /// Returns an open backup session, from this node's catalog.
+    pub fn session(
+        &self,
+        id: &uuid::Uuid,
+    ) -> Result<Option<cairn_core::retention::Session>, MetaError> {
+        self.sm.session(id)
     }
 
     /// Returns the backup with this id from this node's catalog.

@@ -20,12 +20,18 @@ fn config(dir: &TempDir) -> MetaConfig {
 }
 
 async fn commit(node: &MetaNode, r: cairn_core::BackupRecord) -> anyhow::Result<Response> {
-    Ok(node.write(Command::CommitBackup { record: r }).await?)
+    Ok(node
+        .write_system(Command::CommitBackup {
+            record: r,
+            job: None,
+            now_ms: 0,
+        })
+        .await?)
 }
 
 fn committed(r: Response) -> BackupId {
     match r {
-        Response::Committed { id } => id,
+        Response::Committed { id, .. } => id,
         other => panic!("expected Committed, got {other:?}"),
     }
 }
@@ -80,7 +86,7 @@ async fn single_voter_serves_the_catalog_across_a_restart() -> anyhow::Result<()
 
     // Update: rename, describe, tag; a taken name is refused.
     let upd = node
-        .write(Command::UpdateBackup {
+        .write_system(Command::UpdateBackup {
             id: inc1,
             name: Some("nightly".into()),
             description: None,
@@ -89,7 +95,7 @@ async fn single_voter_serves_the_catalog_across_a_restart() -> anyhow::Result<()
         .await?;
     assert_eq!(upd.refusal().map(|(c, _)| c), Some(ErrorCode::Conflict));
     let upd = node
-        .write(Command::UpdateBackup {
+        .write_system(Command::UpdateBackup {
             id: inc1,
             name: Some("before-upgrade".into()),
             description: Some("kept for the upgrade".into()),
@@ -100,10 +106,13 @@ async fn single_voter_serves_the_catalog_across_a_restart() -> anyhow::Result<()
 
     // Delete, then deleting again is NotFound.
     assert_eq!(
-        node.write(Command::DeleteBackup { id: inc2 }).await?,
+        node.write_system(Command::DeleteBackup { id: inc2 })
+            .await?,
         Response::Deleted
     );
-    let again = node.write(Command::DeleteBackup { id: inc2 }).await?;
+    let again = node
+        .write_system(Command::DeleteBackup { id: inc2 })
+        .await?;
     assert_eq!(again.refusal().map(|(c, _)| c), Some(ErrorCode::NotFound));
 
     let metrics = node.metrics();
@@ -154,8 +163,10 @@ async fn an_uninitialised_node_has_no_leader_and_refuses_writes() -> anyhow::Res
     assert!(matches!(err, MetaError::Unavailable(_)), "{err}");
     let env = EnvId::derive("hn1/101");
     let err = node
-        .write(Command::CommitBackup {
+        .write_system(Command::CommitBackup {
             record: record(env, T, "", BackupType::Full),
+            job: None,
+            now_ms: 0,
         })
         .await
         .unwrap_err();
@@ -230,6 +241,58 @@ async fn snapshots_are_taken_and_logs_purged_under_load() -> anyhow::Result<()> 
     );
     committed(commit(&node, record(env, T, "", BackupType::Full)).await?);
     assert_eq!(node.list_backups(Some(env))?.len(), 51);
+    node.shutdown().await?;
+    Ok(())
+}
+
+/// Retention runs inside the commit's decision, over the sled store: it lists the
+/// environment's backups (a scan, outside sled's transaction; inside one it would deadlock)
+/// and removes the oldest in the same write, protected ones excepted. A batch of entries
+/// sees its own earlier commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_in_the_commit_on_sled() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let env = EnvId::derive("hn1/101");
+    let node = MetaNode::open(config(&dir), NoPeers).await?;
+    let members = BTreeMap::from([(1u64, BasicNode::new("127.0.0.1:7700"))]);
+    node.initialize_if_new(members).await?;
+    node.wait_for_leader(LEADER_WAIT).await?;
+    let first = committed(commit(&node, record(env, T, "", BackupType::Full)).await?);
+    node.write_system(Command::ProtectBackup {
+        id: first,
+        protected: true,
+    })
+    .await?;
+    let set = node
+        .write_system(Command::SetEnvConfig {
+            env,
+            config: cairn_core::retention::EnvConfig {
+                keep_max: Some(2),
+                ..Default::default()
+            },
+            now_ms: 0,
+        })
+        .await?;
+    assert_eq!(set, Response::Configured { removed: vec![] });
+    // Many commits at once: each decides over the earlier ones of its batch.
+    let commits: Vec<_> = (1..=5)
+        .map(|i| commit(&node, record(env, T + i, "", BackupType::Full)))
+        .collect();
+    for c in futures::future::join_all(commits).await {
+        committed(c?);
+    }
+    let left: Vec<i64> = node
+        .list_backups(Some(env))?
+        .iter()
+        .map(|b| b.id.time)
+        .collect();
+    assert_eq!(
+        left,
+        vec![T, T + 4, T + 5],
+        "the protected one and the newest two"
+    );
+    // And the node still answers reads while it applies (no lock held across them).
+    assert!(node.get_backup(&first)?.is_some_and(|b| b.protected));
     node.shutdown().await?;
     Ok(())
 }

@@ -22,7 +22,7 @@ fn log_id(index: u64) -> LogId<u64> {
 fn normal(index: u64, cmd: Command) -> LogEntry {
     LogEntry {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(cmd),
+        payload: EntryPayload::Normal(cairn_meta::Proposal::system(cmd)),
     }
 }
 
@@ -47,24 +47,32 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
             2,
             Command::CommitBackup {
                 record: record(env_a, T, "first", BackupType::Full),
+                job: None,
+                now_ms: 0,
             },
         ),
         normal(
             3,
             Command::CommitBackup {
                 record: record(env_a, T, "", BackupType::Incremental),
+                job: None,
+                now_ms: 0,
             },
         ),
         normal(
             4,
             Command::CommitBackup {
                 record: record(env_b, T, "first", BackupType::Full),
+                job: None,
+                now_ms: 0,
             },
         ),
         normal(
             5,
             Command::CommitBackup {
                 record: record(env_a, T + 60, "first", BackupType::Full),
+                job: None,
+                now_ms: 0,
             },
         ),
     ];
@@ -73,7 +81,8 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
     assert_eq!(
         responses[2],
         Response::Committed {
-            id: BackupId::new(env_a, T + 1)
+            id: BackupId::new(env_a, T + 1),
+            removed: vec![],
         }
     );
     assert_eq!(
@@ -103,6 +112,8 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
             1,
             Command::CommitBackup {
                 record: record(env_b, T + 5, "stale", BackupType::Full),
+                job: None,
+                now_ms: 0,
             },
         )])
         .await?;
@@ -134,12 +145,16 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
                 6,
                 Command::CommitBackup {
                     record: record(env_a, T + 99, "first", BackupType::Full),
+                    job: None,
+                    now_ms: 0,
                 },
             ),
             normal(
                 7,
                 Command::CommitBackup {
                     record: record(env_b, T + 99, "stale", BackupType::Full),
+                    job: None,
+                    now_ms: 0,
                 },
             ),
         ])
@@ -148,7 +163,8 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
     assert_eq!(
         r[1],
         Response::Committed {
-            id: BackupId::new(env_b, T + 99)
+            id: BackupId::new(env_b, T + 99),
+            removed: vec![],
         }
     );
 
@@ -182,6 +198,8 @@ async fn a_corrupt_snapshot_is_refused_and_the_state_kept() -> anyhow::Result<()
             1,
             Command::CommitBackup {
                 record: record(env, T, "a", BackupType::Full),
+                job: None,
+                now_ms: 0,
             },
         )])
         .await?;
@@ -194,6 +212,8 @@ async fn a_corrupt_snapshot_is_refused_and_the_state_kept() -> anyhow::Result<()
             1,
             Command::CommitBackup {
                 record: record(env, T + 7, "keep", BackupType::Full),
+                job: None,
+                now_ms: 0,
             },
         )])
         .await?;

@@ -1,9 +1,10 @@
 //! The `Agents` service: hosts and their environments, jobs, and agent tokens.
 //!
 //! # How a job travels
-//! 1. `CreateJob` (any node; forwarded to the leader) resolves the environment's host, checks
-//!    the options and commits the job as queued through raft. Delete jobs need no agent: the
-//!    leader runs them at once.
+//! 1. `CreateJob` (any node; forwarded to the leader with who asked) proposes the request
+//!    through raft; the catalog resolves the environment's host and backup, decides whether
+//!    the caller may run it, and stores it queued (`cairn_meta::agents`). Delete and update
+//!    jobs need no agent: the catalog carries them out in the same decision.
 //! 2. Every node serves `AgentJobs` streams from its own catalog: an agent connected to any
 //!    node sees its host's queued jobs within a poll interval of their commit.
 //! 3. The agent claims the job (`ClaimJob`, a raft write: exactly one claim wins) with a
@@ -14,24 +15,25 @@
 //!    and prunes finished jobs after a week.
 //!
 //! Watchers (`WatchJob`) read the catalog of the node they are connected to, so watching
-//! costs the leader nothing. Agents may only act for their own host (see [`crate::auth`]).
+//! costs the leader nothing. What a caller may see and do is the catalog's decision
+//! (`cairn_meta::authz`): an agent acts for its own host only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_core::job::{
-    EnvRecord, HostRecord, Job, JobKind, JobOptions, JobResult, JobState, TokenRecord,
-};
-use cairn_core::{BackupId, EnvId, ErrorCode};
-use cairn_meta::{Command, MetaNode, Response as MetaResponse};
+use cairn_core::auth::{Access, Role};
+use cairn_core::job::{EnvRecord, HostRecord, Job, JobResult, JobState, TokenRecord};
+use cairn_core::{EnvId, ErrorCode};
+use cairn_meta::authz::Subject;
+use cairn_meta::{Command, JobRequest, MetaNode, Response as MetaResponse};
 use cairn_proto::pb::agents_server::Agents;
 use cairn_proto::pb::{self};
 use cairn_proto::status;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Principal;
+use crate::auth::{authorize, caller, Principal};
 use crate::catalog::{forward_error, forward_to_leader, forwarded, route_call, Route};
 use crate::error::meta_status;
 use crate::gc::now_ms;
@@ -88,38 +90,16 @@ fn unexpected(r: MetaResponse) -> Status {
     )
 }
 
-/// Refuses an agent an environment its host does not run.
-pub(crate) fn check_own_env(meta: &MetaNode, who: &Principal, env: EnvId) -> Result<(), Status> {
-    let Some(host) = who.agent_host() else {
-        return Ok(());
-    };
-    match meta.env(env).map_err(meta_status)? {
-        Some(e) if e.host == host => Ok(()),
-        _ => Err(status(
-            ErrorCode::PermissionDenied,
-            format!("environment {env} is not run by host {host:?}, whose agent token this is"),
-        )),
-    }
-}
-
-/// Like [`check_own_env`], but also lets an agent read the backups one of its host's active
-/// jobs restores (a restore onto another host).
-pub(crate) fn check_env_access(meta: &MetaNode, who: &Principal, env: EnvId) -> Result<(), Status> {
-    let Some(host) = who.agent_host() else {
-        return Ok(());
-    };
-    if check_own_env(meta, who, env).is_ok() {
-        return Ok(());
-    }
-    let restoring = meta
-        .active_jobs()
-        .map_err(meta_status)?
-        .iter()
-        .any(|j| j.host == host && j.options.backup.map(|b| b.env) == Some(env));
-    if restoring {
-        return Ok(());
-    }
-    check_own_env(meta, who, env)
+/// A new token: `<prefix><id>.<secret>`, with 12 characters of id and 64 of secret.
+fn new_token(prefix: &str) -> (String, String) {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let token = format!("{prefix}{id}.{secret}");
+    (id, token)
 }
 
 /// Why a queued job waits, for people watching it.
@@ -144,19 +124,29 @@ impl AgentsService {
         route_call(&self.meta, self.node_id, req).await
     }
 
-    /// Proposes `cmd`; a refusal becomes its status.
-    async fn write(&self, cmd: Command) -> Result<MetaResponse, Status> {
-        match self.meta.write(cmd).await.map_err(meta_status)? {
+    /// Proposes `cmd` for `by`; a refusal becomes its status.
+    async fn write(&self, by: &Principal, cmd: Command) -> Result<MetaResponse, Status> {
+        match self.meta.write(by, cmd).await.map_err(meta_status)? {
             MetaResponse::Refused { code, message } => Err(status(code, message)),
             other => Ok(other),
         }
     }
 
-    async fn write_job(&self, cmd: Command) -> Result<Job, Status> {
-        match self.write(cmd).await? {
+    async fn write_job(&self, by: &Principal, cmd: Command) -> Result<Job, Status> {
+        match self.write(by, cmd).await? {
             MetaResponse::Job { job } => Ok(*job),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Refuses `who` unless this node's catalog admits `access` on `subject`.
+    fn authorize(&self, who: &Principal, access: Access, subject: Subject) -> Result<(), Status> {
+        authorize(&self.meta, who, access, &subject)
+    }
+
+    /// Whether `who` may see what `subject` names (listings leave out the rest).
+    fn sees(&self, who: &Principal, subject: Subject) -> bool {
+        self.authorize(who, Access::Read, subject).is_ok()
     }
 
     fn wire(&self, job: &Job) -> pb::Job {
@@ -171,7 +161,7 @@ impl AgentsService {
 
     /// A job from this node's catalog, or from the leader's when this node has not seen it
     /// yet.
-    async fn find_job(&self, req: Request<pb::JobRef>) -> Result<Job, Status> {
+    async fn find_job(&self, who: &Principal, req: Request<pb::JobRef>) -> Result<Job, Status> {
         let id = parse_uuid(&req.get_ref().id, "job id")?;
         if let Some(j) = self.meta.job(&id).map_err(meta_status)? {
             return Ok(j);
@@ -180,7 +170,7 @@ impl AgentsService {
             let j = self
                 .peers
                 .agents(&addr)?
-                .get_job(forwarded(req.into_inner()))
+                .get_job(forwarded(req.into_inner(), who))
                 .await
                 .map_err(|e| forward_error(&addr, e))?
                 .into_inner();
@@ -192,264 +182,6 @@ impl AgentsService {
             .map_err(meta_status)?
             .ok_or_else(|| status(ErrorCode::NotFound, format!("job {id} does not exist")))
     }
-
-    /// Resolves and checks a job request on the leader.
-    fn new_job(&self, who: &Principal, req: pb::CreateJobRequest) -> Result<Job, Status> {
-        let kind = JobKind::parse(&req.kind).ok_or_else(|| {
-            status(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "unknown job kind {:?}: use backup, restore, selective_restore, delete or update",
-                    req.kind
-                ),
-            )
-        })?;
-        let mut options = JobOptions::try_from(req.options.unwrap_or_default())?;
-        let env_given = if req.env.is_empty() {
-            None
-        } else {
-            Some(parse_env(&req.env)?)
-        };
-        // The backup a restore or delete acts on; a restore without one takes the latest.
-        let backup =
-            match options.backup {
-                Some(id) => Some(self.meta.get_backup(&id).map_err(meta_status)?.ok_or_else(
-                    || status(ErrorCode::NotFound, format!("backup {id} does not exist")),
-                )?),
-                None => None,
-            };
-        let env = match (env_given, &backup) {
-            (Some(e), _) => e,
-            (None, Some(b)) => b.id.env,
-            (None, None) => {
-                return Err(status(
-                    ErrorCode::InvalidArgument,
-                    "a job needs an environment id (or a backup id)",
-                ))
-            }
-        };
-        let registered: Option<EnvRecord> = self.meta.env(env).map_err(meta_status)?;
-        let host = match kind {
-            JobKind::Delete | JobKind::Update => {
-                if backup.is_none() {
-                    return Err(status(
-                        ErrorCode::InvalidArgument,
-                        format!("a {} job needs the backup it acts on", kind.as_str()),
-                    ));
-                }
-                if kind == JobKind::Update && options.edit.is_none() {
-                    return Err(status(
-                        ErrorCode::InvalidArgument,
-                        "an update job needs the fields to change",
-                    ));
-                }
-                String::new()
-            }
-            JobKind::Backup | JobKind::SelectiveRestore => match &registered {
-                Some(e) if req.host.is_empty() || req.host == e.host => e.host.clone(),
-                Some(e) => {
-                    return Err(status(
-                        ErrorCode::InvalidArgument,
-                        format!(
-                            "environment {env} runs on host {:?}; only a full restore may target another host",
-                            e.host
-                        ),
-                    ))
-                }
-                None => {
-                    return Err(status(
-                        ErrorCode::NotFound,
-                        format!("unknown environment {env}: no host has registered it (see `cairn envs list`)"),
-                    ))
-                }
-            },
-            JobKind::Restore => {
-                if !req.host.is_empty() {
-                    if self.meta.host(&req.host).map_err(meta_status)?.is_none() {
-                        return Err(status(
-                            ErrorCode::NotFound,
-                            format!("host {:?} has never registered", req.host),
-                        ));
-                    }
-                    if registered.as_ref().map(|e| e.host.as_str()) != Some(req.host.as_str())
-                        && options.target_path.is_empty()
-                    {
-                        return Err(status(
-                            ErrorCode::InvalidArgument,
-                            format!(
-                                "environment {env} does not run on host {:?}: name the directory to restore into (target path)",
-                                req.host
-                            ),
-                        ));
-                    }
-                    req.host.clone()
-                } else {
-                    match &registered {
-                        Some(e) => e.host.clone(),
-                        None => {
-                            return Err(status(
-                                ErrorCode::NotFound,
-                                format!("unknown environment {env}: no host runs it; name a host (and target path) to restore it elsewhere"),
-                            ))
-                        }
-                    }
-                }
-            }
-        };
-        if let Some(h) = who.agent_host() {
-            if !kind.needs_agent() {
-                return Err(status(
-                    ErrorCode::PermissionDenied,
-                    format!("the agent token of host {h:?} may not delete or change backups"),
-                ));
-            }
-            if host != h {
-                return Err(status(
-                    ErrorCode::PermissionDenied,
-                    format!("host {h:?} may only run jobs for its own environments"),
-                ));
-            }
-        }
-        match kind {
-            JobKind::Restore | JobKind::SelectiveRestore => {
-                let b = match backup {
-                    Some(b) => b,
-                    None => self
-                        .meta
-                        .latest_backup(env, false)
-                        .map_err(meta_status)?
-                        .ok_or_else(|| {
-                            status(
-                                ErrorCode::NotFound,
-                                format!("environment {env} has no backup to restore"),
-                            )
-                        })?,
-                };
-                if kind == JobKind::SelectiveRestore && options.paths.is_empty() {
-                    return Err(status(
-                        ErrorCode::InvalidArgument,
-                        "a selective restore needs at least one path",
-                    ));
-                }
-                if let Some(p) = options
-                    .paths
-                    .iter()
-                    .find(|p| cairn_core::path::validate(p.trim_matches('/').as_bytes()).is_err())
-                {
-                    return Err(status(
-                        ErrorCode::InvalidArgument,
-                        format!("path {p:?} is not a relative path inside the environment"),
-                    ));
-                }
-                options.backup = Some(b.id);
-            }
-            JobKind::Backup | JobKind::Delete | JobKind::Update => {}
-        }
-        let now = now_ms();
-        Ok(Job::new(
-            uuid::Uuid::now_v7(),
-            kind,
-            env,
-            host,
-            who.name(),
-            options,
-            now,
-            self.settings.queue_timeout_ms,
-        ))
-    }
-
-    /// Runs a delete job on the leader: deletes the backup (and with `prev` every older one
-    /// of its environment), then ends the job.
-    async fn run_delete(&self, job: Job) -> Result<Job, Status> {
-        let Some(target) = job.options.backup else {
-            return Err(status(
-                ErrorCode::InvalidArgument,
-                "a delete job needs a backup",
-            ));
-        };
-        let mut ids: Vec<BackupId> = vec![target];
-        if job.options.prev {
-            ids.extend(
-                self.meta
-                    .list_backups(Some(target.env))
-                    .map_err(meta_status)?
-                    .iter()
-                    .map(|b| b.id)
-                    .filter(|id| id.time < target.time),
-            );
-        }
-        let mut deleted = 0;
-        let mut failure = None;
-        for id in &ids {
-            match self.meta.write(Command::DeleteBackup { id: *id }).await {
-                Ok(MetaResponse::Deleted) => deleted += 1,
-                Ok(MetaResponse::Refused { message, .. }) => failure = Some(message),
-                Ok(other) => failure = Some(format!("{other:?}")),
-                Err(e) => failure = Some(e.to_string()),
-            }
-        }
-        self.finish_here(
-            &job,
-            target,
-            failure,
-            format!("{deleted} backup(s) deleted"),
-        )
-        .await
-    }
-
-    /// Ends a job the cluster ran itself (delete, update): failed with `failure` when set.
-    async fn finish_here(
-        &self,
-        job: &Job,
-        target: BackupId,
-        failure: Option<String>,
-        message: String,
-    ) -> Result<Job, Status> {
-        let (state, reason) = match failure {
-            None => (JobState::Succeeded, String::new()),
-            Some(f) => (JobState::Failed, f),
-        };
-        self.write_job(Command::FinishJob {
-            id: job.id,
-            host: None,
-            state,
-            reason,
-            result: JobResult {
-                backup: Some(target),
-                message,
-                details: String::new(),
-            },
-            now_ms: now_ms(),
-        })
-        .await
-    }
-
-    /// Runs an update job on the leader: changes the backup's fields, then ends the job
-    /// (failed, with the catalog's reason, when the new name is taken).
-    async fn run_update(&self, job: Job) -> Result<Job, Status> {
-        let (Some(target), Some(edit)) = (job.options.backup, job.options.edit.clone()) else {
-            return Err(status(
-                ErrorCode::InvalidArgument,
-                "an update job needs a backup and the fields to change",
-            ));
-        };
-        let failure = match self
-            .meta
-            .write(Command::UpdateBackup {
-                id: target,
-                name: edit.name,
-                description: edit.description,
-                tags: edit.tags,
-            })
-            .await
-        {
-            Ok(MetaResponse::Refused { message, .. }) => Some(message),
-            Ok(_) => None,
-            Err(e) => Some(e.to_string()),
-        };
-        self.finish_here(&job, target, failure, "backup updated".to_string())
-            .await
-    }
 }
 
 #[tonic::async_trait]
@@ -459,14 +191,8 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::RegisterHostRequest>,
     ) -> Result<Response<pb::RegisterHostResponse>, Status> {
-        let host_id = req
-            .get_ref()
-            .host
-            .as_ref()
-            .map(|h| h.id.clone())
-            .unwrap_or_default();
-        Principal::of(&req).require_host(&host_id)?;
-        forward_to_leader!(self, req, agents, register_host);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, register_host);
         let req = req.into_inner();
         let host = HostRecord::try_from(req.host.unwrap_or_default())?;
         let envs = req
@@ -474,18 +200,27 @@ impl Agents for AgentsService {
             .into_iter()
             .map(EnvRecord::try_from)
             .collect::<Result<Vec<_>, _>>()?;
+        let host_id = host.id.clone();
         let answer = self
-            .write(Command::RegisterHost {
-                host,
-                envs,
-                now_ms: now_ms(),
-                takeover_after_ms: self.settings.offline_after_ms,
-            })
+            .write(
+                &who,
+                Command::RegisterHost {
+                    host,
+                    envs,
+                    now_ms: now_ms(),
+                    takeover_after_ms: 0,
+                },
+            )
             .await?;
         match answer {
-            MetaResponse::Registered { conflicts } => Ok(Response::new(pb::RegisterHostResponse {
-                conflicts: conflicts.iter().map(|e| e.to_string()).collect(),
-            })),
+            MetaResponse::Registered { conflicts } => {
+                for eid in &conflicts {
+                    tracing::warn!(host = %host_id, env = %eid, "a host reported an environment it may not register (another host's, or with another host's backups); an operator moves it with cairn envs move");
+                }
+                Ok(Response::new(pb::RegisterHostResponse {
+                    conflicts: conflicts.iter().map(|e| e.to_string()).collect(),
+                }))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -494,14 +229,15 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
-        let who = Principal::of(&req);
+        // Everyone may list; each sees what the catalog lets it see (an agent: its host).
+        let who = caller(&req)?;
         let now = now_ms();
         let hosts = self
             .meta
             .hosts()
             .map_err(meta_status)?
             .iter()
-            .filter(|h| who.require_host(&h.id).is_ok())
+            .filter(|h| self.sees(&who, Subject::Host(h.id.clone())))
             .map(|h| {
                 let mut w = pb::Host::from(h);
                 w.online = self.online(h, now);
@@ -515,7 +251,7 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::ListEnvsRequest>,
     ) -> Result<Response<pb::ListEnvsResponse>, Status> {
-        let who = Principal::of(&req);
+        let who = caller(&req)?;
         let only = req.into_inner().host;
         let now = now_ms();
         let hosts: HashMap<String, HostRecord> = self
@@ -527,7 +263,7 @@ impl Agents for AgentsService {
             .collect();
         let mut envs = Vec::new();
         for e in self.meta.envs().map_err(meta_status)? {
-            if (!only.is_empty() && e.host != only) || who.require_host(&e.host).is_err() {
+            if (!only.is_empty() && e.host != only) || !self.sees(&who, Subject::Env(e.eid)) {
                 continue;
             }
             let mut w = pb::Env::from(&e);
@@ -545,65 +281,69 @@ impl Agents for AgentsService {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn move_env(
+        &self,
+        req: Request<pb::MoveEnvRequest>,
+    ) -> Result<Response<pb::Env>, Status> {
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, move_env);
+        let req = req.into_inner();
+        let eid = parse_env(&req.eid)?;
+        self.write(
+            &who,
+            Command::MoveEnv {
+                eid,
+                host: req.host.clone(),
+                now_ms: now_ms(),
+            },
+        )
+        .await?;
+        tracing::info!(env = %eid, host = %req.host, by = %who.name(), "environment moved");
+        let env = self
+            .meta
+            .env(eid)
+            .map_err(meta_status)?
+            .ok_or_else(|| status(ErrorCode::NotFound, format!("environment {eid} is gone")))?;
+        Ok(Response::new(pb::Env::from(&env)))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn create_job(
         &self,
         req: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let who = Principal::of(&req);
-        if let Some(h) = who.agent_host() {
-            if matches!(req.get_ref().kind.as_str(), "delete" | "update") {
-                return Err(status(
-                    ErrorCode::PermissionDenied,
-                    format!("the agent token of host {h:?} may not delete or change backups"),
-                ));
-            }
-            if !req.get_ref().env.is_empty() {
-                check_own_env(&self.meta, &who, parse_env(&req.get_ref().env)?)?;
-            }
-        }
-        // Who asked: an admin caller (the CLI, or a gateway acting for its user) may name
-        // the person it acts for; anyone else is recorded as who they are.
-        let named = req
-            .metadata()
-            .get("x-cairn-requester")
-            .and_then(|v| v.to_str().ok())
-            .filter(|_| who.agent_host().is_none())
-            .map(str::to_string);
-        if let Route::Leader(addr) = self.route(&req).await? {
-            let mut fwd = forwarded(req.into_inner());
-            // The leader records the original requester.
-            if let Ok(v) = named.clone().unwrap_or_else(|| who.name()).parse() {
-                fwd.metadata_mut().insert("x-cairn-requester", v);
-            }
-            return self
-                .peers
-                .agents(&addr)?
-                .create_job(fwd)
-                .await
-                .map_err(|e| forward_error(&addr, e));
-        }
-        let requester = named;
-        let mut job = self.new_job(&who, req.into_inner())?;
-        if let Some(r) = requester {
-            job.requester = r;
-        }
-        let kind = job.kind;
-        let job = self
-            .write_job(Command::CreateJob { job: Box::new(job) })
-            .await?;
-        tracing::info!(job_id = %job.id, kind = kind.as_str(), env = %job.env, host = %job.host, "job queued");
-        let job = match kind {
-            JobKind::Delete => self.run_delete(job).await?,
-            JobKind::Update => self.run_update(job).await?,
-            _ => job,
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, create_job);
+        let req = req.into_inner();
+        let request = JobRequest {
+            kind: req.kind,
+            env: if req.env.is_empty() {
+                None
+            } else {
+                Some(parse_env(&req.env)?)
+            },
+            host: (!req.host.is_empty()).then_some(req.host),
+            options: cairn_core::job::JobOptions::try_from(req.options.unwrap_or_default())?,
         };
+        let job = self
+            .write_job(
+                &who,
+                Command::SubmitJob {
+                    id: uuid::Uuid::now_v7(),
+                    request,
+                    now_ms: now_ms(),
+                    queue_timeout_ms: self.settings.queue_timeout_ms,
+                },
+            )
+            .await?;
+        tracing::info!(job_id = %job.id, kind = job.kind.as_str(), env = %job.env, host = %job.host, by = %job.requester, state = job.state.as_str(), "job queued");
         Ok(Response::new(self.wire(&job)))
     }
 
     async fn get_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
-        let who = Principal::of(&req);
-        let job = self.find_job(req).await?;
-        who.require_host(&job.host)?;
+        let who = caller(&req)?;
+        let job = self.find_job(&who, req).await?;
+        self.authorize(&who, Access::Read, Subject::Job(job.id))?;
         Ok(Response::new(self.wire(&job)))
     }
 
@@ -611,7 +351,7 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let who = Principal::of(&req);
+        let who = caller(&req)?;
         let req = req.into_inner();
         let env = if req.env.is_empty() {
             None
@@ -641,7 +381,7 @@ impl Agents for AgentsService {
             .rev()
             .filter(|j| env.is_none_or(|e| j.env == e))
             .filter(|j| state.is_none_or(|s| j.state == s))
-            .filter(|j| who.require_host(&j.host).is_ok())
+            .filter(|j| self.sees(&who, Subject::Job(j.id)))
             .take(limit)
             .map(|j| self.wire(&j))
             .collect();
@@ -654,9 +394,9 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::JobRef>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let who = Principal::of(&req);
-        let first = self.find_job(req).await?;
-        who.require_host(&first.host)?;
+        let who = caller(&req)?;
+        let first = self.find_job(&who, req).await?;
+        self.authorize(&who, Access::Read, Subject::Job(first.id))?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let meta = self.meta.clone();
         let offline = self.settings.offline_after_ms;
@@ -706,20 +446,19 @@ impl Agents for AgentsService {
 
     #[tracing::instrument(skip_all)]
     async fn cancel_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
-        let who = Principal::of(&req);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, cancel_job);
         let id = parse_uuid(&req.get_ref().id, "job id")?;
-        if who.agent_host().is_some() {
-            let job = self.find_job(Request::new(req.get_ref().clone())).await?;
-            who.require_host(&job.host)?;
-        }
-        forward_to_leader!(self, req, agents, cancel_job);
         let job = self
-            .write_job(Command::CancelJob {
-                id,
-                now_ms: now_ms(),
-            })
+            .write_job(
+                &who,
+                Command::CancelJob {
+                    id,
+                    now_ms: now_ms(),
+                },
+            )
             .await?;
-        tracing::info!(job_id = %id, state = job.state.as_str(), "job cancel requested");
+        tracing::info!(job_id = %id, state = job.state.as_str(), by = %who.name(), "job cancel requested");
         Ok(Response::new(self.wire(&job)))
     }
 
@@ -729,11 +468,12 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::AgentJobsRequest>,
     ) -> Result<Response<Self::AgentJobsStream>, Status> {
+        let who = caller(&req)?;
         let host = req.get_ref().host.clone();
-        Principal::of(&req).require_host(&host)?;
         if host.is_empty() {
             return Err(status(ErrorCode::InvalidArgument, "a host id is required"));
         }
+        self.authorize(&who, Access::AgentWork, Subject::Host(host.clone()))?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let meta = self.meta.clone();
         tokio::spawn(async move {
@@ -776,19 +516,22 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::ClaimJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        Principal::of(&req).require_host(&req.get_ref().host)?;
-        forward_to_leader!(self, req, agents, claim_job);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, claim_job);
         let req = req.into_inner();
         let id = parse_uuid(&req.id, "job id")?;
         let now = now_ms();
         let lease = i64::from(req.lease_ms).clamp(*LEASE_MS.start(), *LEASE_MS.end());
         let job = self
-            .write_job(Command::ClaimJob {
-                id,
-                host: req.host,
-                now_ms: now,
-                lease_until_ms: now + lease,
-            })
+            .write_job(
+                &who,
+                Command::ClaimJob {
+                    id,
+                    host: req.host,
+                    now_ms: now,
+                    lease_until_ms: now + lease,
+                },
+            )
             .await?;
         tracing::info!(job_id = %id, host = %job.host, "job claimed");
         Ok(Response::new(self.wire(&job)))
@@ -798,18 +541,21 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::ReportProgressRequest>,
     ) -> Result<Response<pb::ReportProgressResponse>, Status> {
-        Principal::of(&req).require_host(&req.get_ref().host)?;
-        forward_to_leader!(self, req, agents, report_progress);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, report_progress);
         let req = req.into_inner();
         let id = parse_uuid(&req.id, "job id")?;
         let lease = i64::from(req.lease_ms).clamp(*LEASE_MS.start(), *LEASE_MS.end());
         let job = self
-            .write_job(Command::ReportProgress {
-                id,
-                host: req.host,
-                progress: req.progress.unwrap_or_default().into(),
-                lease_until_ms: now_ms() + lease,
-            })
+            .write_job(
+                &who,
+                Command::ReportProgress {
+                    id,
+                    host: req.host,
+                    progress: req.progress.unwrap_or_default().into(),
+                    lease_until_ms: now_ms() + lease,
+                },
+            )
             .await?;
         Ok(Response::new(pb::ReportProgressResponse {
             cancel: job.cancel_requested,
@@ -822,8 +568,8 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::FinishJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        Principal::of(&req).require_host(&req.get_ref().host)?;
-        forward_to_leader!(self, req, agents, finish_job);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, finish_job);
         let req = req.into_inner();
         let id = parse_uuid(&req.id, "job id")?;
         let state = JobState::parse(&req.state)
@@ -838,14 +584,17 @@ impl Agents for AgentsService {
                 )
             })?;
         let job = self
-            .write_job(Command::FinishJob {
-                id,
-                host: Some(req.host),
-                state,
-                reason: req.reason,
-                result: JobResult::try_from(req.result.unwrap_or_default())?,
-                now_ms: now_ms(),
-            })
+            .write_job(
+                &who,
+                Command::FinishJob {
+                    id,
+                    host: Some(req.host),
+                    state,
+                    reason: req.reason,
+                    result: JobResult::try_from(req.result.unwrap_or_default())?,
+                    now_ms: now_ms(),
+                },
+            )
             .await?;
         tracing::info!(job_id = %id, state = state.as_str(), reason = %job.reason, "job finished");
         Ok(Response::new(self.wire(&job)))
@@ -856,8 +605,8 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::CreateAgentTokenRequest>,
     ) -> Result<Response<pb::AgentToken>, Status> {
-        Principal::of(&req).require_admin("issue agent tokens")?;
-        forward_to_leader!(self, req, agents, create_agent_token);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, create_agent_token);
         let host = req.into_inner().host;
         if host.is_empty() || host.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(status(
@@ -865,24 +614,23 @@ impl Agents for AgentsService {
                 "a token needs the id of the host it is for (no spaces)",
             ));
         }
-        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        let secret = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        let token = format!("{}{id}.{secret}", cairn_core::job::AGENT_TOKEN_PREFIX);
+        let (id, token) = new_token(cairn_core::job::AGENT_TOKEN_PREFIX);
         let record = TokenRecord {
             id: id.clone(),
             host: host.clone(),
             hash: cairn_core::job::token_hash(&token),
             created_ms: now_ms(),
+            name: String::new(),
+            role: None,
         };
-        self.write(Command::PutToken {
-            record: record.clone(),
-        })
+        self.write(
+            &who,
+            Command::PutToken {
+                record: record.clone(),
+            },
+        )
         .await?;
-        tracing::info!(token_id = %id, host = %host, "agent token issued");
+        tracing::info!(token_id = %id, host = %host, by = %who.name(), "agent token issued");
         Ok(Response::new(pb::AgentToken {
             id,
             host,
@@ -895,12 +643,13 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::ListAgentTokensRequest>,
     ) -> Result<Response<pb::ListAgentTokensResponse>, Status> {
-        Principal::of(&req).require_admin("list agent tokens")?;
+        self.authorize(&caller(&req)?, Access::Administer, Subject::Nothing)?;
         let tokens = self
             .meta
             .tokens()
             .map_err(meta_status)?
             .into_iter()
+            .filter(|t| !t.is_user())
             .map(|t| pb::AgentToken {
                 id: t.id,
                 host: t.host,
@@ -916,8 +665,8 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::RevokeAgentTokenRequest>,
     ) -> Result<Response<pb::RevokeAgentTokenResponse>, Status> {
-        Principal::of(&req).require_admin("revoke agent tokens")?;
-        forward_to_leader!(self, req, agents, revoke_agent_token);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, revoke_agent_token);
         let req = req.into_inner();
         if req.id.is_empty() == req.host.is_empty() {
             return Err(status(
@@ -930,21 +679,132 @@ impl Agents for AgentsService {
             .tokens()
             .map_err(meta_status)?
             .into_iter()
-            .filter(|t| t.id == req.id || t.host == req.host)
+            .filter(|t| !t.is_user() && (t.id == req.id || t.host == req.host))
             .map(|t| t.id)
             .collect();
-        if ids.is_empty() {
+        let revoked = self.revoke(&who, ids).await?;
+        tracing::info!(revoked, by = %who.name(), "agent tokens revoked");
+        Ok(Response::new(pb::RevokeAgentTokenResponse { revoked }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_user_token(
+        &self,
+        req: Request<pb::CreateUserTokenRequest>,
+    ) -> Result<Response<pb::UserToken>, Status> {
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, create_user_token);
+        let req = req.into_inner();
+        let role = Role::parse(&req.role).ok_or_else(|| {
+            status(
+                ErrorCode::InvalidArgument,
+                format!("unknown role {:?}: use viewer, operator or admin", req.role),
+            )
+        })?;
+        let name = req.name;
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+        if !valid {
             return Err(status(
-                ErrorCode::NotFound,
-                "no agent token matches".to_string(),
+                ErrorCode::InvalidArgument,
+                "a user token's name is 1–64 of letters, digits, '.', '_', '-' and '@'",
             ));
         }
-        let revoked = match self.write(Command::RevokeTokens { ids }).await? {
+        let (id, token) = new_token(cairn_core::job::USER_TOKEN_PREFIX);
+        let record = TokenRecord {
+            id: id.clone(),
+            host: String::new(),
+            hash: cairn_core::job::token_hash(&token),
+            created_ms: now_ms(),
+            name: name.clone(),
+            role: Some(role),
+        };
+        self.write(
+            &who,
+            Command::PutToken {
+                record: record.clone(),
+            },
+        )
+        .await?;
+        tracing::info!(token_id = %id, name = %name, role = %role, by = %who.name(), "user token issued");
+        Ok(Response::new(pb::UserToken {
+            id,
+            name,
+            role: role.as_str().into(),
+            token,
+            created_ms: record.created_ms,
+        }))
+    }
+
+    async fn list_user_tokens(
+        &self,
+        req: Request<pb::ListUserTokensRequest>,
+    ) -> Result<Response<pb::ListUserTokensResponse>, Status> {
+        self.authorize(&caller(&req)?, Access::Administer, Subject::Nothing)?;
+        let tokens = self
+            .meta
+            .tokens()
+            .map_err(meta_status)?
+            .into_iter()
+            .filter_map(|t| {
+                t.role.map(|role| pb::UserToken {
+                    id: t.id,
+                    name: t.name,
+                    role: role.as_str().into(),
+                    token: String::new(),
+                    created_ms: t.created_ms,
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::ListUserTokensResponse { tokens }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_user_token(
+        &self,
+        req: Request<pb::RevokeUserTokenRequest>,
+    ) -> Result<Response<pb::RevokeAgentTokenResponse>, Status> {
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, revoke_user_token);
+        let req = req.into_inner();
+        if req.id.is_empty() == req.name.is_empty() {
+            return Err(status(
+                ErrorCode::InvalidArgument,
+                "name either a token id or a user name",
+            ));
+        }
+        let ids: Vec<String> = self
+            .meta
+            .tokens()
+            .map_err(meta_status)?
+            .into_iter()
+            .filter(|t| t.is_user() && (t.id == req.id || t.name == req.name))
+            .map(|t| t.id)
+            .collect();
+        let revoked = self.revoke(&who, ids).await?;
+        tracing::info!(revoked, by = %who.name(), "user tokens revoked");
+        Ok(Response::new(pb::RevokeAgentTokenResponse { revoked }))
+    }
+}
+
+impl AgentsService {
+    /// Revokes tokens by id for `who`; refused (as the catalog decides) or not found.
+    async fn revoke(&self, who: &Principal, ids: Vec<String>) -> Result<u32, Status> {
+        // An empty list would be "nothing matches"; decide who may ask first.
+        let answer = self
+            .write(who, Command::RevokeTokens { ids: ids.clone() })
+            .await?;
+        let revoked = match answer {
             MetaResponse::Removed { count } => count,
             other => return Err(unexpected(other)),
         };
-        tracing::info!(revoked, "agent tokens revoked");
-        Ok(Response::new(pb::RevokeAgentTokenResponse { revoked }))
+        if ids.is_empty() {
+            return Err(status(ErrorCode::NotFound, "no token matches"));
+        }
+        Ok(revoked)
     }
 }
 
@@ -966,7 +826,7 @@ pub async fn sweep_jobs(meta: Arc<MetaNode>, node_id: u64) {
         for job in active {
             if job.clone().expire(now) {
                 match meta
-                    .write(Command::ExpireJob {
+                    .write_system(Command::ExpireJob {
                         id: job.id,
                         now_ms: now,
                     })
@@ -989,7 +849,7 @@ pub async fn sweep_jobs(meta: Arc<MetaNode>, node_id: u64) {
                     .map(|j| j.id)
                     .collect();
                 if !ids.is_empty() {
-                    let _ = meta.write(Command::DeleteJobs { ids }).await;
+                    let _ = meta.write_system(Command::DeleteJobs { ids }).await;
                 }
             }
         }

@@ -1,23 +1,37 @@
-//! Who may call a node: the cluster token (node↔node, operators) or an agent token bound to
-//! one host, on every call, over TLS when the node has a certificate.
+//! Who is calling a node: authentication only. What the caller may do is decided by the
+//! catalog ([`cairn_meta::authz`], through [`authorize`] for reads and inside every raft
+//! command's decision for writes), never here.
 //!
-//! A token travels as `authorization: Bearer <token>` metadata. The cluster token is compared
-//! in constant time; an agent token (`cairn-agent.<id>.<secret>`) is found by its id in the
-//! catalog and proven by the constant-time comparison of its BLAKE3 hash, so the catalog never
-//! holds a usable token and revocation is one raft write. A node without a cluster token
-//! accepts tokenless calls as admin (`cairn dev` on loopback), but still checks agent tokens.
+//! A token travels as `authorization: Bearer <token>` metadata:
+//! - the cluster secret (compared in constant time) is [`Principal::Cluster`];
+//! - an agent token (`cairn-agent.<id>.<secret>`) or a user token (`cairn-user.<id>.<secret>`)
+//!   is found by its id in the node's catalog and proven by the constant-time comparison of
+//!   its BLAKE3 hash; the record says who it is (an agent bound to a host, a user with a
+//!   role). The catalog never holds a usable token, and revocation is one raft write.
 //!
-//! What an agent may do is checked by each service at the top of each call, before it is
-//! forwarded to the leader (the forwarding node speaks with the cluster token).
+//! A caller may say whom it acts for in [`ON_BEHALF`] (the JSON of a [`Principal`]): a node
+//! forwarding a call to the leader passes on who asked, never its own rights, and a gateway
+//! passes on its logged-in user. Only the cluster secret may act for anyone; a user token may
+//! act for a user with no more rights than its own ([`Principal::delegate`]).
+//!
+//! A node without a cluster secret treats every caller without a token as the cluster (the
+//! `cairn dev` mode, allowed on loopback only unless the config says `insecure = true`); it
+//! still checks the agent and user tokens it is shown.
 
 use std::sync::Arc;
 
+use cairn_core::auth::Access;
+pub use cairn_core::auth::Principal;
 use cairn_core::job::TokenRecord;
-use tonic::metadata::MetadataValue;
+use cairn_meta::authz::Subject;
+use cairn_meta::MetaNode;
+use tonic::metadata::{BinaryMetadataValue, MetadataValue};
 use tonic::transport::Endpoint;
 use tonic::{Request, Status};
 
 use cairn_core::ErrorCode;
+
+pub use cairn_proto::ON_BEHALF;
 
 /// Credentials a client attaches to its calls.
 #[derive(Clone, Default)]
@@ -47,99 +61,74 @@ impl ClientAuth {
     }
 }
 
-/// Who is calling, as the interceptor established it; every service reads it from the
-/// request's extensions to decide what the caller may do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Principal {
-    /// The cluster token (operators, other nodes), or any caller of a node without a token.
-    Admin,
-    /// An agent token, bound to this host: it may register the host, back up and restore the
-    /// host's own environments and report on its jobs; never delete, never touch other
-    /// hosts' environments, never change the cluster.
-    Agent { host: String },
-}
-
-impl Principal {
-    /// The caller of `req` (the interceptor always sets one; a request without is treated as
-    /// an agent of no host, which may do nothing).
-    pub fn of<T>(req: &Request<T>) -> Principal {
-        req.extensions()
-            .get::<Principal>()
-            .cloned()
-            .unwrap_or(Principal::Agent {
-                host: String::new(),
-            })
-    }
-
-    /// Refuses agents: for calls only operators and nodes may make.
-    pub fn require_admin(&self, what: &str) -> Result<(), Status> {
-        match self {
-            Principal::Admin => Ok(()),
-            Principal::Agent { host } => Err(cairn_proto::status(
-                ErrorCode::PermissionDenied,
-                format!("the agent token of host {host:?} may not {what}; use the cluster token"),
-            )),
-        }
-    }
-
-    /// The host an agent is bound to; `None` for admins.
-    pub fn agent_host(&self) -> Option<&str> {
-        match self {
-            Principal::Admin => None,
-            Principal::Agent { host } => Some(host),
-        }
-    }
-
-    /// Refuses an agent acting for a host other than its own.
-    pub fn require_host(&self, host: &str) -> Result<(), Status> {
-        match self.agent_host() {
-            Some(own) if own != host => Err(cairn_proto::status(
-                ErrorCode::PermissionDenied,
-                format!("this agent token is bound to host {own:?}, not {host:?}"),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// Who to record as a job's requester.
-    pub fn name(&self) -> String {
-        match self {
-            Principal::Admin => "admin".into(),
-            Principal::Agent { host } => format!("agent:{host}"),
-        }
+/// Marks `req` as made for `who` (see [`ON_BEHALF`]).
+pub fn act_for<T>(req: &mut Request<T>, who: &Principal) {
+    if let Ok(json) = serde_json::to_vec(who) {
+        req.metadata_mut()
+            .insert_bin(ON_BEHALF, BinaryMetadataValue::from_bytes(&json));
     }
 }
 
-/// Finds an agent token's record by its id (the node's catalog).
+/// The caller of `req`, as the interceptor established it. A request the interceptor did
+/// not see (a wiring bug) is refused rather than trusted.
+pub fn caller<T>(req: &Request<T>) -> Result<Principal, Status> {
+    req.extensions().get::<Principal>().cloned().ok_or_else(|| {
+        cairn_proto::status(
+            ErrorCode::Unauthenticated,
+            "the call carries no authenticated caller",
+        )
+    })
+}
+
+/// Refuses `who` unless this node's catalog admits a request of `access` naming `subject`
+/// (the catalog's rules; see [`cairn_meta::authz`]).
+pub fn authorize(
+    meta: &MetaNode,
+    who: &Principal,
+    access: Access,
+    subject: &Subject,
+) -> Result<(), Status> {
+    match meta
+        .authorize(who, access, subject)
+        .map_err(crate::error::meta_status)?
+    {
+        Ok(()) => Ok(()),
+        Err((code, message)) => Err(cairn_proto::status(code, message)),
+    }
+}
+
+/// Finds an agent or user token's record by its id (the node's catalog).
 pub type TokenLookup = Arc<dyn Fn(&str) -> Option<TokenRecord> + Send + Sync>;
 
-/// Checks the cluster token or an agent token on incoming calls and records the caller.
+/// Checks the cluster secret, an agent token or a user token on incoming calls and records
+/// the caller (and whom it acts for).
 #[derive(Clone, Default)]
 pub struct ServerAuth {
     token: Option<Vec<u8>>,
-    agents: Option<TokenLookup>,
-    admin_only: bool,
+    tokens: Option<TokenLookup>,
+    nodes_only: bool,
 }
 
 impl ServerAuth {
     pub fn new(token: Option<String>) -> ServerAuth {
         ServerAuth {
             token: token.map(|t| t.into_bytes()),
-            agents: None,
-            admin_only: false,
+            tokens: None,
+            nodes_only: false,
         }
     }
 
-    /// Also accepts the agent tokens `lookup` finds.
-    pub fn with_agent_tokens(mut self, lookup: TokenLookup) -> ServerAuth {
-        self.agents = Some(lookup);
+    /// Also accepts the agent and user tokens `lookup` finds.
+    pub fn with_tokens(mut self, lookup: TokenLookup) -> ServerAuth {
+        self.tokens = Some(lookup);
         self
     }
 
-    /// The same checks, refusing agent tokens (raft between nodes).
-    pub fn admin_only(&self) -> ServerAuth {
+    /// The same checks, admitting only what [`Access::Internal`] admits (raft between
+    /// nodes: the cluster secret).
+    pub fn nodes_only(&self) -> ServerAuth {
         ServerAuth {
-            admin_only: true,
+            nodes_only: true,
             ..self.clone()
         }
     }
@@ -147,20 +136,20 @@ impl ServerAuth {
     fn principal(&self, got: Option<&str>) -> Result<Principal, Status> {
         let Some(got) = got else {
             return match self.token {
-                None => Ok(Principal::Admin),
+                None => Ok(Principal::Cluster),
                 Some(_) => Err(cairn_proto::status(
                     ErrorCode::Unauthenticated,
-                    "this node requires a cluster or agent token (set CAIRN_TOKEN or --token)",
+                    "this node requires a token: the cluster secret, a user token or an agent token (set CAIRN_TOKEN)",
                 )),
             };
         };
         if let Some(want) = &self.token {
             if constant_time_eq(got.as_bytes(), want) {
-                return Ok(Principal::Admin);
+                return Ok(Principal::Cluster);
             }
         }
-        if let Some(id) = cairn_core::job::agent_token_id(got) {
-            let record = self.agents.as_ref().and_then(|lookup| lookup(id));
+        if let Some(id) = cairn_core::job::token_id(got) {
+            let record = self.tokens.as_ref().and_then(|lookup| lookup(id));
             return match record {
                 Some(r)
                     if constant_time_eq(
@@ -168,25 +157,26 @@ impl ServerAuth {
                         r.hash.as_bytes(),
                     ) =>
                 {
-                    Ok(Principal::Agent { host: r.host })
+                    Ok(r.principal())
                 }
                 _ => Err(cairn_proto::status(
                     ErrorCode::Unauthenticated,
-                    "unknown or revoked agent token",
+                    "unknown or revoked token",
                 )),
             };
         }
         match self.token {
-            None => Ok(Principal::Admin),
+            None => Ok(Principal::Cluster),
             Some(_) => Err(cairn_proto::status(
                 ErrorCode::Unauthenticated,
-                "wrong cluster token",
+                "wrong cluster secret (and not an agent or user token)",
             )),
         }
     }
 
-    /// A tonic interceptor: refuses calls without a valid token with `unauthenticated` and
-    /// records the caller ([`Principal`]) in the request's extensions.
+    /// A tonic interceptor: refuses calls without valid credentials with `unauthenticated`,
+    /// applies [`ON_BEHALF`], and records the caller ([`Principal`]) in the request's
+    /// extensions.
     #[allow(clippy::result_large_err)]
     pub fn check(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let got = req
@@ -195,9 +185,26 @@ impl ServerAuth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_string);
-        let who = self.principal(got.as_deref())?;
-        if self.admin_only {
-            who.require_admin("call this service")?;
+        let mut who = self.principal(got.as_deref())?;
+        if let Some(v) = req.metadata().get_bin(ON_BEHALF) {
+            let asserted: Principal = v
+                .to_bytes()
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| {
+                    cairn_proto::status(
+                        ErrorCode::InvalidArgument,
+                        format!("{ON_BEHALF} does not hold a principal"),
+                    )
+                })?;
+            who = who
+                .delegate(asserted)
+                .map_err(|why| cairn_proto::status(ErrorCode::PermissionDenied, why))?;
+        }
+        if self.nodes_only {
+            if let cairn_core::auth::Admission::Denied(why) = Access::Internal.admits(&who) {
+                return Err(cairn_proto::status(ErrorCode::PermissionDenied, why));
+            }
         }
         req.extensions_mut().insert(who);
         Ok(req)
@@ -233,57 +240,140 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_core::auth::Role;
 
-    #[test]
-    fn tokens_are_checked() {
-        let open = ServerAuth::new(None);
-        assert!(open.check(Request::new(())).is_ok());
-        let auth = ServerAuth::new(Some("s3cret".into()));
-        assert_eq!(
-            auth.check(Request::new(())).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
-        let mut ok = Request::new(());
-        ClientAuth::new(Some("s3cret".into())).attach(&mut ok);
-        assert!(auth.check(ok).is_ok());
-        let mut bad = Request::new(());
-        ClientAuth::new(Some("s3cret!".into())).attach(&mut bad);
-        assert!(auth.check(bad).is_err());
+    fn call(token: Option<&str>, on_behalf: Option<&Principal>) -> Request<()> {
+        let mut r = Request::new(());
+        ClientAuth::new(token.map(str::to_string)).attach(&mut r);
+        if let Some(p) = on_behalf {
+            act_for(&mut r, p);
+        }
+        r
+    }
+
+    fn who(r: Result<Request<()>, Status>) -> Principal {
+        caller(&r.expect("admitted")).expect("a caller")
     }
 
     #[test]
-    fn agent_tokens_are_bound_to_their_host() {
-        let token = "cairn-agent.t1.secret";
-        let record = TokenRecord {
-            id: "t1".into(),
-            host: "h1".into(),
-            hash: cairn_core::job::token_hash(token),
-            created_ms: 0,
-        };
-        let auth =
-            ServerAuth::new(Some("cluster".into())).with_agent_tokens(Arc::new(move |id: &str| {
-                (id == "t1").then(|| record.clone())
-            }));
-        let call = |t: &str| {
-            let mut r = Request::new(());
-            ClientAuth::new(Some(t.into())).attach(&mut r);
-            r
-        };
-        let ok = auth.check(call(token)).unwrap();
-        assert_eq!(Principal::of(&ok), Principal::Agent { host: "h1".into() });
-        assert!(Principal::of(&ok).require_admin("delete").is_err());
-        assert!(Principal::of(&ok).require_host("h2").is_err());
-        assert!(Principal::of(&ok).require_host("h1").is_ok());
+    fn the_cluster_secret_is_checked() {
+        let open = ServerAuth::new(None);
+        assert_eq!(who(open.check(call(None, None))), Principal::Cluster);
+        let auth = ServerAuth::new(Some("s3cret".into()));
         assert_eq!(
-            Principal::of(&auth.check(call("cluster")).unwrap()),
-            Principal::Admin
+            auth.check(call(None, None)).unwrap_err().code(),
+            tonic::Code::Unauthenticated
         );
-        // A wrong secret, an unknown id, and agents on an admin-only service are refused.
-        assert!(auth.check(call("cairn-agent.t1.guess")).is_err());
-        assert!(auth.check(call("cairn-agent.t9.secret")).is_err());
         assert_eq!(
-            auth.admin_only().check(call(token)).unwrap_err().code(),
+            who(auth.check(call(Some("s3cret"), None))),
+            Principal::Cluster
+        );
+        assert_eq!(
+            auth.check(call(Some("s3cret!"), None)).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        // A request the interceptor never saw has no caller.
+        assert!(caller(&Request::new(())).is_err());
+    }
+
+    fn with_tokens() -> (ServerAuth, &'static str, &'static str) {
+        let agent = "cairn-agent.t1.secret";
+        let user = "cairn-user.u1.secret";
+        let records = vec![
+            TokenRecord {
+                id: "t1".into(),
+                host: "h1".into(),
+                hash: cairn_core::job::token_hash(agent),
+                created_ms: 0,
+                name: String::new(),
+                role: None,
+            },
+            TokenRecord {
+                id: "u1".into(),
+                host: String::new(),
+                hash: cairn_core::job::token_hash(user),
+                created_ms: 0,
+                name: "gw".into(),
+                role: Some(Role::Operator),
+            },
+        ];
+        let auth =
+            ServerAuth::new(Some("cluster".into())).with_tokens(Arc::new(move |id: &str| {
+                records.iter().find(|r| r.id == id).cloned()
+            }));
+        (auth, agent, user)
+    }
+
+    #[test]
+    fn tokens_name_their_principal() {
+        let (auth, agent, user) = with_tokens();
+        assert_eq!(
+            who(auth.check(call(Some(agent), None))),
+            Principal::Agent { host: "h1".into() }
+        );
+        assert_eq!(
+            who(auth.check(call(Some(user), None))),
+            Principal::User {
+                name: "gw".into(),
+                role: Role::Operator
+            }
+        );
+        // A wrong secret or an unknown id is unauthenticated.
+        for bad in [
+            "cairn-agent.t1.guess",
+            "cairn-agent.t9.secret",
+            "cairn-user.u1.x",
+        ] {
+            assert_eq!(
+                auth.check(call(Some(bad), None)).unwrap_err().code(),
+                tonic::Code::Unauthenticated
+            );
+        }
+        // Raft admits the cluster secret only.
+        assert_eq!(
+            auth.nodes_only()
+                .check(call(Some(agent), None))
+                .unwrap_err()
+                .code(),
             tonic::Code::PermissionDenied
+        );
+        assert!(auth.nodes_only().check(call(Some("cluster"), None)).is_ok());
+    }
+
+    #[test]
+    fn only_the_secret_or_a_stronger_user_acts_for_someone() {
+        let (auth, agent, user) = with_tokens();
+        let h2 = Principal::Agent { host: "h2".into() };
+        let viewer = Principal::User {
+            name: "rest:v".into(),
+            role: Role::Viewer,
+        };
+        let admin = Principal::User {
+            name: "rest:a".into(),
+            role: Role::Admin,
+        };
+        // A node relays who asked.
+        assert_eq!(who(auth.check(call(Some("cluster"), Some(&h2)))), h2);
+        // An agent acts for nobody, not even another agent.
+        assert_eq!(
+            auth.check(call(Some(agent), Some(&h2))).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        // A user token acts for users with no more rights.
+        assert_eq!(who(auth.check(call(Some(user), Some(&viewer)))), viewer);
+        assert_eq!(
+            auth.check(call(Some(user), Some(&admin)))
+                .unwrap_err()
+                .code(),
+            tonic::Code::PermissionDenied
+        );
+        // Garbage in the header is refused, not ignored.
+        let mut r = call(Some("cluster"), None);
+        r.metadata_mut()
+            .insert_bin(ON_BEHALF, BinaryMetadataValue::from_bytes(b"{nope"));
+        assert_eq!(
+            auth.check(r).unwrap_err().code(),
+            tonic::Code::InvalidArgument
         );
     }
 }

@@ -25,7 +25,10 @@ use cairn_proto::status;
 use cairn_store::ChunkStore;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Principal;
+use cairn_core::auth::Access;
+use cairn_meta::authz::Subject;
+
+use crate::auth::{act_for, authorize, caller, Principal};
 use crate::error::meta_status;
 use crate::peers::{ClusterChunks, Peers};
 use crate::verify::{check_manifest, VerifyError};
@@ -121,15 +124,15 @@ pub(crate) async fn route_call<T>(
 }
 
 /// Serves a leader-only call: when this node does not lead, forwards `$req` whole to the
-/// leader's `$client` service (`catalog` or `agents`) and returns the leader's answer.
-/// `$svc` has `route` and `peers`.
+/// leader's `$client` service (`catalog` or `agents`) for `$who`, and returns the leader's
+/// answer. `$svc` has `route` and `peers`.
 macro_rules! forward_to_leader {
-    ($svc:expr, $req:ident, $client:ident, $method:ident) => {
+    ($svc:expr, $req:ident, $who:expr, $client:ident, $method:ident) => {
         if let $crate::catalog::Route::Leader(addr) = $svc.route(&$req).await? {
             return $svc
                 .peers
                 .$client(&addr)?
-                .$method($crate::catalog::forwarded($req.into_inner()))
+                .$method($crate::catalog::forwarded($req.into_inner(), $who))
                 .await
                 .map_err(|e| $crate::catalog::forward_error(&addr, e));
         }
@@ -137,11 +140,13 @@ macro_rules! forward_to_leader {
 }
 pub(crate) use forward_to_leader;
 
-/// Wraps `msg` for the leader, marked as forwarded.
-pub(crate) fn forwarded<T>(msg: T) -> Request<T> {
+/// Wraps `msg` for the leader, marked as forwarded and made for `who` (the caller this
+/// node authenticated: the leader decides for it, not for this node).
+pub(crate) fn forwarded<T>(msg: T, who: &Principal) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut()
         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    act_for(&mut r, who);
     r
 }
 
@@ -149,10 +154,6 @@ impl CatalogService {
     /// Decides whether this node serves a leader-only call or forwards it.
     async fn route<T>(&self, req: &Request<T>) -> Result<Route, Status> {
         route_call(&self.meta, self.node_id, req).await
-    }
-
-    fn forward<T>(msg: T) -> Request<T> {
-        forwarded(msg)
     }
 
     async fn record(&self, id: &BackupId) -> Result<BackupRecord, Status> {
@@ -163,55 +164,17 @@ impl CatalogService {
             .ok_or_else(|| status(ErrorCode::NotFound, format!("backup {id} not found")))
     }
 
-    /// Proposes `cmd` and turns a refusal into its status.
-    async fn write(&self, cmd: Command) -> Result<MetaResponse, Status> {
-        match self.meta.write(cmd).await.map_err(meta_status)? {
+    /// Proposes `cmd` for `by` and turns a refusal into its status.
+    async fn write(&self, by: &Principal, cmd: Command) -> Result<MetaResponse, Status> {
+        match self.meta.write(by, cmd).await.map_err(meta_status)? {
             MetaResponse::Refused { code, message } => Err(refused(code, message)),
             other => Ok(other),
         }
     }
 
-    /// Deletes the oldest backups of `env` beyond its `keep_max` (run after each commit on
-    /// the leader; if the leader dies in between, the next commit catches up).
-    async fn apply_retention(&self, env: EnvId) -> Result<(), Status> {
-        let config = self
-            .meta
-            .env_config(env)
-            .map_err(meta_status)?
-            .merged(&self.meta.env_config(EnvId::GLOBAL).map_err(meta_status)?);
-        if config.keep_max.is_none() {
-            return Ok(());
-        }
-        let ids: Vec<BackupId> = self
-            .meta
-            .list_backups(Some(env))
-            .map_err(meta_status)?
-            .iter()
-            .map(|b| b.id)
-            .collect();
-        for id in cairn_core::retention::excess(&ids, &config) {
-            match self.meta.write(Command::DeleteBackup { id }).await {
-                Ok(MetaResponse::Deleted) => {
-                    tracing::info!(backup_id = %id, keep_max = config.keep_max, "backup removed by retention")
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(backup_id = %id, error = %e, "retention could not remove a backup")
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Refuses an agent access to an environment that is not its host's, unless one of the
-    /// host's active jobs restores a backup of it (a restore onto another host).
-    fn check_env_access(&self, who: &Principal, env: EnvId) -> Result<(), Status> {
-        crate::agents::check_env_access(&self.meta, who, env)
-    }
-
-    /// Refuses an agent an environment its host does not run (commits).
-    fn check_own_env(&self, who: &Principal, env: EnvId) -> Result<(), Status> {
-        crate::agents::check_own_env(&self.meta, who, env)
+    /// Refuses `who` unless this node's catalog admits `access` on `subject`.
+    fn authorize(&self, who: &Principal, access: Access, subject: Subject) -> Result<(), Status> {
+        authorize(&self.meta, who, access, &subject)
     }
 
     /// This node's own (possibly stale) copy of a record, for when no leader answers.
@@ -227,20 +190,31 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::CommitBackupRequest>,
     ) -> Result<Response<pb::Backup>, Status> {
-        let who = Principal::of(&req);
-        if who.agent_host().is_some() {
-            let env = req
-                .get_ref()
-                .backup
-                .as_ref()
-                .map(|b| b.id.as_str())
-                .unwrap_or_default();
-            let id = parse_backup_id(env)?;
-            self.check_own_env(&who, id.env)?;
-        }
-        forward_to_leader!(self, req, catalog, commit_backup);
+        let who = caller(&req)?;
+        let env = req
+            .get_ref()
+            .backup
+            .as_ref()
+            .map(|b| b.id.as_str())
+            .unwrap_or_default();
+        // Before the manifest walk, which costs the leader reads from every node.
+        self.authorize(
+            &who,
+            Access::Commit,
+            Subject::Env(parse_backup_id(env)?.env),
+        )?;
+        forward_to_leader!(self, req, &who, catalog, commit_backup);
+        let req = req.into_inner();
+        let job = match req.job.as_str() {
+            "" => None,
+            j => Some(j.parse::<uuid::Uuid>().map_err(|e| {
+                status(
+                    ErrorCode::InvalidArgument,
+                    format!("malformed job id {j:?}: {e}"),
+                )
+            })?),
+        };
         let wire = req
-            .into_inner()
             .backup
             .ok_or_else(|| status(ErrorCode::InvalidArgument, "commit without a backup"))?;
         let mut record = BackupRecord::try_from(wire)?;
@@ -273,20 +247,25 @@ impl Catalog for CatalogService {
         record.file_count = check.root.files;
         record.logical_size = check.root.logical_size;
         let resp = self
-            .meta
-            .write(Command::CommitBackup {
-                record: record.clone(),
-            })
-            .await
-            .map_err(meta_status)?;
+            .write(
+                &who,
+                Command::CommitBackup {
+                    record: record.clone(),
+                    job,
+                    now_ms: crate::gc::now_ms(),
+                },
+            )
+            .await?;
         match resp {
-            MetaResponse::Committed { id } => {
+            MetaResponse::Committed { id, removed } => {
                 record.id = id;
-                tracing::info!(backup_id = %id, files = record.file_count, bytes = record.logical_size, "backup committed");
-                self.apply_retention(id.env).await?;
+                record.protected = false;
+                tracing::info!(backup_id = %id, files = record.file_count, bytes = record.logical_size, by = %who.name(), "backup committed");
+                for gone in removed {
+                    tracing::info!(backup_id = %gone, "backup removed by retention");
+                }
                 Ok(Response::new(pb::Backup::from(&record)))
             }
-            MetaResponse::Refused { code, message } => Err(refused(code, message)),
             other => Err(status(
                 ErrorCode::Internal,
                 format!("unexpected catalog answer {other:?}"),
@@ -298,11 +277,13 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::ListBackupsRequest>,
     ) -> Result<Response<pb::ListBackupsResponse>, Status> {
-        match parse_env(&req.get_ref().env)? {
-            Some(env) => self.check_env_access(&Principal::of(&req), env)?,
-            None => Principal::of(&req).require_admin("list every environment's backups")?,
-        }
-        forward_to_leader!(self, req, catalog, list_backups);
+        let who = caller(&req)?;
+        let subject = match parse_env(&req.get_ref().env)? {
+            Some(env) => Subject::Env(env),
+            None => Subject::Nothing,
+        };
+        self.authorize(&who, Access::Read, subject)?;
+        forward_to_leader!(self, req, &who, catalog, list_backups);
         let env = parse_env(&req.into_inner().env)?;
         self.meta.read_barrier().await.map_err(meta_status)?;
         let list = self.meta.list_backups(env).map_err(meta_status)?;
@@ -315,15 +296,14 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::BackupRef>,
     ) -> Result<Response<pb::Backup>, Status> {
-        if let Ok(id) = parse_backup_id(&req.get_ref().id) {
-            self.check_env_access(&Principal::of(&req), id.env)?;
-        }
+        let who = caller(&req)?;
         let id = parse_backup_id(&req.get_ref().id)?;
+        self.authorize(&who, Access::Read, Subject::Backup(id))?;
         let answer = match self.route(&req).await {
             Ok(Route::Here) => self.record(&id).await,
             Ok(Route::Leader(addr)) => match self.peers.catalog(&addr) {
                 Ok(mut c) => c
-                    .get_backup(Self::forward(req.into_inner()))
+                    .get_backup(forwarded(req.into_inner(), &who))
                     .await
                     .map(|r| r.into_inner())
                     .map_err(|e| forward_error(&addr, e)),
@@ -352,20 +332,44 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::BackupRef>,
     ) -> Result<Response<pb::DeleteBackupResponse>, Status> {
-        Principal::of(&req).require_admin("delete backups")?;
-        forward_to_leader!(self, req, catalog, delete_backup);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, catalog, delete_backup);
         let id = parse_backup_id(&req.into_inner().id)?;
-        match self
-            .meta
-            .write(Command::DeleteBackup { id })
-            .await
-            .map_err(meta_status)?
-        {
+        match self.write(&who, Command::DeleteBackup { id }).await? {
             MetaResponse::Deleted => {
-                tracing::info!(backup_id = %id, "backup deleted");
+                tracing::info!(backup_id = %id, by = %who.name(), "backup deleted");
                 Ok(Response::new(pb::DeleteBackupResponse {}))
             }
-            MetaResponse::Refused { code, message } => Err(refused(code, message)),
+            other => Err(status(
+                ErrorCode::Internal,
+                format!("unexpected catalog answer {other:?}"),
+            )),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn protect_backup(
+        &self,
+        req: Request<pb::ProtectBackupRequest>,
+    ) -> Result<Response<pb::Backup>, Status> {
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, catalog, protect_backup);
+        let req = req.into_inner();
+        let id = parse_backup_id(&req.id)?;
+        match self
+            .write(
+                &who,
+                Command::ProtectBackup {
+                    id,
+                    protected: req.protected,
+                },
+            )
+            .await?
+        {
+            MetaResponse::Backup { record } => {
+                tracing::info!(backup_id = %id, protected = req.protected, by = %who.name(), "backup protection changed");
+                Ok(Response::new(pb::Backup::from(&*record)))
+            }
             other => Err(status(
                 ErrorCode::Internal,
                 format!("unexpected catalog answer {other:?}"),
@@ -377,13 +381,12 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::LatestBackupRequest>,
     ) -> Result<Response<pb::LatestBackupResponse>, Status> {
-        if let Some(env) = parse_env(&req.get_ref().env)? {
-            self.check_env_access(&Principal::of(&req), env)?;
-        }
-        forward_to_leader!(self, req, catalog, latest_backup);
-        let req = req.into_inner();
-        let env = parse_env(&req.env)?
+        let who = caller(&req)?;
+        let env = parse_env(&req.get_ref().env)?
             .ok_or_else(|| status(ErrorCode::InvalidArgument, "an environment id is required"))?;
+        self.authorize(&who, Access::Read, Subject::Env(env))?;
+        forward_to_leader!(self, req, &who, catalog, latest_backup);
+        let req = req.into_inner();
         self.meta.read_barrier().await.map_err(meta_status)?;
         let latest = self
             .meta
@@ -396,8 +399,9 @@ impl Catalog for CatalogService {
 
     async fn node_status(
         &self,
-        _req: Request<pb::NodeStatusRequest>,
+        req: Request<pb::NodeStatusRequest>,
     ) -> Result<Response<pb::NodeStatusResponse>, Status> {
+        self.authorize(&caller(&req)?, Access::Status, Subject::Nothing)?;
         let m = self.meta.metrics();
         let s = self.store.stats();
         let backups = self.meta.list_backups(None).map_err(meta_status)?.len() as u64;
@@ -439,9 +443,10 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        Principal::of(&req).require_admin("change cluster membership")?;
-        forward_to_leader!(self, req, catalog, add_node);
-        crate::membership::add_node(&self.meta, &self.peers, req.into_inner())
+        let who = caller(&req)?;
+        self.authorize(&who, Access::Administer, Subject::Nothing)?;
+        forward_to_leader!(self, req, &who, catalog, add_node);
+        crate::membership::add_node(&self.meta, &self.peers, &who, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -451,13 +456,15 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        Principal::of(&req).require_admin("change cluster membership")?;
-        forward_to_leader!(self, req, catalog, remove_node);
+        let who = caller(&req)?;
+        self.authorize(&who, Access::Administer, Subject::Nothing)?;
+        forward_to_leader!(self, req, &who, catalog, remove_node);
         crate::membership::remove_node(
             &self.meta,
             &self.peers,
             &self.repairer,
             self.node_id,
+            &who,
             req.into_inner().node_id,
         )
         .await
@@ -468,10 +475,8 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::OpenSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        if let Some(env) = parse_env(&req.get_ref().env)? {
-            self.check_env_access(&Principal::of(&req), env)?;
-        }
-        forward_to_leader!(self, req, catalog, open_session);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, catalog, open_session);
         let req = req.into_inner();
         let env = parse_env(&req.env)?
             .ok_or_else(|| status(ErrorCode::InvalidArgument, "an environment id is required"))?;
@@ -479,11 +484,15 @@ impl Catalog for CatalogService {
             id: uuid::Uuid::new_v4(),
             env,
             started_ms: crate::gc::now_ms(),
-            host: req.host,
+            // An agent's sessions are its host's, whatever it says.
+            host: who.agent_host().map(str::to_string).unwrap_or(req.host),
         };
-        self.write(Command::OpenSession {
-            session: session.clone(),
-        })
+        self.write(
+            &who,
+            Command::OpenSession {
+                session: session.clone(),
+            },
+        )
         .await?;
         Ok(Response::new(pb::Session {
             id: session.id.to_string(),
@@ -495,21 +504,23 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::Session>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
-        forward_to_leader!(self, req, catalog, close_session);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, catalog, close_session);
         let id: uuid::Uuid = req.into_inner().id.parse().map_err(|e| {
             status(
                 ErrorCode::InvalidArgument,
                 format!("malformed session id: {e}"),
             )
         })?;
-        self.write(Command::CloseSession { id }).await?;
+        self.write(&who, Command::CloseSession { id }).await?;
         Ok(Response::new(pb::CloseSessionResponse {}))
     }
 
     #[tracing::instrument(skip_all)]
     async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcReport>, Status> {
-        Principal::of(&req).require_admin("run garbage collection")?;
-        forward_to_leader!(self, req, catalog, gc);
+        let who = caller(&req)?;
+        self.authorize(&who, Access::Administer, Subject::Nothing)?;
+        forward_to_leader!(self, req, &who, catalog, gc);
         let wait = match req.into_inner().wait_secs {
             0 => Duration::from_secs(3600),
             s => Duration::from_secs(s),
@@ -524,11 +535,10 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::EnvRef>,
     ) -> Result<Response<pb::EnvConfig>, Status> {
+        let who = caller(&req)?;
         let env = parse_env(&req.get_ref().env)?.unwrap_or(EnvId::GLOBAL);
-        if env != EnvId::GLOBAL {
-            self.check_env_access(&Principal::of(&req), env)?;
-        }
-        forward_to_leader!(self, req, catalog, get_env_config);
+        self.authorize(&who, Access::Read, Subject::Env(env))?;
+        forward_to_leader!(self, req, &who, catalog, get_env_config);
         let effective = req.into_inner().effective;
         self.meta.read_barrier().await.map_err(meta_status)?;
         let own = self.meta.env_config(env).map_err(meta_status)?;
@@ -544,37 +554,34 @@ impl Catalog for CatalogService {
         &self,
         req: Request<pb::SetEnvConfigRequest>,
     ) -> Result<Response<pb::EnvConfig>, Status> {
-        Principal::of(&req).require_admin("change backup settings")?;
-        forward_to_leader!(self, req, catalog, set_env_config);
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, catalog, set_env_config);
         let req = req.into_inner();
         let env = parse_env(&req.env)?.unwrap_or(EnvId::GLOBAL);
         let config = cairn_proto::env_config_from_wire(req.config.unwrap_or_default());
-        self.write(Command::SetEnvConfig {
-            env,
-            config: config.clone(),
-        })
-        .await?;
-        if env == EnvId::GLOBAL {
-            let envs: std::collections::BTreeSet<EnvId> = self
-                .meta
-                .list_backups(None)
-                .map_err(meta_status)?
-                .iter()
-                .map(|b| b.id.env)
-                .collect();
-            for e in envs {
-                self.apply_retention(e).await?;
+        if let MetaResponse::Configured { removed } = self
+            .write(
+                &who,
+                Command::SetEnvConfig {
+                    env,
+                    config: config.clone(),
+                    now_ms: crate::gc::now_ms(),
+                },
+            )
+            .await?
+        {
+            for gone in removed {
+                tracing::info!(backup_id = %gone, "backup removed by retention");
             }
-        } else {
-            self.apply_retention(env).await?;
         }
         Ok(Response::new(cairn_proto::env_config_to_wire(&config)))
     }
 
     async fn get_placement(
         &self,
-        _req: Request<pb::PlacementRequest>,
+        req: Request<pb::PlacementRequest>,
     ) -> Result<Response<pb::Placement>, Status> {
+        self.authorize(&caller(&req)?, Access::Status, Subject::Nothing)?;
         let epoch = self.meta.placement().map_err(meta_status)?;
         Ok(Response::new(match epoch {
             Some(e) => pb::Placement::from(&e),

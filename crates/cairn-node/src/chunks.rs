@@ -8,7 +8,17 @@
 //! fails the whole call with `unavailable`, and the client may retry (it re-sends only what
 //! is missing). Replica puts (`replica = true`) are stored and never copied further, so a
 //! copy cannot bounce between nodes.
+//!
+//! # Who reads what
+//! Chunk ids are content hashes, but a manifest's chunk ids are as private as the backup:
+//! an agent names the backup it reads for (`GetRequest.backup`), the catalog decides
+//! whether it may read that backup (`cairn_meta::authz`, rule `agent-own-backup`), and the
+//! node serves only chunks that backup references ([`BackupScopes`], a bounded cache of
+//! each backup's reference set, read from its manifest). Users need the operator role to
+//! read content; nodes (the cluster secret) read anything. Replica puts and sweeps are for
+//! nodes only.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use cairn_chunker::EncodedChunk;
@@ -21,7 +31,11 @@ use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Principal;
+use cairn_core::auth::Access;
+use cairn_core::BackupId;
+use cairn_meta::authz::Subject;
+
+use crate::auth::{authorize, caller};
 use crate::config::WriteQuorum;
 use crate::error::{join_status, store_status};
 use crate::peers::ClusterChunks;
@@ -36,6 +50,54 @@ pub struct ChunksService {
     pub cluster: ClusterChunks,
     pub quorum: WriteQuorum,
     pub repairer: Arc<crate::repair::Repairer>,
+    pub scopes: Arc<BackupScopes>,
+}
+
+/// Most chunk ids the scope cache holds (32 bytes each, plus the set's overhead).
+const SCOPE_IDS: usize = 2_000_000;
+
+/// The chunks each recently read backup references, so that an agent's reads can be held
+/// to the backup it may read. Bounded: when a new set would pass [`SCOPE_IDS`], the oldest
+/// sets are dropped (a backup read again is walked again).
+#[derive(Default)]
+pub struct BackupScopes {
+    sets: tokio::sync::Mutex<std::collections::VecDeque<(BackupId, Arc<HashSet<ChunkId>>)>>,
+}
+
+impl BackupScopes {
+    /// The chunks `backup` references (its manifest read from the cluster once).
+    async fn of(
+        &self,
+        cluster: &ClusterChunks,
+        backup: BackupId,
+    ) -> Result<Arc<HashSet<ChunkId>>, Status> {
+        if let Some((_, set)) = self.sets.lock().await.iter().find(|(b, _)| *b == backup) {
+            return Ok(set.clone());
+        }
+        let record = cluster
+            .meta
+            .get_backup(&backup)
+            .map_err(crate::error::meta_status)?
+            .ok_or_else(|| status(ErrorCode::NotFound, format!("backup {backup} not found")))?;
+        let set = Arc::new(
+            crate::verify::referenced_chunks(cluster, &record.manifest)
+                .await
+                .map_err(|e| match e {
+                    crate::verify::VerifyError::Cluster(s) => s,
+                    other => status(ErrorCode::Corrupt, other.to_string()),
+                })?,
+        );
+        let mut sets = self.sets.lock().await;
+        let mut held: usize = sets.iter().map(|(_, s)| s.len()).sum();
+        while held + set.len() > SCOPE_IDS {
+            match sets.pop_front() {
+                Some((_, gone)) => held -= gone.len(),
+                None => break,
+            }
+        }
+        sets.push_back((backup, set.clone()));
+        Ok(set)
+    }
 }
 
 impl ChunksService {
@@ -120,6 +182,12 @@ impl Chunks for ChunksService {
         &self,
         req: Request<MissingRequest>,
     ) -> Result<Response<MissingResponse>, Status> {
+        authorize(
+            &self.cluster.meta,
+            &caller(&req)?,
+            Access::Upload,
+            &Subject::Nothing,
+        )?;
         let ids = parse_ids(&req.into_inner().ids)?;
         let store = self.store.clone();
         let missing = tokio::task::spawn_blocking(move || {
@@ -148,7 +216,7 @@ impl Chunks for ChunksService {
         &self,
         req: Request<Streaming<pb::PutRequest>>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let agent = Principal::of(&req).agent_host().is_some();
+        let who = caller(&req)?;
         let mut stream = req.into_inner();
         let mut total = pb::PutResponse::default();
         let mut batch: Vec<EncodedChunk> = Vec::new();
@@ -159,13 +227,25 @@ impl Chunks for ChunksService {
             let done = next.is_none();
             if let Some(msg) = next {
                 let msg = msg?;
-                if agent && msg.replica {
-                    return Err(cairn_proto::status(
-                        cairn_core::ErrorCode::PermissionDenied,
-                        "agents upload to a chunk's primary owner; replica copies are for nodes",
-                    ));
+                match replica {
+                    None => {
+                        // Replica copies are for nodes; uploads for whoever may upload.
+                        let access = if msg.replica {
+                            Access::Internal
+                        } else {
+                            Access::Upload
+                        };
+                        authorize(&self.cluster.meta, &who, access, &Subject::Nothing)?;
+                        replica = Some(msg.replica);
+                    }
+                    Some(r) if r != msg.replica => {
+                        return Err(status(
+                            ErrorCode::InvalidArgument,
+                            "a put stream is all replica copies or none",
+                        ))
+                    }
+                    Some(_) => {}
                 }
-                replica.get_or_insert(msg.replica);
                 for c in msg.chunks {
                     let c = EncodedChunk::try_from(c)?;
                     batch_bytes += c.data.len();
@@ -202,7 +282,12 @@ impl Chunks for ChunksService {
         &self,
         req: Request<pb::ScrubRequest>,
     ) -> Result<Response<pb::ScrubResponse>, Status> {
-        Principal::of(&req).require_admin("scrub")?;
+        authorize(
+            &self.cluster.meta,
+            &caller(&req)?,
+            Access::Administer,
+            &Subject::Nothing,
+        )?;
         let store = self.store.clone();
         let report = tokio::task::spawn_blocking(move || store.verify_all())
             .await
@@ -256,7 +341,12 @@ impl Chunks for ChunksService {
         &self,
         req: Request<pb::RepairRequest>,
     ) -> Result<Response<pb::RepairReport>, Status> {
-        Principal::of(&req).require_admin("run repair")?;
+        authorize(
+            &self.cluster.meta,
+            &caller(&req)?,
+            Access::Administer,
+            &Subject::Nothing,
+        )?;
         Ok(Response::new(self.repairer.pass().await?))
     }
 
@@ -265,7 +355,12 @@ impl Chunks for ChunksService {
         &self,
         req: Request<Streaming<pb::SweepRequest>>,
     ) -> Result<Response<pb::SweepReport>, Status> {
-        Principal::of(&req).require_admin("sweep chunks")?;
+        authorize(
+            &self.cluster.meta,
+            &caller(&req)?,
+            Access::Internal,
+            &Subject::Nothing,
+        )?;
         let mut stream = req.into_inner();
         let mut referenced = std::collections::HashSet::new();
         let mut started = None;
@@ -287,7 +382,34 @@ impl Chunks for ChunksService {
 
     #[tracing::instrument(skip_all, fields(ids = req.get_ref().ids.len()))]
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<Self::GetStream>, Status> {
-        let ids = parse_ids(&req.into_inner().ids)?;
+        let who = caller(&req)?;
+        let req = req.into_inner();
+        let backup = match req.backup.as_str() {
+            "" => None,
+            b => Some(b.parse::<BackupId>().map_err(|e| {
+                status(
+                    ErrorCode::InvalidArgument,
+                    format!("malformed backup id {b:?}: {e}"),
+                )
+            })?),
+        };
+        let subject = match backup {
+            Some(b) => Subject::Backup(b),
+            None => Subject::Nothing,
+        };
+        authorize(&self.cluster.meta, &who, Access::ReadContent, &subject)?;
+        let ids = parse_ids(&req.ids)?;
+        if let (Some(host), Some(b)) = (who.agent_host(), backup) {
+            let scope = self.scopes.of(&self.cluster, b).await?;
+            if let Some(stray) = ids.iter().find(|id| !scope.contains(id)) {
+                return Err(status(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "rule agent-own-backup: the agent token of host {host:?} reads only the chunks of backup {b}; chunk {stray} is not one of them"
+                    ),
+                ));
+            }
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {

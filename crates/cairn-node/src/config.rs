@@ -34,11 +34,17 @@ pub struct NodeConfig {
     /// Owners that were down get their copy from repair.
     #[serde(default)]
     pub write_quorum: WriteQuorum,
-    /// The cluster token every call must carry (node↔node and client↔node). Unset, with no
-    /// `token_file` and no `CAIRN_TOKEN` in the environment: calls are not authenticated
-    /// (only for loopback development).
+    /// The cluster secret: nodes carry it on every call to each other. Clients carry user or
+    /// agent tokens (the secret also works, with every right). Unset, with no `token_file`
+    /// and no `CAIRN_TOKEN` in the environment: calls without a token are not authenticated
+    /// and have every right, which a node allows on a loopback listen address only, unless
+    /// `insecure = true`.
     #[serde(default)]
     pub token: Option<String>,
+    /// Allows a node without a cluster secret to listen on a non-loopback address (every
+    /// caller that reaches it may do anything). For isolated test networks only.
+    #[serde(default)]
+    pub insecure: bool,
     /// A file holding the cluster token (first line), instead of `token`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -58,8 +64,8 @@ pub struct NodeConfig {
     /// it shows why it waits (its host offline, for instance).
     #[serde(default = "default_job_queue_timeout")]
     pub job_queue_timeout_ms: u64,
-    /// A host whose agent has not registered for this long (milliseconds) is shown offline,
-    /// and another host may take over its environments.
+    /// A host whose agent has not registered for this long (milliseconds) is shown offline
+    /// (its jobs wait; its environments stay its own until an operator moves them).
     #[serde(default = "default_host_offline_after")]
     pub host_offline_after_ms: u64,
     /// PEM certificate (chain) of this node: with `tls_key`, every gRPC listener speaks TLS
@@ -217,6 +223,7 @@ impl NodeConfig {
             write_quorum: WriteQuorum::All,
             token: None,
             token_file: None,
+            insecure: false,
             repair_interval_ms: default_repair_interval(),
             down_after_ms: default_down_after(),
             raft_snapshot_logs: default_snapshot_logs(),
@@ -340,6 +347,21 @@ impl NodeConfig {
             });
         }
         Ok(())
+    }
+
+    /// Refuses to serve without a cluster secret on a non-loopback address (anyone reaching
+    /// it would have every right), unless `insecure` says so.
+    pub fn check_exposure(&self, has_secret: bool) -> Result<(), ConfigError> {
+        if has_secret || self.insecure || self.listen.ip().is_loopback() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            key: "token",
+            message: format!(
+                "refusing to listen on {} without a cluster secret (anyone who reaches it could do anything); set token, token_file or CAIRN_TOKEN, listen on 127.0.0.1, or set insecure = true",
+                self.listen
+            ),
+        })
     }
 
     /// The voters in force: the configured list, or this node alone.
@@ -472,5 +494,27 @@ mod tests {
         c.validate().unwrap();
         let z: NodeConfig = toml::from_str("node_id = 0\ndata_dir = \"/d\"").unwrap();
         assert!(z.validate().unwrap_err().to_string().contains("node_id"));
+    }
+
+    #[test]
+    fn an_exposed_node_needs_a_secret_unless_insecure() {
+        let at = |listen: &str, extra: &str| -> NodeConfig {
+            toml::from_str(&format!(
+                "node_id = 1\ndata_dir = \"/d\"\nlisten = \"{listen}\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        assert!(at("127.0.0.1:7700", "").check_exposure(false).is_ok());
+        assert!(at("[::1]:7700", "").check_exposure(false).is_ok());
+        let open = at("0.0.0.0:7700", "");
+        let err = open.check_exposure(false).unwrap_err().to_string();
+        assert!(
+            err.contains("insecure = true") && err.contains("0.0.0.0:7700"),
+            "{err}"
+        );
+        assert!(open.check_exposure(true).is_ok());
+        assert!(at("10.0.0.5:7700", "insecure = true")
+            .check_exposure(false)
+            .is_ok());
     }
 }

@@ -23,6 +23,7 @@ use cairn_meta::{Command, MetaNode, Response as MetaResponse};
 use cairn_proto::{pb, status};
 use tonic::Status;
 
+use crate::auth::Principal;
 use crate::error::meta_status;
 use crate::peers::Peers;
 use crate::repair::Repairer;
@@ -30,18 +31,24 @@ use crate::repair::Repairer;
 /// Repair passes a draining node may take before the removal gives up.
 const DRAIN_PASSES: usize = 50;
 
+/// Proposes a placement for `by` (an admin's add or remove, or the cluster's own health
+/// watcher).
 async fn set_placement(
     meta: &MetaNode,
+    by: &Principal,
     nodes: Vec<PlacementNode>,
     rf: u32,
     expect_epoch: u64,
 ) -> Result<u64, Status> {
     match meta
-        .write(Command::SetPlacement {
-            nodes,
-            rf,
-            expect_epoch: Some(expect_epoch),
-        })
+        .write(
+            by,
+            Command::SetPlacement {
+                nodes,
+                rf,
+                expect_epoch: Some(expect_epoch),
+            },
+        )
         .await
         .map_err(meta_status)?
     {
@@ -67,6 +74,7 @@ fn current(meta: &MetaNode) -> Result<Epoch, Status> {
 pub async fn add_node(
     meta: &MetaNode,
     peers: &Peers,
+    by: &Principal,
     req: pb::AddNodeRequest,
 ) -> Result<pb::MembershipResponse, Status> {
     let addr = crate::config::as_url(req.addr.trim());
@@ -137,7 +145,7 @@ pub async fn add_node(
         draining: false,
         down: false,
     });
-    let number = set_placement(meta, nodes, epoch.rf, epoch.number).await?;
+    let number = set_placement(meta, by, nodes, epoch.rf, epoch.number).await?;
     tracing::info!(node_id = st.node_id, %addr, epoch = number, "node added");
     kick_repair(peers, meta);
     Ok(pb::MembershipResponse {
@@ -168,6 +176,7 @@ pub async fn remove_node(
     peers: &Peers,
     local: &Repairer,
     self_id: u64,
+    by: &Principal,
     id: u64,
 ) -> Result<pb::MembershipResponse, Status> {
     let epoch = current(meta)?;
@@ -214,7 +223,7 @@ pub async fn remove_node(
     if let Some(n) = nodes.iter_mut().find(|n| n.id == id) {
         n.draining = true;
     }
-    let draining_epoch = set_placement(meta, nodes.clone(), epoch.rf, epoch.number).await?;
+    let draining_epoch = set_placement(meta, by, nodes.clone(), epoch.rf, epoch.number).await?;
     tracing::info!(node_id = id, epoch = draining_epoch, "node draining");
     kick_repair(peers, meta);
 
@@ -261,7 +270,7 @@ pub async fn remove_node(
     // Start from the epoch in force: the health watch may have changed it meanwhile.
     let now = current(meta)?;
     let nodes: Vec<PlacementNode> = now.nodes.iter().filter(|n| n.id != id).cloned().collect();
-    let number = set_placement(meta, nodes, now.rf, now.number).await?;
+    let number = set_placement(meta, by, nodes, now.rf, now.number).await?;
     tracing::info!(node_id = id, epoch = number, moved, "node removed");
     Ok(pb::MembershipResponse {
         node_id: id,
@@ -329,7 +338,7 @@ pub async fn watch_health(
             }
         }
         if changed && nodes.iter().any(|n| !n.down && !n.draining) {
-            match set_placement(&meta, nodes, epoch.rf, epoch.number).await {
+            match set_placement(&meta, &Principal::Cluster, nodes, epoch.rf, epoch.number).await {
                 Ok(e) => {
                     tracing::info!(epoch = e, "placement updated for node health");
                     kick_repair(&peers, &meta);

@@ -125,6 +125,7 @@ impl Peers {
     pub async fn get_at(&self, url: &str, id: ChunkId) -> Result<EncodedChunk, Status> {
         let req = pb::GetRequest {
             ids: vec![id.0.to_vec()],
+            backup: String::new(),
         };
         let mut s = self.chunks(url)?.get(req).await?.into_inner();
         match s.next().await {

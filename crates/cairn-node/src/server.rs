@@ -151,6 +151,10 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let store = Arc::new(store);
 
     let token = cfg.resolve_token()?;
+    cfg.check_exposure(token.is_some())?;
+    if token.is_some() && cfg.tls_cert.is_none() && !cfg.listen.ip().is_loopback() {
+        tracing::warn!(listen = %cfg.listen, "tokens travel in clear text: configure tls_cert and tls_key for a listener other nodes reach over a network");
+    }
     let wire_token = Token::new(token.as_deref())?;
     let mut server_auth = ServerAuth::new(token.clone());
     let tls = cfg.tls()?;
@@ -171,7 +175,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     {
         let meta = meta.clone();
         server_auth =
-            server_auth.with_agent_tokens(Arc::new(move |id: &str| meta.token(id).ok().flatten()));
+            server_auth.with_tokens(Arc::new(move |id: &str| meta.token(id).ok().flatten()));
     }
     let cluster = ClusterChunks {
         node_id: cfg.node_id,
@@ -193,6 +197,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             cluster: cluster.clone(),
             quorum: cfg.write_quorum,
             repairer: repairer.clone(),
+            scopes: Arc::default(),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE),
@@ -221,7 +226,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE),
-        server_auth.admin_only(),
+        server_auth.nodes_only(),
     );
     let agents = InterceptedService::new(
         AgentsServer::new(crate::agents::AgentsService {
@@ -378,7 +383,7 @@ impl Bootstrap {
             rf: epoch.rf,
             expect_epoch: Some(epoch.number),
         };
-        if let Err(e) = self.meta.write(cmd).await {
+        if let Err(e) = self.meta.write_system(cmd).await {
             tracing::warn!(error = %e, "cannot update this node's address in the placement");
         }
     }
@@ -430,7 +435,7 @@ impl Bootstrap {
             let leads = self.meta.metrics().current_leader == Some(self.node_id);
             if leads && !named {
                 let id = uuid::Uuid::new_v4();
-                if let Err(e) = self.meta.write(Command::SetClusterId { id }).await {
+                if let Err(e) = self.meta.write_system(Command::SetClusterId { id }).await {
                     tracing::debug!(error = %e, "cluster id not set yet");
                 }
             }
@@ -440,7 +445,7 @@ impl Bootstrap {
                     rf: self.rf,
                     expect_epoch: Some(0),
                 };
-                match self.meta.write(cmd).await {
+                match self.meta.write_system(cmd).await {
                     Ok(cairn_meta::Response::Placement { epoch }) => {
                         tracing::info!(epoch, nodes = nodes.len(), rf = self.rf, "placement set");
                         continue;

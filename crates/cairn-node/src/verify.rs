@@ -96,6 +96,29 @@ pub async fn check_manifest(
     Ok(out)
 }
 
+/// Every chunk a manifest references: the root, the manifest's own chunks and the files'
+/// chunks. Read from the cluster (each chunk verified on the way).
+pub async fn referenced_chunks(
+    cluster: &ClusterChunks,
+    root_id: &ChunkId,
+) -> Result<HashSet<ChunkId>, VerifyError> {
+    let root_bytes = match cluster.content(*root_id).await {
+        Ok(b) => b,
+        Err(s) if is_absent(&s) => return Err(VerifyError::NoRoot(*root_id)),
+        Err(s) => return Err(VerifyError::Cluster(s)),
+    };
+    let root = ManifestRoot::decode(&root_bytes)?;
+    let mut out = HashSet::from([*root_id]);
+    for mc in &root.chunks {
+        out.insert(mc.id);
+        let bytes = cluster.content(mc.id).await.map_err(VerifyError::Cluster)?;
+        for e in decode_chunk(&bytes)? {
+            out.extend(e.chunks.iter().map(|c| c.id));
+        }
+    }
+    Ok(out)
+}
+
 /// Tells whether a lookup failed because no node holds the chunk (rather than failing).
 fn is_absent(s: &Status) -> bool {
     matches!(

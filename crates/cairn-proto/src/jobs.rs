@@ -62,6 +62,7 @@ pub fn env_config_to_wire(c: &EnvConfig) -> pb::EnvConfig {
         pre_hooks: hooks(&c.pre_hooks),
         post_hooks: hooks(&c.post_hooks),
         hook_timeout_secs: c.hook_timeout_secs,
+        retention_grace_days: c.retention_grace_days,
     }
 }
 
@@ -76,6 +77,7 @@ pub fn env_config_from_wire(c: pb::EnvConfig) -> EnvConfig {
         pre_hooks: c.pre_hooks.map(|h| h.commands),
         post_hooks: c.post_hooks.map(|h| h.commands),
         hook_timeout_secs: c.hook_timeout_secs,
+        retention_grace_days: c.retention_grace_days,
     }
 }
 
@@ -173,7 +175,10 @@ impl From<&JobOptions> for pb::JobOptions {
                 description: e.description.clone(),
                 set_tags: e.tags.is_some(),
                 tags: e.tags.clone().unwrap_or_default(),
+                protected: e.protected,
             }),
+            allow_privileged: o.allow_privileged,
+            privileged: o.privileged,
         }
     }
 }
@@ -214,7 +219,10 @@ impl TryFrom<pb::JobOptions> for JobOptions {
                 name: e.name,
                 description: e.description,
                 tags: e.set_tags.then_some(e.tags),
+                protected: e.protected,
             }),
+            allow_privileged: o.allow_privileged,
+            privileged: o.privileged,
         })
     }
 }
@@ -370,7 +378,10 @@ mod tests {
                     name: None,
                     description: Some(String::new()),
                     tags: Some(vec!["a".into()]),
+                    protected: Some(false),
                 }),
+                allow_privileged: true,
+                privileged: true,
             },
             1_000,
             60_000,
@@ -453,6 +464,7 @@ mod tests {
             pre_hooks: Some(vec!["a".into(), "b".into()]),
             post_hooks: Some(vec![]),
             hook_timeout_secs: Some(9),
+            retention_grace_days: Some(0),
         };
         assert_eq!(env_config_from_wire(env_config_to_wire(&cfg)), cfg);
         let unset = EnvConfig::default();

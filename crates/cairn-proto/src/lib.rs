@@ -22,33 +22,55 @@ pub mod pb {
 /// Largest gRPC message either side accepts (a batch of chunks).
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// Attaches the cluster token (`authorization: Bearer <token>`) to every outgoing call.
+/// Attaches the caller's token (`authorization: Bearer <token>`: the cluster secret, a user
+/// token or an agent token) to every outgoing call, and whom the calls are made for when a
+/// gateway acts for its user ([`ON_BEHALF`]).
 ///
 /// Clients of every kind (CLI, agent, node to node) wrap their channels with it, so a token
 /// can never be forgotten on one call path. No token configured: calls go out bare.
 #[derive(Clone, Default)]
-pub struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub struct Token {
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    on_behalf: Option<tonic::metadata::MetadataValue<tonic::metadata::Binary>>,
+}
+
+/// Metadata key of the principal a caller acts for: the JSON of a
+/// `cairn_core::auth::Principal` (see the proto file's note on credentials).
+pub const ON_BEHALF: &str = "x-cairn-principal-bin";
 
 impl Token {
     /// Builds the interceptor; a token that is not valid header text is refused.
     pub fn new(token: Option<&str>) -> Result<Token, WireError> {
-        match token {
-            None => Ok(Token(None)),
-            Some(t) => format!("Bearer {t}")
-                .parse()
-                .map(|v| Token(Some(v)))
-                .map_err(|_| WireError {
-                    field: "cluster token",
-                    why: "it must be printable ASCII without line breaks".into(),
-                }),
+        let bearer = match token {
+            None => None,
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| WireError {
+                field: "token",
+                why: "it must be printable ASCII without line breaks".into(),
+            })?),
+        };
+        Ok(Token {
+            bearer,
+            on_behalf: None,
+        })
+    }
+
+    /// The same credentials, saying the calls are made for `who` (a gateway's user).
+    pub fn acting_for(&self, who: &cairn_core::auth::Principal) -> Token {
+        let json = serde_json::to_vec(who).unwrap_or_default();
+        Token {
+            bearer: self.bearer.clone(),
+            on_behalf: Some(tonic::metadata::MetadataValue::from_bytes(&json)),
         }
     }
 }
 
 impl tonic::service::Interceptor for Token {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
+        if let Some(v) = &self.bearer {
             req.metadata_mut().insert("authorization", v.clone());
+        }
+        if let Some(v) = &self.on_behalf {
+            req.metadata_mut().insert_bin(ON_BEHALF, v.clone());
         }
         Ok(req)
     }
@@ -157,6 +179,7 @@ pub fn status(code: ErrorCode, msg: impl std::fmt::Display) -> tonic::Status {
         ErrorCode::Unavailable => tonic::Code::Unavailable,
         ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorCode::Protected => tonic::Code::FailedPrecondition,
         ErrorCode::Internal => tonic::Code::Internal,
     };
     tonic::Status::new(grpc, format!("[{}] {msg}", code.as_str()))
@@ -256,6 +279,7 @@ impl From<&BackupRecord> for pb::Backup {
             env_info: Some(pb::EnvInfo::from(&r.env_info)),
             includes: r.includes.clone(),
             excludes: r.excludes.clone(),
+            protected: r.protected,
         }
     }
 }
@@ -293,6 +317,7 @@ impl TryFrom<pb::Backup> for BackupRecord {
             env_info: b.env_info.map(Into::into).unwrap_or_default(),
             includes: b.includes,
             excludes: b.excludes,
+            protected: b.protected,
         })
     }
 }
@@ -336,6 +361,7 @@ mod tests {
             },
             includes: vec!["etc".into()],
             excludes: vec!["*.tmp".into()],
+            protected: true,
         }
     }
 

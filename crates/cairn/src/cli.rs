@@ -31,8 +31,9 @@ struct ClusterArg {
     /// Address of any storage node.
     #[arg(long, env = "CAIRN_CLUSTER", default_value = DEFAULT_CLUSTER, global = true)]
     cluster: String,
-    /// The cluster token, when the nodes require one (prefer the environment variable: a
-    /// command line is visible to other users).
+    /// Your token (a user token from `cairn token create`; the cluster secret also works),
+    /// when the nodes require one. Prefer the environment variable: a command line is
+    /// visible to other users.
     #[arg(long, env = "CAIRN_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
 }
@@ -89,6 +90,12 @@ enum Cmd {
         config: Option<PathBuf>,
         #[command(subcommand)]
         cmd: Option<AgentCmd>,
+    },
+    /// User tokens: personal credentials with a role (viewer, operator, admin) for the CLI
+    /// and standalone gateways, so nobody needs the cluster secret.
+    Token {
+        #[command(subcommand)]
+        cmd: UserTokenCmd,
     },
     /// The environments (containers) every host reports, with their latest backup.
     Envs {
@@ -182,6 +189,10 @@ enum Cmd {
         /// capabilities are then not restored either).
         #[arg(long)]
         no_owners: bool,
+        /// With --host: also restore device nodes, setuid/setgid bits and file capabilities
+        /// (a restore onto another host than the backup's withholds them otherwise).
+        #[arg(long, requires = "host")]
+        allow_privileged: bool,
         #[arg(long)]
         json: bool,
     },
@@ -260,8 +271,12 @@ enum ConfigCmd {
         /// Seconds each hook may run before it is killed.
         #[arg(long)]
         hook_timeout: Option<u32>,
+        /// Days a backup is safe from retention triggered by an agent's or operator's commit
+        /// (default 7; 0: none). An admin's own keep_max change applies at once.
+        #[arg(long)]
+        retention_grace: Option<u32>,
         /// Unset a setting (keep_max, chain_length, chain_days, compression, type,
-        /// pre_hooks, post_hooks, hook_timeout). Repeatable.
+        /// pre_hooks, post_hooks, hook_timeout, retention_grace). Repeatable.
         #[arg(long)]
         unset: Vec<String>,
     },
@@ -316,6 +331,29 @@ enum TokenCmd {
 }
 
 #[derive(Subcommand)]
+enum UserTokenCmd {
+    /// Issue a token for NAME with a role (printed once; the cluster keeps only its hash).
+    Create {
+        name: String,
+        /// viewer (reads), operator (also backs up and restores), admin (everything).
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id, or every token of --name.
+    Revoke {
+        id: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum EnvsCmd {
     List {
         /// Only this host's environments.
@@ -323,6 +361,15 @@ enum EnvsCmd {
         host: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Assign an environment to another host (a container migrated, or its host replaced):
+    /// that host's agent then backs it up and restores it, history included. Agents never
+    /// take over another host's environment themselves.
+    Move {
+        eid: String,
+        /// The host to run it from now on.
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -371,8 +418,13 @@ enum BackupsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Delete one backup (its chunks are reclaimed by garbage collection).
+    /// Delete one backup (its chunks are reclaimed by garbage collection). A protected
+    /// backup is refused.
     Delete { id: String },
+    /// Protect a backup: nothing removes it (delete, retention) until it is unprotected.
+    Protect { id: String },
+    /// Lift a backup's protection.
+    Unprotect { id: String },
 }
 
 #[derive(Subcommand)]
@@ -539,11 +591,34 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             }
             _ => anyhow::bail!("use `cairn agent --config FILE` or `cairn agent token …`"),
         },
+        Cmd::Token { cmd } => {
+            let c = Cluster::connect(cluster).await?;
+            match cmd {
+                UserTokenCmd::Create { name, role, json } => {
+                    crate::jobs::user_token_create(&c, &name, &role, json).await
+                }
+                UserTokenCmd::List { json } => crate::jobs::user_token_list(&c, json).await,
+                UserTokenCmd::Revoke { id, name } => {
+                    anyhow::ensure!(
+                        id.is_some() != name.is_some(),
+                        "name either a token id or --name"
+                    );
+                    crate::jobs::user_token_revoke(&c, id, name).await
+                }
+            }
+        }
         Cmd::Envs {
             cmd: EnvsCmd::List { host, json },
         } => {
             let c = Cluster::connect(cluster).await?;
             crate::jobs::envs(&c, host, json).await
+        }
+        Cmd::Envs {
+            cmd: EnvsCmd::Move { eid, to },
+        } => {
+            let eid = parse_env(&eid)?;
+            let c = Cluster::connect(cluster).await?;
+            crate::jobs::move_env(&c, eid, &to).await
         }
         Cmd::Jobs { cmd } => {
             let c = Cluster::connect(cluster).await?;
@@ -636,6 +711,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 host: hostname(),
                 env_info: Default::default(),
                 upload_limit: None,
+                job: None,
             };
             let result = cairn_agent::backup(&c, req, progress).await;
             view.finish().await;
@@ -675,6 +751,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             target,
             path,
             no_owners,
+            allow_privileged,
             json,
             env,
             force,
@@ -712,6 +789,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                         force,
                         target_path: to.unwrap_or_default(),
                         paths: path,
+                        allow_privileged,
                         ..Default::default()
                     }),
                 };
@@ -728,6 +806,9 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 paths: path,
                 owners: if no_owners { Some(false) } else { None },
                 into_existing: false,
+                // Restoring here is the operator's own act; owners off withholds
+                // setuid/setgid bits and capabilities (see cairn_fs::RestoreOptions).
+                privileged: true,
             };
             let result = cairn_agent::restore(&c, req, progress).await;
             view.finish().await;
@@ -806,6 +887,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                     pre_hook,
                     post_hook,
                     hook_timeout,
+                    retention_grace,
                     mut unset,
                 } => {
                     if keep_all {
@@ -823,6 +905,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                         pre_hooks: (!pre_hook.is_empty()).then_some(pre_hook),
                         post_hooks: (!post_hook.is_empty()).then_some(post_hook),
                         hook_timeout_secs: hook_timeout,
+                        retention_grace_days: retention_grace,
                     };
                     crate::jobs::config_set(&c, scope(env)?, set, &unset).await
                 }
@@ -858,7 +941,17 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
     }
 }
 
+/// Which way `backups protect|unprotect` goes.
+enum Protection {
+    On,
+    Off,
+}
+
 async fn backups(cmd: BackupsCmd, cluster: &str) -> Result<ExitCode> {
+    let cmd_kind = match &cmd {
+        BackupsCmd::Unprotect { .. } => Protection::Off,
+        _ => Protection::On,
+    };
     match cmd {
         BackupsCmd::List { env, json } => {
             let env = env.as_deref().map(parse_env).transpose()?;
@@ -913,6 +1006,14 @@ async fn backups(cmd: BackupsCmd, cluster: &str) -> Result<ExitCode> {
             let c = Cluster::connect(cluster).await?;
             c.delete(&id).await?;
             println!("deleted {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupsCmd::Protect { id } | BackupsCmd::Unprotect { id } => {
+            let protect = matches!(cmd_kind, Protection::On);
+            let id = parse_backup(&id)?;
+            let c = Cluster::connect(cluster).await?;
+            c.protect(&id, protect).await?;
+            println!("{} {id}", if protect { "protected" } else { "unprotected" });
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -114,6 +114,7 @@ pub async fn run(source: Option<PathBuf>) -> Result<ExitCode> {
         host: crate::cli::hostname(),
         env_info: Default::default(),
         upload_limit: None,
+        job: None,
     };
     let full =
         cairn_agent::backup(&cluster, req(BackupType::Full), Arc::new(Progress::new())).await?;
@@ -138,6 +139,7 @@ pub async fn run(source: Option<PathBuf>) -> Result<ExitCode> {
             paths: vec![],
             owners: None,
             into_existing: false,
+            privileged: true,
         },
         Arc::new(Progress::new()),
     )

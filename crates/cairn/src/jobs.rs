@@ -394,6 +394,101 @@ pub async fn token_revoke(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cairn token create`: a user token with a role, printed once.
+pub async fn user_token_create(
+    c: &Cluster,
+    name: &str,
+    role: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    let req = pb::CreateUserTokenRequest {
+        name: name.to_string(),
+        role: role.to_string(),
+    };
+    let t = c
+        .agents_call(|mut a| {
+            let req = req.clone();
+            async move { a.create_user_token(req).await }
+        })
+        .await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"id": t.id, "name": t.name, "role": t.role, "token": t.token})
+        );
+    } else {
+        println!("{}", t.token);
+        eprintln!(
+            "token {} for {:?} ({}): use it as CAIRN_TOKEN (or a gateway's token); it is shown only now",
+            t.id, t.name, t.role
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn token list`.
+pub async fn user_token_list(c: &Cluster, json: bool) -> Result<ExitCode> {
+    let ts = c
+        .agents_call(|mut a| async move { a.list_user_tokens(pb::ListUserTokensRequest {}).await })
+        .await?
+        .tokens;
+    if json {
+        let all: Vec<_> = ts
+            .iter()
+            .map(|t| serde_json::json!({"id": t.id, "name": t.name, "role": t.role, "created": ms_rfc3339(t.created_ms)}))
+            .collect();
+        println!("{}", serde_json::Value::Array(all));
+    } else {
+        println!("{:<14}  {:<24}  {:<9}  CREATED", "ID", "NAME", "ROLE");
+        for t in ts {
+            println!(
+                "{:<14}  {:<24}  {:<9}  {}",
+                t.id,
+                t.name,
+                t.role,
+                ms_rfc3339(t.created_ms).unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn token revoke`.
+pub async fn user_token_revoke(
+    c: &Cluster,
+    id: Option<String>,
+    name: Option<String>,
+) -> Result<ExitCode> {
+    let req = pb::RevokeUserTokenRequest {
+        id: id.unwrap_or_default(),
+        name: name.unwrap_or_default(),
+    };
+    let r = c
+        .agents_call(|mut a| {
+            let req = req.clone();
+            async move { a.revoke_user_token(req).await }
+        })
+        .await?;
+    println!("{} token(s) revoked", r.revoked);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn envs move EID --to HOST`.
+pub async fn move_env(c: &Cluster, eid: EnvId, host: &str) -> Result<ExitCode> {
+    let req = pb::MoveEnvRequest {
+        eid: eid.to_string(),
+        host: host.to_string(),
+    };
+    let e = c
+        .agents_call(|mut a| {
+            let req = req.clone();
+            async move { a.move_env(req).await }
+        })
+        .await?;
+    println!("environment {} now runs on host {:?}", e.eid, e.host);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `cairn config set`: reads the settings, applies the change, writes them back.
 /// `set` holds the values given (unset fields stay as they are); `unset` names fields to clear
 /// (back to the cluster-wide setting or the default).
@@ -418,8 +513,9 @@ pub async fn config_set(
             "pre_hooks" | "pre-hooks" | "pre-hook" => cfg.pre_hooks = None,
             "post_hooks" | "post-hooks" | "post-hook" => cfg.post_hooks = None,
             "hook_timeout" | "hook-timeout" => cfg.hook_timeout_secs = None,
+            "retention_grace" | "retention-grace" => cfg.retention_grace_days = None,
             other => anyhow::bail!(
-                "--unset {other}: use keep_max, chain_length, chain_days, compression, type, pre_hooks, post_hooks or hook_timeout"
+                "--unset {other}: use keep_max, chain_length, chain_days, compression, type, pre_hooks, post_hooks, hook_timeout or retention_grace"
             ),
         }
     }
@@ -452,6 +548,7 @@ fn config_json(c: &EnvConfig) -> serde_json::Value {
         "keep_max": c.keep_max, "chain_length": c.chain_length, "chain_days": c.chain_days,
         "compression": c.compression, "type": c.backup_type, "pre_hooks": c.pre_hooks,
         "post_hooks": c.post_hooks, "hook_timeout_secs": c.hook_timeout_secs,
+        "retention_grace_days": c.retention_grace_days,
     })
 }
 
@@ -479,7 +576,7 @@ fn print_config(env: EnvId, own: &EnvConfig, effective: Option<&EnvConfig>, json
             Some(l) => format!("{l:?}"),
         };
         format!(
-            "keep_max {}, chain_length {}, chain_days {}, compression {}, type {}, pre_hooks {}, post_hooks {}, hook_timeout {}",
+            "keep_max {}, chain_length {}, chain_days {}, compression {}, type {}, pre_hooks {}, post_hooks {}, hook_timeout {}, retention_grace {}",
             o(c.keep_max),
             o(c.chain_length),
             o(c.chain_days),
@@ -487,7 +584,8 @@ fn print_config(env: EnvId, own: &EnvConfig, effective: Option<&EnvConfig>, json
             o(c.backup_type),
             h(&c.pre_hooks),
             h(&c.post_hooks),
-            o(c.hook_timeout_secs)
+            o(c.hook_timeout_secs),
+            o(c.retention_grace_days)
         )
     };
     println!("{scope}: {}", show(own));

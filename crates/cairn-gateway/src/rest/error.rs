@@ -5,7 +5,7 @@
 //! | code | HTTP | meaning |
 //! |---|---|---|
 //! | `unauthenticated` | 401 | missing or wrong credentials |
-//! | `forbidden` | 403 | the user's role may not do this |
+//! | `forbidden` | 403 | the user's role may not do this (the text names the rule) |
 //! | `not_found` | 404 | no such resource (or a route that does not exist) |
 //! | `malformed_id` | 404 | an id in the path that cannot name anything |
 //! | `method_not_allowed` | 405 | wrong verb; `Allow` lists the right ones |
@@ -18,6 +18,7 @@
 //! | `body_too_large` | 413 | a body over the configured cap |
 //! | `duplicate_name` | 409 | another backup of the VM has that name |
 //! | `conflict` | 409 | conflicts with a running operation or current state |
+//! | `protected` | 409 | the backup is protected; an admin lifts the protection first (PUT `"protected": false`) |
 //! | `unavailable` | 503 | the storage cluster cannot answer now (no leader, unreachable) |
 //! | `internal` | 500 | anything else |
 
@@ -128,6 +129,11 @@ impl From<AgentError> for ApiError {
                     "conflict"
                 };
                 ApiError::new(StatusCode::CONFLICT, code, text)
+            }
+            ErrorCode::Protected => ApiError::new(StatusCode::CONFLICT, "protected", e.to_string()),
+            // The cluster refused the user (the gateway checks only the route's role).
+            ErrorCode::PermissionDenied => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
             }
             ErrorCode::Unavailable | ErrorCode::DiskFull => {
                 tracing::warn!(error = %e, "cluster unavailable");

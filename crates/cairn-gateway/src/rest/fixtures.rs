@@ -66,6 +66,7 @@ pub fn backup_at(stamp: &str, name: &str) -> BackupRecord {
         env_info: env().info(),
         includes: Vec::new(),
         excludes: Vec::new(),
+        protected: false,
     }
 }
 

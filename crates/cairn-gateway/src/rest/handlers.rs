@@ -1,4 +1,6 @@
-//! The handlers: role check, input, one or two cluster calls, a representation.
+//! The handlers: input, one or two cluster calls made for the logged-in user, a
+//! representation. Whether the user's role may use the route at all was decided before
+//! (see `label` in the module above); the cluster decides the rest.
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use super::error::ApiError;
 use super::input::{self, BackupOp};
 use super::model::{self, Uris};
 use super::{Rep, RestState};
-use crate::users::{Identity, Role};
+use crate::users::Identity;
 
 type St = State<Arc<RestState>>;
 
@@ -86,14 +88,30 @@ fn malformed(what: &str, id: &str) -> ApiError {
 }
 
 impl RestState {
-    fn cluster(&self) -> Result<&cairn_agent::Cluster, ApiError> {
-        self.link.get().ok_or_else(|| {
+    /// This request's view of the cluster: every call made for `who`.
+    fn call(&self, who: &Identity) -> Result<Call, ApiError> {
+        let link = self.link.get().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the gateway has not reached the storage cluster yet; try again",
             )
+        })?;
+        Ok(Call {
+            cluster: link.acting_for(&crate::access::principal(who, "rest")),
         })
+    }
+}
+
+/// The cluster as one request sees it: calls made for the logged-in user, so the cluster
+/// decides as that user.
+pub(super) struct Call {
+    cluster: cairn_agent::Cluster,
+}
+
+impl Call {
+    fn cluster(&self) -> Result<&cairn_agent::Cluster, ApiError> {
+        Ok(&self.cluster)
     }
 
     async fn cluster_name(&self) -> Result<String, ApiError> {
@@ -162,13 +180,11 @@ impl RestState {
 
     async fn create_job(
         &self,
-        who: &Identity,
         kind: JobKind,
         env: EnvId,
         options: JobOptions,
     ) -> Result<Job, ApiError> {
-        let requester = format!("rest:{}", who.name);
-        Ok(crate::create_job(self.cluster()?, &requester, kind, env, &options).await?)
+        Ok(crate::create_job(self.cluster()?, kind, env, &options).await?)
     }
 
     async fn job(&self, id: uuid::Uuid) -> Result<Job, ApiError> {
@@ -206,8 +222,12 @@ impl RestState {
     }
 }
 
-pub(super) async fn cloud(State(s): St, Extension(u): Extension<Uris>) -> R {
-    let name = s.cluster_name().await?;
+pub(super) async fn cloud(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
+) -> R {
+    let name = s.call(&who)?.cluster_name().await?;
     Ok(Rep::ok("Cloud", &model::cloud(&u, &name)))
 }
 
@@ -215,31 +235,48 @@ pub(super) async fn versions(Extension(u): Extension<Uris>) -> R {
     Ok(Rep::ok("Versions", &model::versions(&u)))
 }
 
-pub(super) async fn vdc(State(s): St, Extension(u): Extension<Uris>) -> R {
-    let name = s.cluster_name().await?;
-    let nodes = s.cluster()?.node_urls().len();
-    let hosts: Vec<HostRecord> = s.hosts().await?.into_iter().map(|h| h.0).collect();
+pub(super) async fn vdc(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
+) -> R {
+    let c = s.call(&who)?;
+    let name = c.cluster_name().await?;
+    let nodes = c.cluster()?.node_urls().len();
+    let hosts: Vec<HostRecord> = c.hosts().await?.into_iter().map(|h| h.0).collect();
     Ok(Rep::ok("VDC", &model::vdc(&u, &name, nodes, &hosts)))
 }
 
-pub(super) async fn root_cluster(State(s): St, Extension(u): Extension<Uris>) -> R {
-    let hosts: Vec<HostRecord> = s.hosts().await?.into_iter().map(|h| h.0).collect();
+pub(super) async fn root_cluster(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
+) -> R {
+    let hosts: Vec<HostRecord> = s
+        .call(&who)?
+        .hosts()
+        .await?
+        .into_iter()
+        .map(|h| h.0)
+        .collect();
     Ok(Rep::ok("Cluster", &model::root_cluster(&u, &hosts)))
 }
 
 pub(super) async fn host_cluster(
     State(s): St,
     Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
     Ids(host): Ids<String>,
 ) -> R {
-    let (rec, online) = s
+    let c = s.call(&who)?;
+    let (rec, online) = c
         .hosts()
         .await?
         .into_iter()
         .find(|h| h.0.id == host)
         .ok_or_else(|| ApiError::not_found(format!("no cluster (host) {:?}", short(&host))))?;
-    let envs = s.envs(&host).await?;
-    let backups = s.backups(None).await?;
+    let envs = c.envs(&host).await?;
+    let backups = c.backups(None).await?;
     Ok(Rep::ok(
         "Cluster",
         &model::host_cluster(&u, &rec, online, &envs, &backups),
@@ -250,19 +287,25 @@ fn short(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
-pub(super) async fn vm(State(s): St, Extension(u): Extension<Uris>, Ids(eid): Ids<String>) -> R {
+pub(super) async fn vm(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
+    Ids(eid): Ids<String>,
+) -> R {
     let eid = parse_env(&eid)?;
-    let (env, backups) = s.env(eid).await?;
+    let (env, backups) = s.call(&who)?.env(eid).await?;
     Ok(Rep::ok("VM", &model::vm(&u, &env, &backups)))
 }
 
 pub(super) async fn list_backups(
     State(s): St,
     Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
     Ids(eid): Ids<String>,
 ) -> R {
     let eid = parse_env(&eid)?;
-    let (env, backups) = s.env(eid).await?;
+    let (env, backups) = s.call(&who)?.env(eid).await?;
     Ok(Rep::ok("json", &model::vm(&u, &env, &backups).backups))
 }
 
@@ -274,14 +317,14 @@ pub(super) async fn back_up(
     headers: HeaderMap,
     body: Bytes,
 ) -> R {
-    who.require(Role::Operator, "backing up")?;
     let env = parse_env(&eid)?;
     input::check_content_type(&headers, &body, &[&model::media("Backup")])?;
     let b = input::backup(&body, BackupOp::Create)?;
+    let c = s.call(&who)?;
     // The VM must exist; one no host runs any more (known from its backups) is refused by
     // the cluster with 404, since no agent could take the job.
-    s.env(env).await?;
-    s.check_name_free(env, b.name.as_deref(), None).await?;
+    c.env(env).await?;
+    c.check_name_free(env, b.name.as_deref(), None).await?;
     let options = JobOptions {
         backup_type: b.kind,
         name: b.name.unwrap_or_default(),
@@ -289,7 +332,7 @@ pub(super) async fn back_up(
         tags: b.tags.unwrap_or_default(),
         ..JobOptions::default()
     };
-    let job = s.create_job(&who, JobKind::Backup, env, options).await?;
+    let job = c.create_job(JobKind::Backup, env, options).await?;
     tracing::info!(user = %who.name, job_id = %job.id, env = %env, "backup requested over REST");
     Ok(Rep::accepted(&model::status(&u, &job)))
 }
@@ -297,10 +340,11 @@ pub(super) async fn back_up(
 pub(super) async fn get_backup(
     State(s): St,
     Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
     Ids((eid, stamp)): Ids<(String, String)>,
 ) -> R {
     let id = parse_backup(&eid, &stamp)?;
-    let b = s.backup(&id).await?;
+    let b = s.call(&who)?.backup(&id).await?;
     Ok(Rep::ok("Backup", &model::backup(&u, &b)))
 }
 
@@ -312,7 +356,6 @@ pub(super) async fn update_backup(
     headers: HeaderMap,
     body: Bytes,
 ) -> R {
-    who.require(Role::Admin, "changing a backup")?;
     let id = parse_backup(&eid, &stamp)?;
     input::check_content_type(
         &headers,
@@ -320,8 +363,9 @@ pub(super) async fn update_backup(
         &[&model::media("Backup"), MISSPELLED_PUT_TYPE],
     )?;
     let b = input::backup(&body, BackupOp::Update)?;
-    s.backup(&id).await?;
-    s.check_name_free(id.env, b.name.as_deref(), Some(&id))
+    let c = s.call(&who)?;
+    c.backup(&id).await?;
+    c.check_name_free(id.env, b.name.as_deref(), Some(&id))
         .await?;
     let options = JobOptions {
         backup: Some(id),
@@ -329,10 +373,11 @@ pub(super) async fn update_backup(
             name: b.name,
             description: b.description,
             tags: b.tags,
+            protected: b.protected,
         }),
         ..JobOptions::default()
     };
-    let job = s.create_job(&who, JobKind::Update, id.env, options).await?;
+    let job = c.create_job(JobKind::Update, id.env, options).await?;
     Ok(Rep::accepted(&model::status(&u, &job)))
 }
 
@@ -342,14 +387,14 @@ pub(super) async fn delete_backup(
     Extension(who): Extension<Identity>,
     Ids((eid, stamp)): Ids<(String, String)>,
 ) -> R {
-    who.require(Role::Admin, "deleting a backup")?;
     let id = parse_backup(&eid, &stamp)?;
-    s.backup(&id).await?;
+    let c = s.call(&who)?;
+    c.backup(&id).await?;
     let options = JobOptions {
         backup: Some(id),
         ..JobOptions::default()
     };
-    let job = s.create_job(&who, JobKind::Delete, id.env, options).await?;
+    let job = c.create_job(JobKind::Delete, id.env, options).await?;
     tracing::info!(user = %who.name, backup = %id, "backup deleted over REST");
     Ok(Rep::accepted(&model::status(&u, &job)))
 }
@@ -362,19 +407,17 @@ pub(super) async fn restore(
     headers: HeaderMap,
     body: Bytes,
 ) -> R {
-    who.require(Role::Operator, "restoring")?;
     let id = parse_backup(&eid, &stamp)?;
     input::check_content_type(&headers, &body, &[])?;
     let r = input::restore(&body)?;
-    s.backup(&id).await?;
+    let c = s.call(&who)?;
+    c.backup(&id).await?;
     let options = JobOptions {
         backup: Some(id),
         force: r.force,
         ..JobOptions::default()
     };
-    let job = s
-        .create_job(&who, JobKind::Restore, id.env, options)
-        .await?;
+    let job = c.create_job(JobKind::Restore, id.env, options).await?;
     tracing::info!(
         user = %who.name,
         backup = %id,
@@ -385,12 +428,17 @@ pub(super) async fn restore(
     Ok(Rep::accepted(&model::status(&u, &job)))
 }
 
-pub(super) async fn status(State(s): St, Extension(u): Extension<Uris>, Ids(id): Ids<String>) -> R {
+pub(super) async fn status(
+    State(s): St,
+    Extension(u): Extension<Uris>,
+    Extension(who): Extension<Identity>,
+    Ids(id): Ids<String>,
+) -> R {
     let job_id = uuid::Uuid::parse_str(&id)
         .ok()
         .filter(|_| id.len() == 36)
         .ok_or_else(|| malformed("status", &id))?;
-    let job = s.job(job_id).await?;
+    let job = s.call(&who)?.job(job_id).await?;
     Ok(Rep::ok("Status", &model::status(&u, &job)))
 }
 
@@ -407,10 +455,7 @@ pub(super) async fn healthz(State(s): St) -> Response {
     }
 }
 
-pub(super) async fn metrics(State(s): St, Extension(who): Extension<Identity>) -> Response {
-    if let Err(e) = who.require(Role::Viewer, "reading metrics") {
-        return e.into_response();
-    }
+pub(super) async fn metrics(State(s): St) -> Response {
     if let Some(c) = s.link.get() {
         crate::metrics::refresh_cluster(c).await;
     }

@@ -24,6 +24,8 @@ pub struct BackupInput {
     pub description: Option<String>,
     pub kind: Option<BackupType>,
     pub tags: Option<Vec<String>>,
+    /// Update only (an admin's PUT): protect the backup from every removal, or lift it.
+    pub protected: Option<bool>,
 }
 
 /// Fields of the Backup representation a client may send but not set.
@@ -185,6 +187,27 @@ pub fn backup(body: &[u8], op: BackupOp) -> Result<BackupInput, ApiError> {
                     tags.push(string("tags", t, MAX_TAG)?);
                 }
                 out.tags = Some(tags);
+            }
+            "protected" => {
+                let Value::Bool(p) = v else {
+                    return Err(ApiError::bad(
+                        "wrong_type",
+                        "protected",
+                        "protected must be true or false",
+                    ));
+                };
+                match op {
+                    BackupOp::Update => out.protected = Some(*p),
+                    // A new backup is never protected: protecting is an admin's update.
+                    BackupOp::Create if *p => {
+                        return Err(ApiError::bad(
+                            "invalid_value",
+                            "protected",
+                            "a new backup is not protected; an admin protects it with PUT",
+                        ))
+                    }
+                    BackupOp::Create => {}
+                }
             }
             k if READ_ONLY.contains(&k) => {}
             other => {

@@ -41,7 +41,7 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine;
 
-use crate::users::{Identity, Role, Users};
+use crate::users::{Identity, Users};
 use crate::ClusterLink;
 use error::ApiError;
 use model::Uris;
@@ -112,16 +112,56 @@ pub fn router(state: Arc<RestState>) -> Router {
         .with_state(state)
 }
 
+/// Records the route a request matched, and refuses (403) a user whose role the
+/// authorization table does not admit to it, before the handler reads anything.
 async fn label(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
+    if let (Some(r), Some(who)) = (&route, req.extensions().get::<Identity>()) {
+        if let Some(why) = refusal(req.method(), r, who) {
+            let mut resp = ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response();
+            resp.extensions_mut().insert(RouteLabel(r.clone()));
+            return resp;
+        }
+    }
     let mut resp = next.run(req).await;
     if let Some(r) = route {
         resp.extensions_mut().insert(RouteLabel(r));
     }
     resp
+}
+
+/// The table's entry of a route (`GET /vms/{eid}`), from the router's pattern.
+pub fn table_entry(method: &Method, pattern: &str) -> String {
+    let path: Vec<String> = pattern
+        .split('/')
+        .map(|seg| match seg.strip_prefix(':') {
+            Some(name) => format!("{{{name}}}"),
+            None => seg.to_string(),
+        })
+        .collect();
+    // HEAD is GET without a body.
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    format!("{method} {}", path.join("/"))
+}
+
+/// Why the table refuses `who` the route, if it does. A method the route does not serve
+/// has no row and is left to the router's 405.
+fn refusal(method: &Method, pattern: &str, who: &Identity) -> Option<String> {
+    let entry = table_entry(method, pattern);
+    cairn_core::auth::access_of(cairn_core::auth::Interface::Rest, &entry)?;
+    crate::access::admit(
+        cairn_core::auth::Interface::Rest,
+        &entry,
+        &crate::access::principal(who, "rest"),
+    )
+    .err()
 }
 
 impl RestState {
@@ -182,26 +222,6 @@ fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
     let text = String::from_utf8(raw).ok()?;
     let (name, password) = text.split_once(':')?;
     Some((name.to_string(), password.to_string()))
-}
-
-impl Identity {
-    /// Refuses (403) a user whose role does not allow `what`.
-    pub fn require(&self, needed: Role, what: &str) -> Result<(), ApiError> {
-        if self.role.allows(needed) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "user {:?} has role {}; {what} needs {}",
-                    self.name,
-                    self.role.as_str(),
-                    needed.as_str()
-                ),
-            ))
-        }
-    }
 }
 
 /// Every request: authentication, then the spec's rules applied to whatever answered.

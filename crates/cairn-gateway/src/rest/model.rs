@@ -153,6 +153,8 @@ pub struct Backup {
     pub size: u64,
     pub stored_size: u64,
     pub state: String,
+    /// Extension: protected by an admin (nothing removes it).
+    pub protected: bool,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -342,6 +344,7 @@ pub fn backup(u: &Uris, b: &BackupRecord) -> Backup {
         tags: b.tags.clone(),
         size: b.logical_size,
         stored_size: b.stored_size,
+        protected: b.protected,
         state: b.state.as_str().to_string(),
     }
 }

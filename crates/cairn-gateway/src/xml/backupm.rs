@@ -1,8 +1,14 @@
 //! The nine `backupm` calls, mapped to cluster jobs and catalog calls.
 //!
-//! Roles, as in the REST adapter: `viewer` lists, searches and reads (`list`, `search`,
+//! Who may make which call is the authorization table's row `backupm/<call>`
+//! (`cairn_core::auth::TABLE`): `viewer` lists, searches and reads (`list`, `search`,
 //! `get_info`, `get_config`); `operator` also backs up and restores; `admin` also removes
-//! backups and changes the configuration.
+//! and protects backups and changes the configuration. Every cluster call is made for the
+//! logged-in user, so the cluster decides again, with everything it knows.
+//!
+//! `protect` (`<backup_id>` and `<protected>1</protected>` or `0`) is a Cairn extension:
+//! a protected backup is never removed (by `remove`, `backup_options/remove` or retention)
+//! until an admin lifts the protection; `get_info` says `protected` in the backup's info.
 //!
 //! A call that runs a job (back up, restore) waits for it, polling the job; with
 //! `progress="on"` it sends progress packets (started, phase messages, percent steps,
@@ -16,12 +22,13 @@ use cairn_core::{BackupId, BackupRecord, BackupType, Compression, EnvId};
 
 use super::packet::Element;
 use super::server::{b64_of, code, enc, now_stamp, Session, XmlError, XmlState};
-use crate::users::{Identity, Role};
+use crate::users::Identity;
 
 type Out = Result<Vec<Element>, XmlError>;
 
-/// The nine calls.
-pub(crate) const CALLS: [&str; 9] = [
+/// The nine calls, and the `protect` extension.
+pub(crate) const CALLS: [&str; 10] = [
+    "protect",
     "backup_env",
     "restore_env",
     "selective_restore_env",
@@ -71,20 +78,19 @@ struct Ctx<'a> {
     progress: bool,
 }
 
-fn require(who: &Identity, needed: Role, what: &str) -> Result<(), XmlError> {
-    if who.role.allows(needed) {
-        Ok(())
-    } else {
-        Err(XmlError::new(
-            code::FORBIDDEN,
-            format!(
-                "user {:?} has role {}; {what} needs {}",
-                who.name,
-                who.role.as_str(),
-                needed.as_str()
-            ),
-        ))
-    }
+/// The principal the logged-in user is to the cluster.
+fn principal(who: &Identity) -> cairn_core::auth::Principal {
+    crate::access::principal(who, "xml")
+}
+
+/// Refuses (306) a user the authorization table does not admit to `backupm/<entry>`.
+fn admit(who: &Identity, entry: &str) -> Result<(), XmlError> {
+    crate::access::admit(
+        cairn_core::auth::Interface::Xml,
+        &format!("backupm/{entry}"),
+        &principal(who),
+    )
+    .map_err(|why| XmlError::new(code::FORBIDDEN, why))
 }
 
 fn bad(msg: impl Into<String>) -> XmlError {
@@ -136,7 +142,7 @@ fn param(name: &str, value: &str) -> Element {
 /// The `info` of a backup: what its environment was.
 fn info(b: &BackupRecord) -> Element {
     let i = &b.env_info;
-    Element::new("info")
+    let mut e = Element::new("info")
         .with_child(Element::new("message").with_text(enc("%name%")))
         .with_child(param("hostname", &i.hostname))
         .with_child(param("ip", &i.ip.join(" ")))
@@ -152,7 +158,11 @@ fn info(b: &BackupRecord) -> Element {
             } else {
                 &i.kind
             },
-        ))
+        ));
+    if b.protected {
+        e.push(param("protected", "1"));
+    }
+    e
 }
 
 /// A `backup` answer element.
@@ -176,13 +186,15 @@ fn backup_el(b: &BackupRecord, count: usize, storage: &str, with_info: bool) -> 
 }
 
 impl Ctx<'_> {
-    fn cluster(&self) -> Result<&cairn_agent::Cluster, XmlError> {
-        self.state.link.get().ok_or_else(|| {
+    /// The cluster, every call made for the logged-in user.
+    fn cluster(&self) -> Result<cairn_agent::Cluster, XmlError> {
+        let link = self.state.link.get().ok_or_else(|| {
             XmlError::new(
                 code::UNAVAILABLE,
                 "the storage cluster cannot answer now; try again",
             )
-        })
+        })?;
+        Ok(link.acting_for(&principal(self.who)))
     }
 
     /// The storage's id: the cluster id (every backup is held by the whole cluster).
@@ -206,6 +218,7 @@ impl Ctx<'_> {
             "backup_env" => self.backup_env(call).await,
             "restore_env" => self.restore_env(call).await,
             "selective_restore_env" => self.selective_restore_env(call).await,
+            "protect" => self.protect(call).await,
             other => Err(XmlError::new(
                 code::UNKNOWN_CALL,
                 format!("backupm has no call {:?}", short(other)),
@@ -231,7 +244,7 @@ impl Ctx<'_> {
     }
 
     async fn list(&self, call: &Element) -> Out {
-        require(self.who, Role::Viewer, "listing backups")?;
+        admit(self.who, "list")?;
         let opts = call.child("options");
         let env = opts
             .and_then(|o| o.text_of("eid"))
@@ -265,7 +278,7 @@ impl Ctx<'_> {
     }
 
     async fn search(&self, call: &Element) -> Out {
-        require(self.who, Role::Viewer, "searching backups")?;
+        admit(self.who, "search")?;
         let opts = call
             .child("options")
             .ok_or_else(|| bad("search needs options (hostname, ip, start_date, end_date)"))?;
@@ -311,7 +324,7 @@ impl Ctx<'_> {
     }
 
     async fn get_info(&self, call: &Element) -> Out {
-        require(self.who, Role::Viewer, "reading a backup")?;
+        admit(self.who, "get_info")?;
         let id = parse_backup_id(
             call.text_of("backup_id")
                 .ok_or_else(|| bad("get_info needs a backup_id"))?,
@@ -353,7 +366,7 @@ impl Ctx<'_> {
     }
 
     async fn get_config(&self, call: &Element) -> Out {
-        require(self.who, Role::Viewer, "reading the configuration")?;
+        admit(self.who, "get_config")?;
         let local = call.has("local");
         let c = self.cluster()?.env_config_of(EnvId::GLOBAL, !local).await?;
         let unset = c.keep_max.is_none()
@@ -384,7 +397,7 @@ impl Ctx<'_> {
     }
 
     async fn set_config(&self, call: &Element) -> Out {
-        require(self.who, Role::Admin, "changing the configuration")?;
+        admit(self.who, "set_config")?;
         let cfg = call
             .child("backupm_config")
             .ok_or_else(|| bad("set_config needs a backupm_config"))?;
@@ -410,7 +423,7 @@ impl Ctx<'_> {
     }
 
     async fn remove(&self, call: &Element) -> Out {
-        require(self.who, Role::Admin, "removing backups")?;
+        admit(self.who, "remove")?;
         let opts = call.child("options");
         let prev = opts.is_some_and(|o| o.has("prev"));
         let target = match (
@@ -463,6 +476,22 @@ impl Ctx<'_> {
         Ok(vec![Element::new("ok")])
     }
 
+    /// `protect` (a Cairn extension): protects a backup from every removal, or lifts it.
+    async fn protect(&self, call: &Element) -> Out {
+        admit(self.who, "protect")?;
+        let id = parse_backup_id(
+            call.text_of("backup_id")
+                .ok_or_else(|| bad("protect needs a backup_id"))?,
+        )?;
+        let protected = match call.text_of("protected").map(str::trim) {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(other) => return Err(bad(format!("protected {:?}: 1 or 0", short(other)))),
+        };
+        self.cluster()?.protect(&id, protected).await?;
+        Ok(vec![Element::new("ok")])
+    }
+
     async fn job(&self, kind: JobKind, env: EnvId, options: JobOptions) -> Result<Job, XmlError> {
         self.job_on(kind, env, "", options).await
     }
@@ -475,9 +504,7 @@ impl Ctx<'_> {
         host: &str,
         options: JobOptions,
     ) -> Result<Job, XmlError> {
-        let requester = format!("xml:{}", self.who.name);
-        let job =
-            crate::create_job_on(self.cluster()?, &requester, kind, env, host, &options).await?;
+        let job = crate::create_job_on(&self.cluster()?, kind, env, host, &options).await?;
         if let Some(id) = self.id {
             self.session
                 .jobs
@@ -523,7 +550,7 @@ impl Ctx<'_> {
         self.progress_packet(op, 1, 0, &eids, &format!("Operation {op} is started"));
         let mut last = (String::new(), u32::MAX);
         let done = loop {
-            let j = crate::get_job(cluster, job.id).await?;
+            let j = crate::get_job(&cluster, job.id).await?;
             let phase = j.progress.phase.clone();
             let pct = j.progress.percent.min(99);
             if j.state == JobState::Running && (phase != last.0 || pct != last.1) {
@@ -587,7 +614,7 @@ impl Ctx<'_> {
     }
 
     async fn backup_env(&self, call: &Element) -> Out {
-        require(self.who, Role::Operator, "backing up")?;
+        admit(self.who, "backup_env")?;
         let eids: Vec<EnvId> = call
             .child("env_list")
             .map(|l| {
@@ -622,11 +649,7 @@ impl Ctx<'_> {
         let remove: Option<Option<BackupId>> = match o.and_then(|o| o.child("remove")) {
             None => None,
             Some(r) => {
-                require(
-                    self.who,
-                    Role::Admin,
-                    "removing backups (backup_options/remove)",
-                )?;
+                admit(self.who, "backup_env(remove)")?;
                 let named = r.text.trim();
                 Some(if named.is_empty() {
                     None
@@ -705,7 +728,7 @@ impl Ctx<'_> {
     }
 
     async fn restore_env(&self, call: &Element) -> Out {
-        require(self.who, Role::Operator, "restoring")?;
+        admit(self.who, "restore_env")?;
         let id = parse_backup_id(
             call.text_of("backup_id")
                 .ok_or_else(|| bad("restore_env needs a backup_id"))?,
@@ -758,7 +781,7 @@ impl Ctx<'_> {
     }
 
     async fn selective_restore_env(&self, call: &Element) -> Out {
-        require(self.who, Role::Operator, "restoring")?;
+        admit(self.who, "selective_restore_env")?;
         let id = parse_backup_id(
             call.text_of("backup_id")
                 .ok_or_else(|| bad("selective_restore_env needs a backup_id"))?,

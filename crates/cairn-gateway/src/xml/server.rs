@@ -162,7 +162,11 @@ impl From<cairn_agent::AgentError> for XmlError {
         match e.code() {
             ErrorCode::InvalidArgument => XmlError::new(code::BAD_PARAMETER, e.to_string()),
             ErrorCode::NotFound => XmlError::new(code::NOT_FOUND, e.to_string()),
-            ErrorCode::Conflict => XmlError::new(code::CONFLICT, e.to_string()),
+            ErrorCode::Conflict | ErrorCode::Protected => {
+                XmlError::new(code::CONFLICT, e.to_string())
+            }
+            // The cluster refused the user (the adapter checks only the call's role).
+            ErrorCode::PermissionDenied => XmlError::new(code::FORBIDDEN, e.to_string()),
             ErrorCode::Unavailable | ErrorCode::DiskFull => {
                 tracing::warn!(error = %e, "cluster unavailable");
                 XmlError::new(
@@ -676,7 +680,9 @@ async fn system(
                 ))])
         }
         "cancel" => {
-            session.identity()?;
+            let who = crate::access::principal(&session.identity()?, "xml");
+            crate::access::admit(cairn_core::auth::Interface::Xml, "system/cancel", &who)
+                .map_err(|why| XmlError::new(code::FORBIDDEN, why))?;
             let target = call
                 .text_of("message_id")
                 .ok_or_else(|| XmlError::new(code::BAD_PARAMETER, "cancel needs a message_id"))?
@@ -693,9 +699,13 @@ async fn system(
                         format!("no running request with id {target:?} on this connection"),
                     )
                 })?;
-            let cluster = state.link.get().ok_or_else(|| {
-                XmlError::new(code::UNAVAILABLE, "the storage cluster cannot answer now")
-            })?;
+            let cluster = state
+                .link
+                .get()
+                .ok_or_else(|| {
+                    XmlError::new(code::UNAVAILABLE, "the storage cluster cannot answer now")
+                })?
+                .acting_for(&who);
             let req = cairn_proto::pb::JobRef {
                 id: job.to_string(),
             };

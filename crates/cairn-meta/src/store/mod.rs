@@ -48,8 +48,11 @@
 //! entry changed membership, `last_membership` in one multi-tree sled transaction. Either
 //! all of it survives a crash or none of it does, so the state machine never holds a change
 //! without knowing it applied that entry (it would apply it twice) nor the reverse (it would
-//! skip it). Reads inside the transaction see its own earlier writes, so the entries of one
-//! batch decide in log order exactly as if applied one by one.
+//! skip it). The entries decide first, in log order, over the trees plus the changes of the
+//! batch's earlier entries (an in-memory overlay: exactly as if applied one by one), and the
+//! transaction then only writes. Decisions read outside it because sled runs a
+//! transaction's closure under its global write lock: a scan there (retention lists an
+//! environment's backups) would deadlock the process.
 //!
 //! # Why refusals are values
 //!

@@ -64,91 +64,172 @@ pub struct SnapshotBuilder {
 /// The abort reason of a state-machine transaction: always a storage-level failure.
 type TxError = ConflictableTransactionError<String>;
 
-/// The catalog as seen from inside a transaction (reads see the transaction's own writes).
-struct TxView<'a> {
-    backups: &'a TransactionalTree,
-    names: &'a TransactionalTree,
-    cluster: &'a TransactionalTree,
+/// The catalog as a batch of entries decides on it: the data trees as applied so far, plus
+/// the changes of the batch's earlier entries (kept here, in memory, per tree).
+///
+/// # Why decisions read outside the transaction
+/// sled runs a transaction's closure while holding its global write lock, and a plain
+/// read (a scan, which transactions cannot do) takes the read side of that lock: a scan
+/// inside the closure deadlocks the whole process. So the entries of a batch decide over
+/// this view (plain reads, scans included, merged with the pending changes), and one
+/// transaction afterwards writes every change together with `last_applied`. Applies,
+/// snapshot builds and installs hold the store's mutex, so nothing else changes the trees
+/// between the reads and the write.
+struct Overlay<'a> {
+    /// The data trees, in `SM_DATA_TREES` order.
+    trees: &'a [sled::Tree],
+    /// Per tree: key → new value (`None`: removed).
+    changes: std::cell::RefCell<Vec<std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>>>,
 }
 
-impl CatalogRead for TxView<'_> {
-    type Error = TxError;
+type ViewError = String;
 
-    fn backup(&self, id: &BackupId) -> Result<Option<BackupRecord>, TxError> {
-        match self.backups.get(backup_key(id))? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
-                ConflictableTransactionError::Abort(format!("stored backup {id} is corrupt: {e}"))
-            }),
+impl<'a> Overlay<'a> {
+    fn new(trees: &'a [sled::Tree]) -> Overlay<'a> {
+        Overlay {
+            trees,
+            changes: std::cell::RefCell::new(vec![Default::default(); trees.len()]),
         }
     }
 
-    fn name_owner(&self, env: EnvId, name: &str) -> Result<Option<i64>, TxError> {
-        match self.names.get(name_key(env, name))? {
+    fn get(&self, tree: usize, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
+        if let Some(change) = self.changes.borrow()[tree].get(key) {
+            return Ok(change.clone());
+        }
+        self.trees[tree]
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| format!("reading the catalog: {e}"))
+    }
+
+    /// Every value under `prefix`, in key order, with the pending changes applied.
+    fn scan(&self, tree: usize, prefix: &[u8]) -> Result<Vec<Vec<u8>>, ViewError> {
+        let mut found = std::collections::BTreeMap::new();
+        for item in self.trees[tree].scan_prefix(prefix) {
+            let (k, v) = item.map_err(|e| format!("reading the catalog: {e}"))?;
+            found.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, change) in self.changes.borrow()[tree].range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            match change {
+                Some(v) => found.insert(k.clone(), v.clone()),
+                None => found.remove(k),
+            };
+        }
+        Ok(found.into_values().collect())
+    }
+
+    fn insert(&self, tree: usize, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.changes.borrow_mut()[tree].insert(key.into(), Some(value.into()));
+    }
+
+    fn remove(&self, tree: usize, key: impl Into<Vec<u8>>) {
+        self.changes.borrow_mut()[tree].insert(key.into(), None);
+    }
+
+    fn json<T: DeserializeOwned>(
+        &self,
+        tree: usize,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<T>, ViewError> {
+        match self.get(tree, key)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| format!("stored {what} is corrupt: {e}")),
+        }
+    }
+
+    fn into_changes(self) -> Vec<std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>> {
+        self.changes.into_inner()
+    }
+}
+
+impl CatalogRead for Overlay<'_> {
+    type Error = ViewError;
+
+    fn backup(&self, id: &BackupId) -> Result<Option<BackupRecord>, ViewError> {
+        self.json(BACKUPS, &backup_key(id), "backup")
+    }
+
+    fn name_owner(&self, env: EnvId, name: &str) -> Result<Option<i64>, ViewError> {
+        match self.get(NAMES, &name_key(env, name))? {
             None => Ok(None),
             Some(v) => decode_time(&v).map(Some).ok_or_else(|| {
-                ConflictableTransactionError::Abort(format!(
-                    "name index entry {name:?} of environment {env} is corrupt"
-                ))
+                format!("name index entry {name:?} of environment {env} is corrupt")
             }),
         }
     }
 
-    fn cluster_id(&self) -> Result<Option<uuid::Uuid>, TxError> {
-        match self.cluster.get(super::KEY_CLUSTER_ID)? {
+    fn cluster_id(&self) -> Result<Option<uuid::Uuid>, ViewError> {
+        match self.get(CLUSTER, super::KEY_CLUSTER_ID)? {
             None => Ok(None),
-            Some(v) => uuid::Uuid::from_slice(&v).map(Some).map_err(|e| {
-                ConflictableTransactionError::Abort(format!("stored cluster id is corrupt: {e}"))
-            }),
+            Some(v) => uuid::Uuid::from_slice(&v)
+                .map(Some)
+                .map_err(|e| format!("stored cluster id is corrupt: {e}")),
         }
     }
 
-    fn host(&self, id: &str) -> Result<Option<HostRecord>, TxError> {
-        self.json(cluster_key(PREFIX_HOST, id.as_bytes()), "host")
+    fn host(&self, id: &str) -> Result<Option<HostRecord>, ViewError> {
+        self.json(CLUSTER, &cluster_key(PREFIX_HOST, id.as_bytes()), "host")
     }
 
-    fn env(&self, eid: EnvId) -> Result<Option<EnvRecord>, TxError> {
-        self.json(cluster_key(PREFIX_ENV, eid.0.as_bytes()), "environment")
+    fn env(&self, eid: EnvId) -> Result<Option<EnvRecord>, ViewError> {
+        self.json(
+            CLUSTER,
+            &cluster_key(PREFIX_ENV, eid.0.as_bytes()),
+            "environment",
+        )
     }
 
-    fn job(&self, id: &uuid::Uuid) -> Result<Option<Job>, TxError> {
-        self.json(cluster_key(PREFIX_JOB, id.as_bytes()), "job")
+    fn job(&self, id: &uuid::Uuid) -> Result<Option<Job>, ViewError> {
+        self.json(CLUSTER, &cluster_key(PREFIX_JOB, id.as_bytes()), "job")
     }
 
-    fn active_job(&self, env: EnvId) -> Result<Option<uuid::Uuid>, TxError> {
-        match self
-            .cluster
-            .get(cluster_key(PREFIX_ACTIVE, env.0.as_bytes()))?
-        {
+    fn active_job(&self, env: EnvId) -> Result<Option<uuid::Uuid>, ViewError> {
+        match self.get(CLUSTER, &cluster_key(PREFIX_ACTIVE, env.0.as_bytes()))? {
             None => Ok(None),
-            Some(v) => uuid::Uuid::from_slice(&v).map(Some).map_err(|e| {
-                ConflictableTransactionError::Abort(format!("stored active job is corrupt: {e}"))
-            }),
+            Some(v) => uuid::Uuid::from_slice(&v)
+                .map(Some)
+                .map_err(|e| format!("stored active job is corrupt: {e}")),
         }
     }
 
-    fn token(&self, id: &str) -> Result<Option<TokenRecord>, TxError> {
-        self.json(cluster_key(PREFIX_TOKEN, id.as_bytes()), "agent token")
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, ViewError> {
+        self.json(CLUSTER, &cluster_key(PREFIX_TOKEN, id.as_bytes()), "token")
     }
 
-    fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, TxError> {
-        match self.cluster.get(KEY_PLACEMENT)? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
-                ConflictableTransactionError::Abort(format!("stored placement is corrupt: {e}"))
-            }),
-        }
+    fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, ViewError> {
+        self.json(CLUSTER, KEY_PLACEMENT, "placement")
     }
-}
 
-impl TxView<'_> {
-    fn json<T: DeserializeOwned>(&self, key: Vec<u8>, what: &str) -> Result<Option<T>, TxError> {
-        match self.cluster.get(key)? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
-                ConflictableTransactionError::Abort(format!("stored {what} is corrupt: {e}"))
-            }),
-        }
+    fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, ViewError> {
+        let prefix = match env {
+            Some(env) => env_prefix(env).to_vec(),
+            None => Vec::new(),
+        };
+        self.scan(BACKUPS, &prefix)?
+            .iter()
+            .map(|v| {
+                serde_json::from_slice(v).map_err(|e| format!("a stored backup is corrupt: {e}"))
+            })
+            .collect()
+    }
+
+    fn env_config(&self, env: EnvId) -> Result<cairn_core::retention::EnvConfig, ViewError> {
+        Ok(self
+            .json(CLUSTER, &super::env_config_key(env), "environment settings")?
+            .unwrap_or_default())
+    }
+
+    fn session(
+        &self,
+        id: &uuid::Uuid,
+    ) -> Result<Option<cairn_core::retention::Session>, ViewError> {
+        self.json(CLUSTER, &super::session_key(id), "backup session")
     }
 }
 
@@ -165,77 +246,77 @@ fn tx_json<T: Serialize>(v: &T) -> Result<Vec<u8>, TxError> {
     serde_json::to_vec(v).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))
 }
 
-fn write_all(view: &TxView<'_>, writes: &[Write]) -> Result<(), TxError> {
-    let (backups, names) = (view.backups, view.names);
+fn view_json<T: Serialize>(v: &T) -> Result<Vec<u8>, ViewError> {
+    serde_json::to_vec(v).map_err(|e| e.to_string())
+}
+
+/// Records a decision's writes in the view (the transaction writes them later).
+fn write_all(view: &Overlay<'_>, writes: &[Write]) -> Result<(), ViewError> {
     for w in writes {
         match w {
             Write::PutBackup(record) => {
-                backups.insert(&backup_key(&record.id)[..], tx_json(&**record)?)?;
+                view.insert(BACKUPS, backup_key(&record.id), view_json(&**record)?);
             }
-            Write::DeleteBackup(id) => {
-                backups.remove(&backup_key(id)[..])?;
-            }
+            Write::DeleteBackup(id) => view.remove(BACKUPS, backup_key(id)),
             Write::PutName { env, name, time } => {
-                names.insert(name_key(*env, name), &encode_time(*time)[..])?;
+                view.insert(NAMES, name_key(*env, name), encode_time(*time));
             }
-            Write::DeleteName { env, name } => {
-                names.remove(name_key(*env, name))?;
-            }
-            Write::PutPlacement(epoch) => {
-                view.cluster.insert(KEY_PLACEMENT, tx_json(epoch)?)?;
-            }
+            Write::DeleteName { env, name } => view.remove(NAMES, name_key(*env, name)),
+            Write::PutPlacement(epoch) => view.insert(CLUSTER, KEY_PLACEMENT, view_json(epoch)?),
             Write::PutEnvConfig(env, config) => {
-                view.cluster
-                    .insert(super::env_config_key(*env), tx_json(config)?)?;
+                view.insert(CLUSTER, super::env_config_key(*env), view_json(config)?);
             }
             Write::PutSession(s) => {
-                view.cluster
-                    .insert(super::session_key(&s.id), tx_json(s)?)?;
+                view.insert(CLUSTER, super::session_key(&s.id), view_json(s)?);
             }
-            Write::DeleteSession(id) => {
-                view.cluster.remove(super::session_key(id))?;
-            }
+            Write::DeleteSession(id) => view.remove(CLUSTER, super::session_key(id)),
             Write::PutClusterId(id) => {
-                view.cluster
-                    .insert(super::KEY_CLUSTER_ID, id.as_bytes().as_slice())?;
+                view.insert(CLUSTER, super::KEY_CLUSTER_ID, id.as_bytes().as_slice());
             }
             Write::PutHost(h) => {
-                view.cluster
-                    .insert(cluster_key(PREFIX_HOST, h.id.as_bytes()), tx_json(h)?)?;
+                view.insert(
+                    CLUSTER,
+                    cluster_key(PREFIX_HOST, h.id.as_bytes()),
+                    view_json(h)?,
+                );
             }
             Write::PutEnv(e) => {
-                view.cluster
-                    .insert(cluster_key(PREFIX_ENV, e.eid.0.as_bytes()), tx_json(e)?)?;
+                view.insert(
+                    CLUSTER,
+                    cluster_key(PREFIX_ENV, e.eid.0.as_bytes()),
+                    view_json(e)?,
+                );
             }
             Write::DeleteEnv(eid) => {
-                view.cluster
-                    .remove(cluster_key(PREFIX_ENV, eid.0.as_bytes()))?;
+                view.remove(CLUSTER, cluster_key(PREFIX_ENV, eid.0.as_bytes()))
             }
             Write::PutJob(j) => {
-                view.cluster
-                    .insert(cluster_key(PREFIX_JOB, j.id.as_bytes()), tx_json(&**j)?)?;
+                view.insert(
+                    CLUSTER,
+                    cluster_key(PREFIX_JOB, j.id.as_bytes()),
+                    view_json(&**j)?,
+                );
             }
-            Write::DeleteJob(id) => {
-                view.cluster
-                    .remove(cluster_key(PREFIX_JOB, id.as_bytes()))?;
-            }
+            Write::DeleteJob(id) => view.remove(CLUSTER, cluster_key(PREFIX_JOB, id.as_bytes())),
             Write::PutActive(env, id) => {
-                view.cluster.insert(
+                view.insert(
+                    CLUSTER,
                     cluster_key(PREFIX_ACTIVE, env.0.as_bytes()),
                     id.as_bytes().as_slice(),
-                )?;
+                );
             }
             Write::DeleteActive(env) => {
-                view.cluster
-                    .remove(cluster_key(PREFIX_ACTIVE, env.0.as_bytes()))?;
+                view.remove(CLUSTER, cluster_key(PREFIX_ACTIVE, env.0.as_bytes()));
             }
             Write::PutToken(t) => {
-                view.cluster
-                    .insert(cluster_key(PREFIX_TOKEN, t.id.as_bytes()), tx_json(t)?)?;
+                view.insert(
+                    CLUSTER,
+                    cluster_key(PREFIX_TOKEN, t.id.as_bytes()),
+                    view_json(t)?,
+                );
             }
             Write::DeleteToken(id) => {
-                view.cluster
-                    .remove(cluster_key(PREFIX_TOKEN, id.as_bytes()))?;
+                view.remove(CLUSTER, cluster_key(PREFIX_TOKEN, id.as_bytes()))
             }
         }
     }
@@ -265,6 +346,79 @@ fn decode_record(v: &[u8]) -> Result<BackupRecord, MetaError> {
 
 fn sled_read(e: sled::Error) -> MetaError {
     MetaError::Storage(format!("reading the catalog: {e}"))
+}
+
+/// The catalog as this node has applied it, for decisions about reads (authorization):
+/// plain reads, no lock (see the `store` note on concurrency).
+impl CatalogRead for StateMachineStore {
+    type Error = MetaError;
+
+    fn backup(&self, id: &BackupId) -> Result<Option<BackupRecord>, MetaError> {
+        self.get_backup(id)
+    }
+
+    fn name_owner(&self, env: EnvId, name: &str) -> Result<Option<i64>, MetaError> {
+        match self.inner.data[NAMES]
+            .get(name_key(env, name))
+            .map_err(sled_read)?
+        {
+            None => Ok(None),
+            Some(v) => decode_time(&v)
+                .map(Some)
+                .ok_or_else(|| MetaError::Corrupt(format!("name index entry {name:?} of {env}"))),
+        }
+    }
+
+    fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, MetaError> {
+        StateMachineStore::placement(self)
+    }
+
+    fn cluster_id(&self) -> Result<Option<uuid::Uuid>, MetaError> {
+        StateMachineStore::cluster_id(self)
+    }
+
+    fn host(&self, id: &str) -> Result<Option<HostRecord>, MetaError> {
+        StateMachineStore::host(self, id)
+    }
+
+    fn env(&self, eid: EnvId) -> Result<Option<EnvRecord>, MetaError> {
+        StateMachineStore::env(self, eid)
+    }
+
+    fn job(&self, id: &uuid::Uuid) -> Result<Option<Job>, MetaError> {
+        StateMachineStore::job(self, id)
+    }
+
+    fn active_job(&self, env: EnvId) -> Result<Option<uuid::Uuid>, MetaError> {
+        match self.inner.data[CLUSTER]
+            .get(cluster_key(PREFIX_ACTIVE, env.0.as_bytes()))
+            .map_err(sled_read)?
+        {
+            None => Ok(None),
+            Some(v) => uuid::Uuid::from_slice(&v)
+                .map(Some)
+                .map_err(|e| MetaError::Corrupt(format!("stored active job: {e}"))),
+        }
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, MetaError> {
+        StateMachineStore::token(self, id)
+    }
+
+    fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, MetaError> {
+        self.list_backups(env)
+    }
+
+    fn env_config(&self, env: EnvId) -> Result<cairn_core::retention::EnvConfig, MetaError> {
+        StateMachineStore::env_config(self, env)
+    }
+
+    fn session(
+        &self,
+        id: &uuid::Uuid,
+    ) -> Result<Option<cairn_core::retention::Session>, MetaError> {
+        StateMachineStore::session(self, id)
+    }
 }
 
 impl StateMachineStore {
@@ -450,14 +604,22 @@ impl StateMachineStore {
         Ok(out)
     }
 
-    /// Returns every agent token record.
+    /// Returns every token record (agent and user tokens).
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, MetaError> {
-        self.scan_cluster(PREFIX_TOKEN, "agent token")
+        self.scan_cluster(PREFIX_TOKEN, "token")
     }
 
-    /// Returns an agent token record.
+    /// Returns a token record.
     pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, MetaError> {
-        self.get_cluster(cluster_key(PREFIX_TOKEN, id.as_bytes()), "agent token")
+        self.get_cluster(cluster_key(PREFIX_TOKEN, id.as_bytes()), "token")
+    }
+
+    /// Returns an open backup session.
+    pub fn session(
+        &self,
+        id: &uuid::Uuid,
+    ) -> Result<Option<cairn_core::retention::Session>, MetaError> {
+        self.get_cluster(super::session_key(id), "backup session")
     }
 
     /// Returns the last applied log id and the last applied membership.
@@ -507,6 +669,27 @@ impl Inner {
             return Ok(Vec::new());
         };
         let _guard = self.lock();
+        // Decide every entry over the trees plus the batch's own changes (see `Overlay`)…
+        let view = Overlay::new(&self.data);
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut membership = None;
+        let failed = |e: String| StorageIOError::apply(last, AnyError::error(e));
+        for entry in entries {
+            match &entry.payload {
+                EntryPayload::Blank => responses.push(Response::Empty),
+                EntryPayload::Normal(proposal) => {
+                    let decision = decide(&view, proposal).map_err(failed)?;
+                    write_all(&view, &decision.writes).map_err(failed)?;
+                    responses.push(decision.response);
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(Membership::new(Some(entry.log_id), m.clone()));
+                    responses.push(Response::Empty);
+                }
+            }
+        }
+        // … then write all of it, and `last_applied`, in one transaction that only writes.
+        let changes = view.into_changes();
         let trees = (
             &self.meta,
             &self.data[BACKUPS],
@@ -514,24 +697,15 @@ impl Inner {
             &self.data[CLUSTER],
         );
         let result = trees.transaction(|(meta, backups, names, cluster)| {
-            let view = TxView {
-                backups,
-                names,
-                cluster,
-            };
-            let mut responses = Vec::with_capacity(entries.len());
-            let mut membership = None;
-            for entry in entries {
-                match &entry.payload {
-                    EntryPayload::Blank => responses.push(Response::Empty),
-                    EntryPayload::Normal(cmd) => {
-                        let decision = decide(&view, cmd)?;
-                        write_all(&view, &decision.writes)?;
-                        responses.push(decision.response);
-                    }
-                    EntryPayload::Membership(m) => {
-                        membership = Some(Membership::new(Some(entry.log_id), m.clone()));
-                        responses.push(Response::Empty);
+            for (tree, tx) in [backups, names, cluster].into_iter().enumerate() {
+                for (k, v) in &changes[tree] {
+                    match v {
+                        Some(v) => {
+                            tx.insert(k.as_slice(), v.as_slice())?;
+                        }
+                        None => {
+                            tx.remove(k.as_slice())?;
+                        }
                     }
                 }
             }
@@ -539,15 +713,17 @@ impl Inner {
             if let Some(m) = &membership {
                 meta.insert(KEY_LAST_MEMBERSHIP, tx_json(m)?)?;
             }
-            Ok(responses)
+            Ok(())
         });
-        let responses = result.map_err(|e| StorageIOError::apply(last, tx_failure(e)))?;
+        result.map_err(|e| StorageIOError::apply(last, tx_failure(e)))?;
         for (entry, response) in entries.iter().zip(&responses) {
-            if let EntryPayload::Normal(cmd) = &entry.payload {
+            if let EntryPayload::Normal(p) = &entry.payload {
+                let cmd = &p.cmd;
                 match response {
                     Response::Refused { code, message } => tracing::debug!(
                         index = entry.log_id.index,
                         command = cmd.kind(),
+                        by = %p.by.name(),
                         code = %code,
                         message = %message,
                         "command refused"

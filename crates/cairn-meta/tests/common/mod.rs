@@ -26,5 +26,6 @@ pub fn record(env: EnvId, time: i64, name: &str, kind: BackupType) -> BackupReco
         env_info: Default::default(),
         includes: Vec::new(),
         excludes: Vec::new(),
+        protected: false,
     }
 }

@@ -1,0 +1,1 @@
+//! The attacks of a compromised host, end to end (written next).
