@@ -23,9 +23,21 @@ pub fn agent_token(node: &Node, host: &str) -> String {
 }
 
 /// Starts an agent for `host` with `discovery` TOML (the `[discovery]` table's lines) and
-/// extra top-level lines.
+/// extra top-level lines, with a new token issued for it.
 pub fn start_agent(c: &TestCluster, dir: &Path, host: &str, extra: &str, discovery: &str) -> Agent {
     let token = agent_token(&c.nodes[0], host);
+    start_agent_with(c, dir, host, &token, extra, discovery)
+}
+
+/// Like [`start_agent`], with the agent token given.
+pub fn start_agent_with(
+    c: &TestCluster,
+    dir: &Path,
+    host: &str,
+    token: &str,
+    extra: &str,
+    discovery: &str,
+) -> Agent {
     let text = format!(
         "cluster = {}\nhost_id = \"{host}\"\nstate_dir = \"{}\"\ntoken = \"{token}\"\nregister_interval_ms = 1000\n{extra}\n[discovery]\n{discovery}\n",
         urls(c),

@@ -9,7 +9,7 @@ use cairn_tests::fleet::{
     agent_token, backups, dir_host, eid_of, finished, job, json, start_agent, submit, succeeded,
     urls, vz_discovery, vz_host,
 };
-use cairn_tests::{noise, wait_for, Agent, Node, TestCluster};
+use cairn_tests::{noise, wait_for, Agent, TestCluster};
 use serde_json::Value;
 
 const TOKEN: &str = "cluster-t0ken";

@@ -376,7 +376,7 @@ impl Agent {
             .await?;
         let conflicts: HashSet<String> = resp.conflicts.into_iter().collect();
         for c in &conflicts {
-            tracing::warn!(env = %c, "environment is registered by another live host; not taken over");
+            tracing::warn!(env = %c, "the cluster refused this environment: it belongs to another host (or holds another host's backups); an operator moves it with cairn envs move");
         }
         if let Ok(mut g) = self.envs.lock() {
             *g = found
@@ -583,7 +583,16 @@ impl Agent {
         ))
     }
 
-    fn local_env(&self, job: &cairn_core::job::Job) -> Result<DiscoveredEnv, AgentError> {
+    /// The job's environment as this host runs it. One the agent does not know yet (an
+    /// operator just moved it here, or it just appeared) is looked for again, with a fresh
+    /// registration, before the job is refused.
+    async fn local_env(&self, job: &cairn_core::job::Job) -> Result<DiscoveredEnv, AgentError> {
+        if let Some(e) = self.env(job.env) {
+            return Ok(e);
+        }
+        if let Err(e) = self.register().await {
+            tracing::warn!(error = %e, "registration failed; retrying");
+        }
         self.env(job.env).ok_or_else(|| AgentError::Cluster {
             code: ErrorCode::NotFound,
             message: format!(
@@ -633,7 +642,7 @@ impl Agent {
         job: &cairn_core::job::Job,
         progress: &Arc<Progress>,
     ) -> Result<JobResult, AgentError> {
-        let env = self.local_env(job)?;
+        let env = self.local_env(job).await?;
         let cfg = self.settings(job.env).await?;
         let requested = job
             .options
@@ -737,7 +746,7 @@ impl Agent {
         let target = if !job.options.target_path.is_empty() {
             PathBuf::from(&job.options.target_path)
         } else {
-            self.local_env(job)?.path
+            self.local_env(job).await?.path
         };
         if !target.is_absolute() {
             return Err(AgentError::Invalid(format!(
@@ -841,7 +850,7 @@ impl Agent {
         progress: &Arc<Progress>,
     ) -> Result<JobResult, AgentError> {
         let backup_id = restore_source(job)?;
-        let env = self.local_env(job)?;
+        let env = self.local_env(job).await?;
         let req = RestoreRequest {
             backup: backup_id,
             target: env.path.clone(),

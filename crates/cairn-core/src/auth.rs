@@ -237,8 +237,9 @@ impl Access {
             Principal::User { name, role } => match self.min_role() {
                 Some(needed) if role.allows(needed) => Admission::Allowed,
                 Some(needed) => Admission::Denied(format!(
-                    "rule {}: user {name:?} has role {role}; this needs {needed}",
-                    self.as_str()
+                    "rule {}: user {name:?} has role {role}; {} needs {needed}",
+                    self.as_str(),
+                    self.doing()
                 )),
                 None => Admission::Denied(format!(
                     "rule {}: {} is for {}, not for users",
@@ -260,6 +261,24 @@ impl Access {
                     self.what()
                 )),
             },
+        }
+    }
+
+    /// What the access is, for refusals ("backing up and restoring needs operator").
+    fn doing(self) -> &'static str {
+        match self {
+            Access::Public => "this",
+            Access::Internal => "a node-to-node call",
+            Access::Status => "reading the cluster's status",
+            Access::Read => "reading the catalog",
+            Access::ReadContent => "reading backup content",
+            Access::Upload => "uploading chunks",
+            Access::Commit => "committing a backup",
+            Access::Operate => "backing up and restoring",
+            Access::AgentWork => "an agent's work",
+            Access::Administer => {
+                "removing, editing or protecting backups, or changing settings, tokens or the cluster"
+            }
         }
     }
 

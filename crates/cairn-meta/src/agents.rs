@@ -603,6 +603,15 @@ fn run_delete<V: CatalogRead + ?Sized>(
     let Some(target) = job.options.backup else {
         return Ok(invalid("a delete job needs a backup"));
     };
+    // A protected backup is refused outright (no job): nothing removes it.
+    if view.backup(&target)?.is_some_and(|b| b.protected) {
+        return Ok(Decision::refuse(
+            ErrorCode::Protected,
+            format!(
+                "backup {target} is protected; an admin unprotects it before it can be removed"
+            ),
+        ));
+    }
     let mut ids: Vec<BackupId> = vec![target];
     let mut kept = 0;
     if job.options.prev {

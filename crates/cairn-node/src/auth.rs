@@ -279,7 +279,7 @@ mod tests {
     fn with_tokens() -> (ServerAuth, &'static str, &'static str) {
         let agent = "cairn-agent.t1.secret";
         let user = "cairn-user.u1.secret";
-        let records = vec![
+        let records = [
             TokenRecord {
                 id: "t1".into(),
                 host: "h1".into(),

@@ -164,6 +164,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
             "description": o.description, "tags": o.tags, "includes": o.includes,
             "excludes": o.excludes, "backup": o.backup, "force": o.force,
             "target_path": o.target_path, "paths": o.paths, "prev": o.prev,
+            "allow_privileged": o.allow_privileged, "privileged": o.privileged,
         },
         "progress": {
             "phase": p.phase, "percent": p.percent, "files_done": p.files_done,

@@ -51,6 +51,7 @@ pub fn backup_json(r: &BackupRecord) -> serde_json::Value {
         "manifest": r.manifest.to_string(),
         "error_count": r.error_count,
         "errors": r.errors,
+        "protected": r.protected,
     })
 }
 

@@ -8,7 +8,8 @@
 //!
 //! `protect` (`<backup_id>` and `<protected>1</protected>` or `0`) is a Cairn extension:
 //! a protected backup is never removed (by `remove`, `backup_options/remove` or retention)
-//! until an admin lifts the protection; `get_info` says `protected` in the backup's info.
+//! until an admin lifts the protection; a protected backup's `info` (in `list` with
+//! `options/info`) carries a `protected` parameter.
 //!
 //! A call that runs a job (back up, restore) waits for it, polling the job; with
 //! `progress="on"` it sends progress packets (started, phase messages, percent steps,

@@ -79,8 +79,11 @@ struct Overlay<'a> {
     /// The data trees, in `SM_DATA_TREES` order.
     trees: &'a [sled::Tree],
     /// Per tree: key → new value (`None`: removed).
-    changes: std::cell::RefCell<Vec<std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>>>,
+    changes: std::cell::RefCell<Vec<TreeChanges>>,
 }
+
+/// The changes a batch made to one tree: key → new value (`None`: removed).
+type TreeChanges = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 type ViewError = String;
 
@@ -143,7 +146,7 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn into_changes(self) -> Vec<std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>> {
+    fn into_changes(self) -> Vec<TreeChanges> {
         self.changes.into_inner()
     }
 }
