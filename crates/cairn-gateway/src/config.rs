@@ -3,9 +3,11 @@
 //!
 //! ```toml
 //! # Standalone only: the nodes to call (any one answers; the rest are learned from it)
-//! # and the cluster token. Inside a node both default to the node's own.
+//! # and the gateway's own credential: a user token (`cairn token create gateway --role
+//! # admin`) with at least the rights of its users, for whom it calls the cluster. Inside a
+//! # node both default to the node's own (the cluster secret).
 //! cluster = ["http://10.0.0.1:7700", "http://10.0.0.2:7700"]
-//! token_file = "/etc/cairn/token"
+//! token_file = "/etc/cairn/gateway.token"
 //!
 //! users_file = "/etc/cairn/users.toml"   # managed with `cairn user add|passwd|remove`
 //!
@@ -29,10 +31,11 @@ pub struct GatewayConfig {
     /// Node URLs (standalone gateway); empty inside a node.
     #[serde(default)]
     pub cluster: Vec<String>,
-    /// The cluster token (standalone); inside a node the node's own is used.
+    /// The gateway's credential (standalone): a user token with at least its users' rights
+    /// (or the cluster secret); inside a node the node's own is used.
     #[serde(default)]
     pub token: Option<String>,
-    /// A file holding the cluster token (first line), instead of `token`.
+    /// A file holding that token (first line), instead of `token`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// The users file (`cairn user add` writes it). Relative paths are relative to the

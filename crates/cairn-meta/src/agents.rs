@@ -1112,7 +1112,7 @@ mod tests {
             Some(a.eid),
             on(b1),
         );
-        assert_eq!(state(&r), JobState::Failed);
+        assert_eq!(code(&r), Some(ErrorCode::Protected), "{r:?}");
         assert!(cat.backup(&b1).unwrap().is_some());
         cat.run(Command::ProtectBackup {
             id: b1,

@@ -12,7 +12,7 @@
 //! | `agent-own-env` | acts on environments registered to H only |
 //! | `agent-own-backup` | reads backups of H's environments, and the one backup an active restore job on H reads (a restore onto H of another host's environment, which an operator asked for) |
 //! | `agent-own-job` | sees, cancels, claims, reports and ends H's jobs only |
-//! | `agent-commit-in-job` | commits a backup only as the backup job of that environment H is running, recorded as taken on H |
+//! | `agent-commit-in-job` | opens a backup session and commits a backup only for the backup job of that environment H is running, recorded as taken on H |
 //! | `agent-own-session` | closes only sessions H opened |
 //! | `agent-own-paths` | queues restores only into the environment's own path, on H |
 //!
@@ -212,6 +212,24 @@ pub fn admit<V: CatalogRead + ?Sized>(
                 "rule agent-own-host: the agent token of host {host:?} opens sessions for its own host, not for {:?}",
                 session.host
             )))
+        }
+        // A session holds garbage collection back: an agent opens one only for the backup
+        // job it runs, so a compromised host cannot stall collection with sessions.
+        (Principal::Agent { host }, Command::OpenSession { session }) => {
+            let active = match view.active_job(session.env)? {
+                Some(id) => view.job(&id)?,
+                None => None,
+            };
+            if active.is_some_and(|j| {
+                j.kind == JobKind::Backup && j.state == JobState::Running && j.host == *host
+            }) {
+                Ok(())
+            } else {
+                Err(deny(format!(
+                    "rule agent-commit-in-job: the agent token of host {host:?} opens a backup session of {} only for a backup job of it that its host is running",
+                    session.env
+                )))
+            }
         }
         _ => Ok(()),
     })
@@ -504,7 +522,8 @@ mod tests {
             .run_as(agent("h2"), Command::CancelJob { id: job, now_ms: 0 })
             .refusal()
             .is_some());
-        // Sessions: opened for the own host only, closed by their host only.
+        // Sessions: opened for the own host only, inside its running backup job, closed by
+        // their host only.
         let session = cairn_core::retention::Session {
             id: uuid::Uuid::from_u128(5),
             env: e1,
@@ -517,15 +536,25 @@ mod tests {
             .run_as(agent("h1"), Command::OpenSession { session: spoofed })
             .refusal()
             .is_some());
-        assert_eq!(
+        let open = |cat: &mut MemCatalog| {
             cat.run_as(
                 agent("h1"),
                 Command::OpenSession {
-                    session: session.clone()
-                }
-            ),
-            Response::Done
+                    session: session.clone(),
+                },
+            )
+        };
+        assert!(open(&mut cat).refusal().is_some(), "no running job yet");
+        cat.run_as(
+            agent("h1"),
+            Command::ClaimJob {
+                id: job,
+                host: "h1".into(),
+                now_ms: 3_000,
+                lease_until_ms: 60_000,
+            },
         );
+        assert_eq!(open(&mut cat), Response::Done);
         assert!(cat
             .run_as(agent("h2"), Command::CloseSession { id: session.id })
             .refusal()
