@@ -768,8 +768,15 @@ impl Agent {
                     ),
                 });
             }
-            // Data written since the environment's last backup would be lost.
-            if let Some(latest) = self.cluster.latest(job.env, false).await? {
+            // Data written since the environment's last backup would be lost. On another
+            // host than the environment's (a restore elsewhere), the tree is compared with
+            // the backup being restored, the one backup of it this host may read.
+            let reference = if self.env(job.env).is_some() {
+                self.cluster.latest(job.env, false).await?
+            } else {
+                Some(self.cluster.show(&backup_id).await?)
+            };
+            if let Some(latest) = reference {
                 let reader = self.cluster.reading(latest.id);
                 let root = fetch_root(&reader, latest.manifest).await?;
                 let entries = ManifestEntries::start(reader, &root);

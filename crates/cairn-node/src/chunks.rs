@@ -54,7 +54,7 @@ pub struct ChunksService {
 }
 
 /// Most chunk ids the scope cache holds (32 bytes each, plus the set's overhead).
-const SCOPE_IDS: usize = 2_000_000;
+const SCOPE_IDS: usize = 1_000_000;
 
 /// The chunks each recently read backup references, so that an agent's reads can be held
 /// to the backup it may read. Bounded: when a new set would pass [`SCOPE_IDS`], the oldest
