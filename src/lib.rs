@@ -561,6 +561,21 @@ pub fn add_user(users: &Path, name: &str, role: &str, password: &str) {
     );
 }
 
+/// Starts `cairn gateway --config CONFIG` with its output in `log`; killed when dropped.
+pub fn start_gateway(config: &Path, log: &Path) -> KillOnDrop {
+    let log = std::fs::File::create(log).expect("create the gateway log");
+    KillOnDrop(
+        Command::new(cairn_bin())
+            .args(["gateway", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log"))
+            .stderr(log)
+            .spawn()
+            .expect("start cairn gateway"),
+    )
+}
+
 /// A child process killed when the test ends, panicking or not.
 pub struct KillOnDrop(pub Child);
 

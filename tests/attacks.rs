@@ -8,7 +8,7 @@
 //! `tests/authz.rs`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use cairn_tests::fleet::{
@@ -806,17 +806,7 @@ fn gateway(f: &Fleet, users: &Path, token: &str) -> (KillOnDrop, String, String)
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-    let child = KillOnDrop(
-        Command::new(cairn_bin())
-            .args(["gateway", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let child = cairn_tests::start_gateway(&config, &dir.join("gateway.log"));
     let rest = format!("http://127.0.0.1:{}", ports[0]);
     wait_for(
         Duration::from_secs(30),

@@ -887,17 +887,7 @@ fn a_standalone_gateway_serves_https() {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-    let _gw = KillOnDrop(
-        Command::new(cairn_bin())
-            .args(["gateway", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _gw = cairn_tests::start_gateway(&config, &dir.join("gateway.log"));
     let base = format!("https://localhost:{port}");
     let auth = basic(VIEWER.0, VIEWER.1);
     let cloud = wait_for(

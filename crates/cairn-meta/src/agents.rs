@@ -698,7 +698,7 @@ mod tests {
     use cairn_core::job::{EnvRecord, HostRecord, JobKind, JobOptions, JobResult, JobState};
     use cairn_core::EnvId;
 
-    use crate::catalog::tests::{record, MemCatalog};
+    use crate::catalog::tests::{agent, record, user, MemCatalog};
     use crate::command::{Command, Response};
 
     use super::*;
@@ -710,17 +710,6 @@ mod tests {
             name: name.into(),
             path: format!("/vz/private/{name}"),
             ..Default::default()
-        }
-    }
-
-    fn agent(h: &str) -> Principal {
-        Principal::Agent { host: h.into() }
-    }
-
-    fn user(role: Role) -> Principal {
-        Principal::User {
-            name: "alice".into(),
-            role,
         }
     }
 

@@ -295,19 +295,8 @@ mod tests {
     use cairn_core::BackupId;
 
     use super::*;
-    use crate::catalog::tests::{record, MemCatalog};
+    use crate::catalog::tests::{agent, record, user, MemCatalog};
     use crate::command::{Command, Proposal, Response};
-
-    fn agent(h: &str) -> Principal {
-        Principal::Agent { host: h.into() }
-    }
-
-    fn user(role: Role) -> Principal {
-        Principal::User {
-            name: "alice".into(),
-            role,
-        }
-    }
 
     /// A catalog with hosts h1 and h2, each running one environment with one backup.
     fn two_hosts() -> (MemCatalog, EnvId, EnvId, BackupId, BackupId) {

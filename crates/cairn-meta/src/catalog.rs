@@ -763,6 +763,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// An agent of host `h`.
+    pub(crate) fn agent(h: &str) -> Principal {
+        Principal::Agent { host: h.into() }
+    }
+
+    /// A user with `role`.
+    pub(crate) fn user(role: cairn_core::auth::Role) -> Principal {
+        Principal::User {
+            name: "alice".into(),
+            role,
+        }
+    }
+
     pub(crate) fn record(env: EnvId, time: i64, name: &str) -> BackupRecord {
         BackupRecord {
             id: BackupId::new(env, time),

@@ -674,15 +674,11 @@ impl Agents for AgentsService {
                 "name either a token id or a host",
             ));
         }
-        let ids: Vec<String> = self
-            .meta
-            .tokens()
-            .map_err(meta_status)?
-            .into_iter()
-            .filter(|t| !t.is_user() && (t.id == req.id || t.host == req.host))
-            .map(|t| t.id)
-            .collect();
-        let revoked = self.revoke(&who, ids).await?;
+        let revoked = self
+            .revoke(&who, |t: &TokenRecord| {
+                !t.is_user() && (t.id == req.id || t.host == req.host)
+            })
+            .await?;
         tracing::info!(revoked, by = %who.name(), "agent tokens revoked");
         Ok(Response::new(pb::RevokeAgentTokenResponse { revoked }))
     }
@@ -776,24 +772,33 @@ impl Agents for AgentsService {
                 "name either a token id or a user name",
             ));
         }
-        let ids: Vec<String> = self
-            .meta
-            .tokens()
-            .map_err(meta_status)?
-            .into_iter()
-            .filter(|t| t.is_user() && (t.id == req.id || t.name == req.name))
-            .map(|t| t.id)
-            .collect();
-        let revoked = self.revoke(&who, ids).await?;
+        let revoked = self
+            .revoke(&who, |t: &TokenRecord| {
+                t.is_user() && (t.id == req.id || t.name == req.name)
+            })
+            .await?;
         tracing::info!(revoked, by = %who.name(), "user tokens revoked");
         Ok(Response::new(pb::RevokeAgentTokenResponse { revoked }))
     }
 }
 
 impl AgentsService {
-    /// Revokes tokens by id for `who`; refused (as the catalog decides) or not found.
-    async fn revoke(&self, who: &Principal, ids: Vec<String>) -> Result<u32, Status> {
-        // An empty list would be "nothing matches"; decide who may ask first.
+    /// Revokes, for `who`, the tokens `matches` picks: refused as the catalog decides, or
+    /// not found when none matches (who may ask is decided first, so an empty match tells
+    /// a caller without the right nothing).
+    async fn revoke(
+        &self,
+        who: &Principal,
+        matches: impl Fn(&TokenRecord) -> bool,
+    ) -> Result<u32, Status> {
+        let ids: Vec<String> = self
+            .meta
+            .tokens()
+            .map_err(meta_status)?
+            .into_iter()
+            .filter(|t| matches(t))
+            .map(|t| t.id)
+            .collect();
         let answer = self
             .write(who, Command::RevokeTokens { ids: ids.clone() })
             .await?;
