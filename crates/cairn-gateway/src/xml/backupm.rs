@@ -28,7 +28,7 @@ use crate::users::Identity;
 type Out = Result<Vec<Element>, XmlError>;
 
 /// The nine calls, and the `protect` extension.
-pub(crate) const CALLS: [&str; 10] = [
+pub const CALLS: [&str; 10] = [
     "protect",
     "backup_env",
     "restore_env",

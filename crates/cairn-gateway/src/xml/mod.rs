@@ -14,3 +14,4 @@ pub mod packet;
 pub mod server;
 
 pub use server::{serve_xml, XmlConfig, XmlServer};
+pub use {backupm::CALLS, server::SYSTEM_CALLS};

@@ -26,7 +26,7 @@ use crate::users::{Identity, Users};
 use crate::ClusterLink;
 
 /// The `system` calls served.
-const SYSTEM_CALLS: [&str; 3] = ["get_realm", "login", "cancel"];
+pub const SYSTEM_CALLS: [&str; 3] = ["get_realm", "login", "cancel"];
 
 /// The system realm, the only one users log in to.
 pub const SYSTEM_REALM: &str = "00000000-0000-0000-0000-000000000000";
