@@ -217,6 +217,9 @@ impl Chunks for ChunksService {
         req: Request<Streaming<pb::PutRequest>>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         let who = caller(&req)?;
+        // Whoever may not upload is refused before anything is read, even an empty stream;
+        // a replica copy (said by the first message) also needs the cluster secret.
+        authorize(&self.cluster.meta, &who, Access::Upload, &Subject::Nothing)?;
         let mut stream = req.into_inner();
         let mut total = pb::PutResponse::default();
         let mut batch: Vec<EncodedChunk> = Vec::new();
@@ -229,13 +232,14 @@ impl Chunks for ChunksService {
                 let msg = msg?;
                 match replica {
                     None => {
-                        // Replica copies are for nodes; uploads for whoever may upload.
-                        let access = if msg.replica {
-                            Access::Internal
-                        } else {
-                            Access::Upload
-                        };
-                        authorize(&self.cluster.meta, &who, access, &Subject::Nothing)?;
+                        if msg.replica {
+                            authorize(
+                                &self.cluster.meta,
+                                &who,
+                                Access::Internal,
+                                &Subject::Nothing,
+                            )?;
+                        }
                         replica = Some(msg.replica);
                     }
                     Some(r) if r != msg.replica => {
