@@ -24,8 +24,8 @@
 //! 2. a running `backupm` call is polled only while the queue has room ([`paced`]): a call
 //!    whose client does not read pauses between two of its awaits, and its final answer also
 //!    waits for room;
-//! 3. when the queue has made no room for `idle_timeout` (the client reads nothing), or one
-//!    write takes longer than that, the connection is closed and its queue freed.
+//! 3. a write that takes longer than `idle_timeout` (the client reads nothing) or fails
+//!    closes the connection: the queue is freed, and the reader and the calls stop waiting.
 //!
 //! Room is checked before a packet is added, so the queue exceeds its bounds only by packets
 //! admitted while it still had room: at most one answer of the reader, and per running call
@@ -127,7 +127,7 @@ pub struct XmlConfig {
     #[serde(default = "default_max_queued_bytes")]
     pub max_queued_bytes: usize,
     /// A connection that sends nothing for this long is closed (seconds); so is one that
-    /// reads none of its answers for this long while its queue is full.
+    /// takes none of an answer for this long.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
     /// TLS listener (the real agent's 4434), served when `tls_cert` and `tls_key` are set.
@@ -295,7 +295,7 @@ struct Queue {
     bytes: AtomicUsize,
     max_packets: usize,
     max_bytes: usize,
-    /// Set when the connection is being torn down: nothing more is queued, nobody waits.
+    /// Set when the writer gave up: nothing more is queued, nobody waits for room.
     closed: AtomicBool,
     /// Woken when room is made or the queue is closed.
     changed: Notify,
@@ -326,26 +326,18 @@ impl Queue {
                 && self.bytes.load(Ordering::Acquire) < self.max_bytes)
     }
 
-    /// Waits until `ready` holds, re-checking whenever room is made or the queue closes.
-    async fn until(&self, ready: impl Fn(&Queue) -> bool) {
+    /// Waits until [`Queue::has_room`], re-checking whenever room is made or the queue closes.
+    async fn room(&self) {
         loop {
             let changed = self.changed.notified();
             let mut changed = std::pin::pin!(changed);
             // Registered before the check, so a change made in between is not missed.
             changed.as_mut().enable();
-            if ready(self) {
+            if self.has_room() {
                 return;
             }
             changed.await;
         }
-    }
-
-    async fn room(&self) {
-        self.until(Queue::has_room).await
-    }
-
-    async fn closing(&self) {
-        self.until(Queue::is_closed).await
     }
 
     /// Counts a packet about to be queued.
@@ -425,24 +417,15 @@ impl Session {
     }
 
     /// Waits until this connection's queue has room for one more answer; false when the
-    /// connection is to be closed (the client read nothing for `idle_timeout`, or a write
-    /// failed).
+    /// connection is to be closed (the writer gave up: a write failed, or the client took
+    /// none of an answer for `idle_timeout`).
     async fn room_for_answer(&self, state: &XmlState) -> bool {
         if !self.queue.has_room() {
             state.peaks.pauses.fetch_add(1, Ordering::Relaxed);
             crate::metrics::xml_read_paused();
         }
-        match tokio::time::timeout(state.idle_timeout, self.queue.room()).await {
-            Ok(()) => !self.queue.is_closed(),
-            Err(_) => {
-                tracing::debug!(
-                    client = %self.client,
-                    "XML connection closed: its client reads none of its answers"
-                );
-                self.queue.close();
-                false
-            }
-        }
+        self.queue.room().await;
+        !self.queue.is_closed()
     }
 
     /// Who logged in on this connection, or 304.
@@ -603,8 +586,8 @@ async fn serve<R, W>(
     connection(state, r, w).await;
 }
 
-/// Serves one connection until the peer closes it, it idles out, it reads none of its
-/// answers for `idle_timeout`, or a write fails.
+/// Serves one connection until the peer closes it, it idles out, or a write fails or takes
+/// longer than `idle_timeout`.
 pub async fn connection<R, W>(state: Arc<XmlState>, mut r: R, w: W)
 where
     R: AsyncRead + Unpin,
@@ -676,8 +659,8 @@ where
     crate::metrics::xml_connections(-1.0);
 }
 
-/// The writer task: writes queued packets in order until every sender is gone, a write
-/// fails or takes longer than `timeout`, or the queue is closed; then frees what is left.
+/// The writer task: writes queued packets in order until every sender is gone, or a write
+/// fails or takes longer than `timeout`; then closes the queue and frees what is left.
 async fn write_packets<W>(
     mut w: W,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
@@ -688,12 +671,13 @@ async fn write_packets<W>(
 {
     let mut failed = false;
     while let Some(bytes) = rx.recv().await {
-        let written = tokio::select! {
-            r = tokio::time::timeout(timeout, w.write_all(&bytes)) => matches!(r, Ok(Ok(()))),
-            () = queue.closing() => false,
-        };
+        let written = matches!(
+            tokio::time::timeout(timeout, w.write_all(&bytes)).await,
+            Ok(Ok(()))
+        );
         queue.removed(bytes.len());
         if !written {
+            tracing::debug!("XML connection closed: a write failed or its client read nothing");
             failed = true;
             break;
         }
