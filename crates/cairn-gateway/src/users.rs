@@ -63,7 +63,11 @@
 //! 3. it waits for one of `max_concurrent_hashes` hashing slots and verifies on the blocking
 //!    pool. Both permits move into the blocking task, so a client that hangs up mid-hash frees
 //!    its slot only when the hash is done: at most `max_concurrent_hashes` verifications run
-//!    at once, ever, and hashing memory stays under `max_concurrent_hashes` × the memory cost;
+//!    at once, ever. Each runs in a working memory the gate keeps for reuse (one buffer per
+//!    slot, as large as the largest memory cost met), so verifying allocates nothing and
+//!    hashing memory is `max_concurrent_hashes` × the memory cost (38 MiB with the defaults),
+//!    however many attempts come: letting argon2 allocate and free 19 MiB per attempt left
+//!    the allocator (glibc) holding hundreds of MiB after a few hundred failures;
 //! 4. a failure releases both permits, then waits `failed_login_delay_ms` before it is
 //!    answered. The delay slows a guesser down while costing the gateway a timer, not a slot.
 //!
@@ -397,8 +401,50 @@ fn dummy_hash() -> &'static str {
     })
 }
 
-/// Verifies on the blocking pool, holding `permits` until the hash is done (also when the
-/// caller stops waiting); None if the blocking task failed. `hash` None: the dummy hash.
+/// [`verify_password`] in the working memory given (grown to the hash's memory cost when
+/// smaller), so that it allocates nothing once that memory has the size. The same steps as
+/// the argon2 crate's own verification: parameters, version and salt from the PHC string,
+/// the output compared in constant time. False for a hash that is not an argon2 PHC string.
+fn verify_password_in(hash: &str, password: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let Ok(version) = parsed.version.map(argon2::Version::try_from).transpose() else {
+        return false;
+    };
+    let Ok(params) = argon2::Params::try_from(&parsed) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let argon2 = Argon2::new(algorithm, version.unwrap_or_default(), params);
+    let computed = argon2::password_hash::Output::init_with(expected.len(), |out| {
+        Ok(argon2.hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            out,
+            &mut memory[..blocks],
+        )?)
+    });
+    // `Output`'s equality is constant-time.
+    matches!(computed, Ok(c) if c == expected)
+}
+
+/// Verifies on the blocking pool in one of the gate's working memories, holding `permits`
+/// until the hash is done (also when the caller stops waiting); None if the blocking task
+/// failed. `hash` None: the dummy hash.
 async fn verify_gated(
     gate: Arc<Gate>,
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
@@ -409,7 +455,11 @@ async fn verify_gated(
         let _permits = permits;
         let _hashing = gate.count_hashing();
         let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
-        verify_password(hash, &password)
+        // There are never more verifications than slots, so never more memories.
+        let mut memory = lock(&gate.memory).pop().unwrap_or_default();
+        let matched = verify_password_in(hash, &password, &mut memory);
+        lock(&gate.memory).push(memory);
+        matched
     })
     .await
     .ok()
@@ -560,6 +610,8 @@ struct Gate {
     waiting: AtomicUsize,
     delaying: AtomicUsize,
     busy: AtomicU64,
+    /// argon2 working memories for reuse, at most one per slot (see the module doc).
+    memory: Mutex<Vec<Vec<argon2::Block>>>,
 }
 
 impl Gate {
@@ -581,6 +633,7 @@ impl Gate {
             waiting: AtomicUsize::new(0),
             delaying: AtomicUsize::new(0),
             busy: AtomicU64::new(0),
+            memory: Mutex::new(Vec::new()),
         }
     }
 
@@ -1274,6 +1327,54 @@ mod tests {
         assert!((1..=2).contains(&stats.peak_hashing), "{stats:?}");
         assert_eq!((stats.hashing, stats.waiting, stats.busy), (0, 0, 0));
         assert_eq!(users.cached(), 0);
+        // One working memory per verification that ran at once, kept for the next ones.
+        let memories = lock(&users.gate.memory);
+        assert_eq!(memories.len(), stats.peak_hashing);
+        let default_blocks = argon2::Params::default().block_count();
+        assert!(memories.iter().all(|m| m.len() == default_blocks));
+    }
+
+    #[test]
+    fn verifying_in_reused_memory_agrees_with_the_crate() {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut hashes = vec![
+            hash_password("right-password").unwrap(),
+            cheap_hash("right-password"),
+        ];
+        for (algorithm, version, m) in [
+            (argon2::Algorithm::Argon2i, argon2::Version::V0x13, 64),
+            (argon2::Algorithm::Argon2d, argon2::Version::V0x10, 32),
+            (argon2::Algorithm::Argon2id, argon2::Version::V0x10, 128),
+        ] {
+            let params = argon2::Params::new(m, 2, 2, Some(24)).unwrap();
+            let h = Argon2::new(algorithm, version, params)
+                .hash_password(b"right-password", &salt)
+                .unwrap()
+                .to_string();
+            hashes.push(h);
+        }
+        hashes.push("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ".to_string());
+        hashes.push("plain".to_string());
+        hashes.push(String::new());
+        // One memory for all, in an order where it shrinks and grows.
+        let mut memory = Vec::new();
+        for round in 0..2 {
+            for hash in &hashes {
+                for password in ["right-password", "wrong-password", ""] {
+                    assert_eq!(
+                        verify_password_in(hash, password, &mut memory),
+                        verify_password(hash, password),
+                        "round {round}: {hash} {password:?}"
+                    );
+                }
+            }
+        }
+        assert!(verify_password_in(
+            &hashes[0],
+            "right-password",
+            &mut memory
+        ));
+        assert_eq!(memory.len(), argon2::Params::default().block_count());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
