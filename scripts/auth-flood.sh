@@ -12,6 +12,8 @@
 #                     gateway takes it and never reading (default 16)
 #   --budget-mib N    how much the process's resident size may grow during the flood over its
 #                     value just before it (default 128)
+#   --abort-mib N     stop the floods (FAIL) once the resident size passes N MiB, to spare the
+#                     machine when the gateway does not hold (default 4096)
 #   --keep            keep the work directory (container, cluster data, dev log) afterwards
 #
 # Environment:
@@ -41,6 +43,7 @@ ATTEMPTS=10000
 CONCURRENCY=64
 XML_FLOODERS=16
 BUDGET_MIB=128
+ABORT_MIB=4096
 KEEP=0
 
 while [[ $# -gt 0 ]]; do
@@ -49,6 +52,7 @@ while [[ $# -gt 0 ]]; do
     --concurrency) need_value "$@"; CONCURRENCY=$2; shift ;;
     --xml-flooders) need_value "$@"; XML_FLOODERS=$2; shift ;;
     --budget-mib) need_value "$@"; BUDGET_MIB=$2; shift ;;
+    --abort-mib) need_value "$@"; ABORT_MIB=$2; shift ;;
     --keep) KEEP=1 ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1' (try --help)" ;;
@@ -59,6 +63,7 @@ need_count --attempts "$ATTEMPTS"
 need_count --concurrency "$CONCURRENCY"
 is_uint "$XML_FLOODERS" || die "--xml-flooders $XML_FLOODERS: give a whole number"
 need_count --budget-mib "$BUDGET_MIB"
+need_count --abort-mib "$ABORT_MIB"
 
 find_tools
 install_cleanup
@@ -86,4 +91,4 @@ log "cairn dev is ready (pid $DEV_PID): REST API at $URL, XML API at $XML_ADDR"
 
 run_helper_and_exit --rest "$URL" --xml "$XML_ADDR" --pid "$DEV_PID" \
     --attempts "$ATTEMPTS" --concurrency "$CONCURRENCY" --xml-flooders "$XML_FLOODERS" \
-    --budget-mib "$BUDGET_MIB"
+    --budget-mib "$BUDGET_MIB" --abort-mib "$ABORT_MIB"

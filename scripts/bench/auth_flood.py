@@ -69,13 +69,16 @@ def reset_peak(pid):
 
 
 class Sampler(threading.Thread):
-    """The process's RSS every `every` seconds until stopped: (seconds, rss, hwm)."""
+    """The process's RSS every `every` seconds until stopped: (seconds, rss, hwm). Sets
+    `abort` once the RSS passes `abort_bytes`, so that the floods stop before the machine
+    runs out of memory."""
 
-    def __init__(self, pid, every=0.1):
+    def __init__(self, pid, abort_bytes, every=0.1):
         super().__init__(daemon=True)
-        self.pid, self.every = pid, every
+        self.pid, self.every, self.abort_bytes = pid, every, abort_bytes
         self.samples = []
         self.stop = threading.Event()
+        self.abort = threading.Event()
         self.t0 = time.perf_counter()
 
     def run(self):
@@ -83,6 +86,8 @@ class Sampler(threading.Thread):
             s = proc_status(self.pid)
             if s is not None:
                 self.samples.append((time.perf_counter() - self.t0, *s))
+                if s[0] > self.abort_bytes:
+                    self.abort.set()
             self.stop.wait(self.every)
 
 
@@ -96,9 +101,9 @@ def mib(n):
 class RestFlood:
     """`attempts` wrong-password requests over `concurrency` keep-alive connections."""
 
-    def __init__(self, host, port, path, attempts, concurrency, timeout):
+    def __init__(self, host, port, path, attempts, concurrency, timeout, abort):
         self.host, self.port, self.path = host, port, path
-        self.timeout = timeout
+        self.timeout, self.abort = timeout, abort
         self.left = attempts
         self.lock = threading.Lock()
         self.refused, self.busy, self.other, self.errors = [], [], [], []
@@ -107,7 +112,7 @@ class RestFlood:
 
     def take(self):
         with self.lock:
-            if self.left <= 0:
+            if self.left <= 0 or self.abort.is_set():
                 return None
             self.left -= 1
             return self.left
@@ -150,8 +155,11 @@ class RestFlood:
             t.start()
 
     def join(self):
+        """Waits for every attempt to be answered, or for the abort (then the ones in flight
+        are left to their timeout)."""
         for t in self.threads:
-            t.join()
+            while t.is_alive() and not self.abort.is_set():
+                t.join(0.2)
 
 
 def is_busy(body):
@@ -333,12 +341,13 @@ def run(args):
     log(f"before the flood: VmRSS {mib(rss0)}, start-up VmHWM {mib(startup_hwm)}"
         + ("; peak reset" if reset else "; the peak cannot be reset here (it includes start-up)"))
 
-    sampler = Sampler(args.pid)
+    sampler = Sampler(args.pid, args.abort_mib * MIB)
     sampler.start()
     flooders = [XmlFlooder(xml_host, xml_port) for _ in range(args.xml_flooders)]
     for f in flooders:
         f.start()
-    rest = RestFlood(host, port, "/vdc", args.attempts, args.concurrency, args.timeout)
+    rest = RestFlood(host, port, "/vdc", args.attempts, args.concurrency, args.timeout,
+                     sampler.abort)
     client.t0 = time.perf_counter()
     client.start()
     started = time.perf_counter()
@@ -347,6 +356,8 @@ def run(args):
     rest.start()
     rest.join()
     took = time.perf_counter() - started
+    if sampler.abort.is_set():
+        log(f"the process passed {args.abort_mib} MiB: floods stopped")
     client.stop.set()
     client.join(args.timeout + 5)
     stalled = sum(1 for f in flooders if time.perf_counter() - f.last_progress > 2.0)
@@ -380,6 +391,9 @@ def run(args):
         f"{t:.0f}s {r / MIB:.0f}" for t, r, _ in samples[::step]) + "  (MiB)")
     print()
     answered = len(rest.refused) + len(rest.busy)
+    if sampler.abort.is_set():
+        print(f"ABORTED                  VmRSS passed {args.abort_mib} MiB after {took:.1f} s; "
+              "the floods were stopped there")
     print(f"REST flood               {args.attempts} wrong-password attempts in {took:.1f} s, "
           f"{args.concurrency} connections: {answered} answered, "
           f"{len(rest.refused)} refused 401, {len(rest.busy)} busy 503, "
@@ -409,6 +423,8 @@ def run(args):
     problems = benchlib.request_problems(total, len(client.failures))
     if hwm > bound:
         problems.append(f"peak memory {mib(hwm)} > bound {mib(bound)}")
+    if sampler.abort.is_set():
+        problems.append(f"the floods were stopped at {args.abort_mib} MiB")
     if rest.other:
         problems.append(f"{len(rest.other)} flood attempt(s) answered neither 401 nor 503 busy")
     if not client.rest or not client.xml:
@@ -432,6 +448,8 @@ def main():
     r.add_argument("--xml-flooders", type=int, default=16)
     r.add_argument("--budget-mib", type=int, default=128,
                    help="how much the resident size may grow over its pre-flood value")
+    r.add_argument("--abort-mib", type=int, default=4096,
+                   help="stop the floods when the process's resident size passes this")
     r.add_argument("--timeout", type=float, default=30.0,
                    help="a logged-in request unanswered this long fails")
     args = ap.parse_args()
