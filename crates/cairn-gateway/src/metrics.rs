@@ -14,7 +14,14 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often the recorder folds recorded histogram samples into its buckets.
+const UPKEEP: Duration = Duration::from_secs(5);
+
 /// Installs the process-wide recorder once (a second gateway in the process shares it).
+///
+/// Histogram samples are held raw until a scrape or an upkeep folds them into buckets: with
+/// nobody scraping, every request (an unauthenticated one too) would be kept for good. So a
+/// task runs the upkeep every [`UPKEEP`].
 pub fn install() {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
@@ -39,6 +46,16 @@ pub fn install() {
             .build_recorder();
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).ok()?;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let h = handle.clone();
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(UPKEEP);
+                loop {
+                    tick.tick().await;
+                    h.run_upkeep();
+                }
+            });
+        }
         Some(handle)
     });
 }
