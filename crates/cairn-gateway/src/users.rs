@@ -825,7 +825,7 @@ impl Users {
             crate::metrics::login_busy();
             tracing::debug!(
                 verifying = gate.slots,
-                waiting = gate.admitted - gate.slots,
+                waiting = gate.admitted.saturating_sub(gate.slots),
                 "login refused at once: every verification slot is taken and as many wait"
             );
             gate.publish();
@@ -838,7 +838,10 @@ impl Users {
         let matched = match slot {
             Ok(slot) => verify_gated(gate.clone(), (admitted, slot), hash, password.to_string())
                 .await
-                .unwrap_or(false),
+                .unwrap_or_else(|| {
+                    tracing::error!("a password verification did not run to its end");
+                    false
+                }),
             // The semaphore is never closed; were it, no one gets in.
             Err(_) => false,
         };
