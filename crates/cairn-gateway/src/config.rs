@@ -11,6 +11,11 @@
 //!
 //! users_file = "/etc/cairn/users.toml"   # managed with `cairn user add|passwd|remove`
 //!
+//! [auth]                        # optional: password checks, REST and XML together
+//! max_concurrent_hashes = 2     # argon2 verifications at once (~19 MiB each)
+//! max_waiting_hashes = 32       # logins waiting for one; more are refused as busy at once
+//! failed_login_delay_ms = 1000  # a failed login is answered this late, holding no slot
+//!
 //! [rest]
 //! listen = "0.0.0.0:8080"
 //! public_url = "https://backup.example.net:8080"   # optional: the base of every `uri`
@@ -47,6 +52,9 @@ pub struct GatewayConfig {
     /// The Virtuozzo Agent XML API (`backupm`) adapter; absent: not served.
     #[serde(default)]
     pub xml: Option<crate::xml::server::XmlConfig>,
+    /// How password checks are throttled (both adapters share the limits).
+    #[serde(default)]
+    pub auth: crate::users::AuthConfig,
 }
 
 /// The REST listener.
@@ -141,7 +149,16 @@ impl GatewayConfig {
             if x.max_packet_bytes < 4096 {
                 anyhow::bail!("xml.max_packet_bytes: at least 4096");
             }
+            if x.max_queued_packets < 4 {
+                anyhow::bail!("xml.max_queued_packets: at least 4 (a call's progress packets and its answer); 128 is the default");
+            }
+            if x.max_queued_bytes < 4096 {
+                anyhow::bail!(
+                    "xml.max_queued_bytes: at least 4096; 262144 (256 KiB) is the default"
+                );
+            }
         }
+        self.auth.validate().map_err(anyhow::Error::msg)?;
         if let Some(r) = &self.rest {
             if r.tls_cert.is_some() != r.tls_key.is_some() {
                 anyhow::bail!("rest: tls_cert and tls_key go together");
@@ -198,6 +215,55 @@ public_url = "https://backup.example.net:8080"
         assert!(err.contains("bogus"), "{err}");
         let no_rest: GatewayConfig = toml::from_str("users_file = \"u\"").unwrap();
         assert!(no_rest.validate(false).is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_checked_by_name() {
+        let cfg: GatewayConfig = toml::from_str("users_file = \"u\"\n[xml]\n[auth]\n").unwrap();
+        assert_eq!(cfg.auth, crate::users::AuthConfig::default());
+        assert_eq!(cfg.auth.max_concurrent_hashes, 2);
+        assert_eq!(cfg.auth.max_waiting_hashes, 32);
+        assert_eq!(cfg.auth.failed_login_delay_ms, 1000);
+        let x = cfg.xml.as_ref().unwrap();
+        assert_eq!(
+            (x.max_queued_packets, x.max_queued_bytes),
+            (128, 256 * 1024)
+        );
+        cfg.validate(false).unwrap();
+        // No [auth] table at all: the same defaults.
+        let bare: GatewayConfig = toml::from_str("users_file = \"u\"\n[xml]\n").unwrap();
+        assert_eq!(bare.auth, cfg.auth);
+
+        for (text, field) in [
+            (
+                "[auth]\nmax_concurrent_hashes = 0",
+                "auth.max_concurrent_hashes",
+            ),
+            (
+                "[auth]\nmax_concurrent_hashes = 65",
+                "auth.max_concurrent_hashes",
+            ),
+            (
+                "[auth]\nfailed_login_delay_ms = 60001",
+                "auth.failed_login_delay_ms",
+            ),
+            ("[xml]\nmax_queued_packets = 3", "xml.max_queued_packets"),
+            ("[xml]\nmax_queued_bytes = 100", "xml.max_queued_bytes"),
+        ] {
+            let text = format!("users_file = \"u\"\n[rest]\n{text}\n");
+            let cfg: GatewayConfig = toml::from_str(&text).unwrap();
+            let err = cfg.validate(false).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{text}: {err}");
+        }
+        for (text, key) in [
+            ("[auth]\nmax_hashes = 2", "max_hashes"),
+            ("[xml]\nmax_queue = 2", "max_queue"),
+        ] {
+            let err = toml::from_str::<GatewayConfig>(&format!("users_file = \"u\"\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -14,7 +14,14 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often the recorder folds recorded histogram samples into its buckets.
+const UPKEEP: Duration = Duration::from_secs(5);
+
 /// Installs the process-wide recorder once (a second gateway in the process shares it).
+///
+/// Histogram samples are held raw until a scrape or an upkeep folds them into buckets: with
+/// nobody scraping, every request (an unauthenticated one too) would be kept for good. So a
+/// task runs the upkeep every [`UPKEEP`].
 pub fn install() {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
@@ -39,6 +46,16 @@ pub fn install() {
             .build_recorder();
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).ok()?;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let h = handle.clone();
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(UPKEEP);
+                loop {
+                    tick.tick().await;
+                    h.run_upkeep();
+                }
+            });
+        }
         Some(handle)
     });
 }
@@ -74,6 +91,38 @@ pub fn record_xml(interface: &str, call: &str, code: &str, took: Duration) {
 /// Open XML API connections (`delta` +1 on accept, -1 on close).
 pub fn xml_connections(delta: f64) {
     metrics::gauge!("cairn_xml_connections").increment(delta);
+}
+
+/// The login gate's state (password verifications running, their high-water mark, logins
+/// waiting for a slot, failed ones in their delay).
+pub fn login_gate(s: &crate::users::LoginStats) {
+    metrics::gauge!("cairn_auth_hashing").set(s.hashing as f64);
+    metrics::gauge!("cairn_auth_hashing_peak").set(s.peak_hashing as f64);
+    metrics::gauge!("cairn_auth_waiting").set(s.waiting as f64);
+    metrics::gauge!("cairn_auth_delaying").set(s.delaying as f64);
+}
+
+/// Counts one login refused at once as busy.
+pub fn login_busy() {
+    metrics::counter!("cairn_auth_busy_total").increment(1);
+}
+
+/// The XML adapter's outgoing queues: packets and bytes waiting to be written, summed over
+/// connections (`delta` on each change), and the most packets one connection ever held.
+pub fn xml_queued(packets: f64, bytes: f64) {
+    metrics::gauge!("cairn_xml_queued_packets").increment(packets);
+    metrics::gauge!("cairn_xml_queued_bytes").increment(bytes);
+}
+
+/// The most packets and bytes one XML connection's queue ever held (a high-water mark).
+pub fn xml_queue_peak(packets: usize, bytes: usize) {
+    metrics::gauge!("cairn_xml_queue_peak_packets").set(packets as f64);
+    metrics::gauge!("cairn_xml_queue_peak_bytes").set(bytes as f64);
+}
+
+/// Counts one time an XML connection stopped reading because its queue was full.
+pub fn xml_read_paused() {
+    metrics::counter!("cairn_xml_read_pauses_total").increment(1);
 }
 
 /// Reads the cluster's figures into gauges; a node that does not answer in 2 s is shown

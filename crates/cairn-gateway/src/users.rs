@@ -46,6 +46,34 @@
 //!   unknown name (checked against a fixed dummy hash, so that both take about as long);
 //! * the cache is bounded ([`CACHE_MAX`] entries: expired ones are dropped when it is full,
 //!   and if that is not enough it is cleared).
+//!
+//! # Throttling, and why a login flood costs little
+//!
+//! A verification takes the hash's memory cost (19 MiB for the hashes made here) and tens of
+//! milliseconds, and failures are never cached: unthrottled, a flood of wrong passwords is
+//! unauthenticated memory and CPU exhaustion. [`Users::login`], the path every adapter takes,
+//! therefore goes through one gate per [`Users`] (so REST and XML share it), configured by
+//! [`AuthConfig`] (the gateway config's `[auth]` table):
+//!
+//! 1. a cached success is answered at once and takes no slot: a logged-in client polling
+//!    every 100 ms never queues behind a flood;
+//! 2. otherwise the attempt takes one of `max_concurrent_hashes + max_waiting_hashes`
+//!    admission permits; with none left it is refused at once with [`LoginError::Busy`],
+//!    before any work (REST answers 503 `busy` with `Retry-After`, XML error 315);
+//! 3. it waits for one of `max_concurrent_hashes` hashing slots and verifies on the blocking
+//!    pool. Both permits move into the blocking task, so a client that hangs up mid-hash frees
+//!    its slot only when the hash is done: at most `max_concurrent_hashes` verifications run
+//!    at once, ever. Each runs in a working memory the gate keeps for reuse (one buffer per
+//!    slot, as large as the largest memory cost met), so verifying allocates nothing and
+//!    hashing memory is `max_concurrent_hashes` × the memory cost (38 MiB with the defaults),
+//!    however many attempts come: letting argon2 allocate and free 19 MiB per attempt left
+//!    the allocator (glibc) holding hundreds of MiB after a few hundred failures;
+//! 4. a failure releases both permits, then waits `failed_login_delay_ms` before it is
+//!    answered. The delay slows a guesser down while costing the gateway a timer, not a slot.
+//!
+//! An unknown name takes exactly the steps of a wrong password (admission, a slot, the dummy
+//! hash, the delay), so the two still cost the same. [`Users::authenticate`] is the same check
+//! without steps 2–4 (no gate, no delay), for tools and tests, not for adapters.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -53,13 +81,14 @@ use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, TryLockError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, TryLockError};
 use std::time::{Duration, Instant, SystemTime};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The shortest password accepted when one is set.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -333,6 +362,70 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+/// [`verify_password`] in the working memory given (grown to the hash's memory cost when
+/// smaller), so that it allocates nothing once that memory has the size. The same steps as
+/// the argon2 crate's own verification: parameters, version and salt from the PHC string,
+/// the output compared in constant time. False for a hash that is not an argon2 PHC string.
+fn verify_password_in(hash: &str, password: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let Ok(version) = parsed.version.map(argon2::Version::try_from).transpose() else {
+        return false;
+    };
+    let Ok(params) = argon2::Params::try_from(&parsed) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let argon2 = Argon2::new(algorithm, version.unwrap_or_default(), params);
+    let computed = argon2::password_hash::Output::init_with(expected.len(), |out| {
+        Ok(argon2.hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            out,
+            &mut memory[..blocks],
+        )?)
+    });
+    // `Output`'s equality is constant-time.
+    matches!(computed, Ok(c) if c == expected)
+}
+
+/// Verifies on the blocking pool in one of the gate's working memories, holding `permits`
+/// until the hash is done (also when the caller stops waiting); None if the blocking task
+/// failed. `hash` None: the dummy hash.
+async fn verify_gated(
+    gate: Arc<Gate>,
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    hash: Option<String>,
+    password: String,
+) -> Option<bool> {
+    tokio::task::spawn_blocking(move || {
+        let _permits = permits;
+        let _hashing = gate.count_hashing();
+        let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
+        // There are never more verifications than slots, so never more memories.
+        let mut memory = lock(&gate.memory).pop().unwrap_or_default();
+        let matched = verify_password_in(hash, &password, &mut memory);
+        lock(&gate.memory).push(memory);
+        matched
+    })
+    .await
+    .ok()
+}
+
 /// What a successful authentication yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -358,6 +451,211 @@ impl fmt::Display for AuthError {
 }
 
 impl std::error::Error for AuthError {}
+
+/// Why [`Users::login`] let no one in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginError {
+    /// Wrong name or password; answered only after the failure delay.
+    Refused(AuthError),
+    /// Too many verifications running and waiting: refused at once, before any check. The
+    /// client may retry after [`BUSY_RETRY_AFTER`].
+    Busy,
+}
+
+impl fmt::Display for LoginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoginError::Refused(e) => e.fmt(f),
+            LoginError::Busy => f.write_str("too many logins being checked"),
+        }
+    }
+}
+
+impl std::error::Error for LoginError {}
+
+/// What a client refused with [`LoginError::Busy`] is told to wait before trying again.
+pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Limits on password verification, shared by every adapter of a gateway: the gateway
+/// config's `[auth]` table (see the module doc, "Throttling").
+#[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// argon2 verifications running at once, REST and XML together (each takes the hash's
+    /// memory cost, 19 MiB for hashes made by `cairn user`).
+    #[serde(default = "default_max_concurrent_hashes")]
+    pub max_concurrent_hashes: usize,
+    /// Logins that may wait for a verification slot; one more is refused at once as busy.
+    #[serde(default = "default_max_waiting_hashes")]
+    pub max_waiting_hashes: usize,
+    /// How long a failed login waits, holding no slot, before it is answered (milliseconds).
+    #[serde(default = "default_failed_login_delay_ms")]
+    pub failed_login_delay_ms: u64,
+}
+
+fn default_max_concurrent_hashes() -> usize {
+    2
+}
+fn default_max_waiting_hashes() -> usize {
+    32
+}
+fn default_failed_login_delay_ms() -> u64 {
+    1000
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            max_concurrent_hashes: default_max_concurrent_hashes(),
+            max_waiting_hashes: default_max_waiting_hashes(),
+            failed_login_delay_ms: default_failed_login_delay_ms(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The most verifications allowed at once (each holds the hash's memory cost).
+    pub const MAX_CONCURRENT_HASHES: usize = 64;
+    /// The longest failure delay accepted: a failed login holds its connection that long.
+    pub const MAX_FAILED_LOGIN_DELAY_MS: u64 = 60_000;
+
+    /// Checks the limits; names the field at fault and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrent_hashes == 0
+            || self.max_concurrent_hashes > Self::MAX_CONCURRENT_HASHES
+        {
+            return Err(format!(
+                "auth.max_concurrent_hashes: from 1 to {} (each verification holds ~19 MiB); 2 is the default",
+                Self::MAX_CONCURRENT_HASHES
+            ));
+        }
+        if self.max_waiting_hashes > Semaphore::MAX_PERMITS - Self::MAX_CONCURRENT_HASHES {
+            return Err("auth.max_waiting_hashes: too large; 32 is the default".to_string());
+        }
+        if self.failed_login_delay_ms > Self::MAX_FAILED_LOGIN_DELAY_MS {
+            return Err(format!(
+                "auth.failed_login_delay_ms: at most {} (a failed login holds its connection that long); 1000 is the default",
+                Self::MAX_FAILED_LOGIN_DELAY_MS
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the login gate is doing, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoginStats {
+    /// Verifications running now.
+    pub hashing: usize,
+    /// The most verifications that ever ran at once.
+    pub peak_hashing: usize,
+    /// Logins waiting for a verification slot.
+    pub waiting: usize,
+    /// Failed logins in their delay.
+    pub delaying: usize,
+    /// Logins refused as busy so far.
+    pub busy: u64,
+}
+
+/// The gate of [`Users::login`] (see the module doc).
+struct Gate {
+    /// Hashing slots plus places to wait for one.
+    admission: Arc<Semaphore>,
+    hashing: Arc<Semaphore>,
+    /// The permits of `admission` and `hashing`.
+    admitted: usize,
+    slots: usize,
+    failure_delay: Duration,
+    hashing_now: AtomicUsize,
+    peak_hashing: AtomicUsize,
+    waiting: AtomicUsize,
+    delaying: AtomicUsize,
+    busy: AtomicU64,
+    /// argon2 working memories for reuse, at most one per slot (see the module doc).
+    memory: Mutex<Vec<Vec<argon2::Block>>>,
+}
+
+impl Gate {
+    fn new(cfg: &AuthConfig) -> Gate {
+        let slots = cfg
+            .max_concurrent_hashes
+            .clamp(1, AuthConfig::MAX_CONCURRENT_HASHES);
+        let admitted = slots
+            .saturating_add(cfg.max_waiting_hashes)
+            .min(Semaphore::MAX_PERMITS);
+        Gate {
+            admission: Arc::new(Semaphore::new(admitted)),
+            hashing: Arc::new(Semaphore::new(slots)),
+            admitted,
+            slots,
+            failure_delay: Duration::from_millis(cfg.failed_login_delay_ms),
+            hashing_now: AtomicUsize::new(0),
+            peak_hashing: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            delaying: AtomicUsize::new(0),
+            busy: AtomicU64::new(0),
+            memory: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn stats(&self) -> LoginStats {
+        LoginStats {
+            hashing: self.hashing_now.load(Ordering::Relaxed),
+            peak_hashing: self.peak_hashing.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            delaying: self.delaying.load(Ordering::Relaxed),
+            busy: self.busy.load(Ordering::Relaxed),
+        }
+    }
+
+    fn publish(&self) {
+        crate::metrics::login_gate(&self.stats());
+    }
+
+    /// Counts one more in `which` until the guard drops.
+    fn count<'a>(&'a self, which: &'a AtomicUsize) -> Counted<'a> {
+        which.fetch_add(1, Ordering::Relaxed);
+        self.publish();
+        Counted { gate: self, which }
+    }
+
+    /// Counts one running verification until the guard drops, and its high-water mark.
+    fn count_hashing(&self) -> Counted<'_> {
+        let n = self.hashing_now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_hashing.fetch_max(n, Ordering::Relaxed);
+        self.publish();
+        Counted {
+            gate: self,
+            which: &self.hashing_now,
+        }
+    }
+}
+
+/// One unit of a [`Gate`] counter, given back on drop (also when a future is dropped).
+struct Counted<'a> {
+    gate: &'a Gate,
+    which: &'a AtomicUsize,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.which.fetch_sub(1, Ordering::Relaxed);
+        self.gate.publish();
+    }
+}
+
+/// What the cache says about an attempt.
+enum Lookup {
+    /// A remembered success: no verification needed.
+    Cached(Identity),
+    /// Verify `password` against `hash` (None: an unknown name, checked against the dummy
+    /// hash); a success is remembered under `key`.
+    Verify {
+        identity: Option<Identity>,
+        hash: Option<String>,
+        key: [u8; 32],
+    },
+}
 
 /// What identifies a version of the users file on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,6 +703,7 @@ pub struct Users {
     /// Keyed hash of (name, stored hash, password) → when the success is forgotten.
     cache: Mutex<HashMap<[u8; 32], Instant>>,
     cache_key: [u8; 32],
+    gate: Arc<Gate>,
 }
 
 impl fmt::Debug for Users {
@@ -459,20 +758,113 @@ impl Users {
             source: None,
             cache: Mutex::new(HashMap::new()),
             cache_key,
+            gate: Arc::new(Gate::new(&AuthConfig::default())),
         }
     }
 
-    /// Checks `name` and `password`. Reloads the file first if it changed (see the module doc).
+    /// The same users behind a gate of these limits (a new gate: call before serving).
+    pub fn with_limits(mut self, cfg: &AuthConfig) -> Users {
+        self.gate = Arc::new(Gate::new(cfg));
+        self
+    }
+
+    /// Checks `name` and `password` through the gate of the module doc ("Throttling"): a
+    /// cached success at once; else a verification slot, or [`LoginError::Busy`] at once when
+    /// too many wait already; a failure answered after the failure delay. What adapters call.
+    pub async fn login(&self, name: &str, password: &str) -> Result<Identity, LoginError> {
+        let (identity, hash, key) = match self.lookup(name, password) {
+            Lookup::Cached(identity) => return Ok(identity),
+            Lookup::Verify {
+                identity,
+                hash,
+                key,
+            } => (identity, hash, key),
+        };
+        let gate = &self.gate;
+        let Ok(admitted) = gate.admission.clone().try_acquire_owned() else {
+            gate.busy.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::login_busy();
+            tracing::debug!(
+                verifying = gate.slots,
+                waiting = gate.admitted.saturating_sub(gate.slots),
+                "login refused at once: every verification slot is taken and as many wait"
+            );
+            gate.publish();
+            return Err(LoginError::Busy);
+        };
+        let slot = {
+            let _waiting = gate.count(&gate.waiting);
+            gate.hashing.clone().acquire_owned().await
+        };
+        let matched = match slot {
+            Ok(slot) => verify_gated(gate.clone(), (admitted, slot), hash, password.to_string())
+                .await
+                .unwrap_or_else(|| {
+                    tracing::error!("a password verification did not run to its end");
+                    false
+                }),
+            // The semaphore is never closed; were it, no one gets in.
+            Err(_) => false,
+        };
+        match identity {
+            Some(identity) if matched => {
+                self.remember(key);
+                Ok(identity)
+            }
+            found => {
+                let _delaying = gate.count(&gate.delaying);
+                tokio::time::sleep(gate.failure_delay).await;
+                Err(LoginError::Refused(match found {
+                    Some(_) => AuthError::WrongPassword,
+                    None => AuthError::Unknown,
+                }))
+            }
+        }
+    }
+
+    /// What the login gate is doing now.
+    pub fn login_stats(&self) -> LoginStats {
+        self.gate.stats()
+    }
+
+    /// Checks `name` and `password` at once, with no gate and no failure delay: for tools and
+    /// tests. Adapters call [`Users::login`]. Reloads the file first if it changed (see the
+    /// module doc).
     pub fn authenticate(&self, name: &str, password: &str) -> Result<Identity, AuthError> {
+        match self.lookup(name, password) {
+            Lookup::Cached(identity) => Ok(identity),
+            Lookup::Verify { identity: None, .. } => {
+                // As long as a wrong password takes, so that names cannot be probed by timing.
+                let _ = verify_password(dummy_hash(), password);
+                Err(AuthError::Unknown)
+            }
+            Lookup::Verify {
+                identity: Some(identity),
+                hash,
+                key,
+            } => {
+                if !verify_password(hash.as_deref().unwrap_or_default(), password) {
+                    return Err(AuthError::WrongPassword);
+                }
+                self.remember(key);
+                Ok(identity)
+            }
+        }
+    }
+
+    /// Reloads the file if it changed, finds the user and looks in the cache.
+    fn lookup(&self, name: &str, password: &str) -> Lookup {
         self.maybe_reload();
         let found = {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
             current.get(name).map(|u| (u.role, u.password_hash.clone()))
         };
         let Some((role, hash)) = found else {
-            // As long as a wrong password takes, so that names cannot be probed by timing.
-            let _ = verify_password(dummy_hash(), password);
-            return Err(AuthError::Unknown);
+            return Lookup::Verify {
+                identity: None,
+                hash: None,
+                key: [0; 32],
+            };
         };
         let identity = Identity {
             name: name.to_string(),
@@ -480,19 +872,24 @@ impl Users {
         };
         let key = self.cache_key_for(name, &hash, password);
         let now = Instant::now();
-        {
-            let mut cache = lock(&self.cache);
-            match cache.get(&key) {
-                Some(&expiry) if expiry > now => return Ok(identity),
-                Some(_) => {
-                    cache.remove(&key);
-                }
-                None => {}
+        let mut cache = lock(&self.cache);
+        match cache.get(&key) {
+            Some(&expiry) if expiry > now => return Lookup::Cached(identity),
+            Some(_) => {
+                cache.remove(&key);
             }
+            None => {}
         }
-        if !verify_password(&hash, password) {
-            return Err(AuthError::WrongPassword);
+        Lookup::Verify {
+            identity: Some(identity),
+            hash: Some(hash),
+            key,
         }
+    }
+
+    /// Remembers a successful verification for [`CACHE_TTL`].
+    fn remember(&self, key: [u8; 32]) {
+        let now = Instant::now();
         let mut cache = lock(&self.cache);
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, expiry| *expiry > now);
@@ -501,7 +898,6 @@ impl Users {
             }
         }
         cache.insert(key, now + CACHE_TTL);
-        Ok(identity)
     }
 
     /// How many users there are now.
@@ -599,6 +995,32 @@ impl Users {
     #[cfg(test)]
     fn cached(&self) -> usize {
         lock(&self.cache).len()
+    }
+
+    /// Takes every hashing slot (and the admission permits running verifications hold)
+    /// until the permits drop: logins wait as behind a flood's verifications.
+    #[cfg(test)]
+    pub(crate) async fn occupy_hashing(&self) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        let n = u32::try_from(self.gate.slots).unwrap_or(u32::MAX);
+        let admitted = self.gate.admission.clone().acquire_many_owned(n).await;
+        let hashing = self.gate.hashing.clone().acquire_many_owned(n).await;
+        (
+            admitted.expect("the gate is never closed"),
+            hashing.expect("the gate is never closed"),
+        )
+    }
+
+    /// Takes every admission permit until the permit drops: the gate is as full as a flood
+    /// makes it, and an uncached login is refused as busy.
+    #[cfg(test)]
+    pub(crate) async fn occupy_gate(&self) -> OwnedSemaphorePermit {
+        let n = u32::try_from(self.gate.admitted).unwrap_or(u32::MAX);
+        self.gate
+            .admission
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("the gate is never closed")
     }
 }
 
@@ -811,6 +1233,220 @@ mod tests {
         // Failures are never cached.
         assert_eq!(users.cached(), 1);
         assert!(Users::from_list(UsersFile::default()).is_empty());
+    }
+
+    /// A PHC string of `password` with the smallest argon2 parameters (8 KiB, one pass):
+    /// verifications that take microseconds, for tests about the gate rather than the hash.
+    fn cheap_hash(password: &str) -> String {
+        let params = argon2::Params::new(8, 1, 1, None).unwrap();
+        Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string()
+    }
+
+    fn limits(
+        max_concurrent_hashes: usize,
+        max_waiting_hashes: usize,
+        delay_ms: u64,
+    ) -> AuthConfig {
+        AuthConfig {
+            max_concurrent_hashes,
+            max_waiting_hashes,
+            failed_login_delay_ms: delay_ms,
+        }
+    }
+
+    /// Polls `ready` every few milliseconds until it holds; panics after `deadline`.
+    async fn until(deadline: Duration, what: &str, ready: impl Fn() -> bool) {
+        let end = Instant::now() + deadline;
+        while !ready() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_than_n_verifications_run_at_once() {
+        let mut f = UsersFile::default();
+        // Full-cost hashes (19 MiB, two passes): each verification lasts long enough for
+        // unthrottled ones to overlap.
+        f.add("alice", Role::Admin, "alice-password").unwrap();
+        let users = Arc::new(Users::from_list(f).with_limits(&limits(2, 100, 0)));
+        let attempts: Vec<_> = (0..12)
+            .map(|i| {
+                let users = users.clone();
+                let (name, password) = if i % 3 == 0 {
+                    ("mallory", "whatever-password".to_string())
+                } else {
+                    ("alice", format!("wrong-password-{i}"))
+                };
+                tokio::spawn(async move { users.login(name, &password).await })
+            })
+            .collect();
+        for a in attempts {
+            assert!(matches!(a.await.unwrap(), Err(LoginError::Refused(_))));
+        }
+        let stats = users.login_stats();
+        assert!((1..=2).contains(&stats.peak_hashing), "{stats:?}");
+        assert_eq!((stats.hashing, stats.waiting, stats.busy), (0, 0, 0));
+        assert_eq!(users.cached(), 0);
+        // One working memory per verification that ran at once, kept for the next ones.
+        let memories = lock(&users.gate.memory);
+        assert_eq!(memories.len(), stats.peak_hashing);
+        let default_blocks = argon2::Params::default().block_count();
+        assert!(memories.iter().all(|m| m.len() == default_blocks));
+    }
+
+    #[test]
+    fn verifying_in_reused_memory_agrees_with_the_crate() {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut hashes = vec![
+            hash_password("right-password").unwrap(),
+            cheap_hash("right-password"),
+        ];
+        for (algorithm, version, m) in [
+            (argon2::Algorithm::Argon2i, argon2::Version::V0x13, 64),
+            (argon2::Algorithm::Argon2d, argon2::Version::V0x10, 32),
+            (argon2::Algorithm::Argon2id, argon2::Version::V0x10, 128),
+        ] {
+            let params = argon2::Params::new(m, 2, 2, Some(24)).unwrap();
+            let h = Argon2::new(algorithm, version, params)
+                .hash_password(b"right-password", &salt)
+                .unwrap()
+                .to_string();
+            hashes.push(h);
+        }
+        hashes.push("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ".to_string());
+        hashes.push("plain".to_string());
+        hashes.push(String::new());
+        // One memory for all, in an order where it shrinks and grows.
+        let mut memory = Vec::new();
+        for round in 0..2 {
+            for hash in &hashes {
+                for password in ["right-password", "wrong-password", ""] {
+                    assert_eq!(
+                        verify_password_in(hash, password, &mut memory),
+                        verify_password(hash, password),
+                        "round {round}: {hash} {password:?}"
+                    );
+                }
+            }
+        }
+        assert!(verify_password_in(
+            &hashes[0],
+            "right-password",
+            &mut memory
+        ));
+        assert_eq!(memory.len(), argon2::Params::default().block_count());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_gate_refuses_at_once_but_a_cached_user_gets_in() {
+        let f = file_with(&[
+            ("alice", Role::Operator, &cheap_hash("alice-password")),
+            ("bob", Role::Viewer, &cheap_hash("bob-password")),
+        ]);
+        let users = Arc::new(Users::from_list(f).with_limits(&limits(1, 2, 0)));
+        // Alice logged in before the flood.
+        assert!(users.login("alice", "alice-password").await.is_ok());
+        let held = users.occupy_hashing().await;
+        // Two wrong passwords wait for the slot...
+        let waiting: Vec<_> = ["bob", "nobody"]
+            .into_iter()
+            .map(|name| {
+                let users = users.clone();
+                tokio::spawn(async move { users.login(name, "guess-password").await })
+            })
+            .collect();
+        until(Duration::from_secs(30), "two logins waiting", || {
+            users.login_stats().waiting == 2
+        })
+        .await;
+        // ...so a third is refused at once, whether the name exists or not, and whether the
+        // password is right or not: nothing is checked.
+        let at_once = Duration::from_secs(10);
+        for (name, password) in [
+            ("bob", "guess-password"),
+            ("nobody", "guess-password"),
+            ("bob", "bob-password"),
+            ("alice", "wrong-password"),
+        ] {
+            let answer = tokio::time::timeout(at_once, users.login(name, password)).await;
+            assert_eq!(answer, Ok(Err(LoginError::Busy)), "{name} {password}");
+        }
+        assert_eq!(users.login_stats().busy, 4);
+        // The cached success passes the full gate without a slot.
+        let alice = tokio::time::timeout(at_once, users.login("alice", "alice-password"))
+            .await
+            .expect("a cached login waits for nothing")
+            .unwrap();
+        assert_eq!(alice.role, Role::Operator);
+        // Once the slot is free the waiting ones are checked (and refused).
+        drop(held);
+        let mut refusals = Vec::new();
+        for w in waiting {
+            match w.await.unwrap() {
+                Err(LoginError::Refused(e)) => refusals.push(e),
+                other => panic!("{other:?}"),
+            }
+        }
+        refusals.sort_by_key(|e| *e == AuthError::Unknown);
+        assert_eq!(refusals, [AuthError::WrongPassword, AuthError::Unknown]);
+        assert_eq!(users.login_stats().waiting, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_is_answered_after_the_delay() {
+        let f = file_with(&[("alice", Role::Admin, &cheap_hash("alice-password"))]);
+        let users = Users::from_list(f).with_limits(&limits(2, 8, 400));
+        for (name, password, want) in [
+            ("alice", "wrong-password", AuthError::WrongPassword),
+            ("mallory", "alice-password", AuthError::Unknown),
+        ] {
+            let started = Instant::now();
+            assert_eq!(
+                users.login(name, password).await,
+                Err(LoginError::Refused(want))
+            );
+            assert!(
+                started.elapsed() >= Duration::from_millis(400),
+                "{name}: answered after {:?}",
+                started.elapsed()
+            );
+        }
+        assert!(users.login("alice", "alice-password").await.is_ok());
+        assert_eq!(users.login_stats().delaying, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_delay_holds_no_slot() {
+        let f = file_with(&[
+            ("alice", Role::Admin, &cheap_hash("alice-password")),
+            ("bob", Role::Viewer, &cheap_hash("bob-password")),
+        ]);
+        // One slot, and a delay far longer than the test may take.
+        let users = Arc::new(Users::from_list(f).with_limits(&limits(1, 0, 3_600_000)));
+        let failing = {
+            let users = users.clone();
+            tokio::spawn(async move { users.login("alice", "wrong-password").await })
+        };
+        until(
+            Duration::from_secs(30),
+            "the failure to be in its delay",
+            || {
+                let s = users.login_stats();
+                s.delaying == 1 && s.hashing == 0
+            },
+        )
+        .await;
+        // Bob (not cached) needs the only slot, and gets it at once.
+        let bob = tokio::time::timeout(Duration::from_secs(60), users.login("bob", "bob-password"))
+            .await
+            .expect("a login while another failure waits out its delay");
+        assert_eq!(bob.unwrap().name, "bob");
+        assert!(!failing.is_finished());
+        failing.abort();
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub async fn start_in_node(
     }
     let token = cfg.resolve_token()?;
     let cluster = cairn_agent::Cluster::connect_with_token(node_url, token.as_deref()).await?;
-    let users = Arc::new(Users::open(gw.users_file.clone())?);
+    let users = Arc::new(Users::open(gw.users_file.clone())?.with_limits(&gw.auth));
     warn_if_empty(&users, &gw.users_file);
     let link = ClusterLink::connected(cluster);
     Ok(Some(start_adapters(&gw, link, users).await?))
@@ -91,7 +91,7 @@ pub async fn standalone(config: &Path, stop: impl std::future::Future<Output = (
     let gw = GatewayConfig::load(config)?;
     gw.validate(true)?;
     let token = gw.cluster_token()?;
-    let users = Arc::new(Users::open(gw.users_file.clone())?);
+    let users = Arc::new(Users::open(gw.users_file.clone())?.with_limits(&gw.auth));
     warn_if_empty(&users, &gw.users_file);
     let link = ClusterLink::connecting(gw.cluster.clone(), token);
     let adapters = start_adapters(&gw, link, users).await?;

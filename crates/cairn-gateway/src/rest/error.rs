@@ -20,6 +20,7 @@
 //! | `conflict` | 409 | conflicts with a running operation or current state |
 //! | `protected` | 409 | the backup is protected; an admin lifts the protection first (PUT `"protected": false`) |
 //! | `unavailable` | 503 | the storage cluster cannot answer now (no leader, unreachable) |
+//! | `busy` | 503 | too many logins being checked at once; nothing was checked, retry after `Retry-After` seconds |
 //! | `internal` | 500 | anything else |
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -35,6 +36,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub text: String,
     pub field: Option<String>,
+    /// Seconds for a `Retry-After` header (a refusal that will pass later).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -44,6 +47,20 @@ impl ApiError {
             code,
             text: text.into(),
             field: None,
+            retry_after: None,
+        }
+    }
+
+    /// Too many logins being checked at once (503 `busy`, with `Retry-After`).
+    pub fn busy(retry_after: std::time::Duration) -> ApiError {
+        let secs = retry_after.as_secs().max(1);
+        ApiError {
+            retry_after: Some(secs),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("too many logins are being checked; retry in {secs} s"),
+            )
         }
     }
 
@@ -156,6 +173,10 @@ impl IntoResponse for ApiError {
             HeaderValue::from_str(&model::media(model::MESSAGES))
                 .expect("the media type is a valid header"),
         );
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

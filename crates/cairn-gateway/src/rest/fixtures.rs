@@ -77,13 +77,27 @@ pub fn router(
     public_url: Option<&str>,
     max_body_bytes: usize,
 ) -> axum::Router {
+    router_over(Arc::new(users_of(users)), public_url, max_body_bytes)
+}
+
+/// These users (name, role, password), with the default login limits.
+pub fn users_of(users: &[(&str, Role, &str)]) -> Users {
     let mut file = UsersFile::default();
     for (name, role, password) in users {
         file.add(name, *role, password).expect("a test user");
     }
+    Users::from_list(file)
+}
+
+/// [`router`] over users the test keeps a handle on.
+pub fn router_over(
+    users: Arc<Users>,
+    public_url: Option<&str>,
+    max_body_bytes: usize,
+) -> axum::Router {
     let state = super::RestState {
         link: crate::ClusterLink::default(),
-        users: Arc::new(Users::from_list(file)),
+        users,
         public_url: public_url.map(str::to_string),
         tls: false,
         local: "127.0.0.1:8080".parse().unwrap(),

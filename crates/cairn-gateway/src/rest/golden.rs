@@ -162,7 +162,13 @@ fn golden_representations() {
 async fn record(app: &axum::Router, req: Request<Body>) -> String {
     let resp = app.clone().oneshot(req).await.unwrap();
     let mut out = format!("HTTP {}\n", resp.status().as_u16());
-    for h in ["content-type", "www-authenticate", "allow", "location"] {
+    for h in [
+        "content-type",
+        "www-authenticate",
+        "allow",
+        "location",
+        "retry-after",
+    ] {
         if let Some(v) = resp.headers().get(h) {
             out.push_str(&format!("{h}: {}\n", v.to_str().unwrap()));
         }
@@ -196,6 +202,47 @@ fn req(method: &str, path: &str, who: Option<(&str, &str)>) -> axum::http::reque
         b = b.header("authorization", format!("Basic {token}"));
     }
     b
+}
+
+/// A login while the gate is full: 503 `busy` with `Retry-After` at once, whatever the
+/// credentials, except for a user whose success is cached.
+#[tokio::test]
+async fn golden_busy_login() {
+    let users = fixtures::users_of(&[
+        ("alice", Role::Admin, "alice-password"),
+        ("victor", Role::Viewer, "victor-password"),
+    ])
+    .with_limits(&crate::users::AuthConfig {
+        max_concurrent_hashes: 1,
+        max_waiting_hashes: 0,
+        failed_login_delay_ms: 0,
+    });
+    let users = std::sync::Arc::new(users);
+    let app = fixtures::router_over(users.clone(), Some("http://backup.example:8080"), 1024);
+    let alice = Some(("alice", "alice-password"));
+    let versions = || req("GET", "/versions", alice).body(Body::empty()).unwrap();
+    assert!(record(&app, versions()).await.starts_with("HTTP 200\n"));
+    let _flood = users.occupy_gate().await;
+    golden(
+        "errors/503-login-busy.txt",
+        &record(
+            &app,
+            req("GET", "/", Some(("alice", "nope")))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await,
+    );
+    for who in [("victor", "victor-password"), ("mallory", "nope")] {
+        let answer = record(
+            &app,
+            req("GET", "/", Some(who)).body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP 503\n"), "{who:?}: {answer}");
+        assert!(answer.contains("\"code\":\"busy\""), "{who:?}: {answer}");
+    }
+    assert!(record(&app, versions()).await.starts_with("HTTP 200\n"));
 }
 
 #[tokio::test]

@@ -41,7 +41,7 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine;
 
-use crate::users::{Identity, Users};
+use crate::users::{Identity, LoginError, Users, BUSY_RETRY_AFTER};
 use crate::ClusterLink;
 use error::ApiError;
 use model::Uris;
@@ -165,7 +165,9 @@ fn refusal(method: &Method, pattern: &str, who: &Identity) -> Option<String> {
 }
 
 impl RestState {
-    /// Checks the `Authorization` header (argon2 runs off the async threads).
+    /// Checks the `Authorization` header through the users' login gate (argon2 runs off the
+    /// async threads, a few at a time; a failure is answered after the failure delay; when
+    /// too many wait, 503 `busy` at once).
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::unauthenticated(
@@ -175,11 +177,13 @@ impl RestState {
         let (name, password) = parse_basic(value).ok_or_else(|| {
             ApiError::unauthenticated("the Authorization header is not HTTP Basic credentials")
         })?;
-        let users = self.users.clone();
-        let who = tokio::task::spawn_blocking(move || users.authenticate(&name, &password))
+        self.users
+            .login(&name, &password)
             .await
-            .map_err(|_| ApiError::for_status(StatusCode::INTERNAL_SERVER_ERROR))?;
-        who.map_err(|_| ApiError::unauthenticated("wrong user name or password"))
+            .map_err(|e| match e {
+                LoginError::Refused(_) => ApiError::unauthenticated("wrong user name or password"),
+                LoginError::Busy => ApiError::busy(BUSY_RETRY_AFTER),
+            })
     }
 
     /// The base of the absolute URIs for one request.

@@ -361,6 +361,11 @@ mod tests {
                     op["responses"].get("401").is_some(),
                     "{at}: 401 undocumented"
                 );
+                // A login is refused as busy when too many are being checked.
+                assert!(
+                    op["responses"].get("503").is_some(),
+                    "{at}: 503 (busy) undocumented"
+                );
             }
         }
     }
