@@ -331,6 +331,7 @@ fn commit_backup<V: CatalogRead + ?Sized>(
     let mut existing = view.backups(Some(env))?;
     existing.push(BackupRecord {
         id,
+        protected: false,
         ..record.clone()
     });
     let removed = retention_writes(view, by, env, &existing, now_ms, &mut writes)?;
