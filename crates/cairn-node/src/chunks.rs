@@ -88,6 +88,10 @@ impl BackupScopes {
                 })?,
         );
         let mut sets = self.sets.lock().await;
+        // Another read of the same backup may have walked it meanwhile.
+        if let Some((_, walked)) = sets.iter().find(|(b, _)| *b == backup) {
+            return Ok(walked.clone());
+        }
         let mut held: usize = sets.iter().map(|(_, s)| s.len()).sum();
         while held + set.len() > SCOPE_IDS {
             match sets.pop_front() {

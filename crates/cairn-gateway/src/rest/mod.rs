@@ -8,9 +8,11 @@
 //!    it: an error without a `common.Messages` body gets one (axum's own 404, 405 and 413
 //!    included, keeping `Allow`), and a 200 whose type the `Accept` header rules out
 //!    becomes a 406 (a 202 always answers with a Status, as the spec says).
-//! 2. The handler checks the role first (so a viewer learns nothing from a bad body), then
-//!    parses the body field by field ([`input`]), calls the cluster's gRPC API and maps the
-//!    answer through the pure functions of [`model`].
+//! 2. The matched route's row of the authorization table (`cairn_core::auth::TABLE`) is
+//!    checked against the user's role before the handler runs (`label`), so a viewer learns
+//!    nothing from a bad body; then the handler parses the body field by field ([`input`]),
+//!    calls the cluster's gRPC API *as the user* (the cluster decides again, with everything
+//!    it knows) and maps the answer through the pure functions of [`model`].
 //!
 //! Operations that change something (back up, update, delete, restore) become cluster jobs;
 //! their Status is the job, read afresh on every poll (a cheap local read on any node), and
