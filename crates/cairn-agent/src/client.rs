@@ -98,7 +98,7 @@ fn with_tls(
 /// Turns a failed call to the node at `url` into an error; transport failures (no stable
 /// code: the node did not answer) name the node.
 fn call_error(url: &str, s: tonic::Status) -> AgentError {
-    if s.code() == tonic::Code::Unavailable && !s.message().starts_with("[E") {
+    if s.code() == tonic::Code::Unavailable && cairn_proto::stable_code(&s).is_none() {
         AgentError::Unreachable {
             url: url.to_string(),
             why: s.message().to_string(),

@@ -74,7 +74,7 @@ fn parse_env(s: &str) -> Result<Option<EnvId>, Status> {
 /// A forwarded call that the leader did not answer becomes `unavailable` naming the leader
 /// (the client retries, possibly elsewhere); the leader's own answers pass through as they are.
 pub(crate) fn forward_error(addr: &str, e: Status) -> Status {
-    if e.message().starts_with("[E") {
+    if cairn_proto::stable_code(&e).is_some() {
         e
     } else {
         status(

@@ -185,14 +185,19 @@ pub fn status(code: ErrorCode, msg: impl std::fmt::Display) -> tonic::Status {
     tonic::Status::new(grpc, format!("[{}] {msg}", code.as_str()))
 }
 
+/// The stable code a Cairn node put on a status ([`status`]), if any: a status without one
+/// came from the transport (the node did not answer), not from a node's decision. This is
+/// the one place the code is read back from the wire.
+pub fn stable_code(s: &tonic::Status) -> Option<ErrorCode> {
+    let rest = s.message().strip_prefix('[')?;
+    let (code, _) = rest.split_once(']')?;
+    ErrorCode::parse(code)
+}
+
 /// Reads the stable code back from a status (falls back on the gRPC code).
 pub fn code_of(s: &tonic::Status) -> ErrorCode {
-    if let Some(rest) = s.message().strip_prefix('[') {
-        if let Some((code, _)) = rest.split_once(']') {
-            if let Some(c) = ErrorCode::parse(code) {
-                return c;
-            }
-        }
+    if let Some(c) = stable_code(s) {
+        return c;
     }
     match s.code() {
         tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::InvalidArgument,
@@ -432,8 +437,13 @@ mod tests {
 
     #[test]
     fn codes_survive_a_status() {
+        assert_eq!(
+            stable_code(&tonic::Status::unavailable("connection refused")),
+            None
+        );
         for c in ErrorCode::ALL {
             let s = status(c, "boom");
+            assert_eq!(stable_code(&s), Some(c));
             assert_eq!(code_of(&s), c);
             assert_eq!(message_of(&s), "boom");
         }

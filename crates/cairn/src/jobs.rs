@@ -91,7 +91,7 @@ pub async fn watch(c: &Cluster, id: &str, json: bool) -> Result<ExitCode> {
             .await;
         let mut stream = match stream {
             Ok(s) => s.into_inner(),
-            Err(e) if e.message().starts_with("[E") => {
+            Err(e) if cairn_proto::stable_code(&e).is_some() => {
                 return Err(cairn_agent::AgentError::from(e).into())
             }
             Err(_) => {
@@ -114,7 +114,7 @@ pub async fn watch(c: &Cluster, id: &str, json: bool) -> Result<ExitCode> {
                         break 'outer;
                     }
                 }
-                Err(e) if e.message().starts_with("[E") => {
+                Err(e) if cairn_proto::stable_code(&e).is_some() => {
                     return Err(cairn_agent::AgentError::from(e).into())
                 }
                 Err(_) => break,
