@@ -390,6 +390,7 @@ async fn pb_commit(
             cairn_proto::pb::CommitBackupRequest {
                 backup: Some(backup),
                 job: job.into(),
+                session: String::new(),
             },
             token,
         ))

@@ -466,9 +466,15 @@ fn grpc_probe(entry: &str) -> Option<Probe> {
     match entry {
         "Chunks.Missing" => probe!(c => unary(
             c.chunks()
-                .missing(c.req(pb::MissingRequest { ids: vec![c.fx.root.clone()] }))
+                .missing(c.req(pb::MissingRequest { ids: vec![c.fx.root.clone()], local: false }))
                 .await,
         )),
+        "Chunks.Missing(local)" => probe!(c => unary(
+            c.chunks()
+                .missing(c.req(pb::MissingRequest { ids: vec![c.fx.root.clone()], local: true }))
+                .await,
+        )),
+        "Chunks.Mark" => probe!(c => unary(c.chunks().mark(c.req(pb::MarkRequest {})).await)),
         "Chunks.Put" => probe!(c => unary(
             c.chunks()
                 .put(c.req(stream_of(vec![pb::PutRequest {
@@ -501,8 +507,9 @@ fn grpc_probe(entry: &str) -> Option<Probe> {
         "Chunks.Sweep" => probe!(c => unary(
             c.chunks()
                 .sweep(c.req(stream_of(vec![pb::SweepRequest {
-                    gc_started_ms: 0,
                     referenced: Vec::new(),
+                    boot: String::new(),
+                    seq: 0,
                 }])))
                 .await,
         )),
@@ -516,6 +523,7 @@ fn grpc_probe(entry: &str) -> Option<Probe> {
                     .commit_backup(c.req(pb::CommitBackupRequest {
                         backup: Some(backup),
                         job: c.fx.j1.clone(),
+                        session: String::new(),
                     }))
                     .await,
             )

@@ -353,7 +353,7 @@ fn unsafe_manifest_paths_are_refused_at_commit() {
                 excludes: Vec::new(),
                 protected: false,
             };
-            let err = c.commit(&record, None).await.unwrap_err();
+            let err = c.commit(&record, None, None).await.unwrap_err();
             assert_eq!(
                 err.code(),
                 cairn_core::ErrorCode::InvalidArgument,

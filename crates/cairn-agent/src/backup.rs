@@ -9,7 +9,11 @@
 //! ```
 //! * The **walker** lists the tree in walk order, applies the rules, detects hardlinks, and
 //!   merges against the parent manifest (streamed, never held whole): an unchanged file
-//!   ([`cairn_core::change::unchanged`]) gets the parent's chunk list and is never opened.
+//!   ([`cairn_core::change::unchanged`]) gets the parent's chunk list and is never opened —
+//!   once the **reuse checker** has asked the cluster for those chunks in batches. Asking
+//!   touches every copy, so a garbage collection running now spares them even when the
+//!   parent is deleted meanwhile; a chunk the cluster no longer holds sends the file to the
+//!   readers instead, so the backup never references a chunk it did not see stored.
 //! * **Readers** (one per core) cut changed files with FastCDC and hash each chunk.
 //! * The **uploader** batches chunk ids, asks the cluster which it lacks, compresses only those
 //!   and uploads them; several batches are in flight so hashing, compression and network
@@ -199,7 +203,7 @@ pub async fn backup(
     progress: Arc<Progress>,
 ) -> Result<BackupSummary, AgentError> {
     let session = cluster.open_session(req.env, &req.host).await?;
-    let result = backup_in_session(cluster, req, progress).await;
+    let result = backup_in_session(cluster, req, progress, &session).await;
     if let Err(e) = cluster.close_session(&session).await {
         // It expires on its own; GC only waits longer for it meanwhile.
         tracing::warn!(error = %e, "cannot close the backup session");
@@ -211,6 +215,7 @@ async fn backup_in_session(
     cluster: &Cluster,
     req: BackupRequest,
     progress: Arc<Progress>,
+    session: &str,
 ) -> Result<BackupSummary, AgentError> {
     let started = Instant::now();
     let md = std::fs::symlink_metadata(&req.source).map_err(|e| AgentError::Io {
@@ -249,6 +254,8 @@ async fn backup_in_session(
         None => None,
     };
 
+    cairn_proto::failpoint::pause_async(cairn_proto::failpoint::client_dir(), "backup-before-walk")
+        .await;
     progress.set_phase("backing up private area");
     let counters = Arc::new(Counters {
         limiter: Limiter::new(req.upload_limit),
@@ -270,6 +277,19 @@ async fn backup_in_session(
         .clamp(1, 16);
     let (job_tx, job_rx) = xch::bounded::<FileJob>(workers * 4);
     let (slot_tx, slot_rx) = xch::bounded::<Slot>(SLOTS_AHEAD);
+    let (reuse_tx, reuse_rx) = xch::bounded::<FileJob>(SLOTS_AHEAD);
+    let checker = {
+        let cluster = cluster.clone();
+        let job_tx = job_tx.clone();
+        let counters = counters.clone();
+        let progress = progress.clone();
+        let abort = abort.clone();
+        let rt = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("cairn-reuse".into())
+            .spawn(move || reuse_loop(rt, cluster, reuse_rx, job_tx, counters, progress, abort))
+            .map_err(|e| AgentError::Internal(e.to_string()))?
+    };
 
     let mut threads = Vec::new();
     for i in 0..workers {
@@ -300,6 +320,7 @@ async fn backup_in_session(
                     rules,
                     parent_entries,
                     job_tx,
+                    reuse_tx,
                     slot_tx,
                     counters,
                     progress,
@@ -322,11 +343,12 @@ async fn backup_in_session(
     // Wait for the threads without blocking the runtime.
     let joined = tokio::task::spawn_blocking(move || {
         let walk = walker.join();
+        let reuse = checker.join();
         let asm = assembler.join();
         for t in threads {
             let _ = t.join();
         }
-        (walk, asm)
+        (walk, asm, reuse)
     })
     .await
     .map_err(|e| AgentError::Internal(e.to_string()))?;
@@ -339,6 +361,9 @@ async fn backup_in_session(
         .0
         .map_err(|_| AgentError::Internal("walker thread panicked".into()))?;
     walk_result?;
+    joined
+        .2
+        .map_err(|_| AgentError::Internal("reuse checker thread panicked".into()))??;
     let (root_id, root) = joined
         .1
         .map_err(|_| AgentError::Internal("manifest thread panicked".into()))??;
@@ -380,7 +405,7 @@ async fn backup_in_session(
         excludes: req.excludes.clone(),
         protected: false,
     };
-    let committed = cluster.commit(&record, req.job).await?;
+    let committed = cluster.commit(&record, req.job, Some(session)).await?;
     progress.set_phase("done");
     Ok(BackupSummary {
         id: committed.id.to_string(),
@@ -440,6 +465,7 @@ fn walk_loop(
     rules: Arc<Rules>,
     parent: Option<ManifestEntries>,
     job_tx: xch::Sender<FileJob>,
+    reuse_tx: xch::Sender<FileJob>,
     slot_tx: xch::Sender<Slot>,
     counters: Arc<Counters>,
     progress: Arc<Progress>,
@@ -502,9 +528,16 @@ fn walk_loop(
                     Some(b) if cairn_core::change::unchanged(&b, &entry) => {
                         entry.chunks = b.chunks;
                         entry.holes = b.holes;
-                        counters.files_reused.fetch_add(1, Relaxed);
-                        progress.add_done(1, entry.size);
-                        Slot::Ready(entry, key)
+                        let (tx, rx) = xch::bounded(1);
+                        let job = FileJob {
+                            abs: item.abs,
+                            entry,
+                            reply: tx,
+                        };
+                        if reuse_tx.send(job).is_err() {
+                            break;
+                        }
+                        Slot::Pending(rx, key)
                     }
                     _ => {
                         let (tx, rx) = xch::bounded(1);
@@ -525,6 +558,82 @@ fn walk_loop(
         };
         if slot_tx.send(slot).is_err() {
             break;
+        }
+    }
+    Ok(())
+}
+
+/// Confirms the chunks of unchanged files with the cluster before the manifest reuses them
+/// (see the module note): batches of files are asked about at once; a file all of whose
+/// chunks the cluster holds is reused, any other is read again.
+fn reuse_loop(
+    rt: tokio::runtime::Handle,
+    cluster: Cluster,
+    jobs: xch::Receiver<FileJob>,
+    readers: xch::Sender<FileJob>,
+    counters: Arc<Counters>,
+    progress: Arc<Progress>,
+    abort: Arc<AtomicBool>,
+) -> Result<(), AgentError> {
+    let mut batch: Vec<FileJob> = Vec::new();
+    let mut ids = 0usize;
+    let mut open = true;
+    while open || !batch.is_empty() {
+        let flush = match jobs.recv_timeout(Duration::from_millis(20)) {
+            Ok(job) => {
+                ids += job.entry.chunks.len();
+                batch.push(job);
+                ids >= BATCH_CHUNKS
+            }
+            Err(xch::RecvTimeoutError::Timeout) => true,
+            Err(xch::RecvTimeoutError::Disconnected) => {
+                open = false;
+                true
+            }
+        };
+        if !flush || batch.is_empty() {
+            continue;
+        }
+        ids = 0;
+        let files = std::mem::take(&mut batch);
+        if abort.load(Relaxed) || progress.is_cancelled() {
+            for f in files {
+                let _ = f.reply.send(None);
+            }
+            continue;
+        }
+        let mut ask: Vec<ChunkId> = files
+            .iter()
+            .flat_map(|f| f.entry.chunks.iter().map(|c| c.id))
+            .collect();
+        ask.sort_unstable();
+        ask.dedup();
+        let lacking: HashSet<ChunkId> = match rt.block_on(cluster.missing(&ask)) {
+            Ok(m) => m.into_iter().collect(),
+            Err(e) => {
+                abort.store(true, Relaxed);
+                for f in files {
+                    let _ = f.reply.send(None);
+                }
+                return Err(e);
+            }
+        };
+        for mut f in files {
+            if f.entry.chunks.iter().all(|c| !lacking.contains(&c.id)) {
+                counters.files_reused.fetch_add(1, Relaxed);
+                progress.add_done(1, f.entry.size);
+                let _ = f.reply.send(Some(f.entry));
+            } else {
+                tracing::warn!(
+                    path = %f.abs.display(),
+                    "the cluster no longer holds every chunk of this unchanged file; reading it again"
+                );
+                f.entry.chunks.clear();
+                f.entry.holes.clear();
+                if let Err(xch::SendError(f)) = readers.send(f) {
+                    let _ = f.reply.send(None);
+                }
+            }
         }
     }
     Ok(())

@@ -95,10 +95,22 @@ fn with_tls(
     .map_err(AgentError::Invalid)
 }
 
-/// Turns a failed call to the node at `url` into an error; transport failures (no stable
-/// code: the node did not answer) name the node.
+/// Turns a failed call to the node at `url` into an error; transport failures name the node.
+///
+/// Every answer a node makes carries a stable code, so a status without one comes from the
+/// transport: the node did not answer (`unavailable`), or the connection broke mid-call —
+/// a node killed while it streams answers `unknown: transport error`, an h2 reset
+/// `cancelled` or `internal`. All of them are worth trying on another node.
 fn call_error(url: &str, s: tonic::Status) -> AgentError {
-    if s.code() == tonic::Code::Unavailable && cairn_proto::stable_code(&s).is_none() {
+    let transport = matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::Internal
+            | tonic::Code::DeadlineExceeded
+    );
+    if transport && cairn_proto::stable_code(&s).is_none() {
         AgentError::Unreachable {
             url: url.to_string(),
             why: s.message().to_string(),
@@ -394,6 +406,7 @@ impl Cluster {
     async fn missing_at(&self, url: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>, AgentError> {
         let req = pb::MissingRequest {
             ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+            local: false,
         };
         let resp = self
             .chunks_at(url)?
@@ -663,22 +676,29 @@ impl Cluster {
         }
     }
 
-    /// Commits a backup; `job` is the backup job it ends (agents commit only inside one).
+    /// Commits a backup; `job` is the backup job it ends (agents commit only inside one),
+    /// `session` the backup session it ends. With a session, the commit is retried on other
+    /// nodes like any catalog call even when its answer was lost: the cluster answers a
+    /// repeated commit in one session with the backup the first one committed.
     pub async fn commit(
         &self,
         record: &BackupRecord,
         job: Option<uuid::Uuid>,
+        session: Option<&str>,
     ) -> Result<BackupRecord, AgentError> {
         let backup: pb::Backup = record.into();
         let job = job.map(|j| j.to_string()).unwrap_or_default();
+        let session = session.unwrap_or_default().to_string();
         let b = self
             .catalog_call(|mut c| {
                 let backup = backup.clone();
                 let job = job.clone();
+                let session = session.clone();
                 async move {
                     c.commit_backup(pb::CommitBackupRequest {
                         backup: Some(backup),
                         job,
+                        session,
                     })
                     .await
                 }
@@ -849,17 +869,24 @@ impl Cluster {
         Ok(())
     }
 
-    /// Runs a garbage collection, waiting up to `wait` for older backups to finish.
+    /// Runs a garbage collection, waiting up to `wait` for older backups to finish. A node
+    /// that does not answer is skipped for the next one (the collection itself is not
+    /// retried once a node took it: it may be running).
     pub async fn gc(&self, wait: Duration) -> Result<pb::GcReport, AgentError> {
-        let mut c = self.catalog_at(&self.url)?;
-        let mut r = tonic::Request::new(pb::GcRequest {
-            wait_secs: wait.as_secs().max(1),
-        });
-        r.set_timeout(wait + Duration::from_secs(3600));
-        Ok(c.gc(r)
-            .await
-            .map_err(|s| call_error(&self.url, s))?
-            .into_inner())
+        let mut best = None;
+        for url in self.nodes() {
+            let mut c = self.catalog_at(&url)?;
+            let mut r = tonic::Request::new(pb::GcRequest {
+                wait_secs: wait.as_secs().max(1),
+            });
+            r.set_timeout(wait + Duration::from_secs(3600));
+            match c.gc(r).await.map_err(|s| call_error(&url, s)) {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(e @ AgentError::Unreachable { .. }) => keep_error(&mut best, e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(best.unwrap_or_else(|| AgentError::Internal("no node to ask".into())))
     }
 
     /// Returns an environment's settings.

@@ -343,12 +343,14 @@ use Access::*;
 pub const TABLE: &[Row] = &[
     // The chunk data plane.
     grpc("Chunks.Missing", Upload),
+    grpc("Chunks.Missing(local)", Internal),
     grpc("Chunks.Put", Upload),
     grpc("Chunks.Put(replica)", Internal),
     grpc("Chunks.Get", ReadContent),
     grpc("Chunks.Scrub", Administer),
     grpc("Chunks.Repair", Administer),
     grpc("Chunks.Sweep", Internal),
+    grpc("Chunks.Mark", Internal),
     // The catalog.
     grpc("Catalog.CommitBackup", Commit),
     grpc("Catalog.ListBackups", Read),

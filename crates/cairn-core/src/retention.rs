@@ -146,23 +146,46 @@ pub fn excess(backups: &[Candidate], config: &EnvConfig, young_from: Option<i64>
 }
 
 /// A backup in progress, registered before it uploads anything and closed after its commit
-/// (or failure). Garbage collection waits for sessions that started before its mark.
+/// (or failure). Garbage collection waits for the sessions open when it begins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     pub id: uuid::Uuid,
     pub env: EnvId,
-    /// When the session opened, milliseconds since the Unix epoch (the leader's clock).
+    /// When the session opened, milliseconds since the Unix epoch (the leader's clock). Only
+    /// its expiry is judged by it, a day later: no clock is compared at a finer grain.
     pub started_ms: i64,
     #[serde(default)]
     pub host: String,
+    /// The backup this session committed: a repeated commit (a client retrying after a lost
+    /// answer) answers it instead of committing twice.
+    #[serde(default)]
+    pub committed: Option<BackupId>,
 }
 
-/// Returns the sessions a GC that started at `gc_started_ms` must wait for: those opened
-/// before it that have not expired by `now_ms`.
-pub fn blocking_sessions(sessions: &[Session], gc_started_ms: i64, now_ms: i64) -> Vec<&Session> {
+impl Session {
+    /// Tells whether the session has outlived [`SESSION_TTL_MS`] at `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        now_ms - self.started_ms >= SESSION_TTL_MS
+    }
+}
+
+/// Splits the sessions open when a garbage collection begins into those it must wait for
+/// (live) and those it closes first (expired: a commit in a closed session is refused, so
+/// a client that was silent for a day cannot commit chunks the sweep has removed).
+pub fn sessions_at_gc_start(sessions: &[Session], now_ms: i64) -> (Vec<&Session>, Vec<&Session>) {
+    sessions.iter().partition(|s| !s.expired(now_ms))
+}
+
+/// The sessions among `waiting` (ids taken when the collection began) still open in
+/// `sessions`. Sessions opened later are not waited for: every chunk they use is touched
+/// after the nodes' marks.
+pub fn still_waiting<'a>(
+    waiting: &std::collections::HashSet<uuid::Uuid>,
+    sessions: &'a [Session],
+) -> Vec<&'a Session> {
     sessions
         .iter()
-        .filter(|s| s.started_ms < gc_started_ms && now_ms - s.started_ms < SESSION_TTL_MS)
+        .filter(|s| waiting.contains(&s.id))
         .collect()
 }
 
@@ -249,19 +272,23 @@ mod tests {
     }
 
     #[test]
-    fn gc_waits_only_for_older_live_sessions() {
+    fn gc_waits_only_for_sessions_open_at_its_start_and_closes_expired_ones() {
         let env = EnvId::derive("h/ct");
         let s = |ms| Session {
             id: uuid::Uuid::new_v4(),
             env,
             started_ms: ms,
             host: String::new(),
+            committed: None,
         };
-        let sessions = vec![s(1_000), s(5_000), s(9_000)];
-        let now = 10_000;
-        let b = blocking_sessions(&sessions, 6_000, now);
-        assert_eq!(b.len(), 2);
-        // A day later the old ones have expired.
-        assert!(blocking_sessions(&sessions, 6_000, now + SESSION_TTL_MS).is_empty());
+        let now = SESSION_TTL_MS + 10_000;
+        let sessions = vec![s(1_000), s(20_000), s(now - 5)];
+        let (live, expired) = sessions_at_gc_start(&sessions, now);
+        assert_eq!(live.len(), 2);
+        assert_eq!(expired, vec![&sessions[0]]);
+        let waiting: std::collections::HashSet<_> = live.iter().map(|s| s.id).collect();
+        // One of them closed, and a new one opened: only the other old one is waited for.
+        let later = vec![sessions[2].clone(), s(now + 1)];
+        assert_eq!(still_waiting(&waiting, &later), vec![&later[0]]);
     }
 }

@@ -791,6 +791,7 @@ mod tests {
                 record: r,
                 job: None,
                 now_ms: 0,
+                session: None,
             }) {
                 Response::Committed { id, .. } => ids.push(id),
                 other => panic!("{other:?}"),

@@ -331,6 +331,7 @@ mod tests {
                 record: b,
                 job: None,
                 now_ms: 0,
+                session: None,
             });
         }
         (cat, e1, e2, b1.id, b2.id)
@@ -414,6 +415,7 @@ mod tests {
             record: b.clone(),
             job,
             now_ms: 0,
+            session: None,
         };
         // No job: refused.
         let r = cat.run_as(agent("h1"), commit(&b, None));
@@ -518,6 +520,7 @@ mod tests {
             env: e1,
             started_ms: 0,
             host: "h1".into(),
+            committed: None,
         };
         let mut spoofed = session.clone();
         spoofed.host = "h9".into();

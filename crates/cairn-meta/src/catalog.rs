@@ -145,7 +145,12 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decisio
     }
     let by = &p.by;
     match &p.cmd {
-        Command::CommitBackup { record, now_ms, .. } => commit_backup(view, by, record, *now_ms),
+        Command::CommitBackup {
+            record,
+            now_ms,
+            session,
+            ..
+        } => commit_backup(view, by, record, *now_ms, *session),
         Command::DeleteBackup { id } => delete_backup(view, id),
         Command::ProtectBackup { id, protected } => protect_backup(view, id, *protected),
         Command::UpdateBackup {
@@ -275,9 +280,45 @@ fn commit_backup<V: CatalogRead + ?Sized>(
     by: &Principal,
     record: &BackupRecord,
     now_ms: i64,
+    session: Option<uuid::Uuid>,
 ) -> Result<Decision, V::Error> {
     let env = record.id.env;
     let requested = record.id.time;
+    let session = match session {
+        None => None,
+        Some(sid) => match view.session(&sid)? {
+            None => {
+                return Ok(Decision::refuse(
+                    ErrorCode::Conflict,
+                    format!(
+                        "backup session {sid} is closed or expired (garbage collection may have removed chunks it uploaded); nothing was committed — run the backup again"
+                    ),
+                ))
+            }
+            Some(s) if s.env != env => {
+                return Ok(Decision::refuse(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "backup session {sid} is for environment {}, not {env}",
+                        s.env
+                    ),
+                ))
+            }
+            Some(s) => {
+                if let Some(id) = s.committed {
+                    // A retry of a commit whose answer was lost: the same backup again.
+                    return Ok(Decision {
+                        writes: Vec::new(),
+                        response: Response::Committed {
+                            id,
+                            removed: Vec::new(),
+                        },
+                    });
+                }
+                Some(s)
+            }
+        },
+    };
     if !(0..=MAX_BACKUP_TIME).contains(&requested) {
         return Ok(Decision::refuse(
             ErrorCode::InvalidArgument,
@@ -328,6 +369,10 @@ fn commit_backup<V: CatalogRead + ?Sized>(
         });
     }
     writes.push(Write::PutBackup(Box::new(stored)));
+    if let Some(mut s) = session {
+        s.committed = Some(id);
+        writes.push(Write::PutSession(s));
+    }
     let mut existing = view.backups(Some(env))?;
     existing.push(BackupRecord {
         id,
@@ -808,6 +853,7 @@ pub(crate) mod tests {
             record: record(env, time, name),
             job: None,
             now_ms: 0,
+            session: None,
         })
     }
 
@@ -832,6 +878,47 @@ pub(crate) mod tests {
         assert_eq!(id, BackupId::new(env, T));
         assert_eq!(cat.backup(&id).unwrap(), Some(record(env, T, "nightly")));
         assert_eq!(cat.name_owner(env, "nightly").unwrap(), Some(T));
+    }
+
+    #[test]
+    fn a_repeated_commit_in_one_session_answers_the_first_backup() {
+        let env = EnvId::derive("hn1/101");
+        let mut cat = MemCatalog::default();
+        let session = cairn_core::retention::Session {
+            id: uuid::Uuid::new_v4(),
+            env,
+            started_ms: 0,
+            host: "hn1".into(),
+            committed: None,
+        };
+        cat.run(Command::OpenSession {
+            session: session.clone(),
+        });
+        let in_session = |time| Command::CommitBackup {
+            record: record(env, time, ""),
+            job: None,
+            now_ms: 0,
+            session: Some(session.id),
+        };
+        let first = committed_id(cat.run(in_session(T)));
+        // The client did not hear the answer and sends the commit again, later.
+        let again = committed_id(cat.run(in_session(T + 5)));
+        assert_eq!(first, again);
+        assert_eq!(cat.backups(Some(env)).unwrap().len(), 1);
+        // Another environment's record cannot ride on the session.
+        let other = EnvId::derive("hn1/102");
+        let r = cat.run(Command::CommitBackup {
+            record: record(other, T, ""),
+            job: None,
+            now_ms: 0,
+            session: Some(session.id),
+        });
+        assert_eq!(code(&r), Some(ErrorCode::InvalidArgument), "{r:?}");
+        // Once the session is closed (or expired and closed by GC), its commit is refused.
+        cat.run(Command::CloseSession { id: session.id });
+        let late = cat.run(in_session(T + 9));
+        assert_eq!(code(&late), Some(ErrorCode::Conflict), "{late:?}");
+        assert_eq!(cat.backups(Some(env)).unwrap().len(), 1);
     }
 
     #[test]
@@ -958,6 +1045,7 @@ pub(crate) mod tests {
                     record: record(env, T + (i % 3), if i % 5 == 0 { "n" } else { "" }),
                     job: None,
                     now_ms: 0,
+                    session: None,
                 },
                 2 => Command::UpdateBackup {
                     id: BackupId::new(env, T + 1),
@@ -1073,6 +1161,7 @@ pub(crate) mod tests {
                 record: record(env, time, ""),
                 job: None,
                 now_ms: time * 1000,
+                session: None,
             },
         )
     }

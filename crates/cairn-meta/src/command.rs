@@ -96,6 +96,12 @@ pub enum Command {
         /// The proposer's clock: retention's grace counts from it.
         #[serde(default)]
         now_ms: i64,
+        /// The backup session the commit ends. It must be open (an expired session was
+        /// closed by garbage collection, which may have swept its chunks); a second commit in
+        /// the same session answers the first one's backup (a client's retry after a lost
+        /// answer commits nothing twice).
+        #[serde(default)]
+        session: Option<uuid::Uuid>,
     },
     /// Removes a backup from the catalog (its chunks are reclaimed later by GC).
     DeleteBackup { id: BackupId },

@@ -25,6 +25,7 @@ async fn commit(node: &MetaNode, r: cairn_core::BackupRecord) -> anyhow::Result<
             record: r,
             job: None,
             now_ms: 0,
+            session: None,
         })
         .await?)
 }
@@ -167,6 +168,7 @@ async fn an_uninitialised_node_has_no_leader_and_refuses_writes() -> anyhow::Res
             record: record(env, T, "", BackupType::Full),
             job: None,
             now_ms: 0,
+            session: None,
         })
         .await
         .unwrap_err();

@@ -49,6 +49,7 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
                 record: record(env_a, T, "first", BackupType::Full),
                 job: None,
                 now_ms: 0,
+                session: None,
             },
         ),
         normal(
@@ -57,6 +58,7 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
                 record: record(env_a, T, "", BackupType::Incremental),
                 job: None,
                 now_ms: 0,
+                session: None,
             },
         ),
         normal(
@@ -65,6 +67,7 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
                 record: record(env_b, T, "first", BackupType::Full),
                 job: None,
                 now_ms: 0,
+                session: None,
             },
         ),
         normal(
@@ -73,6 +76,7 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
                 record: record(env_a, T + 60, "first", BackupType::Full),
                 job: None,
                 now_ms: 0,
+                session: None,
             },
         ),
     ];
@@ -114,6 +118,7 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
                 record: record(env_b, T + 5, "stale", BackupType::Full),
                 job: None,
                 now_ms: 0,
+                session: None,
             },
         )])
         .await?;
@@ -147,6 +152,7 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
                     record: record(env_a, T + 99, "first", BackupType::Full),
                     job: None,
                     now_ms: 0,
+                    session: None,
                 },
             ),
             normal(
@@ -155,6 +161,7 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
                     record: record(env_b, T + 99, "stale", BackupType::Full),
                     job: None,
                     now_ms: 0,
+                    session: None,
                 },
             ),
         ])
@@ -200,6 +207,7 @@ async fn a_corrupt_snapshot_is_refused_and_the_state_kept() -> anyhow::Result<()
                 record: record(env, T, "a", BackupType::Full),
                 job: None,
                 now_ms: 0,
+                session: None,
             },
         )])
         .await?;
@@ -214,6 +222,7 @@ async fn a_corrupt_snapshot_is_refused_and_the_state_kept() -> anyhow::Result<()
                 record: record(env, T + 7, "keep", BackupType::Full),
                 job: None,
                 now_ms: 0,
+                session: None,
             },
         )])
         .await?;

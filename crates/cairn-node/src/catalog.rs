@@ -214,6 +214,15 @@ impl Catalog for CatalogService {
                 )
             })?),
         };
+        let session = match req.session.as_str() {
+            "" => None,
+            s => Some(s.parse::<uuid::Uuid>().map_err(|e| {
+                status(
+                    ErrorCode::InvalidArgument,
+                    format!("malformed session id {s:?}: {e}"),
+                )
+            })?),
+        };
         let wire = req
             .backup
             .ok_or_else(|| status(ErrorCode::InvalidArgument, "commit without a backup"))?;
@@ -253,6 +262,7 @@ impl Catalog for CatalogService {
                     record: record.clone(),
                     job,
                     now_ms: crate::gc::now_ms(),
+                    session,
                 },
             )
             .await?;
@@ -486,6 +496,7 @@ impl Catalog for CatalogService {
             started_ms: crate::gc::now_ms(),
             // An agent's sessions are its host's, whatever it says.
             host: who.agent_host().map(str::to_string).unwrap_or(req.host),
+            committed: None,
         };
         self.write(
             &who,

@@ -36,7 +36,6 @@ use cairn_core::BackupId;
 use cairn_meta::authz::Subject;
 
 use crate::auth::{authorize, caller};
-use crate::config::WriteQuorum;
 use crate::error::{join_status, store_status};
 use crate::peers::ClusterChunks;
 
@@ -48,7 +47,6 @@ const MAX_IDS: usize = 100_000;
 pub struct ChunksService {
     pub store: Arc<ChunkStore>,
     pub cluster: ClusterChunks,
-    pub quorum: WriteQuorum,
     pub repairer: Arc<crate::repair::Repairer>,
     pub scopes: Arc<BackupScopes>,
 }
@@ -136,6 +134,7 @@ impl ChunksService {
             }
         });
         let mut written: std::collections::HashMap<ChunkId, usize> = Default::default();
+        let mut refused: std::collections::HashMap<ChunkId, usize> = Default::default();
         let mut replicated = 0u64;
         for (nid, ids, r) in futures::future::join_all(calls).await {
             match r {
@@ -146,19 +145,31 @@ impl ChunksService {
                     }
                 }
                 Err(e) => {
+                    // An owner that answered with a reason of its own is up and should have
+                    // held the copy; one that did not answer (or is full) is down for now.
+                    let down = matches!(
+                        cairn_proto::stable_code(&e),
+                        None | Some(ErrorCode::Unavailable) | Some(ErrorCode::DiskFull)
+                    );
+                    if !down {
+                        for id in &ids {
+                            *refused.entry(*id).or_default() += 1;
+                        }
+                    }
                     tracing::warn!(node = nid, chunks = ids.len(), error = %e, "replica copy failed; left to repair")
                 }
             }
         }
         for (id, here, owners) in copies {
             let have = here + written.get(&id).copied().unwrap_or(0);
-            let need = self.quorum.needed(owners);
+            let up = have + refused.get(&id).copied().unwrap_or(0);
+            let need = self.cluster.quorum.needed(owners, up);
             if have < need {
                 return Err(status(
                     ErrorCode::Unavailable,
                     format!(
                         "chunk {id} has {have} of the {need} copies the write quorum needs \
-                         ({owners} owners); too many nodes are down — retry when they are back"
+                         ({owners} owners, {up} answering); too many nodes are down or failing — retry when they are back"
                     ),
                 ));
             }
@@ -186,32 +197,31 @@ impl Chunks for ChunksService {
         &self,
         req: Request<MissingRequest>,
     ) -> Result<Response<MissingResponse>, Status> {
-        authorize(
-            &self.cluster.meta,
-            &caller(&req)?,
-            Access::Upload,
-            &Subject::Nothing,
-        )?;
-        let ids = parse_ids(&req.into_inner().ids)?;
-        let store = self.store.clone();
-        let missing = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let mut present = Vec::new();
-            for (i, id) in ids.iter().enumerate() {
-                if store.contains(id)? {
-                    present.push(*id);
-                } else {
-                    out.push(i as u32);
-                }
-            }
-            Ok::<_, cairn_store::StoreError>((out, present))
-        })
-        .await
-        .map_err(join_status)?
-        .map_err(store_status)?;
-        // A client that hears "present" will reference these: protect them from a sweep.
-        let (missing, present) = missing;
-        self.cluster.touches.touch(present);
+        let who = caller(&req)?;
+        authorize(&self.cluster.meta, &who, Access::Upload, &Subject::Nothing)?;
+        if req.get_ref().local {
+            // One node's own answer, asked by another node.
+            authorize(
+                &self.cluster.meta,
+                &who,
+                Access::Internal,
+                &Subject::Nothing,
+            )?;
+        }
+        let req = req.into_inner();
+        let ids = parse_ids(&req.ids)?;
+        let missing = if req.local {
+            self.cluster.local_missing(ids.clone()).await?
+        } else {
+            self.cluster.lacking(&ids).await?
+        };
+        let missing: std::collections::HashSet<ChunkId> = missing.into_iter().collect();
+        let missing = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| missing.contains(id))
+            .map(|(i, _)| i as u32)
+            .collect();
         Ok(Response::new(MissingResponse { missing }))
     }
 
@@ -264,13 +274,17 @@ impl Chunks for ChunksService {
                 let store = self.store.clone();
                 let chunks = std::mem::take(&mut batch);
                 batch_bytes = 0;
+                let touches = self.cluster.touches.clone();
                 let (stats, chunks) = tokio::task::spawn_blocking(move || {
-                    store.put_batch(&chunks).map(|s| (s, chunks))
+                    // Stored and touched as one step against a sweep (see `crate::gc`).
+                    let _gate = touches.gate();
+                    let stats = store.put_batch(&chunks)?;
+                    touches.touch(chunks.iter().map(|c| c.id));
+                    Ok::<_, cairn_store::StoreError>((stats, chunks))
                 })
                 .await
                 .map_err(join_status)?
                 .map_err(store_status)?;
-                self.cluster.touches.touch(chunks.iter().map(|c| c.id));
                 if replica != Some(true) {
                     total.replicated += self.replicate(chunks).await?;
                 }
@@ -371,19 +385,39 @@ impl Chunks for ChunksService {
         )?;
         let mut stream = req.into_inner();
         let mut referenced = std::collections::HashSet::new();
-        let mut started = None;
+        let mut mark = None;
         while let Some(msg) = stream.next().await {
             let msg = msg?;
-            started.get_or_insert(msg.gc_started_ms);
+            mark.get_or_insert(crate::gc::Mark {
+                boot: msg.boot.clone(),
+                seq: msg.seq,
+            });
             for b in &msg.referenced {
                 referenced.insert(chunk_id(b)?);
             }
         }
-        let started = started
-            .filter(|t| *t > 0)
-            .ok_or_else(|| status(ErrorCode::InvalidArgument, "sweep without a GC start time"))?;
-        let r = crate::gc::sweep(&self.cluster, &self.cluster.touches, started, referenced).await?;
+        let mark = mark
+            .filter(|m| !m.boot.is_empty())
+            .ok_or_else(|| status(ErrorCode::InvalidArgument, "sweep without a mark"))?;
+        let r = crate::gc::sweep(&self.cluster, &mark, referenced).await?;
         Ok(Response::new(r))
+    }
+
+    async fn mark(
+        &self,
+        req: Request<pb::MarkRequest>,
+    ) -> Result<Response<pb::MarkResponse>, Status> {
+        authorize(
+            &self.cluster.meta,
+            &caller(&req)?,
+            Access::Internal,
+            &Subject::Nothing,
+        )?;
+        let m = self.cluster.touches.mark();
+        Ok(Response::new(pb::MarkResponse {
+            boot: m.boot,
+            seq: m.seq,
+        }))
     }
 
     type GetStream = ReceiverStream<Result<GetResponse, Status>>;

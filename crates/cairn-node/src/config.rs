@@ -142,12 +142,13 @@ pub enum WriteQuorum {
 }
 
 impl WriteQuorum {
-    /// Returns the least number of copies an upload needs, given the owners in force and how
-    /// many of them are reachable.
-    pub fn needed(self, owners: usize) -> usize {
+    /// Returns the least number of copies a chunk needs among its `owners` in force, `up` of
+    /// which answered (stored a copy, or answered that they could not for a reason of their
+    /// own). `All`: every owner that is up, and never fewer than a majority of the owners.
+    pub fn needed(self, owners: usize, up: usize) -> usize {
         let majority = owners / 2 + 1;
         match self {
-            WriteQuorum::All => majority.min(owners),
+            WriteQuorum::All => up.max(majority).min(owners),
             WriteQuorum::Copies(n) => (n as usize).clamp(1, owners.max(1)),
         }
     }
@@ -479,12 +480,20 @@ mod tests {
     }
 
     #[test]
-    fn write_quorum_needs_a_majority_when_all() {
-        assert_eq!(WriteQuorum::All.needed(3), 2);
-        assert_eq!(WriteQuorum::All.needed(1), 1);
-        assert_eq!(WriteQuorum::All.needed(5), 3);
-        assert_eq!(WriteQuorum::Copies(3).needed(3), 3);
-        assert_eq!(WriteQuorum::Copies(9).needed(2), 2);
+    fn write_quorum_all_means_every_owner_that_is_up_and_at_least_a_majority() {
+        // Every owner answered: every one of them must hold a copy.
+        assert_eq!(WriteQuorum::All.needed(3, 3), 3);
+        assert_eq!(WriteQuorum::All.needed(5, 5), 5);
+        assert_eq!(WriteQuorum::All.needed(1, 1), 1);
+        // One owner down: the others, which are still a majority.
+        assert_eq!(WriteQuorum::All.needed(3, 2), 2);
+        // Too many down: a majority is still needed (so the write fails).
+        assert_eq!(WriteQuorum::All.needed(3, 1), 2);
+        assert_eq!(WriteQuorum::All.needed(5, 2), 3);
+        // A number is that many copies, whoever is up.
+        assert_eq!(WriteQuorum::Copies(3).needed(3, 1), 3);
+        assert_eq!(WriteQuorum::Copies(9).needed(2, 2), 2);
+        assert_eq!(WriteQuorum::Copies(1).needed(3, 3), 1);
     }
 
     #[test]

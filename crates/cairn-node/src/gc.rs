@@ -4,30 +4,37 @@
 //! A chunk may be referenced by a backup that is not committed yet. Such a backup got the
 //! chunk in one of three ways, each covered:
 //!
-//! | how the backup uses the chunk            | what protects it                                |
-//! |------------------------------------------|-------------------------------------------------|
-//! | uploaded it                              | the node records the chunk as *touched*         |
-//! | asked `Missing` and heard "present"      | the node records the chunk as *touched*         |
-//! | reused it from its parent's manifest     | the parent is committed, so the mark finds it   |
+//! | how the backup uses the chunk             | what protects it                               |
+//! |-------------------------------------------|------------------------------------------------|
+//! | uploaded it                               | every owner that stores it records a *touch*   |
+//! | asked `Missing` and heard "present"       | every owner that holds it records a *touch*    |
+//! | reused it from its parent's manifest      | the agent asks `Missing` for it too (touches); a chunk the cluster lost meanwhile is read from the file again |
 //!
-//! The protocol (coordinated by the raft leader, [`collect`]):
-//! 1. `T` = now. Wait until every backup session that opened before `T` has closed
-//!    (committed or failed) or expired ([`cairn_core::retention::blocking_sessions`]).
-//!    Backups that started before `T` may have touched their chunks before `T`; once they
-//!    are committed, the mark sees their chunks.
-//! 2. Mark: read every committed backup (linearizable) and walk its manifest; the set `R`
-//!    holds every chunk id referenced, manifest chunks included.
-//! 3. Sweep on every node ([`Gc::sweep`]): remove each local chunk that is not in `R` and was
-//!    not touched at or after `T`. A backup that started after `T` touched every chunk it
-//!    uploaded or found present after `T`, so nothing it uses is removed. Then compact the
-//!    segments whose dead share is high.
+//! `Missing` from a client is answered for the cluster: the node asks every owner of each
+//! chunk, so a touch lands on every copy, not only on the primary's.
 //!
-//! Touches are kept in memory. A node that restarted after `T` has lost the touches made
-//! before its restart, so it skips the sweep (reported) rather than guess.
+//! The protocol (coordinated by the raft leader, [`collect`]), with no clock compared
+//! between nodes:
+//! 1. **Mark the nodes.** Each node answers its *touch mark* (`Mark`): a boot id and the
+//!    sequence number of its last touch. Touches after it have greater numbers.
+//! 2. **Wait for the sessions open now.** Every backup registers a session before it uploads
+//!    or asks anything; the leader reads the open sessions (linearizable), closes those that
+//!    expired (a day old: a commit in a closed session is refused) and waits until the others
+//!    have closed. A session opened later was committed after step 1 ended, so every touch
+//!    its backup makes comes after every node's mark.
+//! 3. **Mark the catalog.** Read every committed backup (linearizable) and walk its
+//!    manifest; the set `R` holds every chunk id referenced, manifest chunks included.
+//! 4. **Sweep** on every node ([`sweep`]): remove each local chunk that is neither in `R`
+//!    nor touched after the node's mark ([`doomed`]); then compact segments that are mostly
+//!    dead. A backup of step 2 is committed (so in `R`) or failed; a later one touched all
+//!    it uses after the mark.
 //!
-//! One gap remains and fails safe: a backup that reuses chunks from a parent which is
-//! deleted after the mark, while GC sweeps them. Its commit then finds chunks missing and is
-//! refused (no partial backup becomes visible); re-running it uploads what is missing.
+//! Checking a chunk present and touching it is one step against the sweep: both hold the
+//! node's touch gate (shared), the sweep holds it alone while it decides and removes, so a
+//! "present" answer is never followed by the removal of that copy.
+//!
+//! Touches are kept in memory. A node that restarted since its mark (another boot id) or
+//! was not reachable for one skips the sweep (reported) rather than guess.
 //!
 //! | operation   | may run beside GC? |
 //! |-------------|--------------------|
@@ -38,11 +45,12 @@
 //! | scrub       | yes |
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use cairn_core::manifest::{decode_chunk, ManifestRoot};
-use cairn_core::retention::blocking_sessions;
+use cairn_core::retention::{sessions_at_gc_start, still_waiting};
 use cairn_core::{ChunkId, ErrorCode};
 use cairn_meta::MetaNode;
 use cairn_proto::{pb, status};
@@ -55,76 +63,141 @@ use crate::peers::ClusterChunks;
 pub const COMPACT_DEAD_RATIO: f64 = 0.3;
 /// Ids per sweep message.
 const IDS_PER_MESSAGE: usize = 50_000;
+/// A mark whose sweep never came (its coordinator died) stops holding touches after this.
+const MARK_TTL: Duration = Duration::from_secs(6 * 3600);
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// The chunks a node was asked about or given since it started, with the time.
+/// A node's touch mark: touches after it have a greater `seq` (same `boot`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub boot: String,
+    pub seq: u64,
+}
+
+/// The chunks a node stored or reported present since it started, by touch sequence number.
 pub struct Touches {
-    started_ms: i64,
-    at: Mutex<HashMap<ChunkId, i64>>,
+    boot: String,
+    seq: AtomicU64,
+    at: Mutex<HashMap<ChunkId, u64>>,
+    /// Shared by check-and-touch (and store-and-touch), exclusive for a sweep's removal.
+    gate: RwLock<()>,
+    /// Marks handed out whose sweep has not come yet (their touches must be kept).
+    open_marks: Mutex<Vec<(u64, Instant)>>,
 }
 
 impl Default for Touches {
     fn default() -> Self {
         Touches {
-            started_ms: now_ms(),
+            boot: uuid::Uuid::new_v4().to_string(),
+            seq: AtomicU64::new(0),
             at: Mutex::default(),
+            gate: RwLock::default(),
+            open_marks: Mutex::default(),
         }
     }
 }
 
 impl Touches {
-    /// Records that `ids` were written or reported present now.
-    pub fn touch(&self, ids: impl IntoIterator<Item = ChunkId>) {
-        let now = now_ms();
-        let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids {
-            at.insert(id, now);
+    /// Begins a collection here: the mark its sweep will compare touches with.
+    pub fn mark(&self) -> Mark {
+        let seq = self.seq.load(Ordering::SeqCst);
+        let mut open = self.open_marks.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(_, at)| at.elapsed() < MARK_TTL);
+        open.push((seq, Instant::now()));
+        Mark {
+            boot: self.boot.clone(),
+            seq,
         }
     }
 
-    fn since(&self, id: &ChunkId, t: i64) -> bool {
+    /// Held while a chunk is found present or stored and then touched: a sweep cannot remove
+    /// a copy between the two.
+    pub fn gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that `ids` were written or reported present now (call under [`Self::gate`]).
+    pub fn touch(&self, ids: impl IntoIterator<Item = ChunkId>) {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            at.insert(id, seq);
+        }
+    }
+
+    fn touched_after(&self, id: &ChunkId, mark: u64) -> bool {
         self.at
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .is_some_and(|at| *at >= t)
+            .is_some_and(|seq| *seq > mark)
     }
 
-    /// Forgets touches older than `t` (they can no longer protect anything).
-    fn prune(&self, t: i64) {
+    /// The sweep of `mark` is done: touches no open mark needs any more are forgotten (a
+    /// later mark is at least the sequence number now, so older touches cannot count for it).
+    fn release(&self, mark: u64) {
+        let floor = {
+            let mut open = self.open_marks.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = open.iter().position(|(m, _)| *m == mark) {
+                open.remove(i);
+            }
+            open.retain(|(_, at)| at.elapsed() < MARK_TTL);
+            open.iter()
+                .map(|(m, _)| *m)
+                .min()
+                .unwrap_or_else(|| self.seq.load(Ordering::SeqCst))
+        };
         self.at
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, at| *at >= t);
+            .retain(|_, seq| *seq > floor);
     }
 }
 
-/// Removes unreferenced, untouched chunks from this node and compacts (step 3).
+/// The sweep's decision: of the chunks a node holds, those to remove — neither referenced by
+/// a committed backup nor touched after the node's mark.
+pub fn doomed(
+    local: Vec<ChunkId>,
+    referenced: &HashSet<ChunkId>,
+    touched_after_mark: impl Fn(&ChunkId) -> bool,
+) -> Vec<ChunkId> {
+    local
+        .into_iter()
+        .filter(|id| !referenced.contains(id) && !touched_after_mark(id))
+        .collect()
+}
+
+/// Removes unreferenced, untouched chunks from this node and compacts (step 4).
 pub async fn sweep(
     cluster: &ClusterChunks,
-    touches: &Touches,
-    gc_started_ms: i64,
+    mark: &Mark,
     referenced: HashSet<ChunkId>,
 ) -> Result<pb::SweepReport, Status> {
+    let touches = cluster.touches.clone();
     let mut report = pb::SweepReport::default();
-    if touches.started_ms > gc_started_ms {
+    if mark.boot != touches.boot {
         tracing::warn!("node restarted after garbage collection began; not sweeping this time");
         report.skipped = true;
         return Ok(report);
     }
+    // Listed outside the gate: a chunk stored after the listing is not in it, and one in it
+    // that is touched before the removal below is spared by the decision.
     let ids = cluster.local_ids().await?;
-    let doomed: Vec<ChunkId> = ids
-        .into_iter()
-        .filter(|id| !referenced.contains(id) && !touches.since(id, gc_started_ms))
-        .collect();
     let store = cluster.store.clone();
+    let seq = mark.seq;
     let (removed, compact) = tokio::task::spawn_blocking(move || {
-        let removed = store.remove(&doomed)?;
-        store.flush()?;
+        let removed = {
+            let _alone = touches.gate.write().unwrap_or_else(|p| p.into_inner());
+            let doomed = doomed(ids, &referenced, |id| touches.touched_after(id, seq));
+            let removed = store.remove(&doomed)?;
+            store.flush()?;
+            removed
+        };
+        touches.release(seq);
         let compact = store.compact(COMPACT_DEAD_RATIO)?;
         Ok::<_, cairn_store::StoreError>((removed, compact))
     })
@@ -134,7 +207,6 @@ pub async fn sweep(
     report.removed = removed;
     report.bytes_reclaimed = compact.bytes_reclaimed;
     report.segments_compacted = compact.segments_compacted as u64;
-    touches.prune(gc_started_ms - cairn_core::retention::SESSION_TTL_MS);
     tracing::info!(
         removed,
         bytes_reclaimed = report.bytes_reclaimed,
@@ -150,13 +222,53 @@ pub async fn collect(
     cluster: &ClusterChunks,
     wait: Duration,
 ) -> Result<pb::GcReport, Status> {
-    // 1. Wait for backups that started before us.
-    let started = now_ms();
+    // 1. Every node's touch mark.
+    let nodes: Vec<(u64, String)> = match cluster.epoch() {
+        Some(e) => e.nodes.iter().map(|n| (n.id, n.addr.clone())).collect(),
+        None => vec![(cluster.node_id, String::new())],
+    };
+    let mut marks: HashMap<u64, Mark> = HashMap::new();
+    for (id, addr) in &nodes {
+        if *id == cluster.node_id {
+            marks.insert(*id, cluster.touches.mark());
+            continue;
+        }
+        let answer = match cluster.peers.chunks(addr) {
+            Ok(mut c) => c.mark(pb::MarkRequest {}).await.map(|r| r.into_inner()),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(m) => {
+                marks.insert(
+                    *id,
+                    Mark {
+                        boot: m.boot,
+                        seq: m.seq,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(node = id, error = %e, "node not marked; it will not be swept")
+            }
+        }
+    }
+
+    // 2. Wait for the backups open now; close the expired ones.
+    meta.read_barrier().await.map_err(meta_status)?;
+    let open = meta.sessions().map_err(meta_status)?;
+    let (live, expired) = sessions_at_gc_start(&open, now_ms());
+    for s in expired {
+        tracing::warn!(session = %s.id, env = %s.env, "closing an expired backup session");
+        meta.write_system(cairn_meta::Command::CloseSession { id: s.id })
+            .await
+            .map_err(meta_status)?;
+    }
+    let waiting: HashSet<uuid::Uuid> = live.iter().map(|s| s.id).collect();
     let deadline = tokio::time::Instant::now() + wait;
-    loop {
+    while !waiting.is_empty() {
         meta.read_barrier().await.map_err(meta_status)?;
         let sessions = meta.sessions().map_err(meta_status)?;
-        let blocking = blocking_sessions(&sessions, started, now_ms());
+        let blocking = still_waiting(&waiting, &sessions);
         let Some(oldest) = blocking.iter().min_by_key(|s| s.started_ms) else {
             break;
         };
@@ -164,7 +276,7 @@ pub async fn collect(
             return Err(status(
                 ErrorCode::Conflict,
                 format!(
-                    "{} backup(s) that started before garbage collection are still running (oldest: environment {} on {:?}, for {}s); nothing was collected — retry when they finish",
+                    "{} backup(s) that were running when garbage collection began are still running (oldest: environment {} on {:?}, for {}s); nothing was collected — retry when they finish",
                     blocking.len(),
                     oldest.env,
                     oldest.host,
@@ -175,7 +287,8 @@ pub async fn collect(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // 2. Mark.
+    cairn_proto::failpoint::pause_async(Some(cluster.failpoints.clone()), "gc-before-mark").await;
+    // 3. Mark the catalog.
     meta.read_barrier().await.map_err(meta_status)?;
     let backups = meta.list_backups(None).map_err(meta_status)?;
     let mut referenced: HashSet<ChunkId> = HashSet::new();
@@ -207,30 +320,33 @@ pub async fn collect(
         "garbage collection marked"
     );
 
-    // 3. Sweep everywhere.
+    cairn_proto::failpoint::pause_async(Some(cluster.failpoints.clone()), "gc-before-sweep").await;
+    // 4. Sweep everywhere.
     let mut report = pb::GcReport {
         backups: backups.len() as u64,
         referenced: referenced.len() as u64,
         ..Default::default()
     };
     let ids: Vec<Vec<u8>> = referenced.iter().map(|id| id.0.to_vec()).collect();
-    let nodes = match cluster.epoch() {
-        Some(e) => e.nodes.iter().map(|n| (n.id, n.addr.clone())).collect(),
-        None => vec![(cluster.node_id, String::new())],
-    };
     for (id, addr) in nodes {
+        let Some(mark) = marks.remove(&id) else {
+            report.nodes_skipped.push(id);
+            continue;
+        };
         let r = if id == cluster.node_id {
-            sweep(cluster, &cluster.touches, started, referenced.clone()).await
+            sweep(cluster, &mark, referenced.clone()).await
         } else {
             let msgs: Vec<pb::SweepRequest> = ids
                 .chunks(IDS_PER_MESSAGE)
                 .map(|c| pb::SweepRequest {
-                    gc_started_ms: started,
                     referenced: c.to_vec(),
+                    boot: mark.boot.clone(),
+                    seq: mark.seq,
                 })
                 .chain(std::iter::once(pb::SweepRequest {
-                    gc_started_ms: started,
                     referenced: Vec::new(),
+                    boot: mark.boot.clone(),
+                    seq: mark.seq,
                 }))
                 .collect();
             match cluster.peers.chunks(&addr) {
@@ -257,4 +373,45 @@ pub async fn collect(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ChunkId {
+        ChunkId::of(&[n])
+    }
+
+    #[test]
+    fn the_sweep_keeps_what_is_referenced_or_touched_after_the_mark() {
+        let t = Touches::default();
+        t.touch([id(1)]); // before the mark
+        let mark = t.mark();
+        t.touch([id(2)]); // after it: a running backup found it present
+        let referenced = HashSet::from([id(3)]);
+        let gone = doomed(vec![id(1), id(2), id(3), id(4)], &referenced, |c| {
+            t.touched_after(c, mark.seq)
+        });
+        assert_eq!(gone, vec![id(1), id(4)]);
+    }
+
+    #[test]
+    fn a_second_collection_keeps_the_touches_the_first_still_needs() {
+        let t = Touches::default();
+        let first = t.mark();
+        t.touch([id(1)]);
+        let second = t.mark();
+        t.touch([id(2)]);
+        // The second collection finishes first; the first one's touches must survive it.
+        t.release(second.seq);
+        assert!(t.touched_after(&id(1), first.seq));
+        assert!(t.touched_after(&id(2), second.seq));
+        t.release(first.seq);
+        // No collection is open: every touch so far is older than any later mark.
+        assert!(
+            t.at.lock().unwrap().is_empty(),
+            "forgotten once no mark needs them"
+        );
+    }
 }

@@ -22,6 +22,8 @@ use cairn_proto::pb::chunks_client::ChunksClient;
 use cairn_proto::pb::{self};
 use cairn_proto::{status, AuthChannel, Token, MAX_MESSAGE};
 use cairn_store::{ChunkStore, StoreError};
+
+use crate::config::WriteQuorum;
 use futures::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
@@ -108,10 +110,11 @@ impl Peers {
             .map(|_| ())
     }
 
-    /// Returns which of `ids` the node at `url` lacks.
+    /// Returns which of `ids` the node at `url` lacks in its own store (it touches the rest).
     pub async fn missing_at(&self, url: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Status> {
         let req = pb::MissingRequest {
             ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+            local: true,
         };
         let resp = self.chunks(url)?.missing(req).await?.into_inner();
         Ok(resp
@@ -149,6 +152,10 @@ pub struct ClusterChunks {
     pub peers: Peers,
     /// Chunks written here or reported present to a client, for garbage collection.
     pub touches: Arc<crate::gc::Touches>,
+    /// How many copies of a chunk an upload and a commit need.
+    pub quorum: WriteQuorum,
+    /// Where tests place pause files (`DATA/failpoints`, see `cairn_proto::failpoint`).
+    pub failpoints: std::path::PathBuf,
 }
 
 impl ClusterChunks {
@@ -232,80 +239,226 @@ impl ClusterChunks {
         }))
     }
 
-    /// Returns which of `ids` the cluster does not hold: each id is asked of its primary
-    /// owner (this node's store when that is us), and of the next candidate (the other owners,
-    /// then every other node) when the one asked lacks it or does not answer. An id any node
-    /// holds counts as present — during a move, a chunk may not be on its new owners yet.
-    /// Uploads are acknowledged only once the write quorum holds a chunk, so a copy anywhere
-    /// is durable.
-    pub async fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Status> {
-        let Some(epoch) = self.epoch().filter(|e| !e.nodes.is_empty()) else {
-            let store = self.store.clone();
-            let ids = ids.to_vec();
-            return tokio::task::spawn_blocking(move || store.missing(&ids))
-                .await
-                .map_err(crate::error::join_status)?
-                .map_err(crate::error::store_status);
-        };
-        // Round r asks every still-undecided id of its r-th candidate.
-        let mut todo: Vec<(ChunkId, Vec<(u64, String)>)> = ids
-            .iter()
-            .map(|id| (*id, self.candidates(&epoch, id)))
-            .collect();
-        let mut missing = Vec::new();
-        // Ids some node answered it lacks (as opposed to only unanswered so far).
-        let mut answered: std::collections::HashSet<ChunkId> = Default::default();
-        let mut round = 0;
-        while !todo.is_empty() {
-            let mut groups: BTreeMap<(u64, String), Vec<ChunkId>> = BTreeMap::new();
-            let mut next = Vec::new();
-            for (id, cands) in todo {
-                match cands.get(round) {
-                    Some(c) => groups.entry(c.clone()).or_default().push(id),
-                    None if answered.contains(&id) => {
-                        missing.push(id);
-                        continue;
-                    }
-                    None => {
-                        return Err(status(
-                            ErrorCode::Unavailable,
-                            format!("no node that could hold chunk {id} answers"),
-                        ))
-                    }
-                }
-                next.push((id, cands));
-            }
-            let mut undecided: std::collections::HashSet<ChunkId> = Default::default();
-            for ((nid, url), group) in groups {
-                let answer = if nid == self.node_id {
-                    let store = self.store.clone();
-                    let g = group.clone();
-                    tokio::task::spawn_blocking(move || store.missing(&g))
-                        .await
-                        .map_err(crate::error::join_status)?
-                        .map_err(crate::error::store_status)
+    /// Returns which of `ids` this node's store lacks, touching the others (one step against
+    /// a sweep: see `crate::gc`).
+    pub async fn local_missing(&self, ids: Vec<ChunkId>) -> Result<Vec<ChunkId>, Status> {
+        let store = self.store.clone();
+        let touches = self.touches.clone();
+        tokio::task::spawn_blocking(move || {
+            let _gate = touches.gate();
+            let mut missing = Vec::new();
+            let mut present = Vec::with_capacity(ids.len());
+            for id in ids {
+                if store.contains(&id)? {
+                    present.push(id);
                 } else {
-                    self.peers.missing_at(&url, &group).await
-                };
-                match answer {
-                    Ok(m) => {
-                        for id in m {
-                            answered.insert(id);
-                            undecided.insert(id);
+                    missing.push(id);
+                }
+            }
+            touches.touch(present);
+            Ok::<_, StoreError>(missing)
+        })
+        .await
+        .map_err(crate::error::join_status)?
+        .map_err(crate::error::store_status)
+    }
+
+    /// Asks node `nid` (this one or a peer) which of `ids` its own store lacks.
+    async fn missing_on(
+        &self,
+        epoch: &Epoch,
+        nid: u64,
+        ids: Vec<ChunkId>,
+    ) -> Result<Vec<ChunkId>, Status> {
+        if nid == self.node_id {
+            return self.local_missing(ids).await;
+        }
+        let url = epoch
+            .node(nid)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| status(ErrorCode::Internal, format!("node {nid} has no address")))?;
+        self.peers.missing_at(&url, &ids).await
+    }
+
+    /// Returns which of `ids` the cluster does not hold, and makes sure of the rest: a chunk
+    /// counts as held when enough of its owners hold it for the write quorum
+    /// ([`CopyCount::enough`]). Every owner is asked (each touches what it holds, so a
+    /// collection spares every copy, not only the primary's). A chunk held by too few owners
+    /// is copied to the owners that lack it from any node that holds a verified copy (during
+    /// a move it may still be only on its former owners); one that no node holds is missing.
+    /// Fails with `unavailable` when a held chunk cannot reach the quorum (too many owners
+    /// down), naming it.
+    pub async fn lacking(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Status> {
+        let Some(epoch) = self.epoch().filter(|e| !e.nodes.is_empty()) else {
+            return self.local_missing(ids.to_vec()).await;
+        };
+        // 1. Every owner of every id.
+        let owners: HashMap<ChunkId, Vec<u64>> =
+            ids.iter().map(|id| (*id, epoch.owners(id))).collect();
+        let mut per_node: BTreeMap<u64, Vec<ChunkId>> = BTreeMap::new();
+        for (id, os) in &owners {
+            for o in os {
+                per_node.entry(*o).or_default().push(*id);
+            }
+        }
+        let answers = futures::future::join_all(per_node.into_iter().map(|(nid, list)| {
+            let epoch = &epoch;
+            async move {
+                let r = self.missing_on(epoch, nid, list.clone()).await;
+                (nid, list, r)
+            }
+        }))
+        .await;
+        let mut counts: HashMap<ChunkId, CopyCount> = HashMap::new();
+        for (nid, list, r) in answers {
+            match r {
+                Ok(missing) => {
+                    let missing: std::collections::HashSet<ChunkId> = missing.into_iter().collect();
+                    for id in list {
+                        let c = counts.entry(id).or_default();
+                        if missing.contains(&id) {
+                            c.lacking.push(nid);
+                        } else {
+                            c.held += 1;
                         }
                     }
-                    Err(e) => {
-                        tracing::debug!(node = nid, error = %e, "owner did not answer; asking the next");
-                        undecided.extend(group);
+                }
+                Err(e) => {
+                    tracing::debug!(node = nid, error = %e, "owner did not answer whether it holds chunks")
+                }
+            }
+        }
+        // 2. The quorum's verdict; the short ones get copies where a copy exists.
+        let mut out = Vec::new();
+        let mut short: Vec<(ChunkId, CopyCount, usize)> = Vec::new();
+        for id in ids {
+            let c = counts.remove(id).unwrap_or_default();
+            let n = owners.get(id).map_or(0, Vec::len);
+            if !c.enough(self.quorum, n) {
+                let need = self.quorum.needed(n, c.up());
+                short.push((*id, c, need));
+            }
+        }
+        for (id, c, need) in short {
+            if c.held == 0 && !self.held_elsewhere(&epoch, &owners[&id], id).await {
+                out.push(id);
+                continue;
+            }
+            let mut held = c.held;
+            if !c.lacking.is_empty() {
+                if let Ok(content) = self.content(id).await {
+                    let chunk = cairn_chunker::codec::encode_with_id(
+                        id,
+                        &content,
+                        cairn_core::Compression::Normal,
+                    );
+                    for nid in &c.lacking {
+                        let Some(url) = epoch.node(*nid).map(|n| n.addr.clone()) else {
+                            continue;
+                        };
+                        let copied = if *nid == self.node_id {
+                            self.store_here(chunk.clone()).await
+                        } else {
+                            self.peers.put_replica(&url, vec![chunk.clone()]).await
+                        };
+                        match copied {
+                            Ok(()) => held += 1,
+                            Err(e) => {
+                                tracing::warn!(chunk = %id, node = nid, error = %e, "could not copy a chunk to its owner")
+                            }
+                        }
                     }
                 }
             }
-            todo = next
-                .into_iter()
-                .filter(|(id, _)| undecided.contains(id))
-                .collect();
-            round += 1;
+            if held < need {
+                return Err(status(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "chunk {id} has {held} of the {need} copies the write quorum needs among its {} owners; too many nodes are down — retry when they are back",
+                        owners[&id].len()
+                    ),
+                ));
+            }
         }
-        Ok(missing)
+        Ok(out)
+    }
+
+    /// Tells whether a node other than `owners` holds `id` (a move not finished yet).
+    async fn held_elsewhere(&self, epoch: &Epoch, owners: &[u64], id: ChunkId) -> bool {
+        for n in &epoch.nodes {
+            if owners.contains(&n.id) {
+                continue;
+            }
+            if let Ok(m) = self.missing_on(epoch, n.id, vec![id]).await {
+                if m.is_empty() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Stores a verified copy in this node's own store (and touches it).
+    async fn store_here(&self, chunk: cairn_chunker::EncodedChunk) -> Result<(), Status> {
+        let store = self.store.clone();
+        let touches = self.touches.clone();
+        tokio::task::spawn_blocking(move || {
+            let _gate = touches.gate();
+            store.put_batch(std::slice::from_ref(&chunk))?;
+            touches.touch([chunk.id]);
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(crate::error::join_status)?
+        .map_err(crate::error::store_status)
+    }
+}
+
+/// What a chunk's owners answered: how many hold it, and which answered that they lack it.
+/// Owners that did not answer are down.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyCount {
+    pub held: usize,
+    pub lacking: Vec<u64>,
+}
+
+impl CopyCount {
+    /// Owners that answered.
+    pub fn up(&self) -> usize {
+        self.held + self.lacking.len()
+    }
+
+    /// Whether the copies meet the write quorum among `owners` owners.
+    pub fn enough(&self, quorum: WriteQuorum, owners: usize) -> bool {
+        owners > 0 && self.held >= quorum.needed(owners, self.up())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(held: usize, lacking: &[u64]) -> CopyCount {
+        CopyCount {
+            held,
+            lacking: lacking.to_vec(),
+        }
+    }
+
+    #[test]
+    fn all_owners_that_answer_must_hold_a_copy() {
+        let all = WriteQuorum::All;
+        assert!(count(3, &[]).enough(all, 3));
+        // One owner answered that it lacks the chunk: two copies are not enough for "all".
+        assert!(!count(2, &[3]).enough(all, 3));
+        // One owner is down: the two that answered suffice (a majority).
+        assert!(count(2, &[]).enough(all, 3));
+        // Only one copy, the others down: below a majority.
+        assert!(!count(1, &[]).enough(all, 3));
+        // A number of copies, whoever answered.
+        assert!(count(2, &[3]).enough(WriteQuorum::Copies(2), 3));
+        assert!(!count(1, &[2, 3]).enough(WriteQuorum::Copies(2), 3));
+        // No owners at all (no placement): never enough.
+        assert!(!count(0, &[]).enough(all, 0));
     }
 }

@@ -183,6 +183,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         meta: meta.clone(),
         peers: peers.clone(),
         touches: Arc::default(),
+        quorum: cfg.write_quorum,
+        failpoints: cfg.data_dir.join("failpoints"),
     };
     let repairer = Arc::new(crate::repair::Repairer::new(cluster.clone()));
     let zone = voters
@@ -195,7 +197,6 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         ChunksServer::new(ChunksService {
             store: store.clone(),
             cluster: cluster.clone(),
-            quorum: cfg.write_quorum,
             repairer: repairer.clone(),
             scopes: Arc::default(),
         })

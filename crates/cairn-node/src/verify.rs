@@ -1,8 +1,10 @@
 //! Commit-time verification: a backup may become visible only when every chunk it needs is
 //! durable in the cluster. The committing node walks the manifest itself (it does not trust
-//! the client's count) and asks each chunk's owners whether they hold it (`ClusterChunks`):
-//! its primary, or the next owner when the primary does not answer. Uploads are acknowledged
-//! only once the write quorum holds a chunk, so "an owner holds it" means "it is durable".
+//! the client's count) and asks every owner of each chunk whether it holds it
+//! ([`ClusterChunks::lacking`]): a commit needs the write quorum of copies of every chunk
+//! (copies are verified when they are stored: a node decompresses and hashes every chunk it
+//! accepts), and owners that lack one get a copy from a node that holds it before the commit
+//! is accepted. A chunk held by too few owners with no way to copy it refuses the commit.
 
 use std::collections::HashSet;
 
@@ -86,7 +88,7 @@ pub async fn check_manifest(
             }
         }
         for part in ask.chunks(10_000) {
-            let lacking = cluster.missing(part).await.map_err(VerifyError::Cluster)?;
+            let lacking = cluster.lacking(part).await.map_err(VerifyError::Cluster)?;
             for id in lacking {
                 note_missing(id, &mut out);
             }

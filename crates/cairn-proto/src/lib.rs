@@ -10,6 +10,7 @@ use cairn_core::{
     BackupId, BackupRecord, BackupState, BackupType, ChunkId, Compression, ErrorCode,
 };
 
+pub mod failpoint;
 mod jobs;
 pub use jobs::{env_config_from_wire, env_config_to_wire};
 
