@@ -461,8 +461,14 @@ fn gc_during_a_backup_loses_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     let bb: Value = serde_json::from_slice(&out.stdout).unwrap();
-    // Once more after the backup, then the restore must be whole.
+    // Once more after the backup, then the restore must be whole and every node (RF 3 on 3
+    // nodes) must still hold every chunk: no sweep dropped a replica the backup relied on.
     n.ok(&["gc"]);
+    let counts = chunk_counts(&c);
+    assert!(
+        counts.iter().all(|(_, k)| *k == counts[0].1),
+        "collections during a backup left nodes with different chunk counts: {counts:?}"
+    );
     restore_identical(n, bb["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
 }
 

@@ -133,6 +133,33 @@ fn keep_error(best: &mut Option<AgentError>, e: AgentError) {
     }
 }
 
+/// The error of a call that gave up: the most telling answer, and every node tried with
+/// the last reason it gave.
+fn gave_up(best: AgentError, tried: &[(String, String)]) -> AgentError {
+    let list = tried
+        .iter()
+        .map(|(u, why)| format!("{u}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    match best {
+        AgentError::Unreachable { url, why } if tried.len() <= 1 => {
+            AgentError::Unreachable { url, why }
+        }
+        AgentError::Unreachable { .. } => AgentError::Cluster {
+            code: ErrorCode::Unavailable,
+            message: format!(
+                "no node of the cluster answered within {}s (tried {list})",
+                CATALOG_RETRY_FOR.as_secs()
+            ),
+        },
+        AgentError::Cluster { code, message } => AgentError::Cluster {
+            code,
+            message: format!("{message} (tried {list})"),
+        },
+        other => other,
+    }
+}
+
 /// Tells whether a failed call may succeed on another node or a moment later.
 fn retryable(e: &AgentError) -> bool {
     match e {
@@ -327,6 +354,8 @@ impl Cluster {
         let mut pause = Duration::from_millis(100);
         let mut attempt = 0usize;
         let mut best = None;
+        // Each node tried, with the last reason it gave, for the final error.
+        let mut tried: Vec<(String, String)> = Vec::new();
         loop {
             let nodes = self.nodes();
             let url = &nodes[attempt % nodes.len()];
@@ -346,19 +375,54 @@ impl Cluster {
             match res {
                 Err(e) if retryable(&e) => {
                     tracing::debug!(node = %url, error = %e, "call failed; retrying");
+                    let why = match &e {
+                        AgentError::Unreachable { why, .. } => why.clone(),
+                        other => other.to_string(),
+                    };
+                    match tried.iter_mut().find(|(u, _)| u == url) {
+                        Some(t) => t.1 = why,
+                        None => tried.push((url.clone(), why)),
+                    }
                     keep_error(&mut best, e);
                     if Instant::now() + pause >= deadline {
-                        return Err(
-                            best.unwrap_or_else(|| AgentError::Internal("no attempt".into()))
-                        );
+                        let best =
+                            best.unwrap_or_else(|| AgentError::Internal("no attempt".into()));
+                        return Err(gave_up(best, &tried));
                     }
                     attempt += 1;
+                    // The members may have changed (a node replaced): ask the next one.
+                    if attempt % nodes.len() == 0 {
+                        let next = &nodes[attempt % nodes.len()];
+                        let _ = self.refresh_placement_from(next).await;
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Asks the node at `url` alone for the placement epoch and keeps it when it is newer.
+    async fn refresh_placement_from(&self, url: &str) -> Result<(), AgentError> {
+        let mut c = self.catalog_at(url)?;
+        let mut req = tonic::Request::new(pb::PlacementRequest {});
+        req.set_timeout(CONNECT_TIMEOUT);
+        let p = c
+            .get_placement(req)
+            .await
+            .map_err(|s| call_error(url, s))?
+            .into_inner();
+        let epoch = Epoch::from(p);
+        let mut held = self
+            .inner
+            .placement
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if held.as_ref().is_none_or(|e| e.number < epoch.number) && !epoch.nodes.is_empty() {
+            *held = Some(epoch);
+        }
+        Ok(())
     }
 
     /// The nodes to try for `id`, in order: its owners, then every other node; the seed
