@@ -391,7 +391,7 @@ impl Cluster {
                     }
                     attempt += 1;
                     // The members may have changed (a node replaced): ask the next one.
-                    if attempt % nodes.len() == 0 {
+                    if attempt.is_multiple_of(nodes.len()) {
                         let next = &nodes[attempt % nodes.len()];
                         let _ = self.refresh_placement_from(next).await;
                     }
