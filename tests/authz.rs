@@ -602,6 +602,20 @@ fn grpc_probe(entry: &str) -> Option<Probe> {
                 .into_inner();
             unary(c.catalog().close_session(c.req(session)).await)
         }),
+        // Renewing hn1's own fresh session; another's is refused by rule agent-own-session.
+        "Catalog.RenewSession" => probe!(c => {
+            let hn1 = c.as_token(&c.fx.tokens.hn1);
+            let session = hn1
+                .catalog()
+                .open_session(hn1.req(pb::OpenSessionRequest {
+                    env: c.fx.e1.clone(),
+                    host: "hn1".into(),
+                }))
+                .await
+                .map_err(|e| setup("hn1 opening a session", e))?
+                .into_inner();
+            unary(c.catalog().renew_session(c.req(session)).await)
+        }),
         "Catalog.Gc" => probe!(c => unary(
             c.catalog().gc(c.req(pb::GcRequest { wait_secs: 1 })).await,
         )),

@@ -203,7 +203,23 @@ pub async fn backup(
     progress: Arc<Progress>,
 ) -> Result<BackupSummary, AgentError> {
     let session = cluster.open_session(req.env, &req.host).await?;
+    // Renewed while the backup runs: a session silent for the TTL expires (a killed client
+    // does not hold garbage collection back for long).
+    let renewer = {
+        let cluster = cluster.clone();
+        let id = session.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_millis(cairn_core::retention::SESSION_RENEW_MS as u64);
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = cluster.renew_session(&id).await {
+                    tracing::warn!(error = %e, "cannot renew the backup session");
+                }
+            }
+        })
+    };
     let result = backup_in_session(cluster, req, progress, &session).await;
+    renewer.abort();
     if let Err(e) = cluster.close_session(&session).await {
         // It expires on its own; GC only waits longer for it meanwhile.
         tracing::warn!(error = %e, "cannot close the backup session");

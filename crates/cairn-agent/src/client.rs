@@ -933,6 +933,20 @@ impl Cluster {
         Ok(())
     }
 
+    /// Keeps a backup session open (see [`cairn_core::retention::SESSION_TTL_MS`]).
+    pub async fn renew_session(&self, id: &str) -> Result<(), AgentError> {
+        let s = pb::Session {
+            id: id.to_string(),
+            started_ms: 0,
+        };
+        self.catalog_call(|mut c| {
+            let s = s.clone();
+            async move { c.renew_session(s).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Runs a garbage collection, waiting up to `wait` for older backups to finish. A node
     /// that does not answer is skipped for the next one (the collection itself is not
     /// retried once a node took it: it may be running).

@@ -364,6 +364,7 @@ pub const TABLE: &[Row] = &[
     grpc("Catalog.RemoveNode", Administer),
     grpc("Catalog.OpenSession", Commit),
     grpc("Catalog.CloseSession", Commit),
+    grpc("Catalog.RenewSession", Commit),
     grpc("Catalog.Gc", Administer),
     grpc("Catalog.GetEnvConfig", Read),
     grpc("Catalog.SetEnvConfig", Administer),

@@ -20,7 +20,9 @@ use crate::id::{BackupId, EnvId};
 
 /// How long an open backup session counts before GC stops waiting for it (its agent died
 /// without closing it).
-pub const SESSION_TTL_MS: i64 = 24 * 3600 * 1000;
+pub const SESSION_TTL_MS: i64 = 15 * 60 * 1000;
+/// How often a running backup renews its session (well inside [`SESSION_TTL_MS`]).
+pub const SESSION_RENEW_MS: i64 = 60 * 1000;
 
 /// Per-environment backup settings kept in the catalog (the `backupm_config` fields grow
 /// here; absent fields keep their defaults, so old records stay readable).
@@ -152,7 +154,8 @@ pub struct Session {
     pub id: uuid::Uuid,
     pub env: EnvId,
     /// When the session opened, milliseconds since the Unix epoch (the leader's clock). Only
-    /// its expiry is judged by it, a day later: no clock is compared at a finer grain.
+    /// its expiry is judged by it (see [`Session::expired`]); garbage collection itself
+    /// compares no clocks.
     pub started_ms: i64,
     #[serde(default)]
     pub host: String,
@@ -160,18 +163,23 @@ pub struct Session {
     /// answer) answers it instead of committing twice.
     #[serde(default)]
     pub committed: Option<BackupId>,
+    /// When the backup last renewed the session (the leader's clock; 0: never).
+    #[serde(default)]
+    pub renewed_ms: i64,
 }
 
 impl Session {
-    /// Tells whether the session has outlived [`SESSION_TTL_MS`] at `now_ms`.
+    /// Tells whether the session went [`SESSION_TTL_MS`] without being opened or renewed by
+    /// `now_ms`. Leaders' clocks that disagree can only make a session expire early, and a
+    /// commit in an expired (closed) session is refused: a backup fails, nothing is lost.
     pub fn expired(&self, now_ms: i64) -> bool {
-        now_ms - self.started_ms >= SESSION_TTL_MS
+        now_ms - self.started_ms.max(self.renewed_ms) >= SESSION_TTL_MS
     }
 }
 
 /// Splits the sessions open when a garbage collection begins into those it must wait for
 /// (live) and those it closes first (expired: a commit in a closed session is refused, so
-/// a client that was silent for a day cannot commit chunks the sweep has removed).
+/// a client that was silent past the TTL cannot commit chunks the sweep has removed).
 pub fn sessions_at_gc_start(sessions: &[Session], now_ms: i64) -> (Vec<&Session>, Vec<&Session>) {
     sessions.iter().partition(|s| !s.expired(now_ms))
 }
@@ -280,6 +288,7 @@ mod tests {
             started_ms: ms,
             host: String::new(),
             committed: None,
+            renewed_ms: 0,
         };
         let now = SESSION_TTL_MS + 10_000;
         let sessions = vec![s(1_000), s(20_000), s(now - 5)];
@@ -290,5 +299,11 @@ mod tests {
         // One of them closed, and a new one opened: only the other old one is waited for.
         let later = vec![sessions[2].clone(), s(now + 1)];
         assert_eq!(still_waiting(&waiting, &later), vec![&later[0]]);
+        // A renewed session lives on.
+        let renewed = Session {
+            renewed_ms: now - 1,
+            ..sessions[0].clone()
+        };
+        assert!(!renewed.expired(now));
     }
 }

@@ -168,7 +168,9 @@ pub fn admit<V: CatalogRead + ?Sized>(
     let (access, subject) = match cmd {
         Command::CommitBackup { record, .. } => (Access::Commit, Subject::Env(record.id.env)),
         Command::OpenSession { session } => (Access::Commit, Subject::Env(session.env)),
-        Command::CloseSession { id } => (Access::Commit, Subject::Session(*id)),
+        Command::CloseSession { id } | Command::RenewSession { id, .. } => {
+            (Access::Commit, Subject::Session(*id))
+        }
         Command::DeleteBackup { .. }
         | Command::UpdateBackup { .. }
         | Command::ProtectBackup { .. }
@@ -521,6 +523,7 @@ mod tests {
             started_ms: 0,
             host: "h1".into(),
             committed: None,
+            renewed_ms: 0,
         };
         let mut spoofed = session.clone();
         spoofed.host = "h9".into();

@@ -193,6 +193,19 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decisio
             writes: vec![Write::PutSession(session.clone())],
             response: Response::Done,
         }),
+        Command::RenewSession { id, now_ms } => Ok(match view.session(id)? {
+            Some(mut s) => {
+                s.renewed_ms = *now_ms;
+                Decision {
+                    writes: vec![Write::PutSession(s)],
+                    response: Response::Done,
+                }
+            }
+            None => Decision::refuse(
+                ErrorCode::Conflict,
+                format!("backup session {id} is closed or expired; its backup cannot commit — run it again"),
+            ),
+        }),
         Command::CloseSession { id } => Ok(Decision {
             writes: vec![Write::DeleteSession(*id)],
             response: Response::Done,
@@ -890,6 +903,7 @@ pub(crate) mod tests {
             started_ms: 0,
             host: "hn1".into(),
             committed: None,
+            renewed_ms: 0,
         };
         cat.run(Command::OpenSession {
             session: session.clone(),
@@ -914,8 +928,20 @@ pub(crate) mod tests {
             session: Some(session.id),
         });
         assert_eq!(code(&r), Some(ErrorCode::InvalidArgument), "{r:?}");
-        // Once the session is closed (or expired and closed by GC), its commit is refused.
+        // A renewal keeps it open; once closed (or expired and closed by GC), renewals and
+        // commits in it are refused.
+        let renewed = cat.run(Command::RenewSession {
+            id: session.id,
+            now_ms: 77,
+        });
+        assert_eq!(renewed, Response::Done);
+        assert_eq!(cat.session(&session.id).unwrap().unwrap().renewed_ms, 77);
         cat.run(Command::CloseSession { id: session.id });
+        let r = cat.run(Command::RenewSession {
+            id: session.id,
+            now_ms: 78,
+        });
+        assert_eq!(code(&r), Some(ErrorCode::Conflict), "{r:?}");
         let late = cat.run(in_session(T + 9));
         assert_eq!(code(&late), Some(ErrorCode::Conflict), "{late:?}");
         assert_eq!(cat.backups(Some(env)).unwrap().len(), 1);

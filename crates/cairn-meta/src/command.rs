@@ -158,6 +158,8 @@ pub enum Command {
     },
     /// Ends a backup session; unknown ids are fine (already closed or expired).
     CloseSession { id: uuid::Uuid },
+    /// Keeps a running backup's session from expiring; refused when it is closed already.
+    RenewSession { id: uuid::Uuid, now_ms: i64 },
     /// Names the cluster, once: proposed by the node that formed it. Later proposals keep
     /// the first id.
     SetClusterId { id: uuid::Uuid },
@@ -226,6 +228,7 @@ impl Command {
             Command::SubmitJob { .. } => "submit_job",
             Command::OpenSession { .. } => "open_session",
             Command::CloseSession { .. } => "close_session",
+            Command::RenewSession { .. } => "renew_session",
             Command::SetClusterId { .. } => "set_cluster_id",
             Command::RegisterHost { .. } => "register_host",
             Command::CreateJob { .. } => "create_job",

@@ -497,6 +497,7 @@ impl Catalog for CatalogService {
             // An agent's sessions are its host's, whatever it says.
             host: who.agent_host().map(str::to_string).unwrap_or(req.host),
             committed: None,
+            renewed_ms: 0,
         };
         self.write(
             &who,
@@ -525,6 +526,30 @@ impl Catalog for CatalogService {
         })?;
         self.write(&who, Command::CloseSession { id }).await?;
         Ok(Response::new(pb::CloseSessionResponse {}))
+    }
+
+    async fn renew_session(
+        &self,
+        req: Request<pb::Session>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, catalog, renew_session);
+        let s = req.into_inner();
+        let id: uuid::Uuid = s.id.parse().map_err(|e| {
+            status(
+                ErrorCode::InvalidArgument,
+                format!("malformed session id: {e}"),
+            )
+        })?;
+        self.write(
+            &who,
+            Command::RenewSession {
+                id,
+                now_ms: crate::gc::now_ms(),
+            },
+        )
+        .await?;
+        Ok(Response::new(s))
     }
 
     #[tracing::instrument(skip_all)]

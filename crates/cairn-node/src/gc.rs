@@ -19,7 +19,7 @@
 //!    sequence number of its last touch. Touches after it have greater numbers.
 //! 2. **Wait for the sessions open now.** Every backup registers a session before it uploads
 //!    or asks anything; the leader reads the open sessions (linearizable), closes those that
-//!    expired (a day old: a commit in a closed session is refused) and waits until the others
+//!    expired (not renewed for 15 minutes: a commit in a closed session is refused) and waits until the others
 //!    have closed. A session opened later was committed after step 1 ended, so every touch
 //!    its backup makes comes after every node's mark.
 //! 3. **Mark the catalog.** Read every committed backup (linearizable) and walk its
