@@ -75,6 +75,9 @@ pub trait CatalogRead {
 
     /// Returns an open backup session.
     fn session(&self, id: &uuid::Uuid) -> Result<Option<Session>, Self::Error>;
+
+    /// Returns the time of the last backup id given to `env` (deleted or not), if recorded.
+    fn last_id(&self, env: EnvId) -> Result<Option<i64>, Self::Error>;
 }
 
 /// One change to the catalog's data.
@@ -99,6 +102,8 @@ pub enum Write {
     PutSession(cairn_core::retention::Session),
     /// Forgets a backup session.
     DeleteSession(uuid::Uuid),
+    /// Records the time of the last backup id given to `env`.
+    PutLastId { env: EnvId, time: i64 },
     /// Names the cluster.
     PutClusterId(uuid::Uuid),
     /// Inserts or replaces a host.
@@ -353,9 +358,27 @@ fn commit_backup<V: CatalogRead + ?Sized>(
         }
     }
 
-    // The first free second at or after the requested one; the catalog is finite, so this
-    // ends, and every member reaches the same answer from the same state.
-    let mut time = requested;
+    // Ids of one environment grow in commit order and are never given twice: the first free
+    // second at or after the requested one and after every id the environment was given
+    // before (deleted ones too). So the newest id is the newest commit whatever the
+    // proposers' clocks say, retention never takes a backup it has just acknowledged for an
+    // older one, and an id once deleted never names other content. The catalog is finite,
+    // so the search ends, and every member reaches the same answer from the same state.
+    let after = match view.last_id(env)? {
+        Some(t) => Some(t),
+        // Catalogs from before the mark was kept: the newest stored backup.
+        None => view.backups(Some(env))?.iter().map(|b| b.id.time).max(),
+    };
+    let mut time = match after {
+        Some(t) if t >= requested => t.saturating_add(1),
+        _ => requested,
+    };
+    if time > MAX_BACKUP_TIME {
+        return Ok(Decision::refuse(
+            ErrorCode::Conflict,
+            format!("environment {env} has no free backup second after {requested}"),
+        ));
+    }
     while view.backup(&BackupId::new(env, time))?.is_some() {
         match time.checked_add(1).filter(|t| *t <= MAX_BACKUP_TIME) {
             Some(next) => time = next,
@@ -373,7 +396,8 @@ fn commit_backup<V: CatalogRead + ?Sized>(
     stored.id = id;
     // Protection is an admin's act on a committed backup, never part of a commit.
     stored.protected = false;
-    let mut writes = Vec::with_capacity(2);
+    let mut writes = Vec::with_capacity(3);
+    writes.push(Write::PutLastId { env, time });
     if !stored.name.is_empty() {
         writes.push(Write::PutName {
             env,
@@ -543,6 +567,9 @@ impl<V: CatalogRead + ?Sized> CatalogRead for WithConfig<'_, V> {
     fn session(&self, id: &uuid::Uuid) -> Result<Option<Session>, V::Error> {
         self.inner.session(id)
     }
+    fn last_id(&self, env: EnvId) -> Result<Option<i64>, V::Error> {
+        self.inner.last_id(env)
+    }
 }
 
 /// Protects a backup or lifts the protection.
@@ -682,6 +709,7 @@ pub(crate) mod tests {
         tokens: BTreeMap<String, TokenRecord>,
         configs: BTreeMap<EnvId, EnvConfig>,
         sessions: BTreeMap<uuid::Uuid, Session>,
+        last_ids: BTreeMap<EnvId, i64>,
     }
 
     impl CatalogRead for MemCatalog {
@@ -727,6 +755,9 @@ pub(crate) mod tests {
         fn session(&self, id: &uuid::Uuid) -> Result<Option<Session>, Infallible> {
             Ok(self.sessions.get(id).cloned())
         }
+        fn last_id(&self, env: EnvId) -> Result<Option<i64>, Infallible> {
+            Ok(self.last_ids.get(&env).copied())
+        }
     }
 
     impl MemCatalog {
@@ -749,6 +780,9 @@ pub(crate) mod tests {
                     Write::PutClusterId(id) => self.cluster_id = Some(*id),
                     Write::PutEnvConfig(env, c) => {
                         self.configs.insert(*env, c.clone());
+                    }
+                    Write::PutLastId { env, time } => {
+                        self.last_ids.insert(*env, *time);
                     }
                     Write::PutSession(session) => {
                         self.sessions.insert(session.id, session.clone());
@@ -947,6 +981,36 @@ pub(crate) mod tests {
         assert_eq!(cat.backups(Some(env)).unwrap().len(), 1);
     }
 
+    /// Found by the nemesis harness (seeds 1 and 4): a commit landed in a gap before a newer
+    /// backup and retention removed it in its own write; a deleted id was given again.
+    #[test]
+    fn ids_grow_in_commit_order_and_are_never_given_twice() {
+        let env = EnvId::derive("hn1/101");
+        let mut cat = MemCatalog::default();
+        let cfg = EnvConfig {
+            keep_max: Some(2),
+            ..Default::default()
+        };
+        cat.run(Command::SetEnvConfig {
+            env,
+            config: cfg,
+            now_ms: 0,
+        });
+        let a = committed_id(commit(&mut cat, env, T, ""));
+        let b = committed_id(commit(&mut cat, env, T + 10, ""));
+        // A leader whose clock is behind proposes an earlier second: the id still comes
+        // after b, and retention (keep 2) removes a, not the backup just committed.
+        let c = committed_id(commit(&mut cat, env, T + 1, ""));
+        assert_eq!(c.time, T + 11);
+        assert!(cat.backup(&c).unwrap().is_some());
+        assert!(cat.backup(&a).unwrap().is_none());
+        // The newest is deleted; the next commit does not reuse its id.
+        assert_eq!(cat.run(Command::DeleteBackup { id: c }), Response::Deleted);
+        let d = committed_id(commit(&mut cat, env, T + 11, ""));
+        assert_eq!(d.time, T + 12);
+        assert!(b < d);
+    }
+
     #[test]
     fn same_second_commits_move_to_the_first_free_later_second() {
         let env = EnvId::derive("hn1/101");
@@ -956,8 +1020,9 @@ pub(crate) mod tests {
         let ids: Vec<i64> = (0..3)
             .map(|_| committed_id(commit(&mut cat, env, T, "")).time)
             .collect();
-        // T, T+1, then T+2 is taken, so T+3.
-        assert_eq!(ids, vec![T, T + 1, T + 3]);
+        // Later commits get later ids, whatever second they asked for (a proposer's clock
+        // behind another's, or several commits in one second).
+        assert_eq!(ids, vec![T + 3, T + 4, T + 5]);
         // Another environment has its own seconds.
         assert_eq!(committed_id(commit(&mut cat, other, T, "")).time, T);
         // The stored record carries the id it was stored under.
@@ -1013,8 +1078,9 @@ pub(crate) mod tests {
             code(&cat.run(Command::DeleteBackup { id })),
             Some(ErrorCode::NotFound)
         );
-        // The name is free again, and so is the second.
-        assert_eq!(committed_id(commit(&mut cat, env, T, "weekly")), id);
+        // The name is free again; the id is not (another backup never gets a deleted id).
+        let again = committed_id(commit(&mut cat, env, T, "weekly"));
+        assert_eq!(again.time, T + 1);
     }
 
     #[test]

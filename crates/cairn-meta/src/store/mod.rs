@@ -116,6 +116,8 @@ pub(crate) const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 /// Key prefixes in the cluster tree: per-environment config, open backup sessions.
 pub(crate) const PREFIX_ENV_CONFIG: &[u8] = b"env/";
 pub(crate) const PREFIX_SESSION: &[u8] = b"session/";
+/// Key prefix in the cluster tree: each environment's last backup id time.
+pub(crate) const PREFIX_LAST_ID: &[u8] = b"last-id/";
 /// Key prefixes in the cluster tree: hosts (by id), environments, jobs (UUIDv7, so key order
 /// is creation order), each environment's active job, agent tokens (by id).
 pub(crate) const PREFIX_HOST: &[u8] = b"host/";
@@ -135,6 +137,11 @@ pub(crate) fn env_config_key(env: EnvId) -> Vec<u8> {
 }
 
 /// Returns the key of a backup session in the cluster tree.
+/// Key of the time of the last backup id given to an environment, in the cluster tree.
+pub(crate) fn last_id_key(env: EnvId) -> Vec<u8> {
+    [PREFIX_LAST_ID, env.to_string().as_bytes()].concat()
+}
+
 pub(crate) fn session_key(id: &uuid::Uuid) -> Vec<u8> {
     [PREFIX_SESSION, id.as_bytes().as_slice()].concat()
 }

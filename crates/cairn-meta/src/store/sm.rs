@@ -234,6 +234,10 @@ impl CatalogRead for Overlay<'_> {
     ) -> Result<Option<cairn_core::retention::Session>, ViewError> {
         self.json(CLUSTER, &super::session_key(id), "backup session")
     }
+
+    fn last_id(&self, env: EnvId) -> Result<Option<i64>, ViewError> {
+        self.json(CLUSTER, &super::last_id_key(env), "last backup id")
+    }
 }
 
 fn decode_time(v: &[u8]) -> Option<i64> {
@@ -273,6 +277,9 @@ fn write_all(view: &Overlay<'_>, writes: &[Write]) -> Result<(), ViewError> {
                 view.insert(CLUSTER, super::session_key(&s.id), view_json(s)?);
             }
             Write::DeleteSession(id) => view.remove(CLUSTER, super::session_key(id)),
+            Write::PutLastId { env, time } => {
+                view.insert(CLUSTER, super::last_id_key(*env), view_json(time)?);
+            }
             Write::PutClusterId(id) => {
                 view.insert(CLUSTER, super::KEY_CLUSTER_ID, id.as_bytes().as_slice());
             }
@@ -421,6 +428,10 @@ impl CatalogRead for StateMachineStore {
         id: &uuid::Uuid,
     ) -> Result<Option<cairn_core::retention::Session>, MetaError> {
         StateMachineStore::session(self, id)
+    }
+
+    fn last_id(&self, env: EnvId) -> Result<Option<i64>, MetaError> {
+        self.get_cluster(super::last_id_key(env), "last backup id")
     }
 }
 
