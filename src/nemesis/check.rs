@@ -211,11 +211,28 @@ fn judge(ctx: &Ctx, nem: &mut Nemesis) -> Verdict {
                 .push(o.outcome);
         }
     }
+    let acked_op = |id: &str| ctx.acked.lock().unwrap().get(id).map(|t| t.op);
     for (id, outs) in &delete_outcome {
-        if outs.contains(&Outcome::Ok) && listed.contains_key(id) {
-            v.anomalies.push(format!(
-                "backup {id} is listed after its delete was acknowledged"
-            ));
+        if !outs.contains(&Outcome::Ok) || !listed.contains_key(id) {
+            continue;
+        }
+        // The same id acknowledged again by a backup invoked after the delete completed is
+        // another backup under a reused id: reported as such, not as the delete undone.
+        let deleted_at = ops
+            .iter()
+            .filter(|o| o.kind == "delete" && o.outcome == Outcome::Ok)
+            .filter(|o| o.result["id"].as_str() == Some(id.as_str()))
+            .map(|o| (o.id, o.completed))
+            .last();
+        let again = acked_op(id).and_then(|b| ops.iter().find(|o| o.id == b));
+        match (deleted_at, again) {
+            (Some((d, done)), Some(b)) if b.invoked > done => v.anomalies.push(format!(
+                "backup id {id} was deleted (op {d}) and then given to another backup (op {}): ids are reused",
+                b.id
+            )),
+            _ => v
+                .anomalies
+                .push(format!("backup {id} is listed after its delete was acknowledged")),
         }
     }
 
