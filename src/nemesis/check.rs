@@ -220,10 +220,11 @@ fn judge(ctx: &Ctx, nem: &mut Nemesis) -> Verdict {
         // another backup under a reused id: reported as such, not as the delete undone.
         let deleted_at = ops
             .iter()
+            .rev()
             .filter(|o| o.kind == "delete" && o.outcome == Outcome::Ok)
             .filter(|o| o.result["id"].as_str() == Some(id.as_str()))
             .map(|o| (o.id, o.completed))
-            .last();
+            .next();
         let again = acked_op(id).and_then(|b| ops.iter().find(|o| o.id == b));
         match (deleted_at, again) {
             (Some((d, done)), Some(b)) if b.invoked > done => v.anomalies.push(format!(
