@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod http;
+pub mod nemesis;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -68,6 +69,9 @@ pub struct Node {
     pub token: Option<String>,
     /// The CA certificate client commands trust (`CAIRN_CA`), for a node speaking TLS.
     pub ca: Option<PathBuf>,
+    /// Extra environment of the node process, applied at every (re)start (the nemesis sets
+    /// `LD_PRELOAD`/`FAKETIME` here to skew a node's clock).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -112,6 +116,7 @@ impl Node {
             config,
             token: token.map(str::to_string),
             ca: ca.map(Path::to_path_buf),
+            env: Vec::new(),
         };
         n.restart();
         n
@@ -129,6 +134,7 @@ impl Node {
             .args(["node", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -156,6 +162,11 @@ impl Node {
                 .success()
                 .then_some(())
         });
+    }
+
+    /// The process id while the process runs (for signals such as SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Tells whether the process was started and not stopped or killed by the harness.
