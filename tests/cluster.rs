@@ -642,6 +642,23 @@ fn the_leader_the_client_talks_to_dies_mid_backup_and_the_backup_finishes() {
     let survivor = c.nodes.iter().find(|n| n.is_running()).unwrap();
     let list: Value = serde_json::from_str(&survivor.ok(&["backups", "list", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "committed once: {list}");
+    // A client given several addresses uses the first that answers.
+    let dead = &c.nodes[leader as usize - 1].url;
+    let out = std::process::Command::new(cairn_tests::cairn_bin())
+        .args(["backups", "list", "--json"])
+        .env("CAIRN_CLUSTER", format!("{dead},{}", survivor.url))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // And one whose every address is dead names each of them.
+    let out = std::process::Command::new(cairn_tests::cairn_bin())
+        .args(["backups", "list"])
+        .env("CAIRN_CLUSTER", format!("{dead},http://127.0.0.1:1"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(dead.as_str()) && err.contains("127.0.0.1:1"), "{err}");
     restore_identical(
         survivor,
         b["id"].as_str().unwrap(),

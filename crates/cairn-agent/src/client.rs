@@ -58,6 +58,8 @@ type Chunks = ChunksClient<AuthChannel>;
 #[derive(Clone)]
 pub struct Cluster {
     pub url: String,
+    /// Every address the client was given (the first that answered is `url`).
+    seeds: Arc<Vec<String>>,
     inner: Arc<Inner>,
     /// The credentials of this clone's calls (and whom they are made for).
     token: Token,
@@ -177,8 +179,39 @@ impl Cluster {
         Cluster::connect_with_token(url, token.as_deref()).await
     }
 
-    /// Connects to `url`, sending `token` on every call.
-    pub async fn connect_with_token(url: &str, token: Option<&str>) -> Result<Cluster, AgentError> {
+    /// Connects to the first node of `urls` (one address, or several separated by commas)
+    /// that answers, sending `token` on every call. The other addresses stay known: calls
+    /// fall back on them as on the members the cluster names.
+    pub async fn connect_with_token(urls: &str, token: Option<&str>) -> Result<Cluster, AgentError> {
+        let list: Vec<&str> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let mut tried = Vec::new();
+        let mut first_err = None;
+        for url in &list {
+            match Cluster::connect_one(url, token).await {
+                Ok(mut c) => {
+                    c.seeds = Arc::new(list.iter().map(|u| u.to_string()).collect());
+                    return Ok(c);
+                }
+                Err(e @ AgentError::Unreachable { .. }) if list.len() > 1 => {
+                    if let AgentError::Unreachable { url, why } = &e {
+                        tried.push((url.clone(), why.clone()));
+                    }
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(match first_err {
+            Some(e) => gave_up(e, &tried),
+            None => AgentError::Invalid(format!("no cluster address in {urls:?}")),
+        })
+    }
+
+    async fn connect_one(url: &str, token: Option<&str>) -> Result<Cluster, AgentError> {
         let token = Token::new(token).map_err(|e| AgentError::Invalid(e.to_string()))?;
         let tls = match std::env::var_os("CAIRN_CA") {
             Some(path) => {
@@ -205,6 +238,7 @@ impl Cluster {
         })?;
         let c = Cluster {
             url: url.to_string(),
+            seeds: Arc::default(),
             token,
             reading: None,
             inner: Arc::new(Inner {
@@ -303,6 +337,11 @@ impl Cluster {
                 if !out.contains(&n.addr) {
                     out.push(n.addr);
                 }
+            }
+        }
+        for s in self.seeds.iter() {
+            if !out.contains(s) {
+                out.push(s.clone());
             }
         }
         out

@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct ClusterArg {
-    /// Address of any storage node.
+    /// Address of any storage node, or several separated by commas (the first that answers
+    /// is used; the others, and every member it names, are tried when a node fails).
     #[arg(long, env = "CAIRN_CLUSTER", default_value = DEFAULT_CLUSTER, global = true)]
     cluster: String,
     /// Your token (a user token from `cairn token create`; the cluster secret also works),
