@@ -260,9 +260,14 @@ fn a_corrupted_pack_byte_is_detected_and_named() {
 fn bad_input_gets_one_clear_line() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("node"));
-    let err = |args: &[&str]| {
+    // A failure exits 1, bad usage (a malformed id, a level that is none) 2; both in one line.
+    let fails = |code: i32, args: &[&str]| {
         let out = node.cairn(args);
-        assert_eq!(out.status.code(), Some(1), "{args:?} did not fail with 1");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?} did not exit {code}"
+        );
         let all = String::from_utf8_lossy(&out.stderr).into_owned();
         // Progress phase lines may come first; the failure itself is exactly one line.
         let errors: Vec<&str> = all.lines().filter(|l| l.starts_with("error: ")).collect();
@@ -274,11 +279,13 @@ fn bad_input_gets_one_clear_line() {
         assert!(all.trim_end().ends_with(errors[0]), "{args:?}: {all}");
         errors[0].to_string()
     };
+    let err = |args: &[&str]| fails(1, args);
+    let usage = |args: &[&str]| fails(2, args);
     let e = err(&["backup", "/no/such/dir", "--env", ENV]);
     assert!(e.contains("/no/such/dir"), "{e}");
-    let e = err(&["backup", "/tmp", "--env", "not-a-uuid"]);
+    let e = usage(&["backup", "/tmp", "--env", "not-a-uuid"]);
     assert!(e.contains("malformed environment id"), "{e}");
-    let e = err(&["backup", "/tmp", "--env", ENV, "--compression", "7"]);
+    let e = usage(&["backup", "/tmp", "--env", ENV, "--compression", "7"]);
     assert!(e.contains("compression"), "{e}");
     let e = err(&[
         "restore",
@@ -286,7 +293,7 @@ fn bad_input_gets_one_clear_line() {
         "/tmp/x-cairn-none",
     ]);
     assert!(e.contains("not found"), "{e}");
-    let e = err(&["backups", "show", "../../etc/passwd"]);
+    let e = usage(&["backups", "show", "../../etc/passwd"]);
     assert!(e.contains("malformed backup id"), "{e}");
     let e = err(&["backups", "delete", &format!("{ENV}/20200101000000")]);
     assert!(
