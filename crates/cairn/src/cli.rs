@@ -547,13 +547,12 @@ fn usage_check(ok: bool, msg: &str) -> Result<()> {
 }
 
 fn parse_env(s: &str) -> Result<EnvId> {
-    s.parse::<EnvId>()
-        .map_err(|e| Usage(format!("--env {s:?}: {e}")).into())
+    s.parse::<EnvId>().map_err(|e| Usage(e.to_string()).into())
 }
 
 fn parse_backup(s: &str) -> Result<BackupId> {
     s.parse::<BackupId>()
-        .map_err(|e| Usage(format!("{s:?}: {e}")).into())
+        .map_err(|e| Usage(e.to_string()).into())
 }
 
 pub fn hostname() -> String {
