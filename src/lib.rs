@@ -286,6 +286,8 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+pub use cairn_fs::testing::require_root;
+
 /// Returns `n` distinct ports that were free a moment ago (the OS picked them). A cluster's
 /// nodes must know each other's addresses before they start, so ports cannot be learnt
 /// after the fact as a lone node's are.
@@ -493,6 +495,11 @@ impl Agent {
 
     /// (Re)starts the process.
     pub fn restart(&mut self) {
+        self.restart_with_env(&[]);
+    }
+
+    /// (Re)starts the process with extra environment variables (a failpoint, say).
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -503,6 +510,8 @@ impl Agent {
             .arg(&self.config)
             .env("RUST_LOG", "info")
             .env_remove("CAIRN_TOKEN")
+            .env_remove("CAIRN_FAILPOINT")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

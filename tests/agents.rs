@@ -14,6 +14,8 @@ use serde_json::Value;
 
 const TOKEN: &str = "cluster-t0ken";
 
+/// Also checks "Each agent runs `max_jobs` jobs at once": h1 (`max_jobs = 4`) runs its four
+/// jobs at once, h2 (`max_jobs = 2`) never more than two of its four.
 #[test]
 fn jobs_reach_their_agent_report_progress_and_run_concurrently() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,7 +46,7 @@ fn jobs_reach_their_agent_report_progress_and_run_concurrently() {
         &c,
         dir.path(),
         "h2",
-        "max_jobs = 4",
+        "max_jobs = 2",
         &format!("dirs = [\"{}\"]", h2_dirs.display()),
     );
     let h1 = c.nodes[1].envs(Some("h1"), 4);
@@ -100,14 +102,56 @@ fn jobs_reach_their_agent_report_progress_and_run_concurrently() {
     assert_eq!(b["env_info"]["title"], "Site 101");
     assert_eq!(b["host"], "h1");
 
-    // Eight environments on two agents at once: all succeed.
+    // Eight environments on two agents at once. A pre-backup hook holds each job until its
+    // agent runs as many jobs as it may (h1: 4, h2: 2), so those run at once for certain;
+    // the job records (claimed → finished) then show no agent ran more than its max_jobs.
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(marks.join("h1")).unwrap();
+    std::fs::create_dir_all(marks.join("h2")).unwrap();
+    let barrier = dir.path().join("barrier.sh");
+    std::fs::write(
+        &barrier,
+        format!(
+            "case \"$CAIRN_PATH\" in {}/*) d={m}/h1; n=4;; *) d={m}/h2; n=2;; esac\n\
+             touch \"$d/$CAIRN_JOB\"\n\
+             while [ \"$(ls \"$d\" | wc -l)\" -lt \"$n\" ]; do sleep 0.05; done\n",
+            private.display(),
+            m = marks.display()
+        ),
+    )
+    .unwrap();
+    c.nodes[0].ok(&[
+        "config",
+        "set",
+        "--pre-hook",
+        &format!("sh {}", barrier.display()),
+    ]);
     let ids: Vec<String> = h1
         .iter()
         .chain(h2.iter())
         .map(|(_, eid)| submit(&c.nodes[0], &["backup", "--env", eid]))
         .collect();
-    for id in &ids {
-        succeeded(&c.nodes[1], id);
+    let records: Vec<Value> = ids.iter().map(|id| succeeded(&c.nodes[1], id)).collect();
+    let ms = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    for (host, max_jobs) in [("h1", 4), ("h2", 2)] {
+        let spans: Vec<(i64, i64)> = records
+            .iter()
+            .filter(|j| j["host"] == host)
+            .map(|j| (ms(&j["started"]), ms(&j["finished"])))
+            .collect();
+        assert_eq!(spans.len(), 4, "{host}");
+        // The most jobs running at one moment: at some job's start, the jobs begun by then
+        // and not yet finished.
+        let most = spans
+            .iter()
+            .map(|&(at, _)| spans.iter().filter(|&&(s, f)| s <= at && at < f).count())
+            .max()
+            .unwrap();
+        assert_eq!(most, max_jobs, "{host} ran {most} jobs at once: {spans:?}");
     }
     for (_, eid) in h1.iter().chain(h2.iter()) {
         assert!(!backups(&c.nodes[0], eid).is_empty(), "{eid} has a backup");
@@ -454,31 +498,69 @@ fn restores_in_place_atomically_and_selectively() {
     assert_eq!(snapshot(&ct), original);
     assert!(siblings(&envs_dir).is_empty(), "{:?}", siblings(&envs_dir));
 
-    // A crash mid-restore: the target is the old tree or the new one, never a mix.
-    std::fs::write(ct.join("etc/new"), "new\n").unwrap();
-    let before_crash = snapshot(&ct);
-    assert_ne!(before_crash, original);
-    let id = submit(n, &["restore", &backup_id, "--env", &eid, "--force"]);
-    wait_for(Duration::from_secs(30), "the restore to run", || {
-        (job(n, &id)["state"] != "queued").then_some(())
-    });
-    agent.kill();
-    let now = snapshot(&ct);
-    assert!(
-        now == before_crash || now == original,
-        "after a crash the target is whole: {:?}",
-        now.keys().collect::<Vec<_>>()
-    );
+    // A crash at a chosen step of the restore (the agent aborts at a failpoint): the target
+    // is entirely the original or entirely the restored tree, never a mix; the job fails
+    // once its lease passes; the restarted agent cleans up on the next restore.
     let _ = changed;
-    finished(n, &id, Duration::from_secs(30));
-    // The restarted agent cleans up what the crash left on the next restore.
-    agent.restart();
-    succeeded(
-        n,
-        &submit(n, &["restore", &backup_id, "--env", &eid, "--force"]),
-    );
-    assert_eq!(snapshot(&ct), original);
-    assert!(siblings(&envs_dir).is_empty(), "{:?}", siblings(&envs_dir));
+    for (point, swapped) in [("after_stage", false), ("after_exchange", true)] {
+        std::fs::write(ct.join("etc/new"), "new\n").unwrap();
+        let before_crash = snapshot(&ct);
+        assert_ne!(before_crash, original);
+        agent.kill();
+        agent.restart_with_env(&[("CAIRN_FAILPOINT", point)]);
+        let id = submit(n, &["restore", &backup_id, "--env", &eid, "--force"]);
+        let st = agent.wait_exit(Duration::from_secs(120));
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            st.signal(),
+            Some(nix::libc::SIGABRT),
+            "{point}: the agent aborts at the failpoint ({st}); log:\n{}",
+            agent.log()
+        );
+        assert!(
+            agent.log().contains(&format!("failpoint {point}")),
+            "{point}"
+        );
+        let (whole, other) = if swapped {
+            (&original, &before_crash)
+        } else {
+            (&before_crash, &original)
+        };
+        assert!(
+            snapshot(&ct) == *whole,
+            "{point}: after the crash the target is wholly the {} tree: {:?}",
+            if swapped { "restored" } else { "original" },
+            snapshot(&ct).keys().collect::<Vec<_>>()
+        );
+        // The other tree is the staging sibling: the finished restore before the exchange,
+        // the original after it.
+        let staging = format!(".ct.cairn-restore-{}", id.replace('-', ""));
+        assert_eq!(siblings(&envs_dir), vec![staging.clone()], "{point}");
+        assert!(snapshot(&envs_dir.join(&staging)) == *other, "{point}");
+        // Nobody renews the lease: the job fails with that reason, also once the agent is
+        // back (it does not adopt a job it was running when it died).
+        agent.restart();
+        let j = finished(n, &id, Duration::from_secs(60));
+        assert_eq!(j["state"], "failed", "{point}: {j:#}");
+        assert!(
+            j["reason"]
+                .as_str()
+                .unwrap()
+                .contains("stopped renewing its lease"),
+            "{point}: {j:#}"
+        );
+        assert!(
+            snapshot(&ct) == *whole,
+            "{point}: the restart changed nothing"
+        );
+        // The next restore removes the leftover and puts the backup's tree in place.
+        succeeded(
+            n,
+            &submit(n, &["restore", &backup_id, "--env", &eid, "--force"]),
+        );
+        assert_eq!(snapshot(&ct), original);
+        assert!(siblings(&envs_dir).is_empty(), "{:?}", siblings(&envs_dir));
+    }
 
     // Onto another host, when the original host is gone: h2's agent restores h1's backup.
     agent.kill();

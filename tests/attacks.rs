@@ -17,7 +17,9 @@ use cairn_tests::fleet::{
 };
 use cairn_tests::http::{self, basic};
 use cairn_tests::TestCluster;
-use cairn_tests::{add_user, cairn_bin, free_ports, is_root, wait_for, Agent, KillOnDrop, Node};
+use cairn_tests::{
+    add_user, cairn_bin, free_ports, require_root, wait_for, Agent, KillOnDrop, Node,
+};
 use serde_json::Value;
 
 const SECRET: &str = "attacks-cluster-secret";
@@ -826,7 +828,7 @@ fn gateway(f: &Fleet, users: &Path, token: &str) -> (KillOnDrop, String, String)
 /// (to make a device node and a root-owned setuid file); CI runs it as root.
 #[test]
 fn restoring_onto_another_host_withholds_privileges_unless_asked() {
-    assert!(is_root(), "this test needs root (CI runs it as root)");
+    require_root("makes a device node and a root-owned setuid file");
     let dir = tempfile::tempdir().unwrap();
     let c = TestCluster::start_with_token(&dir.path().join("c"), 3, "", Some(SECRET));
     let (private1, conf1) = vz_host(&dir.path().join("hn1"), &[("101", 4 << 10)]);

@@ -138,7 +138,9 @@ fn with_two_nodes_down_writes_are_refused_and_restores_still_work() {
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    eprintln!("refused as expected: {}", errors[0]);
+    // Whether node 1 led (the write waits for a quorum: "not committed within 10s") or
+    // followed (no leader is elected), the line says a majority of the voters is missing.
+    assert!(errors[0].contains("a majority of the voters"), "{err}");
 
     // The surviving copy restores the existing backup, from the survivor's own catalog.
     restore_identical(&c.nodes[0], &id, &src, &tmp.path().join("out"));

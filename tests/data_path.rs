@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_tests::{is_root, noise, wait_for, Node};
+use cairn_tests::{is_root, noise, require_root, wait_for, Node};
 use serde_json::Value;
 
 const ENV: &str = "6f1c0d9e-2b1a-4d7e-9a55-0c3b8e1f7a21";
@@ -44,9 +44,9 @@ fn every_file_kind_restores_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("node"));
     let src = tmp.path().join("src");
-    for note in cairn_fs::testing::build_every_kind_tree(&src) {
-        println!("note: {note}");
-    }
+    require_root("the tree has device nodes, other owners and a file capability");
+    let notes = cairn_fs::testing::build_every_kind_tree(&src);
+    assert!(notes.is_empty(), "every kind of object is built: {notes:?}");
     let b = backup(&node, &src, ENV, &["--type", "full"]);
     assert_eq!(b["state"], "complete", "{b}");
     let id = b["id"].as_str().unwrap();
@@ -260,9 +260,14 @@ fn a_corrupted_pack_byte_is_detected_and_named() {
 fn bad_input_gets_one_clear_line() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("node"));
-    let err = |args: &[&str]| {
+    // A failure exits 1, bad usage (a malformed id, a level that is none) 2; both in one line.
+    let fails = |code: i32, args: &[&str]| {
         let out = node.cairn(args);
-        assert_eq!(out.status.code(), Some(1), "{args:?} did not fail with 1");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?} did not exit {code}"
+        );
         let all = String::from_utf8_lossy(&out.stderr).into_owned();
         // Progress phase lines may come first; the failure itself is exactly one line.
         let errors: Vec<&str> = all.lines().filter(|l| l.starts_with("error: ")).collect();
@@ -274,11 +279,13 @@ fn bad_input_gets_one_clear_line() {
         assert!(all.trim_end().ends_with(errors[0]), "{args:?}: {all}");
         errors[0].to_string()
     };
+    let err = |args: &[&str]| fails(1, args);
+    let usage = |args: &[&str]| fails(2, args);
     let e = err(&["backup", "/no/such/dir", "--env", ENV]);
     assert!(e.contains("/no/such/dir"), "{e}");
-    let e = err(&["backup", "/tmp", "--env", "not-a-uuid"]);
+    let e = usage(&["backup", "/tmp", "--env", "not-a-uuid"]);
     assert!(e.contains("malformed environment id"), "{e}");
-    let e = err(&["backup", "/tmp", "--env", ENV, "--compression", "7"]);
+    let e = usage(&["backup", "/tmp", "--env", ENV, "--compression", "7"]);
     assert!(e.contains("compression"), "{e}");
     let e = err(&[
         "restore",
@@ -286,7 +293,7 @@ fn bad_input_gets_one_clear_line() {
         "/tmp/x-cairn-none",
     ]);
     assert!(e.contains("not found"), "{e}");
-    let e = err(&["backups", "show", "../../etc/passwd"]);
+    let e = usage(&["backups", "show", "../../etc/passwd"]);
     assert!(e.contains("malformed backup id"), "{e}");
     let e = err(&["backups", "delete", &format!("{ENV}/20200101000000")]);
     assert!(
@@ -372,10 +379,7 @@ fn bincode_entry(e: &cairn_core::Entry) -> Vec<u8> {
 
 #[test]
 fn unreadable_files_make_the_backup_incomplete() {
-    if !is_root() {
-        println!("note: skipped; needs root to run the client as another user");
-        return;
-    }
+    require_root("runs the client as another user so a file is unreadable (exit code 3)");
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("node"));
     let src = tmp.path().join("src");
@@ -417,10 +421,7 @@ fn unreadable_files_make_the_backup_incomplete() {
 
 #[test]
 fn a_full_disk_fails_the_backup_and_keeps_existing_ones() {
-    if !is_root() {
-        println!("note: skipped; needs root to mount a small tmpfs");
-        return;
-    }
+    require_root("mounts a small tmpfs to fill the disk");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("node");
     let packs = data.join("chunks/packs");
@@ -428,13 +429,12 @@ fn a_full_disk_fails_the_backup_and_keeps_existing_ones() {
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
         .arg(&packs)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        println!("note: skipped; cannot mount tmpfs here");
-        return;
-    }
+        .status();
+    assert!(
+        mounted.as_ref().is_ok_and(|s| s.success()),
+        "cannot mount a tmpfs at {}: {mounted:?}",
+        packs.display()
+    );
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {

@@ -371,6 +371,21 @@ fn a_client_walks_from_the_root_and_runs_every_backup_operation() {
     std::fs::write(c1.join("data.bin"), b"overwritten").unwrap();
     std::fs::write(c1.join("stray"), b"new file").unwrap();
     assert_ne!(tree_digest(&c1), before);
+    // "`"force": false` refuses to overwrite a tree that changed or is in use, the default
+    // replaces it": the changed tree stays as it is.
+    let damaged = tree_digest(&c1);
+    let r = rig.send(
+        "POST",
+        &format!("{backup_uri}/restore"),
+        OPERATOR,
+        "application/json",
+        r#"{"force": false}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let (done, _) = rig.finish(r.json()["status_uri"].as_str().unwrap());
+    assert_eq!(done["status"], 409, "{done}");
+    assert!(done.to_string().contains("changed since"), "{done}");
+    assert_eq!(tree_digest(&c1), damaged, "force false changed nothing");
     let r = rig.send(
         "POST",
         &format!("{backup_uri}/restore"),

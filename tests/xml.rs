@@ -13,6 +13,8 @@ use cairn_tests::{
 };
 
 const TOKEN: &str = "xml-cluster-t0ken";
+/// The rig's XML `idle_timeout_secs`.
+const IDLE_TIMEOUT_SECS: u64 = 3;
 
 fn b64(s: &str) -> String {
     use base64::Engine;
@@ -163,7 +165,7 @@ fn rig(agent_extra: &str) -> Rig {
     std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
     std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
     let extra = format!(
-        "[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\nidle_timeout_secs = 3\nmax_connections = 6\nmax_in_flight = 1\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        "[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\nidle_timeout_secs = {IDLE_TIMEOUT_SECS}\nmax_connections = 6\nmax_in_flight = 1\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
         users.display(),
         cert_pem.display(),
         key_pem.display()
@@ -566,16 +568,28 @@ fn tls_listener_and_idle_timeout() {
         started.elapsed() > Duration::from_secs(3),
         "the backup outlasted the idle timeout"
     );
-    // An idle connection is closed after its greeting.
+    // An idle connection is closed after its greeting: the server ends it (EOF) after the
+    // configured idle timeout (3 s), not before, and well within twice that plus a margin
+    // for a loaded machine. A server that never closes fails the read with a timeout.
+    let idle = Duration::from_secs(IDLE_TIMEOUT_SECS);
+    let bound = idle * 2 + Duration::from_secs(10);
+    let connected = Instant::now();
     let mut plain = TcpStream::connect(&rig.xml).unwrap();
-    plain
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    plain.set_read_timeout(Some(bound)).unwrap();
     let mut all = Vec::new();
-    let _ = plain.read_to_end(&mut all);
+    let read = plain.read_to_end(&mut all);
+    let after = connected.elapsed();
+    assert!(
+        read.is_ok(),
+        "the idle connection was not closed within {bound:?}: {read:?}"
+    );
     assert!(
         String::from_utf8_lossy(&all).contains("packet"),
         "greeting, then closed"
+    );
+    assert!(
+        after >= idle,
+        "closed after {after:?}, before the idle timeout"
     );
 
     // At most max_connections (6) at once: one more gets error 311 and is closed; once a

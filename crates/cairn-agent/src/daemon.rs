@@ -178,10 +178,15 @@ impl AgentConfig {
     /// The host id: configured, else the machine id, else one generated and kept in
     /// `state_dir`.
     pub fn resolve_host_id(&self) -> Result<String, AgentError> {
+        self.resolve_host_id_with(Path::new("/etc/machine-id"))
+    }
+
+    /// [`AgentConfig::resolve_host_id`] with the machine id read from `machine_id`.
+    fn resolve_host_id_with(&self, machine_id: &Path) -> Result<String, AgentError> {
         if let Some(id) = &self.host_id {
             return Ok(id.clone());
         }
-        if let Ok(m) = std::fs::read_to_string("/etc/machine-id") {
+        if let Ok(m) = std::fs::read_to_string(machine_id) {
             let m = m.trim();
             if !m.is_empty() {
                 return Ok(m.to_string());
@@ -951,8 +956,39 @@ dirs = ["/srv/envs"]
     #[test]
     fn a_generated_host_id_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = AgentConfig::new(vec![], dir.path().join("state"), Sources::default());
-        cfg.host_id = Some("fixed".into());
-        assert_eq!(cfg.resolve_host_id().unwrap(), "fixed");
+        let state = dir.path().join("state");
+        let no_machine_id = dir.path().join("no-machine-id");
+        let cfg = AgentConfig::new(vec![], state.clone(), Sources::default());
+        // No host_id and no machine id: one is generated, kept in state_dir/host.id, and
+        // the same one comes back, also to a new agent with the same state directory.
+        let generated = cfg.resolve_host_id_with(&no_machine_id).unwrap();
+        assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+        assert_eq!(
+            std::fs::read_to_string(state.join("host.id")).unwrap(),
+            generated
+        );
+        assert!(!state.join("host.tmp").exists());
+        assert_eq!(cfg.resolve_host_id_with(&no_machine_id).unwrap(), generated);
+        let again = AgentConfig::new(vec![], state.clone(), Sources::default());
+        assert_eq!(
+            again.resolve_host_id_with(&no_machine_id).unwrap(),
+            generated
+        );
+        // Another state directory generates another id.
+        let other = AgentConfig::new(vec![], dir.path().join("other"), Sources::default());
+        assert_ne!(
+            other.resolve_host_id_with(&no_machine_id).unwrap(),
+            generated
+        );
+        // An empty machine id does not count; a machine id wins over the generated one;
+        // host_id wins over both.
+        let machine_id = dir.path().join("machine-id");
+        std::fs::write(&machine_id, "\n").unwrap();
+        assert_eq!(cfg.resolve_host_id_with(&machine_id).unwrap(), generated);
+        std::fs::write(&machine_id, "0123abcd\n").unwrap();
+        assert_eq!(cfg.resolve_host_id_with(&machine_id).unwrap(), "0123abcd");
+        let mut fixed = cfg;
+        fixed.host_id = Some("fixed".into());
+        assert_eq!(fixed.resolve_host_id_with(&machine_id).unwrap(), "fixed");
     }
 }

@@ -41,6 +41,12 @@
 //! Cleanup never touches `T` itself except to put an original back where `T` is missing.
 //! It removes the leftovers of *every* job of the target, so two in-place restores of the
 //! same target must never run at once (the caller serialises them).
+//!
+//! # Failpoints
+//! The end-to-end tests crash the agent at a chosen step: with `CAIRN_FAILPOINT=after_stage`
+//! the process aborts once the restored tree is complete in `S`, before step 2; with
+//! `CAIRN_FAILPOINT=after_exchange`, right after step 4 (the exchange is durable, the
+//! original still at `S`). See [`failpoint`]; unset, they cost one environment lookup.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
@@ -324,8 +330,23 @@ pub fn cleanup_leftovers(target: &Path) -> Result<Vec<PathBuf>, InPlaceError> {
 /// target must not be a mount point itself. Check [`in_use`] first: processes with files open
 /// in the original keep using the original.
 pub fn swap_into_place(ip: &InPlace) -> Result<(), InPlaceError> {
+    failpoint("after_stage");
     let old_at = exchange(ip)?;
+    failpoint("after_exchange");
     remove_old(ip, old_at.as_deref())
+}
+
+/// The environment variable naming the failpoint at which the process aborts (tests only).
+pub const FAILPOINT_ENV: &str = "CAIRN_FAILPOINT";
+
+/// Aborts the process, as a crash would (no unwinding, no cleanup), when the environment
+/// variable [`FAILPOINT_ENV`] equals `name`. The crash tests use it to land a crash at a
+/// chosen step of an in-place restore.
+pub fn failpoint(name: &str) {
+    if std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
 }
 
 /// Steps 2–4: checks, `syncfs`, the exchange (or the fallback renames) and the parent's

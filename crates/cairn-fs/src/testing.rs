@@ -63,6 +63,16 @@ fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
     v
 }
 
+/// Panics with "needs root: `why`" unless the process runs as root. A test that needs root
+/// calls this first: it fails loudly elsewhere instead of passing without checking anything
+/// (CI runs the tests as root). The one way Cairn's tests say they need root.
+pub fn require_root(why: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root: {why} (run the tests as root, as CI does)"
+    );
+}
+
 const ACL_USER_OBJ: u16 = 0x01;
 const ACL_USER: u16 = 0x02;
 const ACL_GROUP_OBJ: u16 = 0x04;

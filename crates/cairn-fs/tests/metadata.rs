@@ -115,10 +115,7 @@ fn attributes_that_cannot_be_set_become_notes() {
 
 #[test]
 fn setuid_and_setgid_bits_survive_the_owner_change() {
-    if !is_root() {
-        println!("note: changing owners needs root; skipped");
-        return;
-    }
+    cairn_fs::testing::require_root("changes owners");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().join("t");
     let r = Restorer::new(
@@ -147,9 +144,8 @@ fn setuid_and_setgid_bits_survive_the_owner_change() {
 
 #[test]
 fn as_root_attributes_of_special_files_and_symlinks_go_to_the_object_itself() {
-    assert!(
-        is_root(),
-        "this test needs root: trusted.* attributes are the ones a symlink or fifo can carry"
+    cairn_fs::testing::require_root(
+        "trusted.* attributes are the ones a symlink or fifo can carry",
     );
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().join("t");

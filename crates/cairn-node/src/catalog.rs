@@ -37,6 +37,23 @@ use crate::verify::{check_manifest, VerifyError};
 const FORWARDED: &str = "x-cairn-forwarded";
 /// How long a follower waits for a leader to be elected before it gives up on a call.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// A leader of several voters that no quorum acknowledged for this long leads nothing (its
+/// followers died or are cut off; openraft keeps it leader): status reports no leader, so
+/// `/healthz` answers 503. Several election timeouts, so late heartbeats on a loaded machine
+/// do not make a healthy leader flap.
+const LEADER_STALE_MS: u64 = 5_000;
+
+/// The leader `m` shows, unless this node is a leader that lost its quorum.
+fn effective_leader(m: &cairn_meta::MetaMetrics, voters: usize) -> Option<u64> {
+    if m.state.is_leader() && voters > 1 {
+        match m.millis_since_quorum_ack {
+            Some(ms) if ms <= LEADER_STALE_MS => m.current_leader,
+            _ => None,
+        }
+    } else {
+        m.current_leader
+    }
+}
 
 pub struct CatalogService {
     pub store: Arc<ChunkStore>,
@@ -420,7 +437,7 @@ impl Catalog for CatalogService {
         Ok(Response::new(pb::NodeStatusResponse {
             node_id: self.node_id,
             addr: self.addr.clone(),
-            leader: m.current_leader,
+            leader: effective_leader(&m, voters.len()),
             term: m.current_term,
             commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             chunks: s.chunks,

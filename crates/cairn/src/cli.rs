@@ -515,17 +515,45 @@ pub fn main() -> ExitCode {
                 line = msg[0].clone();
             }
             eprintln!("error: {line}");
-            ExitCode::from(1)
+            // Bad usage exits 2 like clap's own refusals; every other failure exits 1.
+            if e.chain().any(|c| c.is::<Usage>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }
 
+/// Bad usage found after clap parsed the arguments (a malformed id, options that do not go
+/// together): the command exits 2, as for the errors clap finds itself.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Fails with a [`Usage`] error unless `ok`.
+fn usage_check(ok: bool, msg: &str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Usage(msg.to_string()).into())
+    }
+}
+
 fn parse_env(s: &str) -> Result<EnvId> {
-    Ok(s.parse::<EnvId>()?)
+    s.parse::<EnvId>().map_err(|e| Usage(e.to_string()).into())
 }
 
 fn parse_backup(s: &str) -> Result<BackupId> {
-    Ok(s.parse::<BackupId>()?)
+    s.parse::<BackupId>()
+        .map_err(|e| Usage(e.to_string()).into())
 }
 
 pub fn hostname() -> String {
@@ -582,15 +610,17 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                     }
                     TokenCmd::List { json } => crate::jobs::token_list(&c, json).await,
                     TokenCmd::Revoke { id, host } => {
-                        anyhow::ensure!(
+                        usage_check(
                             id.is_some() != host.is_some(),
-                            "name either a token id or --host"
-                        );
+                            "name either a token id or --host",
+                        )?;
                         crate::jobs::token_revoke(&c, id, host).await
                     }
                 }
             }
-            _ => anyhow::bail!("use `cairn agent --config FILE` or `cairn agent token …`"),
+            _ => {
+                Err(Usage("use `cairn agent --config FILE` or `cairn agent token …`".into()).into())
+            }
         },
         Cmd::Token { cmd } => {
             let c = Cluster::connect(cluster).await?;
@@ -600,10 +630,10 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 }
                 UserTokenCmd::List { json } => crate::jobs::user_token_list(&c, json).await,
                 UserTokenCmd::Revoke { id, name } => {
-                    anyhow::ensure!(
+                    usage_check(
                         id.is_some() != name.is_some(),
-                        "name either a token id or --name"
-                    );
+                        "name either a token id or --name",
+                    )?;
                     crate::jobs::user_token_revoke(&c, id, name).await
                 }
             }
@@ -629,7 +659,12 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                     state,
                     limit,
                     json,
-                } => crate::jobs::list(&c, env, state, limit, json).await,
+                } => {
+                    if let Some(e) = &env {
+                        parse_env(e)?;
+                    }
+                    crate::jobs::list(&c, env, state, limit, json).await
+                }
                 JobsCmd::Show { id, json } => crate::jobs::show(&c, &id, json).await,
                 JobsCmd::Watch { id, json } => crate::jobs::watch(&c, &id, json).await,
                 JobsCmd::Cancel { id } => crate::jobs::cancel(&c, &id).await,
@@ -663,13 +698,15 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
         } => {
             let env = parse_env(&env)?;
             let kind: Option<BackupType> = kind
-                .map(|k| k.parse().map_err(anyhow::Error::msg))
+                .map(|k| k.parse().map_err(|e: String| Usage(format!("--type: {e}"))))
                 .transpose()?;
             if let Some(level) = compression {
-                anyhow::ensure!(
+                usage_check(
                     Compression::from_level(level).is_some(),
-                    "--compression {level} is not a level: use 0 none, 1 normal, 2 high, 3 maximum"
-                );
+                    &format!(
+                        "--compression {level} is not a level: use 0 none, 1 normal, 2 high, 3 maximum"
+                    ),
+                )?;
             }
             let Some(path) = path else {
                 let c = Cluster::connect(cluster).await?;
@@ -761,14 +798,14 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             no_wait,
         } => {
             let Some(target) = target else {
-                anyhow::ensure!(
+                usage_check(
                     env.is_some() || backup.is_some(),
-                    "name a TARGET directory, or --env (and optionally a backup id) to restore through the environment's agent"
-                );
-                anyhow::ensure!(
+                    "name a TARGET directory, or --env (and optionally a backup id) to restore through the environment's agent",
+                )?;
+                usage_check(
                     host.is_some() == to.is_some(),
-                    "--host and --to go together: the host to restore on and the directory there"
-                );
+                    "--host and --to go together: the host to restore on and the directory there",
+                )?;
                 let backup = backup.map(|b| parse_backup(&b)).transpose()?;
                 let env = env.map(|e| parse_env(&e)).transpose()?;
                 let kind = if path.is_empty() {
@@ -776,10 +813,10 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 } else {
                     "selective_restore"
                 };
-                anyhow::ensure!(
+                usage_check(
                     path.is_empty() || host.is_none(),
-                    "a selective restore (--path) goes into the environment's live tree; --host is for whole restores"
-                );
+                    "a selective restore (--path) goes into the environment's live tree; --host is for whole restores",
+                )?;
                 let c = Cluster::connect(cluster).await?;
                 let req = cairn_proto::pb::CreateJobRequest {
                     kind: kind.into(),
@@ -796,7 +833,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 };
                 return crate::jobs::submit(&c, req, no_wait, json).await;
             };
-            let backup = backup.ok_or_else(|| anyhow::anyhow!("name the backup to restore"))?;
+            let backup = backup.ok_or_else(|| Usage("name the backup to restore".into()))?;
             let id = parse_backup(&backup)?;
             let c = Cluster::connect(cluster).await?;
             let progress = Arc::new(Progress::new());

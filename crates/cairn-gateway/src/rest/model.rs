@@ -424,7 +424,8 @@ pub fn status(u: &Uris, job: &Job) -> Status {
 /// taken meanwhile (409), a backup gone meanwhile (404), a host whose agent never came
 /// (503); anything else — the agent's own failure — is 500.
 fn failure_code(reason: &str) -> u16 {
-    if reason.contains("already has a backup named") {
+    // A restore with `"force": false` refused a tree that changed or is in use.
+    if reason.contains("already has a backup named") || reason.contains("restore with force") {
         409
     } else if reason.contains("does not exist") {
         404
