@@ -258,3 +258,46 @@ fn an_agent_that_refuses_hooks_fails_the_job_instead_of_skipping_them() {
     assert_eq!(backups(n, &db).len(), 1);
     assert!(!log.exists());
 }
+
+/// Scrub on a node whose every copy is corrupt and that has no other node to fetch from:
+/// the copies are kept and reported as not repaired (exit 1), never dropped — a second scrub
+/// checks as many chunks as the first.
+#[test]
+fn scrub_keeps_a_corrupt_copy_that_has_no_healthy_replica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = Node::start(&tmp.path().join("n1"));
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.bin"), noise(3 << 20, 7)).unwrap();
+    backup(&n, &src);
+    let clean: Value = serde_json::from_str(&n.ok(&["scrub", "--json"])).unwrap();
+    let held = clean["checked"].as_u64().unwrap();
+    assert!(held >= 2, "{clean}");
+
+    // A flipped byte every 64 KiB of every pack: every chunk is corrupt.
+    n.stop();
+    for pack in n.pack_files() {
+        let mut bytes = std::fs::read(&pack).unwrap();
+        let mut at = 4096;
+        while at < bytes.len() {
+            bytes[at] ^= 0x40;
+            at += 64 << 10;
+        }
+        std::fs::write(&pack, &bytes).unwrap();
+    }
+    n.restart();
+    for _ in 0..2 {
+        let out = n.cairn(&["scrub", "--json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "unrepaired copies fail the scrub"
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["checked"].as_u64(), Some(held), "nothing dropped: {r}");
+        assert!(r["corrupt"].as_u64().unwrap() >= 1, "{r}");
+        assert_eq!(r["unrepaired"], r["corrupt"], "{r}");
+        assert_eq!(r["repaired"], 0, "{r}");
+        assert_eq!(r["unreadable"], 0, "{r}");
+    }
+}
