@@ -592,7 +592,8 @@ impl Cluster {
     }
 
     /// Uploads chunks, each to its primary owner (which copies it to the other owners);
-    /// returns once the cluster holds them durably.
+    /// returns once the cluster holds them durably. An owner that does not answer, or that
+    /// is out of disk space, is passed over for the next one.
     pub async fn put(&self, chunks: Vec<EncodedChunk>) -> Result<pb::PutResponse, AgentError> {
         let epoch = self.placement();
         let mut todo: Vec<(ChunkId, EncodedChunk)> =
@@ -622,10 +623,20 @@ impl Cluster {
                         total.bytes_written += p.bytes_written;
                         total.replicated += p.replicated;
                     }
-                    Err(e) if retryable(&e) => {
+                    // A full node refuses new chunks: the next owner takes them (and copies
+                    // them on; repair fills the full node in once it has room again).
+                    Err(e) if retryable(&e) || e.code() == ErrorCode::DiskFull => {
                         tracing::debug!(node = %url, error = %e, "upload failed; trying the next owner");
                         todo.extend(items);
-                        keep_error(&mut last_err, e);
+                        if e.code() == ErrorCode::DiskFull {
+                            // The telling reason when no owner takes a chunk: say which node.
+                            last_err = Some(AgentError::Cluster {
+                                code: ErrorCode::DiskFull,
+                                message: format!("{}: {e}", url.trim_start_matches("http://")),
+                            });
+                        } else {
+                            keep_error(&mut last_err, e);
+                        }
                     }
                     Err(e) => return Err(e),
                 }

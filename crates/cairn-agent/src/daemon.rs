@@ -620,8 +620,10 @@ impl Agent {
             return Ok(());
         }
         if !self.cfg.hooks {
-            tracing::warn!(job_id = %job.id, stage, "hooks are configured but disabled on this agent (hooks = false); skipped");
-            return Ok(());
+            // `run_backup` refused the job already; never run or skip a hook silently here.
+            return Err(AgentError::Invalid(format!(
+                "{stage} hooks are configured, but this agent refuses hooks (hooks = false)"
+            )));
         }
         let spec = HookSpec {
             stage,
@@ -649,6 +651,15 @@ impl Agent {
     ) -> Result<JobResult, AgentError> {
         let env = self.local_env(job).await?;
         let cfg = self.settings(job.env).await?;
+        // A configured hook is never skipped: fail before anything is read.
+        if let Some(why) = crate::hooks::refusal(
+            self.cfg.hooks,
+            &job.env.to_string(),
+            cfg.pre_hooks.as_deref().unwrap_or_default(),
+            cfg.post_hooks.as_deref().unwrap_or_default(),
+        ) {
+            return Err(AgentError::Invalid(why));
+        }
         let requested = job
             .options
             .backup_type

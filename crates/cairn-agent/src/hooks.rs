@@ -15,6 +15,12 @@
 //!
 //! Processes a hook deliberately leaves running in the background after it exits (a
 //! daemonising post hook) are not killed; their output is still drained and logged.
+//!
+//! # An agent that refuses hooks
+//! A pre hook usually freezes something (a database) so that the backup is consistent; a
+//! backup taken without it looks fine and is not. So an agent with `hooks = false` never
+//! skips a configured hook: a backup job for an environment that has pre or post hooks fails
+//! before anything is read ([`refusal`]), saying why and what to change.
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -111,6 +117,25 @@ fn failure(code: Option<i32>, signal: Option<i32>, stderr_tail: &str) -> String 
     } else {
         format!("{how}: {stderr_tail}")
     }
+}
+
+/// Returns why a backup must not run, when this agent refuses hooks (`enabled` is false) and
+/// the environment's settings name some; `None` when it may run.
+pub fn refusal(enabled: bool, env: &str, pre: &[String], post: &[String]) -> Option<String> {
+    if enabled || (pre.is_empty() && post.is_empty()) {
+        return None;
+    }
+    let stages = match (pre.is_empty(), post.is_empty()) {
+        (false, false) => "pre and post hooks",
+        (false, true) => "pre hooks",
+        _ => "post hooks",
+    };
+    Some(format!(
+        "environment {env} has {stages} configured, but this agent refuses hooks \
+         (hooks = false in its config); nothing was read. Unset them \
+         (cairn config set --env {env} --unset pre_hooks --unset post_hooks) or set \
+         hooks = true on the agent"
+    ))
 }
 
 /// Runs the stage's commands in order and returns what ran; stops at the first command that
@@ -300,6 +325,21 @@ async fn run_one(spec: &HookSpec<'_>, index: usize, command: &str) -> Result<Hoo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_without_hooks_refuses_an_environment_that_has_some() {
+        let cmd = vec!["fsfreeze -f /data".to_string()];
+        assert_eq!(refusal(true, "e", &cmd, &cmd), None);
+        assert_eq!(refusal(false, "e", &[], &[]), None);
+        let pre = refusal(false, "e1", &cmd, &[]).unwrap();
+        assert!(pre.contains("environment e1 has pre hooks") && pre.contains("hooks = false"));
+        assert!(refusal(false, "e", &[], &cmd)
+            .unwrap()
+            .contains("has post hooks"));
+        assert!(refusal(false, "e", &cmd, &cmd)
+            .unwrap()
+            .contains("has pre and post hooks"));
+    }
     use std::fs;
 
     fn spec<'a>(commands: &'a [String], timeout: Duration) -> HookSpec<'a> {

@@ -92,6 +92,24 @@
 //! gets its content and metadata, and is renamed over the old one in `finish_entry` — so the
 //! path never shows a half-written file, and an existing symlink at the leaf is replaced, never
 //! followed. A directory in the way of a non-directory is an error (it is never deleted).
+//!
+//! # Durability in a live tree
+//! With `into_existing` the restore writes into a tree in use (a selective restore), and no
+//! swap step syncs it afterwards as the in-place restore does. A rename is journaled long
+//! before delayed allocation writes the data (ext4 with `noauto_da_alloc`, XFS), so a crash
+//! soon after a bare rename can leave a zero-length file where a good one was. The order for
+//! each replaced or new object (in [`Restorer::finish_entry`], see `settle`):
+//! 1. the content is written (by the caller) and the metadata applied;
+//! 2. **`fsync` of the file** (data and inode), before its name becomes visible;
+//! 3. **the rename** over the old name (for an object replacing one);
+//! 4. its parent directory is noted, and [`Restorer::finish`] **`fsync`s every directory**
+//!    that gained or changed a name or had its metadata applied, after every rename, before
+//!    it reports success.
+//!
+//! A crash before step 3 leaves the old object; after it, the new one, complete. Once
+//! `finish` returns, everything the restore wrote survives a crash. Without `into_existing`
+//! the target is new (or the staging tree of an in-place restore, which `syncfs`es it before
+//! the swap), so no per-file `fsync` is paid.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -251,6 +269,9 @@ struct State {
     skipped_paths: HashSet<Vec<u8>>,
     /// Directories whose metadata waits for `finish`.
     dirs: Vec<Entry>,
+    /// Directories (by device and inode) that gained or changed a name, to `fsync` in
+    /// `finish` (with `into_existing` only).
+    dirty_dirs: HashMap<(u64, u64), Arc<OwnedFd>>,
     entries: u64,
     notes: Vec<String>,
     notes_dropped: u64,
@@ -600,7 +621,10 @@ impl Restorer {
         let (_, name) = split(rel);
         let pfd = parent.as_raw_fd();
         let existing = match make(pfd, name) {
-            Ok(t) => return Ok(t),
+            Ok(t) => {
+                self.note_dirty(parent, rel)?;
+                return Ok(t);
+            }
             Err(Errno::EEXIST) => fstatat(Some(pfd), osstr(name), AtFlags::AT_SYMLINK_NOFOLLOW)
                 .map_err(|e| self.io(rel, "inspect the existing object", e))?,
             Err(e) => return Err(self.io(rel, action, e)),
@@ -652,7 +676,7 @@ impl Restorer {
         let pfd = parent.as_raw_fd();
         let mode = Mode::from_bits_truncate(0o700);
         match mkdirat(Some(pfd), osstr(name), mode) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return self.note_dirty(parent, rel),
             Err(Errno::EEXIST) => {}
             Err(e) => return Err(self.io(rel, "create the directory", e)),
         }
@@ -699,6 +723,66 @@ impl Restorer {
         })?;
         // A cached fd below this path would point at the replaced object.
         self.forget_dirs(rel);
+        self.note_dirty(parent, rel)
+    }
+
+    /// Notes that directory `parent` gained or changed a name (for entry `rel`), so that
+    /// [`finish`](Restorer::finish) makes it durable. Only a restore into an existing tree
+    /// pays for this (see the module notes on durability).
+    fn note_dirty(&self, parent: &Arc<OwnedFd>, rel: &[u8]) -> Result<(), FsError> {
+        if !self.opts.into_existing {
+            return Ok(());
+        }
+        let st = fstat(parent.as_raw_fd())
+            .map_err(|e| self.io(path::parent(rel), "inspect the directory", e))?;
+        self.state()
+            .dirty_dirs
+            .entry((st.st_dev, st.st_ino))
+            .or_insert_with(|| parent.clone());
+        Ok(())
+    }
+
+    /// Makes a finished object durable, then moves it over the name it replaces: steps 2–4
+    /// of the module notes on durability. `file` is the object's open file, if it is one.
+    fn settle(
+        &self,
+        e: &Entry,
+        file: Option<&File>,
+        pending: Option<&Pending>,
+    ) -> Result<(), FsError> {
+        if self.opts.into_existing {
+            if let Some(f) = file {
+                f.sync_all().map_err(|err| {
+                    FsError::io(self.shown(&e.path), "sync the restored file", err)
+                })?;
+            }
+        }
+        let Some(p) = pending else {
+            return Ok(());
+        };
+        let pfd = p.parent.as_raw_fd();
+        renameat(Some(pfd), osstr(&p.tmp), Some(pfd), osstr(&p.name))
+            .map_err(|err| self.io(&e.path, "move the restored object into place", err))?;
+        self.note_dirty(&p.parent, &e.path)
+    }
+
+    /// `fsync`s every directory that gained or changed a name (step 4 of the module notes on
+    /// durability).
+    fn sync_dirty_dirs(&self) -> Result<(), FsError> {
+        let dirs: Vec<Arc<OwnedFd>> = self.state().dirty_dirs.drain().map(|(_, d)| d).collect();
+        for d in dirs {
+            let fd = openat(
+                Some(d.as_raw_fd()),
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| self.io(b"", "open a restored directory to sync it", e))?;
+            // SAFETY: `openat` just returned this fd and nothing else owns it.
+            let dir = unsafe { File::from_raw_fd(fd) };
+            dir.sync_all()
+                .map_err(|e| FsError::io(self.shown(b""), "sync a restored directory", e))?;
+        }
         Ok(())
     }
 
@@ -934,7 +1018,8 @@ impl Restorer {
 
     /// Applies the metadata of entry `e` once its content is complete, and for an entry that
     /// replaces an existing object, moves it into place. `file` is what
-    /// [`create`](Restorer::create) returned for it.
+    /// [`create`](Restorer::create) returned for it. With `into_existing`, a file is
+    /// `fsync`ed before it is moved into place (see the module notes on durability).
     ///
     /// Directory metadata is recorded and applied by [`finish`](Restorer::finish).
     pub fn finish_entry(&self, e: &Entry, file: Option<File>) -> Result<(), FsError> {
@@ -950,34 +1035,37 @@ impl Restorer {
             }
             st.pending.remove(&e.path)
         };
-        let result = self.apply_leaf(e, file, pending.as_ref());
-        if let Some(p) = pending {
-            let pfd = p.parent.as_raw_fd();
-            let moved = result.and_then(|()| {
-                renameat(Some(pfd), osstr(&p.tmp), Some(pfd), osstr(&p.name))
-                    .map_err(|err| self.io(&e.path, "move the restored object into place", err))
+        let result = self
+            .apply_leaf(e, file.as_ref(), pending.as_ref())
+            .and_then(|reopened| {
+                let f = file.as_ref().or(reopened.as_ref());
+                self.settle(e, f, pending.as_ref())
             });
-            if moved.is_err() {
-                let _ = unlinkat(Some(pfd), osstr(&p.tmp), UnlinkatFlags::NoRemoveDir);
-            }
-            return moved;
+        if let (Err(_), Some(p)) = (&result, &pending) {
+            let _ = unlinkat(
+                Some(p.parent.as_raw_fd()),
+                osstr(&p.tmp),
+                UnlinkatFlags::NoRemoveDir,
+            );
         }
         result
     }
 
+    /// Applies the metadata of a non-directory entry. Returns the file it had to reopen for
+    /// that (a file entry finished without its open file), for the caller to sync.
     fn apply_leaf(
         &self,
         e: &Entry,
-        file: Option<File>,
+        file: Option<&File>,
         pending: Option<&Pending>,
-    ) -> Result<(), FsError> {
+    ) -> Result<Option<File>, FsError> {
         let file_like = matches!(e.kind, EntryKind::File | EntryKind::Hardlink);
         if e.kind == EntryKind::Hardlink && file.is_none() {
             // Linked to its first name: the inode's metadata comes with that name.
-            return Ok(());
+            return Ok(None);
         }
-        if let (true, Some(file)) = (file_like, &file) {
-            return self.apply(&Obj::File(file), e);
+        if let (true, Some(file)) = (file_like, file) {
+            return self.apply(&Obj::File(file), e).map(|()| None);
         }
         let (parent, name) = match pending {
             Some(p) => (p.parent.clone(), p.tmp.clone()),
@@ -998,10 +1086,11 @@ impl Restorer {
                     hint: "something else changed the target during the restore",
                 });
             }
-            return self.apply(&Obj::File(&file), e);
+            self.apply(&Obj::File(&file), e)?;
+            return Ok(Some(file));
         }
         let obj = self.open_path(&parent, &name, e)?;
-        self.apply(&Obj::Path(obj), e)
+        self.apply(&Obj::Path(obj), e).map(|()| None)
     }
 
     /// Holds the symlink, fifo, socket or device node `name` below `parent` by an
@@ -1179,6 +1268,8 @@ impl Restorer {
     ///
     /// Objects created to replace existing ones but never finished are removed, leaving the
     /// existing ones in place. Every directory is attempted; the first error is returned.
+    /// With `into_existing`, every directory that gained or changed a name is `fsync`ed
+    /// before it returns, so what it reports restored survives a crash.
     pub fn finish(&self) -> Result<RestoreReport, FsError> {
         let mut dirs = std::mem::take(&mut self.state().dirs);
         // Reverse walk order puts every directory after all of its descendants.
@@ -1188,6 +1279,9 @@ impl Restorer {
             if let Err(err) = self.finish_dir(d) {
                 first_err.get_or_insert(err);
             }
+        }
+        if let Err(err) = self.sync_dirty_dirs() {
+            first_err.get_or_insert(err);
         }
         let mut st = self.state();
         let leftovers: Vec<(Vec<u8>, Pending)> = st.pending.drain().collect();
@@ -1224,7 +1318,17 @@ impl Restorer {
             let parent = self.dir_fd(path::parent(&d.path))?;
             self.open_leaf(&parent, split(&d.path).1, &d.path, libc::S_IFDIR)?
         };
-        self.apply(&Obj::File(&dir), d)
+        self.apply(&Obj::File(&dir), d)?;
+        if self.opts.into_existing {
+            // Its metadata and its names, in one go (step 4 of the notes on durability).
+            let md = dir
+                .metadata()
+                .map_err(|err| FsError::io(self.shown(&d.path), "inspect", err))?;
+            self.state().dirty_dirs.remove(&(md.dev(), md.ino()));
+            dir.sync_all()
+                .map_err(|err| FsError::io(self.shown(&d.path), "sync the directory", err))?;
+        }
+        Ok(())
     }
 }
 

@@ -310,52 +310,9 @@ impl Chunks for ChunksService {
             Access::Administer,
             &Subject::Nothing,
         )?;
-        let store = self.store.clone();
-        let report = tokio::task::spawn_blocking(move || store.verify_all())
-            .await
-            .map_err(join_status)?
-            .map_err(store_status)?;
-        let mut out = pb::ScrubResponse {
-            checked: report.checked,
-            corrupt: report.corrupt.len() as u64,
-            ..Default::default()
-        };
-        for id in report.corrupt {
-            // Drop the bad copy first, so the lookup below cannot return it.
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.remove(&[id]))
-                .await
-                .map_err(join_status)?
-                .map_err(store_status)?;
-            match self.cluster.content(id).await {
-                Ok(content) => {
-                    let store = self.store.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let c = cairn_chunker::codec::encode_with_id(
-                            id,
-                            &content,
-                            cairn_core::Compression::Normal,
-                        );
-                        store.put_batch(&[c])
-                    })
-                    .await
-                    .map_err(join_status)?
-                    .map_err(store_status)?;
-                    tracing::warn!(chunk = %id, "corrupt copy replaced from a replica");
-                    out.repaired += 1;
-                }
-                Err(e) => {
-                    tracing::error!(chunk = %id, error = %e, "corrupt copy has no healthy replica");
-                    out.unrepaired.push(id.0.to_vec());
-                }
-            }
-        }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(join_status)?
-            .map_err(store_status)?;
-        Ok(Response::new(out))
+        Ok(Response::new(
+            crate::scrub::run(&self.store, &self.cluster).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all)]

@@ -20,6 +20,7 @@ pub mod membership;
 pub mod peers;
 pub mod raft_net;
 pub mod repair;
+pub mod scrub;
 pub mod server;
 pub mod verify;
 

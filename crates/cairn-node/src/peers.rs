@@ -209,18 +209,39 @@ impl ClusterChunks {
                 Some(crate::error::store_status(e))
             }
         };
+        match self.peer_copy(id).await {
+            Ok(Some((_, content))) => Ok(content),
+            Ok(None) => Err(first_err.unwrap_or_else(|| {
+                status(
+                    ErrorCode::ChunksMissing,
+                    format!("chunk {id} is on no reachable node"),
+                )
+            })),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Returns a copy of `id` from another node, as stored there, with its content; both
+    /// verified (decoded and re-hashed against the id). `None` when no other node answers
+    /// with a healthy copy.
+    pub async fn peer_copy(&self, id: ChunkId) -> Result<Option<(EncodedChunk, Vec<u8>)>, Status> {
         let Some(epoch) = self.epoch() else {
-            return Err(first_err
-                .unwrap_or_else(|| status(ErrorCode::NotFound, format!("chunk {id} not found"))));
+            return Ok(None);
         };
         for (nid, url) in self.candidates(&epoch, &id) {
             if nid == self.node_id {
                 continue;
             }
             match self.peers.get_at(&url, id).await {
-                Ok(c) => match tokio::task::spawn_blocking(move || cairn_chunker::decode(&c)).await
+                Ok(c) if c.id != id => {
+                    tracing::warn!(chunk = %id, node = nid, other = %c.id, "replica answered with another chunk")
+                }
+                Ok(c) => match tokio::task::spawn_blocking(move || {
+                    cairn_chunker::decode(&c).map(|bytes| (c, bytes))
+                })
+                .await
                 {
-                    Ok(Ok(bytes)) => return Ok(bytes),
+                    Ok(Ok(copy)) => return Ok(Some(copy)),
                     Ok(Err(e)) => {
                         tracing::warn!(chunk = %id, node = nid, error = %e, "replica failed verification")
                     }
@@ -231,12 +252,7 @@ impl ClusterChunks {
                 }
             }
         }
-        Err(first_err.unwrap_or_else(|| {
-            status(
-                ErrorCode::ChunksMissing,
-                format!("chunk {id} is on no reachable node"),
-            )
-        }))
+        Ok(None)
     }
 
     /// Returns which of `ids` this node's store lacks, touching the others (one step against

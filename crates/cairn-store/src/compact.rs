@@ -77,7 +77,7 @@ impl ChunkStore {
             .len();
         let end = watermark.min(size);
         let mut scan = Scanner::new(&seg.file, FILE_HEADER_LEN, end);
-        let mut round = AppendRequest::default();
+        let mut round = AppendRequest::for_compaction();
         loop {
             let (offset, header) = match scan
                 .next()
@@ -108,7 +108,8 @@ impl ChunkStore {
             }
             round.push(header, &chunk.data, Some(loc));
             if round.len_bytes() >= ROUND_BYTES {
-                self.commit_moves(std::mem::take(&mut round), report)?;
+                let full = std::mem::replace(&mut round, AppendRequest::for_compaction());
+                self.commit_moves(full, report)?;
             }
         }
         if !round.is_empty() {

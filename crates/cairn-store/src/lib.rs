@@ -48,6 +48,12 @@
 //!
 //! `remove` only deletes index entries and lowers counters; the bytes become dead space.
 //!
+//! `replace` (a scrub's repair of a corrupt copy): verify the healthy copy → append and sync
+//! it as `put_batch` does → re-point the index entry to it, in one transaction with the
+//! counters, only if the entry still points at the copy seen before (the old record becomes
+//! dead space). The entry is never absent meanwhile: a crash leaves the old copy indexed,
+//! and recovery never re-indexes an id the index already holds.
+//!
 //! `compact`: copy the live records of a mostly-dead segment to the active one (synced) →
 //! re-point each index entry if it still points at the old place → mark the old segment
 //! retired → **flush sled** → delete the file → sync the directory → forget the segment.
@@ -89,6 +95,7 @@
 //! | `get`, `contains`, `missing`, `for_each_id`, `stats`, `verify_all` | everything | nothing (positional reads on shared handles) |
 //! | `put_batch`          | reads; other puts join one group commit | the writer lock     |
 //! | `remove`             | reads                                | the writer lock        |
+//! | `replace`            | reads; other puts join one group commit | the writer lock     |
 //! | `compact`            | reads, puts, removes (between rounds) | its own lock, then the writer lock per round |
 //! | `open`               | nothing: one store per directory     | sled's file lock       |
 //!

@@ -128,10 +128,15 @@ pub struct StoreStats {
 /// The outcome of [`ChunkStore::verify_all`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScrubReport {
-    /// Chunks read and re-hashed.
+    /// Chunks read and re-hashed (or that failed to read).
     pub checked: u64,
-    /// Chunks that failed (bad hash, bad framing or unreadable).
+    /// Chunks whose bytes were read and are wrong: bad framing, a checksum or BLAKE3
+    /// mismatch, a record past the end of its file. Such a copy stays wrong; replace it
+    /// with [`ChunkStore::replace`].
     pub corrupt: Vec<ChunkId>,
+    /// Chunks whose read failed with an I/O error (EIO from a failing disk, say). The bytes
+    /// may well be fine: the entry is kept and the next scrub tries again.
+    pub unreadable: Vec<ChunkId>,
 }
 
 /// The outcome of [`ChunkStore::compact`].
@@ -348,8 +353,9 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Reads and re-hashes every stored chunk and reports the ones that fail. Reads go in
-    /// pack order, a batch at a time, so the disk mostly streams.
+    /// Reads and re-hashes every stored chunk and reports the ones that fail, telling
+    /// corrupt copies (read, and wrong) from unreadable ones (an I/O error). Nothing is
+    /// changed. Reads go in pack order, a batch at a time, so the disk mostly streams.
     pub fn verify_all(&self) -> Result<ScrubReport, StoreError> {
         let mut report = ScrubReport::default();
         let mut batch: Vec<(ChunkId, Loc)> = Vec::with_capacity(SCRUB_BATCH);
@@ -363,6 +369,7 @@ impl ChunkStore {
         info!(
             checked = report.checked,
             corrupt = report.corrupt.len(),
+            unreadable = report.unreadable.len(),
             "chunk store verified"
         );
         Ok(report)
@@ -379,10 +386,15 @@ impl ChunkStore {
                 Ok(_) => report.checked += 1,
                 // Removed while we were scanning.
                 Err(StoreError::NotFound(_)) => {}
-                Err(e @ (StoreError::Corrupt { .. } | StoreError::Io { .. })) => {
+                Err(e @ StoreError::Corrupt { .. }) => {
                     error!(chunk = %id, error = %e, "stored chunk failed verification");
                     report.checked += 1;
                     report.corrupt.push(id);
+                }
+                Err(e @ StoreError::Io { .. }) => {
+                    error!(chunk = %id, error = %e, "stored chunk could not be read");
+                    report.checked += 1;
+                    report.unreadable.push(id);
                 }
                 Err(e) => return Err(e),
             }

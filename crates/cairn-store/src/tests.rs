@@ -428,6 +428,86 @@ fn a_flipped_byte_is_reported_as_corrupt_naming_the_chunk() {
 }
 
 #[test]
+fn replace_supersedes_a_corrupt_copy_that_put_would_call_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks: Vec<_> = (0..5).map(|i| zst(i, 20_000)).collect();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    store.put_batch(&chunks).unwrap();
+    let victim = &chunks[2];
+    let loc = store.index.get(&victim.id).unwrap().unwrap();
+    let pack = packs(dir.path()).remove(0);
+    flip_byte(&pack, loc.offset + RECORD_HEADER_LEN as u64 + 7);
+    assert_eq!(store.verify_all().unwrap().corrupt, vec![victim.id]);
+
+    // A put of the healthy copy is a duplicate: the corrupt copy would stay.
+    let put = store.put_batch(std::slice::from_ref(victim)).unwrap();
+    assert_eq!((put.stored, put.duplicate), (0, 1));
+    assert_corrupt(store.get(&victim.id), &victim.id);
+
+    // A bad "healthy" copy is refused and changes nothing.
+    let forged = EncodedChunk {
+        data: noise(99, 100),
+        ..victim.clone()
+    };
+    assert!(store.replace(&forged).is_err());
+    assert_eq!(store.index.get(&victim.id).unwrap(), Some(loc));
+
+    let before = store.stats();
+    assert!(store.replace(victim).unwrap());
+    assert_readable(&store, &chunks);
+    let report = store.verify_all().unwrap();
+    assert!(
+        report.corrupt.is_empty() && report.unreadable.is_empty(),
+        "{report:?}"
+    );
+    let after = store.stats();
+    assert_eq!(after.chunks, before.chunks);
+    assert_eq!(after.stored_bytes, before.stored_bytes);
+    assert!(after.dead_bytes > before.dead_bytes, "{after:?}");
+    drop(store);
+    let store = ChunkStore::open(dir.path()).unwrap();
+    assert_readable(&store, &chunks);
+}
+
+#[test]
+fn an_unreadable_copy_is_reported_apart_from_corrupt_ones_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks: Vec<_> = (0..3).map(|i| zst(i, 20_000)).collect();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    store.put_batch(&chunks).unwrap();
+    // Every read of the pack now fails with an I/O error (EBADF from a write-only handle),
+    // as reads from a failing disk fail with EIO; the bytes themselves are fine.
+    let seg = store.segment(1).unwrap();
+    let write_only = OpenOptions::new().write(true).open(&seg.path).unwrap();
+    store.segments.write().unwrap().insert(
+        1,
+        Arc::new(crate::pack::Segment {
+            id: 1,
+            path: seg.path.clone(),
+            file: write_only,
+        }),
+    );
+    assert!(matches!(
+        store.get(&chunks[0].id),
+        Err(StoreError::Io { .. })
+    ));
+    let report = store.verify_all().unwrap();
+    assert_eq!(report.checked, 3);
+    assert!(report.corrupt.is_empty(), "{report:?}");
+    let mut unreadable = report.unreadable.clone();
+    unreadable.sort();
+    let mut want: Vec<_> = chunks.iter().map(|c| c.id).collect();
+    want.sort();
+    assert_eq!(unreadable, want);
+    for c in &chunks {
+        assert!(store.contains(&c.id).unwrap());
+    }
+    // Once the disk reads again, so does every chunk.
+    store.segments.write().unwrap().insert(1, seg);
+    assert_readable(&store, &chunks);
+}
+
+#[test]
 fn content_that_does_not_hash_to_its_id_is_refused_even_with_a_good_checksum() {
     let dir = tempfile::tempdir().unwrap();
     let c = raw(1, 4000);
@@ -795,13 +875,11 @@ fn the_store_is_shareable_between_threads() {
     check::<ChunkStore>();
 }
 
-/// Fills a real 2 MiB tmpfs until the kernel says ENOSPC. Needs root (to mount); skipped
-/// with a note otherwise.
+/// Fills a real 2 MiB tmpfs until the kernel says ENOSPC. Needs root (to mount) and fails
+/// without it.
 #[test]
 fn a_full_disk_fails_the_batch_and_keeps_stored_chunks_intact() {
-    let Some(mnt) = TmpfsMount::new("2m") else {
-        return;
-    };
+    let mnt = TmpfsMount::new("2m");
     let dir = mnt.path.join("store");
     // Space an operator frees at the end, so the index can reopen.
     let ballast = mnt.path.join("ballast");
@@ -853,9 +931,7 @@ fn a_full_disk_fails_the_batch_and_keeps_stored_chunks_intact() {
 /// index can still reopen on the full disk (sled needs free space to open).
 #[test]
 fn the_space_reserve_keeps_a_full_store_able_to_reopen() {
-    let Some(mnt) = TmpfsMount::new("4m") else {
-        return;
-    };
+    let mnt = TmpfsMount::new("4m");
     let dir = mnt.path.join("store");
     let store = ChunkStore::open(&dir).unwrap();
     let (stored, err, _) = fill(&store);
@@ -889,27 +965,27 @@ struct TmpfsMount {
 }
 
 impl TmpfsMount {
-    fn new(size: &str) -> Option<TmpfsMount> {
+    /// Mounts it; panics "needs root" when not root (no test passes by skipping itself).
+    fn new(size: &str) -> TmpfsMount {
         use std::os::unix::fs::MetadataExt;
         // /proc/self belongs to the process's effective user.
-        if fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
-            eprintln!("skipping the disk-full test: it needs root to mount a tmpfs");
-            return None;
-        }
-        let dir = tempfile::tempdir().ok()?;
+        assert_eq!(
+            fs::metadata("/proc/self").map(|m| m.uid()).ok(),
+            Some(0),
+            "needs root: the disk-full tests mount a tmpfs"
+        );
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mnt");
-        fs::create_dir(&path).ok()?;
+        fs::create_dir(&path).unwrap();
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&path)
             .status();
-        match status {
-            Ok(s) if s.success() => Some(TmpfsMount { path, _dir: dir }),
-            other => {
-                eprintln!("skipping the disk-full test: cannot mount a tmpfs ({other:?})");
-                None
-            }
-        }
+        assert!(
+            matches!(&status, Ok(s) if s.success()),
+            "cannot mount a tmpfs: {status:?}"
+        );
+        TmpfsMount { path, _dir: dir }
     }
 }
 

@@ -52,17 +52,27 @@ pub(crate) struct Writer {
 pub(crate) struct AppendRequest {
     buf: Vec<u8>,
     records: Vec<PendingRecord>,
+    /// Moves of a compaction, which frees space in the end and may use half the reserve.
+    pub compaction: bool,
 }
 
 struct PendingRecord {
     start: usize,
     header: RecordHeader,
-    /// For a compaction move: where the chunk is now. The move happens only if the index
-    /// still points there.
+    /// For a compaction move or a replacement: where the chunk is now. The new record takes
+    /// its place only if the index still points there.
     origin: Option<Loc>,
 }
 
 impl AppendRequest {
+    /// An empty request for the moves of a compaction.
+    pub fn for_compaction() -> AppendRequest {
+        AppendRequest {
+            compaction: true,
+            ..AppendRequest::default()
+        }
+    }
+
     pub fn push(&mut self, header: RecordHeader, payload: &[u8], origin: Option<Loc>) {
         let start = self.buf.len();
         self.buf.extend_from_slice(&header.encode());
@@ -172,6 +182,32 @@ impl ChunkStore {
         Ok(stats)
     }
 
+    /// Stores `chunk` in place of the copy the store holds now — a copy a scrub found
+    /// corrupt — or as a new chunk when there is none. The chunk is verified first, as by
+    /// [`ChunkStore::put_batch`]; then a new record is appended and synced, and the index
+    /// entry is re-pointed to it in one index transaction, only if it still points at the
+    /// copy seen at the start (the old record becomes dead space). Until then every read gets
+    /// the old copy (and its error), never nothing. Returns false when the entry changed
+    /// meanwhile (removed by a sweep, or replaced by another caller) and nothing was done.
+    pub fn replace(&self, chunk: &EncodedChunk) -> Result<bool, StoreError> {
+        if chunk.data.len() > MAX_STORED_LEN as usize {
+            return Err(StoreError::TooLarge {
+                id: chunk.id,
+                len: chunk.data.len() as u64,
+                max: u64::from(MAX_STORED_LEN),
+            });
+        }
+        decode(chunk)?;
+        let origin = self.index.get(&chunk.id)?;
+        let mut req = AppendRequest::default();
+        req.push(
+            RecordHeader::new(chunk.id, chunk.codec, chunk.raw_len, &chunk.data),
+            &chunk.data,
+            origin,
+        );
+        Ok(self.submit(req)?.stored == 1)
+    }
+
     /// Queues `req` for the next group commit and waits for its result.
     fn submit(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let ticket = Arc::new(Ticket {
@@ -259,7 +295,7 @@ impl ChunkStore {
             }
         }
         let needed: u64 = todo.iter().map(|(_, r)| r.header.record_len()).sum();
-        let moving = todo.iter().any(|(_, r)| r.origin.is_some());
+        let moving = todo.iter().any(|(i, _)| reqs[*i].compaction);
         if needed > 0 {
             self.check_space(needed, moving)?;
         }

@@ -1277,7 +1277,8 @@ async fn scrub(c: &Cluster, json: bool) -> Result<ExitCode> {
         None => vec![(0, c.url.clone())],
     };
     let mut rows = Vec::new();
-    let (mut checked, mut corrupt, mut repaired, mut unrepaired, mut failed) = (0, 0, 0, 0, 0);
+    let (mut checked, mut corrupt, mut repaired, mut unrepaired, mut unreadable, mut failed) =
+        (0, 0, 0, 0, 0, 0);
     for (id, addr) in targets {
         match c.scrub_at(&addr).await {
             Ok(r) => {
@@ -1285,10 +1286,12 @@ async fn scrub(c: &Cluster, json: bool) -> Result<ExitCode> {
                 corrupt += r.corrupt;
                 repaired += r.repaired;
                 unrepaired += r.unrepaired.len() as u64;
+                unreadable += r.unreadable.len() as u64;
                 let ids: Vec<String> = r.unrepaired.iter().map(hex::encode).collect();
+                let unread: Vec<String> = r.unreadable.iter().map(hex::encode).collect();
                 if !json {
                     println!(
-                        "node {id} ({}): {} chunks checked, {} corrupt, {} repaired{}",
+                        "node {id} ({}): {} chunks checked, {} corrupt, {} repaired{}{}",
                         addr.trim_start_matches("http://"),
                         r.checked,
                         r.corrupt,
@@ -1296,13 +1299,18 @@ async fn scrub(c: &Cluster, json: bool) -> Result<ExitCode> {
                         if ids.is_empty() {
                             String::new()
                         } else {
-                            format!(", NOT repaired: {}", ids.join(" "))
+                            format!(", NOT repaired (kept): {}", ids.join(" "))
+                        },
+                        if unread.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", UNREADABLE (I/O error; kept): {}", unread.join(" "))
                         }
                     );
                 }
                 rows.push(serde_json::json!({
                     "node_id": id, "addr": addr, "checked": r.checked, "corrupt": r.corrupt,
-                    "repaired": r.repaired, "unrepaired": ids,
+                    "repaired": r.repaired, "unrepaired": ids, "unreadable": unread,
                 }));
             }
             Err(e) => {
@@ -1319,15 +1327,16 @@ async fn scrub(c: &Cluster, json: bool) -> Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "checked": checked, "corrupt": corrupt, "repaired": repaired,
-                "unrepaired": unrepaired, "nodes_failed": failed, "nodes": rows,
+                "unrepaired": unrepaired, "unreadable": unreadable,
+                "nodes_failed": failed, "nodes": rows,
             }))?
         );
     } else {
         println!(
-            "scrub: {checked} chunks checked, {corrupt} corrupt, {repaired} repaired, {unrepaired} not repairable, {failed} node(s) not reached"
+            "scrub: {checked} chunks checked, {corrupt} corrupt, {repaired} repaired, {unrepaired} not repairable, {unreadable} unreadable, {failed} node(s) not reached"
         );
     }
-    Ok(if unrepaired > 0 || failed > 0 {
+    Ok(if unrepaired > 0 || unreadable > 0 || failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
