@@ -147,11 +147,7 @@ impl ChunksService {
                 Err(e) => {
                     // An owner that answered with a reason of its own is up and should have
                     // held the copy; one that did not answer (or is full) is down for now.
-                    let down = matches!(
-                        cairn_proto::stable_code(&e),
-                        None | Some(ErrorCode::Unavailable) | Some(ErrorCode::DiskFull)
-                    );
-                    if !down {
+                    if !crate::peers::owner_is_down(&e) {
                         for id in &ids {
                             *refused.entry(*id).or_default() += 1;
                         }

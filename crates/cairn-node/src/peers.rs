@@ -361,6 +361,8 @@ impl ClusterChunks {
                 continue;
             }
             let mut held = c.held;
+            // Owners that took no copy for a reason of their own (not down, not full).
+            let mut refused = 0;
             if !c.lacking.is_empty() {
                 if let Ok(content) = self.content(id).await {
                     let chunk = cairn_chunker::codec::encode_with_id(
@@ -380,12 +382,18 @@ impl ClusterChunks {
                         match copied {
                             Ok(()) => held += 1,
                             Err(e) => {
+                                if !owner_is_down(&e) {
+                                    refused += 1;
+                                }
                                 tracing::warn!(chunk = %id, node = nid, error = %e, "could not copy a chunk to its owner")
                             }
                         }
                     }
                 }
             }
+            // An owner that answered "lacking" but cannot take a copy (down since, or out of
+            // space) counts as down, as it does for an upload.
+            let need = need.min(self.quorum.needed(owners[&id].len(), held + refused));
             if held < need {
                 return Err(status(
                     ErrorCode::Unavailable,
@@ -428,6 +436,15 @@ impl ClusterChunks {
         .map_err(crate::error::join_status)?
         .map_err(crate::error::store_status)
     }
+}
+
+/// Tells whether a failed copy to an owner means it cannot take writes now (it did not
+/// answer, or it is out of space) rather than that it refused for a reason of its own.
+pub fn owner_is_down(e: &Status) -> bool {
+    matches!(
+        cairn_proto::stable_code(e),
+        None | Some(ErrorCode::Unavailable) | Some(ErrorCode::DiskFull)
+    )
 }
 
 /// What a chunk's owners answered: how many hold it, and which answered that they lack it.
