@@ -651,7 +651,11 @@ fn the_leader_the_client_talks_to_dies_mid_backup_and_the_backup_finishes() {
         .env("CAIRN_CLUSTER", format!("{dead},{}", survivor.url))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // And one whose every address is dead names each of them.
     let out = std::process::Command::new(cairn_tests::cairn_bin())
         .args(["backups", "list"])
@@ -660,7 +664,10 @@ fn the_leader_the_client_talks_to_dies_mid_backup_and_the_backup_finishes() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains(dead.as_str()) && err.contains("127.0.0.1:1"), "{err}");
+    assert!(
+        err.contains(dead.as_str()) && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
     restore_identical(
         survivor,
         b["id"].as_str().unwrap(),

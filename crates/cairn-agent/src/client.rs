@@ -182,7 +182,10 @@ impl Cluster {
     /// Connects to the first node of `urls` (one address, or several separated by commas)
     /// that answers, sending `token` on every call. The other addresses stay known: calls
     /// fall back on them as on the members the cluster names.
-    pub async fn connect_with_token(urls: &str, token: Option<&str>) -> Result<Cluster, AgentError> {
+    pub async fn connect_with_token(
+        urls: &str,
+        token: Option<&str>,
+    ) -> Result<Cluster, AgentError> {
         let list: Vec<&str> = urls
             .split(',')
             .map(str::trim)

@@ -509,6 +509,21 @@ impl MetaNode {
         self.raft.metrics().borrow().clone()
     }
 
+    /// Resolves when the raft task has stopped for good on an error it cannot recover from
+    /// (its storage failed: a metadata write hit a full disk, say), with the reason. A node
+    /// in that state answers nothing useful until it is restarted.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(e) = &rx.borrow().running_state {
+                return e.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "the metadata raft task ended".to_string();
+            }
+        }
+    }
+
     /// Stops the raft task and makes the database durable.
     pub async fn shutdown(&self) -> Result<(), MetaError> {
         self.raft.shutdown().await.map_err(|e| {

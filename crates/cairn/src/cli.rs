@@ -1067,11 +1067,22 @@ async fn serve(cfg: cairn_node::NodeConfig, config_dir: &std::path::Path) -> Res
         }
     };
     let _gateway = gateway;
+    let fatal = {
+        let meta = node.meta.clone();
+        async move { meta.fatal().await }
+    };
     tokio::select! {
         r = node.wait() => { r?; }
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             node.shutdown().await;
+        }
+        // A node whose catalog cannot be written (its disk filled to the last byte) stops
+        // with the reason rather than stay up answering nothing: its supervisor restarts
+        // it, and the restart recovers once there is space.
+        why = fatal => {
+            node.shutdown().await;
+            anyhow::bail!("the node's catalog failed and the node stops (restart it once the cause is fixed, e.g. space freed on a full disk): {why}");
         }
     }
     Ok(())
