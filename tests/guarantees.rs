@@ -53,6 +53,28 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// "When a node refused, the line ends with its stable code, e.g. `[E1004]`: the call had no
+/// effect" (scripts, and the nemesis harness, tell a refusal from a call that may have
+/// happened by it; the harness found every failure unclassifiable without it).
+#[test]
+fn a_refusal_names_its_stable_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = Node::start(&tmp.path().join("n"));
+    let missing = format!("{ENV}/20200101000000");
+    let out = n.cairn(&["backups", "delete", &missing]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = stderr(&out);
+    assert!(line.trim_end().ends_with("[E1002]"), "{line}");
+    assert_eq!(error_lines(&out), 1, "{line}");
+    // A node that does not answer is not a refusal: no code.
+    let out = Command::new(cairn_bin())
+        .args(["backups", "list"])
+        .env("CAIRN_CLUSTER", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!stderr(&out).contains("[E"), "{}", stderr(&out));
+}
+
 /// "Exit codes: 0 success, 1 failure (one line on stderr saying what and where), 2 bad
 /// usage, 3 backup committed but incomplete."
 ///

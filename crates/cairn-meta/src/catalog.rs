@@ -927,6 +927,8 @@ pub(crate) mod tests {
         assert_eq!(cat.name_owner(env, "nightly").unwrap(), Some(T));
     }
 
+    /// The nemesis harness found a backup listed twice (seed 3, 5 nodes): a commit whose
+    /// answer was lost was retried and committed again.
     #[test]
     fn a_repeated_commit_in_one_session_answers_the_first_backup() {
         let env = EnvId::derive("hn1/101");

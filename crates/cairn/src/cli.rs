@@ -514,7 +514,18 @@ pub fn main() -> ExitCode {
             if msg.len() == 2 && msg[0].ends_with(&msg[1]) {
                 line = msg[0].clone();
             }
-            eprintln!("error: {line}");
+            // A node's refusal carries its stable code, so scripts can tell "refused, nothing
+            // happened" from "may have happened" without reading the prose.
+            let code = e
+                .chain()
+                .find_map(|c| match c.downcast_ref::<cairn_agent::AgentError>() {
+                    Some(cairn_agent::AgentError::Cluster { code, .. }) => Some(*code),
+                    _ => None,
+                });
+            match code {
+                Some(code) => eprintln!("error: {line} [{}]", code.as_str()),
+                None => eprintln!("error: {line}"),
+            }
             // Bad usage exits 2 like clap's own refusals; every other failure exits 1.
             if e.chain().any(|c| c.is::<Usage>()) {
                 ExitCode::from(2)
