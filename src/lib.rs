@@ -169,9 +169,21 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Tells whether the process was started and not stopped or killed by the harness.
+    /// Tells whether the process runs: started, not stopped or killed by the harness, and
+    /// not exited on its own (a node stops itself when its catalog cannot be written; its
+    /// unreaped process is a zombie, state `Z` in `/proc/PID/stat`).
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        let Some(c) = &self.child else {
+            return false;
+        };
+        match std::fs::read_to_string(format!("/proc/{}/stat", c.id())) {
+            // The state is the field after the parenthesised command name.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X"),
+            Err(_) => false,
+        }
     }
 
     /// Kills the process with SIGKILL (no clean shutdown).

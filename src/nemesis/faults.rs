@@ -444,7 +444,9 @@ impl Nemesis {
             result["error"] = json!(c.error());
         }
         ctx.history.complete(op, c.outcome, result);
-        if c.outcome == Outcome::Ok {
+        // Removed, or refused definitely (it never became a member: its add failed): either
+        // way not a member, so it stops and the checker does not count on it.
+        if c.outcome != Outcome::Unknown {
             self.cluster.nodes[id as usize - 1].stop();
             self.state[id as usize - 1].removed = true;
         }
