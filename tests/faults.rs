@@ -301,3 +301,62 @@ fn scrub_keeps_a_corrupt_copy_that_has_no_healthy_replica() {
         assert_eq!(r["unreadable"], 0, "{r}");
     }
 }
+
+/// Found by the nemesis harness (seed 1): a node whose disk fills to the last byte cannot
+/// write its catalog, and its raft member stops for good. It now exits with one line naming
+/// the cause instead of staying up answering nothing; the cluster serves on, and once space
+/// is back a restart (its supervisor's job) brings it back.
+#[test]
+fn a_node_whose_catalog_cannot_be_written_stops_and_comes_back_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cdir = tmp.path().join("c");
+    let disk2 = Tmpfs::mount(&cdir.join("node2"), "64m");
+    let mut c = TestCluster::start(&cdir, 3, "");
+    let first = tmp.path().join("first");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::write(first.join("a.bin"), noise(1 << 20, 9)).unwrap();
+    let b1 = backup(&c.nodes[0], &first)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+
+    // Node 2's disk fills to the very last byte.
+    let ballast = disk2.fill(0);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&ballast)
+            .unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+        while f.write_all(&[0u8; 1]).is_ok() {}
+    }
+    // Backups go on through node 1; node 2's catalog receives their entries until its
+    // storage fails.
+    let log = c.nodes[1].log.clone();
+    let mut round = 0u64;
+    wait_for(
+        Duration::from_secs(180),
+        "node 2 to stop on its full disk",
+        || {
+            round += 1;
+            std::fs::write(src.join(format!("f{round}")), noise(256 << 10, round)).unwrap();
+            let _ = c.nodes[0].cairn(&["backup", src.to_str().unwrap(), "--env", ENV, "--json"]);
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            (!c.nodes[1].is_running() && text.contains("the node's catalog failed")).then_some(())
+        },
+    );
+    restore_identical(&c.nodes[0], &b1, &first, &tmp.path().join("out1"));
+
+    // Space back, node 2 restarted: it serves again.
+    std::fs::remove_file(ballast).unwrap();
+    c.node(2).restart();
+    let b2 = backup(&c.nodes[1], &src)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    restore_identical(&c.nodes[1], &b2, &src, &tmp.path().join("out2"));
+    drop(c);
+}
