@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A Jepsen-style run: a real cluster of `cairn node` processes on this machine under faults
 # (kill -9, SIGSTOP, a flipped byte in a pack, a full disk, a skewed clock, a node added and
-# removed) while clients back up, restore, delete, collect garbage and scrub; every operation
-# goes to a history, and a checker judges it once every fault is healed.
+# removed, network partitions between nodes in namespaces of their own) while clients back
+# up, restore, delete, collect garbage and scrub; every operation goes to a history, and a
+# checker judges it once every fault is healed.
 #
 # Usage: scripts/nemesis.sh [--nodes N] [--minutes M] [--seed S] [--envs E] [--disk-mib MiB]
 #                           [--faults K,K,...] [--keep] [-h|--help]
@@ -13,7 +14,8 @@
 #   --seed S      seeds every choice (default: the time; printed with the command to rerun)
 #   --envs E      environments, each with its own client (default 3)
 #   --disk-mib N  size of each node's tmpfs data dir when run as root (default 1024)
-#   --faults K,…  only these fault kinds: kill, pause, corrupt, disk-full, clock, membership
+#   --faults K,…  only these fault kinds: kill, pause, corrupt, disk-full, clock, membership,
+#                 partition
 #                 (default all; e.g. leave out disk-full to look past a known defect)
 #   --keep        keep the run directory even when the run passes
 #
@@ -27,7 +29,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-case "${1:-}" in -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 profile=${CARGO_PROFILE:-dev}
 flag=()

@@ -72,6 +72,32 @@ pub struct Node {
     /// Extra environment of the node process, applied at every (re)start (the nemesis sets
     /// `LD_PRELOAD`/`FAKETIME` here to skew a node's clock).
     pub env: Vec<(String, String)>,
+    /// A command the node process runs under, applied at every (re)start: the nemesis puts
+    /// each node in a network namespace of its own with `ip netns exec NS`.
+    pub wrap: Vec<String>,
+}
+
+/// Where a cluster node runs: the address it listens on and advertises, and the command it
+/// runs under (empty: directly on this host's loopback).
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub ip: String,
+    pub port: u16,
+    pub wrap: Vec<String>,
+}
+
+impl Host {
+    /// `n` loopback hosts on ports that were free a moment ago.
+    pub fn loopback(n: usize) -> Vec<Host> {
+        free_ports(n)
+            .into_iter()
+            .map(|port| Host {
+                ip: "127.0.0.1".into(),
+                port,
+                wrap: Vec::new(),
+            })
+            .collect()
+    }
 }
 
 impl Node {
@@ -105,6 +131,17 @@ impl Node {
         token: Option<&str>,
         ca: Option<&Path>,
     ) -> Node {
+        Node::start_wrapped(data, config_text, token, ca, Vec::new())
+    }
+
+    /// Like [`Node::start_secure`], running under `wrap` (see [`Node::wrap`]).
+    pub fn start_wrapped(
+        data: &Path,
+        config_text: &str,
+        token: Option<&str>,
+        ca: Option<&Path>,
+        wrap: Vec<String>,
+    ) -> Node {
         std::fs::create_dir_all(data).expect("create data dir");
         let config = data.with_extension("toml");
         std::fs::write(&config, config_text).expect("write config");
@@ -117,6 +154,7 @@ impl Node {
             token: token.map(str::to_string),
             ca: ca.map(Path::to_path_buf),
             env: Vec::new(),
+            wrap,
         };
         n.restart();
         n
@@ -130,7 +168,15 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("open log");
-        let child = Command::new(cairn_bin())
+        let mut cmd = match self.wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(cairn_bin());
+                c
+            }
+            None => Command::new(cairn_bin()),
+        };
+        let child = cmd
             .args(["node", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
@@ -173,17 +219,7 @@ impl Node {
     /// not exited on its own (a node stops itself when its catalog cannot be written; its
     /// unreaped process is a zombie, state `Z` in `/proc/PID/stat`).
     pub fn is_running(&self) -> bool {
-        let Some(c) = &self.child else {
-            return false;
-        };
-        match std::fs::read_to_string(format!("/proc/{}/stat", c.id())) {
-            // The state is the field after the parenthesised command name.
-            Ok(stat) => stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_some_and(|state| state != "Z" && state != "X"),
-            Err(_) => false,
-        }
+        self.child.as_ref().is_some_and(|c| alive(c.id()))
     }
 
     /// Kills the process with SIGKILL (no clean shutdown).
@@ -293,6 +329,19 @@ impl Drop for Node {
     }
 }
 
+/// Tells whether process `pid` runs: it exists and is not a zombie (state `Z` or `X` in
+/// `/proc/PID/stat`: exited, not yet reaped).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 /// True when the tests run as root (ownership, devices, mounts).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -345,13 +394,26 @@ impl TestCluster {
         token: Option<&str>,
         tls: Option<(&Path, &Path)>,
     ) -> TestCluster {
-        let ports = free_ports(n);
+        TestCluster::start_on(dir, Host::loopback(n), extra, token, tls)
+    }
+
+    /// Starts one voter per host (ids 1.., in order) under `dir`; see
+    /// [`TestCluster::start_secure`].
+    pub fn start_on(
+        dir: &Path,
+        hosts: Vec<Host>,
+        extra: &str,
+        token: Option<&str>,
+        tls: Option<(&Path, &Path)>,
+    ) -> TestCluster {
         let scheme = if tls.is_some() { "https://" } else { "" };
         let mut voters = String::new();
-        for (i, p) in ports.iter().enumerate() {
+        for (i, h) in hosts.iter().enumerate() {
             voters.push_str(&format!(
-                "[[voters]]\nid = {}\naddr = \"{scheme}127.0.0.1:{p}\"\nzone = \"z{}\"\n",
+                "[[voters]]\nid = {}\naddr = \"{scheme}{}:{}\"\nzone = \"z{}\"\n",
                 i + 1,
+                h.ip,
+                h.port,
                 i + 1
             ));
         }
@@ -369,20 +431,22 @@ impl TestCluster {
         // Start all processes first: a node waits for its peers to answer before it is
         // ready, and `Node::start_with` waits for readiness.
         let mut children = Vec::new();
-        for (i, p) in ports.iter().enumerate() {
+        for (i, h) in hosts.into_iter().enumerate() {
             let data = dir.join(format!("node{}", i + 1));
             let token_line = token
                 .map(|t| format!("token = \"{t}\"\n"))
                 .unwrap_or_default();
             let text = format!(
-                "node_id = {}\nlisten = \"127.0.0.1:{p}\"\ndata_dir = \"{}\"\n{token_line}{extra}\n{voters}",
+                "node_id = {}\nlisten = \"{}:{}\"\ndata_dir = \"{}\"\n{token_line}{extra}\n{voters}",
                 i + 1,
+                h.ip,
+                h.port,
                 data.display()
             );
             let token = token.map(str::to_string);
             let ca = ca.clone();
             children.push(std::thread::spawn(move || {
-                Node::start_secure(&data, &text, token.as_deref(), ca.as_deref())
+                Node::start_wrapped(&data, &text, token.as_deref(), ca.as_deref(), h.wrap)
             }));
         }
         let nodes = children
@@ -449,27 +513,34 @@ impl TestCluster {
     /// Starts a storage-only node with id `nodes.len() + 1` (its config lists the voters but
     /// not itself), not yet added to the cluster; returns its address (`host:port`).
     pub fn start_storage_node(&mut self, dir: &Path) -> String {
+        let host = Host::loopback(1).remove(0);
+        self.start_storage_node_on(dir, host)
+    }
+
+    /// Like [`TestCluster::start_storage_node`], on `host`.
+    pub fn start_storage_node_on(&mut self, dir: &Path, host: Host) -> String {
         let id = self.nodes.len() + 1;
-        let port = free_ports(1)[0];
         let data = dir.join(format!("node{id}"));
         let token_line = self
             .token
             .as_ref()
             .map(|t| format!("token = \"{t}\"\n"))
             .unwrap_or_default();
+        let addr = format!("{}:{}", host.ip, host.port);
         let text = format!(
-            "node_id = {id}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{token_line}{}\n{}",
+            "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n{token_line}{}\n{}",
             data.display(),
             self.extra,
             self.voters
         );
-        self.nodes.push(Node::start_secure(
+        self.nodes.push(Node::start_wrapped(
             &data,
             &text,
             self.token.as_deref(),
             self.ca.as_deref(),
+            host.wrap,
         ));
-        format!("127.0.0.1:{port}")
+        addr
     }
 
     /// The first node that is running.
@@ -538,6 +609,11 @@ impl Agent {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Tells whether the process runs (started, not killed, not exited on its own).
+    pub fn is_running(&self) -> bool {
+        self.child.as_ref().is_some_and(|c| alive(c.id()))
     }
 
     /// Waits for the process to exit on its own and returns its status.

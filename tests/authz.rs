@@ -703,6 +703,7 @@ fn grpc_probe(entry: &str) -> Option<Probe> {
                         env: c.fx.e1.clone(),
                         options: Some(options),
                         host: String::new(),
+                        request_id: String::new(),
                     }))
                     .await,
             )
@@ -845,6 +846,7 @@ async fn create_job(
                 env: c.fx.e1.clone(),
                 options: Some(options),
                 host: String::new(),
+                request_id: String::new(),
             }))
             .await,
     )
@@ -1473,6 +1475,7 @@ async fn prepare(leader: &str, mut fx: Fx, nodes: &[Addrs]) -> Fx {
             env: fx.e1.clone(),
             options: Some(pb::JobOptions::default()),
             host: String::new(),
+            request_id: String::new(),
         }))
         .await
         .expect("queue J1")

@@ -8,11 +8,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use cairn_tests::fleet::{agent_token, urls};
 use cairn_tests::nemesis::faults::{self, Nemesis};
 use cairn_tests::nemesis::history::History;
+use cairn_tests::nemesis::net::Net;
 use cairn_tests::nemesis::workload::{admin_worker, env_worker, Ctx, Env};
-use cairn_tests::nemesis::{check, Rng};
-use cairn_tests::{is_root, TestCluster};
+use cairn_tests::nemesis::{check, Rng, SECRET};
+use cairn_tests::{is_root, Agent, Host, TestCluster};
+use std::panic::AssertUnwindSafe;
 
 struct Args {
     nodes: usize,
@@ -22,9 +25,10 @@ struct Args {
     keep: bool,
     disk_mib: u64,
     faults: Vec<String>,
+    agent_envs: usize,
 }
 
-const USAGE: &str = "usage: nemesis [--nodes N (3..=7, default 5)] [--minutes M (default 3)] [--seed S] [--envs E (default 3)] [--disk-mib MiB (tmpfs per node, default 1024)] [--faults kill,pause,corrupt,disk-full,clock,membership (default all)] [--keep]";
+const USAGE: &str = "usage: nemesis [--nodes N (3..=7, default 5)] [--minutes M (default 3)] [--seed S] [--envs E (default 3)] [--agent-envs A (of the E, backed up by a cairn agent through jobs; default 1)] [--disk-mib MiB (tmpfs per node, default 1024)] [--faults kill,pause,corrupt,disk-full,clock,membership,partition (default all)] [--keep]";
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
@@ -37,6 +41,7 @@ fn parse() -> Result<Args, String> {
         envs: 3,
         keep: false,
         disk_mib: 1024,
+        agent_envs: 1,
         faults: faults::ALL.iter().map(|s| s.to_string()).collect(),
     };
     let mut it = std::env::args().skip(1);
@@ -47,6 +52,9 @@ fn parse() -> Result<Args, String> {
             "--minutes" => a.minutes = val()?.parse().map_err(|e| format!("--minutes: {e}"))?,
             "--seed" => a.seed = val()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--envs" => a.envs = val()?.parse().map_err(|e| format!("--envs: {e}"))?,
+            "--agent-envs" => {
+                a.agent_envs = val()?.parse().map_err(|e| format!("--agent-envs: {e}"))?
+            }
             "--disk-mib" => a.disk_mib = val()?.parse().map_err(|e| format!("--disk-mib: {e}"))?,
             "--faults" => {
                 a.faults = val()?.split(',').map(str::to_string).collect();
@@ -62,7 +70,7 @@ fn parse() -> Result<Args, String> {
             _ => return Err(format!("unknown argument {k}\n{USAGE}")),
         }
     }
-    if !(3..=7).contains(&a.nodes) || a.envs == 0 || a.minutes <= 0.0 {
+    if !(3..=7).contains(&a.nodes) || a.envs == 0 || a.agent_envs > a.envs || a.minutes <= 0.0 {
         return Err(USAGE.into());
     }
     Ok(a)
@@ -115,6 +123,47 @@ fn unmount_tmpfs(cdir: &Path, mounted: &[bool], save: bool) {
     }
 }
 
+/// Starts `cairn agent` for host "h1" with a token of its own, discovering the directories
+/// of `envs` (made empty here; their workers fill them), and waits until they register.
+/// Returns the agent and each environment's id by name.
+fn start_agent(
+    nem: &Nemesis,
+    dir: &Path,
+    envs: &[Env],
+) -> Result<(Agent, BTreeMap<String, String>), String> {
+    let roots = dir.join("envs");
+    for e in envs {
+        std::fs::create_dir_all(&e.root).map_err(|err| format!("{}: {err}", e.root.display()))?;
+    }
+    let c = &nem.cluster;
+    let token = std::panic::catch_unwind(AssertUnwindSafe(|| agent_token(&c.nodes[0], "h1")))
+        .map_err(|_| "cannot issue an agent token".to_string())?;
+    let text = format!(
+        "cluster = {}\nhost_id = \"h1\"\nstate_dir = \"{}\"\ntoken = \"{token}\"\nregister_interval_ms = 1000\nmax_jobs = 2\n[discovery]\ndirs = [\"{}\"]\n",
+        urls(c),
+        dir.join("state").display(),
+        roots.display()
+    );
+    let agent = Agent::start(dir, &text);
+    let listed =
+        std::panic::catch_unwind(AssertUnwindSafe(|| c.nodes[0].envs(Some("h1"), envs.len())))
+            .map_err(|_| {
+                format!(
+                    "its environments did not register; log: {}",
+                    agent
+                        .log()
+                        .chars()
+                        .rev()
+                        .take(2000)
+                        .collect::<String>()
+                        .chars()
+                        .rev()
+                        .collect::<String>()
+                )
+            })?;
+    Ok((agent, listed.into_iter().collect()))
+}
+
 fn main() -> ExitCode {
     let args = match parse() {
         Ok(a) => a,
@@ -132,8 +181,8 @@ fn main() -> ExitCode {
         }
     }
     let mut reproduce = format!(
-        "scripts/nemesis.sh --nodes {} --minutes {} --seed {} --envs {}",
-        args.nodes, args.minutes, args.seed, args.envs
+        "scripts/nemesis.sh --nodes {} --minutes {} --seed {} --envs {} --agent-envs {}",
+        args.nodes, args.minutes, args.seed, args.envs, args.agent_envs
     );
     if args.faults.len() != faults::ALL.len() {
         reproduce.push_str(&format!(" --faults {}", args.faults.join(",")));
@@ -165,7 +214,31 @@ fn main() -> ExitCode {
         }
     };
     let root = Rng::new(args.seed);
-    let cluster = match std::panic::catch_unwind(|| TestCluster::start(&cdir, args.nodes, "")) {
+    // Each node in a network namespace of its own (root), so links can be cut.
+    let net = if !args.faults.iter().any(|f| f == "partition") {
+        Err("left out by --faults".to_string())
+    } else if !is_root() {
+        Err("needs root for a network namespace per node".to_string())
+    } else {
+        Net::create()
+    };
+    let hosts = match net {
+        Ok(mut net) => match (1..=args.nodes as u64)
+            .map(|id| net.host(id))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(h) => (h, Ok(net)),
+            Err(e) => (Host::loopback(args.nodes), Err(e)),
+        },
+        Err(e) => (Host::loopback(args.nodes), Err(e)),
+    };
+    let (hosts, net) = hosts;
+    if let Err(why) = &net {
+        println!("nemesis: nodes share loopback, no partitions: {why}");
+    }
+    let cluster = match std::panic::catch_unwind(|| {
+        TestCluster::start_on(&cdir, hosts, "", Some(SECRET), None)
+    }) {
         Ok(c) => c,
         Err(_) => {
             eprintln!("nemesis: the cluster did not start; see {}", cdir.display());
@@ -173,16 +246,41 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut nem = Nemesis::new(cluster, &cdir, mounted.clone());
+    let mut nem = Nemesis::new(cluster, net, &cdir, mounted.clone());
     nem.allowed = args.faults.clone();
+    // The first E-A environments are backed up by the CLI reading the tree; the last A are
+    // directories on host "h1", found and backed up by a `cairn agent` daemon through jobs.
     let mut erng = root.fork("envs");
-    let envs: Vec<Env> = (1..=args.envs)
+    let direct = args.envs - args.agent_envs;
+    let agent_dir = dir.join("agent-h1");
+    let mut envs: Vec<Env> = (1..=args.envs)
         .map(|i| Env {
             name: format!("env{i}"),
             eid: eid(&mut erng),
-            root: dir.join("envs").join(format!("env{i}")),
+            root: if i <= direct {
+                dir.join("envs").join(format!("env{i}"))
+            } else {
+                agent_dir.join("envs").join(format!("env{i}"))
+            },
+            agent: i > direct,
         })
         .collect();
+    if args.agent_envs > 0 {
+        match start_agent(&nem, &agent_dir, &envs[direct..]) {
+            Ok((agent, eids)) => {
+                for e in envs.iter_mut().filter(|e| e.agent) {
+                    e.eid = eids[&e.name].clone();
+                }
+                nem.agent = Some(agent);
+            }
+            Err(e) => {
+                eprintln!("nemesis: the agent did not start: {e}");
+                drop(nem);
+                unmount_tmpfs(&cdir, &mounted, true);
+                return ExitCode::from(2);
+            }
+        }
+    }
     let started = Instant::now();
     let ctx = Arc::new(Ctx {
         history: history.clone(),

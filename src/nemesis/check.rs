@@ -390,7 +390,7 @@ fn retention_may_remove(ops: &[Op], t: &super::workload::Taken) -> bool {
     };
     let newer = ops
         .iter()
-        .filter(|o| o.kind == "backup" && o.outcome != Outcome::Fail)
+        .filter(|o| (o.kind == "backup" || o.kind == "backup-job") && o.outcome != Outcome::Fail)
         .filter(|o| o.process == mine.process && o.invoked > mine.invoked)
         .count() as u64;
     newer >= k

@@ -78,7 +78,7 @@ pub fn run(url: &str, args: &[String], timeout: Duration) -> Call {
     let mut child = match Command::new(crate::cairn_bin())
         .args(args)
         .env("CAIRN_CLUSTER", url)
-        .env_remove("CAIRN_TOKEN")
+        .env("CAIRN_TOKEN", super::SECRET)
         .env_remove("CAIRN_CA")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

@@ -3,14 +3,17 @@
 //!
 //! | fault      | how                                                                  |
 //! |------------|----------------------------------------------------------------------|
-//! | kill       | SIGKILL one or more nodes, later restart them (same port and data)     |
+//! | kill       | SIGKILL one or more nodes (and now and then the agent), later restart   |
 //! | pause      | SIGSTOP one or more nodes, later SIGCONT                              |
 //! | corrupt    | XOR one byte of a random pack segment of a running node with 0xff     |
 //! | disk-full  | (root) fill the node's tmpfs data dir with a ballast file, then delete |
 //! | clock      | (libfaketime) restart a node with its wall clock offset, later without |
 //! | membership | add a storage node (`cluster add-node`), later drain and remove it     |
+//! | partition  | (root) cut links between nodes' network namespaces, later restore them |
 //!
-//! Not injected: network partitions (all nodes share 127.0.0.1; see scripts/README.md).
+//! Partitions ([`super::net`]) come in four shapes: a minority isolated, two halves, a
+//! bridge (two sides that cannot talk and one node that talks to both) and one-way (a
+//! group's packets to the others are dropped). Clients and the checker are never cut off.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::history::Outcome;
+use super::net::{Net, Shape};
 use super::workload::Ctx;
 use super::Rng;
 use crate::TestCluster;
@@ -28,13 +32,14 @@ use crate::TestCluster;
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 const BALLAST: &str = "nemesis-ballast";
 /// Every fault kind, as `--faults` names them.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     "kill",
     "pause",
     "corrupt",
     "disk-full",
     "clock",
     "membership",
+    "partition",
 ];
 
 #[derive(Default, Clone)]
@@ -47,6 +52,10 @@ struct NodeState {
 
 pub struct Nemesis {
     pub cluster: TestCluster,
+    /// The nodes' network namespaces (dropped after the cluster: fields drop in order).
+    pub net: Result<Net, String>,
+    /// The `cairn agent` of host h1, when the run has agent-served environments.
+    pub agent: Option<crate::Agent>,
     state: Vec<NodeState>,
     dir: PathBuf,
     pub faketime: bool,
@@ -57,14 +66,22 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
-    /// `tmpfs[i]`: node i+1's data dir is a tmpfs of its own (disk-full can fill it).
-    pub fn new(cluster: TestCluster, dir: &Path, tmpfs: Vec<bool>) -> Nemesis {
+    /// `tmpfs[i]`: node i+1's data dir is a tmpfs of its own (disk-full can fill it); `net`:
+    /// the namespaces the nodes run in, or why they run on loopback.
+    pub fn new(
+        cluster: TestCluster,
+        net: Result<Net, String>,
+        dir: &Path,
+        tmpfs: Vec<bool>,
+    ) -> Nemesis {
         let mut state = vec![NodeState::default(); cluster.nodes.len()];
         for (s, t) in state.iter_mut().zip(tmpfs) {
             s.tmpfs = t;
         }
         Nemesis {
             cluster,
+            net,
+            agent: None,
             state,
             dir: dir.to_path_buf(),
             faketime: Path::new(FAKETIME_LIB).exists(),
@@ -75,7 +92,12 @@ impl Nemesis {
 
     /// The kinds of fault this run cannot inject, with why.
     pub fn not_injected(&self) -> Vec<String> {
-        let mut v = vec!["partition (no per-node network: all nodes share loopback)".to_string()];
+        let mut v = vec![
+            "a client cut off from some nodes (clients and the checker reach every node)".into(),
+        ];
+        if let Err(why) = &self.net {
+            v.push(format!("partition ({why})"));
+        }
         for k in ALL {
             if !self.allows(k) {
                 v.push(format!("{k} (left out by --faults)"));
@@ -193,6 +215,9 @@ impl Nemesis {
             if self.faketime {
                 kinds.push("clock");
             }
+            if self.net.is_ok() {
+                kinds.extend(["partition", "partition"]);
+            }
             kinds.retain(|k| self.allows(k));
             if kinds.is_empty() {
                 continue;
@@ -203,6 +228,7 @@ impl Nemesis {
                 "pause" => self.pause(&ctx, &mut rng),
                 "corrupt" => self.corrupt(&ctx, &mut rng),
                 "disk-full" => self.disk_full(&ctx, &mut rng),
+                "partition" => self.partition(&ctx, &mut rng),
                 _ => self.clock(&ctx, &mut rng),
             }
         }
@@ -214,23 +240,45 @@ impl Nemesis {
 
     fn kill(&mut self, ctx: &Ctx, rng: &mut Rng) {
         let ids = self.targets(rng);
-        if ids.is_empty() {
+        let agent = self.agent.is_some() && rng.chance(30);
+        if ids.is_empty() && !agent {
             return;
         }
         self.count("kill");
         let hold = Duration::from_millis(rng.range(1000, 10_000));
-        let op = ctx.history.invoke("nemesis", "kill", &[format!("{ids:?}")]);
+        let op = ctx.history.invoke(
+            "nemesis",
+            "kill",
+            &[format!("{ids:?}"), format!("agent={agent}")],
+        );
         for &id in &ids {
             self.cluster.nodes[id as usize - 1].kill();
+        }
+        if agent {
+            self.count("kill-agent");
+            if let Some(a) = self.agent.as_mut() {
+                a.kill();
+            }
         }
         ctx.history.complete(
             op,
             Outcome::Ok,
-            json!({"nodes": ids, "hold_ms": hold.as_millis() as u64}),
+            json!({"nodes": ids, "agent": agent, "hold_ms": hold.as_millis() as u64}),
         );
         Nemesis::hold(ctx, hold);
         for id in ids {
             self.restart_logged(ctx, id);
+        }
+        if agent {
+            self.restart_agent(ctx);
+        }
+    }
+
+    fn restart_agent(&mut self, ctx: &Ctx) {
+        if let Some(a) = self.agent.as_mut() {
+            let op = ctx.history.invoke("nemesis", "restart-agent", &[]);
+            a.restart();
+            ctx.history.complete(op, Outcome::Ok, json!({}));
         }
     }
 
@@ -339,6 +387,69 @@ impl Nemesis {
         ctx.history.complete(op, Outcome::Ok, json!({"node": id}));
     }
 
+    fn partition(&mut self, ctx: &Ctx, rng: &mut Rng) {
+        let mut ids: Vec<u64> = (0..self.cluster.nodes.len())
+            .filter(|&i| !self.state[i].removed)
+            .map(|i| i as u64 + 1)
+            .collect();
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let shape = *rng.pick(&Shape::ALL);
+        let k = rng.range(1, (ids.len() / 2).max(1) as u64) as usize;
+        let (links, groups) = shape.links(&ids, k);
+        let Ok(net) = self.net.as_mut() else {
+            return;
+        };
+        if links.is_empty() {
+            return;
+        }
+        let hold = Duration::from_millis(rng.range(3000, 20_000));
+        let op = ctx.history.invoke(
+            "nemesis",
+            "partition",
+            &[shape.name().to_string(), format!("{groups:?}")],
+        );
+        let r: Result<(), String> = links.iter().try_for_each(|&(a, b)| net.cut(a, b));
+        let cut = net.cuts();
+        ctx.history.complete(
+            op,
+            if r.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Fail
+            },
+            json!({"shape": shape.name(), "groups": groups, "cut": cut,
+                   "hold_ms": hold.as_millis() as u64, "error": r.as_ref().err()}),
+        );
+        *self
+            .counts
+            .entry(format!("partition-{}", shape.name()))
+            .or_default() += 1;
+        if r.is_ok() {
+            Nemesis::hold(ctx, hold);
+        }
+        self.heal_net(ctx);
+    }
+
+    fn heal_net(&mut self, ctx: &Ctx) {
+        let Ok(net) = self.net.as_mut() else {
+            return;
+        };
+        if net.cuts().is_empty() {
+            return;
+        }
+        let op = ctx.history.invoke("nemesis", "heal-partition", &[]);
+        match net.heal() {
+            Ok(()) => ctx.history.complete(op, Outcome::Ok, json!({})),
+            Err(e) => {
+                ctx.history
+                    .complete(op, Outcome::Fail, json!({"error": e.clone()}));
+                ctx.anomaly(format!("the harness could not restore the network: {e}"));
+            }
+        }
+    }
+
     fn clock(&mut self, ctx: &Ctx, rng: &mut Rng) {
         let live = self.live();
         if live.is_empty() {
@@ -388,8 +499,23 @@ impl Nemesis {
         self.count("add-node");
         let op = ctx.history.invoke("nemesis", "start-node", &[]);
         let dir = self.dir.clone();
-        let r =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.cluster.start_storage_node(&dir)));
+        let id = self.cluster.nodes.len() as u64 + 1;
+        let host = match self.net.as_mut() {
+            Ok(net) => match net.host(id) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    ctx.history
+                        .complete(op, Outcome::Fail, json!({"error": e.clone()}));
+                    ctx.anomaly(format!("no network namespace for a new node: {e}"));
+                    return 0;
+                }
+            },
+            Err(_) => None,
+        };
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| match host {
+            Some(h) => self.cluster.start_storage_node_on(&dir, h),
+            None => self.cluster.start_storage_node(&dir),
+        }));
         let addr = match r {
             Ok(a) => a,
             Err(_) => {
@@ -456,6 +582,7 @@ impl Nemesis {
     /// and clock-skewed nodes without skew. Returns the nodes that did not come back.
     pub fn heal_all(&mut self, ctx: &Ctx) -> Vec<u64> {
         use nix::sys::signal::Signal;
+        self.heal_net(ctx);
         let op = ctx.history.invoke("nemesis", "heal", &[]);
         for i in 0..self.cluster.nodes.len() {
             let id = i as u64 + 1;
@@ -480,6 +607,9 @@ impl Nemesis {
                     failed.push(id);
                 }
             }
+        }
+        if self.agent.as_ref().is_some_and(|a| !a.is_running()) {
+            self.restart_agent(ctx);
         }
         ctx.history
             .complete(op, Outcome::Ok, json!({"not_restarted": failed}));

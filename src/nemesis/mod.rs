@@ -32,8 +32,13 @@ pub mod check;
 pub mod cli;
 pub mod faults;
 pub mod history;
+pub mod net;
 pub mod tree;
 pub mod workload;
+
+/// The cluster secret every node of the run requires (a node listening on an address other
+/// than loopback refuses to start without one); clients send it as `CAIRN_TOKEN`.
+pub const SECRET: &str = "nemesis-cluster-secret";
 
 /// A small, seedable PRNG (SplitMix64): the same seed gives the same choices.
 #[derive(Clone, Debug)]

@@ -22,6 +22,9 @@ pub struct Env {
     pub name: String,
     pub eid: String,
     pub root: PathBuf,
+    /// Backed up by a `cairn agent` daemon through jobs (`cairn backup --env` without a
+    /// path), not by the CLI reading the tree itself.
+    pub agent: bool,
 }
 
 /// The tree a backup was taken from.
@@ -110,12 +113,13 @@ pub fn env_worker(ctx: Arc<Ctx>, env: Env, mut rng: Rng) {
     let mut mine: Vec<String> = Vec::new();
     let mut round = 0;
     let mut changed = true;
+    let mut frozen = false;
     while ctx.running() {
         round += 1;
         let url = ctx.pick_url(&mut rng);
         let what = rng.below(100);
         if what < 65 || mine.is_empty() {
-            let did = if changed || rng.chance(70) {
+            let did = if !frozen && (changed || rng.chance(70)) {
                 tree::mutate(&env.root, &mut rng, round).unwrap_or_else(|e| vec![format!("{e}")])
             } else {
                 Vec::new()
@@ -129,53 +133,36 @@ pub fn env_worker(ctx: Arc<Ctx>, env: Env, mut rng: Rng) {
             } else {
                 "incremental"
             };
-            let root = env.root.to_string_lossy().into_owned();
-            let args = s(&["backup", &root, "--env", &env.eid, "--json", "--type", kind]);
-            let (op, c) = ctx.call(&process, "backup", &url, &args);
-            let mut result = json!({"tree": hash, "changes": did});
-            match (c.outcome, c.json()) {
-                (Outcome::Ok, Some(v)) => {
-                    let id = v["id"].as_str().unwrap_or_default().to_string();
-                    result["id"] = json!(id);
-                    result["state"] = v["state"].clone();
-                    result["parent"] = v["parent"].clone();
-                    if v["state"] != "complete" {
-                        // Nothing changes the tree while it is backed up.
-                        ctx.anomaly(format!(
-                            "{process}: backup {id} (op {op}) is {}: {}",
-                            v["state"], v["errors"]
-                        ));
-                    }
-                    ctx.acked.lock().unwrap().insert(
-                        id.clone(),
-                        Taken {
-                            env: env.eid.clone(),
-                            hash,
-                            entries,
-                            op,
-                        },
-                    );
+            let taken = Taken {
+                env: env.eid.clone(),
+                hash: hash.clone(),
+                entries,
+                op: 0,
+            };
+            let done = if env.agent {
+                backup_by_job(&ctx, &env, &url, kind, taken, did)
+            } else {
+                backup_direct(&ctx, &env, &url, kind, taken, did)
+            };
+            match done {
+                Done::Acked(id) => {
                     mine.push(id);
                     changed = false;
                 }
-                (Outcome::Ok, None) => {
-                    ctx.anomaly(format!(
-                        "{process}: backup op {op} exited 0 without a JSON summary: {}",
-                        c.stdout
-                    ));
-                }
-                (Outcome::Unknown, _) => {
-                    ctx.unknown.lock().unwrap().push(Taken {
-                        env: env.eid.clone(),
-                        hash,
-                        entries,
-                        op,
-                    });
+                Done::Failed => changed = true,
+                Done::Unsettled => {
+                    // A job that may still run would back up whatever the tree is then:
+                    // leave the tree alone from now on.
+                    ctx.history.note(
+                        "frozen",
+                        json!(format!(
+                            "{process}: a backup job did not settle; the tree stays as it is"
+                        )),
+                    );
+                    frozen = true;
                     changed = true;
                 }
-                (Outcome::Fail, _) => changed = true,
             }
-            finish(&ctx, op, &c, result);
         } else if what < 80 {
             let id = rng.pick(&mine).clone();
             restore_and_compare(&ctx, &process, &url, &id, "restore");
@@ -199,6 +186,167 @@ pub fn env_worker(ctx: Arc<Ctx>, env: Env, mut rng: Rng) {
         }
         std::thread::sleep(Duration::from_millis(rng.range(50, 600)));
     }
+}
+
+/// How a backup call ended for the worker.
+enum Done {
+    /// Acknowledged with this backup id.
+    Acked(String),
+    /// Definitely not made.
+    Failed,
+    /// Unknown, and a job that may still make it could not be seen to end.
+    Unsettled,
+}
+
+/// `cairn backup ROOT --env EID`: the CLI reads the tree itself.
+fn backup_direct(
+    ctx: &Ctx,
+    env: &Env,
+    url: &str,
+    kind: &str,
+    mut t: Taken,
+    did: Vec<String>,
+) -> Done {
+    let root = env.root.to_string_lossy().into_owned();
+    let args = s(&["backup", &root, "--env", &env.eid, "--json", "--type", kind]);
+    let (op, c) = ctx.call(&env.name, "backup", url, &args);
+    t.op = op;
+    let mut result = json!({"tree": t.hash, "changes": did});
+    let done = match (c.outcome, c.json()) {
+        (Outcome::Ok, Some(v)) => {
+            let id = v["id"].as_str().unwrap_or_default().to_string();
+            result["id"] = json!(id);
+            result["state"] = v["state"].clone();
+            result["parent"] = v["parent"].clone();
+            if v["state"] != "complete" {
+                // Nothing changes the tree while it is backed up.
+                ctx.anomaly(format!(
+                    "{}: backup {id} (op {op}) is {}: {}",
+                    env.name, v["state"], v["errors"]
+                ));
+            }
+            ctx.acked.lock().unwrap().insert(id.clone(), t);
+            Done::Acked(id)
+        }
+        (Outcome::Ok, None) => {
+            ctx.anomaly(format!(
+                "{}: backup op {op} exited 0 without a JSON summary: {}",
+                env.name, c.stdout
+            ));
+            Done::Failed
+        }
+        (Outcome::Unknown, _) => {
+            ctx.unknown.lock().unwrap().push(t);
+            Done::Failed
+        }
+        (Outcome::Fail, _) => Done::Failed,
+    };
+    finish(ctx, op, &c, result);
+    done
+}
+
+/// A backup job run by the environment's agent: created with `--no-wait`, then followed
+/// with `jobs watch`. Only a job seen to succeed is acknowledged; a job that failed, was
+/// cancelled or could not be followed may still have committed (the agent may have died
+/// between commit and report), so it counts as unknown, and the worker waits until no job
+/// of the environment is queued or running before it changes the tree again.
+fn backup_by_job(
+    ctx: &Ctx,
+    env: &Env,
+    url: &str,
+    kind: &str,
+    mut t: Taken,
+    did: Vec<String>,
+) -> Done {
+    let args = s(&["backup", "--env", &env.eid, "--no-wait", "--type", kind]);
+    let (op, c) = ctx.call(&env.name, "backup-job", url, &args);
+    t.op = op;
+    let mut result = json!({"tree": t.hash, "changes": did});
+    let job = c.stdout.trim().to_string();
+    match c.outcome {
+        Outcome::Fail => {
+            finish(ctx, op, &c, result);
+            return Done::Failed;
+        }
+        Outcome::Ok if !job.is_empty() => {
+            result["job"] = json!(job);
+            let (wop, w) = ctx.call(
+                &env.name,
+                "watch-job",
+                url,
+                &s(&["jobs", "watch", &job, "--json"]),
+            );
+            let j = w.json().unwrap_or(Value::Null);
+            finish(
+                ctx,
+                wop,
+                &w,
+                json!({"job": job, "state": j["state"], "reason": j["reason"]}),
+            );
+            if j["state"] == "succeeded" {
+                let id = j["result"]["backup"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if !id.is_empty() {
+                    result["id"] = json!(id);
+                    ctx.history.complete(op, Outcome::Ok, result);
+                    ctx.acked.lock().unwrap().insert(id.clone(), t);
+                    return Done::Acked(id);
+                }
+                ctx.anomaly(format!(
+                    "{}: job {job} succeeded without a backup id: {j}",
+                    env.name
+                ));
+            }
+        }
+        _ => {}
+    }
+    result["note"] = json!("outcome unknown: the job may have committed");
+    let settled = settle(ctx, env);
+    result["settled"] = json!(settled);
+    ctx.history.complete(
+        op,
+        Outcome::Unknown,
+        if c.outcome == Outcome::Ok {
+            result
+        } else {
+            let mut r = result;
+            r["error"] = json!(c.error());
+            r
+        },
+    );
+    ctx.unknown.lock().unwrap().push(t);
+    if settled {
+        Done::Failed
+    } else {
+        Done::Unsettled
+    }
+}
+
+/// Waits (up to 5 minutes) until the cluster lists no queued or running job of `env`.
+fn settle(ctx: &Ctx, env: &Env) -> bool {
+    let until = Instant::now() + Duration::from_secs(300);
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut rng = Rng::new(CALLS.fetch_add(1, Ordering::Relaxed) ^ 0x5e77);
+    while Instant::now() < until {
+        let url = ctx.pick_url(&mut rng);
+        let c = cli::run(
+            &url,
+            &s(&["jobs", "list", "--env", &env.eid, "--json"]),
+            Duration::from_secs(30),
+        );
+        if let Some(Value::Array(jobs)) = c.json() {
+            if jobs
+                .iter()
+                .all(|j| j["state"] != "queued" && j["state"] != "running")
+            {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    false
 }
 
 /// Restores backup `id` into a fresh directory and compares it with the tree it was taken

@@ -113,6 +113,7 @@ pub(crate) async fn create_job_on(
     options: &cairn_core::job::JobOptions,
 ) -> Result<cairn_core::job::Job, cairn_agent::AgentError> {
     let req = cairn_proto::pb::CreateJobRequest {
+        request_id: uuid::Uuid::now_v7().to_string(),
         kind: kind.as_str().to_string(),
         env: env.to_string(),
         options: Some(cairn_proto::pb::JobOptions::from(options)),

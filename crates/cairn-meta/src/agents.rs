@@ -399,7 +399,18 @@ fn submit_job<V: CatalogRead + ?Sized>(
         return Ok(forbidden(why));
     }
     let agent = by.agent_host();
-    if view.job(&id)?.is_some() {
+    if let Some(existing) = view.job(&id)? {
+        // The same request again: a client that lost the answer retries with the id it chose
+        // (`CreateJobRequest.request_id`), and gets the job its first attempt created rather
+        // than a conflict with itself. Someone else's id is refused without saying more.
+        if existing.requester == by.name() && existing.kind == kind {
+            return Ok(done(
+                Vec::new(),
+                Response::Job {
+                    job: Box::new(existing),
+                },
+            ));
+        }
         return Ok(Decision::refuse(
             ErrorCode::Conflict,
             format!("job {id} already exists"),
@@ -775,6 +786,60 @@ mod tests {
 
     fn code(r: &Response) -> Option<ErrorCode> {
         r.refusal().map(|r| r.0)
+    }
+
+    /// A client that lost the answer to a job request retries it with the same id: it gets
+    /// the job its first attempt created, not "already has a backup job" from itself (found by
+    /// the nemesis, seed 7: a backup job refused as a conflict with the job it had created).
+    #[test]
+    fn a_retried_job_request_answers_the_job_the_first_attempt_created() {
+        let mut cat = MemCatalog::default();
+        let a = env("h1", "101");
+        register(&mut cat, "h1", vec![a.clone()], 1_000);
+        let admin = user(Role::Admin);
+        let first = submit(
+            &mut cat,
+            admin.clone(),
+            7,
+            "backup",
+            Some(a.eid),
+            JobOptions::default(),
+        );
+        assert_eq!(state(&first), JobState::Queued);
+        let again = submit(
+            &mut cat,
+            admin.clone(),
+            7,
+            "backup",
+            Some(a.eid),
+            JobOptions::default(),
+        );
+        assert_eq!(again, first, "the retry answers the same job");
+        // A new request (another id) for the busy environment is still a conflict.
+        let other = submit(
+            &mut cat,
+            admin,
+            8,
+            "backup",
+            Some(a.eid),
+            JobOptions::default(),
+        );
+        assert_eq!(code(&other), Some(ErrorCode::Conflict));
+        // Someone else presenting that id learns nothing about the job.
+        let viewer_like = Principal::User {
+            name: "mallory".into(),
+            role: Role::Admin,
+        };
+        let theirs = submit(
+            &mut cat,
+            viewer_like,
+            7,
+            "backup",
+            Some(a.eid),
+            JobOptions::default(),
+        );
+        assert_eq!(code(&theirs), Some(ErrorCode::Conflict));
+        assert!(!format!("{theirs:?}").contains("alice"), "{theirs:?}");
     }
 
     /// Hosts h1 and h2 with one environment each, and one backup of each taken there.

@@ -315,6 +315,16 @@ impl Agents for AgentsService {
         let who = caller(&req)?;
         forward_to_leader!(self, req, &who, agents, create_job);
         let req = req.into_inner();
+        let id = if req.request_id.is_empty() {
+            uuid::Uuid::now_v7()
+        } else {
+            uuid::Uuid::parse_str(&req.request_id).map_err(|_| {
+                status(
+                    ErrorCode::InvalidArgument,
+                    format!("request_id {:?} is not a UUID", req.request_id),
+                )
+            })?
+        };
         let request = JobRequest {
             kind: req.kind,
             env: if req.env.is_empty() {
@@ -329,7 +339,7 @@ impl Agents for AgentsService {
             .write_job(
                 &who,
                 Command::SubmitJob {
-                    id: uuid::Uuid::now_v7(),
+                    id,
                     request,
                     now_ms: now_ms(),
                     queue_timeout_ms: self.settings.queue_timeout_ms,

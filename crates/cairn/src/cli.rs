@@ -722,6 +722,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             let Some(path) = path else {
                 let c = Cluster::connect(cluster).await?;
                 let req = cairn_proto::pb::CreateJobRequest {
+                    request_id: uuid::Uuid::now_v7().to_string(),
                     kind: "backup".into(),
                     env: env.to_string(),
                     host: String::new(),
@@ -830,6 +831,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 )?;
                 let c = Cluster::connect(cluster).await?;
                 let req = cairn_proto::pb::CreateJobRequest {
+                    request_id: uuid::Uuid::now_v7().to_string(),
                     kind: kind.into(),
                     env: env.map(|e| e.to_string()).unwrap_or_default(),
                     host: host.unwrap_or_default(),
