@@ -360,3 +360,74 @@ fn a_node_whose_catalog_cannot_be_written_stops_and_comes_back_after_a_restart()
     restore_identical(&c.nodes[1], &b2, &src, &tmp.path().join("out2"));
     drop(c);
 }
+
+/// A network partition, for real (root: each node runs in a network namespace of its own, as
+/// in the nemesis): the leader is cut off from both followers. The majority elects another
+/// leader and a backup through it commits; the isolated node stops claiming to lead (its
+/// status names no leader) instead of answering for a cluster it cannot reach. After healing
+/// it catches up: the same applied log, the backup listed and restorable through it.
+#[test]
+fn a_leader_cut_off_by_a_partition_steps_aside_and_the_majority_keeps_backing_up() {
+    cairn_tests::require_root("nodes in network namespaces of their own (ip netns)");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut net = cairn_tests::nemesis::net::Net::create().expect("a bridge for the nodes");
+    let hosts = (1..=3)
+        .map(|id| net.host(id).expect("a namespace"))
+        .collect();
+    let c = TestCluster::start_on(&tmp.path().join("c"), hosts, "", Some(TOKEN), None);
+    let old = c.leader();
+    let others: Vec<u64> = (1..=3).filter(|&i| i != old).collect();
+    let status = |id: u64| -> Option<Value> {
+        let out = c.nodes[id as usize - 1].cairn(&["cluster", "status", "--json"]);
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    for &o in &others {
+        net.cut(old, o).unwrap();
+        net.cut(o, old).unwrap();
+    }
+    let new = wait_for(Duration::from_secs(60), "a leader in the majority", || {
+        let l = status(others[0])?["leader"].as_u64()?;
+        others.contains(&l).then_some(l)
+    });
+    wait_for(
+        Duration::from_secs(60),
+        "the cut-off node to stop naming itself leader",
+        || {
+            let s = status(old)?;
+            (s["leader"].as_u64() != Some(old)).then_some(())
+        },
+    );
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.bin"), noise(3 << 20, 41)).unwrap();
+    let b = backup(&c.nodes[new as usize - 1], &src)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    net.heal().unwrap();
+    let applied = |id: u64| -> Option<u64> {
+        status(id)?["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node_id"].as_u64() == Some(id))?["commit_index"]
+            .as_u64()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "the healed node to catch up",
+        || {
+            let (a, b) = (applied(old)?, applied(new)?);
+            (a == b).then_some(())
+        },
+    );
+    let listed = c.nodes[old as usize - 1].ok(&["backups", "list", "--json"]);
+    assert!(listed.contains(&b), "{listed}");
+    restore_identical(
+        &c.nodes[old as usize - 1],
+        &b,
+        &src,
+        &tmp.path().join("out"),
+    );
+    drop(c);
+}

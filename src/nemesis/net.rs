@@ -51,9 +51,19 @@ impl Net {
     pub fn create() -> Result<Net, String> {
         let pid = std::process::id();
         let tag = format!("{:04x}", pid & 0xffff);
+        // A /24 no interface of this host uses yet (another run's bridge, say).
+        let used = Command::new("ip")
+            .args(["-o", "addr", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .map_err(|e| format!("ip addr show: {e}"))?;
+        let third = (0..200)
+            .map(|i| 20 + (pid + i) % 200)
+            .find(|x| !used.contains(&format!(" 10.231.{x}.")))
+            .ok_or("no free 10.231.X.0/24 for the nodes")?;
         let net = Net {
             bridge: format!("cnb{tag}"),
-            prefix: format!("10.231.{}", 20 + pid % 200),
+            prefix: format!("10.231.{third}"),
             tag,
             made: BTreeSet::new(),
             cut: BTreeSet::new(),
