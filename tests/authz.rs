@@ -751,6 +751,7 @@ fn grpc_probe(entry: &str) -> Option<Probe> {
                     state: "failed".into(),
                     reason: "matrix".into(),
                     result: None,
+                    code: String::new(),
                 }))
                 .await,
         )),

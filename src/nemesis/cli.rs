@@ -2,20 +2,16 @@
 //!
 //! A call is `ok` when the CLI exits 0 (or 3, a backup committed as incomplete), `fail`
 //! only when its error carries a node's definite refusal, and `unknown` otherwise: a call
-//! cut off by its deadline, a process killed by a signal, a transport error, Unavailable
-//! (E1007) or Internal (E1999) may all have taken effect. The refusal is read from the stable
-//! code the node puts on its answer (`[E1004] …`), never from the wording.
+//! cut off by its deadline, a process killed by a signal, a transport error, or a code that is
+//! not definite (`ErrorCode::is_definite`: Unavailable E1007, Internal E1999, …) may all have
+//! taken effect. The refusal is read from the stable code the CLI prints at the end of its
+//! error line (`[E1004]`), never from the wording.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::history::Outcome;
-
-/// Stable codes that mean "the node refused; nothing happened".
-const DEFINITE: [&str; 9] = [
-    "E1001", "E1002", "E1003", "E1004", "E1005", "E1006", "E1008", "E1009", "E1010",
-];
 
 /// What one CLI call returned.
 #[derive(Debug)]
@@ -65,8 +61,8 @@ pub fn stable_code(stderr: &str) -> Option<&str> {
 pub fn classify(code: Option<i32>, stderr: &str) -> Outcome {
     match code {
         Some(0) | Some(3) => Outcome::Ok,
-        Some(_) => match stable_code(stderr) {
-            Some(c) if DEFINITE.contains(&c) => Outcome::Fail,
+        Some(_) => match stable_code(stderr).and_then(cairn_core::ErrorCode::parse) {
+            Some(c) if c.is_definite() => Outcome::Fail,
             _ => Outcome::Unknown,
         },
         None => Outcome::Unknown,
@@ -157,6 +153,19 @@ mod tests {
         );
         assert_eq!(
             classify(Some(1), "error: [E1007] no leader"),
+            Outcome::Unknown
+        );
+        // Finer codes are judged by the code's own rule, not by a list kept here.
+        assert_eq!(
+            classify(Some(1), "error: backup x does not exist [E1012]"),
+            Outcome::Fail
+        );
+        assert_eq!(
+            classify(Some(1), "error: the job's agent was lost [E1020]"),
+            Outcome::Unknown
+        );
+        assert_eq!(
+            classify(Some(1), "error: from a newer node [E1777]"),
             Outcome::Unknown
         );
         assert_eq!(

@@ -505,14 +505,20 @@ impl Agent {
             }
         };
         reporter.abort();
-        let (state, reason, result) = match outcome {
-            Ok(r) => ("succeeded", String::new(), r),
+        let (state, reason, code, result) = match outcome {
+            Ok(r) => ("succeeded", String::new(), None, r),
             Err(AgentError::Cancelled) => (
                 "cancelled",
                 "cancelled on request; nothing was committed".to_string(),
+                None,
                 JobResult::default(),
             ),
-            Err(e) => ("failed", e.to_string(), JobResult::default()),
+            Err(e) => (
+                "failed",
+                e.to_string(),
+                Some(e.code()),
+                JobResult::default(),
+            ),
         };
         let mut wire_progress = snapshot(&progress, Instant::now());
         wire_progress.phase = state.into();
@@ -522,6 +528,7 @@ impl Agent {
             state: state.into(),
             reason: reason.clone(),
             result: Some((&result).into()),
+            code: cairn_proto::code_to_wire(code),
         };
         match self
             .cluster
@@ -570,7 +577,7 @@ impl Agent {
                 Ok(_) => {}
                 Err(e)
                     if matches!(
-                        e.code(),
+                        e.code().family(),
                         ErrorCode::Conflict | ErrorCode::NotFound | ErrorCode::PermissionDenied
                     ) =>
                 {
@@ -777,7 +784,7 @@ impl Agent {
         if target.exists() && !job.options.force {
             if let Some(user) = in_use(&target) {
                 return Err(AgentError::Cluster {
-                    code: ErrorCode::Conflict,
+                    code: ErrorCode::TargetInUse,
                     message: format!(
                         "{} is in use ({user}); stop the container or restore with force",
                         target.display()
@@ -817,7 +824,7 @@ impl Agent {
                 }
                 if let Some(what) = changed.0.map_err(|e| AgentError::Invalid(e.to_string()))? {
                     return Err(AgentError::Cluster {
-                        code: ErrorCode::Conflict,
+                        code: ErrorCode::TargetChanged,
                         message: format!(
                             "{} changed since its last backup {} ({what}); restore with force to overwrite",
                             target.display(),

@@ -262,9 +262,14 @@ pub struct Job {
     pub requester: String,
     pub options: JobOptions,
     pub state: JobState,
-    /// Why the job failed or was cancelled.
+    /// Why the job failed or was cancelled, for people.
     #[serde(default)]
     pub reason: String,
+    /// The stable code of a failed job's failure: what adapters decide on (never `reason`).
+    /// `None` for a job that did not fail, and for failures recorded before jobs carried
+    /// codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<crate::ErrorCode>,
     pub created_ms: i64,
     #[serde(default)]
     pub started_ms: Option<i64>,
@@ -323,6 +328,7 @@ impl Job {
             options,
             state: JobState::Queued,
             reason: String::new(),
+            code: None,
             created_ms: now_ms,
             started_ms: None,
             finished_ms: None,
@@ -386,12 +392,14 @@ impl Job {
     }
 
     /// Ends a running job (its agent's word), or a queued one when `host` is `None` (the
-    /// cluster itself, e.g. a delete job it ran).
+    /// cluster itself, e.g. a delete job it ran). `code` is kept for a failed job only.
+    #[allow(clippy::too_many_arguments)]
     pub fn finish(
         &mut self,
         host: Option<&str>,
         state: JobState,
         reason: String,
+        code: Option<crate::ErrorCode>,
         result: JobResult,
         now_ms: i64,
     ) -> Result<(), JobRefusal> {
@@ -419,6 +427,8 @@ impl Job {
         }
         self.state = state;
         self.reason = reason;
+        // A failure an older agent recorded has no code; adapters answer it as internal.
+        self.code = code.filter(|_| state == JobState::Failed);
         self.result = result;
         self.finished_ms = Some(now_ms);
         if state == JobState::Succeeded {
@@ -451,24 +461,25 @@ impl Job {
     /// If the job is past its lease (running) or its queue timeout (queued) at `now_ms`,
     /// fails it with the reason and returns true.
     pub fn expire(&mut self, now_ms: i64) -> bool {
-        let reason = match self.state {
-            JobState::Running if now_ms > self.lease_until_ms => format!(
+        let (code, reason) = match self.state {
+            JobState::Running if now_ms > self.lease_until_ms => (crate::ErrorCode::AgentLost, format!(
                 "the agent of host {:?} stopped renewing its lease (last report in phase {:?} at {}%); the job was abandoned",
                 self.host, self.progress.phase, self.progress.percent
-            ),
+            )),
             JobState::Queued
                 if self.queue_timeout_ms > 0 && now_ms > self.created_ms + self.queue_timeout_ms =>
             {
-                format!(
+                (crate::ErrorCode::HostOffline, format!(
                     "no agent of host {:?} took the job within {} s (is the host offline?)",
                     self.host,
                     self.queue_timeout_ms / 1000
-                )
+                ))
             }
             _ => return false,
         };
         self.state = JobState::Failed;
         self.reason = reason;
+        self.code = Some(code);
         self.finished_ms = Some(now_ms);
         true
     }
@@ -622,6 +633,7 @@ mod tests {
             Some("h1"),
             JobState::Succeeded,
             String::new(),
+            None,
             JobResult::default(),
             13_000,
         )
@@ -650,6 +662,7 @@ mod tests {
             Some("h1"),
             JobState::Cancelled,
             "cancelled".into(),
+            None,
             JobResult::default(),
             4_000,
         )
@@ -674,6 +687,9 @@ mod tests {
         assert!(!q.expire(61_000));
         assert!(q.expire(61_001));
         assert!(q.reason.contains("no agent of host"), "{}", q.reason);
+        // What adapters decide on is the code, never the sentence.
+        assert_eq!(q.code, Some(crate::ErrorCode::HostOffline));
+        assert_eq!(r.code, Some(crate::ErrorCode::AgentLost));
 
         let mut forever = job();
         forever.queue_timeout_ms = 0;
@@ -689,6 +705,7 @@ mod tests {
                 Some("h1"),
                 JobState::Queued,
                 String::new(),
+                None,
                 JobResult::default(),
                 3_000
             )
@@ -699,11 +716,25 @@ mod tests {
             None,
             JobState::Failed,
             "x".into(),
+            Some(crate::ErrorCode::DuplicateName),
             JobResult::default(),
             3_000,
         )
         .unwrap();
         assert_eq!(d.state, JobState::Failed);
+        assert_eq!(d.code, Some(crate::ErrorCode::DuplicateName));
+        // Only a failure keeps a code.
+        let mut ok = job();
+        ok.finish(
+            None,
+            JobState::Succeeded,
+            String::new(),
+            Some(crate::ErrorCode::Conflict),
+            JobResult::default(),
+            3_000,
+        )
+        .unwrap();
+        assert_eq!(ok.code, None);
     }
 
     #[test]

@@ -53,9 +53,9 @@ fn load<V: CatalogRead + ?Sized>(
     view: &V,
     id: &uuid::Uuid,
 ) -> Result<Result<Job, Decision>, V::Error> {
-    Ok(view
-        .job(id)?
-        .ok_or_else(|| Decision::refuse(ErrorCode::NotFound, format!("job {id} does not exist"))))
+    Ok(view.job(id)?.ok_or_else(|| {
+        Decision::refuse(ErrorCode::JobNotFound, format!("job {id} does not exist"))
+    }))
 }
 
 /// Why a host may not register an environment it reports, if it may not.
@@ -169,7 +169,7 @@ pub(crate) fn decide<V: CatalogRead + ?Sized>(
                     if let Some(other) = view.job(&active)? {
                         if !other.state.is_final() {
                             return Ok(Decision::refuse(
-                                ErrorCode::Conflict,
+                                ErrorCode::JobRunning,
                                 format!(
                                     "environment {} already has a {} job {} ({}); wait for it or cancel it",
                                     job.env,
@@ -221,6 +221,7 @@ pub(crate) fn decide<V: CatalogRead + ?Sized>(
             host,
             state,
             reason,
+            code,
             result,
             now_ms,
         } => {
@@ -232,6 +233,7 @@ pub(crate) fn decide<V: CatalogRead + ?Sized>(
                 host.as_deref(),
                 *state,
                 reason.clone(),
+                *code,
                 result.clone(),
                 *now_ms,
             ) {
@@ -308,14 +310,14 @@ fn move_env<V: CatalogRead + ?Sized>(
 ) -> Result<Decision, V::Error> {
     if view.host(host)?.is_none() {
         return Ok(Decision::refuse(
-            ErrorCode::NotFound,
+            ErrorCode::HostNotFound,
             format!("host {host:?} has never registered"),
         ));
     }
     if let Some(active) = view.active_job(eid)? {
         if view.job(&active)?.is_some_and(|j| !j.state.is_final()) {
             return Ok(Decision::refuse(
-                ErrorCode::Conflict,
+                ErrorCode::JobRunning,
                 format!("environment {eid} has an active job {active}; wait for it or cancel it"),
             ));
         }
@@ -348,7 +350,7 @@ fn move_env<V: CatalogRead + ?Sized>(
             },
             None => {
                 return Ok(Decision::refuse(
-                    ErrorCode::NotFound,
+                    ErrorCode::EnvNotFound,
                     format!("unknown environment {eid}: no host runs it and it has no backups"),
                 ))
             }
@@ -368,8 +370,10 @@ fn invalid(message: impl Into<String>) -> Decision {
     Decision::refuse(ErrorCode::InvalidArgument, message.into())
 }
 
-fn not_found(message: impl Into<String>) -> Decision {
-    Decision::refuse(ErrorCode::NotFound, message.into())
+/// A refusal for something that does not exist; `code` says what (a backup, …).
+fn not_found(code: ErrorCode, message: impl Into<String>) -> Decision {
+    debug_assert_eq!(code.family(), ErrorCode::NotFound);
+    Decision::refuse(code, message.into())
 }
 
 fn forbidden(message: impl Into<String>) -> Decision {
@@ -434,7 +438,12 @@ fn submit_job<V: CatalogRead + ?Sized>(
             }
             match view.backup(&b)? {
                 Some(r) => Some(r),
-                None => return Ok(not_found(format!("backup {b} does not exist"))),
+                None => {
+                    return Ok(not_found(
+                        ErrorCode::BackupNotFound,
+                        format!("backup {b} does not exist"),
+                    ))
+                }
             }
         }
         None => None,
@@ -490,7 +499,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
                 )))
             }
             None => {
-                return Ok(not_found(format!(
+                return Ok(not_found(ErrorCode::EnvNotFound, format!(
                     "unknown environment {env}: no host has registered it (see `cairn envs list`)"
                 )))
             }
@@ -498,7 +507,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
         JobKind::Restore => match request.host.as_deref().filter(|h| !h.is_empty()) {
             Some(named) => {
                 if view.host(named)?.is_none() {
-                    return Ok(not_found(format!("host {named:?} has never registered")));
+                    return Ok(not_found(ErrorCode::HostNotFound, format!("host {named:?} has never registered")));
                 }
                 if registered.as_ref().map(|e| e.host.as_str()) != Some(named)
                     && options.target_path.is_empty()
@@ -512,7 +521,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
             None => match &registered {
                 Some(e) => e.host.clone(),
                 None => {
-                    return Ok(not_found(format!(
+                    return Ok(not_found(ErrorCode::EnvNotFound, format!(
                         "unknown environment {env}: no host runs it; name a host (and target path) to restore it elsewhere"
                     )))
                 }
@@ -525,9 +534,10 @@ fn submit_job<V: CatalogRead + ?Sized>(
             None => match view.backups(Some(env))?.pop() {
                 Some(latest) => latest,
                 None => {
-                    return Ok(not_found(format!(
-                        "environment {env} has no backup to restore"
-                    )))
+                    return Ok(not_found(
+                        ErrorCode::BackupNotFound,
+                        format!("environment {env} has no backup to restore"),
+                    ))
                 }
             },
         };
@@ -567,7 +577,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
         if let Some(other) = view.job(&active)? {
             if !other.state.is_final() {
                 return Ok(Decision::refuse(
-                    ErrorCode::Conflict,
+                    ErrorCode::JobRunning,
                     format!(
                         "environment {env} already has a {} job {} ({}); wait for it or cancel it",
                         other.kind.as_str(),
@@ -585,15 +595,22 @@ fn submit_job<V: CatalogRead + ?Sized>(
     Ok(done(writes, Response::Job { job: Box::new(job) }))
 }
 
-/// Ends a job the cluster ran itself: succeeded, or failed with `failure`.
-fn finished(mut job: Job, failure: Option<String>, message: String, now_ms: i64) -> Job {
+/// Ends a job the cluster ran itself: succeeded, or failed with `failure` (the refusal's
+/// code and message).
+fn finished(
+    mut job: Job,
+    failure: Option<(ErrorCode, String)>,
+    message: String,
+    now_ms: i64,
+) -> Job {
     let target = job.options.backup;
-    let (state, reason) = match failure {
-        None => (JobState::Succeeded, String::new()),
-        Some(f) => (JobState::Failed, f),
+    let (state, code, reason) = match failure {
+        None => (JobState::Succeeded, None, String::new()),
+        Some((c, f)) => (JobState::Failed, Some(c), f),
     };
     job.state = state;
     job.reason = reason;
+    job.code = code;
     job.started_ms = Some(now_ms);
     job.finished_ms = Some(now_ms);
     job.result = JobResult {
@@ -642,8 +659,8 @@ fn run_delete<V: CatalogRead + ?Sized>(
     for id in &ids {
         let d = crate::catalog::delete_backup(view, id)?;
         match d.response.refusal() {
-            Some((_, m)) => {
-                failure = Some(m.to_string());
+            Some((c, m)) => {
+                failure = Some((c, m.to_string()));
                 if *id == target {
                     // Nothing goes when the backup asked for cannot.
                     writes.clear();
@@ -687,7 +704,7 @@ fn run_update<V: CatalogRead + ?Sized>(
         edit.protected,
     )?;
     let (mut writes, failure) = match d.response.refusal() {
-        Some((_, m)) => (Vec::new(), Some(m.to_string())),
+        Some((c, m)) => (Vec::new(), Some((c, m.to_string()))),
         None => (d.writes, None),
     };
     let job = finished(job, failure, "backup updated".to_string(), now_ms);
@@ -980,7 +997,7 @@ mod tests {
                 host: "h9".into(),
                 now_ms: 0
             })),
-            Some(ErrorCode::NotFound)
+            Some(ErrorCode::HostNotFound)
         );
     }
 
@@ -1180,6 +1197,118 @@ mod tests {
         assert_eq!(cat.active_job(a.eid).unwrap(), None);
     }
 
+    /// A failed job carries the stable code of its failure, whoever ended it: what the
+    /// adapters answer from (never its reason).
+    #[test]
+    fn failed_jobs_carry_the_code_of_their_failure() {
+        let (mut cat, a, _, b1, _) = two_hosts();
+        let mut named = record(a.eid, 1_700_000_100, "nightly");
+        named.host = "h1".into();
+        cat.run(Command::CommitBackup {
+            record: named,
+            job: None,
+            now_ms: 0,
+            session: None,
+        });
+        // An update job the catalog runs itself fails with the refusal's code.
+        let mut rename = JobOptions {
+            backup: Some(b1),
+            ..Default::default()
+        };
+        rename.edit = Some(cairn_core::job::BackupEdit {
+            name: Some("nightly".into()),
+            ..Default::default()
+        });
+        let failed = match submit(&mut cat, user(Role::Admin), 1, "update", None, rename) {
+            Response::Job { job } => job,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(failed.state, JobState::Failed);
+        assert_eq!(failed.code, Some(ErrorCode::DuplicateName));
+        // A delete job whose backup went meanwhile (the job was stored before).
+        let ghost = BackupId::new(a.eid, 1_600_000_000);
+        let mut del = Job::new(
+            uuid::Uuid::from_u128(2),
+            JobKind::Delete,
+            a.eid,
+            String::new(),
+            "admin".into(),
+            JobOptions {
+                backup: Some(ghost),
+                ..Default::default()
+            },
+            0,
+            0,
+        );
+        del = *match super::run_delete(&cat, del.clone(), 0).unwrap().response {
+            Response::Job { job } => job,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (del.state, del.code),
+            (JobState::Failed, Some(ErrorCode::BackupNotFound))
+        );
+        // An agent's failure keeps the code it reported; success keeps none.
+        let id = uuid::Uuid::from_u128(3);
+        cat.run(Command::CreateJob { job: job(3, a.eid) });
+        cat.run(Command::ClaimJob {
+            id,
+            host: "h1".into(),
+            now_ms: 2_000,
+            lease_until_ms: 9_000,
+        });
+        let r = cat.run(Command::FinishJob {
+            id,
+            host: Some("h1".into()),
+            state: JobState::Failed,
+            reason: "reworded at will".into(),
+            code: Some(ErrorCode::TargetChanged),
+            result: JobResult::default(),
+            now_ms: 3_000,
+        });
+        let Response::Job { job: finished } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(finished.code, Some(ErrorCode::TargetChanged));
+        assert_eq!(
+            cat.job(&id).unwrap().unwrap().code,
+            Some(ErrorCode::TargetChanged)
+        );
+        // A job no agent took fails as its host being offline.
+        cat.run(Command::CreateJob { job: job(4, a.eid) });
+        let expired = cat.run(Command::ExpireJob {
+            id: uuid::Uuid::from_u128(4),
+            now_ms: 1_000_000,
+        });
+        let Response::Job { job: expired } = expired else {
+            panic!("{expired:?}")
+        };
+        assert_eq!(expired.code, Some(ErrorCode::HostOffline));
+    }
+
+    /// Entries written before jobs carried codes still decode (no code), and a code is
+    /// stored as its stable string.
+    #[test]
+    fn finish_entries_carry_the_code_as_its_string() {
+        let cmd = Command::FinishJob {
+            id: uuid::Uuid::from_u128(1),
+            host: Some("h1".into()),
+            state: JobState::Failed,
+            reason: "r".into(),
+            code: Some(ErrorCode::TargetInUse),
+            result: JobResult::default(),
+            now_ms: 1,
+        };
+        let json = serde_json::to_string(&cmd).unwrap();
+        assert!(json.contains(r#""code":"E1017""#), "{json}");
+        assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), cmd);
+        let old = json.replace(r#""code":"E1017","#, "");
+        match serde_json::from_str::<Command>(&old).unwrap() {
+            Command::FinishJob { code, .. } => assert_eq!(code, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn one_active_job_per_environment() {
         let mut cat = MemCatalog::default();
@@ -1189,7 +1318,7 @@ mod tests {
             JobState::Queued
         );
         let again = cat.run(Command::CreateJob { job: job(2, e) });
-        assert_eq!(again.refusal().unwrap().0, ErrorCode::Conflict);
+        assert_eq!(again.refusal().unwrap().0, ErrorCode::JobRunning);
         // Another environment is independent.
         let other = EnvId::derive("h1/102");
         assert!(cat
@@ -1210,6 +1339,7 @@ mod tests {
             host: Some("h1".into()),
             state: JobState::Succeeded,
             reason: String::new(),
+            code: None,
             result: JobResult::default(),
             now_ms: 3_000,
         });
@@ -1262,6 +1392,7 @@ mod tests {
             host: Some("h1".into()),
             state: JobState::Succeeded,
             reason: String::new(),
+            code: None,
             result: JobResult::default(),
             now_ms: 7_000,
         });
@@ -1274,7 +1405,7 @@ mod tests {
             id: uuid::Uuid::from_u128(99),
             now_ms: 0,
         });
-        assert_eq!(missing.refusal().unwrap().0, ErrorCode::NotFound);
+        assert_eq!(missing.refusal().unwrap().0, ErrorCode::JobNotFound);
         assert_eq!(
             cat.run(Command::DeleteJobs {
                 ids: vec![id, uuid::Uuid::from_u128(99)]

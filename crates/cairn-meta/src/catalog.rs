@@ -180,7 +180,7 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decisio
                 let current = view.placement()?.map(|e| e.number).unwrap_or(0);
                 if current != *expected {
                     return Ok(Decision::refuse(
-                        ErrorCode::Conflict,
+                        ErrorCode::PlacementChanged,
                         format!(
                             "the placement changed meanwhile (epoch {current}, expected {expected}); retry"
                         ),
@@ -207,7 +207,7 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decisio
                 }
             }
             None => Decision::refuse(
-                ErrorCode::Conflict,
+                ErrorCode::SessionExpired,
                 format!("backup session {id} is closed or expired; its backup cannot commit — run it again"),
             ),
         }),
@@ -307,7 +307,7 @@ fn commit_backup<V: CatalogRead + ?Sized>(
         Some(sid) => match view.session(&sid)? {
             None => {
                 return Ok(Decision::refuse(
-                    ErrorCode::Conflict,
+                    ErrorCode::SessionExpired,
                     format!(
                         "backup session {sid} is closed or expired (garbage collection may have removed chunks it uploaded); nothing was committed — run the backup again"
                     ),
@@ -348,7 +348,7 @@ fn commit_backup<V: CatalogRead + ?Sized>(
     if !record.name.is_empty() {
         if let Some(time) = view.name_owner(env, &record.name)? {
             return Ok(Decision::refuse(
-                ErrorCode::Conflict,
+                ErrorCode::DuplicateName,
                 format!(
                     "environment {env} already has a backup named {:?}: {}",
                     record.name,
@@ -580,7 +580,7 @@ fn protect_backup<V: CatalogRead + ?Sized>(
 ) -> Result<Decision, V::Error> {
     let Some(mut record) = view.backup(id)? else {
         return Ok(Decision::refuse(
-            ErrorCode::NotFound,
+            ErrorCode::BackupNotFound,
             format!("backup {id} does not exist"),
         ));
     };
@@ -599,7 +599,7 @@ pub(crate) fn delete_backup<V: CatalogRead + ?Sized>(
 ) -> Result<Decision, V::Error> {
     let Some(existing) = view.backup(id)? else {
         return Ok(Decision::refuse(
-            ErrorCode::NotFound,
+            ErrorCode::BackupNotFound,
             format!("backup {id} does not exist"),
         ));
     };
@@ -633,7 +633,7 @@ pub(crate) fn update_backup<V: CatalogRead + ?Sized>(
 ) -> Result<Decision, V::Error> {
     let Some(mut record) = view.backup(id)? else {
         return Ok(Decision::refuse(
-            ErrorCode::NotFound,
+            ErrorCode::BackupNotFound,
             format!("backup {id} does not exist"),
         ));
     };
@@ -645,7 +645,7 @@ pub(crate) fn update_backup<V: CatalogRead + ?Sized>(
                 if let Some(time) = view.name_owner(env, new_name)? {
                     if time != id.time {
                         return Ok(Decision::refuse(
-                            ErrorCode::Conflict,
+                            ErrorCode::DuplicateName,
                             format!(
                                 "environment {env} already has a backup named {new_name:?}: {}",
                                 BackupId::new(env, time)
@@ -977,9 +977,9 @@ pub(crate) mod tests {
             id: session.id,
             now_ms: 78,
         });
-        assert_eq!(code(&r), Some(ErrorCode::Conflict), "{r:?}");
+        assert_eq!(code(&r), Some(ErrorCode::SessionExpired), "{r:?}");
         let late = cat.run(in_session(T + 9));
-        assert_eq!(code(&late), Some(ErrorCode::Conflict), "{late:?}");
+        assert_eq!(code(&late), Some(ErrorCode::SessionExpired), "{late:?}");
         assert_eq!(cat.backups(Some(env)).unwrap().len(), 1);
     }
 
@@ -1039,7 +1039,7 @@ pub(crate) mod tests {
         let mut cat = MemCatalog::default();
         committed_id(commit(&mut cat, env, T, "before-upgrade"));
         let r = commit(&mut cat, env, T + 60, "before-upgrade");
-        assert_eq!(code(&r), Some(ErrorCode::Conflict));
+        assert_eq!(code(&r), Some(ErrorCode::DuplicateName));
         let (_, msg) = r.refusal().unwrap();
         assert!(msg.contains("before-upgrade"), "{msg}");
         assert!(msg.contains(&BackupId::new(env, T).to_string()), "{msg}");
@@ -1078,7 +1078,7 @@ pub(crate) mod tests {
         assert!(cat.backup(&id).unwrap().is_none());
         assert_eq!(
             code(&cat.run(Command::DeleteBackup { id })),
-            Some(ErrorCode::NotFound)
+            Some(ErrorCode::BackupNotFound)
         );
         // The name is free again; the id is not (another backup never gets a deleted id).
         let again = committed_id(commit(&mut cat, env, T, "weekly"));
@@ -1098,7 +1098,10 @@ pub(crate) mod tests {
             tags: None,
         };
 
-        assert_eq!(code(&cat.run(upd(b, Some("a")))), Some(ErrorCode::Conflict));
+        assert_eq!(
+            code(&cat.run(upd(b, Some("a")))),
+            Some(ErrorCode::DuplicateName)
+        );
         // Renaming to its own name is no change, not a conflict.
         assert_eq!(cat.run(upd(a, Some("a"))), Response::Updated);
         assert_eq!(cat.run(upd(a, Some("c"))), Response::Updated);
@@ -1126,7 +1129,7 @@ pub(crate) mod tests {
         let missing = BackupId::new(env, T + 99);
         assert_eq!(
             code(&cat.run(upd(missing, Some("x")))),
-            Some(ErrorCode::NotFound)
+            Some(ErrorCode::BackupNotFound)
         );
     }
 
@@ -1225,7 +1228,10 @@ pub(crate) mod tests {
             rf: 3,
             expect_epoch: Some(3),
         });
-        assert_eq!(stale.refusal().map(|r| r.0), Some(ErrorCode::Conflict));
+        assert_eq!(
+            stale.refusal().map(|r| r.0),
+            Some(ErrorCode::PlacementChanged)
+        );
         assert_eq!(cat.placement, before);
     }
 

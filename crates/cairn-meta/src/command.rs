@@ -87,7 +87,7 @@ pub enum Command {
     /// Records a finished backup. `record.id.time` is the requested second: if the
     /// environment already has a backup at that second, the record is stored at the first
     /// free later second. Refused with [`ErrorCode::Conflict`] when the record carries a name
-    /// that another backup of the same environment already has.
+    /// that another backup of the same environment already has ([`ErrorCode::DuplicateName`]).
     CommitBackup {
         record: BackupRecord,
         /// The backup job an agent commits for (agents commit only inside one).
@@ -198,6 +198,9 @@ pub enum Command {
         host: Option<String>,
         state: JobState,
         reason: String,
+        /// A failed job's stable code (absent in entries written before jobs had codes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<ErrorCode>,
         result: JobResult,
         now_ms: i64,
     },

@@ -63,7 +63,10 @@ async fn single_voter_serves_the_catalog_across_a_restart() -> anyhow::Result<()
 
     // A duplicate name is an answer, not an error, and changes nothing.
     let refused = commit(&node, record(env_a, T + 600, "nightly", BackupType::Full)).await?;
-    assert_eq!(refused.refusal().map(|(c, _)| c), Some(ErrorCode::Conflict));
+    assert_eq!(
+        refused.refusal().map(|(c, _)| c),
+        Some(ErrorCode::DuplicateName)
+    );
     assert!(node.get_backup(&BackupId::new(env_a, T + 600))?.is_none());
 
     node.read_barrier().await?;
@@ -94,7 +97,10 @@ async fn single_voter_serves_the_catalog_across_a_restart() -> anyhow::Result<()
             tags: None,
         })
         .await?;
-    assert_eq!(upd.refusal().map(|(c, _)| c), Some(ErrorCode::Conflict));
+    assert_eq!(
+        upd.refusal().map(|(c, _)| c),
+        Some(ErrorCode::DuplicateName)
+    );
     let upd = node
         .write_system(Command::UpdateBackup {
             id: inc1,
@@ -114,7 +120,10 @@ async fn single_voter_serves_the_catalog_across_a_restart() -> anyhow::Result<()
     let again = node
         .write_system(Command::DeleteBackup { id: inc2 })
         .await?;
-    assert_eq!(again.refusal().map(|(c, _)| c), Some(ErrorCode::NotFound));
+    assert_eq!(
+        again.refusal().map(|(c, _)| c),
+        Some(ErrorCode::BackupNotFound)
+    );
 
     let metrics = node.metrics();
     assert_eq!(metrics.state, ServerState::Leader);
@@ -145,7 +154,10 @@ async fn single_voter_serves_the_catalog_across_a_restart() -> anyhow::Result<()
         record(env_a, T + 900, "before-upgrade", BackupType::Full),
     )
     .await?;
-    assert_eq!(dup.refusal().map(|(c, _)| c), Some(ErrorCode::Conflict));
+    assert_eq!(
+        dup.refusal().map(|(c, _)| c),
+        Some(ErrorCode::DuplicateName)
+    );
     let next = committed(commit(&node, record(env_a, T, "", BackupType::Full)).await?);
     // T and T+1 are taken and T+2 was deleted: ids are never given twice, and the last one
     // given survived the restart.

@@ -91,7 +91,7 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
     );
     assert_eq!(
         responses[4].refusal().map(|(c, _)| c),
-        Some(ErrorCode::Conflict)
+        Some(ErrorCode::DuplicateName)
     );
 
     let built = leader.get_snapshot_builder().await.build_snapshot().await?;
@@ -166,7 +166,10 @@ async fn snapshot_round_trip_preserves_the_catalog() -> anyhow::Result<()> {
             ),
         ])
         .await?;
-    assert_eq!(r[0].refusal().map(|(c, _)| c), Some(ErrorCode::Conflict));
+    assert_eq!(
+        r[0].refusal().map(|(c, _)| c),
+        Some(ErrorCode::DuplicateName)
+    );
     assert_eq!(
         r[1],
         Response::Committed {

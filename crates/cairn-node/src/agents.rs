@@ -180,7 +180,7 @@ impl AgentsService {
         self.meta
             .job(&id)
             .map_err(meta_status)?
-            .ok_or_else(|| status(ErrorCode::NotFound, format!("job {id} does not exist")))
+            .ok_or_else(|| status(ErrorCode::JobNotFound, format!("job {id} does not exist")))
     }
 }
 
@@ -299,11 +299,10 @@ impl Agents for AgentsService {
         )
         .await?;
         tracing::info!(env = %eid, host = %req.host, by = %who.name(), "environment moved");
-        let env = self
-            .meta
-            .env(eid)
-            .map_err(meta_status)?
-            .ok_or_else(|| status(ErrorCode::NotFound, format!("environment {eid} is gone")))?;
+        let env =
+            self.meta.env(eid).map_err(meta_status)?.ok_or_else(|| {
+                status(ErrorCode::EnvNotFound, format!("environment {eid} is gone"))
+            })?;
         Ok(Response::new(pb::Env::from(&env)))
     }
 
@@ -438,7 +437,7 @@ impl Agents for AgentsService {
                     Ok(None) => {
                         let _ = tx
                             .send(Err(status(
-                                ErrorCode::NotFound,
+                                ErrorCode::JobNotFound,
                                 format!("job {id} was removed"),
                             )))
                             .await;
@@ -601,6 +600,7 @@ impl Agents for AgentsService {
                     host: Some(req.host),
                     state,
                     reason: req.reason,
+                    code: cairn_proto::opt_code(&req.code),
                     result: JobResult::try_from(req.result.unwrap_or_default())?,
                     now_ms: now_ms(),
                 },

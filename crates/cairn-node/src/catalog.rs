@@ -178,7 +178,7 @@ impl CatalogService {
         self.meta
             .get_backup(id)
             .map_err(meta_status)?
-            .ok_or_else(|| status(ErrorCode::NotFound, format!("backup {id} not found")))
+            .ok_or_else(|| status(ErrorCode::BackupNotFound, format!("backup {id} not found")))
     }
 
     /// Proposes `cmd` for `by` and turns a refusal into its status.

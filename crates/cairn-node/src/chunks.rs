@@ -76,7 +76,12 @@ impl BackupScopes {
             .meta
             .get_backup(&backup)
             .map_err(crate::error::meta_status)?
-            .ok_or_else(|| status(ErrorCode::NotFound, format!("backup {backup} not found")))?;
+            .ok_or_else(|| {
+                status(
+                    ErrorCode::BackupNotFound,
+                    format!("backup {backup} not found"),
+                )
+            })?;
         let set = Arc::new(
             crate::verify::referenced_chunks(cluster, &record.manifest)
                 .await

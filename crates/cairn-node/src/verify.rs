@@ -124,7 +124,7 @@ pub async fn referenced_chunks(
 /// Tells whether a lookup failed because no node holds the chunk (rather than failing).
 fn is_absent(s: &Status) -> bool {
     matches!(
-        cairn_proto::code_of(s),
+        cairn_proto::code_of(s).family(),
         cairn_core::ErrorCode::NotFound | cairn_core::ErrorCode::ChunksMissing
     )
 }

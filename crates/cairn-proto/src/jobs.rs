@@ -278,6 +278,17 @@ impl TryFrom<pb::JobResult> for JobResult {
     }
 }
 
+/// An optional stable error code on the wire: empty is none; a code this build does not know
+/// (a newer node's) is read as none rather than refusing the whole record.
+pub fn opt_code(s: &str) -> Option<cairn_core::ErrorCode> {
+    cairn_core::ErrorCode::parse(s)
+}
+
+/// The wire form of an optional stable error code: empty is none.
+pub fn code_to_wire(c: Option<cairn_core::ErrorCode>) -> String {
+    c.map(|c| c.as_str().to_string()).unwrap_or_default()
+}
+
 /// Parses a job state name.
 pub(crate) fn job_state(s: &str) -> Result<JobState, WireError> {
     JobState::parse(s).ok_or_else(|| {
@@ -308,6 +319,7 @@ impl From<&Job> for pb::Job {
             result: Some((&j.result).into()),
             queue_timeout_ms: j.queue_timeout_ms,
             waiting: String::new(),
+            code: code_to_wire(j.code),
         }
     }
 }
@@ -335,6 +347,7 @@ impl TryFrom<pb::Job> for Job {
             options: j.options.unwrap_or_default().try_into()?,
             state: job_state(&j.state)?,
             reason: j.reason,
+            code: opt_code(&j.code),
             created_ms: j.created_ms,
             started_ms: opt_time(j.started_ms),
             finished_ms: opt_time(j.finished_ms),
@@ -402,6 +415,7 @@ mod tests {
             Some("h1"),
             JobState::Failed,
             "why".into(),
+            Some(cairn_core::ErrorCode::TargetChanged),
             JobResult {
                 backup: Some(BackupId::new(env, 1_700_000_001)),
                 message: "m".into(),
@@ -410,7 +424,12 @@ mod tests {
             3_000,
         )
         .unwrap();
-        let back = Job::try_from(pb::Job::from(&job)).unwrap();
+        let wire = pb::Job::from(&job);
+        assert_eq!(
+            wire.code, "E1018",
+            "a failed job carries its code on the wire"
+        );
+        let back = Job::try_from(wire).unwrap();
         assert_eq!(back, job);
         let queued = Job::new(
             uuid::Uuid::from_u128(1),

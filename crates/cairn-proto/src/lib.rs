@@ -2,8 +2,10 @@
 //!
 //! Generated code lives in [`pb`]. Every conversion between a wire type and a domain type is
 //! written once, here, with a round-trip test (a dropped field in a hand-written conversion
-//! is a classic replication bug). Errors travel as gRPC statuses whose message starts with a
-//! stable [`ErrorCode`]: [`status`] builds one, [`code_of`] reads it back.
+//! is a classic replication bug). Errors travel as gRPC statuses carrying a stable
+//! [`ErrorCode`] in their metadata ([`CODE_KEY`]): [`status`] builds one, [`stable_code`] and
+//! [`code_of`] read it back. The message repeats the code as a `[E1003] ` prefix for people;
+//! nothing reads meaning from it.
 
 use cairn_chunker::{Codec, EncodedChunk};
 use cairn_core::{
@@ -12,7 +14,7 @@ use cairn_core::{
 
 pub mod failpoint;
 mod jobs;
-pub use jobs::{env_config_from_wire, env_config_to_wire};
+pub use jobs::{code_to_wire, env_config_from_wire, env_config_to_wire, opt_code};
 
 /// Generated protobuf and tonic code.
 #[allow(clippy::all, missing_docs)]
@@ -168,9 +170,14 @@ impl From<WireError> for tonic::Status {
     }
 }
 
-/// Builds a gRPC status carrying a stable error code.
+/// Metadata key of the stable error code a node put on a status (ASCII, e.g. `E1011`).
+pub const CODE_KEY: &str = "cairn-code";
+
+/// Builds a gRPC status carrying a stable error code: in its metadata ([`CODE_KEY`]), where
+/// [`stable_code`] reads it, and as a `[E1003] ` prefix of the message, for people. The gRPC
+/// status code is the one of the code's family.
 pub fn status(code: ErrorCode, msg: impl std::fmt::Display) -> tonic::Status {
-    let grpc = match code {
+    let grpc = match code.family() {
         ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
         ErrorCode::NotFound => tonic::Code::NotFound,
         ErrorCode::Conflict => tonic::Code::AlreadyExists,
@@ -181,18 +188,23 @@ pub fn status(code: ErrorCode, msg: impl std::fmt::Display) -> tonic::Status {
         ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
         ErrorCode::Protected => tonic::Code::FailedPrecondition,
-        ErrorCode::Internal => tonic::Code::Internal,
+        _ => tonic::Code::Internal,
     };
-    tonic::Status::new(grpc, format!("[{}] {msg}", code.as_str()))
+    let mut md = tonic::metadata::MetadataMap::new();
+    md.insert(
+        CODE_KEY,
+        tonic::metadata::MetadataValue::from_static(code.as_str()),
+    );
+    tonic::Status::with_metadata(grpc, format!("[{}] {msg}", code.as_str()), md)
 }
 
 /// The stable code a Cairn node put on a status ([`status`]), if any: a status without one
 /// came from the transport (the node did not answer), not from a node's decision. This is
-/// the one place the code is read back from the wire.
+/// the one place the code is read back from the wire, and it reads the metadata only: the
+/// message is prose, whatever it starts with.
 pub fn stable_code(s: &tonic::Status) -> Option<ErrorCode> {
-    let rest = s.message().strip_prefix('[')?;
-    let (code, _) = rest.split_once(']')?;
-    ErrorCode::parse(code)
+    let v = s.metadata().get(CODE_KEY)?;
+    ErrorCode::parse(v.to_str().ok()?)
 }
 
 /// Reads the stable code back from a status (falls back on the gRPC code).
@@ -216,13 +228,17 @@ pub fn code_of(s: &tonic::Status) -> ErrorCode {
     }
 }
 
-/// The message of a status without its code prefix.
+/// The message of a status without the code prefix [`status`] added (a status from
+/// elsewhere is returned whole).
 pub fn message_of(s: &tonic::Status) -> &str {
     let m = s.message();
-    match m.strip_prefix('[').and_then(|r| r.split_once("] ")) {
-        Some((_, rest)) => rest,
-        None => m,
-    }
+    stable_code(s)
+        .and_then(|c| {
+            m.strip_prefix('[')
+                .and_then(|r| r.strip_prefix(c.as_str()))
+                .and_then(|r| r.strip_prefix("] "))
+        })
+        .unwrap_or(m)
 }
 
 pub fn chunk_id(bytes: &[u8]) -> Result<ChunkId, WireError> {
@@ -436,6 +452,13 @@ mod tests {
         assert!(Token::new(None).is_ok());
     }
 
+    /// A status as the peer reads it: encoded into HTTP/2 headers (or trailers) the way a
+    /// tonic server sends it, and decoded the way a tonic client does.
+    fn over_the_wire(s: tonic::Status) -> tonic::Status {
+        let http = s.into_http();
+        tonic::Status::from_header_map(http.headers()).expect("a grpc-status header")
+    }
+
     #[test]
     fn codes_survive_a_status() {
         assert_eq!(
@@ -447,6 +470,60 @@ mod tests {
             assert_eq!(stable_code(&s), Some(c));
             assert_eq!(code_of(&s), c);
             assert_eq!(message_of(&s), "boom");
+            let back = over_the_wire(status(c, "boom"));
+            assert_eq!(stable_code(&back), Some(c), "{back:?}");
+            assert_eq!(
+                back.metadata().get(CODE_KEY).unwrap().to_str().unwrap(),
+                c.as_str()
+            );
+            assert_eq!(message_of(&back), "boom");
+            assert_eq!(
+                back.message(),
+                format!("[{c}] boom"),
+                "people still read it"
+            );
         }
+    }
+
+    #[test]
+    fn the_code_is_read_from_metadata_never_from_the_message() {
+        // A transport error (or any status a node did not build) carries no code, whatever
+        // its text says; the gRPC code still gives a coarse kind.
+        let bare = over_the_wire(tonic::Status::already_exists("[E1011] looks like a code"));
+        assert_eq!(stable_code(&bare), None);
+        assert_eq!(code_of(&bare), ErrorCode::Conflict);
+        assert_eq!(message_of(&bare), "[E1011] looks like a code");
+        let transport = over_the_wire(tonic::Status::unavailable("connection refused"));
+        assert_eq!(stable_code(&transport), None);
+        assert_eq!(code_of(&transport), ErrorCode::Unavailable);
+        // The metadata decides even when the message is reworded or its prefix dropped.
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert(CODE_KEY, "E1011".parse().unwrap());
+        let reworded = tonic::Status::with_metadata(tonic::Code::AlreadyExists, "taken", md);
+        assert_eq!(
+            stable_code(&over_the_wire(reworded)),
+            Some(ErrorCode::DuplicateName)
+        );
+        // An unknown code (a newer node's) is no code.
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert(CODE_KEY, "E9999".parse().unwrap());
+        let unknown = tonic::Status::with_metadata(tonic::Code::Internal, "x", md);
+        assert_eq!(stable_code(&unknown), None);
+    }
+
+    #[test]
+    fn fine_codes_keep_their_familys_grpc_code() {
+        assert_eq!(
+            status(ErrorCode::DuplicateName, "x").code(),
+            status(ErrorCode::Conflict, "x").code()
+        );
+        assert_eq!(
+            status(ErrorCode::BackupNotFound, "x").code(),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            status(ErrorCode::HostOffline, "x").code(),
+            tonic::Code::Unavailable
+        );
     }
 }

@@ -157,6 +157,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
     serde_json::json!({
         "id": j.id, "kind": j.kind, "env": j.env, "host": j.host, "requester": j.requester,
         "state": j.state, "reason": j.reason, "waiting": j.waiting,
+        "code": (!j.code.is_empty()).then_some(&j.code),
         "created": ms_rfc3339(j.created_ms), "started": ms_rfc3339(j.started_ms),
         "finished": ms_rfc3339(j.finished_ms), "cancel_requested": j.cancel_requested,
         "options": {

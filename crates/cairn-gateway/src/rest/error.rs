@@ -22,6 +22,9 @@
 //! | `unavailable` | 503 | the storage cluster cannot answer now (no leader, unreachable) |
 //! | `busy` | 503 | too many logins being checked at once; nothing was checked, retry after `Retry-After` seconds |
 //! | `internal` | 500 | anything else |
+//!
+//! A cluster answer is mapped from its stable code alone ([`cluster_error`], one table);
+//! the cluster's text is passed on for people and never read.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -127,39 +130,53 @@ impl ApiError {
     }
 }
 
+/// The REST table: the HTTP status and body code a cluster's stable code is answered with.
+/// Every code has its row (no wildcard), so a new code is a decision here, not a fall-through.
+pub fn cluster_error(code: ErrorCode) -> (StatusCode, &'static str) {
+    match code {
+        ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_value"),
+        ErrorCode::NotFound
+        | ErrorCode::BackupNotFound
+        | ErrorCode::EnvNotFound
+        | ErrorCode::HostNotFound
+        | ErrorCode::JobNotFound => (StatusCode::NOT_FOUND, "not_found"),
+        ErrorCode::DuplicateName => (StatusCode::CONFLICT, "duplicate_name"),
+        ErrorCode::Conflict
+        | ErrorCode::JobRunning
+        | ErrorCode::TargetInUse
+        | ErrorCode::TargetChanged
+        | ErrorCode::SessionExpired
+        | ErrorCode::PlacementChanged => (StatusCode::CONFLICT, "conflict"),
+        ErrorCode::Protected => (StatusCode::CONFLICT, "protected"),
+        // The cluster refused the user (the gateway checks only the route's role).
+        ErrorCode::PermissionDenied => (StatusCode::FORBIDDEN, "forbidden"),
+        ErrorCode::Unavailable
+        | ErrorCode::DiskFull
+        | ErrorCode::HostOffline
+        | ErrorCode::AgentLost => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        ErrorCode::Unauthenticated
+        | ErrorCode::ChunksMissing
+        | ErrorCode::Corrupt
+        | ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
 impl From<AgentError> for ApiError {
-    /// A cluster answer becomes the matching HTTP error. Refusals (4xx) keep the cluster's
-    /// text, which names the environment or backup at fault; failures (5xx) are logged and
-    /// answered with their code only, so no node address or internal detail leaks.
+    /// A cluster answer becomes the HTTP error its code maps to ([`cluster_error`]). Refusals
+    /// (4xx) keep the cluster's text, which names the environment or backup at fault;
+    /// failures (5xx) are logged and answered with their code only, so no node address or
+    /// internal detail leaks.
     fn from(e: AgentError) -> ApiError {
         let code = e.code();
-        match code {
-            ErrorCode::InvalidArgument => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", e.to_string())
-            }
-            ErrorCode::NotFound => ApiError::not_found(e.to_string()),
-            ErrorCode::Conflict => {
-                let text = e.to_string();
-                let code = if text.contains("already has a backup named") {
-                    "duplicate_name"
-                } else {
-                    "conflict"
-                };
-                ApiError::new(StatusCode::CONFLICT, code, text)
-            }
-            ErrorCode::Protected => ApiError::new(StatusCode::CONFLICT, "protected", e.to_string()),
-            // The cluster refused the user (the gateway checks only the route's role).
-            ErrorCode::PermissionDenied => {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
-            }
-            ErrorCode::Unavailable | ErrorCode::DiskFull => {
-                tracing::warn!(error = %e, "cluster unavailable");
-                ApiError::for_status(StatusCode::SERVICE_UNAVAILABLE)
-            }
-            _ => {
-                tracing::error!(error = %e, code = ?code, "cluster call failed");
-                ApiError::for_status(StatusCode::INTERNAL_SERVER_ERROR)
-            }
+        let (status, rest) = cluster_error(code);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(error = %e, code = %code, "cluster unavailable");
+            ApiError::for_status(status)
+        } else if status.is_server_error() {
+            tracing::error!(error = %e, code = %code, "cluster call failed");
+            ApiError::for_status(status)
+        } else {
+            ApiError::new(status, rest, e.to_string())
         }
     }
 }
@@ -184,5 +201,65 @@ impl IntoResponse for ApiError {
             );
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: ErrorCode, text: &str) -> ApiError {
+        ApiError::from(AgentError::Cluster {
+            code,
+            message: text.to_string(),
+        })
+    }
+
+    /// Rewording a refusal in cairn-meta must never change the HTTP contract: the answer
+    /// follows the code, whatever the text says.
+    #[test]
+    fn the_answer_follows_the_code_not_the_text() {
+        let dup = answer(ErrorCode::DuplicateName, "that name is taken (reworded)");
+        assert_eq!(
+            (dup.status, dup.code),
+            (StatusCode::CONFLICT, "duplicate_name")
+        );
+        assert_eq!(dup.text, "that name is taken (reworded)");
+        let other = answer(
+            ErrorCode::Conflict,
+            "environment e already has a backup named \"n\"",
+        );
+        assert_eq!(
+            (other.status, other.code),
+            (StatusCode::CONFLICT, "conflict")
+        );
+        let busy = answer(ErrorCode::JobRunning, "busy");
+        assert_eq!((busy.status, busy.code), (StatusCode::CONFLICT, "conflict"));
+        let prot = answer(ErrorCode::Protected, "x");
+        assert_eq!(
+            (prot.status, prot.code),
+            (StatusCode::CONFLICT, "protected")
+        );
+        let gone = answer(ErrorCode::BackupNotFound, "x");
+        assert_eq!(
+            (gone.status, gone.code),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+    }
+
+    #[test]
+    fn every_code_has_a_row_and_fine_codes_answer_like_their_family_or_finer() {
+        for c in ErrorCode::ALL {
+            let (status, code) = cluster_error(c);
+            let (fs, fcode) = cluster_error(c.family());
+            assert_eq!(status, fs, "{c:?} answers with its family's status");
+            if c != ErrorCode::DuplicateName {
+                assert_eq!(code, fcode, "{c:?}");
+            }
+        }
+        // 5xx never pass the cluster's text on.
+        let e = answer(ErrorCode::AgentLost, "agent at 10.0.0.3 vanished");
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.text.contains("10.0.0.3"));
     }
 }

@@ -76,7 +76,8 @@ fn job(kind: JobKind, state: JobState) -> Job {
     match state {
         JobState::Succeeded => j.result.backup = Some(target),
         JobState::Failed => {
-            j.reason = "the agent of host \"node-a\" stopped renewing its lease".into()
+            j.reason = "the agent of host \"node-a\" stopped renewing its lease".into();
+            j.code = Some(ErrorCode::AgentLost);
         }
         JobState::Cancelled => j.reason = "cancelled by admin".into(),
         _ => {}
@@ -389,18 +390,18 @@ async fn golden_error_answers() {
         (
             "409-duplicate-name.json",
             from(
-                ErrorCode::Conflict,
+                ErrorCode::DuplicateName,
                 &format!("environment {EID} already has a backup named \"n\": {EID}/20261122081500"),
             ),
         ),
         (
             "409-running.json",
             from(
-                ErrorCode::Conflict,
+                ErrorCode::JobRunning,
                 &format!("environment {EID} already has an active job 01932f5e-7a00-7000-8000-000000000041"),
             ),
         ),
-        ("404-cluster.json", from(ErrorCode::NotFound, "backup x does not exist")),
+        ("404-cluster.json", from(ErrorCode::BackupNotFound, "backup x does not exist")),
         ("400-cluster.json", from(ErrorCode::InvalidArgument, "a selective restore needs at least one path")),
         (
             "500-internal.json",

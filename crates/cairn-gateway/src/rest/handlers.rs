@@ -170,7 +170,7 @@ impl Call {
 
     async fn backup(&self, id: &BackupId) -> Result<BackupRecord, ApiError> {
         self.cluster()?.show(id).await.map_err(|e| {
-            if e.code() == cairn_core::ErrorCode::NotFound {
+            if e.code().family() == cairn_core::ErrorCode::NotFound {
                 ApiError::not_found(format!("no backup {id}"))
             } else {
                 e.into()
@@ -189,7 +189,7 @@ impl Call {
 
     async fn job(&self, id: uuid::Uuid) -> Result<Job, ApiError> {
         crate::get_job(self.cluster()?, id).await.map_err(|e| {
-            if e.code() == cairn_core::ErrorCode::NotFound {
+            if e.code().family() == cairn_core::ErrorCode::NotFound {
                 ApiError::not_found(format!("no status {id}"))
             } else {
                 e.into()

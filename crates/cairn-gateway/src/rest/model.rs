@@ -15,7 +15,7 @@
 //! | versions | `/versions` |
 
 use cairn_core::job::{EnvRecord, HostRecord, Job, JobKind, JobState};
-use cairn_core::{BackupId, BackupRecord, EnvId};
+use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 use serde::Serialize;
 
 /// The version of the Sun Cloud API this adapter implements.
@@ -394,11 +394,7 @@ pub fn status(u: &Uris, job: &Job) -> Status {
             };
             (100, Some(code), Some(text))
         }
-        JobState::Failed => (
-            100,
-            Some(failure_code(&job.reason)),
-            Some(job.reason.clone()),
-        ),
+        JobState::Failed => (100, Some(failure_code(job.code)), Some(job.reason.clone())),
         JobState::Cancelled => (
             100,
             Some(409),
@@ -420,25 +416,96 @@ pub fn status(u: &Uris, job: &Job) -> Status {
     }
 }
 
-/// The HTTP code of a failed job, from the reasons the cluster phrases itself: a name
-/// taken meanwhile (409), a backup gone meanwhile (404), a host whose agent never came
-/// (503); anything else — the agent's own failure — is 500.
-fn failure_code(reason: &str) -> u16 {
-    // A restore with `"force": false` refused a tree that changed or is in use.
-    if reason.contains("already has a backup named") || reason.contains("restore with force") {
-        409
-    } else if reason.contains("does not exist") {
-        404
-    } else if reason.starts_with("no agent of host") {
-        503
-    } else {
-        500
+/// The HTTP code of a failed job, from the stable code its failure carries (never from the
+/// reason, which is for people): a conflict such as a name taken meanwhile or a restore with
+/// `"force": false` that met a target in use or changed (409), something gone meanwhile
+/// (404), a host whose agent never came (503). Anything else (the agent's own failure, an
+/// agent that was lost, a failure recorded before jobs carried codes) is 500.
+pub(crate) fn failure_code(code: Option<ErrorCode>) -> u16 {
+    let Some(code) = code else { return 500 };
+    match code {
+        ErrorCode::DuplicateName
+        | ErrorCode::TargetInUse
+        | ErrorCode::TargetChanged
+        | ErrorCode::Conflict
+        | ErrorCode::JobRunning
+        | ErrorCode::SessionExpired
+        | ErrorCode::PlacementChanged
+        | ErrorCode::Protected => 409,
+        ErrorCode::NotFound
+        | ErrorCode::BackupNotFound
+        | ErrorCode::EnvNotFound
+        | ErrorCode::HostNotFound
+        | ErrorCode::JobNotFound => 404,
+        ErrorCode::HostOffline => 503,
+        ErrorCode::InvalidArgument
+        | ErrorCode::ChunksMissing
+        | ErrorCode::Corrupt
+        | ErrorCode::DiskFull
+        | ErrorCode::Unavailable
+        | ErrorCode::Unauthenticated
+        | ErrorCode::PermissionDenied
+        | ErrorCode::AgentLost
+        | ErrorCode::Internal => 500,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed job's HTTP code follows the code it carries, never its reason: a reason
+    /// reworded (or one that merely looks like another failure) answers the same.
+    #[test]
+    fn a_failed_jobs_status_follows_its_code() {
+        assert_eq!(failure_code(Some(ErrorCode::DuplicateName)), 409);
+        assert_eq!(failure_code(Some(ErrorCode::TargetInUse)), 409);
+        assert_eq!(failure_code(Some(ErrorCode::TargetChanged)), 409);
+        assert_eq!(failure_code(Some(ErrorCode::BackupNotFound)), 404);
+        assert_eq!(failure_code(Some(ErrorCode::HostOffline)), 503);
+        assert_eq!(failure_code(Some(ErrorCode::AgentLost)), 500);
+        assert_eq!(failure_code(Some(ErrorCode::Internal)), 500);
+        assert_eq!(failure_code(None), 500, "a failure recorded before codes");
+        let u = Uris {
+            base: "http://backup.example:8080".into(),
+        };
+        let env = EnvId::derive("h1/101");
+        let mut job = Job::new(
+            uuid::Uuid::from_u128(9),
+            JobKind::Restore,
+            env,
+            "h1".into(),
+            "admin".into(),
+            cairn_core::job::JobOptions::default(),
+            1_000,
+            0,
+        );
+        job.claim("h1", 2_000, 9_000).unwrap();
+        let mut changed = job.clone();
+        changed
+            .finish(
+                Some("h1"),
+                JobState::Failed,
+                "the tree moved on; pass force to replace it".into(),
+                Some(ErrorCode::TargetChanged),
+                Default::default(),
+                3_000,
+            )
+            .unwrap();
+        assert_eq!(status(&u, &changed).status, Some(409));
+        let mut looks_like = job;
+        looks_like
+            .finish(
+                Some("h1"),
+                JobState::Failed,
+                "environment e already has a backup named \"n\"; restore with force".into(),
+                Some(ErrorCode::Corrupt),
+                Default::default(),
+                3_000,
+            )
+            .unwrap();
+        assert_eq!(status(&u, &looks_like).status, Some(500));
+    }
 
     #[test]
     fn pct_keeps_unreserved_and_encodes_the_rest() {

@@ -518,6 +518,7 @@ mod tests {
                 Some(HOST),
                 JobState::Succeeded,
                 String::new(),
+                None,
                 result,
                 3_000,
             )
@@ -534,6 +535,7 @@ mod tests {
                 Some(HOST),
                 JobState::Failed,
                 "the target is in use".to_string(),
+                Some(cairn_core::ErrorCode::TargetInUse),
                 JobResult::default(),
                 3_000,
             )

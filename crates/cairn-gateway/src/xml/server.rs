@@ -205,28 +205,55 @@ impl XmlError {
     }
 }
 
+/// The XML table: the error code a cluster's stable code is answered with. Every code has
+/// its row (no wildcard), so a new code is a decision here, not a fall-through.
+pub fn cluster_code(c: cairn_core::ErrorCode) -> u32 {
+    use cairn_core::ErrorCode;
+    match c {
+        ErrorCode::InvalidArgument => code::BAD_PARAMETER,
+        ErrorCode::NotFound
+        | ErrorCode::BackupNotFound
+        | ErrorCode::EnvNotFound
+        | ErrorCode::HostNotFound
+        | ErrorCode::JobNotFound => code::NOT_FOUND,
+        ErrorCode::Conflict
+        | ErrorCode::DuplicateName
+        | ErrorCode::JobRunning
+        | ErrorCode::TargetInUse
+        | ErrorCode::TargetChanged
+        | ErrorCode::SessionExpired
+        | ErrorCode::PlacementChanged
+        | ErrorCode::Protected => code::CONFLICT,
+        // The cluster refused the user (the adapter checks only the call's role).
+        ErrorCode::PermissionDenied => code::FORBIDDEN,
+        ErrorCode::Unavailable
+        | ErrorCode::DiskFull
+        | ErrorCode::HostOffline
+        | ErrorCode::AgentLost => code::UNAVAILABLE,
+        ErrorCode::Unauthenticated
+        | ErrorCode::ChunksMissing
+        | ErrorCode::Corrupt
+        | ErrorCode::Internal => code::INTERNAL,
+    }
+}
+
 impl From<cairn_agent::AgentError> for XmlError {
+    /// A cluster answer becomes the XML error its code maps to ([`cluster_code`]); the
+    /// cluster's text is kept for refusals and replaced for failures (logged instead).
     fn from(e: cairn_agent::AgentError) -> XmlError {
-        use cairn_core::ErrorCode;
-        match e.code() {
-            ErrorCode::InvalidArgument => XmlError::new(code::BAD_PARAMETER, e.to_string()),
-            ErrorCode::NotFound => XmlError::new(code::NOT_FOUND, e.to_string()),
-            ErrorCode::Conflict | ErrorCode::Protected => {
-                XmlError::new(code::CONFLICT, e.to_string())
-            }
-            // The cluster refused the user (the adapter checks only the call's role).
-            ErrorCode::PermissionDenied => XmlError::new(code::FORBIDDEN, e.to_string()),
-            ErrorCode::Unavailable | ErrorCode::DiskFull => {
+        match cluster_code(e.code()) {
+            code::UNAVAILABLE => {
                 tracing::warn!(error = %e, "cluster unavailable");
                 XmlError::new(
                     code::UNAVAILABLE,
                     "the storage cluster cannot answer now; try again",
                 )
             }
-            _ => {
+            code::INTERNAL => {
                 tracing::error!(error = %e, "cluster call failed");
                 XmlError::new(code::INTERNAL, "internal error; see the gateway's log")
             }
+            c => XmlError::new(c, e.to_string()),
         }
     }
 }
