@@ -841,7 +841,7 @@ mod tests {
             Some(a.eid),
             JobOptions::default(),
         );
-        assert_eq!(code(&other), Some(ErrorCode::Conflict));
+        assert_eq!(code(&other), Some(ErrorCode::JobRunning));
         // Someone else presenting that id learns nothing about the job.
         let viewer_like = Principal::User {
             name: "mallory".into(),
