@@ -2,11 +2,13 @@
 //! the history of what the clients were told (`src/bin/nemesis.rs`, `scripts/nemesis.sh`).
 //!
 //! # Model
-//! 1. A [`crate::TestCluster`] of N voters (RF 3) runs on this machine. Client workers
-//!    ([`workload`]) call the real `cairn` CLI against a node chosen by their seeded RNG: one
-//!    worker per environment changes its tree, backs it up (full or incremental), restores
-//!    and deletes its own backups; an admin worker runs GC, scrub, repair, listings and
-//!    retention changes. Meanwhile [`faults`] injects one fault episode at a time.
+//! 1. A [`crate::TestCluster`] of N voters (RF 3) runs on this machine, as root each node in
+//!    a network namespace of its own ([`net`]), and a `cairn agent` serves some environments.
+//!    Client workers ([`workload`]) call the real `cairn` CLI against a node chosen by their
+//!    seeded RNG: one worker per environment changes its tree, backs it up (full or
+//!    incremental; directly, or as a job its agent runs), restores and deletes its own
+//!    backups; an admin worker runs GC, scrub, repair, listings and retention changes.
+//!    Meanwhile [`faults`] injects one fault episode at a time.
 //! 2. Every operation is written to `history.jsonl` ([`history`]) when it is invoked and when
 //!    it completes, with its outcome:
 //!    - `ok`: the CLI exited 0 (for a backup: the id and the content hash of the tree it
