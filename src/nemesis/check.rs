@@ -7,8 +7,9 @@
 //!    with step 5 (every live backup restores, so each of its chunks is held somewhere) this
 //!    is "every live chunk has RF copies". Then `scrub` (nothing left unrepaired) and repair
 //!    again.
-//! 3. Catalog: every running voter reports the same applied log index and the same number
-//!    of backups (`cluster status --json` answers from each node's own state), and
+//! 3. Catalog: every running voter reports the same catalog digest at the same applied log
+//!    index, and the same number of backups (`cluster status --json` answers from each
+//!    node's own state: BLAKE3 over its catalog's trees, taken under its apply lock), and
 //!    `backups list` through each node gives the same set.
 //! 4. Deletes: no backup whose delete was acknowledged is listed.
 //! 5. Backups: each acknowledged backup is listed and restores bit-identical to the tree it
@@ -126,9 +127,10 @@ fn judge(ctx: &Ctx, nem: &mut Nemesis) -> Verdict {
     }
     repair_until_converged(ctx, &url, &mut v);
 
-    // 3. Catalog on every voter.
+    // 3. Catalog on every voter: each reports a digest of its own catalog and the log index
+    //    it covers; once no write is in flight they must all agree.
     let deadline = Instant::now() + Duration::from_secs(90);
-    let mut views: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let mut views: BTreeMap<u64, (u64, String, u64)> = BTreeMap::new();
     loop {
         views.clear();
         for (id, u) in &live {
@@ -138,7 +140,8 @@ fn judge(ctx: &Ctx, nem: &mut Nemesis) -> Verdict {
                         views.insert(
                             *id,
                             (
-                                n["commit_index"].as_u64().unwrap_or(0),
+                                n["catalog_index"].as_u64().unwrap_or(0),
+                                n["catalog_digest"].as_str().unwrap_or("").to_string(),
                                 n["backups"].as_u64().unwrap_or(0),
                             ),
                         );
@@ -146,17 +149,28 @@ fn judge(ctx: &Ctx, nem: &mut Nemesis) -> Verdict {
                 }
             }
         }
-        let distinct: HashSet<&(u64, u64)> = views.values().collect();
+        let distinct: HashSet<&(u64, String, u64)> = views.values().collect();
         if distinct.len() == 1 || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     h.note("voters", json!(format!("{views:?}")));
-    let distinct: HashSet<&(u64, u64)> = views.values().collect();
+    let distinct: HashSet<&(u64, String, u64)> = views.values().collect();
     if distinct.len() != 1 {
+        // Same index, other digest: the members applied the same log to different catalogs.
+        let mut by_index: BTreeMap<u64, HashSet<&String>> = BTreeMap::new();
+        for (i, d, _) in views.values() {
+            by_index.entry(*i).or_default().insert(d);
+        }
+        let diverged = by_index.values().any(|d| d.len() > 1);
         v.anomalies.push(format!(
-            "voters disagree (node: (applied index, backups)): {views:?}"
+            "voters disagree{} (node: (applied index, catalog digest, backups)): {views:?}",
+            if diverged {
+                ": DIFFERENT CATALOGS AT THE SAME INDEX"
+            } else {
+                ""
+            }
         ));
     }
     let mut listings: BTreeMap<u64, Option<Vec<Value>>> = BTreeMap::new();

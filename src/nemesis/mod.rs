@@ -23,9 +23,9 @@
 //!    unknown) or retention could have removed it; an acknowledged delete must not come
 //!    back; a listed backup nobody acknowledged needs an unknown backup of its environment
 //!    whose tree it restores to; repair must converge (every chunk held anywhere is on all
-//!    its owners) and scrub must leave nothing unrepaired; every voter must have applied the
-//!    same log (same applied index, same backup count) and every node must list the same
-//!    backups.
+//!    its owners) and scrub must leave nothing unrepaired; every voter must hold the same
+//!    catalog (the same digest of its catalog at the same applied index) and every node must
+//!    list the same backups.
 //!
 //! Choices are deterministic by seed (one RNG stream per worker and one for the nemesis);
 //! the interleaving is whatever the machine's scheduling makes of them.

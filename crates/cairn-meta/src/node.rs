@@ -420,6 +420,12 @@ impl MetaNode {
         self.sm.get_backup(id)
     }
 
+    /// The catalog's digest and the index it covers ([`StateMachineStore::digest`];
+    /// blocking: call from a blocking thread).
+    pub fn catalog_digest(&self) -> Result<(u64, String), MetaError> {
+        self.sm.digest()
+    }
+
     /// Returns the backups of one environment, or of all, ordered by environment then time.
     pub fn list_backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, MetaError> {
         self.sm.list_backups(env)

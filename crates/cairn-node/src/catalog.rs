@@ -434,7 +434,15 @@ impl Catalog for CatalogService {
         let backups = self.meta.list_backups(None).map_err(meta_status)?.len() as u64;
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         let epoch = self.meta.placement().map_err(meta_status)?;
+        let meta = self.meta.clone();
+        let (catalog_index, catalog_digest) =
+            tokio::task::spawn_blocking(move || meta.catalog_digest())
+                .await
+                .map_err(|e| status(ErrorCode::Internal, format!("digest task: {e}")))?
+                .map_err(meta_status)?;
         Ok(Response::new(pb::NodeStatusResponse {
+            catalog_digest,
+            catalog_index,
             node_id: self.node_id,
             addr: self.addr.clone(),
             leader: effective_leader(&m, voters.len()),

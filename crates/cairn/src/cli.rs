@@ -1401,6 +1401,7 @@ async fn cluster_status(c: &Cluster, json: bool) -> Result<()> {
                     "epoch": s.epoch, "chunks": s.chunks, "stored_bytes": s.stored_bytes,
                     "repair_backlog": s.repair_backlog, "draining": s.draining,
                     "logical_bytes": s.logical_bytes, "backups": s.backups,
+                    "catalog_index": s.catalog_index, "catalog_digest": s.catalog_digest,
                 }),
                 Err(e) => serde_json::json!({
                     "node_id": id, "addr": addr, "zone": zone, "state": "down",
