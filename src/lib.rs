@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod http;
+mod layout;
 pub mod nemesis;
 
 use std::path::{Path, PathBuf};
