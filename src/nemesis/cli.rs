@@ -4,8 +4,8 @@
 //! only when its error carries a node's definite refusal, and `unknown` otherwise: a call
 //! cut off by its deadline, a process killed by a signal, a transport error, or a code that is
 //! not definite (`ErrorCode::is_definite`: Unavailable E1007, Internal E1999, …) may all have
-//! taken effect. The refusal is read from the stable code the CLI prints at the end of its
-//! error line (`[E1004]`), never from the wording.
+//! taken effect. The refusal is read from the stable code the CLI prints in its error line
+//! (the first `[E####]` on stderr), never from the wording.
 
 use std::io::Read;
 use std::process::{Command, Stdio};

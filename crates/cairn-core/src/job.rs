@@ -258,7 +258,7 @@ pub struct Job {
     pub env: EnvId,
     /// The host whose agent runs it (empty for delete jobs).
     pub host: String,
-    /// Who asked: "admin", "agent:<host>", or an adapter's user.
+    /// Who asked: "admin", `agent:<host>`, or an adapter's user.
     pub requester: String,
     pub options: JobOptions,
     pub state: JobState,

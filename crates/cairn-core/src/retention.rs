@@ -2,8 +2,9 @@
 //! collection must wait for.
 //!
 //! Both are decisions on data: [`excess`] takes an environment's backups and its config and
-//! returns the ones to delete; [`blocking_sessions`] takes the open sessions and a GC start
-//! time and returns the ones GC must wait for.
+//! returns the ones to delete; [`sessions_at_gc_start`] splits the sessions open when a GC
+//! begins into those it waits for and those it closes, and [`still_waiting`] tells which of
+//! them are still open.
 //!
 //! # Retention and a compromised host
 //! Retention runs inside the catalog's decision of the commit (or settings change) that

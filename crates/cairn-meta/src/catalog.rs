@@ -2,8 +2,10 @@
 //!
 //! [`decide`] reads the current catalog through [`CatalogRead`] and returns the [`Write`]s to
 //! make together with the [`Response`]. It does no IO and knows nothing about sled or raft, so
-//! the same code runs inside a sled transaction (see [`crate::store`]) and against the
-//! in-memory catalog of the unit tests below.
+//! the same code runs over the sled state machine (which decides over its trees plus the
+//! batch's earlier writes, outside the transaction, then writes in one; see [`crate::store`])
+//! and over the in-memory catalog of the unit tests below. `differential.rs` runs random
+//! command sequences through both and requires the same answers and the same catalog.
 //!
 //! Every member applies the same log in the same order, so a decision must depend only on the
 //! catalog and the command: no clock, no randomness, no node-local configuration. This is why
@@ -695,7 +697,8 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// The catalog in memory: the reference the sled store is compared with.
+    /// The catalog in memory: the reference the sled store is compared with
+    /// (`crate::differential`).
     #[derive(Default, Debug, PartialEq, Eq)]
     pub(crate) struct MemCatalog {
         backups: BTreeMap<BackupId, BackupRecord>,

@@ -25,6 +25,9 @@ pub mod network;
 pub mod node;
 pub mod store;
 
+#[cfg(test)]
+mod differential;
+
 pub use command::{Command, JobRequest, Proposal, Response};
 pub use network::NoPeers;
 pub use node::{MetaConfig, MetaError, MetaNode};
