@@ -291,6 +291,21 @@ fn a_client_walks_from_the_root_and_runs_every_backup_operation() {
     assert!(st["progress"].as_u64().unwrap() < 100);
     let status_uri = st["status_uri"].as_str().unwrap().to_string();
     assert_eq!(r.header("location"), Some(status_uri.as_str()));
+    // The client polls with the headers it sent the request with: the Status answers, as
+    // the 202 did, whatever Accept named.
+    let polled = http::request(
+        "GET",
+        &status_uri,
+        &[
+            ("Authorization", &basic(VIEWER.0, VIEWER.1)),
+            ("Accept", &media("Backup")),
+            ("X-Cloud-Client-Specification-Version", "0.1"),
+        ],
+        b"",
+    );
+    assert_eq!(polled.status, 200, "{}", polled.text());
+    assert_eq!(polled.content_type(), media("Status"));
+    assert_eq!(polled.json()["op"], "back_up");
 
     // A second backup of the same VM while this one runs: 409.
     let busy = rig.send("POST", &back_up, OPERATOR, "application/json", "{}");
@@ -356,6 +371,11 @@ fn a_client_walks_from_the_root_and_runs_every_backup_operation() {
     );
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["op"], "update-Backup");
+    // The catalog edit is done when the PUT is answered: the spec's example answers the
+    // finished edit.
+    assert_eq!(r.json()["progress"], 100, "{}", r.text());
+    assert_eq!(r.json()["status"], 200, "{}", r.text());
+    assert_eq!(r.json()["target_uri"], backup_uri);
     let (done, _) = rig.finish(r.json()["status_uri"].as_str().unwrap());
     assert_eq!(done["status"], 200, "{done}");
     assert_eq!(done["target_uri"], backup_uri);
@@ -391,7 +411,8 @@ fn a_client_walks_from_the_root_and_runs_every_backup_operation() {
         &format!("{backup_uri}/restore"),
         OPERATOR,
         "application/json",
-        r#"{"note": "rolling back the upgrade"}"#,
+        // Any name/value pairs: `note` by convention, others logged and ignored.
+        r#"{"note": "rolling back the upgrade", "ticket": "OPS-7", "requested_by": {"team": "ops"}}"#,
     );
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["op"], "restore-Backup");
