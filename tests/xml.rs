@@ -547,6 +547,18 @@ fn a_client_written_from_the_specification() {
     let rig = rig("");
     let db = rig.eid("db01");
     let mut c = Client::connect(&rig.xml);
+    // Deviations: credentials in a packet's `auth` do not log in (a session logs in once),
+    // and there is no `sessionm` interface.
+    let auth = c.call(
+        "au",
+        &format!("<packet version=\"4.0.0\" id=\"au\"><auth><name>{}</name><password>{}</password></auth><target>backupm</target><data><backupm><list/></backupm></data></packet>", b64("admin"), b64("admin-pass-1")),
+    );
+    assert_eq!(error_code(&auth), Some(304), "{auth}");
+    let sessionm = c.call(
+        "sm",
+        &format!("<packet version=\"4.0.0\" id=\"sm\"><target>sessionm</target><data><sessionm><login><name>{}</name><realm>00000000-0000-0000-0000-000000000000</realm><password>{}</password><expiration>600</expiration></login></sessionm></data></packet>", b64("admin"), b64("admin-pass-1")),
+    );
+    assert_eq!(error_code(&sessionm), Some(301), "{sessionm}");
     assert_eq!(error_code(&c.login("admin", "admin-pass-1")), None);
     let backup_env = |c: &mut Client, id: &str, options: &str| {
         c.call(
@@ -721,6 +733,34 @@ fn a_client_written_from_the_specification() {
     ));
     let (answer, progress) = c.answer("2");
     assert_eq!(error_code(&answer), None, "{answer}");
+    // The answer's backup in the order of the specification's example (backupType), its
+    // info opening as the example's infoType does.
+    let order: Vec<usize> = [
+        "<ns2:eid>",
+        "<ns2:description>",
+        "<ns2:count>",
+        "<ns2:id>",
+        "<ns2:time>",
+        "<ns2:size>",
+        "<ns2:type>",
+        "<ns2:storage_eid>",
+        "<ns2:info>",
+        "<ns2:capability>",
+    ]
+    .iter()
+    .map(|tag| {
+        answer
+            .find(tag)
+            .unwrap_or_else(|| panic!("{tag} in {answer}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{answer}");
+    assert!(
+        answer.contains(
+            "<ns2:info><ns2:message/><ns2:name/><ns2:translate/><ns2:parameter><ns2:message>"
+        ),
+        "{answer}"
+    );
     let first = &progress[0];
     let at = |tag: &str| {
         first

@@ -247,10 +247,13 @@ fn every_representation_field_has_a_row() {
     wanted.extend(fields("VDC", &model::vdc(&u, "c", 3, &[host()])));
     wanted.extend(fields(
         "Cluster",
-        &model::host_cluster(&u, &host(), true, &[env()], &[b.clone()]),
+        &model::host_cluster(&u, &host(), true, &[env()], std::slice::from_ref(&b)),
     ));
     wanted.extend(fields("Cluster", &model::root_cluster(&u, &[host()])));
-    wanted.extend(fields("VM", &model::vm(&u, &env(), &[b.clone()])));
+    wanted.extend(fields(
+        "VM",
+        &model::vm(&u, &env(), std::slice::from_ref(&b)),
+    ));
     wanted.extend(fields("Backup", &model::backup(&u, &b)));
     wanted.extend(fields("Status", &status));
     assert_rows("representation fields", wanted);

@@ -11,6 +11,10 @@
 //! until an admin lifts the protection; a protected backup's `info` (in `list` with
 //! `options/info`) carries a `protected` parameter.
 //!
+//! A `backup_server` (`connection_infoType`) is served only when it names this cluster;
+//! any other server is refused (303), since the backup would not be where the client asked
+//! for it. How each element of the specification is served is `CONFORMANCE.md`'s table.
+//!
 //! A call that runs a job (back up, restore) waits for it, polling the job; with
 //! `progress="on"` it sends progress packets (started, phase messages, percent steps,
 //! success or error) before the final answer with the same id.
