@@ -729,7 +729,7 @@ fn a_client_written_from_the_specification() {
 
     // Progress packets: `op`, then `message` in the template form, then `status`.
     c.send(&format!(
-        "<packet progress=\"on\" log=\"on\" id=\"2\" version=\"4.0.0\"><target>backupm</target><data><backupm><backup_env><env_list><eid>{db}</eid></env_list><backup_options><type>0</type><compression>2</compression><description>RnVsbCBiYWNrdXAgMjAwNy0wMS0xMg==</description></backup_options></backup_env></backupm></data></packet>"
+        "<packet progress=\"on\" log=\"on\" id=\"2\" version=\"4.0.0\"><cookie>spec-example</cookie><target>backupm</target><data><backupm><backup_env><env_list><eid>{db}</eid></env_list><backup_options><type>0</type><compression>2</compression><description>RnVsbCBiYWNrdXAgMjAwNy0wMS0xMg==</description></backup_options></backup_env></backupm></data></packet>"
     ));
     let (answer, progress) = c.answer("2");
     assert_eq!(error_code(&answer), None, "{answer}");
@@ -772,6 +772,9 @@ fn a_client_written_from_the_specification() {
         "{first}"
     );
     assert!(first.contains(" priority=\"4000\""), "{first}");
+    for p in progress.iter().chain([&answer]) {
+        assert!(p.contains("<ns1:cookie>spec-example</ns1:cookie>"), "{p}");
+    }
     let texts = values(first, "message");
     assert!(
         texts.contains(&"T3BlcmF0aW9uICVvcF9uYW1lJSBpcyAlc3RhdHVzJQ==".to_string())

@@ -69,6 +69,7 @@ pub(crate) async fn call(
     who: &Identity,
     id: Option<&str>,
     progress: bool,
+    cookie: Option<&Element>,
     body: &Element,
 ) -> Vec<Element> {
     let mut out = Vec::new();
@@ -82,6 +83,7 @@ pub(crate) async fn call(
             who,
             id,
             progress,
+            cookie,
         };
         match ctx.run(call).await {
             Ok(els) => out.extend(els),
@@ -97,6 +99,8 @@ struct Ctx<'a> {
     who: &'a Identity,
     id: Option<&'a str>,
     progress: bool,
+    /// The request's `cookie`, echoed in its progress packets too.
+    cookie: Option<&'a Element>,
 }
 
 /// The principal the logged-in user is to the cluster.
@@ -764,7 +768,8 @@ impl Ctx<'_> {
                 &now_stamp(),
             )];
         }
-        self.session.send(&p);
+        self.session
+            .send(&super::server::with_cookie(p, self.cookie));
     }
 
     /// Waits for a job to end, sending progress packets on the way.

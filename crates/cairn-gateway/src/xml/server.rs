@@ -770,7 +770,7 @@ pub fn response(id: Option<&str>, client: &str, interface: &str, body: Vec<Eleme
 
 /// Echoes a request's `cookie` in its answer, unchanged and first (the protocol's order:
 /// `auth`, `cookie`, `target`, …).
-fn with_cookie(mut packet: Element, cookie: Option<&Element>) -> Element {
+pub(crate) fn with_cookie(mut packet: Element, cookie: Option<&Element>) -> Element {
     if let Some(c) = cookie {
         packet.children.insert(0, c.clone());
     }
@@ -919,7 +919,15 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
             let (state, session, body) = (state.clone(), session.clone(), body.clone());
             let progress = root.attr("progress") == Some("on") && id.is_some();
             tokio::spawn(async move {
-                let run = backupm::call(&state, &session, &who, id.as_deref(), progress, &body);
+                let run = backupm::call(
+                    &state,
+                    &session,
+                    &who,
+                    id.as_deref(),
+                    progress,
+                    cookie.as_ref(),
+                    &body,
+                );
                 let els = paced(&session.queue, run).await;
                 let packet = response(id.as_deref(), &session.client, "backupm", els);
                 let packet = with_cookie(packet, cookie.as_ref());
