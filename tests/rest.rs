@@ -291,6 +291,21 @@ fn a_client_walks_from_the_root_and_runs_every_backup_operation() {
     assert!(st["progress"].as_u64().unwrap() < 100);
     let status_uri = st["status_uri"].as_str().unwrap().to_string();
     assert_eq!(r.header("location"), Some(status_uri.as_str()));
+    // The client polls with the headers it sent the request with: the Status answers, as
+    // the 202 did, whatever Accept named.
+    let polled = http::request(
+        "GET",
+        &status_uri,
+        &[
+            ("Authorization", &basic(VIEWER.0, VIEWER.1)),
+            ("Accept", &media("Backup")),
+            ("X-Cloud-Client-Specification-Version", "0.1"),
+        ],
+        b"",
+    );
+    assert_eq!(polled.status, 200, "{}", polled.text());
+    assert_eq!(polled.content_type(), media("Status"));
+    assert_eq!(polled.json()["op"], "back_up");
 
     // A second backup of the same VM while this one runs: 409.
     let busy = rig.send("POST", &back_up, OPERATOR, "application/json", "{}");
@@ -356,6 +371,11 @@ fn a_client_walks_from_the_root_and_runs_every_backup_operation() {
     );
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["op"], "update-Backup");
+    // The catalog edit is done when the PUT is answered: the spec's example answers the
+    // finished edit.
+    assert_eq!(r.json()["progress"], 100, "{}", r.text());
+    assert_eq!(r.json()["status"], 200, "{}", r.text());
+    assert_eq!(r.json()["target_uri"], backup_uri);
     let (done, _) = rig.finish(r.json()["status_uri"].as_str().unwrap());
     assert_eq!(done["status"], 200, "{done}");
     assert_eq!(done["target_uri"], backup_uri);
@@ -391,7 +411,8 @@ fn a_client_walks_from_the_root_and_runs_every_backup_operation() {
         &format!("{backup_uri}/restore"),
         OPERATOR,
         "application/json",
-        r#"{"note": "rolling back the upgrade"}"#,
+        // Any name/value pairs: `note` by convention, others logged and ignored.
+        r#"{"note": "rolling back the upgrade", "ticket": "OPS-7", "requested_by": {"team": "ops"}}"#,
     );
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["op"], "restore-Backup");
@@ -944,6 +965,166 @@ fn a_standalone_gateway_serves_https() {
     );
     assert!(!String::from_utf8_lossy(&plain).starts_with("HTTP/1.1 200"));
     let _ = &rig.containers;
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// The specification's own examples, sent as its pages write them (headers included; the
+/// client adds `Content-Length`), and
+/// each answer checked against the type it names: the Backup requests page's GET, PUT (with
+/// its misspelled type and `{"tags": ["foo", "bar"]}`), restore (`{"note": "Restore to
+/// known state"}` with `X-Compute-Client-Specification-Version`) and DELETE, after the
+/// digest's create example.
+#[test]
+fn the_specifications_own_examples() {
+    let rig = rig(1, "");
+    let base = &rig.rest[0];
+    let auth = basic(ADMIN.0, ADMIN.1);
+    let vm = rig.get(&format!("{base}/clusters/h1"), VIEWER).json()["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "c2")
+        .expect("VM c2")
+        .clone();
+    let status_keys = |s: &Value, finished: bool| {
+        let mut want = vec!["op", "progress", "status_uri", "target_uri"];
+        if finished {
+            want.extend(["message", "status"]);
+        }
+        want.sort();
+        assert_eq!(keys(s), want, "{s}");
+    };
+
+    // Create (the digest's example).
+    let r = http::request(
+        "POST",
+        vm["back_up"].as_str().unwrap(),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", &media("Backup")),
+            ("X-Cloud-Client-Specification-Version", "0.1"),
+        ],
+        br#"{"name": "web01-nightly", "description": "before upgrade", "tags": ["nightly"]}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.content_type(), media("Status"));
+    status_keys(&r.json(), false);
+    assert_eq!(r.json()["op"], "back_up");
+    let (done, _) = rig.finish(r.json()["status_uri"].as_str().unwrap());
+    status_keys(&done, true);
+    assert_eq!(done["status"], 201, "{done}");
+    let backup = done["target_uri"].as_str().unwrap().to_string();
+
+    // Get Backup: Accept Backup+json, X-Cloud-Client-Specification-Version.
+    let r = http::request(
+        "GET",
+        &backup,
+        &[
+            ("Authorization", &auth),
+            ("Accept", &media("Backup")),
+            ("X-Cloud-Client-Specification-Version", "0.1"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.content_type(), media("Backup"));
+    let b = r.json();
+    for field in [
+        "name",
+        "uri",
+        "description",
+        "type",
+        "created",
+        "restore",
+        "vm",
+        "tags",
+    ] {
+        assert!(b.get(field).is_some(), "Backup.{field}: {b}");
+    }
+    assert_eq!(b["uri"], backup);
+    assert_eq!(b["restore"], format!("{backup}/restore"));
+
+    // Update Backup Properties: the page's headers, its misspelled type, its body; the
+    // answer is the finished edit.
+    let put = br#"{
+"tags" : [ "foo", "bar" ]
+}"#;
+    let r = http::request(
+        "PUT",
+        &backup,
+        &[
+            ("Authorization", &auth),
+            ("Accept", &media("Backup")),
+            ("Content-Type", "application/vnd.com.sun.Backup.VM+json"),
+            ("X-Cloud-Client-Specification-Version", "0.1"),
+        ],
+        put,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.content_type(), media("Status"));
+    let s = r.json();
+    status_keys(&s, true);
+    assert_eq!(
+        (&s["op"], &s["progress"], &s["status"], &s["target_uri"]),
+        (
+            &Value::from("update-Backup"),
+            &Value::from(100),
+            &Value::from(200),
+            &Value::from(backup.as_str())
+        ),
+        "{s}"
+    );
+    assert_eq!(
+        rig.get(&backup, VIEWER).json()["tags"],
+        serde_json::json!(["foo", "bar"])
+    );
+
+    // Restore VM From Backup.
+    let restore = br#"{
+"note" : "Restore to known state"
+}"#;
+    let r = http::request(
+        "POST",
+        &format!("{backup}/restore"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+            ("X-Compute-Client-Specification-Version", "0.1"),
+        ],
+        restore,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.content_type(), media("Status"));
+    status_keys(&r.json(), false);
+    assert_eq!(r.json()["op"], "restore-Backup");
+    assert_eq!(r.json()["target_uri"], backup);
+    let (done, _) = rig.finish(r.json()["status_uri"].as_str().unwrap());
+    assert_eq!(done["status"], 200, "{done}");
+
+    // Delete Backup.
+    let r = http::request(
+        "DELETE",
+        &backup,
+        &[
+            ("Authorization", &auth),
+            ("X-Compute-Client-Specification-Version", "0.1"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.content_type(), media("Status"));
+    assert_eq!(r.json()["op"], "delete-Backup");
+    assert_eq!(r.json()["target_uri"], backup);
+    let (done, _) = rig.finish(r.json()["status_uri"].as_str().unwrap());
+    assert_eq!(done["status"], 200, "{done}");
+    assert_messages(&rig.get(&backup, VIEWER), 404, "not_found", None);
+    let _ = (&rig.dir, &rig.cluster, &rig.users, &rig.containers);
 }
 
 /// `cairn dev` serves the REST API with a user `admin`: its password is generated and

@@ -529,6 +529,266 @@ fn cancel_roles_and_bad_input() {
     );
 }
 
+/// The ids of the backups in an answer, in order.
+fn backup_ids(p: &str) -> Vec<String> {
+    values(p, "id")
+        .into_iter()
+        .filter(|v| v.len() == 51 && v.as_bytes()[36] == b'/')
+        .collect()
+}
+
+/// Issue 15, as a client written from the specification meets the adapter: the
+/// `backup_optionsType` form of `remove` (a child `<backup>`) replaces exactly the backup it
+/// names and the answer says which; the text form too; `get_configuration`; a
+/// `backup_server` that is not this cluster is refused; progress packets in the template
+/// form and the spec's order; the answers' envelope (`priority`, `src`, `dst`).
+#[test]
+fn a_client_written_from_the_specification() {
+    let rig = rig("");
+    let db = rig.eid("db01");
+    let mut c = Client::connect(&rig.xml);
+    // Deviations: credentials in a packet's `auth` do not log in (a session logs in once),
+    // and there is no `sessionm` interface.
+    let auth = c.call(
+        "au",
+        &format!("<packet version=\"4.0.0\" id=\"au\"><auth><name>{}</name><password>{}</password></auth><target>backupm</target><data><backupm><list/></backupm></data></packet>", b64("admin"), b64("admin-pass-1")),
+    );
+    assert_eq!(error_code(&auth), Some(304), "{auth}");
+    let sessionm = c.call(
+        "sm",
+        &format!("<packet version=\"4.0.0\" id=\"sm\"><target>sessionm</target><data><sessionm><login><name>{}</name><realm>00000000-0000-0000-0000-000000000000</realm><password>{}</password><expiration>600</expiration></login></sessionm></data></packet>", b64("admin"), b64("admin-pass-1")),
+    );
+    assert_eq!(error_code(&sessionm), Some(301), "{sessionm}");
+    assert_eq!(error_code(&c.login("admin", "admin-pass-1")), None);
+    let backup_env = |c: &mut Client, id: &str, options: &str| {
+        c.call(
+            id,
+            &format!("<packet version=\"4.0.0\" id=\"{id}\"><target>backupm</target><data><backupm><backup_env><env_list><eid>{db}</eid></env_list>{options}</backup_env></backupm></data></packet>"),
+        )
+    };
+    let list = |c: &mut Client| {
+        backup_ids(&c.call(
+            "ls",
+            &format!("<packet id=\"ls\"><target>backupm</target><data><backupm><list><options><eid>{db}</eid></options></list></backupm></data></packet>"),
+        ))
+    };
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let a = backup_env(&mut c, &format!("b{i}"), "");
+        assert_eq!(error_code(&a), None, "{a}");
+        made.extend(backup_ids(&a));
+    }
+    assert_eq!(list(&mut c), made);
+
+    // The answer's envelope, as the specification's packets have it.
+    let a = c.call(
+        "gc",
+        "<packet version=\"4.0.0\" id=\"gc\"><cookie>c-42</cookie><target>backupm</target><data><backupm><get_configuration/></backupm></data></packet>",
+    );
+    assert!(
+        a.contains("<ns1:cookie>c-42</ns1:cookie>"),
+        "the cookie is echoed: {a}"
+    );
+    assert!(a.contains(" priority=\"4000\""), "{a}");
+    assert!(
+        a.contains("<ns1:dst><director>gend</director></ns1:dst>"),
+        "{a}"
+    );
+    assert!(
+        a.ends_with("</ns1:data><ns1:src><ns1:director>gend</ns1:director></ns1:src></ns1:packet>"),
+        "{a}"
+    );
+    // `get_configuration` (the name the specification's backup_server text uses) is get_config.
+    assert_eq!(error_code(&a), None, "{a}");
+    assert!(a.contains("backupm_config>"), "{a}");
+
+    // Replace the middle one of three, named as the backup_optionsType has it.
+    let replace = backup_env(
+        &mut c,
+        "rp",
+        &format!(
+            "<backup_options><remove>\n  <backup>{}</backup>\n</remove></backup_options>",
+            made[1]
+        ),
+    );
+    assert_eq!(error_code(&replace), None, "{replace}");
+    let new = backup_ids(&replace);
+    assert_eq!(new.len(), 1, "{replace}");
+    assert!(
+        replace.contains("<ns2:name>removed</ns2:name>")
+            && values(&replace, "message").contains(&b64(&made[1])),
+        "the answer names the backup removed: {replace}"
+    );
+    assert_eq!(
+        list(&mut c),
+        [made[0].clone(), made[2].clone(), new[0].clone()]
+    );
+
+    // The text form, from lenient clients.
+    let text = backup_env(
+        &mut c,
+        "rt",
+        &format!(
+            "<backup_options><remove>{}</remove></backup_options>",
+            made[2]
+        ),
+    );
+    assert_eq!(error_code(&text), None, "{text}");
+    assert!(values(&text, "message").contains(&b64(&made[2])), "{text}");
+    let newer = backup_ids(&text);
+    assert_eq!(
+        list(&mut c),
+        [made[0].clone(), new[0].clone(), newer[0].clone()]
+    );
+    // An empty remove: the oldest; the answer says which.
+    let oldest = backup_env(&mut c, "ro", "<backup_options><remove/></backup_options>");
+    assert_eq!(error_code(&oldest), None, "{oldest}");
+    assert!(
+        values(&oldest, "message").contains(&b64(&made[0])),
+        "{oldest}"
+    );
+    let before = list(&mut c);
+    assert!(!before.contains(&made[0]), "{before:?}");
+
+    // A backup_server that is not this cluster is refused before anything is done; this
+    // cluster, named as `local` or by this connection's address and port, is served.
+    let port = rig.xml.rsplit(':').next().unwrap();
+    for foreign in [
+        "<backup_server><address>backup.elsewhere.invalid</address></backup_server>",
+        "<backup_server><protocol>SSL</protocol><address>10.255.255.1</address><port>4434</port></backup_server>",
+        "<backup_server><protocol>agent</protocol><address>0badc0de-0000-4000-8000-00000000beef</address></backup_server>",
+    ] {
+        let a = backup_env(&mut c, "fs", foreign);
+        assert_eq!(error_code(&a), Some(303), "{foreign}: {a}");
+        assert!(a.contains("not this cluster"), "{a}");
+    }
+    let restore_elsewhere = c.call(
+        "fr",
+        &format!("<packet id=\"fr\"><target>backupm</target><data><backupm><restore_env><backup_id>{}</backup_id><backup_server><address>backup.elsewhere.invalid</address></backup_server></restore_env></backupm></data></packet>", before[0]),
+    );
+    assert_eq!(
+        error_code(&restore_elsewhere),
+        Some(303),
+        "{restore_elsewhere}"
+    );
+    assert_eq!(list(&mut c), before, "nothing was backed up elsewhere");
+    for ours in [
+        "<backup_server><protocol>agent</protocol><address>local</address></backup_server>"
+            .to_string(),
+        format!("<backup_server><address>127.0.0.1</address><port>{port}</port></backup_server>"),
+    ] {
+        let a = backup_env(&mut c, "ls1", &ours);
+        assert_eq!(error_code(&a), None, "{ours}: {a}");
+    }
+
+    // What the adapter accepts and ignores (CONFORMANCE.md's deviations) is served, not
+    // refused: the packet attributes `timeout`, `timeout_limit`, `uid`, `log`; the
+    // `exclude_list` flags; `skip_locked`; `pe_backups_limit`.
+    let ignored = c.call(
+        "ig",
+        &format!("<packet version=\"4.0.0\" id=\"ig\" timeout=\"5\" timeout_limit=\"10\" uid=\"7\" log=\"off\"><target>backupm</target><data><backupm><backup_env><env_list><eid>{db}</eid></env_list><backup_options><exclude_list><path>{}</path><hidden/><system/></exclude_list></backup_options></backup_env></backupm></data></packet>", b64("*.tmp")),
+    );
+    assert_eq!(error_code(&ignored), None, "{ignored}");
+    let kept = backup_ids(&ignored)[0].clone();
+    let selective = c.call(
+        "sr",
+        &format!("<packet id=\"sr\"><target>backupm</target><data><backupm><selective_restore_env><eid>{db}</eid><backup_id>{kept}</backup_id><path>{}</path><selective_restore_options><skip_locked/></selective_restore_options></selective_restore_env></backupm></data></packet>", b64("etc/hostname")),
+    );
+    assert!(
+        selective.contains("ok/>") && error_code(&selective).is_none(),
+        "{selective}"
+    );
+    let config = c.call(
+        "sc",
+        "<packet id=\"sc\"><target>backupm</target><data><backupm><set_configuration><backupm_config><backup_server><protocol>agent</protocol><address>local</address></backup_server><keep_max>0</keep_max><pe_backups_limit>3</pe_backups_limit></backupm_config></set_configuration></backupm></data></packet>",
+    );
+    assert!(
+        config.contains("ok/>") && error_code(&config).is_none(),
+        "{config}"
+    );
+    let elsewhere = c.call(
+        "sc2",
+        "<packet id=\"sc2\"><target>backupm</target><data><backupm><set_config><backupm_config><backup_server><address>backup.elsewhere.invalid</address></backup_server></backupm_config></set_config></backupm></data></packet>",
+    );
+    assert_eq!(error_code(&elsewhere), Some(303), "{elsewhere}");
+
+    // A protected backup's info says so (a Cairn extension).
+    let protect = c.call(
+        "pr",
+        &format!("<packet id=\"pr\"><target>backupm</target><data><backupm><protect><backup_id>{kept}</backup_id><protected>1</protected></protect></backupm></data></packet>"),
+    );
+    assert!(protect.contains("ok/>"), "{protect}");
+    let listed = c.call(
+        "li",
+        &format!("<packet id=\"li\"><target>backupm</target><data><backupm><list><backup_id>{kept}</backup_id><options><info/></options></list></backupm></data></packet>"),
+    );
+    assert!(
+        listed.contains("<ns2:name>protected</ns2:name>"),
+        "{listed}"
+    );
+
+    // Progress packets: `op`, then `message` in the template form, then `status`.
+    c.send(&format!(
+        "<packet progress=\"on\" log=\"on\" id=\"2\" version=\"4.0.0\"><cookie>spec-example</cookie><target>backupm</target><data><backupm><backup_env><env_list><eid>{db}</eid></env_list><backup_options><type>0</type><compression>2</compression><description>RnVsbCBiYWNrdXAgMjAwNy0wMS0xMg==</description></backup_options></backup_env></backupm></data></packet>"
+    ));
+    let (answer, progress) = c.answer("2");
+    assert_eq!(error_code(&answer), None, "{answer}");
+    // The answer's backup in the order of the specification's example (backupType), its
+    // info opening as the example's infoType does.
+    let order: Vec<usize> = [
+        "<ns2:eid>",
+        "<ns2:description>",
+        "<ns2:count>",
+        "<ns2:id>",
+        "<ns2:time>",
+        "<ns2:size>",
+        "<ns2:type>",
+        "<ns2:storage_eid>",
+        "<ns2:info>",
+        "<ns2:capability>",
+    ]
+    .iter()
+    .map(|tag| {
+        answer
+            .find(tag)
+            .unwrap_or_else(|| panic!("{tag} in {answer}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{answer}");
+    assert!(
+        answer.contains(
+            "<ns2:info><ns2:message/><ns2:name/><ns2:translate/><ns2:parameter><ns2:message>"
+        ),
+        "{answer}"
+    );
+    let first = &progress[0];
+    let at = |tag: &str| {
+        first
+            .find(tag)
+            .unwrap_or_else(|| panic!("{tag} in {first}"))
+    };
+    assert!(
+        at("<ns1:op>") < at("<ns1:message>") && at("<ns1:message>") < at("<ns1:status>"),
+        "{first}"
+    );
+    assert!(first.contains(" priority=\"4000\""), "{first}");
+    for p in progress.iter().chain([&answer]) {
+        assert!(p.contains("<ns1:cookie>spec-example</ns1:cookie>"), "{p}");
+    }
+    let texts = values(first, "message");
+    assert!(
+        texts.contains(&"T3BlcmF0aW9uICVvcF9uYW1lJSBpcyAlc3RhdHVzJQ==".to_string())
+            && texts.contains(&b64("backup_env"))
+            && texts.contains(&b64("started")),
+        "Operation %op_name% is %status%, op_name backup_env, status started: {first}"
+    );
+    let last = progress.last().unwrap();
+    assert!(
+        values(last, "message").contains(&b64("succeeded")),
+        "{last}"
+    );
+}
+
 /// The gateway's Prometheus metrics, read over its REST listener.
 fn metrics(rig: &Rig) -> String {
     let r = cairn_tests::http::request(
@@ -638,6 +898,7 @@ fn tls_listener_and_idle_timeout() {
 /// - `{{NOW}}`: the clock (a packet's `time` attribute, a progress packet's `time`);
 /// - `{{Bn}}`: the n-th backup id seen, `{{Bn.time}}` its time;
 /// - `{{Un}}`: the n-th other UUID seen (the cluster's id as `storage_eid`, job ids);
+/// - `{{b64:…}}`: a base64 backup id (an `info`'s `removed` parameter), decoded;
 /// - `{{DIR}}`: the test's temporary directory.
 ///
 /// Everything else is literal: EIDs are derived from the host id and the container id, so
@@ -734,6 +995,20 @@ impl Golden {
         for (open, close) in [(" time=\"", "\""), ("<ns1:time>", "</ns1:time>")] {
             p = replace_values(&p, open, close, |_, _| "{{NOW}}".to_string());
         }
+        // A backup id in base64 (the `removed` parameter of an `info`): `{{b64:ID}}`, the
+        // id then named like any other below.
+        p = replace_values(&p, "<ns2:message>", "</ns2:message>", |_, v| {
+            use base64::Engine;
+            let id = base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .ok()
+                .and_then(|raw| String::from_utf8(raw).ok())
+                .filter(|t| t.len() == 51 && is_uuid(t.as_bytes()) && t.as_bytes()[36] == b'/');
+            match id {
+                Some(id) => format!("{{{{b64:{id}}}}}"),
+                None => v.to_string(),
+            }
+        });
         // Backup ids (EID/YYYYMMDDhhmmss) and other UUIDs, but not the fixed ones.
         let b = p.as_bytes();
         let mut out = String::new();

@@ -12,6 +12,8 @@
 
 pub mod access;
 pub mod config;
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod metrics;
 pub mod rest;
 pub mod users;

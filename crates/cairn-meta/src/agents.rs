@@ -1361,6 +1361,54 @@ mod tests {
         );
     }
 
+    /// A backup's id is chosen when it is committed; the job it is committed in names it
+    /// from then on, before the agent reports the job finished (a REST client polling the
+    /// job's Status sees the new backup's URI as soon as it exists).
+    #[test]
+    fn a_commit_names_its_backup_in_the_running_job() {
+        let mut cat = MemCatalog::default();
+        let a = env("h1", "101");
+        register(&mut cat, "h1", vec![a.clone()], 1_000);
+        let id = uuid::Uuid::from_u128(1);
+        cat.run(Command::CreateJob { job: job(1, a.eid) });
+        cat.run(Command::ClaimJob {
+            id,
+            host: "h1".into(),
+            now_ms: 2_000,
+            lease_until_ms: 9_000,
+        });
+        let mut r = record(a.eid, 1_700_000_000, "");
+        r.host = "h1".into();
+        let committed = match cat.run_as(
+            agent("h1"),
+            Command::CommitBackup {
+                record: r,
+                job: Some(id),
+                now_ms: 3_000,
+                session: None,
+            },
+        ) {
+            Response::Committed { id, .. } => id,
+            other => panic!("{other:?}"),
+        };
+        let running = cat.job(&id).unwrap().unwrap();
+        assert_eq!(running.state, JobState::Running);
+        assert_eq!(running.result.backup, Some(committed));
+        // A commit without a job (an admin's) leaves jobs alone.
+        let mut other = record(a.eid, 1_700_000_100, "");
+        other.host = "h1".into();
+        cat.run(Command::CommitBackup {
+            record: other,
+            job: None,
+            now_ms: 4_000,
+            session: None,
+        });
+        assert_eq!(
+            cat.job(&id).unwrap().unwrap().result.backup,
+            Some(committed)
+        );
+    }
+
     #[test]
     fn transitions_are_checked_and_expiry_frees_the_slot() {
         let mut cat = MemCatalog::default();

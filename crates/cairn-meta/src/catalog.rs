@@ -156,8 +156,8 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decisio
             record,
             now_ms,
             session,
-            ..
-        } => commit_backup(view, by, record, *now_ms, *session),
+            job,
+        } => commit_backup(view, by, record, *now_ms, *session, *job),
         Command::DeleteBackup { id } => delete_backup(view, id),
         Command::ProtectBackup { id, protected } => protect_backup(view, id, *protected),
         Command::UpdateBackup {
@@ -301,6 +301,7 @@ fn commit_backup<V: CatalogRead + ?Sized>(
     record: &BackupRecord,
     now_ms: i64,
     session: Option<uuid::Uuid>,
+    job: Option<uuid::Uuid>,
 ) -> Result<Decision, V::Error> {
     let env = record.id.env;
     let requested = record.id.time;
@@ -411,6 +412,14 @@ fn commit_backup<V: CatalogRead + ?Sized>(
     if let Some(mut s) = session {
         s.committed = Some(id);
         writes.push(Write::PutSession(s));
+    }
+    // The backup job it is committed in names it at once (its id is chosen here), so the
+    // job's status shows the new backup before the agent reports the job finished.
+    if let Some(mut j) = job.map(|j| view.job(&j)).transpose()?.flatten() {
+        if j.kind == cairn_core::job::JobKind::Backup && j.env == env && !j.state.is_final() {
+            j.result.backup = Some(id);
+            writes.push(Write::PutJob(Box::new(j)));
+        }
     }
     let mut existing = view.backups(Some(env))?;
     existing.push(BackupRecord {

@@ -85,6 +85,20 @@ fn job(kind: JobKind, state: JobState) -> Job {
     j
 }
 
+/// A back_up Status names the new backup as soon as the cluster committed it (the commit
+/// writes its id into the running job), not only once the job ended; before, the VM.
+#[test]
+fn a_back_up_status_names_the_backup_once_committed() {
+    let u = uris();
+    let mut j = job(JobKind::Backup, JobState::Running);
+    assert_eq!(model::status(&u, &j).target_uri, u.vm(j.env));
+    let made: BackupId = format!("{EID}/20261122081500").parse().unwrap();
+    j.result.backup = Some(made);
+    let s = model::status(&u, &j);
+    assert_eq!(s.target_uri, u.backup(&made));
+    assert_eq!((s.progress, s.status), (42, None), "still running");
+}
+
 #[test]
 fn golden_representations() {
     let u = uris();

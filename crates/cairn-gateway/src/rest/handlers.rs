@@ -423,6 +423,7 @@ pub(super) async fn restore(
         backup = %id,
         job_id = %job.id,
         note = r.note.as_deref().unwrap_or(""),
+        ignored = ?r.ignored,
         "restore requested over REST"
     );
     Ok(Rep::accepted(&model::status(&u, &job)))

@@ -224,11 +224,15 @@ pub fn backup(body: &[u8], op: BackupOp) -> Result<BackupInput, ApiError> {
 
 /// The name/value pairs of a restore: `note` (logged) and `force` (default true: the
 /// restore replaces the VM's files even when they changed since the backup — that is what
-/// the caller asked for; `false` refuses instead when the tree changed or is in use).
+/// the caller asked for; `false` refuses instead when the tree changed or is in use). The
+/// specification's body is any name/value pairs, `note` by convention: other names are
+/// accepted, logged by name and otherwise ignored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RestoreInput {
     pub note: Option<String>,
     pub force: bool,
+    /// The names of the other pairs, sorted.
+    pub ignored: Vec<String>,
 }
 
 pub fn restore(body: &[u8]) -> Result<RestoreInput, ApiError> {
@@ -236,6 +240,7 @@ pub fn restore(body: &[u8]) -> Result<RestoreInput, ApiError> {
     let mut out = RestoreInput {
         note: None,
         force: true,
+        ignored: Vec::new(),
     };
     for (k, v) in &map {
         if v.is_null() {
@@ -257,13 +262,7 @@ pub fn restore(body: &[u8]) -> Result<RestoreInput, ApiError> {
                     }
                 }
             }
-            other => {
-                return Err(ApiError::bad(
-                    "unknown_field",
-                    other,
-                    format!("a restore takes note and force, not {other:?}"),
-                ))
-            }
+            other => out.ignored.push(other.chars().take(MAX_TAG).collect()),
         }
     }
     Ok(out)
@@ -332,12 +331,22 @@ mod tests {
             restore(br#"{"note":"hi"}"#).unwrap(),
             RestoreInput {
                 note: Some("hi".into()),
-                force: true
+                force: true,
+                ignored: Vec::new(),
             }
         );
         assert!(!restore(br#"{"force":"false"}"#).unwrap().force);
         assert_eq!(restore(br#"{"force":1}"#).unwrap_err().code, "wrong_type");
-        assert_eq!(restore(br#"{"x":"1"}"#).unwrap_err().code, "unknown_field");
+    }
+
+    #[test]
+    fn a_restore_body_is_any_name_value_pairs() {
+        let r =
+            restore(br#"{"note":"Restore to known state","ticket":"OPS-7","dry":false,"n":[1]}"#)
+                .unwrap();
+        assert_eq!(r.note.as_deref(), Some("Restore to known state"));
+        assert!(r.force);
+        assert_eq!(r.ignored, ["dry", "n", "ticket"]);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!    "ok" — then the handler, then the answer is made to obey the spec whatever produced
 //!    it: an error without a `common.Messages` body gets one (axum's own 404, 405 and 413
 //!    included, keeping `Allow`), and a 200 whose type the `Accept` header rules out
-//!    becomes a 406 (a 202 always answers with a Status, as the spec says).
+//!    becomes a 406 (a 202 always answers with a Status, as the spec says, and so does a
+//!    poll of that Status, which clients send with the same `Accept`).
 //! 2. The matched route's row of the authorization table (`cairn_core::auth::TABLE`) is
 //!    checked against the user's role before the handler runs (`label`), so a viewer learns
 //!    nothing from a bad body; then the handler parses the body field by field ([`input`]),
@@ -23,7 +24,7 @@
 
 pub mod error;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod golden;
 mod handlers;
@@ -295,6 +296,9 @@ fn conform(resp: Response, accept: Option<&str>) -> Response {
         }
     } else if status == StatusCode::OK && is_json(&ct) {
         match negotiate(accept, &ct) {
+            // A Status is polled with the headers of the request that made it (e.g.
+            // `Accept: …Backup+json`): it answers with the Status type, as the 202 did.
+            None if ct == model::media("Status") => resp,
             Some(chosen) => {
                 let mut resp = resp;
                 if let Ok(v) = HeaderValue::from_str(&chosen) {
@@ -437,6 +441,27 @@ mod tests {
             None
         );
         assert_eq!(negotiate(Some("application/json;q=0"), own), None);
+    }
+
+    fn json_response(ct: &str) -> Response {
+        let mut r = Response::new(Body::from("{}"));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        r
+    }
+
+    #[test]
+    fn a_status_is_polled_with_the_requests_accept_header() {
+        let backup = model::media("Backup");
+        let polled = conform(json_response(&model::media("Status")), Some(&backup));
+        assert_eq!(polled.status(), StatusCode::OK);
+        assert_eq!(
+            polled.headers()[header::CONTENT_TYPE],
+            model::media("Status").as_str()
+        );
+        // Any other resource still answers 406 to an Accept that rules it out.
+        let vm = conform(json_response(&model::media("VM")), Some(&backup));
+        assert_eq!(vm.status(), StatusCode::NOT_ACCEPTABLE);
     }
 
     #[test]

@@ -359,21 +359,17 @@ pub fn op(kind: JobKind) -> &'static str {
     }
 }
 
-/// A job as a Status. While it runs, `progress` is the agent's percent capped at 99 and
-/// `target_uri` is the VM (a new backup has no URI yet); once finished, `progress` is 100,
-/// `status` the HTTP code of the outcome and `target_uri` the backup acted on or made.
+/// A job as a Status. While it runs, `progress` is the agent's percent capped at 99; once
+/// finished, `progress` is 100 and `status` the HTTP code of the outcome. `target_uri` is
+/// the backup acted on, or made: a new backup's URI as soon as the cluster committed it
+/// (its id is chosen then), the VM before.
 pub fn status(u: &Uris, job: &Job) -> Status {
     let finished = matches!(
         job.state,
         JobState::Succeeded | JobState::Failed | JobState::Cancelled
     );
     let backup = job.result.backup.or(job.options.backup);
-    let target_uri = match (job.kind, job.state, backup) {
-        (JobKind::Backup, JobState::Succeeded, Some(b)) => u.backup(&b),
-        (JobKind::Backup, _, _) => u.vm(job.env),
-        (_, _, Some(b)) => u.backup(&b),
-        (_, _, None) => u.vm(job.env),
-    };
+    let target_uri = backup.map_or_else(|| u.vm(job.env), |b| u.backup(&b));
     let (progress, code, message) = match job.state {
         JobState::Queued => (0, None, None),
         JobState::Running => (job.progress.percent.min(99), None, None),

@@ -380,6 +380,9 @@ enum Ns {
     Data,
     /// `ns1:` all the way down.
     Protocol,
+    /// The root's `dst`: `ns1:`; its children are unprefixed (no namespace), as the
+    /// specification's packets write `<ns1:dst><director>gend</director></ns1:dst>`.
+    Dst,
     /// An interface element directly inside `data`: `ns2:`, declares `ns2`.
     Interface,
     /// `ns2:` all the way down.
@@ -390,7 +393,7 @@ impl Ns {
     fn prefix(self) -> &'static str {
         match self {
             Ns::Plain => "",
-            Ns::Root | Ns::Data | Ns::Protocol => "ns1:",
+            Ns::Root | Ns::Data | Ns::Protocol | Ns::Dst => "ns1:",
             Ns::Interface | Ns::InInterface => "ns2:",
         }
     }
@@ -399,6 +402,8 @@ impl Ns {
         match self {
             Ns::Plain => Ns::Plain,
             Ns::Root if child.name == "data" => Ns::Data,
+            Ns::Root if child.name == "dst" => Ns::Dst,
+            Ns::Dst => Ns::Plain,
             Ns::Root | Ns::Protocol => Ns::Protocol,
             Ns::Data if child.name == "progress" => Ns::Protocol,
             Ns::Data => Ns::Interface,
@@ -410,7 +415,8 @@ impl Ns {
 /// Serializes a response packet: `<?xml version="1.0" encoding="UTF-8"?>` then the tree.
 ///
 /// The root and every element outside `data`'s interface child are in prefix `ns1` (declared
-/// on the root as `xmlns:ns1=`[`PROTOCOL_NS`]); an element directly inside the root's `data`
+/// on the root as `xmlns:ns1=`[`PROTOCOL_NS`]), but for the children of the root's `dst`,
+/// which are unprefixed as in the specification's packets; an element directly inside the root's `data`
 /// other than `progress` (e.g. `backupm`, `system`) and all its descendants are in prefix
 /// `ns2`, declared on that element as `xmlns:ns2=`[`interface_ns`]`(its name)`. Namespace
 /// declarations come first, then the attributes unprefixed, in order. Text is written before
@@ -966,7 +972,8 @@ mod tests {
             r#"<?xml version="1.0" encoding="UTF-8"?>"#,
             r#"<ns1:packet xmlns:ns1="http://www.swsoft.com/webservices/vzl/4.0.0/protocol" version="4.0.0" id="7">"#,
             r#"<ns1:origin>backupm</ns1:origin><ns1:target>vzclient1</ns1:target>"#,
-            r#"<ns1:dst><ns1:director>gend</ns1:director></ns1:dst>"#,
+            // The specification's packets leave `dst/director` unprefixed.
+            r#"<ns1:dst><director>gend</director></ns1:dst>"#,
             r#"<ns1:data><ns2:backupm xmlns:ns2="http://www.swsoft.com/webservices/vzl/4.0.0/backupm">"#,
             r#"<ns2:ok/></ns2:backupm></ns1:data></ns1:packet>"#
         );

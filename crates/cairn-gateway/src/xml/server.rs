@@ -272,6 +272,9 @@ pub struct XmlState {
     max_queued_packets: usize,
     max_queued_bytes: usize,
     peaks: Arc<QueuePeaks>,
+    /// The ports this adapter listens on (plain and TLS): a `backup_server` naming this
+    /// host at one of them is this cluster.
+    pub(crate) ports: Mutex<Vec<u16>>,
 }
 
 impl XmlState {
@@ -288,6 +291,7 @@ impl XmlState {
             max_queued_packets: cfg.max_queued_packets.max(1),
             max_queued_bytes: cfg.max_queued_bytes.max(1),
             peaks: Arc::new(QueuePeaks::default()),
+            ports: Mutex::new(Vec::new()),
         }
     }
 
@@ -425,6 +429,8 @@ pub(crate) struct Session {
     pub jobs: Mutex<HashMap<String, uuid::Uuid>>,
     /// This connection's name as responses' `target` (`vzclientN`).
     pub client: String,
+    /// The address the client connected to (this side of the socket), when known.
+    pub local: Option<SocketAddr>,
     /// Requests still running: a connection waiting for them is not idle.
     pub in_flight: std::sync::atomic::AtomicUsize,
     out: mpsc::UnboundedSender<Vec<u8>>,
@@ -513,6 +519,11 @@ pub async fn serve_xml(
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for the XML API: {e}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let state = Arc::new(XmlState::new(cfg, link, users));
+    state
+        .ports
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(addr.port());
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => Some(crate::tls_acceptor(c, k)?),
         (None, None) => None,
@@ -527,7 +538,13 @@ pub async fn serve_xml(
                 cfg.tls_listen
             )
         })?;
-        tls_addr = Some(l.local_addr()?);
+        let bound = l.local_addr()?;
+        tls_addr = Some(bound);
+        state
+            .ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(bound.port());
         tasks.push(tokio::spawn(accept(l, state, Some(acceptor))));
     }
     tracing::info!(addr = %addr, tls = ?tls_addr, "XML API (Virtuozzo backupm) listening");
@@ -553,6 +570,7 @@ async fn accept(
             }
         };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let state = state.clone();
         let tls = tls.clone();
         // Taken before a TLS handshake, so handshakes count against the limit too.
@@ -561,7 +579,7 @@ async fn accept(
             match tls {
                 None => {
                     let (r, w) = stream.into_split();
-                    serve(state, slot, r, w).await;
+                    serve(state, slot, local, r, w).await;
                 }
                 Some(acceptor) => {
                     let handshake =
@@ -569,7 +587,7 @@ async fn accept(
                     match handshake.await {
                         Ok(Ok(s)) => {
                             let (r, w) = tokio::io::split(s);
-                            serve(state, slot, r, w).await;
+                            serve(state, slot, local, r, w).await;
                         }
                         _ => tracing::debug!(peer = %peer, "XML TLS handshake failed"),
                     }
@@ -584,6 +602,7 @@ async fn accept(
 async fn serve<R, W>(
     state: Arc<XmlState>,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    local: Option<SocketAddr>,
     r: R,
     mut w: W,
 ) where
@@ -614,12 +633,22 @@ async fn serve<R, W>(
         .await;
         return;
     };
-    connection(state, r, w).await;
+    connection_at(state, local, r, w).await;
 }
 
 /// Serves one connection until the peer closes it, it idles out, or a write fails or takes
 /// longer than `idle_timeout`.
-pub async fn connection<R, W>(state: Arc<XmlState>, mut r: R, w: W)
+pub async fn connection<R, W>(state: Arc<XmlState>, r: R, w: W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    connection_at(state, None, r, w).await
+}
+
+/// [`connection`] of a socket whose own address is `local` (what a `backup_server` naming
+/// this host is compared with).
+pub async fn connection_at<R, W>(state: Arc<XmlState>, local: Option<SocketAddr>, mut r: R, w: W)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -633,6 +662,7 @@ where
         who: Mutex::new(None),
         jobs: Mutex::new(HashMap::new()),
         client: format!("vzclient{n}"),
+        local,
         in_flight: std::sync::atomic::AtomicUsize::new(0),
         out: tx,
         queue,
@@ -723,15 +753,28 @@ async fn write_packets<W>(
     }
 }
 
+/// The priority the real agent gives its answers and progress packets.
+pub const PRIORITY: &str = "4000";
+
+/// A packet's envelope as the specification's answers have it: `version`, `id`, `time`,
+/// `priority="4000"`; `origin` (the answering interface), `target` (the client's
+/// connection), `dst` with an unprefixed `director` (`gend`). The caller appends `data`,
+/// then [`src`].
 fn packet(id: Option<&str>, client: &str, origin: &str) -> Element {
     let mut p = Element::new("packet").with_attr("version", "4.0.0");
     if let Some(id) = id {
         p = p.with_attr("id", id);
     }
     p.with_attr("time", now_stamp())
+        .with_attr("priority", PRIORITY)
         .with_child(Element::new("origin").with_text(origin))
         .with_child(Element::new("target").with_text(client))
         .with_child(Element::new("dst").with_child(Element::new("director").with_text("gend")))
+}
+
+/// The route's source, after `data` as in the specification's packets.
+fn src() -> Element {
+    Element::new("src").with_child(Element::new("director").with_text("gend"))
 }
 
 /// `YYYY-MM-DDThh:mm:ss+0000`.
@@ -747,7 +790,18 @@ pub fn response(id: Option<&str>, client: &str, interface: &str, body: Vec<Eleme
     for b in body {
         inner.push(b);
     }
-    packet(id, client, interface).with_child(Element::new("data").with_child(inner))
+    packet(id, client, interface)
+        .with_child(Element::new("data").with_child(inner))
+        .with_child(src())
+}
+
+/// Echoes a request's `cookie` in its answer, unchanged and first (the protocol's order:
+/// `auth`, `cookie`, `target`, …).
+pub(crate) fn with_cookie(mut packet: Element, cookie: Option<&Element>) -> Element {
+    if let Some(c) = cookie {
+        packet.children.insert(0, c.clone());
+    }
+    packet
 }
 
 pub fn error_packet(id: Option<&str>, client: &str, interface: &str, e: &XmlError) -> Element {
@@ -803,6 +857,7 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
         }
     };
     let id = root.attr("id").map(str::to_string);
+    let cookie = root.child("cookie").cloned();
     let interface = root
         .text_of("target")
         .filter(|t| !t.is_empty())
@@ -831,7 +886,7 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
         Some(c) => SYSTEM_CALLS
             .iter()
             .chain(&backupm::CALLS)
-            .find(|k| **k == c.name)
+            .find(|k| **k == backupm::canonical(&c.name))
             .copied()
             .unwrap_or("other"),
     };
@@ -861,6 +916,7 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
                 Ok(els) => response(id.as_deref(), &session.client, "system", els),
                 Err(e) => error_packet(id.as_deref(), &session.client, "system", &e),
             };
+            let packet = with_cookie(packet, cookie.as_ref());
             session.answer(&packet, call, started);
         }
         "backupm" => {
@@ -868,6 +924,7 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
                 Ok(who) => who,
                 Err(e) => {
                     let packet = error_packet(id.as_deref(), &session.client, "backupm", &e);
+                    let packet = with_cookie(packet, cookie.as_ref());
                     session.answer(&packet, call, started);
                     return;
                 }
@@ -882,15 +939,25 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
                     ),
                 );
                 let packet = error_packet(id.as_deref(), &session.client, "backupm", &busy);
+                let packet = with_cookie(packet, cookie.as_ref());
                 session.answer(&packet, call, started);
                 return;
             }
             let (state, session, body) = (state.clone(), session.clone(), body.clone());
             let progress = root.attr("progress") == Some("on") && id.is_some();
             tokio::spawn(async move {
-                let run = backupm::call(&state, &session, &who, id.as_deref(), progress, &body);
+                let run = backupm::call(
+                    &state,
+                    &session,
+                    &who,
+                    id.as_deref(),
+                    progress,
+                    cookie.as_ref(),
+                    &body,
+                );
                 let els = paced(&session.queue, run).await;
                 let packet = response(id.as_deref(), &session.client, "backupm", els);
+                let packet = with_cookie(packet, cookie.as_ref());
                 session.queue.room().await;
                 // Counted out before the answer goes: a client that sends its next request
                 // on reading it never finds this one still counted.
@@ -1026,6 +1093,40 @@ mod tests {
     fn state(cfg: XmlConfig) -> Arc<XmlState> {
         let users = Arc::new(Users::from_list(UsersFile::default()));
         Arc::new(XmlState::new(&cfg, ClusterLink::default(), users))
+    }
+
+    /// The envelope of the specification's answers: `priority="4000"`, `origin`, `target`,
+    /// `dst` with an unprefixed `director`, `data`, then `src/director`.
+    #[test]
+    fn answers_carry_the_specs_envelope() {
+        let p = response(Some("7"), "vzclient3", "backupm", vec![Element::new("ok")]);
+        assert_eq!(p.attr("priority"), Some("4000"));
+        let order: Vec<&str> = p.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(order, ["origin", "target", "dst", "data", "src"]);
+        assert_eq!(
+            p.path(&["src", "director"]).map(|d| d.text.as_str()),
+            Some("gend")
+        );
+        let text = String::from_utf8(write_packet(&p)).unwrap();
+        assert!(
+            text.contains("<ns1:dst><director>gend</director></ns1:dst>"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "</ns1:data><ns1:src><ns1:director>gend</ns1:director></ns1:src></ns1:packet>"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(" priority=\"4000\""), "{text}");
+        // The greeting and error packets too.
+        for p in [
+            greeting("vzclient1"),
+            error_packet(None, "vzclient1", "system", &XmlError::new(300, "x")),
+        ] {
+            assert_eq!(p.attr("priority"), Some("4000"));
+            assert!(p.has("src"));
+        }
     }
 
     /// Polls `ready` every few milliseconds until it holds; panics after `deadline`.
