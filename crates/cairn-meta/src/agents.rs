@@ -20,7 +20,7 @@
 //! neither claim another host's containers nor their history.
 
 use cairn_core::auth::{Admission, Principal};
-use cairn_core::job::{EnvRecord, Job, JobKind, JobRefusal, JobResult, JobState};
+use cairn_core::job::{EnvRecord, Job, JobKind, JobOptions, JobRefusal, JobResult, JobState};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 
 use crate::authz::{backup_readable, not_own_backup};
@@ -528,6 +528,9 @@ fn submit_job<V: CatalogRead + ?Sized>(
             },
         },
     };
+    if let Some(refused) = name_taken(view, kind, env, &options)? {
+        return Ok(refused);
+    }
     if matches!(kind, JobKind::Restore | JobKind::SelectiveRestore) {
         let b = match &backup {
             Some(b) => b.clone(),
@@ -593,6 +596,41 @@ fn submit_job<V: CatalogRead + ?Sized>(
         Write::PutJob(Box::new(job.clone())),
     ];
     Ok(done(writes, Response::Job { job: Box::new(job) }))
+}
+
+/// Name uniqueness at admission: a backup job whose requested name another backup of the
+/// environment already has, or an update renaming a backup to such a name, is refused with
+/// [`ErrorCode::DuplicateName`] and no job is stored. The commit (and the update) decide the
+/// same rule again atomically (`catalog::commit_backup`, `catalog::update_backup`); this one
+/// answers before an agent spends a whole backup on a name that can only be refused at its
+/// commit, so no adapter lists backups to find out.
+fn name_taken<V: CatalogRead + ?Sized>(
+    view: &V,
+    kind: JobKind,
+    env: EnvId,
+    options: &JobOptions,
+) -> Result<Option<Decision>, V::Error> {
+    let (name, except) = match kind {
+        JobKind::Backup => (options.name.as_str(), None),
+        JobKind::Update => match options.edit.as_ref().and_then(|e| e.name.as_deref()) {
+            Some(n) => (n, options.backup.map(|b| b.time)),
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    if name.is_empty() {
+        return Ok(None);
+    }
+    Ok(match view.name_owner(env, name)? {
+        Some(time) if Some(time) != except => Some(Decision::refuse(
+            ErrorCode::DuplicateName,
+            format!(
+                "environment {env} already has a backup named {name:?}: {}",
+                BackupId::new(env, time)
+            ),
+        )),
+        _ => None,
+    })
 }
 
 /// Ends a job the cluster ran itself: succeeded, or failed with `failure` (the refusal's
@@ -1197,6 +1235,84 @@ mod tests {
         assert_eq!(cat.active_job(a.eid).unwrap(), None);
     }
 
+    /// Name uniqueness is decided at admission too: a backup job asking for a name another
+    /// backup of the environment has (or an update renaming onto one) is refused with
+    /// DuplicateName and stores no job; the same name in another environment, the backup's
+    /// own name, and no name at all are admitted.
+    #[test]
+    fn a_job_asking_for_a_taken_name_is_refused_at_admission() {
+        let (mut cat, a, b, a1, _) = two_hosts();
+        let mut named = record(a.eid, 1_700_000_100, "nightly");
+        named.host = "h1".into();
+        let nightly = match cat.run(Command::CommitBackup {
+            record: named,
+            job: None,
+            now_ms: 0,
+            session: None,
+        }) {
+            Response::Committed { id, .. } => id,
+            other => panic!("{other:?}"),
+        };
+        let backup = |name: &str| JobOptions {
+            name: name.into(),
+            ..Default::default()
+        };
+        let admin = || user(Role::Admin);
+        let r = submit(
+            &mut cat,
+            admin(),
+            10,
+            "backup",
+            Some(a.eid),
+            backup("nightly"),
+        );
+        assert_eq!(code(&r), Some(ErrorCode::DuplicateName), "{r:?}");
+        assert!(cat.job(&uuid::Uuid::from_u128(10)).unwrap().is_none());
+        assert!(cat.active_job(a.eid).unwrap().is_none());
+        // Another environment may use the name; a fresh name and no name are admitted.
+        let r = submit(
+            &mut cat,
+            admin(),
+            11,
+            "backup",
+            Some(b.eid),
+            backup("nightly"),
+        );
+        assert_eq!(state(&r), JobState::Queued);
+        let r = submit(
+            &mut cat,
+            admin(),
+            12,
+            "backup",
+            Some(a.eid),
+            backup("weekly"),
+        );
+        assert_eq!(state(&r), JobState::Queued);
+        // Renames: onto another backup's name refused, onto its own name and a free one run.
+        let rename = |target: BackupId, name: &str| JobOptions {
+            backup: Some(target),
+            edit: Some(cairn_core::job::BackupEdit {
+                name: Some(name.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = submit(&mut cat, admin(), 13, "update", None, rename(a1, "nightly"));
+        assert_eq!(code(&r), Some(ErrorCode::DuplicateName), "{r:?}");
+        assert!(cat.job(&uuid::Uuid::from_u128(13)).unwrap().is_none());
+        let r = submit(
+            &mut cat,
+            admin(),
+            14,
+            "update",
+            None,
+            rename(nightly, "nightly"),
+        );
+        assert_eq!(state(&r), JobState::Succeeded);
+        let r = submit(&mut cat, admin(), 15, "update", None, rename(a1, "monthly"));
+        assert_eq!(state(&r), JobState::Succeeded);
+    }
+
     /// A failed job carries the stable code of its failure, whoever ended it: what the
     /// adapters answer from (never its reason).
     #[test]
@@ -1210,7 +1326,9 @@ mod tests {
             now_ms: 0,
             session: None,
         });
-        // An update job the catalog runs itself fails with the refusal's code.
+        // An update job the catalog runs itself fails with the refusal's code (one admitted
+        // before the name was taken; admission refuses it now, see
+        // `a_job_asking_for_a_taken_name_is_refused_at_admission`).
         let mut rename = JobOptions {
             backup: Some(b1),
             ..Default::default()
@@ -1219,7 +1337,17 @@ mod tests {
             name: Some("nightly".into()),
             ..Default::default()
         });
-        let failed = match submit(&mut cat, user(Role::Admin), 1, "update", None, rename) {
+        let update = Job::new(
+            uuid::Uuid::from_u128(1),
+            JobKind::Update,
+            a.eid,
+            String::new(),
+            "admin".into(),
+            rename,
+            0,
+            0,
+        );
+        let failed = match super::run_update(&cat, update, 0).unwrap().response {
             Response::Job { job } => job,
             other => panic!("{other:?}"),
         };

@@ -196,29 +196,15 @@ impl Call {
             }
         })
     }
+}
 
-    /// Refuses (409) a name another backup of the VM already has.
-    async fn check_name_free(
-        &self,
-        env: EnvId,
-        name: Option<&str>,
-        except: Option<&BackupId>,
-    ) -> Result<(), ApiError> {
-        let Some(name) = name else { return Ok(()) };
-        let taken = self
-            .backups(Some(env))
-            .await?
-            .into_iter()
-            .any(|b| Some(&b.id) != except && model::backup_name(&b) == name);
-        if taken {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "duplicate_name",
-                format!("VM {env} already has a backup named {name:?}"),
-            )
-            .field("name"));
-        }
-        Ok(())
+/// A cluster error of a request that carried a `name`: a DuplicateName refusal is about
+/// that field.
+fn name_error(e: ApiError) -> ApiError {
+    if e.code == "duplicate_name" {
+        e.field("name")
+    } else {
+        e
     }
 }
 
@@ -324,7 +310,6 @@ pub(super) async fn back_up(
     // The VM must exist; one no host runs any more (known from its backups) is refused by
     // the cluster with 404, since no agent could take the job.
     c.env(env).await?;
-    c.check_name_free(env, b.name.as_deref(), None).await?;
     let options = JobOptions {
         backup_type: b.kind,
         name: b.name.unwrap_or_default(),
@@ -332,7 +317,12 @@ pub(super) async fn back_up(
         tags: b.tags.unwrap_or_default(),
         ..JobOptions::default()
     };
-    let job = c.create_job(JobKind::Backup, env, options).await?;
+    // A name another backup of the VM has is refused by the catalog's job admission
+    // (DuplicateName), before any agent starts; it decides the same again at the commit.
+    let job = c
+        .create_job(JobKind::Backup, env, options)
+        .await
+        .map_err(name_error)?;
     tracing::info!(user = %who.name, job_id = %job.id, env = %env, "backup requested over REST");
     Ok(Rep::accepted(&model::status(&u, &job)))
 }
@@ -365,8 +355,6 @@ pub(super) async fn update_backup(
     let b = input::backup(&body, BackupOp::Update)?;
     let c = s.call(&who)?;
     c.backup(&id).await?;
-    c.check_name_free(id.env, b.name.as_deref(), Some(&id))
-        .await?;
     let options = JobOptions {
         backup: Some(id),
         edit: Some(BackupEdit {
@@ -377,7 +365,12 @@ pub(super) async fn update_backup(
         }),
         ..JobOptions::default()
     };
-    let job = c.create_job(JobKind::Update, id.env, options).await?;
+    // The catalog refuses a rename onto another backup's name (DuplicateName) in the same
+    // decision that admits and runs the update.
+    let job = c
+        .create_job(JobKind::Update, id.env, options)
+        .await
+        .map_err(name_error)?;
     Ok(Rep::accepted(&model::status(&u, &job)))
 }
 
