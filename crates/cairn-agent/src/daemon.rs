@@ -757,6 +757,7 @@ impl Agent {
             backup: summary.id.parse::<BackupId>().ok(),
             message,
             details: serde_json::to_string(&summary).unwrap_or_default(),
+            ..JobResult::default()
         })
     }
 
@@ -871,6 +872,7 @@ impl Agent {
                 summary.bytes
             ),
             details: serde_json::to_string(&summary).unwrap_or_default(),
+            ..JobResult::default()
         })
     }
 
@@ -901,6 +903,7 @@ impl Agent {
                 summary.bytes
             ),
             details: serde_json::to_string(&summary).unwrap_or_default(),
+            ..JobResult::default()
         })
     }
 }

@@ -208,6 +208,21 @@ pub struct JobOptions {
     /// Decided by the catalog when the job is admitted (never taken from the request): true
     /// when the job runs on the backup's own host, or when `allow_privileged` was asked.
     pub privileged: bool,
+    /// Backup: a backup of the same environment the commit of this job removes in the same
+    /// decision (the catalog's, see `cairn_meta::catalog`), so a "replace" never leaves two
+    /// backups where one was asked for, nor deletes one for a backup that was never made.
+    pub replace: Option<Replace>,
+}
+
+/// Which backup a backup job replaces: removed by the same catalog decision that commits
+/// the new one. A protected backup is never removed this way: the new backup is committed
+/// and the old one kept, and the job's result says so ([`JobResult::replace_refused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Replace {
+    /// The oldest backup of the environment (other than the new one).
+    Oldest,
+    /// This backup (of the job's environment).
+    Backup(BackupId),
 }
 
 /// A change to the user-editable fields of a backup: `None` leaves a field as it is.
@@ -247,6 +262,15 @@ pub struct JobResult {
     pub message: String,
     /// Engine counters as JSON (files read and reused, bytes and chunks sent, …).
     pub details: String,
+    /// A backup job with [`JobOptions::replace`]: the backup its commit replaced (removed,
+    /// unless `replace_refused` says why not). Written by the catalog's commit decision and
+    /// kept when the agent finishes the job.
+    pub replaced: Option<BackupId>,
+    /// Why the commit kept `replaced` (e.g. `Protected`, `BackupNotFound`); `None` when it
+    /// was removed.
+    pub replace_refused: Option<crate::ErrorCode>,
+    /// The catalog's text for `replace_refused`, for people.
+    pub replace_reason: String,
 }
 
 /// One job, as the catalog keeps it.
@@ -429,7 +453,16 @@ impl Job {
         self.reason = reason;
         // A failure an older agent recorded has no code; adapters answer it as internal.
         self.code = code.filter(|_| state == JobState::Failed);
-        self.result = result;
+        // What the commit decided about `replace` is the catalog's, never the reporter's.
+        let replaced = self.result.replaced.take();
+        let refused = self.result.replace_refused.take();
+        let reason = std::mem::take(&mut self.result.replace_reason);
+        self.result = JobResult {
+            replaced,
+            replace_refused: refused,
+            replace_reason: reason,
+            ..result
+        };
         self.finished_ms = Some(now_ms);
         if state == JobState::Succeeded {
             self.progress.percent = 100;

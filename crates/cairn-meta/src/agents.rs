@@ -531,6 +531,30 @@ fn submit_job<V: CatalogRead + ?Sized>(
     if let Some(refused) = name_taken(view, kind, env, &options)? {
         return Ok(refused);
     }
+    // A replace removes a backup when the job commits: only who may delete asks for it, and
+    // only for a backup of the job's own environment (whether it still exists, or is
+    // protected, is decided at the commit, see `catalog::replace_writes`).
+    if let Some(replace) = options.replace {
+        if kind != JobKind::Backup {
+            return Ok(invalid(format!(
+                "only a backup job replaces a backup, not a {} job",
+                kind.as_str()
+            )));
+        }
+        if !crate::authz::may_delete(by) {
+            return Ok(forbidden(format!(
+                "{} may not remove backups, so may not replace one",
+                by.name()
+            )));
+        }
+        if let cairn_core::job::Replace::Backup(b) = replace {
+            if b.env != env {
+                return Ok(invalid(format!(
+                    "backup {b} is not a backup of environment {env}; a backup job replaces one of its own environment"
+                )));
+            }
+        }
+    }
     if matches!(kind, JobKind::Restore | JobKind::SelectiveRestore) {
         let b = match &backup {
             Some(b) => b.clone(),
@@ -654,7 +678,7 @@ fn finished(
     job.result = JobResult {
         backup: target,
         message,
-        details: String::new(),
+        ..JobResult::default()
     };
     job
 }
@@ -1535,6 +1559,177 @@ mod tests {
             cat.job(&id).unwrap().unwrap().result.backup,
             Some(committed)
         );
+    }
+
+    /// Submits a backup job of `env` on h1 asking to replace `replace`, claims it and
+    /// commits a backup at `time` in it, as its agent would; returns the commit's answer and
+    /// the job as the catalog then holds it.
+    fn replace_in_commit(
+        cat: &mut MemCatalog,
+        n: u128,
+        env: EnvId,
+        time: i64,
+        replace: cairn_core::job::Replace,
+    ) -> (Response, Job) {
+        let options = JobOptions {
+            replace: Some(replace),
+            ..Default::default()
+        };
+        let r = submit(cat, user(Role::Admin), n, "backup", Some(env), options);
+        assert_eq!(state(&r), JobState::Queued, "{r:?}");
+        let id = uuid::Uuid::from_u128(n);
+        cat.run(Command::ClaimJob {
+            id,
+            host: "h1".into(),
+            now_ms: 6_000,
+            lease_until_ms: 60_000,
+        });
+        let mut rec = record(env, time, "");
+        rec.host = "h1".into();
+        let answer = cat.run_as(
+            agent("h1"),
+            Command::CommitBackup {
+                record: rec,
+                job: Some(id),
+                now_ms: 7_000,
+                session: None,
+            },
+        );
+        (answer, cat.job(&id).unwrap().unwrap())
+    }
+
+    /// "Replace a backup" is decided in the commit of the backup job that asks for it: the
+    /// named (or the oldest) backup goes in the same write as the new one arrives, the answer
+    /// and the job's result name it, and the agent finishing the job cannot change that. A
+    /// protected or vanished victim is kept and the backup is committed all the same, the job
+    /// saying why. Admission: only who may delete asks for it, for a backup job, and for a
+    /// backup of the job's own environment.
+    #[test]
+    fn a_backup_job_replaces_a_backup_in_its_commit() {
+        use cairn_core::job::Replace;
+        let (mut cat, a, b, a1, b1) = two_hosts();
+        let mut named = record(a.eid, 1_700_000_100, "mid");
+        named.host = "h1".into();
+        let Response::Committed { id: a2, .. } = cat.run(Command::CommitBackup {
+            record: named,
+            job: None,
+            now_ms: 0,
+            session: None,
+        }) else {
+            panic!("no commit")
+        };
+
+        // The named one: removed with its name, in the commit's own answer.
+        let (answer, job) =
+            replace_in_commit(&mut cat, 20, a.eid, 1_700_000_200, Replace::Backup(a2));
+        let Response::Committed { id: a3, removed } = answer else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(removed, vec![a2]);
+        assert!(cat.backup(&a2).unwrap().is_none());
+        assert_eq!(cat.name_owner(a.eid, "mid").unwrap(), None);
+        assert_eq!(job.result.backup, Some(a3));
+        assert_eq!(
+            (job.result.replaced, job.result.replace_refused),
+            (Some(a2), None)
+        );
+        // The agent's report finishes the job; what the commit decided stays.
+        cat.run(Command::FinishJob {
+            id: job.id,
+            host: Some("h1".into()),
+            state: JobState::Succeeded,
+            reason: String::new(),
+            code: None,
+            result: JobResult {
+                backup: Some(a3),
+                ..Default::default()
+            },
+            now_ms: 8_000,
+        });
+        let done = cat.job(&job.id).unwrap().unwrap();
+        assert_eq!(done.state, JobState::Succeeded);
+        assert_eq!(done.result.replaced, Some(a2));
+
+        // The oldest, protected: kept; the backup is committed and the job says why.
+        cat.run(Command::ProtectBackup {
+            id: a1,
+            protected: true,
+        });
+        let (answer, job) = replace_in_commit(&mut cat, 21, a.eid, 1_700_000_300, Replace::Oldest);
+        let Response::Committed { id: a4, removed } = answer else {
+            panic!("{answer:?}")
+        };
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(cat.backup(&a1).unwrap().is_some());
+        assert!(cat.backup(&a4).unwrap().is_some());
+        assert_eq!(job.result.replaced, Some(a1));
+        assert_eq!(job.result.replace_refused, Some(ErrorCode::Protected));
+        assert!(!job.result.replace_reason.is_empty());
+        cat.run(Command::ExpireJob {
+            id: job.id,
+            now_ms: 100_000,
+        });
+
+        // The oldest, unprotected now: removed.
+        cat.run(Command::ProtectBackup {
+            id: a1,
+            protected: false,
+        });
+        let (answer, job) = replace_in_commit(&mut cat, 22, a.eid, 1_700_000_400, Replace::Oldest);
+        assert!(
+            matches!(&answer, Response::Committed { removed, .. } if *removed == vec![a1]),
+            "{answer:?}"
+        );
+        assert!(cat.backup(&a1).unwrap().is_none());
+        cat.run(Command::ExpireJob {
+            id: job.id,
+            now_ms: 100_000,
+        });
+
+        // One that is gone (removed meanwhile): kept as not found; the commit stands.
+        let (answer, job) =
+            replace_in_commit(&mut cat, 23, a.eid, 1_700_000_500, Replace::Backup(a2));
+        assert!(
+            matches!(&answer, Response::Committed { removed, .. } if removed.is_empty()),
+            "{answer:?}"
+        );
+        assert_eq!(job.result.replace_refused, Some(ErrorCode::BackupNotFound));
+
+        // Admission.
+        let ask = |replace| JobOptions {
+            replace: Some(replace),
+            ..Default::default()
+        };
+        let r = submit(
+            &mut cat,
+            user(Role::Operator),
+            30,
+            "backup",
+            Some(a.eid),
+            ask(Replace::Oldest),
+        );
+        assert_eq!(code(&r), Some(ErrorCode::PermissionDenied), "{r:?}");
+        let r = submit(
+            &mut cat,
+            user(Role::Admin),
+            31,
+            "backup",
+            Some(a.eid),
+            ask(Replace::Backup(b1)),
+        );
+        assert_eq!(code(&r), Some(ErrorCode::InvalidArgument), "{r:?}");
+        let mut restore = ask(Replace::Oldest);
+        restore.backup = Some(b1);
+        let r = submit(
+            &mut cat,
+            user(Role::Admin),
+            32,
+            "restore",
+            Some(b.eid),
+            restore,
+        );
+        assert_eq!(code(&r), Some(ErrorCode::InvalidArgument), "{r:?}");
+        assert!(cat.backup(&b1).unwrap().is_some());
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! Retention is part of the decision that triggers it (a commit, a settings change): the
 //! backups it removes go in the same atomic write, so there is no window in which an
 //! environment holds more than its `keep_max`, and the rule about who may trigger which
-//! removal (see `cairn_core::retention`) is decided here with everything else.
+//! removal (see `cairn_core::retention`) is decided here with everything else. So is the
+//! backup a backup job asked to replace (`JobOptions::replace`, see `replace_writes`):
+//! removed in the commit of the new one, never as a second request after it.
 
 use cairn_core::auth::Principal;
 use cairn_core::job::{EnvRecord, HostRecord, Job, TokenRecord};
@@ -413,25 +415,92 @@ fn commit_backup<V: CatalogRead + ?Sized>(
         s.committed = Some(id);
         writes.push(Write::PutSession(s));
     }
+    let mut existing = view.backups(Some(env))?;
+    let mut removed = Vec::new();
     // The backup job it is committed in names it at once (its id is chosen here), so the
     // job's status shows the new backup before the agent reports the job finished.
     if let Some(mut j) = job.map(|j| view.job(&j)).transpose()?.flatten() {
         if j.kind == cairn_core::job::JobKind::Backup && j.env == env && !j.state.is_final() {
             j.result.backup = Some(id);
+            if let Some(replace) = j.options.replace {
+                replace_writes(view, env, replace, &mut j, &mut existing, &mut writes)?;
+                removed.extend(
+                    j.result
+                        .replaced
+                        .filter(|_| j.result.replace_refused.is_none()),
+                );
+            }
             writes.push(Write::PutJob(Box::new(j)));
         }
     }
-    let mut existing = view.backups(Some(env))?;
     existing.push(BackupRecord {
         id,
         protected: false,
         ..record.clone()
     });
-    let removed = retention_writes(view, by, env, &existing, now_ms, &mut writes)?;
+    removed.extend(retention_writes(
+        view,
+        by,
+        env,
+        &existing,
+        now_ms,
+        &mut writes,
+    )?);
     Ok(Decision {
         writes,
         response: Response::Committed { id, removed },
     })
+}
+
+/// "Replace a backup", decided in the commit of the backup job that asked for it
+/// ([`cairn_core::job::JobOptions::replace`]): the backup it names, or the oldest of
+/// `existing` (the environment's backups before this commit), is removed by the same write
+/// that commits the new one, so there is never a moment with the new backup and the old one
+/// both gone or both kept by a half-done replace. A victim that is protected, gone, or of
+/// another environment is kept and the commit goes ahead: the new backup is already durable,
+/// and refusing it would lose the work while removing a protected backup is never allowed.
+/// The job's result records the victim and, when kept, the refusal's code and text; adds the
+/// removal to `writes` and drops the victim from `existing` (retention runs after it).
+fn replace_writes<V: CatalogRead + ?Sized>(
+    view: &V,
+    env: EnvId,
+    replace: cairn_core::job::Replace,
+    job: &mut Job,
+    existing: &mut Vec<BackupRecord>,
+    writes: &mut Vec<Write>,
+) -> Result<(), V::Error> {
+    let victim = match replace {
+        cairn_core::job::Replace::Oldest => {
+            match existing.iter().min_by_key(|b| b.id.time) {
+                Some(b) => b.id,
+                // Nothing to replace: the first backup of the environment.
+                None => return Ok(()),
+            }
+        }
+        cairn_core::job::Replace::Backup(b) => b,
+    };
+    job.result.replaced = Some(victim);
+    let refusal = if victim.env != env {
+        Some((
+            ErrorCode::InvalidArgument,
+            format!("backup {victim} is not a backup of environment {env}"),
+        ))
+    } else {
+        let d = delete_backup(view, &victim)?;
+        match d.response.refusal() {
+            Some((code, message)) => Some((code, message.to_string())),
+            None => {
+                writes.extend(d.writes);
+                existing.retain(|b| b.id != victim);
+                None
+            }
+        }
+    };
+    if let Some((code, reason)) = refusal {
+        job.result.replace_refused = Some(code);
+        job.result.replace_reason = reason;
+    }
+    Ok(())
 }
 
 /// The settings in force for `env`: its own, then the cluster-wide ones.

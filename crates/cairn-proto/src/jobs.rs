@@ -2,7 +2,7 @@
 //! per-environment backup settings.
 
 use cairn_core::job::{
-    EnvRecord, HostRecord, Job, JobKind, JobOptions, JobProgress, JobResult, JobState,
+    EnvRecord, HostRecord, Job, JobKind, JobOptions, JobProgress, JobResult, JobState, Replace,
 };
 use cairn_core::retention::EnvConfig;
 use cairn_core::{BackupType, Compression, EnvInfo};
@@ -179,6 +179,11 @@ impl From<&JobOptions> for pb::JobOptions {
             }),
             allow_privileged: o.allow_privileged,
             privileged: o.privileged,
+            replace_oldest: o.replace == Some(Replace::Oldest),
+            replace_backup: match o.replace {
+                Some(Replace::Backup(b)) => b.to_string(),
+                _ => String::new(),
+            },
         }
     }
 }
@@ -223,6 +228,10 @@ impl TryFrom<pb::JobOptions> for JobOptions {
             }),
             allow_privileged: o.allow_privileged,
             privileged: o.privileged,
+            replace: match opt_backup_id(&o.replace_backup, "replace backup id")? {
+                Some(b) => Some(Replace::Backup(b)),
+                None => o.replace_oldest.then_some(Replace::Oldest),
+            },
         })
     }
 }
@@ -263,6 +272,9 @@ impl From<&JobResult> for pb::JobResult {
             backup: r.backup.map(|b| b.to_string()).unwrap_or_default(),
             message: r.message.clone(),
             details: r.details.clone(),
+            replaced: r.replaced.map(|b| b.to_string()).unwrap_or_default(),
+            replace_refused: code_to_wire(r.replace_refused),
+            replace_reason: r.replace_reason.clone(),
         }
     }
 }
@@ -274,6 +286,9 @@ impl TryFrom<pb::JobResult> for JobResult {
             backup: opt_backup_id(&r.backup, "result backup id")?,
             message: r.message,
             details: r.details,
+            replaced: opt_backup_id(&r.replaced, "replaced backup id")?,
+            replace_refused: opt_code(&r.replace_refused),
+            replace_reason: r.replace_reason,
         })
     }
 }
@@ -395,6 +410,7 @@ mod tests {
                 }),
                 allow_privileged: true,
                 privileged: true,
+                replace: Some(Replace::Backup(BackupId::new(env, 1_600_000_000))),
             },
             1_000,
             60_000,
@@ -420,10 +436,14 @@ mod tests {
                 backup: Some(BackupId::new(env, 1_700_000_001)),
                 message: "m".into(),
                 details: "{}".into(),
+                ..JobResult::default()
             },
             3_000,
         )
         .unwrap();
+        job.result.replaced = Some(BackupId::new(env, 1_600_000_000));
+        job.result.replace_refused = Some(cairn_core::ErrorCode::Protected);
+        job.result.replace_reason = "kept".into();
         let wire = pb::Job::from(&job);
         assert_eq!(
             wire.code, "E1018",

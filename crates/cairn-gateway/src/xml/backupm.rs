@@ -22,11 +22,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_core::job::{Job, JobKind, JobOptions, JobState};
+use cairn_core::job::{Job, JobKind, JobOptions, JobState, Replace};
 use cairn_core::{BackupId, BackupRecord, BackupType, Compression, EnvId};
 
 use super::packet::Element;
-use super::server::{b64_of, code, enc, now_stamp, Session, XmlError, XmlState};
+use super::server::{b64_of, cluster_code, code, enc, now_stamp, Session, XmlError, XmlState};
 use crate::users::Identity;
 
 type Out = Result<Vec<Element>, XmlError>;
@@ -882,8 +882,10 @@ impl Ctx<'_> {
         let description = o.map(|o| b64_of(o, "description")).transpose()?.flatten();
         let includes = Self::paths(o.and_then(|o| o.child("include_list")))?;
         let excludes = Self::paths(o.and_then(|o| o.child("exclude_list")))?;
-        // `remove`: a backup to delete once the new one is made (`None` inside: the oldest
-        // other one). Deleting needs admin, as everywhere else; checked before any work.
+        // `remove`: a backup the new one replaces (`None` inside: the oldest other one),
+        // removed by the catalog in the same decision that commits the new backup. Deleting
+        // needs admin, as everywhere else: checked here before any work, and again by the
+        // cluster when it admits the job.
         if o.is_some_and(|o| o.has("remove")) {
             admit(self.who, "backup_env(remove)")?;
         }
@@ -897,12 +899,21 @@ impl Ctx<'_> {
         }
         let mut out = Vec::new();
         for env in eids {
+            // The catalog removes the backup to replace in the same decision that commits
+            // the new one (`JobOptions::replace`): the job's result says which, and why one
+            // was kept (protected, gone).
+            let replace = match remove {
+                None => None,
+                Some(None) => Some(Replace::Oldest),
+                Some(Some(named)) => (named.env == env).then_some(Replace::Backup(named)),
+            };
             let options = JobOptions {
                 backup_type,
                 compression,
                 description: description.clone().unwrap_or_default(),
                 includes: includes.clone(),
                 excludes: excludes.clone(),
+                replace,
                 ..JobOptions::default()
             };
             let one = async {
@@ -916,35 +927,18 @@ impl Ctx<'_> {
                 let b = all.iter().find(|b| b.id == id).cloned().ok_or_else(|| {
                     XmlError::new(code::NOT_FOUND, format!("backup {id} is gone"))
                 })?;
-                // The backup is made: a failed removal is reported next to it, not instead.
+                // The backup is made: a kept victim is reported next to it, not instead.
                 let mut removal_failed = None;
                 let mut removed = None;
-                let victim = match remove {
-                    None => None,
-                    Some(None) => all
-                        .iter()
-                        .filter(|x| x.id != id)
-                        .min_by_key(|x| x.id.time)
-                        .map(|x| x.id),
-                    Some(Some(named)) => (named.env == env).then_some(named),
-                };
-                if let Some(v) = victim {
-                    let removal = async {
-                        let options = JobOptions {
-                            backup: Some(v),
-                            ..JobOptions::default()
-                        };
-                        let j = self.job(JobKind::Delete, env, options).await?;
-                        self.wait(j, "backupm.remove").await
-                    };
-                    match removal.await {
-                        Ok(_) => removed = Some(v),
-                        Err(e) => {
+                if let Some(v) = done.result.replaced {
+                    match done.result.replace_refused {
+                        None => removed = Some(v),
+                        Some(c) => {
                             removal_failed = Some(XmlError::new(
-                                e.code,
+                                cluster_code(c),
                                 format!(
                                     "backup {id} was made, but removing {v} failed: {}",
-                                    e.message
+                                    done.result.replace_reason
                                 ),
                             ))
                         }
