@@ -13,6 +13,7 @@ pub mod job;
 pub mod manifest;
 pub mod path;
 pub mod placement;
+pub mod plan;
 pub mod retention;
 
 pub use backup::{BackupRecord, BackupState, BackupType, Compression, EnvInfo};

@@ -25,7 +25,7 @@
 //! 3. **Mark the catalog.** Read every committed backup (linearizable) and walk its
 //!    manifest; the set `R` holds every chunk id referenced, manifest chunks included.
 //! 4. **Sweep** on every node ([`sweep`]): remove each local chunk that is neither in `R`
-//!    nor touched after the node's mark ([`doomed`]); then compact segments that are mostly
+//!    nor touched after the node's mark (`cairn_core::plan::gc::doomed`); then compact segments that are mostly
 //!    dead. A backup of step 2 is committed (so in `R`) or failed; a later one touched all
 //!    it uses after the mark.
 //!
@@ -158,19 +158,6 @@ impl Touches {
     }
 }
 
-/// The sweep's decision: of the chunks a node holds, those to remove — neither referenced by
-/// a committed backup nor touched after the node's mark.
-pub fn doomed(
-    local: Vec<ChunkId>,
-    referenced: &HashSet<ChunkId>,
-    touched_after_mark: impl Fn(&ChunkId) -> bool,
-) -> Vec<ChunkId> {
-    local
-        .into_iter()
-        .filter(|id| !referenced.contains(id) && !touched_after_mark(id))
-        .collect()
-}
-
 /// Removes unreferenced, untouched chunks from this node and compacts (step 4).
 pub async fn sweep(
     cluster: &ClusterChunks,
@@ -192,7 +179,8 @@ pub async fn sweep(
     let (removed, compact) = tokio::task::spawn_blocking(move || {
         let removed = {
             let _alone = touches.gate.write().unwrap_or_else(|p| p.into_inner());
-            let doomed = doomed(ids, &referenced, |id| touches.touched_after(id, seq));
+            let doomed =
+                cairn_core::plan::gc::doomed(ids, &referenced, |id| touches.touched_after(id, seq));
             let removed = store.remove(&doomed)?;
             store.flush()?;
             removed
@@ -390,9 +378,10 @@ mod tests {
         let mark = t.mark();
         t.touch([id(2)]); // after it: a running backup found it present
         let referenced = HashSet::from([id(3)]);
-        let gone = doomed(vec![id(1), id(2), id(3), id(4)], &referenced, |c| {
-            t.touched_after(c, mark.seq)
-        });
+        let gone =
+            cairn_core::plan::gc::doomed(vec![id(1), id(2), id(3), id(4)], &referenced, |c| {
+                t.touched_after(c, mark.seq)
+            });
         assert_eq!(gone, vec![id(1), id(4)]);
     }
 

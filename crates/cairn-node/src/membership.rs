@@ -11,13 +11,15 @@
 //!   and only when it holds nothing does it leave raft and the next epoch. A node that does
 //!   not answer cannot be drained, and the removal stops there, changing nothing further.
 //!
-//! Refused, with nothing changed: an unknown node id, removing the last voter, a removal
+//! Refused, with nothing changed (the removal rules are
+//! `cairn_core::plan::membership::may_remove`): an unknown node id, removing the last voter, a removal
 //! that would leave fewer storage nodes than the replication factor, adding an address that
 //! does not answer, a node id already in the cluster, a node that already belongs to a cluster.
 
 use std::time::Duration;
 
 use cairn_core::placement::{Epoch, PlacementNode};
+use cairn_core::plan::membership::Removal;
 use cairn_core::ErrorCode;
 use cairn_meta::{Command, MetaNode, Response as MetaResponse};
 use cairn_proto::{pb, status};
@@ -181,8 +183,10 @@ pub async fn remove_node(
 ) -> Result<pb::MembershipResponse, Status> {
     let epoch = current(meta)?;
     let (voters, learners) = meta.members();
-    let Some(node) = epoch.node(id).cloned() else {
-        if voters.contains(&id) || learners.contains(&id) {
+    // Whether it may go at all is the planner's rule; the IO around it is here.
+    match cairn_core::plan::membership::may_remove(&epoch, &voters, &learners, id) {
+        Err((code, message)) => return Err(status(code, message)),
+        Ok(Removal::LeaveRaft) => {
             meta.remove_member(id).await.map_err(meta_status)?;
             return Ok(pb::MembershipResponse {
                 node_id: id,
@@ -190,33 +194,14 @@ pub async fn remove_node(
                 moved: 0,
             });
         }
+        Ok(Removal::Drain) => {}
+    }
+    let Some(node) = epoch.node(id).cloned() else {
         return Err(status(
-            ErrorCode::NotFound,
-            format!("node {id} is not in the cluster; cairn cluster status lists the nodes"),
+            ErrorCode::Internal,
+            format!("node {id} left the placement while it was being checked"),
         ));
     };
-    if voters == [id] {
-        return Err(status(
-            ErrorCode::InvalidArgument,
-            format!("node {id} is the last voter; a cluster cannot run without one"),
-        ));
-    }
-    let remaining = epoch.active().filter(|n| n.id != id).count();
-    if remaining < epoch.rf as usize {
-        return Err(status(
-            ErrorCode::InvalidArgument,
-            format!(
-                "removing node {id} would leave {remaining} storage node(s) for replication factor {}; add a node first",
-                epoch.rf
-            ),
-        ));
-    }
-    if voters.contains(&id) && voters.len() <= 2 {
-        return Err(status(
-            ErrorCode::InvalidArgument,
-            format!("removing voter {id} would leave {} voter(s); keep 3 or 5 so the cluster survives a failure", voters.len() - 1),
-        ));
-    }
 
     // 1. Mark it draining: from this epoch on it owns nothing.
     let mut nodes = epoch.nodes.clone();

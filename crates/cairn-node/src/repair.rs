@@ -9,7 +9,8 @@
 //! 2. Ask every other owner (batched) whether it lacks the chunk; copy it to those that do
 //!    (replica puts: durable on the owner before it answers).
 //! 3. If this node is not an owner (it was removed, is draining, or took an upload as a
-//!    fallback) and every owner now confirmably holds the chunk, drop the local copy.
+//!    fallback) and every owner now confirmably holds the chunk, drop the local copy
+//!    (the rule is `cairn_core::plan::repair::may_drop`).
 //!
 //! A copy is dropped only after all of its owners answered that they hold it, so a pass can
 //! never reduce the number of copies below what the placement asks for; an owner that does
@@ -171,9 +172,11 @@ impl Repairer {
             let drop: Vec<ChunkId> = owners
                 .iter()
                 .filter(|(id, os)| {
-                    !os.is_empty()
-                        && !os.contains(&me)
-                        && confirmed.get(*id).copied().unwrap_or(0) == os.len()
+                    cairn_core::plan::repair::may_drop(
+                        me,
+                        os,
+                        confirmed.get(*id).copied().unwrap_or(0),
+                    )
                 })
                 .map(|(id, _)| *id)
                 .collect();
