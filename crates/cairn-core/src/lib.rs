@@ -14,6 +14,8 @@ pub mod manifest;
 pub mod path;
 pub mod placement;
 pub mod retention;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use backup::{BackupRecord, BackupState, BackupType, Compression, EnvInfo};
 pub use error::ErrorCode;

@@ -37,20 +37,8 @@ fn must_nix<T>(what: &str, r: nix::Result<T>) -> T {
     must(what, r.map_err(|e| io::Error::from_raw_os_error(e as i32)))
 }
 
-/// Pseudo-random, non-repeating bytes (xorshift), so content-defined chunking cuts a file
-/// into many distinct chunks.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+/// Pseudo-random, non-repeating bytes: the workspace's one generator, `noise(len, seed)`.
+pub use cairn_core::testing::noise;
 
 /// A raw POSIX ACL xattr value (version 2) from (tag, perm, id) entries.
 fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
