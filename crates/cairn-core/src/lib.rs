@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod path;
 pub mod placement;
 pub mod retention;
+pub mod secret;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
