@@ -31,19 +31,8 @@ pub fn cairn_bin() -> PathBuf {
     bin
 }
 
-/// Returns `n` pseudo-random, incompressible bytes; the same `seed` gives the same bytes and
-/// different seeds different ones.
-pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
+/// The workspace's one noise generator: `noise(n, seed)` returns `n` incompressible bytes.
+pub use cairn_core::testing::noise;
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

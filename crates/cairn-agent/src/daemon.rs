@@ -213,19 +213,22 @@ impl AgentConfig {
         Ok(id)
     }
 
-    /// The token: `token`, `token_file`, or `CAIRN_TOKEN`.
+    /// The token: `token`, `token_file`, or `CAIRN_TOKEN`, by the rule of
+    /// `cairn_core::secret` (a blank `token_file` is an error naming the file).
     pub fn resolve_token(&self) -> Result<Option<String>, AgentError> {
-        if let Some(t) = &self.token {
-            return Ok(Some(t.clone()));
-        }
-        if let Some(p) = &self.token_file {
-            let text = std::fs::read_to_string(p).map_err(|e| AgentError::Io {
-                path: p.display().to_string(),
-                source: e,
-            })?;
-            return Ok(text.lines().next().map(|l| l.trim().to_string()));
-        }
-        Ok(std::env::var("CAIRN_TOKEN").ok().filter(|t| !t.is_empty()))
+        use cairn_core::secret::{self, SecretError};
+        secret::resolve(
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+            std::env::var("CAIRN_TOKEN").ok(),
+        )
+        .map_err(|e| match e {
+            SecretError::Read { path, source } => AgentError::Io {
+                path: path.display().to_string(),
+                source,
+            },
+            e => AgentError::Invalid(e.to_string()),
+        })
     }
 }
 

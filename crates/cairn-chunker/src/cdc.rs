@@ -60,19 +60,8 @@ pub fn cut_lengths(data: &[u8], p: ChunkerParams) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_core::testing::noise;
     use cairn_core::ChunkId;
-
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
 
     fn ids(data: &[u8]) -> Vec<ChunkId> {
         StreamChunker::new(data, ChunkerParams::default())

@@ -15,6 +15,9 @@ pub mod path;
 pub mod placement;
 pub mod plan;
 pub mod retention;
+pub mod secret;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use backup::{BackupRecord, BackupState, BackupType, Compression, EnvInfo};
 pub use error::ErrorCode;

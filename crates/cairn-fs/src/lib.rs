@@ -8,14 +8,17 @@
 //! Content chunking and hashing are not done here: the agent crate owns them. This crate
 //! hands out file handles and byte regions.
 //!
-//! [`testing`] holds helpers that build a tree with every kind of object and compare two
-//! trees; integration tests elsewhere in the workspace use them too.
+//! [`compare`] compares two trees (what `cairn demo` checks a restore with). `testing`, only
+//! with the `testing` feature that dev-dependencies enable, holds the helpers that build a
+//! tree with every kind of object; integration tests elsewhere in the workspace use them too.
 
 mod error;
 mod read;
 mod restore;
 mod walk;
 
+pub mod compare;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{show, FsError};

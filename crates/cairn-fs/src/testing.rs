@@ -1,33 +1,22 @@
-//! Test helpers: a tree with every kind of file-system object, and a tree comparison.
+//! Test helpers: a tree with every kind of file-system object, and (re-exported from
+//! [`crate::compare`]) a tree comparison.
 //!
-//! Integration tests across the workspace use these to check that a backup and restore round
+//! Compiled only for tests and with the `testing` feature, which only dev-dependencies and
+//! the end-to-end test package enable: these helpers are not part of the crate's API.
+//! Integration tests across the workspace use them to check that a backup and restore round
 //! trip loses nothing. They panic on setup failures (they are test code); what they cannot
 //! build on this machine (devices when not root, for example) is returned as notes instead.
-//! [`diff_trees`] is written independently of the walker and reader of this crate, so that a
-//! bug there does not hide itself.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File, Metadata};
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
-use crate::error::show;
-
-/// What [`diff_trees`] compares besides names, kinds, content, modes, times, links, device
-/// numbers, extended attributes and sparse layout.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DiffOptions {
-    /// Compares owner and group.
-    pub owners: bool,
-    /// Compares access times (reading a tree changes them, so this is usually off).
-    pub atime: bool,
-}
+pub use crate::compare::{diff_trees, DiffOptions};
 
 fn must<T>(what: &str, r: io::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("building the test tree: {what}: {e}"))
@@ -37,20 +26,8 @@ fn must_nix<T>(what: &str, r: nix::Result<T>) -> T {
     must(what, r.map_err(|e| io::Error::from_raw_os_error(e as i32)))
 }
 
-/// Pseudo-random, non-repeating bytes (xorshift), so content-defined chunking cuts a file
-/// into many distinct chunks.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+/// Pseudo-random, non-repeating bytes: the workspace's one generator, `noise(len, seed)`.
+pub use cairn_core::testing::noise;
 
 /// A raw POSIX ACL xattr value (version 2) from (tag, perm, id) entries.
 fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
@@ -341,275 +318,6 @@ pub fn make_removable(dir: &Path) {
             make_removable(&d.path());
         }
     }
-}
-
-/// Every object below a root, by relative path, `lstat`ed.
-fn scan(root: &Path, diffs: &mut Vec<String>, side: &str) -> BTreeMap<Vec<u8>, Metadata> {
-    let mut out = BTreeMap::new();
-    let mut todo: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
-    while let Some((abs, rel)) = todo.pop() {
-        let md = match fs::symlink_metadata(&abs) {
-            Ok(md) => md,
-            Err(e) => {
-                diffs.push(format!("{side}: cannot stat {}: {e}", show(&rel)));
-                continue;
-            }
-        };
-        if md.is_dir() {
-            match fs::read_dir(&abs) {
-                Ok(rd) => {
-                    for d in rd {
-                        match d {
-                            Ok(d) => {
-                                let name = d.file_name().into_vec();
-                                todo.push((d.path(), cairn_core::path::join(&rel, &name)));
-                            }
-                            Err(e) => {
-                                diffs.push(format!("{side}: cannot list {}: {e}", show(&rel)))
-                            }
-                        }
-                    }
-                }
-                Err(e) => diffs.push(format!("{side}: cannot list {}: {e}", show(&rel))),
-            }
-        }
-        out.insert(rel, md);
-    }
-    out
-}
-
-fn kind(md: &Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = md.file_type();
-    if t.is_file() {
-        "file"
-    } else if t.is_dir() {
-        "directory"
-    } else if t.is_symlink() {
-        "symlink"
-    } else if t.is_fifo() {
-        "fifo"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else {
-        "unknown"
-    }
-}
-
-/// The hole map of a file, probed with `SEEK_DATA`/`SEEK_HOLE` (no shortcuts).
-fn hole_map(path: &Path) -> io::Result<Vec<(u64, u64)>> {
-    let f = File::open(path)?;
-    let size = f.metadata()?.len();
-    let fd = f.as_raw_fd();
-    let mut out = Vec::new();
-    let mut pos = 0u64;
-    while pos < size {
-        // SAFETY: lseek only reads its integer arguments; `fd` is borrowed from `f`.
-        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
-        let data = if data < 0 {
-            size
-        } else {
-            (data as u64).min(size)
-        };
-        if data > pos {
-            out.push((pos, data - pos));
-        }
-        if data >= size {
-            break;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-        if hole < 0 || hole as u64 <= data {
-            break;
-        }
-        pos = hole as u64;
-    }
-    Ok(out)
-}
-
-fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
-    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let na = read_full(&mut fa, &mut ba)?;
-        let nb = read_full(&mut fb, &mut bb)?;
-        if na != nb || ba[..na] != bb[..nb] {
-            return Ok(false);
-        }
-        if na == 0 {
-            return Ok(true);
-        }
-    }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// For each regular file, the smallest name of its inode within the tree.
-fn link_groups(tree: &BTreeMap<Vec<u8>, Metadata>) -> HashMap<Vec<u8>, Vec<u8>> {
-    let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    for (rel, md) in tree.iter().filter(|(_, md)| md.is_file()) {
-        first
-            .entry((md.dev(), md.ino()))
-            .or_insert_with(|| rel.clone());
-    }
-    tree.iter()
-        .filter(|(_, md)| md.is_file())
-        .filter_map(|(rel, md)| Some((rel.clone(), first.get(&(md.dev(), md.ino()))?.clone())))
-        .collect()
-}
-
-fn ns(sec: i64, nsec: i64) -> i64 {
-    sec * 1_000_000_000 + nsec
-}
-
-/// Compares the trees at `a` (the source) and `b` (the copy) and returns their differences
-/// in human-readable form; an empty list means identical.
-///
-/// Compared: the set of names, kinds, file content, permission bits (setuid, setgid and
-/// sticky included), owner and group (with `opts.owners`), modification times in
-/// nanoseconds (access times with `opts.atime`) of every object including symlinks and the
-/// roots, symlink targets, device numbers, extended attributes, hardlink structure (which
-/// names share an inode), and sparse layout: the same hole map, or no more blocks allocated
-/// than the source plus a little slack.
-pub fn diff_trees(a: &Path, b: &Path, opts: DiffOptions) -> Vec<String> {
-    let mut diffs = Vec::new();
-    let ta = scan(a, &mut diffs, "source");
-    let tb = scan(b, &mut diffs, "copy");
-    let (ga, gb) = (link_groups(&ta), link_groups(&tb));
-    let names: BTreeSet<&Vec<u8>> = ta.keys().chain(tb.keys()).collect();
-    for rel in names {
-        let shown = show(rel);
-        let (ma, mb) = match (ta.get(rel), tb.get(rel)) {
-            (Some(x), Some(y)) => (x, y),
-            (Some(_), None) => {
-                diffs.push(format!("{shown}: missing from the copy"));
-                continue;
-            }
-            _ => {
-                diffs.push(format!("{shown}: only in the copy"));
-                continue;
-            }
-        };
-        let mut d = |what: String| diffs.push(format!("{shown}: {what}"));
-        if kind(ma) != kind(mb) {
-            d(format!(
-                "{} in the source, {} in the copy",
-                kind(ma),
-                kind(mb)
-            ));
-            continue;
-        }
-        let pa = a.join(std::ffi::OsStr::from_bytes(rel));
-        let pb = b.join(std::ffi::OsStr::from_bytes(rel));
-        if !ma.file_type().is_symlink() && ma.mode() & 0o7777 != mb.mode() & 0o7777 {
-            d(format!(
-                "mode {:o} vs {:o}",
-                ma.mode() & 0o7777,
-                mb.mode() & 0o7777
-            ));
-        }
-        if opts.owners && (ma.uid(), ma.gid()) != (mb.uid(), mb.gid()) {
-            d(format!(
-                "owner {}:{} vs {}:{}",
-                ma.uid(),
-                ma.gid(),
-                mb.uid(),
-                mb.gid()
-            ));
-        }
-        let (mta, mtb) = (
-            ns(ma.mtime(), ma.mtime_nsec()),
-            ns(mb.mtime(), mb.mtime_nsec()),
-        );
-        if mta != mtb {
-            d(format!("mtime {mta} ns vs {mtb} ns"));
-        }
-        if opts.atime {
-            let (ata, atb) = (
-                ns(ma.atime(), ma.atime_nsec()),
-                ns(mb.atime(), mb.atime_nsec()),
-            );
-            if ata != atb {
-                d(format!("atime {ata} ns vs {atb} ns"));
-            }
-        }
-        if ma.file_type().is_symlink() {
-            match (fs::read_link(&pa), fs::read_link(&pb)) {
-                (Ok(x), Ok(y)) if x == y => {}
-                (x, y) => d(format!("symlink target {x:?} vs {y:?}")),
-            }
-        }
-        if kind(ma).ends_with("device") && ma.rdev() != mb.rdev() {
-            d(format!(
-                "device number {:#x} vs {:#x}",
-                ma.rdev(),
-                mb.rdev()
-            ));
-        }
-        match (crate::read_xattrs(&pa), crate::read_xattrs(&pb)) {
-            (Ok(x), Ok(y)) if x == y => {}
-            (Ok(x), Ok(y)) => {
-                let names = |v: &[(Vec<u8>, Vec<u8>)]| {
-                    v.iter()
-                        .map(|(n, val)| format!("{}={}", show(n), val.len()))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                };
-                d(format!("xattrs [{}] vs [{}]", names(&x), names(&y)));
-            }
-            (x, y) => d(format!("xattrs unreadable: {:?} / {:?}", x.err(), y.err())),
-        }
-        if ma.is_file() {
-            if ma.len() != mb.len() {
-                d(format!("size {} vs {}", ma.len(), mb.len()));
-            } else {
-                match same_content(&pa, &pb) {
-                    Ok(true) => {}
-                    Ok(false) => d("content differs".into()),
-                    Err(e) => d(format!("cannot compare content: {e}")),
-                }
-            }
-            if ga.get(rel) != gb.get(rel) {
-                d(format!(
-                    "hardlinked with {:?} in the source, with {:?} in the copy",
-                    ga.get(rel).map(|r| show(r)),
-                    gb.get(rel).map(|r| show(r))
-                ));
-            }
-            match (hole_map(&pa), hole_map(&pb)) {
-                (Ok(x), Ok(y)) if x == y => {}
-                (Ok(x), Ok(y)) => {
-                    let slack = 512 + ma.blocks() / 16;
-                    if mb.blocks() > ma.blocks() + slack {
-                        d(format!(
-                            "sparse layout: holes {x:?} vs {y:?}, {} vs {} blocks allocated",
-                            ma.blocks(),
-                            mb.blocks()
-                        ));
-                    }
-                }
-                (x, y) => d(format!(
-                    "hole map unreadable: {:?} / {:?}",
-                    x.err(),
-                    y.err()
-                )),
-            }
-        }
-    }
-    diffs
 }
 
 /// Writes `data` at the start of the file at `path`, keeping its times: a helper for tests

@@ -175,19 +175,12 @@ impl GatewayConfig {
         Ok(())
     }
 
-    /// The cluster token: `token`, else the first line of `token_file`.
+    /// The cluster token: `token`, else the first line of `token_file` (the rule of
+    /// `cairn_core::secret`: a blank file is an error naming it).
     pub fn cluster_token(&self) -> anyhow::Result<Option<String>> {
-        if let Some(t) = &self.token {
-            return Ok(Some(t.clone()));
-        }
-        match &self.token_file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| anyhow::anyhow!("token_file {}: {e}", p.display()))?;
-                Ok(text.lines().next().map(|l| l.trim().to_string()))
-            }
-            None => Ok(None),
-        }
+        // No environment fallback here: the gateway's token is its configuration's.
+        cairn_core::secret::resolve(self.token.as_deref(), self.token_file.as_deref(), None)
+            .map_err(|e| anyhow::anyhow!("gateway token: {e}"))
     }
 }
 

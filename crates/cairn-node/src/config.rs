@@ -380,29 +380,26 @@ impl NodeConfig {
     }
 
     /// Returns the cluster token: `token`, else the first line of `token_file`, else
-    /// `CAIRN_TOKEN` from the environment.
+    /// `CAIRN_TOKEN` from the environment, by the rule of `cairn_core::secret` (a blank
+    /// `token` or `token_file` is an error).
     pub fn resolve_token(&self) -> Result<Option<String>, ConfigError> {
-        if let Some(t) = &self.token {
-            return Ok(Some(t.clone()));
-        }
-        if let Some(f) = &self.token_file {
-            let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read {
-                path: f.clone(),
-                source,
-            })?;
-            let t = text.lines().next().unwrap_or("").trim().to_string();
-            if t.is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: "token_file",
-                    message: format!(
-                        "{} is empty; put the cluster token on its first line",
-                        f.display()
-                    ),
-                });
-            }
-            return Ok(Some(t));
-        }
-        Ok(std::env::var("CAIRN_TOKEN").ok().filter(|t| !t.is_empty()))
+        use cairn_core::secret::{self, SecretError};
+        secret::resolve(
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+            std::env::var("CAIRN_TOKEN").ok(),
+        )
+        .map_err(|e| match e {
+            SecretError::Read { path, source } => ConfigError::Read { path, source },
+            e @ SecretError::BlankInline => ConfigError::Invalid {
+                key: "token",
+                message: e.to_string(),
+            },
+            e => ConfigError::Invalid {
+                key: "token_file",
+                message: e.to_string(),
+            },
+        })
     }
 
     /// The address peers and clients should use, as a URL (`https://` with TLS).

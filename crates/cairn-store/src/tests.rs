@@ -14,17 +14,10 @@ use cairn_core::{ChunkId, Compression};
 use crate::format::{RecordHeader, FILE_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::*;
 
-/// Pseudo-random (incompressible) bytes.
+/// Pseudo-random (incompressible) bytes: `noise(seed, len)`, over the workspace's one
+/// generator (which takes the length first).
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    cairn_core::testing::noise(len, seed)
 }
 
 /// An incompressible chunk, stored raw.

@@ -150,24 +150,18 @@ pub async fn run(source: Option<PathBuf>) -> Result<ExitCode> {
         output::bytes(restored.bytes),
         restored.duration_secs
     );
-    let diffs = cairn_fs::testing::diff_trees(
+    let same = cairn_fs::compare::require_same(
         &src,
         &target,
-        cairn_fs::testing::DiffOptions {
+        cairn_fs::compare::DiffOptions {
             owners: nix::unistd::geteuid().is_root(),
             atime: false,
         },
     );
     let status = cluster.node_status().await?;
     node.shutdown().await;
-    if !diffs.is_empty() {
-        for d in diffs.iter().take(20) {
-            eprintln!("  differs: {d}");
-        }
-        bail!(
-            "the restored tree differs from the source in {} place(s)",
-            diffs.len()
-        );
+    if let Err(differs) = same {
+        bail!("restore check failed: {differs}");
     }
     println!(
         "restored tree is identical to the source (content, modes, owners, times, links, holes, xattrs)\n\
