@@ -788,20 +788,10 @@ mod tests {
     use cairn_core::job::{EnvRecord, HostRecord, JobKind, JobOptions, JobResult, JobState};
     use cairn_core::EnvId;
 
-    use crate::catalog::tests::{agent, record, user, MemCatalog};
+    use crate::catalog::tests::{agent, env, record, user, MemCatalog};
     use crate::command::{Command, Response};
 
     use super::*;
-
-    fn env(host: &str, name: &str) -> EnvRecord {
-        EnvRecord {
-            eid: EnvId::derive(&format!("{host}/{name}")),
-            host: host.into(),
-            name: name.into(),
-            path: format!("/vz/private/{name}"),
-            ..Default::default()
-        }
-    }
 
     fn register(cat: &mut MemCatalog, host: &str, envs: Vec<EnvRecord>, now: i64) -> Response {
         cat.run_as(

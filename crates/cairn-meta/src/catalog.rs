@@ -937,6 +937,17 @@ pub(crate) mod tests {
         }
     }
 
+    /// Environment `name` of host `host`, with a Virtuozzo-style private area.
+    pub(crate) fn env(host: &str, name: &str) -> EnvRecord {
+        EnvRecord {
+            eid: EnvId::derive(&format!("{host}/{name}")),
+            host: host.into(),
+            name: name.into(),
+            path: format!("/vz/private/{name}"),
+            ..Default::default()
+        }
+    }
+
     /// An agent of host `h`.
     pub(crate) fn agent(h: &str) -> Principal {
         Principal::Agent { host: h.into() }

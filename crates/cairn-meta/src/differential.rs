@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 use cairn_core::auth::Role;
 use cairn_core::job::{EnvRecord, HostRecord, JobOptions};
 use cairn_core::retention::EnvConfig;
-use cairn_core::{BackupId, BackupType, EnvId};
+use cairn_core::{BackupId, BackupType};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
-use crate::catalog::tests::{agent, record, user, MemCatalog};
+use crate::catalog::tests::{agent, env, record, user, MemCatalog};
 use crate::catalog::CatalogRead;
 use crate::command::{Command, JobRequest, Proposal, Response};
 use crate::LogEntry;
@@ -33,16 +33,6 @@ impl Rng {
 
 const T: i64 = 1_763_800_000;
 const NAMES: [&str; 3] = ["", "daily", "weekly"];
-
-fn env_record(host: &str, name: &str) -> EnvRecord {
-    EnvRecord {
-        eid: EnvId::derive(&format!("{host}/{name}")),
-        host: host.into(),
-        name: name.into(),
-        path: format!("/vz/private/{name}"),
-        ..Default::default()
-    }
-}
 
 /// One random proposal over a small world (two hosts, three environments, a few seconds of
 /// backup ids), so commands collide often: duplicate names, deletes of what exists, retention
@@ -145,11 +135,7 @@ fn proposal(rng: &mut Rng, step: i64, envs: &[EnvRecord], ids: &[BackupId]) -> P
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sled_state_machine_agrees_with_the_reference_on_random_commands() {
-    let envs = vec![
-        env_record("h1", "101"),
-        env_record("h1", "102"),
-        env_record("h2", "201"),
-    ];
+    let envs = vec![env("h1", "101"), env("h1", "102"), env("h2", "201")];
     for seed in 1..=12u64 {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = crate::store::open(dir.path()).unwrap().1;
