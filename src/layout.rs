@@ -43,12 +43,13 @@ mod tests {
     fn the_crate_graph_keeps_its_absent_edges() {
         // The parser sees the edges that exist.
         assert!(deps("cairn-node").contains("cairn-meta"));
-        assert!(deps("cairn-gateway").contains("cairn-agent"));
-        const CAIRN: [&str; 9] = [
+        assert!(deps("cairn-gateway").contains("cairn-api"));
+        const CAIRN: [&str; 10] = [
             "cairn-chunker",
             "cairn-store",
             "cairn-meta",
             "cairn-proto",
+            "cairn-api",
             "cairn-fs",
             "cairn-node",
             "cairn-agent",
@@ -95,6 +96,23 @@ mod tests {
                 "agents and adapters reach the cluster over gRPC only",
             );
         }
+        // Protobuf types stay behind the typed API: only `cairn-api` and the node (whose
+        // service shims decode requests) see the wire; everyone else calls `cairn_api::Client`.
+        for krate in CAIRN
+            .iter()
+            .filter(|k| !["cairn-api", "cairn-node", "cairn-proto"].contains(k))
+        {
+            lacks(
+                krate,
+                &["cairn-proto", "prost", "tonic"],
+                "only cairn-api and the node's service shims touch protobuf types",
+            );
+        }
+        lacks(
+            "cairn-gateway",
+            &["cairn-agent"],
+            "the adapters call the cluster through cairn-api, not the agent's engines",
+        );
         for krate in CAIRN.iter().filter(|k| **k != "cairn") {
             lacks(
                 krate,

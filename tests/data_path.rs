@@ -317,7 +317,9 @@ fn unsafe_manifest_paths_are_refused_at_commit() {
     let node = Node::start(&tmp.path().join("node"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let c = cairn_agent::Cluster::connect(&node.url).await.unwrap();
+        let c = cairn_api::Client::connect(&node.url, &cairn_api::Credentials::default())
+            .await
+            .unwrap();
         for bad in ["../escape", "/etc/cron.d/evil", "a/../../b"] {
             // A hand-made manifest chunk that skips the writer's checks.
             let e = Entry::new(bad.as_bytes().to_vec(), EntryKind::Dir);

@@ -40,11 +40,11 @@ use cairn_core::{
 use crossbeam_channel as xch;
 use tokio::sync::mpsc;
 
-use crate::client::Cluster;
 use crate::error::AgentError;
 use crate::manifest_io::{fetch_root, ManifestEntries};
 use crate::progress::Progress;
 use crate::rules::Rules;
+use cairn_api::Client;
 
 /// Files up to this size are read whole and cut in memory.
 const READ_WHOLE: u64 = 32 * 1024 * 1024;
@@ -198,7 +198,7 @@ struct FileJob {
 /// anything, and closed when it ends either way: garbage collection waits for sessions that
 /// started before it, so it never sweeps a chunk this backup is about to reference.
 pub async fn backup(
-    cluster: &Cluster,
+    cluster: &Client,
     req: BackupRequest,
     progress: Arc<Progress>,
 ) -> Result<BackupSummary, AgentError> {
@@ -228,7 +228,7 @@ pub async fn backup(
 }
 
 async fn backup_in_session(
-    cluster: &Cluster,
+    cluster: &Client,
     req: BackupRequest,
     progress: Arc<Progress>,
     session: &str,
@@ -270,7 +270,7 @@ async fn backup_in_session(
         None => None,
     };
 
-    cairn_proto::failpoint::pause_async(cairn_proto::failpoint::client_dir(), "backup-before-walk")
+    cairn_api::failpoint::pause_async(cairn_api::failpoint::client_dir(), "backup-before-walk")
         .await;
     progress.set_phase("backing up private area");
     let counters = Arc::new(Counters {
@@ -584,7 +584,7 @@ fn walk_loop(
 /// chunks the cluster holds is reused, any other is read again.
 fn reuse_loop(
     rt: tokio::runtime::Handle,
-    cluster: Cluster,
+    cluster: Client,
     jobs: xch::Receiver<FileJob>,
     readers: xch::Sender<FileJob>,
     counters: Arc<Counters>,
@@ -631,7 +631,7 @@ fn reuse_loop(
                 for f in files {
                     let _ = f.reply.send(None);
                 }
-                return Err(e);
+                return Err(e.into());
             }
         };
         for mut f in files {
@@ -871,7 +871,7 @@ fn assemble_loop(
 }
 
 async fn upload_loop(
-    cluster: Cluster,
+    cluster: Client,
     mut rx: mpsc::Receiver<RawChunk>,
     compression: Compression,
     counters: Arc<Counters>,
@@ -941,7 +941,7 @@ async fn upload_loop(
 }
 
 async fn dispatch(
-    cluster: &Cluster,
+    cluster: &Client,
     sem: &Arc<tokio::sync::Semaphore>,
     tasks: &mut tokio::task::JoinSet<Result<(), AgentError>>,
     batch: &mut Vec<RawChunk>,

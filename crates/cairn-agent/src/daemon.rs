@@ -24,14 +24,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn_api::Outcome;
 use cairn_core::job::{JobProgress, JobResult};
 use cairn_core::retention::{EnvConfig, DEFAULT_HOOK_TIMEOUT_SECS};
 use cairn_core::{BackupId, BackupType, Compression, EnvId, ErrorCode};
-use cairn_proto::pb;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use crate::client::Cluster;
 use crate::discovery::{discover, DiscoveredEnv, Sources};
 use crate::error::AgentError;
 use crate::hooks::{run_hooks, HookSpec};
@@ -39,6 +38,7 @@ use crate::inplace::{changes_since, cleanup_leftovers, in_use, swap_into_place, 
 use crate::manifest_io::{fetch_root, ManifestEntries};
 use crate::progress::Progress;
 use crate::{backup, restore, BackupRequest, RestoreRequest};
+use cairn_api::Client;
 
 /// The agent's configuration (TOML). Unknown keys are refused with their name.
 #[derive(Clone, Debug, Deserialize)]
@@ -66,6 +66,10 @@ pub struct AgentConfig {
     pub token: Option<String>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// The PEM file of the CA that signed the cluster's certificates (an `https://`
+    /// cluster). Also `CAIRN_CA`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Jobs run at once.
     #[serde(default = "default_max_jobs")]
     pub max_jobs: u32,
@@ -91,7 +95,7 @@ pub struct AgentConfig {
 }
 
 fn default_cluster() -> Vec<String> {
-    vec![crate::client::DEFAULT_CLUSTER.to_string()]
+    vec![cairn_api::DEFAULT_CLUSTER.to_string()]
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/cairn-agent")
@@ -123,6 +127,7 @@ impl AgentConfig {
             state_dir,
             token: None,
             token_file: None,
+            ca_file: None,
             max_jobs: default_max_jobs(),
             lease_ms: default_lease(),
             register_interval_ms: default_register_interval(),
@@ -215,6 +220,21 @@ impl AgentConfig {
 
     /// The token: `token`, `token_file`, or `CAIRN_TOKEN`, by the rule of
     /// `cairn_core::secret` (a blank `token_file` is an error naming the file).
+    /// The credentials the agent calls the cluster with: its token ([`Self::resolve_token`])
+    /// and the CA (`ca_file`, else `CAIRN_CA`).
+    pub fn resolve_credentials(&self) -> Result<cairn_api::Credentials, AgentError> {
+        let token = self.resolve_token()?;
+        let creds = cairn_api::Credentials::token(token.as_deref());
+        let ca = self
+            .ca_file
+            .clone()
+            .or_else(|| std::env::var_os("CAIRN_CA").map(PathBuf::from));
+        Ok(match ca {
+            Some(path) => creds.with_ca_file(&path)?,
+            None => creds,
+        })
+    }
+
     pub fn resolve_token(&self) -> Result<Option<String>, AgentError> {
         use cairn_core::secret::{self, SecretError};
         secret::resolve(
@@ -236,7 +256,7 @@ impl AgentConfig {
 struct Agent {
     cfg: AgentConfig,
     host: String,
-    cluster: Cluster,
+    cluster: Client,
     envs: Mutex<HashMap<EnvId, DiscoveredEnv>>,
     slots: Arc<tokio::sync::Semaphore>,
     /// Jobs taken or waiting for a slot here (an offer repeated meanwhile is ignored).
@@ -246,12 +266,12 @@ struct Agent {
 }
 
 /// Connects to the first node of `cfg.cluster` that answers.
-async fn connect(cfg: &AgentConfig, token: Option<&str>) -> Result<Cluster, AgentError> {
+async fn connect(cfg: &AgentConfig, creds: &cairn_api::Credentials) -> Result<Client, AgentError> {
     let mut last = None;
     for url in &cfg.cluster {
-        match Cluster::connect_with_token(url, token).await {
+        match Client::connect(url, creds).await {
             Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(e.into()),
         }
     }
     Err(last.unwrap_or_else(|| AgentError::Invalid("no cluster node configured".into())))
@@ -265,9 +285,9 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     cfg.validate()?;
     let host = cfg.resolve_host_id()?;
-    let token = cfg.resolve_token()?;
+    let creds = cfg.resolve_credentials()?;
     let cluster = loop {
-        match connect(&cfg, token.as_deref()).await {
+        match connect(&cfg, &creds).await {
             Ok(c) => break c,
             Err(e @ AgentError::Invalid(_)) => return Err(e),
             Err(e) => {
@@ -346,43 +366,32 @@ impl Agent {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_default()
         });
-        let req = pb::RegisterHostRequest {
-            host: Some(pb::Host {
-                id: self.host.clone(),
-                hostname,
-                addrs: self.cfg.addrs.clone(),
-                seen_ms: 0,
-                version: env!("CARGO_PKG_VERSION").into(),
-                max_jobs: self.cfg.max_jobs,
-                online: true,
-                envs: Vec::new(),
-            }),
-            envs: found
-                .iter()
-                .map(|e| pb::Env {
-                    eid: e.eid.to_string(),
-                    host: self.host.clone(),
-                    name: e.name.clone(),
-                    path: e.path.display().to_string(),
-                    title: e.title.clone(),
-                    hostname: e.hostname.clone(),
-                    ip: e.ip.clone(),
-                    os: e.os.clone(),
-                    description: e.description.clone(),
-                    kind: e.kind.clone(),
-                    latest: None,
-                    host_online: true,
-                })
-                .collect(),
+        let host = cairn_core::job::HostRecord {
+            id: self.host.clone(),
+            hostname,
+            addrs: self.cfg.addrs.clone(),
+            seen_ms: 0,
+            version: env!("CARGO_PKG_VERSION").into(),
+            max_jobs: self.cfg.max_jobs,
+            envs: Vec::new(),
         };
-        let resp = self
-            .cluster
-            .agents_call(|mut c| {
-                let req = req.clone();
-                async move { c.register_host(req).await }
+        let envs: Vec<cairn_core::job::EnvRecord> = found
+            .iter()
+            .map(|e| cairn_core::job::EnvRecord {
+                eid: e.eid,
+                host: self.host.clone(),
+                name: e.name.clone(),
+                path: e.path.display().to_string(),
+                title: e.title.clone(),
+                hostname: e.hostname.clone(),
+                ip: e.ip.clone(),
+                os: e.os.clone(),
+                description: e.description.clone(),
+                kind: e.kind.clone(),
             })
-            .await?;
-        let conflicts: HashSet<String> = resp.conflicts.into_iter().collect();
+            .collect();
+        let conflicts = self.cluster.register_host(&host, &envs).await?;
+        let conflicts: HashSet<String> = conflicts.into_iter().collect();
         for c in &conflicts {
             tracing::warn!(env = %c, "the cluster refused this environment: it belongs to another host (or holds another host's backups); an operator moves it with cairn envs move");
         }
@@ -413,21 +422,9 @@ impl Agent {
             let nodes = self.cluster.node_urls();
             let url = nodes[attempt % nodes.len()].clone();
             attempt += 1;
-            let stream = match self.cluster.agents_at(&url) {
-                Ok(mut c) => c
-                    .agent_jobs(pb::AgentJobsRequest {
-                        host: self.host.clone(),
-                    })
-                    .await
-                    .map(|r| r.into_inner()),
-                Err(e) => {
-                    tracing::warn!(node = %url, error = %e, "cannot open the job stream");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
+            let stream = self.cluster.agent_jobs(&url, &self.host).await;
             let mut stream = match stream {
-                Ok(s) => s,
+                Ok(s) => Box::pin(s),
                 Err(e) => {
                     tracing::debug!(node = %url, error = %e, "job stream refused; trying another node");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -449,14 +446,7 @@ impl Agent {
     }
 
     /// Takes an offered job unless it is already taken here.
-    fn offer(self: &Arc<Self>, wire: pb::Job) {
-        let job = match cairn_core::job::Job::try_from(wire) {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::warn!(error = %e, "malformed job offered; ignored");
-                return;
-            }
-        };
+    fn offer(self: &Arc<Self>, job: cairn_core::job::Job) {
         if let Ok(mut t) = self.taken.lock() {
             if !t.insert(job.id) {
                 return;
@@ -477,17 +467,9 @@ impl Agent {
         let Ok(_slot) = self.slots.clone().acquire_owned().await else {
             return;
         };
-        let claim = pb::ClaimJobRequest {
-            id: job.id.to_string(),
-            host: self.host.clone(),
-            lease_ms: self.cfg.lease_ms,
-        };
         if let Err(e) = self
             .cluster
-            .agents_call(|mut c| {
-                let claim = claim.clone();
-                async move { c.claim_job(claim).await }
-            })
+            .claim_job(job.id, &self.host, self.cfg.lease_ms)
             .await
         {
             tracing::debug!(job_id = %job.id, error = %e, "job not claimed");
@@ -508,41 +490,19 @@ impl Agent {
             }
         };
         reporter.abort();
-        let (state, reason, code, result) = match outcome {
-            Ok(r) => ("succeeded", String::new(), None, r),
-            Err(AgentError::Cancelled) => (
-                "cancelled",
-                "cancelled on request; nothing was committed".to_string(),
-                None,
-                JobResult::default(),
-            ),
-            Err(e) => (
-                "failed",
-                e.to_string(),
-                Some(e.code()),
-                JobResult::default(),
-            ),
+        let outcome = match outcome {
+            Ok(r) => Outcome::Succeeded(r),
+            Err(AgentError::Cancelled) => Outcome::Cancelled {
+                reason: "cancelled on request; nothing was committed".to_string(),
+            },
+            Err(e) => Outcome::Failed {
+                code: e.code(),
+                reason: e.to_string(),
+            },
         };
-        let mut wire_progress = snapshot(&progress, Instant::now());
-        wire_progress.phase = state.into();
-        let finish = pb::FinishJobRequest {
-            id: job.id.to_string(),
-            host: self.host.clone(),
-            state: state.into(),
-            reason: reason.clone(),
-            result: Some((&result).into()),
-            code: cairn_proto::code_to_wire(code),
-        };
-        match self
-            .cluster
-            .agents_call(|mut c| {
-                let finish = finish.clone();
-                async move { c.finish_job(finish).await }
-            })
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(job_id = %job.id, state, reason = %reason, "job finished")
+        match self.cluster.finish_job(job.id, &self.host, &outcome).await {
+            Ok(j) => {
+                tracing::info!(job_id = %job.id, state = j.state.as_str(), reason = %j.reason, "job finished")
             }
             Err(e) => {
                 tracing::warn!(job_id = %job.id, error = %e, "cannot record the job's end")
@@ -557,21 +517,17 @@ impl Agent {
         let every = Duration::from_millis(self.cfg.report_interval_ms);
         loop {
             tokio::time::sleep(every).await;
-            let req = pb::ReportProgressRequest {
-                id: id.to_string(),
-                host: self.host.clone(),
-                progress: Some((&snapshot(&progress, started)).into()),
-                lease_ms: self.cfg.lease_ms,
-            };
             let answer = self
                 .cluster
-                .agents_call(|mut c| {
-                    let req = req.clone();
-                    async move { c.report_progress(req).await }
-                })
+                .report_progress(
+                    id,
+                    &self.host,
+                    &snapshot(&progress, started),
+                    self.cfg.lease_ms,
+                )
                 .await;
             match answer {
-                Ok(r) if r.cancel => {
+                Ok(true) => {
                     if !progress.is_cancelled() {
                         tracing::info!(job_id = %id, "job cancelled; stopping");
                     }
@@ -593,9 +549,7 @@ impl Agent {
     }
 
     async fn settings(&self, env: EnvId) -> Result<EnvConfig, AgentError> {
-        Ok(cairn_proto::env_config_from_wire(
-            self.cluster.env_config_of(env, true).await?,
-        ))
+        Ok(self.cluster.env_config_of(env, true).await?)
     }
 
     /// The job's environment as this host runs it. One the agent does not know yet (an

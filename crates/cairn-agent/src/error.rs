@@ -41,11 +41,15 @@ impl AgentError {
     }
 }
 
-impl From<tonic::Status> for AgentError {
-    fn from(s: tonic::Status) -> Self {
-        AgentError::Cluster {
-            code: cairn_proto::code_of(&s),
-            message: cairn_proto::message_of(&s).to_string(),
+impl From<cairn_api::Error> for AgentError {
+    fn from(e: cairn_api::Error) -> Self {
+        match e {
+            cairn_api::Error::Unreachable { url, why } => AgentError::Unreachable { url, why },
+            cairn_api::Error::Cluster { code, message } => AgentError::Cluster { code, message },
+            cairn_api::Error::Invalid(m) => AgentError::Invalid(m),
+            cairn_api::Error::Io { path, source } => AgentError::Io { path, source },
+            cairn_api::Error::Chunk(c) => AgentError::Chunk(c),
+            cairn_api::Error::Internal(m) => AgentError::Internal(m),
         }
     }
 }

@@ -3,11 +3,11 @@
 use cairn_core::manifest::{decode_chunk, ManifestRoot, OrderCheck};
 use cairn_core::{ChunkId, Entry};
 
-use crate::client::Cluster;
 use crate::error::AgentError;
+use cairn_api::Client;
 
 /// Fetches and decodes a manifest root.
-pub async fn fetch_root(cluster: &Cluster, id: ChunkId) -> Result<ManifestRoot, AgentError> {
+pub async fn fetch_root(cluster: &Client, id: ChunkId) -> Result<ManifestRoot, AgentError> {
     let bytes = cluster.get_content(id).await?;
     Ok(ManifestRoot::decode(&bytes)?)
 }
@@ -22,7 +22,7 @@ pub struct ManifestEntries {
 
 impl ManifestEntries {
     /// Starts fetching `root`'s chunks in the background.
-    pub fn start(cluster: Cluster, root: &ManifestRoot) -> ManifestEntries {
+    pub fn start(cluster: Client, root: &ManifestRoot) -> ManifestEntries {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let ids: Vec<ChunkId> = root.chunks.iter().map(|c| c.id).collect();
         tokio::spawn(async move {

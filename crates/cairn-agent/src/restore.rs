@@ -17,10 +17,10 @@ use cairn_core::{BackupId, ChunkId, Entry, EntryKind};
 use cairn_fs::{RestoreOptions, Restorer};
 use futures::StreamExt;
 
-use crate::client::Cluster;
 use crate::error::AgentError;
 use crate::manifest_io::{fetch_root, ManifestEntries};
 use crate::progress::Progress;
+use cairn_api::Client;
 
 /// Chunk bytes per fetch batch.
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
@@ -78,7 +78,7 @@ impl Batch {
 
 /// Restores a backup (or selected paths of it) into `req.target`.
 pub async fn restore(
-    cluster: &Cluster,
+    cluster: &Client,
     req: RestoreRequest,
     progress: Arc<Progress>,
 ) -> Result<RestoreSummary, AgentError> {
@@ -297,7 +297,7 @@ impl Placement {
 
 fn write_batch(
     handle: &tokio::runtime::Handle,
-    cluster: &Cluster,
+    cluster: &Client,
     batch: Batch,
     restorer: &Restorer,
     progress: &Progress,

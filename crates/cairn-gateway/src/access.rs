@@ -2,7 +2,7 @@
 //! table's early answer.
 //!
 //! The gateway authenticates (HTTP Basic, XML login) and then calls the cluster *for* the
-//! user ([`cairn_agent::Cluster::acting_for`]): the cluster decides every request as that
+//! user ([`cairn_api::Client::acting_for`]): the cluster decides every request as that
 //! user, by the one table in `cairn_core::auth` and the catalog's rules. Before it reads a
 //! body or calls anything, the gateway asks the same table whether the route or call is
 //! open to the user's role at all ([`admit`]), so a viewer learns nothing from a bad body

@@ -8,6 +8,7 @@
 //! # node both default to the node's own (the cluster secret).
 //! cluster = ["http://10.0.0.1:7700", "http://10.0.0.2:7700"]
 //! token_file = "/etc/cairn/gateway.token"
+//! ca_file = "/etc/cairn/ca.crt"   # the CA of the nodes' certificates, for https:// nodes
 //!
 //! users_file = "/etc/cairn/users.toml"   # managed with `cairn user add|passwd|remove`
 //!
@@ -43,6 +44,10 @@ pub struct GatewayConfig {
     /// A file holding that token (first line), instead of `token`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// The PEM file of the CA that signed the nodes' certificates (standalone, `https://`
+    /// nodes); inside a node the node's own CA is used.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The users file (`cairn user add` writes it). Relative paths are relative to the
     /// config file's directory.
     pub users_file: PathBuf,
@@ -126,6 +131,9 @@ impl GatewayConfig {
         if let Some(t) = &mut self.token_file {
             fix(t);
         }
+        if let Some(c) = &mut self.ca_file {
+            fix(c);
+        }
         if let Some(r) = &mut self.rest {
             if let Some(c) = &mut r.tls_cert {
                 fix(c);
@@ -173,6 +181,18 @@ impl GatewayConfig {
             }
         }
         Ok(())
+    }
+
+    /// The credentials a standalone gateway calls the cluster with: [`Self::cluster_token`]
+    /// and `ca_file`.
+    pub fn cluster_credentials(&self) -> anyhow::Result<cairn_api::Credentials> {
+        let creds = cairn_api::Credentials::token(self.cluster_token()?.as_deref());
+        Ok(match &self.ca_file {
+            Some(path) => creds
+                .with_ca_file(path)
+                .map_err(|e| anyhow::anyhow!("ca_file: {e}"))?,
+            None => creds,
+        })
     }
 
     /// The cluster token: `token`, else the first line of `token_file` (the rule of

@@ -1,7 +1,7 @@
 //! The gateway: adapters that put the cluster behind interfaces hosting tools already speak.
 //!
 //! Each adapter is thin: it parses, authenticates (the users of [`users`], shared by every
-//! adapter), calls the cluster's gRPC admin API through a [`cairn_agent::Cluster`] client
+//! adapter), calls the cluster's gRPC admin API through a [`cairn_api::Client`]
 //! acting for the user ([`access`]: the cluster decides what the user may do), and maps the
 //! answers back. A gateway runs inside a node (its config's `[gateway]` table;
 //! the client then calls the node itself, which forwards to the leader) or alone as
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cairn_agent::Cluster;
+use cairn_api::Client;
 pub use config::{GatewayConfig, RestConfig};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -35,12 +35,12 @@ pub use xml::{serve_xml, XmlConfig, XmlServer};
 /// standalone gateway starts serving before: until then its answers are 503).
 #[derive(Clone, Default)]
 pub struct ClusterLink {
-    cell: Arc<tokio::sync::OnceCell<Cluster>>,
+    cell: Arc<tokio::sync::OnceCell<Client>>,
 }
 
 impl ClusterLink {
     /// A link over a client already connected (a gateway inside a node).
-    pub fn connected(c: Cluster) -> ClusterLink {
+    pub fn connected(c: Client) -> ClusterLink {
         let link = ClusterLink::default();
         let _ = link.cell.set(c);
         link.keep_placement_fresh();
@@ -48,14 +48,14 @@ impl ClusterLink {
     }
 
     /// Connects in the background, trying each URL in turn until one answers.
-    pub fn connecting(urls: Vec<String>, token: Option<String>) -> ClusterLink {
+    pub fn connecting(urls: Vec<String>, creds: cairn_api::Credentials) -> ClusterLink {
         let link = ClusterLink::default();
         let l = link.clone();
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(200);
             loop {
                 for url in &urls {
-                    match Cluster::connect_with_token(url, token.as_deref()).await {
+                    match Client::connect(url, &creds).await {
                         Ok(c) => {
                             tracing::info!(url = %url, "gateway reached the cluster");
                             let _ = l.cell.set(c);
@@ -74,7 +74,7 @@ impl ClusterLink {
         link
     }
 
-    pub fn get(&self) -> Option<&Cluster> {
+    pub fn get(&self) -> Option<&Client> {
         self.cell.get()
     }
 
@@ -95,56 +95,19 @@ impl ClusterLink {
 }
 
 /// Queues a cluster job; `cluster` acts for the adapter's user, who is recorded as who
-/// asked (and for whom the cluster decides).
+/// asked (and for whom the cluster decides). Empty `host` is the environment's own; another
+/// host's agent restores onto that host.
 pub(crate) async fn create_job(
-    cluster: &Cluster,
-    kind: cairn_core::job::JobKind,
-    env: cairn_core::EnvId,
-    options: &cairn_core::job::JobOptions,
-) -> Result<cairn_core::job::Job, cairn_agent::AgentError> {
-    create_job_on(cluster, kind, env, "", options).await
-}
-
-/// [`create_job`] on a given host's agent (a restore onto another host); empty `host` is the
-/// environment's own.
-pub(crate) async fn create_job_on(
-    cluster: &Cluster,
+    cluster: &Client,
     kind: cairn_core::job::JobKind,
     env: cairn_core::EnvId,
     host: &str,
     options: &cairn_core::job::JobOptions,
-) -> Result<cairn_core::job::Job, cairn_agent::AgentError> {
-    let req = cairn_proto::pb::CreateJobRequest {
-        request_id: uuid::Uuid::now_v7().to_string(),
-        kind: kind.as_str().to_string(),
-        env: env.to_string(),
-        options: Some(cairn_proto::pb::JobOptions::from(options)),
-        host: host.to_string(),
-    };
-    let job = cluster
-        .agents_call(|mut a| {
-            let r = req.clone();
-            async move { a.create_job(r).await }
-        })
-        .await?;
-    cairn_core::job::Job::try_from(job)
-        .map_err(|e| cairn_agent::AgentError::Internal(e.to_string()))
-}
-
-/// Reads a cluster job as the answering node knows it.
-pub(crate) async fn get_job(
-    cluster: &Cluster,
-    id: uuid::Uuid,
-) -> Result<cairn_core::job::Job, cairn_agent::AgentError> {
-    let req = cairn_proto::pb::JobRef { id: id.to_string() };
-    let job = cluster
-        .agents_call(|mut a| {
-            let req = req.clone();
-            async move { a.get_job(req).await }
-        })
-        .await?;
-    cairn_core::job::Job::try_from(job)
-        .map_err(|e| cairn_agent::AgentError::Internal(e.to_string()))
+) -> Result<cairn_core::job::Job, cairn_api::Error> {
+    let mut req = cairn_api::JobRequest::new(kind, env);
+    req.options = options.clone();
+    req.host = (!host.is_empty()).then(|| host.to_string());
+    Ok(cluster.create_job(&req).await?.job)
 }
 
 /// A running REST listener.

@@ -9,7 +9,6 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use cairn_proto::pb;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -127,21 +126,17 @@ pub fn xml_read_paused() {
 
 /// Reads the cluster's figures into gauges; a node that does not answer in 2 s is shown
 /// with `cairn_node_up 0`.
-pub async fn refresh_cluster(c: &cairn_agent::Cluster) {
+pub async fn refresh_cluster(c: &cairn_api::Client) {
     let jobs = c
-        .agents_call(|mut a| async move {
-            a.list_jobs(pb::ListJobsRequest {
-                env: String::new(),
-                state: String::new(),
-                limit: u32::MAX,
-            })
-            .await
+        .list_jobs(&cairn_api::JobFilter {
+            limit: u32::MAX,
+            ..Default::default()
         })
         .await;
     if let Ok(jobs) = jobs {
-        for state in ["queued", "running", "succeeded", "failed", "cancelled"] {
-            let n = jobs.jobs.iter().filter(|j| j.state == state).count();
-            metrics::gauge!("cairn_jobs", "state" => state).set(n as f64);
+        for state in cairn_core::job::JobState::ALL {
+            let n = jobs.iter().filter(|j| j.job.state == state).count();
+            metrics::gauge!("cairn_jobs", "state" => state.as_str()).set(n as f64);
         }
     }
     // Every node of the placement, by id; a node that does not answer in 2 s shows

@@ -21,6 +21,7 @@ pub mod agents;
 pub mod authz;
 pub mod catalog;
 pub mod command;
+pub mod error;
 pub mod network;
 pub mod node;
 pub mod store;
@@ -29,8 +30,9 @@ pub mod store;
 mod differential;
 
 pub use command::{Command, JobRequest, Proposal, Response};
+pub use error::MetaError;
 pub use network::NoPeers;
-pub use node::{MetaConfig, MetaError, MetaNode};
+pub use node::{MetaConfig, MetaNode};
 pub use openraft::BasicNode;
 pub use store::{LogStore, StateMachineStore};
 

@@ -1,12 +1,13 @@
 //! [`MetaNode`]: one member of the metadata raft group, as the node service uses it.
 
+use crate::error::MetaError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_core::auth::Principal;
-use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
+use cairn_core::{BackupId, BackupRecord, EnvId};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::metrics::WaitError;
 use openraft::{BasicNode, Raft, RaftNetworkFactory, SnapshotPolicy};
@@ -84,64 +85,6 @@ impl MetaConfig {
                 self.heartbeat_ms, self.election_min_ms, self.election_max_ms
             ))
         })
-    }
-}
-
-/// Errors of the metadata service.
-#[derive(Debug, thiserror::Error)]
-pub enum MetaError {
-    /// Writes and linearizable reads go to the leader; this names it when known.
-    #[error("{}", not_leader_message(.leader_id, .leader_addr))]
-    NotLeader {
-        leader_id: Option<u64>,
-        leader_addr: Option<String>,
-    },
-    /// The group cannot serve now: no leader, no quorum, shutting down.
-    #[error("metadata service unavailable: {0}")]
-    Unavailable(String),
-    /// The disk or the embedded database failed.
-    #[error("metadata storage failed: {0}")]
-    Storage(String),
-    /// Stored metadata does not decode.
-    #[error("stored metadata is corrupt: {0}")]
-    Corrupt(String),
-    /// Another process (or another node in this process) holds the metadata database.
-    #[error("metadata database {0} is in use by another process; stop it or give this node its own directory")]
-    InUse(String),
-    /// The configuration cannot work.
-    #[error("invalid metadata configuration: {0}")]
-    Config(String),
-    /// openraft refused a request for a reason not listed above.
-    #[error("metadata raft error: {0}")]
-    Raft(String),
-}
-
-fn not_leader_message(leader_id: &Option<u64>, leader_addr: &Option<String>) -> String {
-    match (leader_id, leader_addr) {
-        (Some(id), Some(addr)) => {
-            format!("this node is not the metadata leader; the leader is node {id} at {addr}")
-        }
-        (Some(id), None) => {
-            format!("this node is not the metadata leader; the leader is node {id}")
-        }
-        (None, _) => {
-            "this node is not the metadata leader and no leader is known yet; retry shortly"
-                .to_string()
-        }
-    }
-}
-
-impl MetaError {
-    /// Returns the stable code a user sees for this error.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            MetaError::NotLeader { .. } | MetaError::Unavailable(_) | MetaError::InUse(_) => {
-                ErrorCode::Unavailable
-            }
-            MetaError::Corrupt(_) => ErrorCode::Corrupt,
-            MetaError::Config(_) => ErrorCode::InvalidArgument,
-            MetaError::Storage(_) | MetaError::Raft(_) => ErrorCode::Internal,
-        }
     }
 }
 
@@ -565,6 +508,7 @@ async fn open_db_waiting(dir: PathBuf) -> Result<sled::Db, MetaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_core::ErrorCode;
 
     #[test]
     fn not_leader_names_the_leader_when_known() {

@@ -35,8 +35,8 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{authorize, caller, Principal};
 use crate::catalog::{forward_error, forward_to_leader, forwarded, route_call, Route};
+use crate::clock::now_ms;
 use crate::error::meta_status;
-use crate::gc::now_ms;
 use crate::peers::Peers;
 
 /// How often job streams and watchers look at the catalog.

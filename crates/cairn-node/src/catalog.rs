@@ -278,7 +278,7 @@ impl Catalog for CatalogService {
                 Command::CommitBackup {
                     record: record.clone(),
                     job,
-                    now_ms: crate::gc::now_ms(),
+                    now_ms: crate::clock::now_ms(),
                     session,
                 },
             )
@@ -518,7 +518,7 @@ impl Catalog for CatalogService {
         let session = cairn_core::retention::Session {
             id: uuid::Uuid::new_v4(),
             env,
-            started_ms: crate::gc::now_ms(),
+            started_ms: crate::clock::now_ms(),
             // An agent's sessions are its host's, whatever it says.
             host: who.agent_host().map(str::to_string).unwrap_or(req.host),
             committed: None,
@@ -570,7 +570,7 @@ impl Catalog for CatalogService {
             &who,
             Command::RenewSession {
                 id,
-                now_ms: crate::gc::now_ms(),
+                now_ms: crate::clock::now_ms(),
             },
         )
         .await?;
@@ -626,7 +626,7 @@ impl Catalog for CatalogService {
                 Command::SetEnvConfig {
                     env,
                     config: config.clone(),
-                    now_ms: crate::gc::now_ms(),
+                    now_ms: crate::clock::now_ms(),
                 },
             )
             .await?

@@ -346,7 +346,7 @@ impl Chunks for ChunksService {
         let mut mark = None;
         while let Some(msg) = stream.next().await {
             let msg = msg?;
-            mark.get_or_insert(crate::gc::Mark {
+            mark.get_or_insert(crate::touch::Mark {
                 boot: msg.boot.clone(),
                 seq: msg.seq,
             });

@@ -13,6 +13,7 @@ pub mod agents;
 pub mod auth;
 pub mod catalog;
 pub mod chunks;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gc;
@@ -22,6 +23,7 @@ pub mod raft_net;
 pub mod repair;
 pub mod scrub;
 pub mod server;
+pub mod touch;
 pub mod verify;
 
 pub use config::{NodeConfig, Voter, WriteQuorum};

@@ -151,7 +151,7 @@ pub struct ClusterChunks {
     pub meta: Arc<MetaNode>,
     pub peers: Peers,
     /// Chunks written here or reported present to a client, for garbage collection.
-    pub touches: Arc<crate::gc::Touches>,
+    pub touches: Arc<crate::touch::Touches>,
     /// How many copies of a chunk an upload and a commit need.
     pub quorum: WriteQuorum,
     /// Where tests place pause files (`DATA/failpoints`, see `cairn_proto::failpoint`).

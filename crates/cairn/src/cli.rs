@@ -5,13 +5,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn_agent::{BackupRequest, Cluster, Progress, RestoreRequest};
+use cairn_agent::{BackupRequest, Progress, RestoreRequest};
+use cairn_api::{Client, Credentials};
+use cairn_core::job::{JobKind, JobOptions};
 use cairn_core::{BackupId, BackupType, Compression, EnvId};
 use clap::{Parser, Subcommand};
 
 use crate::output::{self, ProgressView};
 
-const DEFAULT_CLUSTER: &str = cairn_agent::client::DEFAULT_CLUSTER;
+const DEFAULT_CLUSTER: &str = cairn_api::DEFAULT_CLUSTER;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +39,35 @@ struct ClusterArg {
     /// visible to other users.
     #[arg(long, env = "CAIRN_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// The PEM file of the CA that signed the nodes' certificates, for `https://` nodes.
+    #[arg(long, env = "CAIRN_CA", global = true)]
+    ca: Option<PathBuf>,
+}
+
+/// The cluster a command talks to: its addresses and the caller's credentials (from
+/// `--cluster`/`CAIRN_CLUSTER`, `--token`/`CAIRN_TOKEN` and `--ca`/`CAIRN_CA`; the client
+/// library reads no environment itself).
+pub struct Target {
+    urls: String,
+    creds: Credentials,
+}
+
+impl Target {
+    fn new(arg: &ClusterArg) -> Result<Target> {
+        let mut creds = Credentials::token(arg.token.as_deref());
+        if let Some(ca) = &arg.ca {
+            creds = creds.with_ca_file(ca)?;
+        }
+        Ok(Target {
+            urls: arg.cluster.clone(),
+            creds,
+        })
+    }
+
+    /// Connects to the first of the addresses that answers.
+    pub async fn connect(&self) -> Result<Client> {
+        Ok(Client::connect(&self.urls, &self.creds).await?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -474,11 +505,6 @@ fn init_logs(default: &str) {
 /// Entry point: parses, runs, maps errors to one line and an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(t) = &cli.cluster.token {
-        // Read by every client connection (cairn_agent::Cluster::connect); set before any
-        // thread starts.
-        std::env::set_var("CAIRN_TOKEN", t);
-    }
     let server = matches!(
         cli.cmd,
         Cmd::Dev { .. }
@@ -505,7 +531,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli.cmd, &cli.cluster.cluster)) {
+    let target = Target::new(&cli.cluster);
+    match rt.block_on(async move { run(cli.cmd, &target?).await }) {
         Ok(code) => code,
         Err(e) => {
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
@@ -516,12 +543,16 @@ pub fn main() -> ExitCode {
             }
             // A node's refusal carries its stable code, so scripts can tell "refused, nothing
             // happened" from "may have happened" without reading the prose.
-            let code = e
-                .chain()
-                .find_map(|c| match c.downcast_ref::<cairn_agent::AgentError>() {
-                    Some(cairn_agent::AgentError::Cluster { code, .. }) => Some(*code),
+            let code = e.chain().find_map(|c| {
+                match (
+                    c.downcast_ref::<cairn_api::Error>(),
+                    c.downcast_ref::<cairn_agent::AgentError>(),
+                ) {
+                    (Some(cairn_api::Error::Cluster { code, .. }), _)
+                    | (_, Some(cairn_agent::AgentError::Cluster { code, .. })) => Some(*code),
                     _ => None,
-                });
+                }
+            });
             match code {
                 Some(code) => eprintln!("error: {line} [{}]", code.as_str()),
                 None => eprintln!("error: {line}"),
@@ -574,7 +605,7 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
+async fn run(cmd: Cmd, cluster: &Target) -> Result<ExitCode> {
     match cmd {
         Cmd::Dev {
             data,
@@ -614,7 +645,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             (None, Some(AgentCmd::Token { cmd })) => {
-                let c = Cluster::connect(cluster).await?;
+                let c = cluster.connect().await?;
                 match cmd {
                     TokenCmd::Create { host, json } => {
                         crate::jobs::token_create(&c, &host, json).await
@@ -634,7 +665,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             }
         },
         Cmd::Token { cmd } => {
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             match cmd {
                 UserTokenCmd::Create { name, role, json } => {
                     crate::jobs::user_token_create(&c, &name, &role, json).await
@@ -652,18 +683,18 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
         Cmd::Envs {
             cmd: EnvsCmd::List { host, json },
         } => {
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             crate::jobs::envs(&c, host, json).await
         }
         Cmd::Envs {
             cmd: EnvsCmd::Move { eid, to },
         } => {
             let eid = parse_env(&eid)?;
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             crate::jobs::move_env(&c, eid, &to).await
         }
         Cmd::Jobs { cmd } => {
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             match cmd {
                 JobsCmd::List {
                     env,
@@ -720,22 +751,17 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 )?;
             }
             let Some(path) = path else {
-                let c = Cluster::connect(cluster).await?;
-                let req = cairn_proto::pb::CreateJobRequest {
-                    request_id: uuid::Uuid::now_v7().to_string(),
-                    kind: "backup".into(),
-                    env: env.to_string(),
-                    host: String::new(),
-                    options: Some(cairn_proto::pb::JobOptions {
-                        backup_type: kind.map(|k| k.code()),
-                        compression,
-                        name,
-                        description,
-                        tags: tag,
-                        includes: include,
-                        excludes: exclude,
-                        ..Default::default()
-                    }),
+                let c = cluster.connect().await?;
+                let mut req = cairn_api::JobRequest::new(JobKind::Backup, env);
+                req.options = JobOptions {
+                    backup_type: kind,
+                    compression: compression.and_then(Compression::from_level),
+                    name,
+                    description,
+                    tags: tag,
+                    includes: include,
+                    excludes: exclude,
+                    ..Default::default()
                 };
                 return crate::jobs::submit(&c, req, no_wait, json).await;
             };
@@ -745,7 +771,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 .unwrap_or_default();
             let source = std::fs::canonicalize(&path)
                 .with_context(|| format!("source path {}", path.display()))?;
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             let progress = Arc::new(Progress::new());
             let view = ProgressView::start(progress.clone(), "backup", json);
             let req = BackupRequest {
@@ -821,34 +847,33 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
                 let backup = backup.map(|b| parse_backup(&b)).transpose()?;
                 let env = env.map(|e| parse_env(&e)).transpose()?;
                 let kind = if path.is_empty() {
-                    "restore"
+                    JobKind::Restore
                 } else {
-                    "selective_restore"
+                    JobKind::SelectiveRestore
                 };
                 usage_check(
                     path.is_empty() || host.is_none(),
                     "a selective restore (--path) goes into the environment's live tree; --host is for whole restores",
                 )?;
-                let c = Cluster::connect(cluster).await?;
-                let req = cairn_proto::pb::CreateJobRequest {
-                    request_id: uuid::Uuid::now_v7().to_string(),
-                    kind: kind.into(),
-                    env: env.map(|e| e.to_string()).unwrap_or_default(),
-                    host: host.unwrap_or_default(),
-                    options: Some(cairn_proto::pb::JobOptions {
-                        backup: backup.map(|b| b.to_string()).unwrap_or_default(),
-                        force,
-                        target_path: to.unwrap_or_default(),
-                        paths: path,
-                        allow_privileged,
-                        ..Default::default()
-                    }),
+                let c = cluster.connect().await?;
+                let env = env
+                    .or(backup.map(|b| b.env))
+                    .ok_or_else(|| Usage("name --env or the backup to restore".into()))?;
+                let mut req = cairn_api::JobRequest::new(kind, env);
+                req.host = host;
+                req.options = JobOptions {
+                    backup,
+                    force,
+                    target_path: to.unwrap_or_default(),
+                    paths: path,
+                    allow_privileged,
+                    ..Default::default()
                 };
                 return crate::jobs::submit(&c, req, no_wait, json).await;
             };
             let backup = backup.ok_or_else(|| Usage("name the backup to restore".into()))?;
             let id = parse_backup(&backup)?;
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             let progress = Arc::new(Progress::new());
             let view = ProgressView::start(progress.clone(), "restore", json);
             let req = RestoreRequest {
@@ -884,7 +909,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
         }
         Cmd::Backups { cmd } => backups(cmd, cluster).await,
         Cmd::Gc { wait, json } => {
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             if !json {
                 eprintln!("garbage collection: waiting for older backups, marking, sweeping…");
             }
@@ -917,7 +942,7 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Config { cmd } => {
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             let scope = |env: Option<String>| -> Result<EnvId> {
                 env.map(|e| parse_env(&e))
                     .transpose()
@@ -963,11 +988,11 @@ async fn run(cmd: Cmd, cluster: &str) -> Result<ExitCode> {
             }
         }
         Cmd::Scrub { json } => {
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             scrub(&c, json).await
         }
         Cmd::Cluster { cmd } => {
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             match cmd {
                 ClusterCmd::Status { json } => cluster_status(&c, json).await?,
                 ClusterCmd::AddNode { addr, zone, weight } => {
@@ -998,7 +1023,7 @@ enum Protection {
     Off,
 }
 
-async fn backups(cmd: BackupsCmd, cluster: &str) -> Result<ExitCode> {
+async fn backups(cmd: BackupsCmd, cluster: &Target) -> Result<ExitCode> {
     let cmd_kind = match &cmd {
         BackupsCmd::Unprotect { .. } => Protection::Off,
         _ => Protection::On,
@@ -1006,7 +1031,7 @@ async fn backups(cmd: BackupsCmd, cluster: &str) -> Result<ExitCode> {
     match cmd {
         BackupsCmd::List { env, json } => {
             let env = env.as_deref().map(parse_env).transpose()?;
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             let list = c.list(env).await?;
             if json {
                 let v: Vec<_> = list.iter().map(output::backup_json).collect();
@@ -1035,7 +1060,7 @@ async fn backups(cmd: BackupsCmd, cluster: &str) -> Result<ExitCode> {
         }
         BackupsCmd::Show { id, json } => {
             let id = parse_backup(&id)?;
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             let r = c.show(&id).await?;
             if json {
                 println!(
@@ -1054,7 +1079,7 @@ async fn backups(cmd: BackupsCmd, cluster: &str) -> Result<ExitCode> {
         }
         BackupsCmd::Delete { id } => {
             let id = parse_backup(&id)?;
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             c.delete(&id).await?;
             println!("deleted {id}");
             Ok(ExitCode::SUCCESS)
@@ -1062,7 +1087,7 @@ async fn backups(cmd: BackupsCmd, cluster: &str) -> Result<ExitCode> {
         BackupsCmd::Protect { id } | BackupsCmd::Unprotect { id } => {
             let protect = matches!(cmd_kind, Protection::On);
             let id = parse_backup(&id)?;
-            let c = Cluster::connect(cluster).await?;
+            let c = cluster.connect().await?;
             c.protect(&id, protect).await?;
             println!("{} {id}", if protect { "protected" } else { "unprotected" });
             Ok(ExitCode::SUCCESS)
@@ -1149,7 +1174,7 @@ async fn dev(
         nodes.push(cairn_node::start(cfg).await?);
     }
     let url = nodes[0].url.clone();
-    let c = Cluster::connect(&url).await?;
+    let c = Client::connect(&url, &Credentials::default()).await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while c.placement().is_none() {
         anyhow::ensure!(
@@ -1183,13 +1208,7 @@ async fn dev(
     }));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let envs = loop {
-        let list = c
-            .agents_call(|mut a| async move {
-                a.list_envs(cairn_proto::pb::ListEnvsRequest::default())
-                    .await
-            })
-            .await?
-            .envs;
+        let list = c.list_envs(None).await?;
         if !list.is_empty() || std::time::Instant::now() > deadline || agent.is_finished() {
             break list;
         }
@@ -1204,7 +1223,7 @@ async fn dev(
     };
     let example_env = envs
         .first()
-        .map(|e| e.eid.clone())
+        .map(|e| e.record.eid.to_string())
         .unwrap_or_else(|| "<EID>".into());
     println!(
         "cairn dev: a {count}-node cluster (replication factor {}) is serving on {} with data in {}\n\
@@ -1250,7 +1269,7 @@ async fn dev(
 }
 
 /// Runs a repair pass on every node and reports; exit code 1 while a backlog remains.
-async fn repair(c: &Cluster, json: bool) -> Result<ExitCode> {
+async fn repair(c: &Client, json: bool) -> Result<ExitCode> {
     let nodes: Vec<(u64, String)> = match c.placement() {
         Some(p) => p.nodes.iter().map(|n| (n.id, n.addr.clone())).collect(),
         None => vec![(0, c.url.clone())],
@@ -1295,7 +1314,7 @@ async fn repair(c: &Cluster, json: bool) -> Result<ExitCode> {
 }
 
 /// Scrubs every node of the placement in turn and reports per node and in total.
-async fn scrub(c: &Cluster, json: bool) -> Result<ExitCode> {
+async fn scrub(c: &Client, json: bool) -> Result<ExitCode> {
     let targets: Vec<(u64, String)> = match c.placement() {
         Some(p) => p.nodes.iter().map(|n| (n.id, n.addr.clone())).collect(),
         None => vec![(0, c.url.clone())],
@@ -1311,8 +1330,8 @@ async fn scrub(c: &Cluster, json: bool) -> Result<ExitCode> {
                 repaired += r.repaired;
                 unrepaired += r.unrepaired.len() as u64;
                 unreadable += r.unreadable.len() as u64;
-                let ids: Vec<String> = r.unrepaired.iter().map(hex::encode).collect();
-                let unread: Vec<String> = r.unreadable.iter().map(hex::encode).collect();
+                let ids: Vec<String> = r.unrepaired.iter().map(|i| i.to_string()).collect();
+                let unread: Vec<String> = r.unreadable.iter().map(|i| i.to_string()).collect();
                 if !json {
                     println!(
                         "node {id} ({}): {} chunks checked, {} corrupt, {} repaired{}{}",
@@ -1369,7 +1388,7 @@ async fn scrub(c: &Cluster, json: bool) -> Result<ExitCode> {
 
 /// Prints every node's state as the nodes themselves report it; a node that does not
 /// answer is listed as down.
-async fn cluster_status(c: &Cluster, json: bool) -> Result<()> {
+async fn cluster_status(c: &Client, json: bool) -> Result<()> {
     let placement = c.placement();
     let mut targets: Vec<(Option<u64>, String, String)> = match &placement {
         Some(p) => p

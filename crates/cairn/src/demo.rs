@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use cairn_agent::{BackupRequest, BackupSummary, Cluster, Progress, RestoreRequest};
+use cairn_agent::{BackupRequest, BackupSummary, Progress, RestoreRequest};
+use cairn_api::{Client, Credentials};
 use cairn_core::{BackupType, Compression, EnvId};
 
 use crate::output;
@@ -86,7 +87,7 @@ pub async fn run(source: Option<PathBuf>) -> Result<ExitCode> {
     let cfg = cairn_node::NodeConfig::local(1, "127.0.0.1:0".parse()?, data.clone());
     println!("starting a storage node (data in {})", data.display());
     let node = cairn_node::start(cfg).await?;
-    let cluster = Cluster::connect(&node.url).await?;
+    let cluster = Client::connect(&node.url, &Credentials::default()).await?;
 
     let (src, generated) = match source {
         Some(s) => (

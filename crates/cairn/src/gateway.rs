@@ -25,15 +25,12 @@ pub async fn start_in_node(
         gw.cluster.is_empty() && gw.token.is_none() && gw.token_file.is_none(),
         "[gateway]: cluster and token belong to a standalone gateway's config; inside a node the gateway calls the node itself"
     );
-    if std::env::var_os("CAIRN_CA").is_none() {
-        // The client checks the node's certificate against CAIRN_CA; inside the node that
-        // is the node's own CA. Set before any client exists, from the start-up path.
-        if let Some(ca) = cfg.tls_ca.as_ref().or(cfg.tls_cert.as_ref()) {
-            std::env::set_var("CAIRN_CA", ca);
-        }
+    // The client checks the node's certificate against the node's own CA.
+    let mut creds = cairn_api::Credentials::token(cfg.resolve_token()?.as_deref());
+    if let Some(ca) = cfg.tls_ca.as_ref().or(cfg.tls_cert.as_ref()) {
+        creds = creds.with_ca_file(ca)?;
     }
-    let token = cfg.resolve_token()?;
-    let cluster = cairn_agent::Cluster::connect_with_token(node_url, token.as_deref()).await?;
+    let cluster = cairn_api::Client::connect(node_url, &creds).await?;
     let users = Arc::new(Users::open(gw.users_file.clone())?.with_limits(&gw.auth));
     warn_if_empty(&users, &gw.users_file);
     let link = ClusterLink::connected(cluster);
@@ -90,10 +87,10 @@ fn warn_if_empty(users: &Users, path: &Path) {
 pub async fn standalone(config: &Path, stop: impl std::future::Future<Output = ()>) -> Result<()> {
     let gw = GatewayConfig::load(config)?;
     gw.validate(true)?;
-    let token = gw.cluster_token()?;
+    let creds = gw.cluster_credentials()?;
     let users = Arc::new(Users::open(gw.users_file.clone())?.with_limits(&gw.auth));
     warn_if_empty(&users, &gw.users_file);
-    let link = ClusterLink::connecting(gw.cluster.clone(), token);
+    let link = ClusterLink::connecting(gw.cluster.clone(), creds);
     let adapters = start_adapters(&gw, link, users).await?;
     stop.await;
     drop(adapters);
@@ -134,7 +131,7 @@ pub async fn start_dev(
     rest_listen: std::net::SocketAddr,
     xml_listen: std::net::SocketAddr,
     users_file: PathBuf,
-    cluster: cairn_agent::Cluster,
+    cluster: cairn_api::Client,
 ) -> Result<(RestServer, cairn_gateway::XmlServer)> {
     let users = Arc::new(Users::open(users_file)?);
     let link = ClusterLink::connected(cluster);

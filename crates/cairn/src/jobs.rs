@@ -6,43 +6,37 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use cairn_agent::Cluster;
+use cairn_api::{Client, JobFilter, JobRequest, JobView};
 use cairn_core::job::JobState;
 use cairn_core::retention::EnvConfig;
 use cairn_core::EnvId;
-use cairn_proto::pb;
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::output;
 
 /// Creates a job and either prints its id (`no_wait`) or follows it to the end.
-pub async fn submit(
-    c: &Cluster,
-    req: pb::CreateJobRequest,
-    no_wait: bool,
-    json: bool,
-) -> Result<ExitCode> {
-    let job = c
-        .agents_call(|mut a| {
-            let req = req.clone();
-            async move { a.create_job(req).await }
-        })
-        .await?;
+pub async fn submit(c: &Client, req: JobRequest, no_wait: bool, json: bool) -> Result<ExitCode> {
+    let view = c.create_job(&req).await?;
     if no_wait {
         if json {
-            println!("{}", job_json(&job));
+            println!("{}", job_json(&view));
         } else {
-            println!("{}", job.id);
+            println!("{}", view.job.id);
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let job = &view.job;
     if !json {
         eprintln!(
             "job {} ({} of {}) queued on host {:?}",
-            job.id, job.kind, job.env, job.host
+            job.id,
+            job.kind.as_str(),
+            job.env,
+            job.host
         );
     }
-    watch(c, &job.id, json).await
+    watch(c, &job.id.to_string(), json).await
 }
 
 fn bar() -> ProgressBar {
@@ -58,9 +52,9 @@ fn bar() -> ProgressBar {
     pb
 }
 
-fn progress_line(j: &pb::Job) -> String {
-    let p = j.progress.clone().unwrap_or_default();
-    let mut s = format!("{}: {}", j.state, p.phase);
+fn progress_line(v: &JobView) -> String {
+    let p = &v.job.progress;
+    let mut s = format!("{}: {}", v.job.state.as_str(), p.phase);
     if p.bytes_total > 0 {
         s.push_str(&format!(
             " — {} of {}, {} files, {}/s",
@@ -70,30 +64,28 @@ fn progress_line(j: &pb::Job) -> String {
             output::bytes(p.bytes_per_sec)
         ));
     }
-    if !j.waiting.is_empty() {
-        s.push_str(&format!(" ({})", j.waiting));
+    if let Some(w) = &v.waiting {
+        s.push_str(&format!(" ({w})"));
     }
     s
 }
 
 /// Follows a job until it ends, with a progress bar on a terminal; the exit code says how it
 /// ended (0 succeeded, 1 failed, 4 cancelled).
-pub async fn watch(c: &Cluster, id: &str, json: bool) -> Result<ExitCode> {
+pub async fn watch(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
+    let id: uuid::Uuid = id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("job id {id:?}: {e}"))?;
     let pb = if json { ProgressBar::hidden() } else { bar() };
-    let mut last: Option<pb::Job>;
+    let mut last: Option<JobView>;
     let mut node = 0usize;
     'outer: loop {
         let urls = c.node_urls();
         let url = urls[node % urls.len()].clone();
-        let stream = c
-            .agents_at(&url)?
-            .watch_job(pb::JobRef { id: id.to_string() })
-            .await;
-        let mut stream = match stream {
-            Ok(s) => s.into_inner(),
-            Err(e) if cairn_proto::stable_code(&e).is_some() => {
-                return Err(cairn_agent::AgentError::from(e).into())
-            }
+        let mut stream = match c.watch_job(&url, id).await {
+            Ok(s) => Box::pin(s),
+            // A node's answer (no such job, not yours) is final; a node that is gone is not.
+            Err(e) if e.is_answer() => return Err(e.into()),
             Err(_) => {
                 node += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -101,44 +93,40 @@ pub async fn watch(c: &Cluster, id: &str, json: bool) -> Result<ExitCode> {
             }
         };
         loop {
-            match stream.message().await {
-                Ok(None) => break,
-                Ok(Some(j)) => {
-                    pb.set_position(u64::from(
-                        j.progress.as_ref().map(|p| p.percent).unwrap_or(0),
-                    ));
-                    pb.set_message(progress_line(&j));
-                    let done = JobState::parse(&j.state).is_some_and(|s| s.is_final());
-                    last = Some(j);
+            match stream.next().await {
+                None => break,
+                Some(Ok(v)) => {
+                    pb.set_position(u64::from(v.job.progress.percent));
+                    pb.set_message(progress_line(&v));
+                    let done = v.job.state.is_final();
+                    last = Some(v);
                     if done {
                         break 'outer;
                     }
                 }
-                Err(e) if cairn_proto::stable_code(&e).is_some() => {
-                    return Err(cairn_agent::AgentError::from(e).into())
-                }
-                Err(_) => break,
+                Some(Err(e)) if e.is_answer() => return Err(e.into()),
+                Some(Err(_)) => break,
             }
         }
         node += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     pb.finish_and_clear();
-    let j = last.ok_or_else(|| anyhow::anyhow!("job {id} ended without a report"))?;
-    let result = j.result.clone().unwrap_or_default();
+    let v = last.ok_or_else(|| anyhow::anyhow!("job {id} ended without a report"))?;
+    let j = &v.job;
     if json {
-        println!("{}", job_json(&j));
-    } else if j.state == "succeeded" {
-        if !result.backup.is_empty() && j.kind == "backup" {
-            println!("{}", result.backup);
+        println!("{}", job_json(&v));
+    } else if j.state == JobState::Succeeded {
+        if let (Some(b), cairn_core::job::JobKind::Backup) = (&j.result.backup, j.kind) {
+            println!("{b}");
         }
-        eprintln!("job {} succeeded: {}", j.id, result.message);
+        eprintln!("job {} succeeded: {}", j.id, j.result.message);
     } else {
-        eprintln!("job {} {}: {}", j.id, j.state, j.reason);
+        eprintln!("job {} {}: {}", j.id, j.state.as_str(), j.reason);
     }
-    Ok(match j.state.as_str() {
-        "succeeded" => ExitCode::SUCCESS,
-        "cancelled" => ExitCode::from(4),
+    Ok(match j.state {
+        JobState::Succeeded => ExitCode::SUCCESS,
+        JobState::Cancelled => ExitCode::from(4),
         _ => ExitCode::from(1),
     })
 }
@@ -150,20 +138,26 @@ fn ms_rfc3339(ms: i64) -> Option<String> {
 }
 
 /// A job as JSON for `--json`.
-pub fn job_json(j: &pb::Job) -> serde_json::Value {
-    let p = j.progress.clone().unwrap_or_default();
-    let r = j.result.clone().unwrap_or_default();
-    let o = j.options.clone().unwrap_or_default();
+pub fn job_json(v: &JobView) -> serde_json::Value {
+    let j = &v.job;
+    let p = &j.progress;
+    let r = &j.result;
+    let o = &j.options;
+    let id = |b: &Option<cairn_core::BackupId>| b.map(|b| b.to_string()).unwrap_or_default();
     serde_json::json!({
-        "id": j.id, "kind": j.kind, "env": j.env, "host": j.host, "requester": j.requester,
-        "state": j.state, "reason": j.reason, "waiting": j.waiting,
-        "code": (!j.code.is_empty()).then_some(&j.code),
-        "created": ms_rfc3339(j.created_ms), "started": ms_rfc3339(j.started_ms),
-        "finished": ms_rfc3339(j.finished_ms), "cancel_requested": j.cancel_requested,
+        "id": j.id.to_string(), "kind": j.kind.as_str(), "env": j.env.to_string(),
+        "host": j.host, "requester": j.requester,
+        "state": j.state.as_str(), "reason": j.reason,
+        "waiting": v.waiting.clone().unwrap_or_default(),
+        "code": j.code.map(|c| c.as_str()),
+        "created": ms_rfc3339(j.created_ms),
+        "started": j.started_ms.and_then(ms_rfc3339),
+        "finished": j.finished_ms.and_then(ms_rfc3339), "cancel_requested": j.cancel_requested,
         "options": {
-            "type": o.backup_type, "compression": o.compression, "name": o.name,
+            "type": o.backup_type.map(|t| t.code()),
+            "compression": o.compression.map(|c| c.level()), "name": o.name,
             "description": o.description, "tags": o.tags, "includes": o.includes,
-            "excludes": o.excludes, "backup": o.backup, "force": o.force,
+            "excludes": o.excludes, "backup": id(&o.backup), "force": o.force,
             "target_path": o.target_path, "paths": o.paths, "prev": o.prev,
             "allow_privileged": o.allow_privileged, "privileged": o.privileged,
         },
@@ -172,30 +166,35 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
             "files_total": p.files_total, "bytes_done": p.bytes_done,
             "bytes_total": p.bytes_total, "bytes_per_sec": p.bytes_per_sec,
         },
-        "result": {"backup": r.backup, "message": r.message, "details": serde_json::from_str::<serde_json::Value>(&r.details).unwrap_or(serde_json::Value::Null)},
+        "result": {"backup": id(&r.backup), "message": r.message, "details": serde_json::from_str::<serde_json::Value>(&r.details).unwrap_or(serde_json::Value::Null)},
     })
 }
 
 /// `cairn jobs list`.
 pub async fn list(
-    c: &Cluster,
+    c: &Client,
     env: Option<String>,
     state: Option<String>,
     limit: u32,
     json: bool,
 ) -> Result<ExitCode> {
-    let req = pb::ListJobsRequest {
-        env: env.unwrap_or_default(),
-        state: state.unwrap_or_default(),
+    let filter = JobFilter {
+        env: env
+            .map(|e| e.parse::<EnvId>())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--env: {e}"))?,
+        state: state
+            .map(|s| {
+                JobState::parse(&s).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--state {s:?}: use queued, running, succeeded, failed or cancelled"
+                    )
+                })
+            })
+            .transpose()?,
         limit,
     };
-    let jobs = c
-        .agents_call(|mut a| {
-            let req = req.clone();
-            async move { a.list_jobs(req).await }
-        })
-        .await?
-        .jobs;
+    let jobs = c.list_jobs(&filter).await?;
     if json {
         let all: Vec<_> = jobs.iter().map(job_json).collect();
         println!("{}", serde_json::Value::Array(all));
@@ -205,13 +204,14 @@ pub async fn list(
         "{:<36}  {:<17}  {:<9}  {:>4}  {:<20}  {:<36}  HOST",
         "JOB", "KIND", "STATE", "%", "CREATED", "ENV"
     );
-    for j in &jobs {
+    for v in &jobs {
+        let j = &v.job;
         println!(
             "{:<36}  {:<17}  {:<9}  {:>4}  {:<20}  {:<36}  {}",
             j.id,
-            j.kind,
-            j.state,
-            j.progress.as_ref().map(|p| p.percent).unwrap_or(0),
+            j.kind.as_str(),
+            j.state.as_str(),
+            j.progress.percent,
             ms_rfc3339(j.created_ms)
                 .map(|s| s.chars().take(19).collect::<String>())
                 .unwrap_or_default(),
@@ -222,49 +222,45 @@ pub async fn list(
     Ok(ExitCode::SUCCESS)
 }
 
+fn job_id(id: &str) -> Result<uuid::Uuid> {
+    id.parse()
+        .map_err(|e| anyhow::anyhow!("job id {id:?}: {e}"))
+}
+
 /// `cairn jobs show`.
-pub async fn show(c: &Cluster, id: &str, json: bool) -> Result<ExitCode> {
-    let id = id.to_string();
-    let j = c
-        .agents_call(|mut a| {
-            let id = id.clone();
-            async move { a.get_job(pb::JobRef { id }).await }
-        })
-        .await?;
+pub async fn show(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
+    let v = c.get_job(job_id(id)?).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&job_json(&j))?);
+        println!("{}", serde_json::to_string_pretty(&job_json(&v))?);
     } else {
-        let r = j.result.clone().unwrap_or_default();
+        let j = &v.job;
         println!(
             "job {} ({}) of environment {} on host {:?}",
-            j.id, j.kind, j.env, j.host
+            j.id,
+            j.kind.as_str(),
+            j.env,
+            j.host
         );
         println!(
             "  requested by {} at {}",
             j.requester,
             ms_rfc3339(j.created_ms).unwrap_or_default()
         );
-        println!("  {}", progress_line(&j));
+        println!("  {}", progress_line(&v));
         if !j.reason.is_empty() {
             println!("  reason: {}", j.reason);
         }
-        if !r.message.is_empty() {
-            println!("  result: {}", r.message);
+        if !j.result.message.is_empty() {
+            println!("  result: {}", j.result.message);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `cairn jobs cancel`.
-pub async fn cancel(c: &Cluster, id: &str) -> Result<ExitCode> {
-    let id = id.to_string();
-    let j = c
-        .agents_call(|mut a| {
-            let id = id.clone();
-            async move { a.cancel_job(pb::JobRef { id }).await }
-        })
-        .await?;
-    if j.state == "cancelled" {
+pub async fn cancel(c: &Client, id: &str) -> Result<ExitCode> {
+    let j = c.cancel_job(job_id(id)?).await?.job;
+    if j.state == JobState::Cancelled {
         println!("job {} cancelled", j.id);
     } else {
         println!(
@@ -276,29 +272,21 @@ pub async fn cancel(c: &Cluster, id: &str) -> Result<ExitCode> {
 }
 
 /// `cairn envs list`.
-pub async fn envs(c: &Cluster, host: Option<String>, json: bool) -> Result<ExitCode> {
-    let req = pb::ListEnvsRequest {
-        host: host.unwrap_or_default(),
-    };
-    let envs = c
-        .agents_call(|mut a| {
-            let req = req.clone();
-            async move { a.list_envs(req).await }
-        })
-        .await?
-        .envs;
+pub async fn envs(c: &Client, host: Option<String>, json: bool) -> Result<ExitCode> {
+    let envs = c.list_envs(host.as_deref()).await?;
     if json {
         let all: Vec<_> = envs
             .iter()
-            .map(|e| {
+            .map(|v| {
+                let e = &v.record;
                 serde_json::json!({
-                    "eid": e.eid, "host": e.host, "host_online": e.host_online,
+                    "eid": e.eid.to_string(), "host": e.host, "host_online": v.host_online,
                     // The host as the XML API's `parent_eid` names it.
                     "host_eid": cairn_core::EnvId::of_host(&e.host).to_string(),
                     "name": e.name,
                     "path": e.path, "title": e.title, "hostname": e.hostname, "ip": e.ip,
                     "os": e.os, "description": e.description, "kind": e.kind,
-                    "latest_backup": e.latest.as_ref().map(|b| b.id.clone()),
+                    "latest_backup": v.latest.as_ref().map(|b| b.id.to_string()),
                 })
             })
             .collect();
@@ -309,39 +297,35 @@ pub async fn envs(c: &Cluster, host: Option<String>, json: bool) -> Result<ExitC
         "{:<36}  {:<12}  {:<16}  {:<20}  {:<16}  LATEST BACKUP",
         "EID", "HOST", "NAME", "HOSTNAME", "OS"
     );
-    for e in &envs {
+    for v in &envs {
+        let e = &v.record;
         println!(
             "{:<36}  {:<12}  {:<16}  {:<20}  {:<16}  {}",
             e.eid,
-            format!("{}{}", e.host, if e.host_online { "" } else { " (off)" }),
+            format!("{}{}", e.host, if v.host_online { "" } else { " (off)" }),
             e.name,
             e.hostname,
             e.os,
-            e.latest.as_ref().map(|b| b.id.as_str()).unwrap_or("-")
+            v.latest
+                .as_ref()
+                .map(|b| b.id.to_string())
+                .unwrap_or_else(|| "-".into())
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `cairn agent token create|list|revoke`.
-pub async fn token_create(c: &Cluster, host: &str, json: bool) -> Result<ExitCode> {
-    let host = host.to_string();
-    let t = c
-        .agents_call(|mut a| {
-            let host = host.clone();
-            async move {
-                a.create_agent_token(pb::CreateAgentTokenRequest { host })
-                    .await
-            }
-        })
-        .await?;
+pub async fn token_create(c: &Client, host: &str, json: bool) -> Result<ExitCode> {
+    let t = c.create_agent_token(host).await?;
+    let secret = t.token.clone().unwrap_or_default();
     if json {
         println!(
             "{}",
-            serde_json::json!({"id": t.id, "host": t.host, "token": t.token})
+            serde_json::json!({"id": t.id, "host": t.host, "token": secret})
         );
     } else {
-        println!("{}", t.token);
+        println!("{secret}");
         eprintln!(
             "token {} for host {:?}: put it in the agent's config (token = …) or CAIRN_TOKEN; it is shown only now",
             t.id, t.host
@@ -350,13 +334,8 @@ pub async fn token_create(c: &Cluster, host: &str, json: bool) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn token_list(c: &Cluster, json: bool) -> Result<ExitCode> {
-    let ts = c
-        .agents_call(
-            |mut a| async move { a.list_agent_tokens(pb::ListAgentTokensRequest {}).await },
-        )
-        .await?
-        .tokens;
+pub async fn token_list(c: &Client, json: bool) -> Result<ExitCode> {
+    let ts = c.list_agent_tokens().await?;
     if json {
         let all: Vec<_> = ts
             .iter()
@@ -378,48 +357,28 @@ pub async fn token_list(c: &Cluster, json: bool) -> Result<ExitCode> {
 }
 
 pub async fn token_revoke(
-    c: &Cluster,
+    c: &Client,
     id: Option<String>,
     host: Option<String>,
 ) -> Result<ExitCode> {
-    let req = pb::RevokeAgentTokenRequest {
-        id: id.unwrap_or_default(),
-        host: host.unwrap_or_default(),
-    };
-    let r = c
-        .agents_call(|mut a| {
-            let req = req.clone();
-            async move { a.revoke_agent_token(req).await }
-        })
-        .await?;
-    println!("{} token(s) revoked", r.revoked);
+    let n = c.revoke_agent_token(id.as_deref(), host.as_deref()).await?;
+    println!("{n} token(s) revoked");
     Ok(ExitCode::SUCCESS)
 }
 
 /// `cairn token create`: a user token with a role, printed once.
-pub async fn user_token_create(
-    c: &Cluster,
-    name: &str,
-    role: &str,
-    json: bool,
-) -> Result<ExitCode> {
-    let req = pb::CreateUserTokenRequest {
-        name: name.to_string(),
-        role: role.to_string(),
-    };
-    let t = c
-        .agents_call(|mut a| {
-            let req = req.clone();
-            async move { a.create_user_token(req).await }
-        })
-        .await?;
+pub async fn user_token_create(c: &Client, name: &str, role: &str, json: bool) -> Result<ExitCode> {
+    let role = cairn_core::auth::Role::parse(role)
+        .ok_or_else(|| anyhow::anyhow!("--role {role:?}: use viewer, operator or admin"))?;
+    let t = c.create_user_token(name, role).await?;
+    let secret = t.token.clone().unwrap_or_default();
     if json {
         println!(
             "{}",
-            serde_json::json!({"id": t.id, "name": t.name, "role": t.role, "token": t.token})
+            serde_json::json!({"id": t.id, "name": t.name, "role": t.role, "token": secret})
         );
     } else {
-        println!("{}", t.token);
+        println!("{secret}");
         eprintln!(
             "token {} for {:?} ({}): use it as CAIRN_TOKEN (or a gateway's token); it is shown only now",
             t.id, t.name, t.role
@@ -429,11 +388,8 @@ pub async fn user_token_create(
 }
 
 /// `cairn token list`.
-pub async fn user_token_list(c: &Cluster, json: bool) -> Result<ExitCode> {
-    let ts = c
-        .agents_call(|mut a| async move { a.list_user_tokens(pb::ListUserTokensRequest {}).await })
-        .await?
-        .tokens;
+pub async fn user_token_list(c: &Client, json: bool) -> Result<ExitCode> {
+    let ts = c.list_user_tokens().await?;
     if json {
         let all: Vec<_> = ts
             .iter()
@@ -457,36 +413,18 @@ pub async fn user_token_list(c: &Cluster, json: bool) -> Result<ExitCode> {
 
 /// `cairn token revoke`.
 pub async fn user_token_revoke(
-    c: &Cluster,
+    c: &Client,
     id: Option<String>,
     name: Option<String>,
 ) -> Result<ExitCode> {
-    let req = pb::RevokeUserTokenRequest {
-        id: id.unwrap_or_default(),
-        name: name.unwrap_or_default(),
-    };
-    let r = c
-        .agents_call(|mut a| {
-            let req = req.clone();
-            async move { a.revoke_user_token(req).await }
-        })
-        .await?;
-    println!("{} token(s) revoked", r.revoked);
+    let n = c.revoke_user_token(id.as_deref(), name.as_deref()).await?;
+    println!("{n} token(s) revoked");
     Ok(ExitCode::SUCCESS)
 }
 
 /// `cairn envs move EID --to HOST`.
-pub async fn move_env(c: &Cluster, eid: EnvId, host: &str) -> Result<ExitCode> {
-    let req = pb::MoveEnvRequest {
-        eid: eid.to_string(),
-        host: host.to_string(),
-    };
-    let e = c
-        .agents_call(|mut a| {
-            let req = req.clone();
-            async move { a.move_env(req).await }
-        })
-        .await?;
+pub async fn move_env(c: &Client, eid: EnvId, host: &str) -> Result<ExitCode> {
+    let e = c.move_env(eid, host).await?;
     println!("environment {} now runs on host {:?}", e.eid, e.host);
     Ok(ExitCode::SUCCESS)
 }
@@ -495,7 +433,7 @@ pub async fn move_env(c: &Cluster, eid: EnvId, host: &str) -> Result<ExitCode> {
 /// `set` holds the values given (unset fields stay as they are); `unset` names fields to clear
 /// (back to the cluster-wide setting or the default).
 pub async fn config_set(
-    c: &Cluster,
+    c: &Client,
     env: EnvId,
     set: EnvConfig,
     unset: &[String],
@@ -504,7 +442,7 @@ pub async fn config_set(
         set != EnvConfig::default() || !unset.is_empty(),
         "nothing to set: see `cairn config set --help`"
     );
-    let mut cfg = cairn_proto::env_config_from_wire(c.env_config_of(env, false).await?);
+    let mut cfg = c.env_config_of(env, false).await?;
     for f in unset {
         match f.as_str() {
             "keep_max" | "keep-max" => cfg.keep_max = None,
@@ -524,22 +462,18 @@ pub async fn config_set(
     // The values given win; the rest stay as stored.
     let cfg = set.merged(&cfg);
     cfg.validate().map_err(anyhow::Error::msg)?;
-    let stored = c
-        .set_env_config(env, cairn_proto::env_config_to_wire(&cfg))
-        .await?;
-    print_config(env, &cairn_proto::env_config_from_wire(stored), None, false);
+    let stored = c.set_env_config(env, &cfg).await?;
+    print_config(env, &stored, None, false);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `cairn config get`.
-pub async fn config_get(c: &Cluster, env: EnvId, json: bool) -> Result<ExitCode> {
-    let own = cairn_proto::env_config_from_wire(c.env_config_of(env, false).await?);
+pub async fn config_get(c: &Client, env: EnvId, json: bool) -> Result<ExitCode> {
+    let own = c.env_config_of(env, false).await?;
     let effective = if env == EnvId::GLOBAL {
         None
     } else {
-        Some(cairn_proto::env_config_from_wire(
-            c.env_config_of(env, true).await?,
-        ))
+        Some(c.env_config_of(env, true).await?)
     };
     print_config(env, &own, effective.as_ref(), json);
     Ok(ExitCode::SUCCESS)

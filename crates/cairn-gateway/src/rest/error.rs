@@ -28,7 +28,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cairn_agent::AgentError;
+use cairn_api::Error as ClusterError;
 use cairn_core::ErrorCode;
 
 use super::model::{self, Message, Messages};
@@ -161,12 +161,12 @@ pub fn cluster_error(code: ErrorCode) -> (StatusCode, &'static str) {
     }
 }
 
-impl From<AgentError> for ApiError {
+impl From<ClusterError> for ApiError {
     /// A cluster answer becomes the HTTP error its code maps to ([`cluster_error`]). Refusals
     /// (4xx) keep the cluster's text, which names the environment or backup at fault;
     /// failures (5xx) are logged and answered with their code only, so no node address or
     /// internal detail leaks.
-    fn from(e: AgentError) -> ApiError {
+    fn from(e: ClusterError) -> ApiError {
         let code = e.code();
         let (status, rest) = cluster_error(code);
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -209,7 +209,7 @@ mod tests {
     use super::*;
 
     fn answer(code: ErrorCode, text: &str) -> ApiError {
-        ApiError::from(AgentError::Cluster {
+        ApiError::from(ClusterError::Cluster {
             code,
             message: text.to_string(),
         })

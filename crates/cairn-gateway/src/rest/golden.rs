@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use cairn_agent::AgentError;
+use cairn_api::Error as ClusterError;
 use cairn_core::job::{BackupEdit, Job, JobKind, JobOptions, JobState};
 use cairn_core::{BackupId, BackupState, BackupType, EnvId, ErrorCode};
 use tower::ServiceExt;
@@ -395,7 +395,7 @@ async fn golden_error_answers() {
     }
     // The answers only a cluster gives, from its stable codes.
     let from = |code, message: &str| {
-        ApiError::from(AgentError::Cluster {
+        ApiError::from(ClusterError::Cluster {
             code,
             message: message.to_string(),
         })
@@ -423,7 +423,7 @@ async fn golden_error_answers() {
         ),
         (
             "503-unreachable.json",
-            ApiError::from(AgentError::Unreachable {
+            ApiError::from(ClusterError::Unreachable {
                 url: "http://10.0.0.3:7700".into(),
                 why: "connection refused".into(),
             }),

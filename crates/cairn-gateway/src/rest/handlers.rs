@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use cairn_core::job::{BackupEdit, EnvRecord, HostRecord, Job, JobKind, JobOptions};
 use cairn_core::{BackupId, BackupRecord, EnvId};
-use cairn_proto::pb;
 
 use super::error::ApiError;
 use super::input::{self, BackupOp};
@@ -51,17 +50,6 @@ type R = Result<Rep, ApiError>;
 
 /// The PUT body type the spec itself misspells; tolerated.
 const MISSPELLED_PUT_TYPE: &str = "application/vnd.com.sun.Backup.VM+json";
-
-fn wire<T, U>(v: T) -> Result<U, ApiError>
-where
-    U: TryFrom<T>,
-    U::Error: std::fmt::Display,
-{
-    U::try_from(v).map_err(|e| {
-        tracing::error!(error = %e, "the cluster sent a record the gateway cannot read");
-        ApiError::for_status(StatusCode::INTERNAL_SERVER_ERROR)
-    })
-}
 
 fn parse_env(eid: &str) -> Result<EnvId, ApiError> {
     // Only the canonical form names a VM: the braces Virtuozzo tools write are for the XML API.
@@ -106,11 +94,11 @@ impl RestState {
 /// The cluster as one request sees it: calls made for the logged-in user, so the cluster
 /// decides as that user.
 pub(super) struct Call {
-    cluster: cairn_agent::Cluster,
+    cluster: cairn_api::Client,
 }
 
 impl Call {
-    fn cluster(&self) -> Result<&cairn_agent::Cluster, ApiError> {
+    fn cluster(&self) -> Result<&cairn_api::Client, ApiError> {
         Ok(&self.cluster)
     }
 
@@ -124,31 +112,17 @@ impl Call {
     }
 
     async fn hosts(&self) -> Result<Vec<(HostRecord, bool)>, ApiError> {
-        let hosts = self
-            .cluster()?
-            .agents_call(|mut a| async move { a.list_hosts(pb::ListHostsRequest {}).await })
-            .await?
-            .hosts;
-        let mut out = Vec::with_capacity(hosts.len());
-        for h in hosts {
-            let online = h.online;
-            out.push((wire::<_, HostRecord>(h)?, online));
-        }
+        let hosts = self.cluster()?.list_hosts().await?;
+        let mut out: Vec<(HostRecord, bool)> =
+            hosts.into_iter().map(|h| (h.record, h.online)).collect();
         out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         Ok(out)
     }
 
     async fn envs(&self, host: &str) -> Result<Vec<EnvRecord>, ApiError> {
-        let host = host.to_string();
-        let envs = self
-            .cluster()?
-            .agents_call(|mut a| {
-                let host = host.clone();
-                async move { a.list_envs(pb::ListEnvsRequest { host }).await }
-            })
-            .await?
-            .envs;
-        envs.into_iter().map(wire).collect()
+        let host = (!host.is_empty()).then_some(host);
+        let envs = self.cluster()?.list_envs(host).await?;
+        Ok(envs.into_iter().map(|e| e.record).collect())
     }
 
     async fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, ApiError> {
@@ -184,17 +158,21 @@ impl Call {
         env: EnvId,
         options: JobOptions,
     ) -> Result<Job, ApiError> {
-        Ok(crate::create_job(self.cluster()?, kind, env, &options).await?)
+        Ok(crate::create_job(self.cluster()?, kind, env, "", &options).await?)
     }
 
     async fn job(&self, id: uuid::Uuid) -> Result<Job, ApiError> {
-        crate::get_job(self.cluster()?, id).await.map_err(|e| {
-            if e.code().family() == cairn_core::ErrorCode::NotFound {
-                ApiError::not_found(format!("no status {id}"))
-            } else {
-                e.into()
-            }
-        })
+        self.cluster()?
+            .get_job(id)
+            .await
+            .map(|j| j.job)
+            .map_err(|e| {
+                if e.code().family() == cairn_core::ErrorCode::NotFound {
+                    ApiError::not_found(format!("no status {id}"))
+                } else {
+                    e.into()
+                }
+            })
     }
 }
 

@@ -421,7 +421,7 @@ impl Ctx<'_> {
     }
 
     /// The cluster, every call made for the logged-in user.
-    fn cluster(&self) -> Result<cairn_agent::Cluster, XmlError> {
+    fn cluster(&self) -> Result<cairn_api::Client, XmlError> {
         let link = self.state.link.get().ok_or_else(|| {
             XmlError::new(
                 code::UNAVAILABLE,
@@ -653,7 +653,7 @@ impl Ctx<'_> {
         if let Some(v) = number(cfg, "type", 2)? {
             c.backup_type = Some(v);
         }
-        cluster.set_env_config(EnvId::GLOBAL, c).await?;
+        cluster.set_env_config(EnvId::GLOBAL, &c).await?;
         Ok(vec![Element::new("ok")])
     }
 
@@ -739,7 +739,7 @@ impl Ctx<'_> {
         host: &str,
         options: JobOptions,
     ) -> Result<Job, XmlError> {
-        let job = crate::create_job_on(&self.cluster()?, kind, env, host, &options).await?;
+        let job = crate::create_job(&self.cluster()?, kind, env, host, &options).await?;
         if let Some(id) = self.id {
             self.session
                 .jobs
@@ -779,7 +779,7 @@ impl Ctx<'_> {
         self.progress_packet(op, 1, 0, &eids, operation_message(op, "started"));
         let mut last = (String::new(), u32::MAX);
         let done = loop {
-            let j = crate::get_job(&cluster, job.id).await?;
+            let j = cluster.get_job(job.id).await?.job;
             let phase = j.progress.phase.clone();
             let pct = j.progress.percent.min(99);
             if j.state == JobState::Running && (phase != last.0 || pct != last.1) {
@@ -982,15 +982,10 @@ impl Ctx<'_> {
             None => String::new(),
             Some(p) => {
                 let parent = parse_eid(p)?;
-                let hosts = self
-                    .cluster()?
-                    .agents_call(|mut a| async move {
-                        a.list_hosts(cairn_proto::pb::ListHostsRequest {}).await
-                    })
-                    .await?
-                    .hosts;
+                let hosts = self.cluster()?.list_hosts().await?;
                 let h = hosts
                     .into_iter()
+                    .map(|h| h.record)
                     .find(|h| EnvId::of_host(&h.id) == parent)
                     .ok_or_else(|| {
                         XmlError::new(

@@ -237,10 +237,10 @@ pub fn cluster_code(c: cairn_core::ErrorCode) -> u32 {
     }
 }
 
-impl From<cairn_agent::AgentError> for XmlError {
+impl From<cairn_api::Error> for XmlError {
     /// A cluster answer becomes the XML error its code maps to ([`cluster_code`]); the
     /// cluster's text is kept for refusals and replaced for failures (logged instead).
-    fn from(e: cairn_agent::AgentError) -> XmlError {
+    fn from(e: cairn_api::Error) -> XmlError {
         match cluster_code(e.code()) {
             code::UNAVAILABLE => {
                 tracing::warn!(error = %e, "cluster unavailable");
@@ -1064,15 +1064,7 @@ async fn system(
                     XmlError::new(code::UNAVAILABLE, "the storage cluster cannot answer now")
                 })?
                 .acting_for(&who);
-            let req = cairn_proto::pb::JobRef {
-                id: job.to_string(),
-            };
-            cluster
-                .agents_call(|mut a| {
-                    let req = req.clone();
-                    async move { a.cancel_job(req).await }
-                })
-                .await?;
+            cluster.cancel_job(job).await?;
             Ok(vec![Element::new("ok")])
         }
         other => {

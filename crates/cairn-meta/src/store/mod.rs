@@ -83,7 +83,7 @@ use std::path::{Path, PathBuf};
 
 use cairn_core::{BackupId, EnvId};
 
-use crate::node::MetaError;
+use crate::error::MetaError;
 
 mod log;
 mod sm;

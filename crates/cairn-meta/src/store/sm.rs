@@ -26,7 +26,7 @@ use super::{
 };
 use crate::catalog::{decide, CatalogRead, Write};
 use crate::command::Response;
-use crate::node::MetaError;
+use crate::error::MetaError;
 use crate::{LogEntry, StorageError, TypeConfig};
 
 type Membership = StoredMembership<u64, BasicNode>;

@@ -11,11 +11,12 @@
 //!   not answer or the cluster has no leader for a moment (an election), the call is retried
 //!   with backoff on the other nodes, within a bounded time ([`CATALOG_RETRY_FOR`]).
 //!
-//! Every call carries the token when one is configured (`CAIRN_TOKEN`: a user token, an
-//! agent token, or the cluster secret). A gateway's clone says whom it acts for
-//! ([`Cluster::acting_for`]); an agent's reads name the backup they are for
-//! ([`Cluster::reading`]), as the cluster requires of agents. A cluster at `https://`
-//! addresses is checked against the CA certificate in the PEM file named by `CAIRN_CA`.
+//! Every call carries the token of the [`Credentials`] the client was made with (a user
+//! token, an agent token, or the cluster secret); the library never reads the environment —
+//! the `cairn` command line resolves `CAIRN_TOKEN`/`CAIRN_CA`, the agent and gateway their
+//! config files. A gateway's clone says whom it acts for ([`Client::acting_for`]); an
+//! agent's reads name the backup they are for ([`Client::reading`]), as the cluster requires
+//! of agents. A cluster at `https://` addresses is checked against the credentials' CA.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use cairn_chunker::EncodedChunk;
 use cairn_core::placement::Epoch;
+use cairn_core::retention::EnvConfig;
 use cairn_core::{BackupId, BackupRecord, ChunkId, EnvId, ErrorCode};
 use cairn_proto::pb::agents_client::AgentsClient;
 use cairn_proto::pb::catalog_client::CatalogClient;
@@ -34,7 +36,8 @@ use futures::{Stream, StreamExt};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::error::AgentError;
+use crate::error::Error;
+use crate::types::*;
 
 /// The default cluster address (`cairn dev` listens here).
 pub const DEFAULT_CLUSTER: &str = "http://127.0.0.1:7700";
@@ -54,9 +57,38 @@ type Catalog = CatalogClient<AuthChannel>;
 type Grouped<T> = (BTreeMap<String, Vec<(ChunkId, T)>>, Vec<ChunkId>);
 type Chunks = ChunksClient<AuthChannel>;
 
+/// How a client proves who it is, and checks whom it talks to.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// A user token, an agent token or the cluster secret; none for a cluster without tokens.
+    pub token: Option<String>,
+    /// The PEM of the CA that signed the nodes' certificates (needed at `https://`).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Credentials {
+    /// Credentials with `token` (blank is none) and no CA.
+    pub fn token(token: Option<&str>) -> Credentials {
+        Credentials {
+            token: token.filter(|t| !t.is_empty()).map(str::to_string),
+            ca_pem: None,
+        }
+    }
+
+    /// These credentials checking nodes against the CA certificate in the PEM file `path`.
+    pub fn with_ca_file(mut self, path: &std::path::Path) -> Result<Credentials, Error> {
+        let pem = std::fs::read(path).map_err(|e| Error::Io {
+            path: format!("CA certificate {}", path.display()),
+            source: e,
+        })?;
+        self.ca_pem = Some(pem);
+        Ok(self)
+    }
+}
+
 /// A connected client of one cluster. Cloning is cheap; clones share connections.
 #[derive(Clone)]
-pub struct Cluster {
+pub struct Client {
     pub url: String,
     /// Every address the client was given (the first that answered is `url`).
     seeds: Arc<Vec<String>>,
@@ -83,18 +115,18 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     why
 }
 
-/// Applies the CA to an `https://` endpoint; an https cluster without `CAIRN_CA` is refused
-/// with the fix.
+/// Applies the CA to an `https://` endpoint; an https cluster without a CA is refused with
+/// the fix.
 fn with_tls(
     ep: Endpoint,
     tls: Option<&tonic::transport::ClientTlsConfig>,
-) -> Result<Endpoint, AgentError> {
+) -> Result<Endpoint, Error> {
     cairn_proto::tls_endpoint(
         ep,
         tls,
-        "set CAIRN_CA to the PEM file of the CA that signed the cluster's certificates",
+        "give the client the PEM file of the CA that signed the cluster's certificates (the command line: CAIRN_CA; the agent and gateway: ca_file in their config)",
     )
-    .map_err(AgentError::Invalid)
+    .map_err(Error::Invalid)
 }
 
 /// Turns a failed call to the node at `url` into an error; transport failures name the node.
@@ -103,7 +135,7 @@ fn with_tls(
 /// transport: the node did not answer (`unavailable`), or the connection broke mid-call —
 /// a node killed while it streams answers `unknown: transport error`, an h2 reset
 /// `cancelled` or `internal`. All of them are worth trying on another node.
-fn call_error(url: &str, s: tonic::Status) -> AgentError {
+pub(crate) fn call_error(url: &str, s: tonic::Status) -> Error {
     let transport = matches!(
         s.code(),
         tonic::Code::Unavailable
@@ -113,21 +145,21 @@ fn call_error(url: &str, s: tonic::Status) -> AgentError {
             | tonic::Code::DeadlineExceeded
     );
     if transport && cairn_proto::stable_code(&s).is_none() {
-        AgentError::Unreachable {
+        Error::Unreachable {
             url: url.to_string(),
             why: s.message().to_string(),
         }
     } else {
-        AgentError::from(s)
+        Error::from(s)
     }
 }
 
 /// Keeps the more telling of two failures: an answer from a node (a stable code, such as
 /// "too few copies") says more than a node that did not answer.
-fn keep_error(best: &mut Option<AgentError>, e: AgentError) {
+fn keep_error(best: &mut Option<Error>, e: Error) {
     let replace = match best {
         None => true,
-        Some(AgentError::Unreachable { .. }) => !matches!(e, AgentError::Unreachable { .. }),
+        Some(Error::Unreachable { .. }) => !matches!(e, Error::Unreachable { .. }),
         Some(_) => false,
     };
     if replace {
@@ -137,24 +169,22 @@ fn keep_error(best: &mut Option<AgentError>, e: AgentError) {
 
 /// The error of a call that gave up: the most telling answer, and every node tried with
 /// the last reason it gave.
-fn gave_up(best: AgentError, tried: &[(String, String)]) -> AgentError {
+fn gave_up(best: Error, tried: &[(String, String)]) -> Error {
     let list = tried
         .iter()
         .map(|(u, why)| format!("{u}: {why}"))
         .collect::<Vec<_>>()
         .join("; ");
     match best {
-        AgentError::Unreachable { url, why } if tried.len() <= 1 => {
-            AgentError::Unreachable { url, why }
-        }
-        AgentError::Unreachable { .. } => AgentError::Cluster {
+        Error::Unreachable { url, why } if tried.len() <= 1 => Error::Unreachable { url, why },
+        Error::Unreachable { .. } => Error::Cluster {
             code: ErrorCode::Unavailable,
             message: format!(
                 "no node of the cluster answered within {}s (tried {list})",
                 CATALOG_RETRY_FOR.as_secs()
             ),
         },
-        AgentError::Cluster { code, message } => AgentError::Cluster {
+        Error::Cluster { code, message } => Error::Cluster {
             code,
             message: format!("{message} (tried {list})"),
         },
@@ -163,29 +193,20 @@ fn gave_up(best: AgentError, tried: &[(String, String)]) -> AgentError {
 }
 
 /// Tells whether a failed call may succeed on another node or a moment later.
-fn retryable(e: &AgentError) -> bool {
+fn retryable(e: &Error) -> bool {
     match e {
-        AgentError::Unreachable { .. } => true,
-        AgentError::Cluster { code, .. } => *code == ErrorCode::Unavailable,
+        Error::Unreachable { .. } => true,
+        Error::Cluster { code, .. } => *code == ErrorCode::Unavailable,
         _ => false,
     }
 }
 
-impl Cluster {
-    /// Connects to `url` with the token from `CAIRN_TOKEN`, failing fast with one clear line
-    /// when nobody answers.
-    pub async fn connect(url: &str) -> Result<Cluster, AgentError> {
-        let token = std::env::var("CAIRN_TOKEN").ok().filter(|t| !t.is_empty());
-        Cluster::connect_with_token(url, token.as_deref()).await
-    }
-
+impl Client {
     /// Connects to the first node of `urls` (one address, or several separated by commas)
-    /// that answers, sending `token` on every call. The other addresses stay known: calls
-    /// fall back on them as on the members the cluster names.
-    pub async fn connect_with_token(
-        urls: &str,
-        token: Option<&str>,
-    ) -> Result<Cluster, AgentError> {
+    /// that answers, with `creds` on every call. The other addresses stay known: calls fall
+    /// back on them as on the members the cluster names. Fails fast, with one clear line,
+    /// when nobody answers.
+    pub async fn connect(urls: &str, creds: &Credentials) -> Result<Client, Error> {
         let list: Vec<&str> = urls
             .split(',')
             .map(str::trim)
@@ -194,13 +215,13 @@ impl Cluster {
         let mut tried = Vec::new();
         let mut first_err = None;
         for url in &list {
-            match Cluster::connect_one(url, token).await {
+            match Client::connect_one(url, creds).await {
                 Ok(mut c) => {
                     c.seeds = Arc::new(list.iter().map(|u| u.to_string()).collect());
                     return Ok(c);
                 }
-                Err(e @ AgentError::Unreachable { .. }) if list.len() > 1 => {
-                    if let AgentError::Unreachable { url, why } = &e {
+                Err(e @ Error::Unreachable { .. }) if list.len() > 1 => {
+                    if let Error::Unreachable { url, why } = &e {
                         tried.push((url.clone(), why.clone()));
                     }
                     first_err.get_or_insert(e);
@@ -210,36 +231,28 @@ impl Cluster {
         }
         Err(match first_err {
             Some(e) => gave_up(e, &tried),
-            None => AgentError::Invalid(format!("no cluster address in {urls:?}")),
+            None => Error::Invalid(format!("no cluster address in {urls:?}")),
         })
     }
 
-    async fn connect_one(url: &str, token: Option<&str>) -> Result<Cluster, AgentError> {
-        let token = Token::new(token).map_err(|e| AgentError::Invalid(e.to_string()))?;
-        let tls = match std::env::var_os("CAIRN_CA") {
-            Some(path) => {
-                let pem = std::fs::read(&path).map_err(|e| AgentError::Io {
-                    path: format!("CAIRN_CA {}", std::path::Path::new(&path).display()),
-                    source: e,
-                })?;
-                Some(
-                    tonic::transport::ClientTlsConfig::new()
-                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-                )
-            }
-            None => None,
-        };
+    async fn connect_one(url: &str, creds: &Credentials) -> Result<Client, Error> {
+        let token =
+            Token::new(creds.token.as_deref()).map_err(|e| Error::Invalid(e.to_string()))?;
+        let tls = creds.ca_pem.as_ref().map(|pem| {
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        });
         let ep = Endpoint::from_shared(url.to_string())
-            .map_err(|e| AgentError::Invalid(format!("bad cluster address {url:?}: {e}")))?
+            .map_err(|e| Error::Invalid(format!("bad cluster address {url:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
         let ep = with_tls(ep, tls.as_ref())?;
-        let channel = ep.connect().await.map_err(|e| AgentError::Unreachable {
+        let channel = ep.connect().await.map_err(|e| Error::Unreachable {
             url: url.to_string(),
             why: root_cause(&e),
         })?;
-        let c = Cluster {
+        let c = Client {
             url: url.to_string(),
             seeds: Arc::default(),
             token,
@@ -257,8 +270,8 @@ impl Cluster {
     /// A clone whose calls are made for `who` (a gateway acting for its logged-in user; the
     /// cluster decides for `who`, and accepts it only from the cluster secret or a user
     /// token with at least `who`'s rights). Shares connections with `self`.
-    pub fn acting_for(&self, who: &cairn_core::auth::Principal) -> Cluster {
-        Cluster {
+    pub fn acting_for(&self, who: &cairn_core::auth::Principal) -> Client {
+        Client {
             token: self.token.acting_for(who),
             ..self.clone()
         }
@@ -266,14 +279,14 @@ impl Cluster {
 
     /// A clone whose chunk reads are for `backup` (an agent reads only the chunks of a
     /// backup it may read, and must say which). Shares connections with `self`.
-    pub fn reading(&self, backup: BackupId) -> Cluster {
-        Cluster {
+    pub fn reading(&self, backup: BackupId) -> Client {
+        Client {
             reading: Some(backup),
             ..self.clone()
         }
     }
 
-    fn channel(&self, url: &str) -> Result<AuthChannel, AgentError> {
+    fn channel(&self, url: &str) -> Result<AuthChannel, Error> {
         let mut map = self
             .inner
             .channels
@@ -283,7 +296,7 @@ impl Cluster {
             Some(c) => c.clone(),
             None => {
                 let ep = Endpoint::from_shared(url.to_string())
-                    .map_err(|e| AgentError::Invalid(format!("bad node address {url:?}: {e}")))?
+                    .map_err(|e| Error::Invalid(format!("bad node address {url:?}: {e}")))?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_adaptive_window(true);
@@ -295,13 +308,13 @@ impl Cluster {
         Ok(InterceptedService::new(ch, self.token.clone()))
     }
 
-    fn catalog_at(&self, url: &str) -> Result<Catalog, AgentError> {
+    fn catalog_at(&self, url: &str) -> Result<Catalog, Error> {
         Ok(CatalogClient::new(self.channel(url)?)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
     }
 
-    fn chunks_at(&self, url: &str) -> Result<Chunks, AgentError> {
+    fn chunks_at(&self, url: &str) -> Result<Chunks, Error> {
         Ok(ChunksClient::new(self.channel(url)?)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
@@ -319,7 +332,7 @@ impl Cluster {
     }
 
     /// Asks the cluster for the placement epoch in force.
-    pub async fn refresh_placement(&self) -> Result<(), AgentError> {
+    pub async fn refresh_placement(&self) -> Result<(), Error> {
         let p = self
             .catalog_call(|mut c| async move { c.get_placement(pb::PlacementRequest {}).await })
             .await?;
@@ -351,7 +364,7 @@ impl Cluster {
     }
 
     /// The `Agents` service of the node at `url` (for streams, which are not retried).
-    pub fn agents_at(&self, url: &str) -> Result<AgentsClient<AuthChannel>, AgentError> {
+    pub(crate) fn agents_at(&self, url: &str) -> Result<AgentsClient<AuthChannel>, Error> {
         Ok(AgentsClient::new(self.channel(url)?)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
@@ -364,30 +377,30 @@ impl Cluster {
 
     /// Runs an `Agents` call (hosts, jobs, tokens), retrying on other nodes and after
     /// elections for a bounded time, like catalog calls.
-    pub async fn agents_call<T, F, Fut>(&self, f: F) -> Result<T, AgentError>
+    pub(crate) async fn agents_call<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
         F: Fn(AgentsClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call_on(Cluster::agents_at, f).await
+        self.call_on(Client::agents_at, f).await
     }
 
     /// Runs a catalog call, retrying on other nodes and after elections for a bounded time.
-    async fn catalog_call<T, F, Fut>(&self, f: F) -> Result<T, AgentError>
+    async fn catalog_call<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
         F: Fn(Catalog) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call_on(Cluster::catalog_at, f).await
+        self.call_on(Client::catalog_at, f).await
     }
 
     /// Runs a call on a client `make` builds, on one node after another, retrying through
     /// unreachable nodes and elections for at most [`CATALOG_RETRY_FOR`].
     async fn call_on<C, T, F, Fut>(
         &self,
-        make: fn(&Cluster, &str) -> Result<C, AgentError>,
+        make: fn(&Client, &str) -> Result<C, Error>,
         f: F,
-    ) -> Result<T, AgentError>
+    ) -> Result<T, Error>
     where
         F: Fn(C) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -404,7 +417,7 @@ impl Cluster {
             let res = match make(self, url) {
                 Ok(c) => match tokio::time::timeout(CATALOG_CALL_TIMEOUT, f(c)).await {
                     Ok(r) => r.map(|r| r.into_inner()).map_err(|s| call_error(url, s)),
-                    Err(_) => Err(AgentError::Cluster {
+                    Err(_) => Err(Error::Cluster {
                         code: ErrorCode::Unavailable,
                         message: format!(
                             "{url} did not answer within {}s",
@@ -418,7 +431,7 @@ impl Cluster {
                 Err(e) if retryable(&e) => {
                     tracing::debug!(node = %url, error = %e, "call failed; retrying");
                     let why = match &e {
-                        AgentError::Unreachable { why, .. } => why.clone(),
+                        Error::Unreachable { why, .. } => why.clone(),
                         other => other.to_string(),
                     };
                     match tried.iter_mut().find(|(u, _)| u == url) {
@@ -427,8 +440,7 @@ impl Cluster {
                     }
                     keep_error(&mut best, e);
                     if Instant::now() + pause >= deadline {
-                        let best =
-                            best.unwrap_or_else(|| AgentError::Internal("no attempt".into()));
+                        let best = best.unwrap_or_else(|| Error::Internal("no attempt".into()));
                         return Err(gave_up(best, &tried));
                     }
                     attempt += 1;
@@ -446,7 +458,7 @@ impl Cluster {
     }
 
     /// Asks the node at `url` alone for the placement epoch and keeps it when it is newer.
-    async fn refresh_placement_from(&self, url: &str) -> Result<(), AgentError> {
+    async fn refresh_placement_from(&self, url: &str) -> Result<(), Error> {
         let mut c = self.catalog_at(url)?;
         let mut req = tonic::Request::new(pb::PlacementRequest {});
         req.set_timeout(CONNECT_TIMEOUT);
@@ -509,7 +521,7 @@ impl Cluster {
         (groups, exhausted)
     }
 
-    async fn missing_at(&self, url: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>, AgentError> {
+    async fn missing_at(&self, url: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Error> {
         let req = pb::MissingRequest {
             ids: ids.iter().map(|i| i.0.to_vec()).collect(),
             local: false,
@@ -525,14 +537,14 @@ impl Cluster {
             .map(|&i| {
                 ids.get(i as usize)
                     .copied()
-                    .ok_or_else(|| AgentError::Internal(format!("node named index {i}")))
+                    .ok_or_else(|| Error::Internal(format!("node named index {i}")))
             })
             .collect()
     }
 
     /// Returns the ids among `ids` that the cluster lacks (asked of each chunk's primary
     /// owner, or the next one when it does not answer).
-    pub async fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, AgentError> {
+    pub async fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, Error> {
         let epoch = self.placement();
         let mut todo: Vec<(ChunkId, ())> = ids.iter().map(|i| (*i, ())).collect();
         let mut out = Vec::new();
@@ -541,7 +553,7 @@ impl Cluster {
         while !todo.is_empty() {
             let (groups, exhausted) = self.group(epoch.as_ref(), todo, round);
             if !exhausted.is_empty() {
-                return Err(last_err.unwrap_or_else(|| AgentError::Cluster {
+                return Err(last_err.unwrap_or_else(|| Error::Cluster {
                     code: ErrorCode::Unavailable,
                     message: format!("no node answers for chunk {}", exhausted[0]),
                 }));
@@ -567,11 +579,7 @@ impl Cluster {
         Ok(out)
     }
 
-    async fn put_at(
-        &self,
-        url: &str,
-        chunks: Vec<EncodedChunk>,
-    ) -> Result<pb::PutResponse, AgentError> {
+    async fn put_at(&self, url: &str, chunks: Vec<EncodedChunk>) -> Result<pb::PutResponse, Error> {
         let mut msgs = Vec::new();
         let mut cur = pb::PutRequest::default();
         let mut bytes = 0;
@@ -597,7 +605,7 @@ impl Cluster {
     /// Uploads chunks, each to its primary owner (which copies it to the other owners);
     /// returns once the cluster holds them durably. An owner that does not answer, or that
     /// is out of disk space, is passed over for the next one.
-    pub async fn put(&self, chunks: Vec<EncodedChunk>) -> Result<pb::PutResponse, AgentError> {
+    pub async fn put(&self, chunks: Vec<EncodedChunk>) -> Result<PutReport, Error> {
         let epoch = self.placement();
         let mut todo: Vec<(ChunkId, EncodedChunk)> =
             chunks.into_iter().map(|c| (c.id, c)).collect();
@@ -607,7 +615,7 @@ impl Cluster {
         while !todo.is_empty() {
             let (groups, exhausted) = self.group(epoch.as_ref(), todo, round);
             if !exhausted.is_empty() {
-                return Err(last_err.unwrap_or_else(|| AgentError::Cluster {
+                return Err(last_err.unwrap_or_else(|| Error::Cluster {
                     code: ErrorCode::Unavailable,
                     message: format!("no node accepts chunk {}", exhausted[0]),
                 }));
@@ -633,7 +641,7 @@ impl Cluster {
                         todo.extend(items);
                         if e.code() == ErrorCode::DiskFull {
                             // The telling reason when no owner takes a chunk: say which node.
-                            last_err = Some(AgentError::Cluster {
+                            last_err = Some(Error::Cluster {
                                 code: ErrorCode::DiskFull,
                                 message: format!("{}: {e}", url.trim_start_matches("http://")),
                             });
@@ -646,10 +654,10 @@ impl Cluster {
             }
             round += 1;
         }
-        Ok(total)
+        Ok(total.into())
     }
 
-    async fn get_at(&self, url: &str, ids: &[ChunkId]) -> Vec<Result<EncodedChunk, AgentError>> {
+    async fn get_at(&self, url: &str, ids: &[ChunkId]) -> Vec<Result<EncodedChunk, Error>> {
         let req = pb::GetRequest {
             ids: ids.iter().map(|i| i.0.to_vec()).collect(),
             backup: self.reading.map(|b| b.to_string()).unwrap_or_default(),
@@ -673,22 +681,19 @@ impl Cluster {
             let item = match stream.next().await {
                 Some(Ok(m)) => m
                     .chunk
-                    .ok_or_else(|| AgentError::Internal("empty chunk message".into()))
+                    .ok_or_else(|| Error::Internal("empty chunk message".into()))
                     .and_then(|c| {
-                        EncodedChunk::try_from(c).map_err(|e| AgentError::Internal(e.to_string()))
+                        EncodedChunk::try_from(c).map_err(|e| Error::Internal(e.to_string()))
                     })
                     .and_then(|c| {
                         if c.id == *id {
                             Ok(c)
                         } else {
-                            Err(AgentError::Internal(format!(
-                                "asked for {id}, got {}",
-                                c.id
-                            )))
+                            Err(Error::Internal(format!("asked for {id}, got {}", c.id)))
                         }
                     }),
                 Some(Err(s)) => Err(call_error(url, s)),
-                None => Err(AgentError::Cluster {
+                None => Err(Error::Cluster {
                     code: ErrorCode::NotFound,
                     message: format!("chunk {id} not found"),
                 }),
@@ -709,7 +714,7 @@ impl Cluster {
     pub async fn get(
         &self,
         ids: &[ChunkId],
-    ) -> Result<impl Stream<Item = Result<EncodedChunk, AgentError>>, AgentError> {
+    ) -> Result<impl Stream<Item = Result<EncodedChunk, Error>>, Error> {
         let epoch = self.placement();
         let mut found: HashMap<ChunkId, EncodedChunk> = HashMap::with_capacity(ids.len());
         let mut todo: Vec<(ChunkId, ())> = Vec::new();
@@ -719,12 +724,12 @@ impl Cluster {
                 todo.push((*id, ()));
             }
         }
-        let mut errors: HashMap<ChunkId, AgentError> = HashMap::new();
+        let mut errors: HashMap<ChunkId, Error> = HashMap::new();
         let mut round = 0;
         while !todo.is_empty() {
             let (groups, exhausted) = self.group(epoch.as_ref(), todo, round);
             for id in exhausted {
-                errors.entry(id).or_insert_with(|| AgentError::Cluster {
+                errors.entry(id).or_insert_with(|| Error::Cluster {
                     code: ErrorCode::NotFound,
                     message: format!("chunk {id} not found"),
                 });
@@ -761,11 +766,9 @@ impl Cluster {
             match found.get(id) {
                 Some(c) => out.push(Ok(c.clone())),
                 None => {
-                    out.push(Err(errors.remove(id).unwrap_or_else(|| {
-                        AgentError::Cluster {
-                            code: ErrorCode::NotFound,
-                            message: format!("chunk {id} not found"),
-                        }
+                    out.push(Err(errors.remove(id).unwrap_or_else(|| Error::Cluster {
+                        code: ErrorCode::NotFound,
+                        message: format!("chunk {id} not found"),
                     })));
                     break;
                 }
@@ -775,7 +778,7 @@ impl Cluster {
     }
 
     /// Fetches one chunk's verified content.
-    pub async fn get_content(&self, id: ChunkId) -> Result<Vec<u8>, AgentError> {
+    pub async fn get_content(&self, id: ChunkId) -> Result<Vec<u8>, Error> {
         let mut s = Box::pin(self.get(&[id]).await?);
         match s.next().await {
             Some(c) => {
@@ -783,10 +786,10 @@ impl Cluster {
                 Ok(
                     tokio::task::spawn_blocking(move || cairn_chunker::decode(&c))
                         .await
-                        .map_err(|e| AgentError::Internal(e.to_string()))??,
+                        .map_err(|e| Error::Internal(e.to_string()))??,
                 )
             }
-            None => Err(AgentError::Cluster {
+            None => Err(Error::Cluster {
                 code: ErrorCode::NotFound,
                 message: format!("chunk {id} not found"),
             }),
@@ -802,7 +805,7 @@ impl Cluster {
         record: &BackupRecord,
         job: Option<uuid::Uuid>,
         session: Option<&str>,
-    ) -> Result<BackupRecord, AgentError> {
+    ) -> Result<BackupRecord, Error> {
         let backup: pb::Backup = record.into();
         let job = job.map(|j| j.to_string()).unwrap_or_default();
         let session = session.unwrap_or_default().to_string();
@@ -821,10 +824,10 @@ impl Cluster {
                 }
             })
             .await?;
-        BackupRecord::try_from(b).map_err(|e| AgentError::Internal(e.to_string()))
+        BackupRecord::try_from(b).map_err(|e| Error::Internal(e.to_string()))
     }
 
-    pub async fn list(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, AgentError> {
+    pub async fn list(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, Error> {
         let env = env.map(|e| e.to_string()).unwrap_or_default();
         let resp = self
             .catalog_call(|mut c| {
@@ -834,11 +837,11 @@ impl Cluster {
             .await?;
         resp.backups
             .into_iter()
-            .map(|b| BackupRecord::try_from(b).map_err(|e| AgentError::Internal(e.to_string())))
+            .map(|b| BackupRecord::try_from(b).map_err(|e| Error::Internal(e.to_string())))
             .collect()
     }
 
-    pub async fn show(&self, id: &BackupId) -> Result<BackupRecord, AgentError> {
+    pub async fn show(&self, id: &BackupId) -> Result<BackupRecord, Error> {
         let id = id.to_string();
         let b = self
             .catalog_call(|mut c| {
@@ -846,10 +849,10 @@ impl Cluster {
                 async move { c.get_backup(pb::BackupRef { id }).await }
             })
             .await?;
-        BackupRecord::try_from(b).map_err(|e| AgentError::Internal(e.to_string()))
+        BackupRecord::try_from(b).map_err(|e| Error::Internal(e.to_string()))
     }
 
-    pub async fn delete(&self, id: &BackupId) -> Result<(), AgentError> {
+    pub async fn delete(&self, id: &BackupId) -> Result<(), Error> {
         let id = id.to_string();
         self.catalog_call(|mut c| {
             let id = id.clone();
@@ -860,11 +863,7 @@ impl Cluster {
     }
 
     /// Protects a backup from every removal, or lifts the protection (admins).
-    pub async fn protect(
-        &self,
-        id: &BackupId,
-        protected: bool,
-    ) -> Result<BackupRecord, AgentError> {
+    pub async fn protect(&self, id: &BackupId, protected: bool) -> Result<BackupRecord, Error> {
         let id = id.to_string();
         let b = self
             .catalog_call(|mut c| {
@@ -875,14 +874,10 @@ impl Cluster {
                 }
             })
             .await?;
-        BackupRecord::try_from(b).map_err(|e| AgentError::Internal(e.to_string()))
+        BackupRecord::try_from(b).map_err(|e| Error::Internal(e.to_string()))
     }
 
-    pub async fn latest(
-        &self,
-        env: EnvId,
-        full_only: bool,
-    ) -> Result<Option<BackupRecord>, AgentError> {
+    pub async fn latest(&self, env: EnvId, full_only: bool) -> Result<Option<BackupRecord>, Error> {
         let env = env.to_string();
         let resp = self
             .catalog_call(|mut c| {
@@ -894,37 +889,33 @@ impl Cluster {
             })
             .await?;
         resp.backup
-            .map(|b| BackupRecord::try_from(b).map_err(|e| AgentError::Internal(e.to_string())))
+            .map(|b| BackupRecord::try_from(b).map_err(|e| Error::Internal(e.to_string())))
             .transpose()
     }
 
     /// Runs a scrub on the node at `url` and returns its report (no time limit: a scrub
     /// reads everything the node stores).
-    pub async fn scrub_at(&self, url: &str) -> Result<pb::ScrubResponse, AgentError> {
+    pub async fn scrub_at(&self, url: &str) -> Result<ScrubReport, Error> {
         let ep = Endpoint::from_shared(url.to_string())
-            .map_err(|e| AgentError::Invalid(format!("bad node address {url:?}: {e}")))?
+            .map_err(|e| Error::Invalid(format!("bad node address {url:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT);
         let ch = with_tls(ep, self.inner.tls.as_ref())?
             .connect()
             .await
-            .map_err(|e| AgentError::Unreachable {
+            .map_err(|e| Error::Unreachable {
                 url: url.to_string(),
                 why: root_cause(&e),
             })?;
         let mut c = ChunksClient::new(InterceptedService::new(ch, self.token.clone()));
-        Ok(c.scrub(pb::ScrubRequest {})
+        c.scrub(pb::ScrubRequest {})
             .await
             .map_err(|s| call_error(url, s))?
-            .into_inner())
+            .into_inner()
+            .try_into()
     }
 
     /// Adds the storage node at `addr` to the cluster; returns its id and the new epoch.
-    pub async fn add_node(
-        &self,
-        addr: &str,
-        zone: &str,
-        weight: u32,
-    ) -> Result<pb::MembershipResponse, AgentError> {
+    pub async fn add_node(&self, addr: &str, zone: &str, weight: u32) -> Result<Membership, Error> {
         let req = pb::AddNodeRequest {
             addr: addr.to_string(),
             zone: zone.to_string(),
@@ -935,30 +926,33 @@ impl Cluster {
             async move { c.add_node(req).await }
         })
         .await
+        .map(Membership::from)
     }
 
     /// Drains and removes node `id`; answers once it has left.
-    pub async fn remove_node(&self, id: u64) -> Result<pb::MembershipResponse, AgentError> {
+    pub async fn remove_node(&self, id: u64) -> Result<Membership, Error> {
         self.catalog_call(|mut c| async move {
             let mut r = tonic::Request::new(pb::RemoveNodeRequest { node_id: id });
             r.set_timeout(Duration::from_secs(3600));
             c.remove_node(r).await
         })
         .await
+        .map(Membership::from)
     }
 
     /// Runs a repair pass on the node at `url` and returns its report.
-    pub async fn repair_at(&self, url: &str) -> Result<pb::RepairReport, AgentError> {
+    pub async fn repair_at(&self, url: &str) -> Result<RepairReport, Error> {
         Ok(self
             .chunks_at(url)?
             .repair(pb::RepairRequest {})
             .await
             .map_err(|s| call_error(url, s))?
-            .into_inner())
+            .into_inner()
+            .into())
     }
 
     /// Registers a backup in progress; returns the session id to close.
-    pub async fn open_session(&self, env: EnvId, host: &str) -> Result<String, AgentError> {
+    pub async fn open_session(&self, env: EnvId, host: &str) -> Result<String, Error> {
         let req = pb::OpenSessionRequest {
             env: env.to_string(),
             host: host.to_string(),
@@ -973,7 +967,7 @@ impl Cluster {
     }
 
     /// Ends a backup session.
-    pub async fn close_session(&self, id: &str) -> Result<(), AgentError> {
+    pub async fn close_session(&self, id: &str) -> Result<(), Error> {
         let s = pb::Session {
             id: id.to_string(),
             started_ms: 0,
@@ -987,7 +981,7 @@ impl Cluster {
     }
 
     /// Keeps a backup session open (see [`cairn_core::retention::SESSION_TTL_MS`]).
-    pub async fn renew_session(&self, id: &str) -> Result<(), AgentError> {
+    pub async fn renew_session(&self, id: &str) -> Result<(), Error> {
         let s = pb::Session {
             id: id.to_string(),
             started_ms: 0,
@@ -1003,7 +997,7 @@ impl Cluster {
     /// Runs a garbage collection, waiting up to `wait` for older backups to finish. A node
     /// that does not answer is skipped for the next one (the collection itself is not
     /// retried once a node took it: it may be running).
-    pub async fn gc(&self, wait: Duration) -> Result<pb::GcReport, AgentError> {
+    pub async fn gc(&self, wait: Duration) -> Result<GcReport, Error> {
         let mut best = None;
         for url in self.nodes() {
             let mut c = self.catalog_at(&url)?;
@@ -1012,26 +1006,22 @@ impl Cluster {
             });
             r.set_timeout(wait + Duration::from_secs(3600));
             match c.gc(r).await.map_err(|s| call_error(&url, s)) {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(e @ AgentError::Unreachable { .. }) => keep_error(&mut best, e),
+                Ok(r) => return Ok(r.into_inner().into()),
+                Err(e @ Error::Unreachable { .. }) => keep_error(&mut best, e),
                 Err(e) => return Err(e),
             }
         }
-        Err(best.unwrap_or_else(|| AgentError::Internal("no node to ask".into())))
+        Err(best.unwrap_or_else(|| Error::Internal("no node to ask".into())))
     }
 
     /// Returns an environment's settings.
-    pub async fn env_config(&self, env: EnvId) -> Result<pb::EnvConfig, AgentError> {
+    pub async fn env_config(&self, env: EnvId) -> Result<EnvConfig, Error> {
         self.env_config_of(env, false).await
     }
 
     /// Returns an environment's own settings, or (`effective`) the ones in force for it:
     /// its own, then the cluster-wide ones. [`EnvId::GLOBAL`] names the cluster-wide ones.
-    pub async fn env_config_of(
-        &self,
-        env: EnvId,
-        effective: bool,
-    ) -> Result<pb::EnvConfig, AgentError> {
+    pub async fn env_config_of(&self, env: EnvId, effective: bool) -> Result<EnvConfig, Error> {
         let env = if env == EnvId::GLOBAL {
             String::new()
         } else {
@@ -1042,55 +1032,99 @@ impl Cluster {
             async move { c.get_env_config(pb::EnvRef { env, effective }).await }
         })
         .await
+        .map(cairn_proto::env_config_from_wire)
     }
 
     /// Replaces an environment's settings.
-    pub async fn set_env_config(
-        &self,
-        env: EnvId,
-        config: pb::EnvConfig,
-    ) -> Result<pb::EnvConfig, AgentError> {
+    pub async fn set_env_config(&self, env: EnvId, config: &EnvConfig) -> Result<EnvConfig, Error> {
         let req = pb::SetEnvConfigRequest {
             env: if env == EnvId::GLOBAL {
                 String::new()
             } else {
                 env.to_string()
             },
-            config: Some(config),
+            config: Some(cairn_proto::env_config_to_wire(config)),
         };
         self.catalog_call(|mut c| {
             let req = req.clone();
             async move { c.set_env_config(req).await }
         })
         .await
+        .map(cairn_proto::env_config_from_wire)
     }
 
     /// Returns the status of the seed node.
-    pub async fn node_status(&self) -> Result<pb::NodeStatusResponse, AgentError> {
+    pub async fn node_status(&self) -> Result<NodeStatus, Error> {
         Ok(self
             .catalog_at(&self.url)?
             .node_status(pb::NodeStatusRequest {})
             .await?
-            .into_inner())
+            .into_inner()
+            .into())
     }
 
     /// Returns the status of the node at `url` (no retries: a node that does not answer is
     /// reported as such).
-    pub async fn node_status_at(&self, url: &str) -> Result<pb::NodeStatusResponse, AgentError> {
+    pub async fn node_status_at(&self, url: &str) -> Result<NodeStatus, Error> {
         let call = async {
-            Ok::<_, AgentError>(
+            Ok::<_, Error>(
                 self.catalog_at(url)?
                     .node_status(pb::NodeStatusRequest {})
                     .await?
-                    .into_inner(),
+                    .into_inner()
+                    .into(),
             )
         };
         match tokio::time::timeout(Duration::from_secs(3), call).await {
             Ok(r) => r,
-            Err(_) => Err(AgentError::Unreachable {
+            Err(_) => Err(Error::Unreachable {
                 url: url.to_string(),
                 why: "no answer within 3s".into(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_take_no_blank_token_and_name_an_unreadable_ca() {
+        assert_eq!(Credentials::token(Some("")).token, None);
+        assert_eq!(Credentials::token(Some("t")).token.as_deref(), Some("t"));
+        let e = Credentials::default()
+            .with_ca_file(std::path::Path::new("/nonexistent/ca.pem"))
+            .unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn nobody_answering_fails_fast_naming_every_address() {
+        // Ports nothing listens on: bound, then released.
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (a, b) = (free(), free());
+        let urls = format!("http://{a},http://{b}");
+        let e = match Client::connect(&urls, &Credentials::default()).await {
+            Err(e) => e,
+            Ok(_) => panic!("connected to nothing"),
+        };
+        assert_eq!(e.code(), ErrorCode::Unavailable);
+        let text = e.to_string();
+        assert!(
+            text.contains(&a.to_string()) && text.contains(&b.to_string()),
+            "{text}"
+        );
+        // An https address without a CA is refused before dialling, with the fix.
+        let e = match Client::connect(&format!("https://{a}"), &Credentials::default()).await {
+            Err(e) => e,
+            Ok(_) => panic!("connected to nothing"),
+        };
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
     }
 }
