@@ -586,7 +586,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
         options.privileged = b.host == host || options.allow_privileged;
         options.backup = Some(b.id);
     }
-    let job = Job::new(
+    let mut job = Job::new(
         id,
         kind,
         env,
@@ -616,12 +616,12 @@ fn submit_job<V: CatalogRead + ?Sized>(
             }
         }
     }
-    let mut job = job;
     let mut writes = Vec::with_capacity(3);
     if kind == JobKind::Backup {
         // The job's backup id, reserved now so that its first answer can name the backup
         // (see `Job::reserved_backup` and the module doc of `catalog`).
-        let Some(time) = crate::catalog::next_free_time(view, env, now_ms.div_euclid(1000))? else {
+        let Some(time) = crate::catalog::next_free_time(view, env, now_ms.div_euclid(1000).max(0))?
+        else {
             return Ok(Decision::refuse(
                 ErrorCode::Conflict,
                 format!("environment {env} has no free backup second left"),
