@@ -289,6 +289,13 @@ fn a_client_walks_from_the_root_and_runs_every_backup_operation() {
     let st = r.json();
     assert_eq!(st["op"], "back_up");
     assert!(st["progress"].as_u64().unwrap() < 100);
+    // The first answer already names the new backup (the catalog reserved its id when it
+    // queued the job), not the VM.
+    let first_target = st["target_uri"].as_str().unwrap().to_string();
+    assert!(
+        first_target.starts_with(&format!("{vm_uri}/backups/")),
+        "the first Status names the new backup: {st}"
+    );
     let status_uri = st["status_uri"].as_str().unwrap().to_string();
     assert_eq!(r.header("location"), Some(status_uri.as_str()));
     // The client polls with the headers it sent the request with: the Status answers, as
@@ -306,6 +313,15 @@ fn a_client_walks_from_the_root_and_runs_every_backup_operation() {
     assert_eq!(polled.status, 200, "{}", polled.text());
     assert_eq!(polled.content_type(), media("Status"));
     assert_eq!(polled.json()["op"], "back_up");
+    assert_eq!(polled.json()["target_uri"], first_target.as_str());
+    // Before the commit, the backup itself is not there yet; the Status is what one polls.
+    let early = rig.get(&first_target, VIEWER);
+    assert!(
+        [200, 404].contains(&early.status),
+        "{} {}",
+        early.status,
+        early.text()
+    );
 
     // A second backup of the same VM while this one runs: 409.
     let busy = rig.send("POST", &back_up, OPERATOR, "application/json", "{}");
@@ -318,7 +334,10 @@ fn a_client_walks_from_the_root_and_runs_every_backup_operation() {
         "progress rises while the backup runs: {seen:?}"
     );
     let backup_uri = done["target_uri"].as_str().unwrap().to_string();
-    assert!(backup_uri.starts_with(&format!("{vm_uri}/backups/")));
+    assert_eq!(
+        backup_uri, first_target,
+        "the backup made is the one the first answer named"
+    );
 
     // GET the backup.
     let b = rig.get(&backup_uri, VIEWER);
@@ -1016,10 +1035,18 @@ fn the_specifications_own_examples() {
     assert_eq!(r.content_type(), media("Status"));
     status_keys(&r.json(), false);
     assert_eq!(r.json()["op"], "back_up");
+    // As in the example, the first Status names the new backup.
+    let first_target = r.json()["target_uri"].as_str().unwrap().to_string();
+    assert!(
+        first_target.starts_with(&format!("{}/backups/", vm["uri"].as_str().unwrap())),
+        "{}",
+        r.text()
+    );
     let (done, _) = rig.finish(r.json()["status_uri"].as_str().unwrap());
     status_keys(&done, true);
     assert_eq!(done["status"], 201, "{done}");
     let backup = done["target_uri"].as_str().unwrap().to_string();
+    assert_eq!(backup, first_target);
 
     // Get Backup: Accept Backup+json, X-Cloud-Client-Specification-Version.
     let r = http::request(

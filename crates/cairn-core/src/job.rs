@@ -320,6 +320,17 @@ pub struct Job {
     pub progress: JobProgress,
     #[serde(default)]
     pub result: JobResult,
+    /// A backup job's backup id, reserved by the catalog when it admitted the job: the first
+    /// free second at or after the admission time and after every id the environment was
+    /// given before (the environment's last id is moved to it in the same write). The job's
+    /// commit takes exactly this id, so adapters can name the new backup from the first
+    /// answer (REST `target_uri`). While the job is queued or running, the environment's
+    /// other backups are refused at their commit (`JobRunning`), so the reserved id is still
+    /// newer than every other one when the job commits and retention never mistakes it for an
+    /// old backup. A job that fails or is cancelled leaves the id unused: ids are never
+    /// given twice. `None` for other kinds and for jobs admitted before reservations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_backup: Option<BackupId>,
 }
 
 /// Why a transition is not allowed (a refusal, never a storage error).
@@ -370,6 +381,7 @@ impl Job {
             cancel_requested: false,
             progress: JobProgress::default(),
             result: JobResult::default(),
+            reserved_backup: None,
         }
     }
 

@@ -10,7 +10,8 @@
 //! host, which backup, whether the restore may bring back device nodes and setuid files,
 //! and whether the proposer may run it at all (see [`crate::authz`]). Doing it inside the
 //! decision means that no node's stale view and no forwarding path can admit a job the
-//! catalog would not.
+//! catalog would not. An admitted backup job reserves its backup's id in the same write
+//! (`Job::reserved_backup`; the rule is in the module doc of [`crate::catalog`]).
 //!
 //! # Environments and hosts
 //! A host registers the environments it runs. An environment registered to another host,
@@ -585,7 +586,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
         options.privileged = b.host == host || options.allow_privileged;
         options.backup = Some(b.id);
     }
-    let job = Job::new(
+    let mut job = Job::new(
         id,
         kind,
         env,
@@ -615,10 +616,22 @@ fn submit_job<V: CatalogRead + ?Sized>(
             }
         }
     }
-    let writes = vec![
-        Write::PutActive(env, job.id),
-        Write::PutJob(Box::new(job.clone())),
-    ];
+    let mut writes = Vec::with_capacity(3);
+    if kind == JobKind::Backup {
+        // The job's backup id, reserved now so that its first answer can name the backup
+        // (see `Job::reserved_backup` and the module doc of `catalog`).
+        let Some(time) = crate::catalog::next_free_time(view, env, now_ms.div_euclid(1000).max(0))?
+        else {
+            return Ok(Decision::refuse(
+                ErrorCode::Conflict,
+                format!("environment {env} has no free backup second left"),
+            ));
+        };
+        job.reserved_backup = Some(BackupId::new(env, time));
+        writes.push(Write::PutLastId { env, time });
+    }
+    writes.push(Write::PutActive(env, job.id));
+    writes.push(Write::PutJob(Box::new(job.clone())));
     Ok(done(writes, Response::Job { job: Box::new(job) }))
 }
 
@@ -1549,6 +1562,298 @@ mod tests {
             cat.job(&id).unwrap().unwrap().result.backup,
             Some(committed)
         );
+    }
+
+    /// Submits a backup job `n` of `env` as an admin at `now_ms`; returns the job admitted.
+    fn submit_backup_at(cat: &mut MemCatalog, n: u128, env: EnvId, now_ms: i64) -> Job {
+        match cat.run_as(
+            user(Role::Admin),
+            Command::SubmitJob {
+                id: uuid::Uuid::from_u128(n),
+                request: JobRequest {
+                    kind: "backup".into(),
+                    env: Some(env),
+                    host: None,
+                    options: JobOptions::default(),
+                },
+                now_ms,
+                queue_timeout_ms: 60_000,
+            },
+        ) {
+            Response::Job { job } => *job,
+            other => panic!("backup job {n} not admitted: {other:?}"),
+        }
+    }
+
+    /// A backup as an admin commits it directly (no job).
+    fn direct_commit(cat: &mut MemCatalog, env: EnvId, time: i64) -> Response {
+        let mut r = record(env, time, "");
+        r.host = "h1".into();
+        cat.run_as(
+            user(Role::Admin),
+            Command::CommitBackup {
+                record: r,
+                job: None,
+                now_ms: time * 1000,
+                session: None,
+            },
+        )
+    }
+
+    /// The agent of h1 commits a backup (its clock says `time`) in job `job`.
+    fn job_commit(cat: &mut MemCatalog, env: EnvId, job: uuid::Uuid, time: i64) -> Response {
+        let mut r = record(env, time, "");
+        r.host = "h1".into();
+        cat.run_as(
+            agent("h1"),
+            Command::CommitBackup {
+                record: r,
+                job: Some(job),
+                now_ms: time * 1000,
+                session: None,
+            },
+        )
+    }
+
+    /// A backup job reserves its backup's id when it is admitted (after the environment's
+    /// last id, at or after the admission time), so its Status can name the backup at once.
+    /// While it is queued or running, no other backup of the environment commits; its own
+    /// commit takes exactly the reserved id, whatever the agent's clock says, and retention
+    /// then removes the oldest backup, never the job's.
+    #[test]
+    fn a_backup_job_reserves_its_id_and_commits_exactly_it() {
+        const T: i64 = 1_700_000_000;
+        let mut cat = MemCatalog::default();
+        let a = env("h1", "101");
+        let other = env("h1", "102");
+        register(&mut cat, "h1", vec![a.clone(), other.clone()], 1_000);
+        cat.run(Command::SetEnvConfig {
+            env: a.eid,
+            config: cairn_core::retention::EnvConfig {
+                keep_max: Some(2),
+                // An agent's commit triggers retention too: no grace for young backups.
+                retention_grace_days: Some(0),
+                ..Default::default()
+            },
+            now_ms: 0,
+        });
+        let Response::Committed { id: a1, .. } = direct_commit(&mut cat, a.eid, T) else {
+            panic!("no commit")
+        };
+        let Response::Committed { id: a2, .. } = direct_commit(&mut cat, a.eid, T + 10) else {
+            panic!("no commit")
+        };
+
+        // Admitted with a clock behind the last id: the id after it.
+        let job = submit_backup_at(&mut cat, 1, a.eid, (T + 5) * 1000);
+        let reserved = BackupId::new(a.eid, T + 11);
+        assert_eq!(job.reserved_backup, Some(reserved));
+        assert!(reserved.time > a2.time);
+        assert_eq!(
+            cat.last_id(a.eid).unwrap(),
+            Some(T + 11),
+            "the last id moves"
+        );
+        assert_eq!(
+            cat.job(&job.id).unwrap().unwrap().reserved_backup,
+            Some(reserved)
+        );
+        assert!(
+            cat.backup(&reserved).unwrap().is_none(),
+            "reserved, not made"
+        );
+
+        // A direct backup of the environment, queued job: refused, nothing written.
+        let refused = direct_commit(&mut cat, a.eid, T + 20);
+        assert_eq!(code(&refused), Some(ErrorCode::JobRunning), "{refused:?}");
+        let (_, message) = refused.refusal().unwrap();
+        assert!(
+            message.contains(&format!(
+                "environment {} has a backup job {} in progress",
+                a.eid, job.id
+            )),
+            "{message}"
+        );
+        assert_eq!(cat.backups(Some(a.eid)).unwrap().len(), 2);
+        assert_eq!(cat.last_id(a.eid).unwrap(), Some(T + 11));
+        // Another environment is not held back.
+        assert!(matches!(
+            direct_commit(&mut cat, other.eid, T + 20),
+            Response::Committed { .. }
+        ));
+
+        cat.run(Command::ClaimJob {
+            id: job.id,
+            host: "h1".into(),
+            now_ms: (T + 30) * 1000,
+            lease_until_ms: (T + 90) * 1000,
+        });
+        // Running: still refused.
+        assert_eq!(
+            code(&direct_commit(&mut cat, a.eid, T + 40)),
+            Some(ErrorCode::JobRunning)
+        );
+        // The job's own commit gets exactly the reserved id, though its agent's clock says
+        // later; retention (keep 2) removes the oldest, not the job's backup.
+        let answer = job_commit(&mut cat, a.eid, job.id, T + 50);
+        assert_eq!(
+            answer,
+            Response::Committed {
+                id: reserved,
+                removed: vec![a1]
+            }
+        );
+        assert!(cat.backup(&reserved).unwrap().is_some());
+        assert!(cat.backup(&a2).unwrap().is_some());
+        assert!(cat.backup(&a1).unwrap().is_none());
+        assert_eq!(cat.last_id(a.eid).unwrap(), Some(T + 11));
+        assert_eq!(
+            cat.job(&job.id).unwrap().unwrap().result.backup,
+            Some(reserved)
+        );
+        cat.run(Command::FinishJob {
+            id: job.id,
+            host: Some("h1".into()),
+            state: JobState::Succeeded,
+            reason: String::new(),
+            code: None,
+            result: JobResult {
+                backup: Some(reserved),
+                ..Default::default()
+            },
+            now_ms: (T + 60) * 1000,
+        });
+        // Ended: direct backups commit again, after the job's id.
+        let Response::Committed { id: a4, removed } = direct_commit(&mut cat, a.eid, T + 1) else {
+            panic!("no commit after the job ended")
+        };
+        assert_eq!(a4.time, T + 12);
+        assert_eq!(
+            removed,
+            vec![a2],
+            "retention keeps the job's backup, the newer"
+        );
+
+        // Admitted with a clock ahead of the last id: the admission second itself.
+        let later = submit_backup_at(&mut cat, 2, a.eid, (T + 500) * 1000 + 999);
+        assert_eq!(later.reserved_backup, Some(BackupId::new(a.eid, T + 500)));
+        // Restore and delete jobs reserve nothing.
+        assert_eq!(
+            cat.run(Command::CancelJob {
+                id: later.id,
+                now_ms: (T + 501) * 1000
+            })
+            .refusal(),
+            None
+        );
+        let restore = submit(
+            &mut cat,
+            user(Role::Admin),
+            3,
+            "restore",
+            Some(a.eid),
+            JobOptions::default(),
+        );
+        let Response::Job { job: restore } = restore else {
+            panic!("{restore:?}")
+        };
+        assert_eq!(restore.reserved_backup, None);
+    }
+
+    /// A backup job that fails or is cancelled leaves its reserved id unused: the next
+    /// commit of the environment gets a later one (ids are never given twice), and a commit
+    /// that names a job which is no longer running takes a fresh id too.
+    #[test]
+    fn a_failed_or_cancelled_backup_job_leaves_its_id_unused() {
+        const T: i64 = 1_700_000_000;
+        let mut cat = MemCatalog::default();
+        let a = env("h1", "101");
+        register(&mut cat, "h1", vec![a.clone()], 1_000);
+        let job = submit_backup_at(&mut cat, 1, a.eid, T * 1000);
+        let reserved = job.reserved_backup.unwrap();
+        assert_eq!(reserved, BackupId::new(a.eid, T));
+        cat.run(Command::ClaimJob {
+            id: job.id,
+            host: "h1".into(),
+            now_ms: (T + 1) * 1000,
+            lease_until_ms: (T + 90) * 1000,
+        });
+        assert_eq!(
+            state(&cat.run(Command::FinishJob {
+                id: job.id,
+                host: Some("h1".into()),
+                state: JobState::Failed,
+                reason: "disk gone".into(),
+                code: None,
+                result: JobResult::default(),
+                now_ms: (T + 2) * 1000,
+            })),
+            JobState::Failed
+        );
+        // A commit naming the failed job (an operator's; its agent may no longer commit in
+        // it) takes a fresh id, not the reserved one.
+        let mut r = record(a.eid, T, "");
+        r.host = "h1".into();
+        let Response::Committed { id: late, .. } = cat.run_as(
+            user(Role::Admin),
+            Command::CommitBackup {
+                record: r,
+                job: Some(job.id),
+                now_ms: T * 1000,
+                session: None,
+            },
+        ) else {
+            panic!("no commit")
+        };
+        assert!(late.time > reserved.time, "{late} after {reserved}");
+        let Response::Committed { id: direct, .. } = direct_commit(&mut cat, a.eid, T) else {
+            panic!("no commit after the job failed")
+        };
+        assert!(direct.time > late.time);
+
+        // Cancelled while queued: the same.
+        let queued = submit_backup_at(&mut cat, 2, a.eid, T * 1000);
+        let reserved = queued.reserved_backup.unwrap();
+        assert!(reserved.time > direct.time);
+        assert_eq!(
+            code(&direct_commit(&mut cat, a.eid, T)),
+            Some(ErrorCode::JobRunning)
+        );
+        cat.run(Command::CancelJob {
+            id: queued.id,
+            now_ms: (T + 3) * 1000,
+        });
+        let Response::Committed { id: next, .. } = direct_commit(&mut cat, a.eid, T) else {
+            panic!("no commit after the job was cancelled")
+        };
+        assert!(next.time > reserved.time, "{next} after {reserved}");
+        assert!(cat.backup(&reserved).unwrap().is_none(), "never used");
+    }
+
+    /// The job's commit refuses an id out of order rather than committing it: a catalog in
+    /// which the environment was given a later id meanwhile (which the rules never allow)
+    /// gets a refusal, never a backup older than one it already acknowledged.
+    #[test]
+    fn a_reserved_id_is_never_committed_out_of_order() {
+        const T: i64 = 1_700_000_000;
+        let mut cat = MemCatalog::default();
+        let a = env("h1", "101");
+        register(&mut cat, "h1", vec![a.clone()], 1_000);
+        let job = submit_backup_at(&mut cat, 1, a.eid, T * 1000);
+        cat.run(Command::ClaimJob {
+            id: job.id,
+            host: "h1".into(),
+            now_ms: (T + 1) * 1000,
+            lease_until_ms: (T + 90) * 1000,
+        });
+        // Forced past the rules: a later id given behind the job's back.
+        cat.apply(&[Write::PutLastId {
+            env: a.eid,
+            time: T + 5,
+        }]);
+        let refused = job_commit(&mut cat, a.eid, job.id, T + 2);
+        assert_eq!(code(&refused), Some(ErrorCode::Conflict), "{refused:?}");
+        assert!(cat.backups(Some(a.eid)).unwrap().is_empty());
     }
 
     /// Submits a backup job of `env` on h1 asking to replace `replace`, claims it and

@@ -24,9 +24,28 @@
 //! removal (see `cairn_core::retention`) is decided here with everything else. So is the
 //! backup a backup job asked to replace (`JobOptions::replace`, see `replace_writes`):
 //! removed in the commit of the new one, never as a second request after it.
+//!
+//! # Backup ids, and the ones backup jobs reserve
+//! A backup's id is a second (`EID/YYYYMMDDhhmmss`). The ids of one environment grow in
+//! commit order and are never given twice: each is the first free second at or after the one
+//! asked for and after the environment's last id (`Write::PutLastId`, kept for deleted
+//! backups too). Retention ("keep the N newest") relies on that order.
+//!
+//! A backup job reserves its id when it is admitted (`agents::submit_job`): the first free
+//! second at or after the admission time and after the last id, stored in the job
+//! (`Job::reserved_backup`) and made the environment's last id in the same write. So an
+//! adapter can name the new backup from its first answer. To keep the order, while the
+//! environment has a queued or running backup job holding a reservation, every other commit
+//! of that environment (a direct backup, or a job that is no longer the active one) is
+//! refused with [`ErrorCode::JobRunning`]; the job's own commit (`CommitBackup.job`) takes
+//! exactly the reserved id, which is then still newer than every id before it (checked
+//! again here; refused as a `Conflict` if not, which the rules above never allow). A job that
+//! fails or is cancelled leaves its id unused; the next commit gets a later one. A job
+//! admitted before reservations existed (no `reserved_backup`) commits as a direct backup
+//! does and blocks nothing.
 
 use cairn_core::auth::Principal;
-use cairn_core::job::{EnvRecord, HostRecord, Job, TokenRecord};
+use cairn_core::job::{EnvRecord, HostRecord, Job, JobKind, TokenRecord};
 use cairn_core::placement::{Epoch, PlacementNode};
 use cairn_core::retention::{Candidate, EnvConfig, Session};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
@@ -363,38 +382,59 @@ fn commit_backup<V: CatalogRead + ?Sized>(
         }
     }
 
-    // Ids of one environment grow in commit order and are never given twice: the first free
-    // second at or after the requested one and after every id the environment was given
-    // before (deleted ones too). So the newest id is the newest commit whatever the
-    // proposers' clocks say, retention never takes a backup it has just acknowledged for an
-    // older one, and an id once deleted never names other content. The catalog is finite,
-    // so the search ends, and every member reaches the same answer from the same state.
-    let after = match view.last_id(env)? {
-        Some(t) => Some(t),
-        // Catalogs from before the mark was kept: the newest stored backup.
-        None => view.backups(Some(env))?.iter().map(|b| b.id.time).max(),
+    // The job this commit ends, if it is still the environment's active backup job.
+    let own_job = match job {
+        Some(j) => view
+            .job(&j)?
+            .filter(|j| j.kind == JobKind::Backup && j.env == env && !j.state.is_final()),
+        None => None,
     };
-    let mut time = match after {
-        Some(t) if t >= requested => t.saturating_add(1),
-        _ => requested,
-    };
-    if time > MAX_BACKUP_TIME {
-        return Ok(Decision::refuse(
-            ErrorCode::Conflict,
-            format!("environment {env} has no free backup second after {requested}"),
-        ));
+    // A backup job holding a reserved id: every other commit of the environment waits.
+    if let Some(active) = reserving_job(view, env)? {
+        if own_job.as_ref().map(|j| j.id) != Some(active.id) {
+            return Ok(Decision::refuse(
+                ErrorCode::JobRunning,
+                format!(
+                    "environment {env} has a backup job {} in progress ({}); it holds the next backup id ({}), so no other backup of {env} commits until it ends — wait for it or cancel it",
+                    active.id,
+                    active.state.as_str(),
+                    active.reserved_backup.map(|b| b.to_string()).unwrap_or_default()
+                ),
+            ));
+        }
     }
-    while view.backup(&BackupId::new(env, time))?.is_some() {
-        match time.checked_add(1).filter(|t| *t <= MAX_BACKUP_TIME) {
-            Some(next) => time = next,
+
+    let time = match own_job.as_ref().and_then(|j| j.reserved_backup) {
+        Some(reserved) => {
+            // Still newer than every id before it: every other commit was refused since the
+            // reservation. Checked all the same; a commit never takes an id out of order.
+            let last = last_given(view, env)?;
+            let newest = view.backups(Some(env))?.iter().map(|b| b.id.time).max();
+            if reserved.env != env
+                || last.is_some_and(|t| t > reserved.time)
+                || newest.is_some_and(|t| t >= reserved.time)
+            {
+                return Ok(Decision::refuse(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the id {reserved} reserved by backup job {} is no longer the newest of environment {env} (last id given: {}); nothing was committed",
+                        own_job.as_ref().map(|j| j.id).unwrap_or_default(),
+                        last.map(|t| BackupId::new(env, t).to_string()).unwrap_or_default()
+                    ),
+                ));
+            }
+            reserved.time
+        }
+        None => match next_free_time(view, env, requested)? {
+            Some(t) => t,
             None => {
                 return Ok(Decision::refuse(
                     ErrorCode::Conflict,
                     format!("environment {env} has no free backup second after {requested}"),
                 ))
             }
-        }
-    }
+        },
+    };
 
     let id = BackupId::new(env, time);
     let mut stored = record.clone();
@@ -417,21 +457,19 @@ fn commit_backup<V: CatalogRead + ?Sized>(
     }
     let mut existing = view.backups(Some(env))?;
     let mut removed = Vec::new();
-    // The backup job it is committed in names it at once (its id is chosen here), so the
-    // job's status shows the new backup before the agent reports the job finished.
-    if let Some(mut j) = job.map(|j| view.job(&j)).transpose()?.flatten() {
-        if j.kind == cairn_core::job::JobKind::Backup && j.env == env && !j.state.is_final() {
-            j.result.backup = Some(id);
-            if let Some(replace) = j.options.replace {
-                replace_writes(view, env, replace, &mut j, &mut existing, &mut writes)?;
-                removed.extend(
-                    j.result
-                        .replaced
-                        .filter(|_| j.result.replace_refused.is_none()),
-                );
-            }
-            writes.push(Write::PutJob(Box::new(j)));
+    // The backup job it is committed in names it at once, so the job's result shows the new
+    // backup before the agent reports the job finished.
+    if let Some(mut j) = own_job {
+        j.result.backup = Some(id);
+        if let Some(replace) = j.options.replace {
+            replace_writes(view, env, replace, &mut j, &mut existing, &mut writes)?;
+            removed.extend(
+                j.result
+                    .replaced
+                    .filter(|_| j.result.replace_refused.is_none()),
+            );
         }
+        writes.push(Write::PutJob(Box::new(j)));
     }
     existing.push(BackupRecord {
         id,
@@ -450,6 +488,57 @@ fn commit_backup<V: CatalogRead + ?Sized>(
         writes,
         response: Response::Committed { id, removed },
     })
+}
+
+/// The time of the last backup id given to `env`: the recorded mark, or for catalogs from
+/// before the mark was kept, the newest stored backup.
+fn last_given<V: CatalogRead + ?Sized>(view: &V, env: EnvId) -> Result<Option<i64>, V::Error> {
+    Ok(match view.last_id(env)? {
+        Some(t) => Some(t),
+        None => view.backups(Some(env))?.iter().map(|b| b.id.time).max(),
+    })
+}
+
+/// The next backup id of `env`, as a time: the first free second at or after `from` and
+/// after every id the environment was given before (deleted ones too). So the newest id is
+/// the newest commit (or reservation) whatever the proposers' clocks say, retention never
+/// takes a backup it has just acknowledged for an older one, and an id once deleted never
+/// names other content. `None` when no second up to [`MAX_BACKUP_TIME`] is free. The catalog
+/// is finite, so the search ends, and every member reaches the same answer from the same
+/// state.
+pub(crate) fn next_free_time<V: CatalogRead + ?Sized>(
+    view: &V,
+    env: EnvId,
+    from: i64,
+) -> Result<Option<i64>, V::Error> {
+    let mut time = match last_given(view, env)? {
+        Some(t) if t >= from => t.saturating_add(1),
+        _ => from,
+    };
+    if time > MAX_BACKUP_TIME {
+        return Ok(None);
+    }
+    while view.backup(&BackupId::new(env, time))?.is_some() {
+        match time.checked_add(1).filter(|t| *t <= MAX_BACKUP_TIME) {
+            Some(next) => time = next,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(time))
+}
+
+/// The environment's active backup job, if it holds a reserved id (see the module doc):
+/// while it does, no other backup of the environment commits.
+pub(crate) fn reserving_job<V: CatalogRead + ?Sized>(
+    view: &V,
+    env: EnvId,
+) -> Result<Option<Job>, V::Error> {
+    let Some(id) = view.active_job(env)? else {
+        return Ok(None);
+    };
+    Ok(view.job(&id)?.filter(|j| {
+        j.kind == JobKind::Backup && !j.state.is_final() && j.reserved_backup.is_some()
+    }))
 }
 
 /// "Replace a backup", decided in the commit of the backup job that asked for it
@@ -842,7 +931,7 @@ pub(crate) mod tests {
     }
 
     impl MemCatalog {
-        fn apply(&mut self, writes: &[Write]) {
+        pub(crate) fn apply(&mut self, writes: &[Write]) {
             for w in writes {
                 match w {
                     Write::PutBackup(r) => {

@@ -37,7 +37,13 @@ const NAMES: [&str; 3] = ["", "daily", "weekly"];
 /// One random proposal over a small world (two hosts, three environments, a few seconds of
 /// backup ids), so commands collide often: duplicate names, deletes of what exists, retention
 /// that removes, jobs that conflict.
-fn proposal(rng: &mut Rng, step: i64, envs: &[EnvRecord], ids: &[BackupId]) -> Proposal {
+fn proposal(
+    rng: &mut Rng,
+    step: i64,
+    envs: &[EnvRecord],
+    ids: &[BackupId],
+    mem: &MemCatalog,
+) -> Proposal {
     let env = envs[rng.below(envs.len() as u64) as usize].eid;
     let some_id = |rng: &mut Rng| {
         if ids.is_empty() || rng.below(5) == 0 {
@@ -48,19 +54,32 @@ fn proposal(rng: &mut Rng, step: i64, envs: &[EnvRecord], ids: &[BackupId]) -> P
     };
     let now_ms = (T + step) * 1000;
     let admin = user(Role::Admin);
-    match rng.below(9) {
+    match rng.below(11) {
         0..=2 => {
             let mut r = record(env, T + rng.below(6) as i64, NAMES[rng.below(3) as usize]);
             if rng.below(2) == 0 {
                 r.kind = BackupType::Incremental;
             }
+            // Half of the commits are the environment's active job's own (taking the id it
+            // reserved), the others direct (refused while a backup job holds an id).
+            let job = match rng.below(2) {
+                0 => mem.active_job(env).unwrap(),
+                _ => None,
+            };
             Proposal::system(Command::CommitBackup {
                 record: r,
-                job: None,
+                job,
                 now_ms,
                 session: None,
             })
         }
+        9 => Proposal::new(
+            admin,
+            Command::CancelJob {
+                id: uuid::Uuid::from_u128(rng.below(8) as u128 + 1),
+                now_ms,
+            },
+        ),
         3 => Proposal::new(admin, Command::DeleteBackup { id: some_id(rng) }),
         4 => Proposal::new(
             admin,
@@ -136,6 +155,8 @@ fn proposal(rng: &mut Rng, step: i64, envs: &[EnvRecord], ids: &[BackupId]) -> P
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sled_state_machine_agrees_with_the_reference_on_random_commands() {
     let envs = vec![env("h1", "101"), env("h1", "102"), env("h2", "201")];
+    // Commits that took their job's reserved id, and direct ones a reservation held back.
+    let (mut reserved_taken, mut held_back) = (0, 0);
     for seed in 1..=12u64 {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = crate::store::open(dir.path()).unwrap().1;
@@ -144,10 +165,29 @@ async fn the_sled_state_machine_agrees_with_the_reference_on_random_commands() {
         let mut ids: Vec<BackupId> = Vec::new();
         let mut kinds = BTreeSet::new();
         for step in 1..=150u64 {
-            let p = proposal(&mut rng, step as i64, &envs, &ids);
+            let p = proposal(&mut rng, step as i64, &envs, &ids, &mem);
             kinds.insert(p.cmd.kind());
             let what = format!("seed {seed}, step {step}: {:?}", p.cmd);
+            let reserved = match &p.cmd {
+                Command::CommitBackup { job: Some(j), .. } => {
+                    mem.job(j).unwrap().and_then(|j| j.reserved_backup)
+                }
+                _ => None,
+            };
             let want = mem.run_proposal(p.clone());
+            match (&p.cmd, &want) {
+                (Command::CommitBackup { .. }, Response::Committed { id, .. })
+                    if Some(*id) == reserved =>
+                {
+                    reserved_taken += 1
+                }
+                (Command::CommitBackup { job: None, .. }, Response::Refused { code, .. })
+                    if *code == cairn_core::ErrorCode::JobRunning =>
+                {
+                    held_back += 1
+                }
+                _ => {}
+            }
             let entry = LogEntry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), step),
                 payload: EntryPayload::Normal(p),
@@ -166,6 +206,16 @@ async fn the_sled_state_machine_agrees_with_the_reference_on_random_commands() {
                     mem.env_config(e.eid).unwrap(),
                     "{what}"
                 );
+                assert_eq!(
+                    sm.last_id(e.eid).unwrap(),
+                    mem.last_id(e.eid).unwrap(),
+                    "{what}"
+                );
+                assert_eq!(
+                    sm.active_job(e.eid).unwrap(),
+                    mem.active_job(e.eid).unwrap(),
+                    "{what}"
+                );
             }
             for h in ["h1", "h2"] {
                 assert_eq!(sm.host(h).unwrap(), mem.host(h).unwrap(), "{what}");
@@ -175,6 +225,10 @@ async fn the_sled_state_machine_agrees_with_the_reference_on_random_commands() {
                 assert_eq!(sm.job(&id).unwrap(), mem.job(&id).unwrap(), "{what}");
             }
         }
-        assert_eq!(kinds.len(), 7, "seed {seed} exercised only {kinds:?}");
+        assert_eq!(kinds.len(), 8, "seed {seed} exercised only {kinds:?}");
     }
+    assert!(
+        reserved_taken > 0 && held_back > 0,
+        "reservations exercised: {reserved_taken} taken, {held_back} held back"
+    );
 }

@@ -335,6 +335,7 @@ impl From<&Job> for pb::Job {
             queue_timeout_ms: j.queue_timeout_ms,
             waiting: String::new(),
             code: code_to_wire(j.code),
+            reserved_backup: j.reserved_backup.map(|b| b.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -371,6 +372,7 @@ impl TryFrom<pb::Job> for Job {
             cancel_requested: j.cancel_requested,
             progress: j.progress.unwrap_or_default().into(),
             result: j.result.unwrap_or_default().try_into()?,
+            reserved_backup: opt_backup_id(&j.reserved_backup, "reserved backup id")?,
         })
     }
 }
@@ -444,7 +446,9 @@ mod tests {
         job.result.replaced = Some(BackupId::new(env, 1_600_000_000));
         job.result.replace_refused = Some(cairn_core::ErrorCode::Protected);
         job.result.replace_reason = "kept".into();
+        job.reserved_backup = Some(BackupId::new(env, 1_700_000_001));
         let wire = pb::Job::from(&job);
+        assert_eq!(wire.reserved_backup, format!("{env}/20231114221321"));
         assert_eq!(
             wire.code, "E1018",
             "a failed job carries its code on the wire"

@@ -71,6 +71,10 @@ fn job(kind: JobKind, state: JobState) -> Job {
         1_795_000_000_000,
         3_600_000,
     );
+    // As the catalog admits it: a backup job holds its backup's id from the start.
+    if kind == JobKind::Backup {
+        j.reserved_backup = Some(target);
+    }
     j.state = state;
     j.progress.percent = 42;
     match state {
@@ -85,16 +89,32 @@ fn job(kind: JobKind, state: JobState) -> Job {
     j
 }
 
-/// A back_up Status names the new backup as soon as the cluster committed it (the commit
-/// writes its id into the running job), not only once the job ended; before, the VM.
+/// A back_up Status names the new backup from the first answer: the catalog reserves the
+/// backup's id when it admits the job (`Job::reserved_backup`), and the job's commit takes
+/// exactly that id. A job admitted before reservations existed names the VM until its commit
+/// writes the id into it.
 #[test]
-fn a_back_up_status_names_the_backup_once_committed() {
+fn a_back_up_status_names_the_backup_from_the_first_answer() {
     let u = uris();
-    let mut j = job(JobKind::Backup, JobState::Running);
-    assert_eq!(model::status(&u, &j).target_uri, u.vm(j.env));
-    let made: BackupId = format!("{EID}/20261122081500").parse().unwrap();
-    j.result.backup = Some(made);
-    let s = model::status(&u, &j);
+    let reserved: BackupId = format!("{EID}/20261122081500").parse().unwrap();
+    for state in [JobState::Queued, JobState::Running] {
+        let j = job(JobKind::Backup, state);
+        assert_eq!(j.reserved_backup, Some(reserved));
+        let s = model::status(&u, &j);
+        assert_eq!(s.target_uri, u.backup(&reserved), "{state:?}");
+        assert!(s.progress < 100 && s.status.is_none());
+    }
+    let mut done = job(JobKind::Backup, JobState::Succeeded);
+    done.result.backup = Some(reserved);
+    assert_eq!(model::status(&u, &done).target_uri, u.backup(&reserved));
+
+    // Admitted before reservations: the VM, then the backup once committed.
+    let mut old = job(JobKind::Backup, JobState::Running);
+    old.reserved_backup = None;
+    assert_eq!(model::status(&u, &old).target_uri, u.vm(old.env));
+    let made: BackupId = format!("{EID}/20261122081501").parse().unwrap();
+    old.result.backup = Some(made);
+    let s = model::status(&u, &old);
     assert_eq!(s.target_uri, u.backup(&made));
     assert_eq!((s.progress, s.status), (42, None), "still running");
 }

@@ -361,14 +361,20 @@ pub fn op(kind: JobKind) -> &'static str {
 
 /// A job as a Status. While it runs, `progress` is the agent's percent capped at 99; once
 /// finished, `progress` is 100 and `status` the HTTP code of the outcome. `target_uri` is
-/// the backup acted on, or made: a new backup's URI as soon as the cluster committed it
-/// (its id is chosen then), the VM before.
+/// the backup acted on, or made: for `back_up`, the new backup's URI from the first answer
+/// (the catalog reserves its id when it admits the job, `Job::reserved_backup`; until the
+/// job commits, a GET of that URI answers 404 and the Status is what one polls). Only a job
+/// admitted before reservations existed names the VM until its commit.
 pub fn status(u: &Uris, job: &Job) -> Status {
     let finished = matches!(
         job.state,
         JobState::Succeeded | JobState::Failed | JobState::Cancelled
     );
-    let backup = job.result.backup.or(job.options.backup);
+    let backup = job
+        .result
+        .backup
+        .or(job.reserved_backup)
+        .or(job.options.backup);
     let target_uri = backup.map_or_else(|| u.vm(job.env), |b| u.backup(&b));
     let (progress, code, message) = match job.state {
         JobState::Queued => (0, None, None),
