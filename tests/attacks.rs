@@ -364,6 +364,13 @@ fn a_stolen_agent_token_reaches_nothing_of_another_host() {
                     .await
                     .unwrap_err();
                 assert_eq!(e.code(), tonic::Code::PermissionDenied, "{scope}: {e:?}");
+                // Naming no backup breaks "acts for its own host, and says on what".
+                let rule = if scope.is_empty() {
+                    cairn_core::auth::Rule::AgentOwnHost
+                } else {
+                    cairn_core::auth::Rule::AgentOwnBackup
+                };
+                assert_eq!(cairn_proto::rule_of(&e), Some(rule), "{scope}: {e:?}");
             }
             // Its own backup's chunks it reads, named for that backup.
             let own = grpc::get(&node.url, &f.t1, vec![b1.manifest.clone()], &f.b1)
@@ -375,7 +382,12 @@ fn a_stolen_agent_token_reaches_nothing_of_another_host() {
             junk.name = "junk".into();
             let e = pb_commit(&node.url, &f.t1, junk, "").await.unwrap_err();
             assert_eq!(e.code(), tonic::Code::PermissionDenied);
-            assert!(e.message().contains("agent-commit-in-job"), "{e:?}");
+            // The rule travels as metadata a client matches on, not only in the words.
+            assert_eq!(
+                cairn_proto::rule_of(&e),
+                Some(cairn_core::auth::Rule::AgentCommitInJob),
+                "{e:?}"
+            );
         }
     });
     let _ = (&f.hn1, &f.hn2, &f.t2, &f.conf1, &f.conf2);

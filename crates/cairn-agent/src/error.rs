@@ -46,6 +46,10 @@ impl From<cairn_api::Error> for AgentError {
         match e {
             cairn_api::Error::Unreachable { url, why } => AgentError::Unreachable { url, why },
             cairn_api::Error::Cluster { code, message } => AgentError::Cluster { code, message },
+            cairn_api::Error::PermissionDenied { message, .. } => AgentError::Cluster {
+                code: ErrorCode::PermissionDenied,
+                message,
+            },
             cairn_api::Error::Invalid(m) => AgentError::Invalid(m),
             cairn_api::Error::Io { path, source } => AgentError::Io { path, source },
             cairn_api::Error::Chunk(c) => AgentError::Chunk(c),

@@ -16,6 +16,13 @@ pub enum Error {
     /// A node refused or failed the call, with its stable code.
     #[error("{message}")]
     Cluster { code: ErrorCode, message: String },
+    /// A node refused the call for want of a right: `rule` names the rule it applied
+    /// (`agent-own-host`, `access-table`, …; `None` from a node that does not name it).
+    #[error("{message}")]
+    PermissionDenied {
+        rule: Option<cairn_core::auth::Rule>,
+        message: String,
+    },
     /// The request cannot be sent as it is (a bad address, a malformed value).
     #[error("{0}")]
     Invalid(String),
@@ -39,6 +46,7 @@ impl Error {
         match self {
             Error::Unreachable { .. } => ErrorCode::Unavailable,
             Error::Cluster { code, .. } => *code,
+            Error::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             Error::Invalid(_) => ErrorCode::InvalidArgument,
             Error::Chunk(_) => ErrorCode::Corrupt,
             Error::Io { .. } | Error::Internal(_) => ErrorCode::Internal,
@@ -48,16 +56,21 @@ impl Error {
     /// Whether a node decided this (refused or failed it with a stable code): the call
     /// reached a node, and "may have happened" does not apply.
     pub fn is_answer(&self) -> bool {
-        matches!(self, Error::Cluster { .. })
+        matches!(self, Error::Cluster { .. } | Error::PermissionDenied { .. })
     }
 }
 
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
-        Error::Cluster {
-            code: cairn_proto::code_of(&s),
-            message: cairn_proto::message_of(&s).to_string(),
+        let code = cairn_proto::code_of(&s);
+        let message = cairn_proto::message_of(&s).to_string();
+        if code == ErrorCode::PermissionDenied {
+            return Error::PermissionDenied {
+                rule: cairn_proto::rule_of(&s),
+                message,
+            };
         }
+        Error::Cluster { code, message }
     }
 }
 
@@ -78,6 +91,24 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::DuplicateName);
         assert!(e.is_answer());
         assert_eq!(e.to_string(), "whatever the words say");
+        // A permission refusal names its rule in the metadata, not in the words.
+        let s = cairn_proto::refusal(
+            ErrorCode::PermissionDenied,
+            Some(cairn_core::auth::Rule::AgentOwnHost),
+            "no",
+        );
+        match Error::from(s) {
+            Error::PermissionDenied { rule, message } => {
+                assert_eq!(rule, Some(cairn_core::auth::Rule::AgentOwnHost));
+                assert_eq!(message, "no");
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = tonic::Status::permission_denied("rule agent-own-host: no");
+        assert!(matches!(
+            Error::from(s),
+            Error::PermissionDenied { rule: None, .. }
+        ));
         // Prose that looks like a code is not one.
         let s = tonic::Status::not_found("[E1011] no backup");
         assert_eq!(Error::from(s).code(), ErrorCode::NotFound);

@@ -163,6 +163,76 @@ enum Agents {
     OwnHost,
 }
 
+/// The rule a permission refusal applies: a stable name a caller may match on (carried in the
+/// `cairn-rule` metadata of a refusal), never the refusal's prose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    /// The access table ([`TABLE`]): the principal's role or kind lacks the access the entry
+    /// point needs.
+    AccessTable,
+    /// An agent acts for its own host only.
+    AgentOwnHost,
+    /// An agent acts on environments its host runs only.
+    AgentOwnEnv,
+    /// An agent reads backups of its host's environments (and the one an active restore job
+    /// on its host reads) only.
+    AgentOwnBackup,
+    /// An agent sees and acts on its host's jobs only.
+    AgentOwnJob,
+    /// An agent opens sessions and commits only for the backup job its host runs.
+    AgentCommitInJob,
+    /// An agent closes the sessions its host opened only.
+    AgentOwnSession,
+    /// An agent restores only into the environment's own path, on its host.
+    AgentOwnPaths,
+    /// Removing backups (deleting, replacing) needs the right to delete.
+    MayDelete,
+    /// A caller may vouch only for principals with at most its own rights.
+    Delegation,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 10] = [
+        Rule::AccessTable,
+        Rule::AgentOwnHost,
+        Rule::AgentOwnEnv,
+        Rule::AgentOwnBackup,
+        Rule::AgentOwnJob,
+        Rule::AgentCommitInJob,
+        Rule::AgentOwnSession,
+        Rule::AgentOwnPaths,
+        Rule::MayDelete,
+        Rule::Delegation,
+    ];
+
+    /// The rule's stable name (`agent-own-host`, …), as refusals print and carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::AccessTable => "access-table",
+            Rule::AgentOwnHost => "agent-own-host",
+            Rule::AgentOwnEnv => "agent-own-env",
+            Rule::AgentOwnBackup => "agent-own-backup",
+            Rule::AgentOwnJob => "agent-own-job",
+            Rule::AgentCommitInJob => "agent-commit-in-job",
+            Rule::AgentOwnSession => "agent-own-session",
+            Rule::AgentOwnPaths => "agent-own-paths",
+            Rule::MayDelete => "may-delete",
+            Rule::Delegation => "delegation",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The table's answer for one principal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -453,6 +523,17 @@ pub fn admit(interface: Interface, entry: &str, who: &Principal) -> Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_names_are_stable_and_round_trip() {
+        for r in Rule::ALL {
+            assert_eq!(Rule::parse(r.as_str()), Some(r));
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+        assert_eq!(Rule::AgentOwnHost.as_str(), "agent-own-host");
+        assert_eq!(Rule::parse("agent-own-hosts"), None);
+    }
 
     fn user(role: Role) -> Principal {
         Principal::User {

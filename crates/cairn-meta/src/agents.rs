@@ -20,7 +20,7 @@
 //! environment is an operator's decision ([`Command::MoveEnv`]), so a compromised host can
 //! neither claim another host's containers nor their history.
 
-use cairn_core::auth::{Admission, Principal};
+use cairn_core::auth::{Admission, Principal, Rule};
 use cairn_core::job::{EnvRecord, Job, JobKind, JobOptions, JobRefusal, JobResult, JobState};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 
@@ -35,7 +35,7 @@ fn done(writes: Vec<Write>, response: Response) -> Decision {
 fn refusal(r: JobRefusal) -> Decision {
     match r {
         JobRefusal::State(m) => Decision::refuse(ErrorCode::Conflict, m),
-        JobRefusal::WrongHost(m) => Decision::refuse(ErrorCode::PermissionDenied, m),
+        JobRefusal::WrongHost(m) => Decision::deny(Rule::AgentOwnJob, m),
     }
 }
 
@@ -377,8 +377,8 @@ fn not_found(code: ErrorCode, message: impl Into<String>) -> Decision {
     Decision::refuse(code, message.into())
 }
 
-fn forbidden(message: impl Into<String>) -> Decision {
-    Decision::refuse(ErrorCode::PermissionDenied, message.into())
+fn forbidden(rule: Rule, message: impl Into<String>) -> Decision {
+    Decision::deny(rule, message.into())
 }
 
 /// Admits a job request: resolves the environment, host and backup, decides whether `by`
@@ -401,7 +401,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
     };
     let admission = kind.access().admits(by);
     if let Admission::Denied(why) = admission {
-        return Ok(forbidden(why));
+        return Ok(forbidden(Rule::AccessTable, why));
     }
     let agent = by.agent_host();
     if let Some(existing) = view.job(&id)? {
@@ -434,7 +434,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
             if let Some(h) = agent {
                 let own_env = view.env(b.env)?.is_some_and(|e| e.host == h);
                 if !own_env || !backup_readable(view, h, &b)? {
-                    return Ok(forbidden(not_own_backup(h, &b)));
+                    return Ok(forbidden(Rule::AgentOwnBackup, not_own_backup(h, &b)));
                 }
             }
             match view.backup(&b)? {
@@ -463,17 +463,17 @@ fn submit_job<V: CatalogRead + ?Sized>(
     let registered: Option<EnvRecord> = view.env(env)?;
     if let Some(h) = agent {
         if registered.as_ref().map(|e| e.host.as_str()) != Some(h) {
-            return Ok(forbidden(format!(
+            return Ok(forbidden(Rule::AgentOwnEnv, format!(
                 "rule agent-own-env: the agent token of host {h:?} acts only on environments its host runs; {env} is not one"
             )));
         }
         if request.host.as_deref().is_some_and(|named| named != h) {
-            return Ok(forbidden(format!(
+            return Ok(forbidden(Rule::AgentOwnHost, format!(
                 "rule agent-own-host: the agent token of host {h:?} runs jobs on its own host only; restoring onto another host is an operator's decision"
             )));
         }
         if !options.target_path.is_empty() {
-            return Ok(forbidden(format!(
+            return Ok(forbidden(Rule::AgentOwnPaths, format!(
                 "rule agent-own-paths: the agent token of host {h:?} restores only into the environment's own path"
             )));
         }
@@ -543,10 +543,13 @@ fn submit_job<V: CatalogRead + ?Sized>(
             )));
         }
         if !crate::authz::may_delete(by) {
-            return Ok(forbidden(format!(
-                "{} may not remove backups, so may not replace one",
-                by.name()
-            )));
+            return Ok(forbidden(
+                Rule::MayDelete,
+                format!(
+                    "{} may not remove backups, so may not replace one",
+                    by.name()
+                ),
+            ));
         }
         if let cairn_core::job::Replace::Backup(b) = replace {
             if b.env != env {
@@ -1084,7 +1087,7 @@ mod tests {
             restore(Some(b2)),
         );
         assert_eq!(code(&r), Some(ErrorCode::PermissionDenied));
-        assert!(r.refusal().unwrap().1.contains("agent-own-backup"), "{r:?}");
+        assert_eq!(r.rule(), Some(Rule::AgentOwnBackup), "{r:?}");
         // The same without naming the environment (the backup's is taken).
         let r = submit(&mut cat, agent("h1"), 2, "restore", None, restore(Some(b2)));
         assert_eq!(code(&r), Some(ErrorCode::PermissionDenied));
@@ -1135,7 +1138,7 @@ mod tests {
                 queue_timeout_ms: 60_000,
             },
         );
-        assert!(r.refusal().unwrap().1.contains("agent-own-paths"), "{r:?}");
+        assert_eq!(r.rule(), Some(Rule::AgentOwnPaths), "{r:?}");
         // Deleting and editing are never an agent's.
         for kind in ["delete", "update"] {
             let r = submit(

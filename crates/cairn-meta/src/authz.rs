@@ -21,15 +21,31 @@
 //! `decide` (the leader, followers and a replay agree); reads run [`authorize`] over the
 //! answering node's catalog (`MetaNode::authorize`).
 
-use cairn_core::auth::{Access, Admission, Principal};
+use cairn_core::auth::{Access, Admission, Principal, Rule};
 use cairn_core::job::{JobKind, JobState};
 use cairn_core::{BackupId, EnvId, ErrorCode};
 
 use crate::catalog::CatalogRead;
 use crate::command::Command;
 
-/// A refusal: its stable code and a message naming the rule.
-pub type Refusal = (ErrorCode, String);
+/// A refusal: its stable code, a message for people, and the rule it applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+    pub rule: Option<Rule>,
+}
+
+impl Refusal {
+    /// A permission refusal by `rule`.
+    pub fn denied(rule: Rule, message: String) -> Refusal {
+        Refusal {
+            code: ErrorCode::PermissionDenied,
+            message,
+            rule: Some(rule),
+        }
+    }
+}
 
 /// What a request names, for the rules that bind agents to their own host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,8 +60,8 @@ pub enum Subject {
     Session(uuid::Uuid),
 }
 
-fn deny(message: String) -> Refusal {
-    (ErrorCode::PermissionDenied, message)
+fn deny(rule: Rule, message: String) -> Refusal {
+    Refusal::denied(rule, message)
 }
 
 /// Decides whether `who` may make a request of `access` naming `subject`.
@@ -57,14 +73,14 @@ pub fn authorize<V: CatalogRead + ?Sized>(
 ) -> Result<Result<(), Refusal>, V::Error> {
     match access.admits(who) {
         Admission::Allowed => Ok(Ok(())),
-        Admission::Denied(why) => Ok(Err(deny(why))),
+        Admission::Denied(why) => Ok(Err(deny(Rule::AccessTable, why))),
         Admission::OwnHost => match who {
             Principal::Agent { host } => own(view, host, subject),
             // The table admits only agents for their own host.
-            _ => Ok(Err(deny(format!(
-                "{} is not bound to a host",
-                who.describe()
-            )))),
+            _ => Ok(Err(deny(
+                Rule::AccessTable,
+                format!("{} is not bound to a host", who.describe()),
+            ))),
         },
     }
 }
@@ -77,18 +93,18 @@ fn own<V: CatalogRead + ?Sized>(
 ) -> Result<Result<(), Refusal>, V::Error> {
     let who = format!("the agent token of host {host:?}");
     Ok(match subject {
-        Subject::Nothing => Err(deny(format!(
+        Subject::Nothing => Err(deny(Rule::AgentOwnHost, format!(
             "rule agent-own-host: {who} must name what it acts on (an environment, backup or job of its host)"
         ))),
         Subject::Host(h) if h == host => Ok(()),
-        Subject::Host(h) => Err(deny(format!(
+        Subject::Host(h) => Err(deny(Rule::AgentOwnHost, format!(
             "rule agent-own-host: {who} acts only for its own host, not for {h:?}"
         ))),
         Subject::Env(e) => {
             if env_host(view, *e)?.as_deref() == Some(host) {
                 Ok(())
             } else {
-                Err(deny(format!(
+                Err(deny(Rule::AgentOwnEnv, format!(
                     "rule agent-own-env: {who} acts only on environments its host runs; {e} is not one"
                 )))
             }
@@ -97,17 +113,17 @@ fn own<V: CatalogRead + ?Sized>(
             if backup_readable(view, host, b)? {
                 Ok(())
             } else {
-                Err(deny(not_own_backup(host, b)))
+                Err(deny(Rule::AgentOwnBackup, not_own_backup(host, b)))
             }
         }
         Subject::Job(j) => match view.job(j)? {
             Some(job) if job.host == host => Ok(()),
-            _ => Err(deny(format!(
+            _ => Err(deny(Rule::AgentOwnJob, format!(
                 "rule agent-own-job: {who} sees and acts on its own host's jobs only; job {j} is not one, or does not exist"
             ))),
         },
         Subject::Session(s) => match view.session(s)? {
-            Some(session) if session.host != host => Err(deny(format!(
+            Some(session) if session.host != host => Err(deny(Rule::AgentOwnSession, format!(
                 "rule agent-own-session: {who} closes only sessions its host opened; session {s} is not one"
             ))),
             // Closing a session that is gone changes nothing.
@@ -210,7 +226,7 @@ pub fn admit<V: CatalogRead + ?Sized>(
             commit_in_job(view, host, record, *job)?
         }
         (Principal::Agent { host }, Command::OpenSession { session }) if session.host != *host => {
-            Err(deny(format!(
+            Err(deny(Rule::AgentOwnHost, format!(
                 "rule agent-own-host: the agent token of host {host:?} opens sessions for its own host, not for {:?}",
                 session.host
             )))
@@ -227,7 +243,7 @@ pub fn admit<V: CatalogRead + ?Sized>(
             }) {
                 Ok(())
             } else {
-                Err(deny(format!(
+                Err(deny(Rule::AgentCommitInJob, format!(
                     "rule agent-commit-in-job: the agent token of host {host:?} opens a backup session of {} only for a backup job of it that its host is running",
                     session.env
                 )))
@@ -263,7 +279,7 @@ fn commit_in_job<V: CatalogRead + ?Sized>(
 ) -> Result<Result<(), Refusal>, V::Error> {
     let env = record.id.env;
     if record.host != host {
-        return Ok(Err(deny(format!(
+        return Ok(Err(deny(Rule::AgentCommitInJob, format!(
             "rule agent-commit-in-job: the agent token of host {host:?} commits backups taken on its own host, not on {:?}",
             record.host
         ))));
@@ -280,7 +296,7 @@ fn commit_in_job<V: CatalogRead + ?Sized>(
     Ok(if running {
         Ok(())
     } else {
-        Err(deny(format!(
+        Err(deny(Rule::AgentCommitInJob, format!(
             "rule agent-commit-in-job: the agent token of host {host:?} commits a backup of {env} only for a backup job of it that its host is running{}",
             match job {
                 Some(id) => format!("; job {id} is not one"),
@@ -401,11 +417,12 @@ mod tests {
         let ghost = BackupId::new(e2, 1_600_000_000);
         let a1 = agent("h1");
         let msg = |b| match authorize(&cat, &a1, Access::ReadContent, &Subject::Backup(b)) {
-            Ok(Err((code, m))) => (code, m.replace(&b.to_string(), "ID")),
+            Ok(Err(r)) => (r.code, r.rule, r.message.replace(&b.to_string(), "ID")),
             other => panic!("{other:?}"),
         };
         assert_eq!(msg(b2), msg(ghost));
         assert_eq!(msg(b2).0, ErrorCode::PermissionDenied);
+        assert_eq!(msg(b2).1, Some(Rule::AgentOwnBackup));
     }
 
     #[test]
@@ -422,7 +439,7 @@ mod tests {
         // No job: refused.
         let r = cat.run_as(agent("h1"), commit(&b, None));
         assert_eq!(r.refusal().unwrap().0, ErrorCode::PermissionDenied);
-        assert!(r.refusal().unwrap().1.contains("agent-commit-in-job"));
+        assert_eq!(r.rule(), Some(Rule::AgentCommitInJob));
         // A queued job is not enough; a running one is.
         let job = uuid::Uuid::from_u128(7);
         let submitted = cat.run_as(

@@ -160,7 +160,27 @@ impl Decision {
     pub(crate) fn refuse(code: ErrorCode, message: String) -> Decision {
         Decision {
             writes: Vec::new(),
-            response: Response::Refused { code, message },
+            response: Response::Refused {
+                code,
+                message,
+                rule: None,
+            },
+        }
+    }
+
+    /// A permission refusal by `rule`.
+    pub(crate) fn deny(rule: cairn_core::auth::Rule, message: String) -> Decision {
+        Decision::refused(crate::authz::Refusal::denied(rule, message))
+    }
+
+    pub(crate) fn refused(r: crate::authz::Refusal) -> Decision {
+        Decision {
+            writes: Vec::new(),
+            response: Response::Refused {
+                code: r.code,
+                message: r.message,
+                rule: r.rule,
+            },
         }
     }
 }
@@ -168,8 +188,8 @@ impl Decision {
 /// Decides what a proposal changes in the catalog seen through `view`, and what it answers:
 /// first whether its principal may make it, then what it does.
 pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decision, V::Error> {
-    if let Err((code, message)) = crate::authz::admit(view, &p.by, &p.cmd)? {
-        return Ok(Decision::refuse(code, message));
+    if let Err(r) = crate::authz::admit(view, &p.by, &p.cmd)? {
+        return Ok(Decision::refused(r));
     }
     let by = &p.by;
     match &p.cmd {

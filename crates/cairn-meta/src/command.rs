@@ -285,6 +285,9 @@ pub enum Response {
         #[serde(with = "error_code_serde")]
         code: ErrorCode,
         message: String,
+        /// For a permission refusal, the rule it applies (a stable name callers may match).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<cairn_core::auth::Rule>,
     },
 }
 
@@ -294,13 +297,22 @@ impl Response {
         Response::Refused {
             code,
             message: message.into(),
+            rule: None,
+        }
+    }
+
+    /// The permission rule a refusal applies, if it is one.
+    pub fn rule(&self) -> Option<cairn_core::auth::Rule> {
+        match self {
+            Response::Refused { rule, .. } => *rule,
+            _ => None,
         }
     }
 
     /// Returns the refusal's code and message, if this is a refusal.
     pub fn refusal(&self) -> Option<(ErrorCode, &str)> {
         match self {
-            Response::Refused { code, message } => Some((*code, message)),
+            Response::Refused { code, message, .. } => Some((*code, message)),
             _ => None,
         }
     }

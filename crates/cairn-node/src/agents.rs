@@ -127,7 +127,11 @@ impl AgentsService {
     /// Proposes `cmd` for `by`; a refusal becomes its status.
     async fn write(&self, by: &Principal, cmd: Command) -> Result<MetaResponse, Status> {
         match self.meta.write(by, cmd).await.map_err(meta_status)? {
-            MetaResponse::Refused { code, message } => Err(status(code, message)),
+            MetaResponse::Refused {
+                code,
+                message,
+                rule,
+            } => Err(cairn_proto::refusal(code, rule, message)),
             other => Ok(other),
         }
     }

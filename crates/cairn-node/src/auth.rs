@@ -93,7 +93,7 @@ pub fn authorize(
         .map_err(crate::error::meta_status)?
     {
         Ok(()) => Ok(()),
-        Err((code, message)) => Err(cairn_proto::status(code, message)),
+        Err(r) => Err(cairn_proto::refusal(r.code, r.rule, r.message)),
     }
 }
 
@@ -197,13 +197,21 @@ impl ServerAuth {
                         format!("{ON_BEHALF} does not hold a principal"),
                     )
                 })?;
-            who = who
-                .delegate(asserted)
-                .map_err(|why| cairn_proto::status(ErrorCode::PermissionDenied, why))?;
+            who = who.delegate(asserted).map_err(|why| {
+                cairn_proto::refusal(
+                    ErrorCode::PermissionDenied,
+                    Some(cairn_core::auth::Rule::Delegation),
+                    why,
+                )
+            })?;
         }
         if self.nodes_only {
             if let cairn_core::auth::Admission::Denied(why) = Access::Internal.admits(&who) {
-                return Err(cairn_proto::status(ErrorCode::PermissionDenied, why));
+                return Err(cairn_proto::refusal(
+                    ErrorCode::PermissionDenied,
+                    Some(cairn_core::auth::Rule::AccessTable),
+                    why,
+                ));
             }
         }
         req.extensions_mut().insert(who);

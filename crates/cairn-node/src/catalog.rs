@@ -104,8 +104,8 @@ pub(crate) fn forward_error(addr: &str, e: Status) -> Status {
     }
 }
 
-fn refused(code: ErrorCode, message: String) -> Status {
-    status(code, message)
+fn refused(code: ErrorCode, rule: Option<cairn_core::auth::Rule>, message: String) -> Status {
+    cairn_proto::refusal(code, rule, message)
 }
 
 /// Decides whether this node serves a leader-only call or forwards it to the leader.
@@ -184,7 +184,11 @@ impl CatalogService {
     /// Proposes `cmd` for `by` and turns a refusal into its status.
     async fn write(&self, by: &Principal, cmd: Command) -> Result<MetaResponse, Status> {
         match self.meta.write(by, cmd).await.map_err(meta_status)? {
-            MetaResponse::Refused { code, message } => Err(refused(code, message)),
+            MetaResponse::Refused {
+                code,
+                message,
+                rule,
+            } => Err(refused(code, rule, message)),
             other => Ok(other),
         }
     }

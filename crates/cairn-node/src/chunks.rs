@@ -402,8 +402,9 @@ impl Chunks for ChunksService {
         if let (Some(host), Some(b)) = (who.agent_host(), backup) {
             let scope = self.scopes.of(&self.cluster, b).await?;
             if let Some(stray) = ids.iter().find(|id| !scope.contains(id)) {
-                return Err(status(
+                return Err(cairn_proto::refusal(
                     ErrorCode::PermissionDenied,
+                    Some(cairn_core::auth::Rule::AgentOwnBackup),
                     format!(
                         "rule agent-own-backup: the agent token of host {host:?} reads only the chunks of backup {b}; chunk {stray} is not one of them"
                     ),

@@ -55,7 +55,11 @@ async fn set_placement(
         .map_err(meta_status)?
     {
         MetaResponse::Placement { epoch } => Ok(epoch),
-        MetaResponse::Refused { code, message } => Err(status(code, message)),
+        MetaResponse::Refused {
+            code,
+            message,
+            rule,
+        } => Err(cairn_proto::refusal(code, rule, message)),
         other => Err(status(
             ErrorCode::Internal,
             format!("unexpected catalog answer {other:?}"),

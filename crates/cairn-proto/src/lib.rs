@@ -198,6 +198,32 @@ pub fn status(code: ErrorCode, msg: impl std::fmt::Display) -> tonic::Status {
     tonic::Status::with_metadata(grpc, format!("[{}] {msg}", code.as_str()), md)
 }
 
+/// Metadata key of the rule a permission refusal applies (ASCII, e.g. `agent-own-host`).
+pub const RULE_KEY: &str = "cairn-rule";
+
+/// Builds a refusal: [`status`] with its code and, for a permission refusal, the rule it
+/// applies in the metadata ([`RULE_KEY`]), where [`rule_of`] reads it.
+pub fn refusal(
+    code: ErrorCode,
+    rule: Option<cairn_core::auth::Rule>,
+    msg: impl std::fmt::Display,
+) -> tonic::Status {
+    let s = status(code, msg);
+    let Some(rule) = rule else { return s };
+    let mut md = s.metadata().clone();
+    md.insert(
+        RULE_KEY,
+        tonic::metadata::MetadataValue::from_static(rule.as_str()),
+    );
+    tonic::Status::with_metadata(s.code(), s.message().to_string(), md)
+}
+
+/// The rule a node named on a permission refusal ([`refusal`]), if any.
+pub fn rule_of(s: &tonic::Status) -> Option<cairn_core::auth::Rule> {
+    let v = s.metadata().get(RULE_KEY)?;
+    cairn_core::auth::Rule::parse(v.to_str().ok()?)
+}
+
 /// The stable code a Cairn node put on a status ([`status`]), if any: a status without one
 /// came from the transport (the node did not answer), not from a node's decision. This is
 /// the one place the code is read back from the wire, and it reads the metadata only: the

@@ -548,8 +548,8 @@ pub fn main() -> ExitCode {
                     c.downcast_ref::<cairn_api::Error>(),
                     c.downcast_ref::<cairn_agent::AgentError>(),
                 ) {
-                    (Some(cairn_api::Error::Cluster { code, .. }), _)
-                    | (_, Some(cairn_agent::AgentError::Cluster { code, .. })) => Some(*code),
+                    (Some(e), _) if e.is_answer() => Some(e.code()),
+                    (_, Some(cairn_agent::AgentError::Cluster { code, .. })) => Some(*code),
                     _ => None,
                 }
             });

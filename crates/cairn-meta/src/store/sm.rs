@@ -762,7 +762,7 @@ impl Inner {
             if let EntryPayload::Normal(p) = &entry.payload {
                 let cmd = &p.cmd;
                 match response {
-                    Response::Refused { code, message } => tracing::debug!(
+                    Response::Refused { code, message, .. } => tracing::debug!(
                         index = entry.log_id.index,
                         command = cmd.kind(),
                         by = %p.by.name(),
