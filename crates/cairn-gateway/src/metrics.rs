@@ -92,9 +92,24 @@ pub fn xml_connections(delta: f64) {
     metrics::gauge!("cairn_xml_connections").increment(delta);
 }
 
+/// What the login gate is doing, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoginStats {
+    /// Verifications running now.
+    pub hashing: usize,
+    /// The most verifications that ever ran at once.
+    pub peak_hashing: usize,
+    /// Logins waiting for a verification slot.
+    pub waiting: usize,
+    /// Failed logins in their delay.
+    pub delaying: usize,
+    /// Logins refused as busy so far.
+    pub busy: u64,
+}
+
 /// The login gate's state (password verifications running, their high-water mark, logins
 /// waiting for a slot, failed ones in their delay).
-pub fn login_gate(s: &crate::users::LoginStats) {
+pub fn login_gate(s: &LoginStats) {
     metrics::gauge!("cairn_auth_hashing").set(s.hashing as f64);
     metrics::gauge!("cairn_auth_hashing_peak").set(s.peak_hashing as f64);
     metrics::gauge!("cairn_auth_waiting").set(s.waiting as f64);

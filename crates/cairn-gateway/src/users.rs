@@ -542,20 +542,7 @@ impl AuthConfig {
     }
 }
 
-/// What the login gate is doing, for metrics and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LoginStats {
-    /// Verifications running now.
-    pub hashing: usize,
-    /// The most verifications that ever ran at once.
-    pub peak_hashing: usize,
-    /// Logins waiting for a verification slot.
-    pub waiting: usize,
-    /// Failed logins in their delay.
-    pub delaying: usize,
-    /// Logins refused as busy so far.
-    pub busy: u64,
-}
+pub use crate::metrics::LoginStats;
 
 /// The gate of [`Users::login`] (see the module doc).
 struct Gate {

@@ -25,8 +25,8 @@ use cairn_core::job::{EnvRecord, Job, JobKind, JobOptions, JobRefusal, JobResult
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 
 use crate::authz::{backup_readable, not_own_backup};
-use crate::catalog::{CatalogRead, Decision, Write};
 use crate::command::{Command, JobRequest, Response};
+use crate::view::{CatalogRead, Decision, Write};
 
 fn done(writes: Vec<Write>, response: Response) -> Decision {
     Decision { writes, response }

@@ -23,29 +23,12 @@
 
 use cairn_core::auth::{Access, Admission, Principal, Rule};
 use cairn_core::job::{JobKind, JobState};
-use cairn_core::{BackupId, EnvId, ErrorCode};
+use cairn_core::{BackupId, EnvId};
 
-use crate::catalog::CatalogRead;
 use crate::command::Command;
+use crate::view::CatalogRead;
 
-/// A refusal: its stable code, a message for people, and the rule it applies.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: ErrorCode,
-    pub message: String,
-    pub rule: Option<Rule>,
-}
-
-impl Refusal {
-    /// A permission refusal by `rule`.
-    pub fn denied(rule: Rule, message: String) -> Refusal {
-        Refusal {
-            code: ErrorCode::PermissionDenied,
-            message,
-            rule: Some(rule),
-        }
-    }
-}
+pub use crate::view::Refusal;
 
 /// What a request names, for the rules that bind agents to their own host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -310,7 +293,7 @@ fn commit_in_job<V: CatalogRead + ?Sized>(
 mod tests {
     use cairn_core::auth::Role;
     use cairn_core::job::{EnvRecord, HostRecord};
-    use cairn_core::BackupId;
+    use cairn_core::{BackupId, ErrorCode};
 
     use super::*;
     use crate::catalog::tests::{agent, record, user, MemCatalog};

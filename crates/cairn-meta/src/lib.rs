@@ -25,6 +25,7 @@ pub mod error;
 pub mod network;
 pub mod node;
 pub mod store;
+pub mod view;
 
 #[cfg(test)]
 mod differential;

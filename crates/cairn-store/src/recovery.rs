@@ -23,7 +23,29 @@ use crate::error::StoreError;
 use crate::format::{FileHeader, Loc, SegMeta, FILE_HEADER_LEN, PACK_VERSION};
 use crate::index::{Index, IndexUpdate};
 use crate::pack::{parse_pack_name, sync_dir, Scanned, Scanner, Segment};
-use crate::store::RecoveryReport;
+
+/// What recovery found and repaired when the store was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes cut from the ends of pack files (torn tails and torn new files).
+    pub truncated_bytes: u64,
+    /// Pack files that had a torn tail (or a torn header, and were removed).
+    pub torn_segments: u32,
+    /// Chunks found in pack files past the index's watermarks and added to the index.
+    pub reindexed_chunks: u64,
+    /// The index was missing or incomplete and was rebuilt from the pack files.
+    pub index_rebuilt: bool,
+    /// Damaged bytes in the middle of pack files, skipped (and left in place, as dead space).
+    pub skipped_bytes: u64,
+    /// Pack files shorter than the index says: chunks past their end read as corrupt.
+    pub short_segments: u32,
+    /// Pack files the index knew that no longer exist.
+    pub lost_segments: u32,
+    /// Index entries dropped because their pack file no longer exists.
+    pub lost_chunks: u64,
+    /// Compactions interrupted after the index was updated, whose old file was now deleted.
+    pub finished_compactions: u32,
+}
 
 /// Index entries written per transaction while re-indexing.
 const BATCH: usize = 1024;

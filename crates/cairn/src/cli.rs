@@ -598,13 +598,6 @@ fn parse_backup(s: &str) -> Result<BackupId> {
         .map_err(|e| Usage(e.to_string()).into())
 }
 
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 async fn run(cmd: Cmd, cluster: &Target) -> Result<ExitCode> {
     match cmd {
         Cmd::Dev {
@@ -784,7 +777,7 @@ async fn run(cmd: Cmd, cluster: &Target) -> Result<ExitCode> {
                 name,
                 description,
                 tags: tag,
-                host: hostname(),
+                host: crate::sys::hostname(),
                 env_info: Default::default(),
                 upload_limit: None,
                 job: None,

@@ -112,7 +112,7 @@ pub async fn run(source: Option<PathBuf>) -> Result<ExitCode> {
         name: String::new(),
         description: "cairn demo".into(),
         tags: vec![],
-        host: crate::cli::hostname(),
+        host: crate::sys::hostname(),
         env_info: Default::default(),
         upload_limit: None,
         job: None,

@@ -8,6 +8,7 @@ mod demo;
 mod gateway;
 mod jobs;
 mod output;
+mod sys;
 
 use std::process::ExitCode;
 

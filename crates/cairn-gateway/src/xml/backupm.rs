@@ -19,14 +19,14 @@
 //! `progress="on"` it sends progress packets (started, phase messages, percent steps,
 //! success or error) before the final answer with the same id.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_core::job::{Job, JobKind, JobOptions, JobState, Replace};
 use cairn_core::{BackupId, BackupRecord, BackupType, Compression, EnvId};
 
+use super::answer::{b64_of, enc, now_stamp, response, with_cookie};
+use super::error::{cluster_code, code, XmlError};
 use super::packet::Element;
-use super::server::{b64_of, cluster_code, code, enc, now_stamp, Session, XmlError, XmlState};
 use crate::users::Identity;
 
 type Out = Result<Vec<Element>, XmlError>;
@@ -61,11 +61,29 @@ pub fn canonical(name: &str) -> &str {
         .map_or(name, |(_, call)| call)
 }
 
+/// What a call needs of the connection it arrived on (the connection, `server`, provides
+/// it): the cluster, the client's name and addresses, and a way to send progress packets.
+pub(crate) trait Connection: Send + Sync {
+    /// The cluster link the gateway shares.
+    fn link(&self) -> &crate::ClusterLink;
+    /// This connection's name as answers' `target` (`vzclientN`).
+    fn client(&self) -> &str;
+    /// The address the client connected to (this side of the socket), when known.
+    fn local(&self) -> Option<std::net::SocketAddr>;
+    /// The ports this adapter listens on.
+    fn ports(&self) -> Vec<u16>;
+    /// Queues a packet (a progress packet) for the client, in order.
+    fn send(&self, packet: &Element);
+    /// The request with packet id `request` runs cluster job `job` (`system/cancel` finds it).
+    fn job_started(&self, request: &str, job: uuid::Uuid);
+    /// The request's job ended.
+    fn job_ended(&self, request: &str);
+}
+
 /// Runs every call in a `backupm` element (several `remove`s may share one packet) and
 /// returns the answer's children.
 pub(crate) async fn call(
-    state: &Arc<XmlState>,
-    session: &Arc<Session>,
+    conn: &dyn Connection,
     who: &Identity,
     id: Option<&str>,
     progress: bool,
@@ -78,8 +96,7 @@ pub(crate) async fn call(
     }
     for call in &body.children {
         let ctx = Ctx {
-            state,
-            session,
+            conn,
             who,
             id,
             progress,
@@ -94,8 +111,7 @@ pub(crate) async fn call(
 }
 
 struct Ctx<'a> {
-    state: &'a Arc<XmlState>,
-    session: &'a Arc<Session>,
+    conn: &'a dyn Connection,
     who: &'a Identity,
     id: Option<&'a str>,
     progress: bool,
@@ -400,13 +416,8 @@ impl Ctx<'_> {
         };
         let here = Here {
             storage_eid: self.storage_eid().await?,
-            local: self.session.local,
-            ports: self
-                .state
-                .ports
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            local: self.conn.local(),
+            ports: self.conn.ports(),
             node_hosts: self
                 .cluster()?
                 .node_urls()
@@ -422,7 +433,7 @@ impl Ctx<'_> {
 
     /// The cluster, every call made for the logged-in user.
     fn cluster(&self) -> Result<cairn_api::Client, XmlError> {
-        let link = self.state.link.get().ok_or_else(|| {
+        let link = self.conn.link().get().ok_or_else(|| {
             XmlError::new(
                 code::UNAVAILABLE,
                 "the storage cluster cannot answer now; try again",
@@ -741,11 +752,7 @@ impl Ctx<'_> {
     ) -> Result<Job, XmlError> {
         let job = crate::create_job(&self.cluster()?, kind, env, host, &options).await?;
         if let Some(id) = self.id {
-            self.session
-                .jobs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.to_string(), job.id);
+            self.conn.job_started(id, job.id);
         }
         Ok(job)
     }
@@ -754,7 +761,7 @@ impl Ctx<'_> {
         if !self.progress {
             return;
         }
-        let mut p = super::server::response(self.id, &self.session.client, "backupm", Vec::new());
+        let mut p = response(self.id, self.conn.client(), "backupm", Vec::new());
         // A progress packet: unfinished (type 1), `data/progress` instead of the interface.
         p.attrs.push(("type".into(), "1".into()));
         if let Some(data) = p.children.iter_mut().find(|c| c.name == "data") {
@@ -768,8 +775,7 @@ impl Ctx<'_> {
                 &now_stamp(),
             )];
         }
-        self.session
-            .send(&super::server::with_cookie(p, self.cookie));
+        self.conn.send(&with_cookie(p, self.cookie));
     }
 
     /// Waits for a job to end, sending progress packets on the way.
@@ -806,11 +812,7 @@ impl Ctx<'_> {
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         if let Some(id) = self.id {
-            self.session
-                .jobs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(id);
+            self.conn.job_ended(id);
         }
         match done.state {
             JobState::Succeeded => {

@@ -3,10 +3,14 @@
 //!
 //! - [`frame`]: splitting the byte stream on NUL, with a size cap.
 //! - [`packet`]: the element tree, parsed by local name, and the namespaced response writer.
-//! - [`server`]: connections, greeting, `system` calls (login, get_realm, cancel), errors.
+//! - [`error`]: the adapter's error codes and the cluster-code table; [`answer`]: the
+//!   answer packets' envelope and base64 (leaves both modules below use).
+//! - [`server`]: connections, greeting, `system` calls (login, get_realm, cancel).
 //! - [`backupm`]: the nine calls, mapped to cluster jobs and catalog calls.
 
+pub mod answer;
 pub mod backupm;
+pub mod error;
 pub mod frame;
 #[cfg(test)]
 mod fuzzkit;

@@ -44,12 +44,13 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 
+use super::answer::{b64_of, enc, error_packet, response, with_cookie};
 use super::backupm;
+use super::error::{code, XmlError};
 use super::frame::{frame, FrameDecoder, FrameError};
 use super::packet::{parse_packet, salvage_id, write_packet, Element};
 use crate::users::{Identity, LoginError, Users, BUSY_RETRY_AFTER};
@@ -60,45 +61,6 @@ pub const SYSTEM_CALLS: [&str; 3] = ["get_realm", "login", "cancel"];
 
 /// The system realm, the only one users log in to.
 pub const SYSTEM_REALM: &str = "00000000-0000-0000-0000-000000000000";
-
-/// Stable error codes of the XML adapter (the `code` of an `error` element).
-pub mod code {
-    /// The packet is not well-formed XML, or not a `packet`.
-    pub const MALFORMED: u32 = 300;
-    /// No such interface (`target`).
-    pub const UNKNOWN_INTERFACE: u32 = 301;
-    /// No such call in the interface.
-    pub const UNKNOWN_CALL: u32 = 302;
-    /// A parameter is missing or invalid (bad base64, bad id, bad number).
-    pub const BAD_PARAMETER: u32 = 303;
-    /// Not logged in.
-    pub const NOT_LOGGED_IN: u32 = 304;
-    /// Wrong name or password, or an unknown realm.
-    pub const LOGIN_FAILED: u32 = 305;
-    /// The user's role may not do this.
-    pub const FORBIDDEN: u32 = 306;
-    /// The packet is larger than the cap.
-    pub const TOO_LARGE: u32 = 307;
-    /// No local backup configuration (`get_config` with `local`), as the real agent answers.
-    pub const NO_LOCAL_CONFIG: u32 = 308;
-    /// No such environment, backup or request.
-    pub const NOT_FOUND: u32 = 309;
-    /// Conflicts with current state (an operation already running on the environment).
-    pub const CONFLICT: u32 = 310;
-    /// The storage cluster cannot answer now.
-    pub const UNAVAILABLE: u32 = 311;
-    /// The operation ran and failed (the message says why).
-    pub const FAILED: u32 = 312;
-    /// The operation was cancelled.
-    pub const CANCELLED: u32 = 313;
-    /// Too many requests in flight on this connection; wait for answers before sending more.
-    pub const BUSY: u32 = 314;
-    /// Too many logins are being checked across the gateway; log in again after a second.
-    /// Nothing was checked: the name and password may well be right.
-    pub const LOGIN_BUSY: u32 = 315;
-    /// Anything else; details are in the gateway's log.
-    pub const INTERNAL: u32 = 399;
-}
 
 /// The XML listener's settings.
 #[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
@@ -179,81 +141,6 @@ impl Default for XmlConfig {
             tls_listen: default_tls_listen(),
             tls_cert: None,
             tls_key: None,
-        }
-    }
-}
-
-/// A call's failure: a code of [`code`] and a plain-text message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct XmlError {
-    pub code: u32,
-    pub message: String,
-}
-
-impl XmlError {
-    pub fn new(code: u32, message: impl Into<String>) -> XmlError {
-        XmlError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn element(&self) -> Element {
-        Element::new("error")
-            .with_child(Element::new("code").with_text(self.code.to_string()))
-            .with_child(Element::new("message").with_text(self.message.clone()))
-    }
-}
-
-/// The XML table: the error code a cluster's stable code is answered with. Every code has
-/// its row (no wildcard), so a new code is a decision here, not a fall-through.
-pub fn cluster_code(c: cairn_core::ErrorCode) -> u32 {
-    use cairn_core::ErrorCode;
-    match c {
-        ErrorCode::InvalidArgument => code::BAD_PARAMETER,
-        ErrorCode::NotFound
-        | ErrorCode::BackupNotFound
-        | ErrorCode::EnvNotFound
-        | ErrorCode::HostNotFound
-        | ErrorCode::JobNotFound => code::NOT_FOUND,
-        ErrorCode::Conflict
-        | ErrorCode::DuplicateName
-        | ErrorCode::JobRunning
-        | ErrorCode::TargetInUse
-        | ErrorCode::TargetChanged
-        | ErrorCode::SessionExpired
-        | ErrorCode::PlacementChanged
-        | ErrorCode::Protected => code::CONFLICT,
-        // The cluster refused the user (the adapter checks only the call's role).
-        ErrorCode::PermissionDenied => code::FORBIDDEN,
-        ErrorCode::Unavailable
-        | ErrorCode::DiskFull
-        | ErrorCode::HostOffline
-        | ErrorCode::AgentLost => code::UNAVAILABLE,
-        ErrorCode::Unauthenticated
-        | ErrorCode::ChunksMissing
-        | ErrorCode::Corrupt
-        | ErrorCode::Internal => code::INTERNAL,
-    }
-}
-
-impl From<cairn_api::Error> for XmlError {
-    /// A cluster answer becomes the XML error its code maps to ([`cluster_code`]); the
-    /// cluster's text is kept for refusals and replaced for failures (logged instead).
-    fn from(e: cairn_api::Error) -> XmlError {
-        match cluster_code(e.code()) {
-            code::UNAVAILABLE => {
-                tracing::warn!(error = %e, "cluster unavailable");
-                XmlError::new(
-                    code::UNAVAILABLE,
-                    "the storage cluster cannot answer now; try again",
-                )
-            }
-            code::INTERNAL => {
-                tracing::error!(error = %e, "cluster call failed");
-                XmlError::new(code::INTERNAL, "internal error; see the gateway's log")
-            }
-            c => XmlError::new(c, e.to_string()),
         }
     }
 }
@@ -753,61 +640,6 @@ async fn write_packets<W>(
     }
 }
 
-/// The priority the real agent gives its answers and progress packets.
-pub const PRIORITY: &str = "4000";
-
-/// A packet's envelope as the specification's answers have it: `version`, `id`, `time`,
-/// `priority="4000"`; `origin` (the answering interface), `target` (the client's
-/// connection), `dst` with an unprefixed `director` (`gend`). The caller appends `data`,
-/// then [`src`].
-fn packet(id: Option<&str>, client: &str, origin: &str) -> Element {
-    let mut p = Element::new("packet").with_attr("version", "4.0.0");
-    if let Some(id) = id {
-        p = p.with_attr("id", id);
-    }
-    p.with_attr("time", now_stamp())
-        .with_attr("priority", PRIORITY)
-        .with_child(Element::new("origin").with_text(origin))
-        .with_child(Element::new("target").with_text(client))
-        .with_child(Element::new("dst").with_child(Element::new("director").with_text("gend")))
-}
-
-/// The route's source, after `data` as in the specification's packets.
-fn src() -> Element {
-    Element::new("src").with_child(Element::new("director").with_text("gend"))
-}
-
-/// `YYYY-MM-DDThh:mm:ss+0000`.
-pub fn now_stamp() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S+0000")
-        .to_string()
-}
-
-/// A response packet: `body` inside `data/<interface>`.
-pub fn response(id: Option<&str>, client: &str, interface: &str, body: Vec<Element>) -> Element {
-    let mut inner = Element::new(interface);
-    for b in body {
-        inner.push(b);
-    }
-    packet(id, client, interface)
-        .with_child(Element::new("data").with_child(inner))
-        .with_child(src())
-}
-
-/// Echoes a request's `cookie` in its answer, unchanged and first (the protocol's order:
-/// `auth`, `cookie`, `target`, …).
-pub(crate) fn with_cookie(mut packet: Element, cookie: Option<&Element>) -> Element {
-    if let Some(c) = cookie {
-        packet.children.insert(0, c.clone());
-    }
-    packet
-}
-
-pub fn error_packet(id: Option<&str>, client: &str, interface: &str, e: &XmlError) -> Element {
-    response(id, client, interface, vec![e.element()])
-}
-
 fn greeting(client: &str) -> Element {
     response(
         None,
@@ -820,21 +652,46 @@ fn greeting(client: &str) -> Element {
     )
 }
 
-fn b64(s: &str) -> Result<String, XmlError> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .map_err(|_| XmlError::new(code::BAD_PARAMETER, "a base64 value does not decode"))?;
-    String::from_utf8(raw)
-        .map_err(|_| XmlError::new(code::BAD_PARAMETER, "a base64 value is not UTF-8 text"))
+/// A `backupm` call's view of its connection ([`backupm::Connection`]).
+struct CallConn {
+    state: Arc<XmlState>,
+    session: Arc<Session>,
 }
 
-/// Decodes a base64 child (the spec's `name`, `password`, `description`, paths).
-pub fn b64_of(el: &Element, name: &str) -> Result<Option<String>, XmlError> {
-    el.text_of(name).map(b64).transpose()
-}
-
-pub fn enc(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
+impl backupm::Connection for CallConn {
+    fn link(&self) -> &ClusterLink {
+        &self.state.link
+    }
+    fn client(&self) -> &str {
+        &self.session.client
+    }
+    fn local(&self) -> Option<SocketAddr> {
+        self.session.local
+    }
+    fn ports(&self) -> Vec<u16> {
+        self.state
+            .ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn send(&self, packet: &Element) {
+        self.session.send(packet)
+    }
+    fn job_started(&self, request: &str, job: uuid::Uuid) {
+        self.session
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request.to_string(), job);
+    }
+    fn job_ended(&self, request: &str) {
+        self.session
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(request);
+    }
 }
 
 async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
@@ -946,15 +803,12 @@ async fn handle(state: &Arc<XmlState>, session: &Arc<Session>, bytes: &[u8]) {
             let (state, session, body) = (state.clone(), session.clone(), body.clone());
             let progress = root.attr("progress") == Some("on") && id.is_some();
             tokio::spawn(async move {
-                let run = backupm::call(
-                    &state,
-                    &session,
-                    &who,
-                    id.as_deref(),
-                    progress,
-                    cookie.as_ref(),
-                    &body,
-                );
+                let conn = CallConn {
+                    state: state.clone(),
+                    session: session.clone(),
+                };
+                let run =
+                    backupm::call(&conn, &who, id.as_deref(), progress, cookie.as_ref(), &body);
                 let els = paced(&session.queue, run).await;
                 let packet = response(id.as_deref(), &session.client, "backupm", els);
                 let packet = with_cookie(packet, cookie.as_ref());

@@ -180,6 +180,8 @@ pub(crate) fn open_db(dir: &Path) -> Result<sled::Db, MetaError> {
 }
 
 /// Tells whether sled refused to open because another handle holds the database's lock.
+/// sled 0.34 reports a held lock only as `ErrorKind::Other` with this text (`config.rs`,
+/// `try_lock_exclusive`): a third party's wording, the one place we must read one.
 pub(crate) fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
