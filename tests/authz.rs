@@ -1,5 +1,5 @@
 //! The authorization matrix: every row of `cairn_core::auth::TABLE` (gRPC methods, REST
-//! routes, XML calls), as every kind of caller, via the leader and via a follower, checked
+//! routes, XML calls, dashboard routes), as every kind of caller, via the leader and via a follower, checked
 //! against what the table says — never against expectations written per row.
 //!
 //! # The rig
@@ -19,6 +19,12 @@
 //! logins over REST and XML); the cluster secret. REST and XML authenticate users only: the
 //! token holders present their token (REST `Authorization: Bearer`, XML login with the token
 //! as password) and must be refused.
+//!
+//! The dashboard (`/ui/…` on the REST listener) takes users only, by session: each user
+//! signs in for each row (`POST /ui/login`) and sends the page's CSRF token with an action;
+//! the other callers have no session, so a page sends them to the sign-in page (303) and an
+//! action is refused (403). Its actions name a backup that does not exist, hn1's finished
+//! job and a repair pass, so that an admitted one changes nothing that matters.
 //!
 //! # The verdicts
 //! "Refused" is exactly gRPC `PermissionDenied`/`Unauthenticated`, REST 401/403, XML
@@ -77,6 +83,8 @@ const USERS: [(&str, Role, &str); 3] = [
 const FILTERING: [&str; 3] = ["Agents.ListHosts", "Agents.ListEnvs", "Agents.ListJobs"];
 /// The XML login: the authentication step of that interface.
 const XML_LOGIN: &str = "system/login";
+/// The dashboard's sign-in, tried by every caller with what it has.
+const UI_LOGIN: &str = "POST /ui/login";
 /// How long one request may take before it counts as unanswered.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Marks an outcome that is the test's own failure (a preparation a row needs failed).
@@ -212,6 +220,15 @@ fn expect(row: &Row, who: Who) -> Expect {
         Interface::Grpc => match who.grpc_principal() {
             Some(p) => row.access.admits(&p),
             None => return Expect::Unauthenticated("Unauthenticated"),
+        },
+        Interface::Ui => match who.gateway_principal("ui") {
+            // A wrong sign-in is the sign-in's own refusal (401).
+            None if row.entry == UI_LOGIN => return Expect::Unauthenticated("401"),
+            None if row.access == Access::Public => Admission::Allowed,
+            // No session: a page sends to the sign-in page, an action is refused.
+            None if row.entry.starts_with("GET ") => return Expect::Unauthenticated("303"),
+            None => return Expect::Unauthenticated("403"),
+            Some(p) => row.access.admits(&p),
         },
         Interface::Rest | Interface::Xml => {
             let adapter = if row.interface == Interface::Rest {
@@ -942,6 +959,140 @@ fn rest_call(base: &str, entry: &str, who: Who, fx: &Fx) -> Option<Got> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Dashboard requests
+// ---------------------------------------------------------------------------------------
+
+/// The request of every dashboard row: (method, path, form fields without the CSRF token);
+/// `None`: no request here. Actions name things that make them cheap and harmless: a
+/// backup that does not exist, a finished job, a repair pass.
+fn ui_request(entry: &str, fx: &Fx) -> Option<(&'static str, String, String)> {
+    let e1 = &fx.e1;
+    let b1 = format!("{e1}/{}", fx.b1_stamp());
+    let ghost = format!("{e1}/{}", fx.ghost_stamp());
+    Some(match entry {
+        "GET /ui" => ("GET", "/ui".into(), String::new()),
+        "GET /ui/login" => ("GET", "/ui/login".into(), String::new()),
+        // Filled in by `ui_call` with the caller's own credentials.
+        "POST /ui/login" => ("POST", "/ui/login".into(), String::new()),
+        "GET /ui/assets/{name}" => ("GET", "/ui/assets/app.css".into(), String::new()),
+        "POST /ui/logout" => ("POST", "/ui/logout".into(), String::new()),
+        "GET /ui/" => ("GET", "/ui/".into(), String::new()),
+        "GET /ui/hosts" => ("GET", "/ui/hosts".into(), String::new()),
+        "GET /ui/envs/{eid}" => ("GET", format!("/ui/envs/{e1}"), String::new()),
+        "POST /ui/envs/{eid}/backup" => ("POST", format!("/ui/envs/{e1}/backup"), String::new()),
+        "GET /ui/backups/{eid}/{stamp}" => ("GET", format!("/ui/backups/{b1}"), String::new()),
+        "GET /ui/backups/{eid}/{stamp}/file" => (
+            "GET",
+            format!("/ui/backups/{b1}/file?path=etc%2Fhostname"),
+            String::new(),
+        ),
+        "GET /ui/backups/{eid}/{stamp}/tar" => (
+            "GET",
+            format!("/ui/backups/{b1}/tar?path=etc"),
+            String::new(),
+        ),
+        "GET /ui/backups/{eid}/{stamp}/restore" => {
+            ("GET", format!("/ui/backups/{b1}/restore"), String::new())
+        }
+        "POST /ui/backups/{eid}/{stamp}/restore" => (
+            "POST",
+            format!("/ui/backups/{ghost}/restore"),
+            "mode=inplace&confirm=yes".into(),
+        ),
+        "POST /ui/backups/{eid}/{stamp}/protect" => (
+            "POST",
+            format!("/ui/backups/{ghost}/protect"),
+            "protected=false".into(),
+        ),
+        "POST /ui/backups/{eid}/{stamp}/delete" => {
+            ("POST", format!("/ui/backups/{ghost}/delete"), String::new())
+        }
+        "GET /ui/jobs" => ("GET", "/ui/jobs".into(), String::new()),
+        "GET /ui/jobs/{id}" => ("GET", format!("/ui/jobs/{}", fx.jf), String::new()),
+        "POST /ui/jobs/{id}/cancel" => {
+            ("POST", format!("/ui/jobs/{}/cancel", fx.jf), String::new())
+        }
+        "GET /ui/events/jobs" => (
+            "GET",
+            format!("/ui/events/jobs?ids={}", fx.jf),
+            String::new(),
+        ),
+        "GET /ui/nodes" => ("GET", "/ui/nodes".into(), String::new()),
+        "POST /ui/nodes/{what}" => ("POST", "/ui/nodes/repair".into(), String::new()),
+        _ => return None,
+    })
+}
+
+/// Signs a user in on the dashboard at `base`: its session cookie and CSRF token.
+fn ui_session(base: &str, name: &str, password: &str) -> Option<(String, String)> {
+    let body = format!("user={name}&password={password}");
+    let r = http::request(
+        "POST",
+        &format!("{base}/ui/login"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    );
+    let cookie = r.header("set-cookie")?.split(';').next()?.to_string();
+    let page = http::request("GET", &format!("{base}/ui/"), &[("Cookie", &cookie)], b"");
+    let text = page.text();
+    let at = text.find("name=\"csrf-token\" content=\"")? + "name=\"csrf-token\" content=\"".len();
+    let csrf = text[at..].split('"').next()?.to_string();
+    Some((cookie, csrf))
+}
+
+/// A dashboard row as `who`: users sign in first (a session of their own for each row, so
+/// that signing out ends only its own); every other caller has no session.
+fn ui_call(base: &str, entry: &str, who: Who, fx: &Fx) -> Option<Got> {
+    let (method, path, mut body) = ui_request(entry, fx)?;
+    let user = who.user();
+    if entry == UI_LOGIN {
+        body = match user {
+            Some((name, _, password)) => format!("user={name}&password={password}"),
+            None => format!("user=mx-{}&password=not-a-password", who.label()),
+        };
+    }
+    let session = match user {
+        Some((name, _, password)) if entry != UI_LOGIN => match ui_session(base, name, password) {
+            Some(s) => Some(s),
+            None => {
+                return Some(Got {
+                    refused: false,
+                    code: "no session".into(),
+                    message: format!("{SETUP}the dashboard sign-in failed"),
+                    seen: None,
+                })
+            }
+        },
+        _ => None,
+    };
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some((cookie, csrf)) = &session {
+        headers.push(("Cookie", cookie));
+        if method == "POST" {
+            body = if body.is_empty() {
+                format!("csrf={csrf}")
+            } else {
+                format!("{body}&csrf={csrf}")
+            };
+        }
+    }
+    if method == "POST" {
+        headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+    }
+    let r = http::request(method, &format!("{base}{path}"), &headers, body.as_bytes());
+    let to_login = r.status == 303
+        && r.header("location")
+            .is_some_and(|l| l.starts_with("/ui/login"))
+        && entry != "POST /ui/logout";
+    Some(Got {
+        refused: matches!(r.status, 401 | 403) || to_login,
+        code: r.status.to_string(),
+        message: r.text().chars().take(300).collect(),
+        seen: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // XML requests
 // ---------------------------------------------------------------------------------------
 
@@ -1221,6 +1372,26 @@ fn completeness_problems() -> Vec<String> {
         }
     }
 
+    // The dashboard: every method of every route it serves.
+    let mut pages = Vec::new();
+    for (path, verbs) in cairn_gateway::ui::ROUTES {
+        for v in *verbs {
+            pages.push(format!("{v} {path}"));
+        }
+    }
+    for r in &pages {
+        if !has_row(Interface::Ui, r) {
+            problems.push(format!(
+                "dashboard route {r} has no row in cairn_core::auth::TABLE"
+            ));
+        }
+    }
+    for r in rows(Interface::Ui) {
+        if !pages.contains(&base(r.entry)) {
+            problems.push(format!("row {} names no dashboard route", r.entry));
+        }
+    }
+
     // Every row has a request here (built over placeholder things).
     let fx = placeholder_fx();
     let login = ("x".to_string(), "y".to_string());
@@ -1229,6 +1400,7 @@ fn completeness_problems() -> Vec<String> {
             Interface::Grpc => grpc_probe(r.entry).is_some(),
             Interface::Rest => rest_request(r.entry, &fx).is_some(),
             Interface::Xml => xml_request(r.entry, &fx, &login).is_some(),
+            Interface::Ui => ui_request(r.entry, &fx).is_some(),
         };
         if !built {
             problems.push(format!(
@@ -1600,8 +1772,8 @@ async fn grpc_matrix(fx: Arc<Fx>, nodes: BTreeMap<Via, Addrs>) -> Vec<Outcome> {
     all
 }
 
-/// Runs every REST and XML row as every caller on both nodes' gateways (one thread per
-/// caller and node).
+/// Runs every REST, XML and dashboard row as every caller on both nodes' gateways (one
+/// thread per caller, interface and node).
 fn gateway_matrix(fx: Arc<Fx>, nodes: BTreeMap<Via, Addrs>) -> Vec<Outcome> {
     let mut threads = Vec::new();
     for (via, addrs) in nodes {
@@ -1614,6 +1786,23 @@ fn gateway_matrix(fx: Arc<Fx>, nodes: BTreeMap<Via, Addrs>) -> Vec<Outcome> {
                     .filter(|r| r.interface == Interface::Rest)
                     .map(|row| {
                         let got = rest_call(&rest, row.entry, who, &fx).unwrap_or_else(|| Got {
+                            refused: false,
+                            code: "no request".into(),
+                            message: format!("{SETUP}no request builder"),
+                            seen: None,
+                        });
+                        (via, who, *row, None, got)
+                    })
+                    .collect::<Vec<_>>()
+            }));
+            let (ui_fx, ui) = (fx.clone(), addrs.rest.clone());
+            threads.push(std::thread::spawn(move || {
+                let fx = ui_fx;
+                TABLE
+                    .iter()
+                    .filter(|r| r.interface == Interface::Ui)
+                    .map(|row| {
+                        let got = ui_call(&ui, row.entry, who, &fx).unwrap_or_else(|| Got {
                             refused: false,
                             code: "no request".into(),
                             message: format!("{SETUP}no request builder"),
@@ -1685,6 +1874,7 @@ fn render(cells: &[Cell]) -> String {
                 Interface::Grpc => "grpc",
                 Interface::Rest => "rest",
                 Interface::Xml => "xml ",
+                Interface::Ui => "ui  ",
             };
             let name = match variant {
                 Some(v) => format!("{} [{v}]", row.entry),

@@ -1,5 +1,5 @@
 //! Who may do what: the principals, the kinds of access, and the one table that lists every
-//! entry point of the cluster (gRPC methods, REST routes, XML calls) with the access it needs.
+//! entry point of the cluster (gRPC methods, REST routes, XML calls, dashboard routes) with the access it needs.
 //!
 //! # How a call is authorized
 //! 1. **Authentication** happens at the edge: a node's interceptor turns the bearer token
@@ -369,6 +369,8 @@ pub enum Interface {
     Grpc,
     Rest,
     Xml,
+    /// The web dashboard (`/ui/…` on the REST listener).
+    Ui,
 }
 
 /// One entry point and the access it needs.
@@ -393,6 +395,14 @@ const fn grpc(entry: &'static str, access: Access) -> Row {
 const fn rest(entry: &'static str, access: Access) -> Row {
     Row {
         interface: Interface::Rest,
+        entry,
+        access,
+    }
+}
+
+const fn ui(entry: &'static str, access: Access) -> Row {
+    Row {
+        interface: Interface::Ui,
         entry,
         access,
     }
@@ -498,6 +508,30 @@ pub const TABLE: &[Row] = &[
     xml("backupm/backup_env(remove)", Administer),
     xml("backupm/restore_env", Operate),
     xml("backupm/selective_restore_env", Operate),
+    // The web dashboard (users only, by session). Each action calls the cluster as the user,
+    // which decides again; the dashboard shows a button only where its row admits the user.
+    ui("GET /ui", Public),
+    ui("GET /ui/login", Public),
+    ui("POST /ui/login", Public),
+    ui("GET /ui/assets/{name}", Public),
+    ui("POST /ui/logout", Read),
+    ui("GET /ui/", Read),
+    ui("GET /ui/hosts", Read),
+    ui("GET /ui/envs/{eid}", Read),
+    ui("POST /ui/envs/{eid}/backup", Operate),
+    ui("GET /ui/backups/{eid}/{stamp}", Read),
+    ui("GET /ui/backups/{eid}/{stamp}/file", ReadContent),
+    ui("GET /ui/backups/{eid}/{stamp}/tar", ReadContent),
+    ui("GET /ui/backups/{eid}/{stamp}/restore", Read),
+    ui("POST /ui/backups/{eid}/{stamp}/restore", Operate),
+    ui("POST /ui/backups/{eid}/{stamp}/protect", Administer),
+    ui("POST /ui/backups/{eid}/{stamp}/delete", Administer),
+    ui("GET /ui/jobs", Read),
+    ui("GET /ui/jobs/{id}", Read),
+    ui("POST /ui/jobs/{id}/cancel", Operate),
+    ui("GET /ui/events/jobs", Read),
+    ui("GET /ui/nodes", Read),
+    ui("POST /ui/nodes/{what}", Administer),
 ];
 
 /// The access an entry point needs; `None` when the table has no row for it (a bug: every

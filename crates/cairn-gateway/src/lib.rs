@@ -9,6 +9,7 @@
 //!
 //! - [`rest`]: the Sun Cloud API REST model (VMs, Backups, Status) over HTTP(S).
 //! - [`metrics`]: Prometheus metrics on the REST listener.
+//! - [`ui`]: the web dashboard at `/ui/` on the REST listener.
 
 pub mod access;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod config;
 pub(crate) mod conformance;
 pub mod metrics;
 pub mod rest;
+pub mod ui;
 pub mod users;
 pub mod xml;
 
@@ -160,7 +162,12 @@ pub async fn serve_rest(
         local: addr,
         max_body_bytes: cfg.max_body_bytes,
     });
-    let app = rest::router(state);
+    let ui_state = Arc::new(ui::state::UiState::new(
+        state.link.clone(),
+        state.users.clone(),
+        state.tls,
+    ));
+    let app = ui::router(ui_state).merge(rest::router(state));
     let is_tls = tls.is_some();
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {

@@ -887,6 +887,14 @@ impl Users {
         cache.insert(key, now + CACHE_TTL);
     }
 
+    /// The current role of `name` (`None`: no such user now). Reloads the file first if it
+    /// changed, so a dashboard session follows role changes and removals at once.
+    pub fn role_of(&self, name: &str) -> Option<Role> {
+        self.maybe_reload();
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current.get(name).map(|u| u.role)
+    }
+
     /// How many users there are now.
     pub fn len(&self) -> usize {
         self.current.read().unwrap_or_else(|e| e.into_inner()).len()

@@ -1214,6 +1214,10 @@ async fn dev(
         Some(p) => format!("user admin, password {p} (set CAIRN_DEV_PASSWORD to choose it)"),
         None => "user admin with the password in CAIRN_DEV_PASSWORD".to_string(),
     };
+    let dashboard_login = match &generated {
+        Some(p) => format!("user admin, password {p}"),
+        None => "user admin, the password in CAIRN_DEV_PASSWORD".to_string(),
+    };
     let example_env = envs
         .first()
         .map(|e| e.record.eid.to_string())
@@ -1222,7 +1226,9 @@ async fn dev(
         "cairn dev: a {count}-node cluster (replication factor {}) is serving on {} with data in {}\n\
          and an agent (host \"dev-host\") runs the {} environment(s) under {}\n\
          \n\
-         Try, in another terminal:\n\
+         Dashboard at {rest_url}ui/ ({dashboard_login}): open it in a browser\n\
+         \n\
+         Or try, in another terminal:\n\
          \x20 cairn envs list\n\
          \x20 cairn backup --env {example_env}          # a job for the agent, with a progress bar\n\
          \x20 cairn jobs list\n\

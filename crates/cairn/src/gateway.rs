@@ -52,6 +52,7 @@ async fn start_adapters(
         Some(r) => {
             let s = cairn_gateway::serve_rest(r, link.clone(), users.clone()).await?;
             println!("REST API (Sun Cloud API) at {}", s.url());
+            println!("Dashboard at {}ui/", s.url());
             Some(s)
         }
         None => None,
