@@ -45,6 +45,8 @@ pub fn now_ms() -> i64 {
 #[derive(serde::Deserialize, Default)]
 pub struct ListQuery {
     pub page: Option<usize>,
+    /// The hosts table's page (the hosts page has two lists).
+    pub hpage: Option<usize>,
     pub q: Option<String>,
     pub state: Option<String>,
 }
@@ -392,7 +394,7 @@ pub async fn hosts(Extension(cx): Extension<Ctx>, Query(q): Query<ListQuery>) ->
     });
 
     let mut b = String::from("<section aria-labelledby=\"h-hosts\"><h2 id=\"h-hosts\">Hosts</h2><div class=\"scroll\"><table><thead><tr><th scope=\"col\">Host</th><th scope=\"col\">Name</th><th scope=\"col\">Agent</th><th scope=\"col\">Version</th><th scope=\"col\">Last seen</th><th scope=\"col\">Environments</th></tr></thead><tbody>");
-    let hp = Pager::new(None, HOSTS_PER_PAGE * 4, hosts.len());
+    let hp = Pager::new(q.hpage, HOSTS_PER_PAGE, hosts.len());
     for h in &hosts[hp.range()] {
         let _ = write!(
             b,
@@ -406,7 +408,14 @@ pub async fn hosts(Extension(cx): Extension<Ctx>, Query(q): Query<ListQuery>) ->
             h.record.envs.len()
         );
     }
-    b.push_str("</tbody></table></div></section>");
+    b.push_str("</tbody></table></div>");
+    // The hosts' pager: its links carry `hpage`, and keep the environments' filter and page.
+    b.push_str(&hp.nav(&format!(
+        "/ui/hosts?q={}&page={}&h",
+        enc(&filter),
+        q.page.unwrap_or(1)
+    )));
+    b.push_str("</section>");
 
     let _ = write!(
         b,
@@ -443,7 +452,11 @@ pub async fn hosts(Extension(cx): Extension<Ctx>, Query(q): Query<ListQuery>) ->
         );
     }
     b.push_str("</tbody></table></div>");
-    b.push_str(&pager.nav(&format!("/ui/hosts?q={}&", enc(&filter))));
+    b.push_str(&pager.nav(&format!(
+        "/ui/hosts?q={}&hpage={}&",
+        enc(&filter),
+        q.hpage.unwrap_or(1)
+    )));
     b.push_str("</section>");
     Ok(cx.page("Hosts and environments", "/ui/hosts", &b))
 }
