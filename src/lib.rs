@@ -6,6 +6,7 @@ pub mod fleet;
 pub mod http;
 mod layout;
 pub mod nemesis;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
