@@ -438,7 +438,8 @@ pub(crate) fn failure_code(code: Option<ErrorCode>) -> u16 {
         | ErrorCode::BackupNotFound
         | ErrorCode::EnvNotFound
         | ErrorCode::HostNotFound
-        | ErrorCode::JobNotFound => 404,
+        | ErrorCode::JobNotFound
+        | ErrorCode::PathNotFound => 404,
         ErrorCode::HostOffline => 503,
         ErrorCode::InvalidArgument
         | ErrorCode::ChunksMissing
