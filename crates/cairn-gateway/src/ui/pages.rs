@@ -163,6 +163,12 @@ async fn summary(s: &UiState, c: &Client) -> Result<Summary, UiError> {
     Ok(sum)
 }
 
+/// A job id for people: its last 8 digits (ids made in the same moment share their first
+/// digits, which hold the time).
+pub fn short_id(id: &str) -> &str {
+    &id[id.len().saturating_sub(8)..]
+}
+
 /// A table of jobs (with live progress bars for those not finished).
 pub fn jobs_table(jobs: &[JobView], now: i64, caption: &str) -> String {
     if jobs.is_empty() {
@@ -178,7 +184,7 @@ pub fn jobs_table(jobs: &[JobView], now: i64, caption: &str) -> String {
         let _ = write!(
             h,
             "<tr><td><a href=\"/ui/jobs/{id}\">{short}</a></td><td>{kind}</td><td><a href=\"/ui/envs/{env}\">{envs}</a></td><td><span class=\"state {st}\" data-job-state=\"{id}\">{st}</span>{why}</td><td>{bar}</td><td>{created}</td><td>{by}</td></tr>",
-            short = &id[..8],
+            short = short_id(&id),
             kind = j.kind.as_str(),
             env = j.env,
             envs = esc(&j.env.to_string()[..8]),
@@ -528,7 +534,7 @@ pub async fn env(
     for bk in &backups[pager.range()] {
         let url = backup_url(&bk.id);
         let mut actions = format!("<a href=\"{url}\">Browse</a>");
-        if cx.allows("GET /ui/backups/{eid}/{stamp}/restore") {
+        if cx.allows("POST /ui/backups/{eid}/{stamp}/restore") {
             let _ = write!(actions, " <a href=\"{url}/restore\">Restore…</a>");
         }
         if cx.allows("POST /ui/backups/{eid}/{stamp}/protect") {
@@ -724,7 +730,7 @@ pub async fn job(Extension(cx): Extension<Ctx>, Path(id): Path<String>) -> Page 
             "danger",
         ));
     }
-    Ok(cx.page(&format!("Job {}", &ids[..8]), "/ui/jobs", &b))
+    Ok(cx.page(&format!("Job {}", short_id(&ids)), "/ui/jobs", &b))
 }
 
 pub async fn nodes_page(State(s): St, Extension(cx): Extension<Ctx>) -> Page {

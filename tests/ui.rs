@@ -1,0 +1,342 @@
+//! The web dashboard in a real browser: headless Chromium driven over WebDriver
+//! (`cairn_tests::webdriver`) against `cairn node` processes whose gateway serves `/ui/`, a
+//! `cairn agent` with one container, and users made with `cairn user add`.
+//!
+//! One test walks what an operator does, in order, on one rig: sign in, see the nodes, back
+//! up and watch the progress bar rise to 100 without a reload, browse the backup, download a
+//! file and a directory and compare them with the source, restore one changed path and see
+//! it back in the container; then a viewer, who sees no delete button and whose forged delete
+//! (with a valid session and CSRF token) the cluster refuses; then requests without the CSRF
+//! token; and the 390 px layout. Screenshots of each page go to `target/ui-screenshots/`.
+//! Chromium and chromedriver must be installed (`chromium chromium-driver`): without them
+//! the test fails, it does not skip.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_tests::webdriver::{screenshot_dir, Browser};
+use cairn_tests::{add_user, noise, wait_for, Agent, TestCluster};
+
+const TOKEN: &str = "ui-cluster-t0ken";
+const ADMIN: (&str, &str) = ("ui-admin", "admin-pass-1");
+const VIEWER: (&str, &str) = ("ui-viewer", "viewer-pass-1");
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A 3-node cluster serving the REST listener (and so the dashboard), an agent (host `h1`)
+/// with container `c1`, and an admin and a viewer.
+struct Rig {
+    _dir: tempfile::TempDir,
+    _cluster: TestCluster,
+    _agent: Agent,
+    /// The dashboard's origin (`http://127.0.0.1:PORT`).
+    base: String,
+    container: PathBuf,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    add_user(&users, ADMIN.0, "admin", ADMIN.1);
+    add_user(&users, VIEWER.0, "viewer", VIEWER.1);
+    let extra = format!(
+        "[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n",
+        users.display()
+    );
+    let cluster = TestCluster::start_with_token(dir.path(), 3, &extra, Some(TOKEN));
+    let node = &cluster.nodes[0];
+    let base = wait_for(Duration::from_secs(30), "the dashboard's address", || {
+        let log = std::fs::read_to_string(&node.log).ok()?;
+        let at = log.find("Dashboard at ")?;
+        let rest = &log[at + "Dashboard at ".len()..];
+        Some(
+            rest.lines()
+                .next()?
+                .trim()
+                .trim_end_matches("ui/")
+                .trim_end_matches('/')
+                .to_string(),
+        )
+    });
+    let containers = dir.path().join("containers");
+    let root = containers.join("c1");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "c1.example\n").unwrap();
+    std::fs::write(root.join("etc/settings.bin"), noise(3 << 20, 7)).unwrap();
+    // Big enough, with the upload limit below, for the backup to run a few seconds.
+    std::fs::write(root.join("data.bin"), noise(24 << 20, 1)).unwrap();
+    let token = node
+        .ok(&["agent", "token", "create", "h1"])
+        .trim()
+        .to_string();
+    let urls: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("{:?}", n.url))
+        .collect();
+    let agent = Agent::start(
+        &dir.path().join("agent-h1"),
+        &format!(
+            "cluster = [{}]\nhost_id = \"h1\"\nstate_dir = \"{}\"\ntoken = \"{token}\"\nregister_interval_ms = 1000\nreport_interval_ms = 200\nupload_limit_bytes_per_sec = 4000000\n[discovery]\ndirs = [\"{}\"]\n",
+            urls.join(", "),
+            dir.path().join("h1-state").display(),
+            containers.display()
+        ),
+    );
+    Rig {
+        _dir: dir,
+        _cluster: cluster,
+        _agent: agent,
+        base,
+        container: root,
+    }
+}
+
+fn sign_in(b: &Browser, base: &str, who: (&str, &str)) {
+    b.goto(&format!("{base}/ui/"));
+    b.wait_for(WAIT, "the sign-in page", |b| {
+        b.url().contains("/ui/login").then_some(())
+    });
+    b.find("#user").type_text(who.0);
+    b.find("#password").type_text(who.1);
+    b.find("form.login button[type=submit]").click();
+    b.wait_for(WAIT, "the overview after signing in", |b| {
+        b.exists("#h-health").then_some(())
+    });
+}
+
+fn text_of(b: &Browser, css: &str) -> String {
+    b.find(css).text()
+}
+
+/// The page's CSRF token (what its forms carry).
+fn csrf(b: &Browser) -> String {
+    b.find("meta[name=csrf-token]")
+        .attr("content")
+        .expect("a CSRF token in the page")
+}
+
+/// The page is no wider than the window (tables scroll inside their own box).
+fn no_horizontal_overflow(b: &Browser, page: &str) {
+    let v = b.run(
+        "return [document.documentElement.scrollWidth, window.innerWidth];",
+        vec![],
+    );
+    let (scroll, inner) = (v[0].as_u64().unwrap(), v[1].as_u64().unwrap());
+    assert!(
+        scroll <= inner,
+        "{page} at 390 px: the page is {scroll} px wide in a {inner} px window"
+    );
+}
+
+#[test]
+fn an_operator_and_a_viewer_use_the_dashboard_in_a_real_browser() {
+    let rig = rig();
+    let base = rig.base.clone();
+    let shots = screenshot_dir();
+    let b = Browser::start(1280, 900);
+
+    // Sign in (the dashboard sends an anonymous visitor to the sign-in page first).
+    sign_in(&b, &base, ADMIN);
+    b.screenshot(&shots.join("overview.png"));
+
+    // The three nodes, each up.
+    b.goto(&format!("{base}/ui/nodes"));
+    let rows = b.wait_for(WAIT, "three nodes up", |b| {
+        let rows = b.find_all("tr.node");
+        (rows.len() == 3 && rows.iter().all(|r| r.text().contains(" up"))).then_some(rows)
+    });
+    assert_eq!(rows.len(), 3);
+    b.screenshot(&shots.join("nodes.png"));
+
+    // The container, from the hosts page.
+    b.goto(&format!("{base}/ui/hosts"));
+    b.wait_for(WAIT, "the container c1 on the hosts page", |b| {
+        if b.exists("a.env") {
+            return Some(());
+        }
+        b.goto(&format!("{base}/ui/hosts"));
+        None
+    });
+    b.screenshot(&shots.join("hosts.png"));
+    b.find("a.env").click();
+    b.wait_for(WAIT, "the environment page", |b| {
+        b.exists("#backup-now").then_some(())
+    });
+    let env_url = b.url();
+
+    // Back up now: the job's page, whose bar rises to 100 without a reload.
+    b.find("#backup-now").click();
+    b.wait_for(WAIT, "the job's page", |b| {
+        b.exists("progress[data-job]").then_some(())
+    });
+    let job_url = b.url();
+    assert!(job_url.contains("/ui/jobs/"), "{job_url}");
+    b.run("window.__notReloaded = 'still here'; return null;", vec![]);
+    let first: u64 = b
+        .find("progress[data-job]")
+        .attr("value")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        first < 100,
+        "the backup was already done when its page loaded: nothing shows the bar moving"
+    );
+    let mut seen = vec![first];
+    b.wait_for(Duration::from_secs(120), "the progress bar to reach 100", |b| {
+        let v = b.run(
+            "var p = document.querySelector('progress[data-job]'); return [p.value, document.querySelector('[data-job-state]').textContent];",
+            vec![],
+        );
+        let value = v[0].as_f64().unwrap_or(0.0) as u64;
+        if seen.last() != Some(&value) {
+            seen.push(value);
+        }
+        let state = v[1].as_str().unwrap_or_default().to_string();
+        assert_ne!(state, "failed", "the backup failed: {}", b.source());
+        (value == 100 && state == "succeeded").then_some(())
+    });
+    assert_eq!(
+        b.run("return window.__notReloaded || null;", vec![]),
+        serde_json::json!("still here"),
+        "the page was reloaded: the bar must move by itself"
+    );
+    assert_eq!(b.url(), job_url);
+    b.screenshot(&shots.join("job.png"));
+
+    // The backup's file browser.
+    b.find("a[href^='/ui/backups/']").click();
+    b.wait_for(WAIT, "the file browser", |b| {
+        b.exists("table.files").then_some(())
+    });
+    let backup_url = b.url();
+    b.screenshot(&shots.join("backup.png"));
+    b.find("a.dir[href*='path=etc']").click();
+    b.wait_for(WAIT, "the etc directory", |b| {
+        b.exists("a.file[download='settings.bin']").then_some(())
+    });
+    b.screenshot(&shots.join("browser.png"));
+
+    // Download a file (fetched in the page, with its session) and a directory as tar.
+    let href = b
+        .find("a.file[download='settings.bin']")
+        .attr("href")
+        .expect("a download link");
+    let (status, bytes) = b.fetch_bytes(&format!("{base}{href}"));
+    assert_eq!(status, 200);
+    let source = std::fs::read(rig.container.join("etc/settings.bin")).unwrap();
+    assert!(
+        bytes == source,
+        "the downloaded file differs from the source ({} bytes, not {})",
+        bytes.len(),
+        source.len()
+    );
+    let tar_href = b.find("#tar").attr("href").expect("a tar link");
+    let (status, tar) = b.fetch_bytes(&format!("{base}{tar_href}"));
+    assert_eq!(status, 200);
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        find(&tar, b"hostname") && find(&tar, b"c1.example\n"),
+        "the tar holds etc/hostname"
+    );
+    assert!(
+        find(&tar, &source[..4096]),
+        "the tar holds settings.bin's content"
+    );
+
+    // Change a file in the container, tick it, restore it.
+    std::fs::write(
+        rig.container.join("etc/hostname"),
+        "changed since the backup\n",
+    )
+    .unwrap();
+    b.find("input[name=path][value='etc/hostname']").click();
+    b.find("#restore-selected").click();
+    b.wait_for(WAIT, "the confirmation", |b| {
+        b.exists(".confirm").then_some(())
+    });
+    let confirm = text_of(&b, ".confirm");
+    assert!(
+        confirm.contains("etc/hostname") && confirm.contains("overwritten"),
+        "{confirm}"
+    );
+    b.screenshot(&shots.join("restore-confirm.png"));
+    b.find("main form button.primary").click();
+    b.wait_for(WAIT, "the restore to succeed", |b| {
+        let state = b.find("[data-job-state]").text();
+        assert_ne!(state, "failed", "the restore failed: {}", b.source());
+        (state == "succeeded").then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(rig.container.join("etc/hostname")).unwrap(),
+        "c1.example\n",
+        "the restored file is back in the container"
+    );
+
+    // The jobs page lists both.
+    b.goto(&format!("{base}/ui/jobs"));
+    b.wait_for(WAIT, "the jobs page", |b| {
+        (b.find_all("progress[data-job]").len() >= 2).then_some(())
+    });
+    b.screenshot(&shots.join("jobs.png"));
+
+    // The overview counts the backup (its cache was cleared when the backup was seen ending).
+    b.goto(&format!("{base}/ui/"));
+    b.find("svg.plot");
+    b.screenshot(&shots.join("overview-after.png"));
+
+    // No CSRF token, a wrong one: refused, and nothing happens.
+    b.goto(&env_url);
+    let (status, _) = b.post_form(&format!("{env_url}/backup"), &[]);
+    assert_eq!(status, 403, "a POST without the CSRF token");
+    let (status, _) = b.post_form(&format!("{env_url}/backup"), &[("csrf", "0000")]);
+    assert_eq!(status, 403, "a POST with a wrong CSRF token");
+
+    // At 390 px wide, no page is wider than the window.
+    b.resize(390, 844);
+    for (name, url) in [
+        ("overview", format!("{base}/ui/")),
+        ("hosts", format!("{base}/ui/hosts")),
+        ("environment", env_url.clone()),
+        ("backup", backup_url.clone()),
+        ("jobs", format!("{base}/ui/jobs")),
+        ("nodes", format!("{base}/ui/nodes")),
+    ] {
+        b.goto(&url);
+        b.find("main h1");
+        no_horizontal_overflow(&b, name);
+        b.screenshot(&shots.join(format!("narrow-{name}.png")));
+    }
+    b.resize(1280, 900);
+
+    // Sign out: the session is gone.
+    b.goto(&format!("{base}/ui/"));
+    b.find("form.signout button").click();
+    b.wait_for(WAIT, "the sign-in page", |b| {
+        b.exists("form.login").then_some(())
+    });
+    b.goto(&format!("{base}/ui/jobs"));
+    b.wait_for(WAIT, "the sign-in page again", |b| {
+        b.url().contains("/ui/login").then_some(())
+    });
+
+    // A viewer: no delete (nor backup) button, and a forged delete is refused by the cluster.
+    sign_in(&b, &base, VIEWER);
+    b.goto(&env_url);
+    b.wait_for(WAIT, "the environment page", |b| {
+        b.exists("table.backups").then_some(())
+    });
+    assert!(!b.exists("button.delete"), "a viewer sees no delete button");
+    assert!(!b.exists("#backup-now"), "a viewer sees no backup button");
+    assert!(
+        !b.exists("a[href$='/restore']"),
+        "a viewer sees no restore link"
+    );
+    b.screenshot(&shots.join("viewer-environment.png"));
+    let token = csrf(&b);
+    let (status, page) = b.post_form(&format!("{backup_url}/delete"), &[("csrf", &token)]);
+    assert_eq!(status, 403, "a viewer's forged delete: {page}");
+    b.goto(&backup_url);
+    b.wait_for(WAIT, "the backup, still there, without its files", |b| {
+        b.exists("#no-content").then_some(())
+    });
+}
