@@ -236,6 +236,124 @@ async fn gate(State(s): State<Arc<UiState>>, req: Request, next: Next) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::users::{Role, Users, UsersFile};
+    use tower::ServiceExt;
+
+    /// A router over a gateway that has not reached any cluster (every cluster call is a
+    /// 503), with one operator.
+    fn app() -> (Router, Arc<UiState>) {
+        let mut file = UsersFile::default();
+        file.add("op", Role::Operator, "operator-pass").unwrap();
+        let users = Arc::new(Users::from_list(file));
+        let state = Arc::new(UiState::new(crate::ClusterLink::default(), users, false));
+        (router(state.clone()), state)
+    }
+
+    async fn send(app: &Router, req: axum::http::Request<Body>) -> Response {
+        app.clone().oneshot(req).await.unwrap()
+    }
+
+    fn post(path: &str, cookie: Option<&str>, body: &str) -> axum::http::Request<Body> {
+        let mut b = axum::http::Request::post(path)
+            .header(header::HOST, "gw.example:8080")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            b = b.header(header::COOKIE, c);
+        }
+        b.body(Body::from(body.to_string())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_gate_wants_a_session_and_its_csrf_token() {
+        let (app, state) = app();
+        // No session: a page sends to the sign-in page, an action is refused.
+        let r = send(
+            &app,
+            axum::http::Request::get("/ui/jobs")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()[header::LOCATION], "/ui/login?next=%2Fui%2Fjobs");
+        let eid = "00000000-0000-4000-8000-000000000001";
+        let r = send(&app, post(&format!("/ui/envs/{eid}/backup"), None, "")).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+        // A wrong password, then the right one.
+        let r = send(&app, post("/ui/login", None, "user=op&password=nope")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let r = send(
+            &app,
+            post(
+                "/ui/login",
+                None,
+                "user=op&password=operator-pass&next=/ui/jobs",
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()[header::LOCATION], "/ui/jobs");
+        let set = r.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains("Secure")
+        );
+        let cookie = set.split(';').next().unwrap().to_string();
+
+        // The session's CSRF token (what its pages carry).
+        let id = session::cookie_value(&cookie).unwrap();
+        let token = state.sessions.get(id, Instant::now()).unwrap().csrf;
+
+        let path = format!("/ui/envs/{eid}/backup");
+        // Without the token, with a wrong one, from another site: 403.
+        for (body, origin) in [
+            (String::new(), None),
+            ("csrf=00".to_string(), None),
+            (format!("csrf={token}"), Some("http://evil.example")),
+        ] {
+            let mut req = post(&path, Some(&cookie), &body);
+            if let Some(o) = origin {
+                req.headers_mut().insert(header::ORIGIN, o.parse().unwrap());
+            }
+            assert_eq!(
+                send(&app, req).await.status(),
+                StatusCode::FORBIDDEN,
+                "{body} {origin:?}"
+            );
+        }
+        // With it (field or header), the action runs: here it meets no cluster (503).
+        let r = send(&app, post(&path, Some(&cookie), &format!("csrf={token}"))).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let mut req = post(&path, Some(&cookie), "");
+        req.headers_mut()
+            .insert("x-csrf-token", token.parse().unwrap());
+        req.headers_mut()
+            .insert(header::ORIGIN, "http://gw.example:8080".parse().unwrap());
+        assert_eq!(
+            send(&app, req).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+
+        // Signing out ends the session.
+        let r = send(
+            &app,
+            post("/ui/logout", Some(&cookie), &format!("csrf={token}")),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let r = send(
+            &app,
+            axum::http::Request::get("/ui/jobs")
+                .header(header::COOKIE, &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "signed out");
+    }
 
     #[test]
     fn every_route_has_a_row_and_every_row_a_route() {

@@ -722,6 +722,7 @@ pub async fn job(Extension(cx): Extension<Ctx>, Path(id): Path<String>) -> Page 
     }
     b.push_str("</ul>");
     if cx.allows("POST /ui/jobs/{id}/cancel") && !j.state.is_final() {
+        let _ = write!(b, "<div data-job-cancel=\"{ids}\">");
         b.push_str(&html::button_form(
             &format!("/ui/jobs/{ids}/cancel"),
             "Cancel job",
@@ -729,6 +730,7 @@ pub async fn job(Extension(cx): Extension<Ctx>, Path(id): Path<String>) -> Page 
             &[],
             "danger",
         ));
+        b.push_str("</div>");
     }
     Ok(cx.page(&format!("Job {}", short_id(&ids)), "/ui/jobs", &b))
 }

@@ -28,6 +28,18 @@
     each('[data-job-done="' + j.id + '"]', function (s) {
       s.textContent = j.files_done + " of " + j.files_total + " files";
     });
+    if (FINAL[j.state]) {
+      each('[data-job-cancel="' + j.id + '"]', function (s) {
+        s.hidden = true;
+      });
+      if (j.reason) {
+        each('[data-job-log="' + j.id + '"]', function (l) {
+          var li = document.createElement("li");
+          li.textContent = j.reason;
+          l.appendChild(li);
+        });
+      }
+    }
   }
 
   function live() {
