@@ -1220,6 +1220,17 @@ fn cairn_dev_serves_rest_as_admin() {
     assert_eq!(get(&url, "guess").status, 401);
     let users = std::fs::read_to_string(data.join("users.toml")).unwrap();
     assert!(!users.contains(&generated), "only the hash is kept");
+    // The dashboard's address is printed with the same user, and it answers there.
+    let banner = std::fs::read_to_string(dir.path().join("dev1.log")).unwrap();
+    assert!(
+        banner.contains(&format!(
+            "Dashboard at {url}/ui/ (user admin, password {generated})"
+        )),
+        "{banner}"
+    );
+    let login = http::request("GET", &format!("{url}/ui/login"), &[], b"");
+    assert_eq!(login.status, 200);
+    assert!(login.text().contains("name=\"password\""));
     drop(dev);
 
     let (dev, url, shown) = run(Some("chosen-password-1"), "dev2.log");

@@ -2,8 +2,8 @@
 //! (`cairn_tests::webdriver`) against `cairn node` processes whose gateway serves `/ui/`, a
 //! `cairn agent` with one container, and users made with `cairn user add`.
 //!
-//! One test walks what an operator does, in order, on one rig: sign in, see the nodes, back
-//! up and watch the progress bar rise to 100 without a reload, browse the backup, download a
+//! One test walks what an operator does, in order, on one rig: sign in, see the nodes (and
+//! run a scrub), back up and watch the progress bar rise to 100 without a reload, browse the backup, download a
 //! file and a directory and compare them with the source, restore one changed path and see
 //! it back in the container; then a viewer, who sees no delete button and whose forged delete
 //! (with a valid session and CSRF token) the cluster refuses; then requests without the CSRF
@@ -146,6 +146,15 @@ fn an_operator_and_a_viewer_use_the_dashboard_in_a_real_browser() {
         (rows.len() == 3 && rows.iter().all(|r| r.text().contains(" up"))).then_some(rows)
     });
     assert_eq!(rows.len(), 3);
+    // An admin starts a scrub and reads its report.
+    b.find("form[action='/ui/nodes/scrub'] button").click();
+    b.wait_for(WAIT, "the scrub's report", |b| {
+        if b.source().contains("checked, 0 corrupt") {
+            return Some(());
+        }
+        b.goto(&format!("{base}/ui/nodes"));
+        None
+    });
     b.screenshot(&shots.join("nodes.png"));
 
     // The container, from the hosts page.

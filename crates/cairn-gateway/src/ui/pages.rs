@@ -797,11 +797,11 @@ pub async fn nodes_page(State(s): St, Extension(cx): Extension<Ctx>) -> Page {
         for r in runs.iter().rev() {
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"wrap\">{}</td></tr>",
                 esc(&r.what),
                 ago(r.started_ms, now),
                 esc(&r.by),
-                esc(&run_outcome(r))
+                esc(&run_outcome(r)).replace("; ", "<br>")
             );
         }
         b.push_str("</tbody></table></div>");
