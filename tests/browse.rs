@@ -234,6 +234,11 @@ fn a_backup_is_browsed_through_the_cli_and_rest() {
         out.stdout == sparse,
         "cat returns the sparse file, holes as zeros"
     );
+    let one = node.ok(&["backups", "ls", &backup, "link"]);
+    assert!(
+        one.starts_with("lrwxrwxrwx ") && one.trim_end().ends_with("  link -> etc/hostname"),
+        "{one}"
+    );
     let out = node.cairn(&["backups", "cat", &backup, "www/motd.txt"]);
     assert_eq!(out.stdout, b"welcome\n");
 

@@ -457,8 +457,8 @@ enum BackupsCmd {
     Protect { id: String },
     /// Lift a backup's protection.
     Unprotect { id: String },
-    /// List a directory of a backup: mode, owner uid:gid, size, mtime (UTC), name, and
-    /// `-> target` for links. Operators and admins may read a backup's tree.
+    /// List a directory of a backup (or show one object): mode, owner uid:gid, size, mtime
+    /// (UTC), name, and `-> target` for links. Operators and admins may read a backup's tree.
     Ls {
         id: String,
         /// A directory below the backup's root (default: the root; a leading `/` is the root).
@@ -1123,7 +1123,21 @@ async fn backups(cmd: BackupsCmd, cluster: &Target) -> Result<ExitCode> {
             let id = parse_backup(&id)?;
             let path = browse_path(&path)?;
             let c = cluster.connect().await?;
-            let mut page = browse::list(&c, &id, &path, None, LS_PAGE).await?;
+            let mut page = match browse::list(&c, &id, &path, None, LS_PAGE).await {
+                Ok(page) => page,
+                // The path is well formed (checked above) but not a directory: like
+                // `ls FILE`, show the object itself.
+                Err(e) if e.code() == cairn_core::ErrorCode::InvalidArgument => {
+                    let node = browse::stat(&c, &id, &path).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&node)?);
+                    } else {
+                        println!("{}", output::node_line(&node));
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(e) => return Err(e.into()),
+            };
             if all {
                 while let Some(after) = page.next.take() {
                     let more = browse::list(&c, &id, &path, Some(&after), LS_PAGE).await?;
