@@ -1,6 +1,7 @@
 //! A replicated cluster of real `cairn node` processes: replication, node and leader loss,
 //! catch-up, corrupt copies. Every wait is on an observable condition with a deadline.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -358,6 +359,70 @@ fn a_fourth_node_takes_its_share_and_drains_without_losing_a_chunk() {
         b["id"].as_str().unwrap(),
         &src,
         &tmp.path().join("o2"),
+    );
+}
+
+/// Zones of unequal size: with the maximum spread the single-node zones hold a copy of every
+/// chunk and fill first, and `cluster status` says so; asking for copies in two zones lets the
+/// weights decide, and repair evens the nodes out without losing a chunk.
+#[test]
+fn unequal_zones_are_reported_and_zone_redundancy_evens_them_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let mut c = TestCluster::start(&dir, 3, "repair_interval_ms = 200");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..600 {
+        std::fs::write(src.join(format!("d/f{i:04}")), noise(3000, 5000 + i)).unwrap();
+    }
+    let b = backup(&c.nodes[0], &src, &[]);
+    let total = chunk_counts(&c)[0].1;
+
+    // A fourth node in zone z1: z1 has two nodes, z2 and z3 one each.
+    let addr = c.start_storage_node(&dir);
+    c.nodes[0].ok(&["cluster", "add-node", &addr, "--zone", "z1"]);
+    settle(&c);
+    let counts: BTreeMap<u64, u64> = chunk_counts(&c).into_iter().collect();
+    assert_eq!(counts[&2], total, "{counts:?}");
+    assert_eq!(counts[&3], total, "{counts:?}");
+    assert_eq!(counts[&1] + counts[&4], total, "{counts:?}");
+    let s = c.status().unwrap();
+    assert_eq!(s["zone_redundancy"], "maximum", "{s}");
+    assert_eq!(s["zones_unbalanced"], true, "{s}");
+    let usable = s["usable_capacity"].as_f64().unwrap();
+    assert!((0.70..0.80).contains(&usable), "{s}");
+    let text = c.nodes[0].ok(&["cluster", "status"]);
+    assert!(text.contains("warning: zones are unbalanced"), "{text}");
+
+    // Bad input changes nothing.
+    let out = c.nodes[0].cairn(&["cluster", "set-zone-redundancy", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("maximum"));
+
+    let out = c.nodes[1].ok(&["cluster", "set-zone-redundancy", "2"]);
+    assert!(out.contains("placement epoch 3"), "{out}");
+    settle(&c);
+    let counts = chunk_counts(&c);
+    let sum: u64 = counts.iter().map(|(_, n)| n).sum();
+    assert_eq!(sum, 3 * total, "{counts:?}");
+    let even = 3 * total / 4;
+    for (id, n) in &counts {
+        let off = (*n as f64 - even as f64).abs() / even as f64;
+        assert!(
+            off <= 0.10,
+            "node {id} holds {n}, even is {even}: {counts:?}"
+        );
+    }
+    let s = c.status().unwrap();
+    assert_eq!(s["zone_redundancy"], "2", "{s}");
+    assert_eq!(s["zones_unbalanced"], false, "{s}");
+    let text = c.nodes[0].ok(&["cluster", "status"]);
+    assert!(!text.contains("warning"), "{text}");
+    restore_identical(
+        &c.nodes[3],
+        b["id"].as_str().unwrap(),
+        &src,
+        &tmp.path().join("out"),
     );
 }
 

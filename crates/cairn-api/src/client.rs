@@ -929,6 +929,23 @@ impl Client {
         .map(Membership::from)
     }
 
+    /// Sets how many zones each chunk's copies span; returns the epoch in force after it (a
+    /// new one when the setting changed).
+    pub async fn set_zone_redundancy(
+        &self,
+        zr: cairn_core::placement::ZoneRedundancy,
+    ) -> Result<Membership, Error> {
+        let req = pb::SetZoneRedundancyRequest {
+            zone_redundancy: match zr {
+                cairn_core::placement::ZoneRedundancy::Maximum => 0,
+                cairn_core::placement::ZoneRedundancy::AtLeast(n) => n.max(1),
+            },
+        };
+        self.catalog_call(|mut c| async move { c.set_zone_redundancy(req).await })
+            .await
+            .map(Membership::from)
+    }
+
     /// Drains and removes node `id`; answers once it has left.
     pub async fn remove_node(&self, id: u64) -> Result<Membership, Error> {
         self.catalog_call(|mut c| async move {

@@ -441,6 +441,7 @@ pub const TABLE: &[Row] = &[
     grpc("Catalog.NodeStatus", Status),
     grpc("Catalog.GetPlacement", Status),
     grpc("Catalog.AddNode", Administer),
+    grpc("Catalog.SetZoneRedundancy", Administer),
     grpc("Catalog.RemoveNode", Administer),
     grpc("Catalog.OpenSession", Commit),
     grpc("Catalog.CloseSession", Commit),

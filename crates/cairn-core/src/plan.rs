@@ -171,6 +171,7 @@ mod tests {
             number: 1,
             nodes: ids.iter().map(|i| node(*i)).collect(),
             rf,
+            ..Epoch::default()
         }
     }
 

@@ -46,7 +46,7 @@
 
 use cairn_core::auth::Principal;
 use cairn_core::job::{EnvRecord, HostRecord, Job, JobKind, TokenRecord};
-use cairn_core::placement::{Epoch, PlacementNode};
+use cairn_core::placement::{Epoch, PlacementNode, ZoneRedundancy};
 use cairn_core::retention::{Candidate, EnvConfig, Session};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 
@@ -90,6 +90,7 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decisio
         Command::SetPlacement {
             nodes,
             rf,
+            zone_redundancy,
             expect_epoch,
         } => {
             if let Some(expected) = expect_epoch {
@@ -103,7 +104,7 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decisio
                     ));
                 }
             }
-            set_placement(view, nodes, *rf)
+            set_placement(view, nodes, *rf, *zone_redundancy)
         }
         Command::SetEnvConfig {
             env,
@@ -160,6 +161,7 @@ fn set_placement<V: CatalogRead + ?Sized>(
     view: &V,
     nodes: &[PlacementNode],
     rf: u32,
+    zone_redundancy: Option<ZoneRedundancy>,
 ) -> Result<Decision, V::Error> {
     if nodes.is_empty() {
         return Ok(Decision::refuse(
@@ -182,11 +184,20 @@ fn set_placement<V: CatalogRead + ?Sized>(
             "a node id appears twice in the placement".into(),
         ));
     }
+    if zone_redundancy == Some(ZoneRedundancy::AtLeast(0)) {
+        return Ok(Decision::refuse(
+            ErrorCode::InvalidArgument,
+            "zone redundancy is \"maximum\" or a number of zones, 1 or more".into(),
+        ));
+    }
     let current = view.placement()?;
     let mut next = Epoch {
         number: 1,
         nodes: nodes.to_vec(),
         rf,
+        zone_redundancy: zone_redundancy
+            .or(current.as_ref().map(|c| c.zone_redundancy))
+            .unwrap_or_default(),
     };
     next.nodes.sort_by_key(|n| n.id);
     if let Some(cur) = &current {
@@ -1267,6 +1278,7 @@ pub(crate) mod tests {
             cat.run(Command::SetPlacement {
                 nodes: nodes.to_vec(),
                 rf,
+                zone_redundancy: None,
                 expect_epoch: None,
             })
         };
@@ -1300,6 +1312,7 @@ pub(crate) mod tests {
         let stale = cat.run(Command::SetPlacement {
             nodes: three.clone(),
             rf: 3,
+            zone_redundancy: None,
             expect_epoch: Some(3),
         });
         assert_eq!(

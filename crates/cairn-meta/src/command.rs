@@ -122,6 +122,11 @@ pub enum Command {
     SetPlacement {
         nodes: Vec<cairn_core::placement::PlacementNode>,
         rf: u32,
+        /// How many zones a chunk's copies span; `None` keeps the current epoch's setting
+        /// (the maximum spread for a first epoch). Commands written before the setting
+        /// existed read as `None`.
+        #[serde(default)]
+        zone_redundancy: Option<cairn_core::placement::ZoneRedundancy>,
         /// Refused with `Conflict` unless the epoch in force has this number: a change
         /// computed from an epoch that another change has since replaced would undo it.
         #[serde(default)]

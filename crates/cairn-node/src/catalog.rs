@@ -491,6 +491,19 @@ impl Catalog for CatalogService {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn set_zone_redundancy(
+        &self,
+        req: Request<pb::SetZoneRedundancyRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let who = caller(&req)?;
+        self.authorize(&who, Access::Administer, Subject::Nothing)?;
+        forward_to_leader!(self, req, &who, catalog, set_zone_redundancy);
+        crate::membership::set_zone_redundancy(&self.meta, &self.peers, &who, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,

@@ -29,6 +29,13 @@ pub struct NodeConfig {
     /// forms the cluster; later changes go through the cluster, not the config.
     #[serde(default = "default_rf")]
     pub replication_factor: u32,
+    /// How many distinct zones each chunk's copies span: `"maximum"` (default: as many as
+    /// there are copies) or a number of zones. With zones of unequal size the maximum spread
+    /// fills the small zone's nodes first (`cairn cluster status` shows the usable capacity
+    /// and warns); e.g. `2` keeps copies in two zones and otherwise follows the weights.
+    /// Read by the node that forms the cluster, like `replication_factor`.
+    #[serde(default, deserialize_with = "zone_redundancy")]
+    pub zone_redundancy: cairn_core::placement::ZoneRedundancy,
     /// Copies a chunk upload needs before it is acknowledged: `"all"` (default) — every owner
     /// that is up, and never fewer than a majority of the replication factor; or a number.
     /// Owners that were down get their copy from repair.
@@ -172,6 +179,26 @@ impl<'de> Deserialize<'de> for WriteQuorum {
     }
 }
 
+/// `"maximum"` or a number of zones (1 or more).
+fn zone_redundancy<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<cairn_core::placement::ZoneRedundancy, D::Error> {
+    use cairn_core::placement::ZoneRedundancy;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Word(String),
+        Number(u32),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Word(w) if w == "maximum" => Ok(ZoneRedundancy::Maximum),
+        Raw::Number(n) if n >= 1 => Ok(ZoneRedundancy::AtLeast(n)),
+        _ => Err(serde::de::Error::custom(
+            "zone_redundancy must be \"maximum\" or a number of zones (1 or more)",
+        )),
+    }
+}
+
 fn default_rf() -> u32 {
     cairn_core::placement::DEFAULT_RF
 }
@@ -221,6 +248,7 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             voters: Vec::new(),
             replication_factor: default_rf(),
+            zone_redundancy: Default::default(),
             write_quorum: WriteQuorum::All,
             token: None,
             token_file: None,
@@ -476,6 +504,41 @@ mod tests {
         )
         .unwrap();
         assert!(dup.validate().unwrap_err().to_string().contains("voters"));
+    }
+
+    /// The example configs in `cluster-config/` parse and validate.
+    #[test]
+    fn the_shipped_node_configs_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster-config");
+        for n in 1..=3 {
+            let text = std::fs::read_to_string(dir.join(format!("node{n}.toml"))).unwrap();
+            let c: NodeConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("node{n}: {e}"));
+            c.validate().unwrap();
+            assert_eq!(c.node_id, n);
+        }
+    }
+
+    #[test]
+    fn zone_redundancy_is_maximum_or_a_number_of_zones() {
+        use cairn_core::placement::ZoneRedundancy;
+        let parse = |v: &str| {
+            toml::from_str::<NodeConfig>(&format!(
+                "node_id = 1\ndata_dir = \"/d\"\nzone_redundancy = {v}"
+            ))
+        };
+        assert_eq!(
+            parse("2").unwrap().zone_redundancy,
+            ZoneRedundancy::AtLeast(2)
+        );
+        assert_eq!(
+            parse("\"maximum\"").unwrap().zone_redundancy,
+            ZoneRedundancy::Maximum
+        );
+        let unset: NodeConfig = toml::from_str("node_id = 1\ndata_dir = \"/d\"").unwrap();
+        assert_eq!(unset.zone_redundancy, ZoneRedundancy::Maximum);
+        for bad in ["0", "\"most\""] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

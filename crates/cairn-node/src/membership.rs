@@ -42,12 +42,25 @@ async fn set_placement(
     rf: u32,
     expect_epoch: u64,
 ) -> Result<u64, Status> {
+    set_placement_with(meta, by, nodes, rf, None, expect_epoch).await
+}
+
+/// [`set_placement`], also setting the zone redundancy (`None` keeps the epoch's).
+async fn set_placement_with(
+    meta: &MetaNode,
+    by: &Principal,
+    nodes: Vec<PlacementNode>,
+    rf: u32,
+    zone_redundancy: Option<cairn_core::placement::ZoneRedundancy>,
+    expect_epoch: u64,
+) -> Result<u64, Status> {
     match meta
         .write(
             by,
             Command::SetPlacement {
                 nodes,
                 rf,
+                zone_redundancy,
                 expect_epoch: Some(expect_epoch),
             },
         )
@@ -73,6 +86,39 @@ fn current(meta: &MetaNode) -> Result<Epoch, Status> {
             ErrorCode::Unavailable,
             "the cluster has no placement yet; retry shortly",
         )
+    })
+}
+
+/// Sets the zone redundancy: a new epoch when it changes, then repair moves the chunks whose
+/// owners changed.
+pub async fn set_zone_redundancy(
+    meta: &MetaNode,
+    peers: &Peers,
+    by: &Principal,
+    req: pb::SetZoneRedundancyRequest,
+) -> Result<pb::MembershipResponse, Status> {
+    let epoch = current(meta)?;
+    let wanted = match req.zone_redundancy {
+        0 => cairn_core::placement::ZoneRedundancy::Maximum,
+        n => cairn_core::placement::ZoneRedundancy::AtLeast(n),
+    };
+    let number = set_placement_with(
+        meta,
+        by,
+        epoch.nodes.clone(),
+        epoch.rf,
+        Some(wanted),
+        epoch.number,
+    )
+    .await?;
+    if number != epoch.number {
+        tracing::info!(zone_redundancy = %wanted, epoch = number, "zone redundancy changed");
+        kick_repair(peers, meta);
+    }
+    Ok(pb::MembershipResponse {
+        node_id: 0,
+        epoch: number,
+        moved: 0,
     })
 }
 

@@ -284,6 +284,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         node_id: cfg.node_id,
         voters,
         rf: cfg.replication_factor,
+        zone_redundancy: cfg.zone_redundancy,
         meta: meta.clone(),
         peers,
         data_dir: cfg.data_dir.clone(),
@@ -323,6 +324,7 @@ struct Bootstrap {
     node_id: u64,
     voters: Vec<Voter>,
     rf: u32,
+    zone_redundancy: cairn_core::placement::ZoneRedundancy,
     meta: Arc<MetaNode>,
     peers: Peers,
     data_dir: std::path::PathBuf,
@@ -382,6 +384,7 @@ impl Bootstrap {
         let cmd = Command::SetPlacement {
             nodes: epoch.nodes,
             rf: epoch.rf,
+            zone_redundancy: None,
             expect_epoch: Some(epoch.number),
         };
         if let Err(e) = self.meta.write_system(cmd).await {
@@ -444,6 +447,7 @@ impl Bootstrap {
                 let cmd = Command::SetPlacement {
                     nodes: nodes.clone(),
                     rf: self.rf,
+                    zone_redundancy: Some(self.zone_redundancy),
                     expect_epoch: Some(0),
                 };
                 match self.meta.write_system(cmd).await {

@@ -108,6 +108,10 @@ impl From<&cairn_core::placement::Epoch> for pb::Placement {
         pb::Placement {
             epoch: e.number,
             rf: e.rf,
+            zone_redundancy: match e.zone_redundancy {
+                cairn_core::placement::ZoneRedundancy::Maximum => 0,
+                cairn_core::placement::ZoneRedundancy::AtLeast(n) => n.max(1),
+            },
             nodes: e
                 .nodes
                 .iter()
@@ -129,6 +133,10 @@ impl From<pb::Placement> for cairn_core::placement::Epoch {
         cairn_core::placement::Epoch {
             number: p.epoch,
             rf: p.rf,
+            zone_redundancy: match p.zone_redundancy {
+                0 => cairn_core::placement::ZoneRedundancy::Maximum,
+                n => cairn_core::placement::ZoneRedundancy::AtLeast(n),
+            },
             nodes: p
                 .nodes
                 .into_iter()
@@ -453,7 +461,7 @@ mod tests {
 
     #[test]
     fn placement_round_trips() {
-        use cairn_core::placement::{Epoch, PlacementNode};
+        use cairn_core::placement::{Epoch, PlacementNode, ZoneRedundancy};
         let e = Epoch {
             number: 7,
             rf: 3,
@@ -467,8 +475,14 @@ mod tests {
                     down: id == 3,
                 })
                 .collect(),
+            zone_redundancy: ZoneRedundancy::AtLeast(2),
         };
         assert_eq!(Epoch::from(pb::Placement::from(&e)), e);
+        let max = Epoch {
+            zone_redundancy: ZoneRedundancy::Maximum,
+            ..e
+        };
+        assert_eq!(Epoch::from(pb::Placement::from(&max)), max);
     }
 
     #[test]

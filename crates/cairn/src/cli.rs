@@ -512,11 +512,25 @@ enum ClusterCmd {
         /// The node's id (see cairn cluster status).
         id: u64,
     },
+    /// Set how many distinct zones each chunk's copies span: `maximum` (as many as there are
+    /// copies) or a number. Fewer zones than copies let zones of unequal size fill evenly
+    /// (see the usable capacity in `cluster status`); repair moves the chunks whose owners
+    /// change.
+    SetZoneRedundancy {
+        /// `maximum` or a number of zones (1 or more).
+        #[arg(value_parser = parse_zone_redundancy)]
+        value: cairn_core::placement::ZoneRedundancy,
+    },
     /// Run a repair pass on every node now and report what moved and what is still missing.
     Repair {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_zone_redundancy(s: &str) -> Result<cairn_core::placement::ZoneRedundancy, String> {
+    cairn_core::placement::ZoneRedundancy::parse(s)
+        .ok_or_else(|| format!("{s:?}: expected \"maximum\" or a number of zones (1 or more)"))
 }
 
 fn init_logs(default: &str) {
@@ -1030,6 +1044,13 @@ async fn run(cmd: Cmd, cluster: &Target) -> Result<ExitCode> {
                     println!(
                         "node {id} removed after moving {} chunk copies; placement epoch {}",
                         r.moved, r.epoch
+                    );
+                }
+                ClusterCmd::SetZoneRedundancy { value } => {
+                    let r = c.set_zone_redundancy(value).await?;
+                    println!(
+                        "zone redundancy {value}; placement epoch {} (repair moves the chunks whose owners changed)",
+                        r.epoch
                     );
                 }
                 ClusterCmd::Repair { json } => return repair(&c, json).await,
@@ -1568,6 +1589,8 @@ async fn cluster_status(c: &Client, json: bool) -> Result<()> {
         .filter_map(|r| r.3.as_ref().ok())
         .max_by_key(|s| s.term)
         .and_then(|s| s.leader);
+    // How evenly the layout fills the nodes (sampled placement; see cairn_core::placement).
+    let balance = placement.as_ref().map(|p| p.balance(20_000));
     if json {
         let nodes: Vec<serde_json::Value> = rows
             .iter()
@@ -1593,6 +1616,9 @@ async fn cluster_status(c: &Client, json: bool) -> Result<()> {
                 "leader": leader,
                 "epoch": placement.as_ref().map(|p| p.number),
                 "replication_factor": placement.as_ref().map(|p| p.effective_rf()),
+                "zone_redundancy": placement.as_ref().map(|p| p.zone_redundancy.to_string()),
+                "usable_capacity": balance.as_ref().map(|b| b.usable),
+                "zones_unbalanced": balance.as_ref().map(|b| b.is_unbalanced()),
                 "repair_backlog": rows.iter().filter_map(|r| r.3.as_ref().ok()).map(|s| s.repair_backlog).sum::<u64>(),
                 "nodes": nodes,
             }))?
@@ -1610,6 +1636,25 @@ async fn cluster_status(c: &Client, json: bool) -> Result<()> {
                 .unwrap_or_else(|| "none".into())
         ),
         None => println!("no placement yet (the cluster is forming)"),
+    }
+    if let (Some(p), Some(b)) = (&placement, &balance) {
+        println!(
+            "zone redundancy {}; usable capacity {:.0} % of raw",
+            p.zone_redundancy,
+            b.usable * 100.0
+        );
+        if let (true, Some(full)) = (b.is_unbalanced(), b.fullest()) {
+            println!(
+                "warning: zones are unbalanced: node {} (zone {:?}) holds {:.2}× its share of the \
+                 copies and fills first, so only {:.0} % of the raw capacity is usable. Balance the \
+                 zones' weights, or place copies in fewer zones than the replication factor \
+                 (`cairn cluster set-zone-redundancy 2`).",
+                full.id,
+                full.zone,
+                full.load(),
+                b.usable * 100.0
+            );
+        }
     }
     println!(
         "{:>4}  {:<24} {:<8} {:<8} {:<18} {:>5} {:>8} {:>8} {:>10} {:>10} {:>8}",
