@@ -12,7 +12,9 @@
 //!    one, a GET is sent to the sign-in page and a POST is refused (403).
 //! 3. A POST must carry the session's CSRF token (form field `csrf`, or the `X-CSRF-Token`
 //!    header), compared in constant time; a missing or wrong token is a 403 page. GET
-//!    handlers change nothing.
+//!    handlers change nothing. The sign-in POST has no session yet and so no token: the
+//!    Origin check of step 1, the SameSite cookie and a fresh session id on every sign-in
+//!    (no fixation) stand for it.
 //! 4. The route must have a row in `cairn_core::auth::TABLE` (interface `Ui`); a route
 //!    without one is refused (fail closed). The row's access is **not** checked here: the
 //!    handler calls the cluster acting for the user ([`state::Ctx::cluster`], principal
