@@ -1119,6 +1119,57 @@ mod tests {
         assert_eq!(from_io(broken, "x").code(), ErrorCode::ChunksMissing);
     }
 
+    #[tokio::test]
+    async fn a_stream_whose_reader_is_gone_stops_its_producer() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        use std::sync::Arc;
+        let stopped = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (s2, n2) = (stopped.clone(), sent.clone());
+        let stream = produced(move |tx| async move {
+            loop {
+                if tx.send(Ok(vec![0; 16])).await.is_err() {
+                    s2.store(true, SeqCst);
+                    return;
+                }
+                n2.fetch_add(1, SeqCst);
+            }
+        });
+        let mut stream = Box::pin(stream);
+        for _ in 0..3 {
+            assert_eq!(stream.next().await.unwrap().unwrap().len(), 16);
+        }
+        drop(stream);
+        for _ in 0..1000 {
+            if stopped.load(SeqCst) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(stopped.load(SeqCst), "the producer saw the reader go");
+        // Bounded: it ran at most the queue's length ahead of the reader.
+        assert!(sent.load(SeqCst) <= 3 + QUEUED_BLOCKS + 1, "{sent:?}");
+    }
+
+    #[test]
+    fn an_archive_is_sent_in_bounded_blocks() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut w = ChannelWriter::new(tx);
+        w.write_all(&vec![7u8; BLOCK * 2 + 100]).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let mut sizes = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            sizes.push(b.unwrap().len());
+        }
+        assert_eq!(sizes, [BLOCK, BLOCK, 100]);
+        // A writer whose reader is gone fails instead of buffering without end.
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let mut w = ChannelWriter::new(tx);
+        assert!(w.write_all(&vec![0u8; BLOCK]).is_err());
+    }
+
     #[test]
     fn device_numbers_split_like_linux() {
         // makedev(8, 1), and makedev(major, minor) for numbers past the old 8-bit split.
