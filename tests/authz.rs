@@ -910,6 +910,12 @@ fn rest_request(entry: &str, fx: &Fx) -> Option<(&'static str, String, &'static 
         "POST /vms/{eid}/backups/{stamp}/restore" => {
             ("POST", format!("/vms/{e1}/backups/{b1}/restore"), "{}")
         }
+        "GET /vms/{eid}/backups/{stamp}/files" => {
+            ("GET", format!("/vms/{e1}/backups/{b1}/files"), "")
+        }
+        "GET /vms/{eid}/backups/{stamp}/files/{path}" => {
+            ("GET", format!("/vms/{e1}/backups/{b1}/files/etc"), "")
+        }
         "GET /statuses/{id}" => ("GET", format!("/statuses/{}", fx.jf), ""),
         "GET /healthz" => ("GET", "/healthz".into(), ""),
         "GET /metrics" => ("GET", "/metrics".into(), ""),

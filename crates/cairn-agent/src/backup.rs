@@ -41,9 +41,9 @@ use crossbeam_channel as xch;
 use tokio::sync::mpsc;
 
 use crate::error::AgentError;
-use crate::manifest_io::{fetch_root, ManifestEntries};
 use crate::progress::Progress;
 use crate::rules::Rules;
+use cairn_api::manifest::{fetch_root, ManifestEntries};
 use cairn_api::Client;
 
 /// Files up to this size are read whole and cut in memory.
@@ -458,7 +458,7 @@ impl ParentCursor {
             if self.peeked.is_none() {
                 match src.blocking_next() {
                     Some(Ok(e)) => self.peeked = Some(e),
-                    Some(Err(e)) => return Err(e),
+                    Some(Err(e)) => return Err(e.into()),
                     None => {
                         self.entries = None;
                         return Ok(None);

@@ -35,9 +35,9 @@ use crate::discovery::{discover, DiscoveredEnv, Sources};
 use crate::error::AgentError;
 use crate::hooks::{run_hooks, HookSpec};
 use crate::inplace::{changes_since, cleanup_leftovers, in_use, swap_into_place, InPlace};
-use crate::manifest_io::{fetch_root, ManifestEntries};
 use crate::progress::Progress;
 use crate::{backup, restore, BackupRequest, RestoreRequest};
+use cairn_api::manifest::{fetch_root, ManifestEntries};
 use cairn_api::Client;
 
 /// The agent's configuration (TOML). Unknown keys are refused with their name.
@@ -778,7 +778,7 @@ impl Agent {
                 .await
                 .map_err(|e| AgentError::Internal(e.to_string()))?;
                 if let (_, Some(e)) = changed {
-                    return Err(e);
+                    return Err(e.into());
                 }
                 if let Some(what) = changed.0.map_err(|e| AgentError::Invalid(e.to_string()))? {
                     return Err(AgentError::Cluster {

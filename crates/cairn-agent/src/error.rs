@@ -53,6 +53,7 @@ impl From<cairn_api::Error> for AgentError {
             cairn_api::Error::Invalid(m) => AgentError::Invalid(m),
             cairn_api::Error::Io { path, source } => AgentError::Io { path, source },
             cairn_api::Error::Chunk(c) => AgentError::Chunk(c),
+            cairn_api::Error::Manifest(m) => AgentError::Manifest(m),
             cairn_api::Error::Internal(m) => AgentError::Internal(m),
         }
     }

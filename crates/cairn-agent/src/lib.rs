@@ -11,7 +11,6 @@ pub mod discovery;
 pub mod error;
 pub mod hooks;
 pub mod inplace;
-pub mod manifest_io;
 pub mod progress;
 pub mod restore;
 pub mod rules;

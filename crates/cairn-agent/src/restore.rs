@@ -18,8 +18,8 @@ use cairn_fs::{RestoreOptions, Restorer};
 use futures::StreamExt;
 
 use crate::error::AgentError;
-use crate::manifest_io::{fetch_root, ManifestEntries};
 use crate::progress::Progress;
+use cairn_api::manifest::{fetch_root, ManifestEntries};
 use cairn_api::Client;
 
 /// Chunk bytes per fetch batch.

@@ -35,6 +35,10 @@ pub enum Error {
     /// A chunk a node served does not decode to its id.
     #[error("{0}")]
     Chunk(#[from] cairn_chunker::ChunkError),
+    /// A stored manifest does not decode (bad magic, unknown version, a damaged or unsafe
+    /// entry, entries out of walk order).
+    #[error("{0}")]
+    Manifest(#[from] cairn_core::manifest::ManifestError),
     /// A node answered something this client cannot read.
     #[error("internal error: {0}")]
     Internal(String),
@@ -48,7 +52,7 @@ impl Error {
             Error::Cluster { code, .. } => *code,
             Error::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             Error::Invalid(_) => ErrorCode::InvalidArgument,
-            Error::Chunk(_) => ErrorCode::Corrupt,
+            Error::Chunk(_) | Error::Manifest(_) => ErrorCode::Corrupt,
             Error::Io { .. } | Error::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -16,8 +16,10 @@
 //! workspace root fails when another crate depends on `cairn-proto`.
 
 pub mod agents;
+pub mod browse;
 pub mod client;
 pub mod error;
+pub mod manifest;
 pub mod types;
 
 pub use agents::{JobView, Outcome};

@@ -480,6 +480,9 @@ pub const TABLE: &[Row] = &[
     rest("PUT /vms/{eid}/backups/{stamp}", Administer),
     rest("DELETE /vms/{eid}/backups/{stamp}", Administer),
     rest("POST /vms/{eid}/backups/{stamp}/restore", Operate),
+    // The file browser of a backup: its tree, a file's bytes, a directory as a tar.
+    rest("GET /vms/{eid}/backups/{stamp}/files", ReadContent),
+    rest("GET /vms/{eid}/backups/{stamp}/files/{path}", ReadContent),
     rest("GET /statuses/{id}", Read),
     rest("GET /healthz", Public),
     rest("GET /metrics", Read),

@@ -33,6 +33,7 @@
 //! | E1020 | AgentLost | Unavailable | **no** |
 //! | E1021 | SessionExpired | Conflict | yes |
 //! | E1022 | PlacementChanged | Conflict | yes |
+//! | E1023 | PathNotFound | NotFound | yes |
 //! | E1999 | Internal | — | **no** |
 //!
 //! "Definite" ([`ErrorCode::is_definite`]): the answer is a refusal, nothing happened, and
@@ -87,12 +88,14 @@ pub enum ErrorCode {
     SessionExpired,
     /// The placement changed since the change was computed: nothing was changed.
     PlacementChanged,
+    /// The backup holds no object at the path asked for (browsing a backup's tree).
+    PathNotFound,
     /// Anything else; details are in the node's log, never in the answer.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
@@ -115,6 +118,7 @@ impl ErrorCode {
         ErrorCode::AgentLost,
         ErrorCode::SessionExpired,
         ErrorCode::PlacementChanged,
+        ErrorCode::PathNotFound,
         ErrorCode::Internal,
     ];
 
@@ -143,6 +147,7 @@ impl ErrorCode {
             ErrorCode::AgentLost => "E1020",
             ErrorCode::SessionExpired => "E1021",
             ErrorCode::PlacementChanged => "E1022",
+            ErrorCode::PathNotFound => "E1023",
             ErrorCode::Internal => "E1999",
         }
     }
@@ -161,7 +166,8 @@ impl ErrorCode {
             ErrorCode::BackupNotFound
             | ErrorCode::EnvNotFound
             | ErrorCode::HostNotFound
-            | ErrorCode::JobNotFound => ErrorCode::NotFound,
+            | ErrorCode::JobNotFound
+            | ErrorCode::PathNotFound => ErrorCode::NotFound,
             ErrorCode::HostOffline | ErrorCode::AgentLost => ErrorCode::Unavailable,
             ErrorCode::InvalidArgument
             | ErrorCode::NotFound
@@ -226,6 +232,9 @@ impl ErrorCode {
             }
             ErrorCode::SessionExpired => "run the backup again; it uploads only what is missing",
             ErrorCode::PlacementChanged => "retry; the change is computed from the new placement",
+            ErrorCode::PathNotFound => {
+                "list the backup's tree (cairn backups ls BACKUP [PATH]) and use a path it shows"
+            }
             ErrorCode::Internal => "see the node's log for details",
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cairn_agent::{BackupRequest, Progress, RestoreRequest};
-use cairn_api::{Client, Credentials};
+use cairn_api::{browse, Client, Credentials};
 use cairn_core::job::{JobKind, JobOptions};
 use cairn_core::{BackupId, BackupType, Compression, EnvId};
 use clap::{Parser, Subcommand};
@@ -457,6 +457,35 @@ enum BackupsCmd {
     Protect { id: String },
     /// Lift a backup's protection.
     Unprotect { id: String },
+    /// List a directory of a backup (or show one object): mode, owner uid:gid, size, mtime
+    /// (UTC), name, and `-> target` for links. Operators and admins may read a backup's tree.
+    Ls {
+        id: String,
+        /// A directory below the backup's root (default: the root; a leading `/` is the root).
+        #[arg(default_value = "")]
+        path: String,
+        #[arg(long)]
+        json: bool,
+        /// Every entry, page after page (default: the first page, and a hint when more).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Write a file of a backup to stdout, every chunk verified (holes as zeros).
+    Cat { id: String, path: String },
+    /// Save a file of a backup, or with --tar a directory as a tar archive, to a file (or
+    /// `-` for stdout). A download that fails leaves no file behind.
+    Get {
+        id: String,
+        /// A path below the backup's root (with --tar, default: the root).
+        #[arg(default_value = "")]
+        path: String,
+        /// A directory and its subtree as a tar archive (paths relative to the backup's root).
+        #[arg(long)]
+        tar: bool,
+        /// Where to write (`-`: stdout).
+        #[arg(short = 'o', long)]
+        output: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1106,7 +1135,138 @@ async fn backups(cmd: BackupsCmd, cluster: &Target) -> Result<ExitCode> {
             println!("{} {id}", if protect { "protected" } else { "unprotected" });
             Ok(ExitCode::SUCCESS)
         }
+        BackupsCmd::Ls {
+            id,
+            path,
+            json,
+            all,
+        } => {
+            let id = parse_backup(&id)?;
+            let path = browse_path(&path)?;
+            let c = cluster.connect().await?;
+            let mut page = match browse::list(&c, &id, &path, None, LS_PAGE).await {
+                Ok(page) => page,
+                // The path is well formed (checked above) but not a directory: like
+                // `ls FILE`, show the object itself.
+                Err(e) if e.code() == cairn_core::ErrorCode::InvalidArgument => {
+                    let node = browse::stat(&c, &id, &path).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&node)?);
+                    } else {
+                        println!("{}", output::node_line(&node));
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if all {
+                while let Some(after) = page.next.take() {
+                    let more = browse::list(&c, &id, &path, Some(&after), LS_PAGE).await?;
+                    page.entries.extend(more.entries);
+                    page.next = more.next;
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                for n in &page.entries {
+                    println!("{}", output::node_line(n));
+                }
+                if let Some(after) = &page.next {
+                    eprintln!(
+                        "(first {} entries; more after {after:?}: add --all for every one)",
+                        page.entries.len()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupsCmd::Cat { id, path } => {
+            let id = parse_backup(&id)?;
+            let path = browse_path(&path)?;
+            let c = cluster.connect().await?;
+            let stream = browse::file_stream(c, id, path);
+            let mut out = std::io::stdout().lock();
+            copy_stream(stream, &mut out).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupsCmd::Get {
+            id,
+            path,
+            tar,
+            output,
+        } => {
+            let id = parse_backup(&id)?;
+            let path = browse_path(&path)?;
+            if path.is_empty() && !tar {
+                return Err(Usage("name a file, or use --tar for a directory".into()).into());
+            }
+            let c = cluster.connect().await?;
+            let stream: std::pin::Pin<Box<dyn futures::Stream<Item = _> + Send>> = if tar {
+                Box::pin(browse::tar_stream(c, id, path))
+            } else {
+                Box::pin(browse::file_stream(c, id, path))
+            };
+            if output == "-" {
+                copy_stream(stream, &mut std::io::stdout().lock()).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Written beside the target and renamed when complete: a failed download
+            // leaves no file that could be taken for the real one.
+            let target = PathBuf::from(&output);
+            let partial = PathBuf::from(format!("{output}.cairn-partial"));
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("cannot create {}", partial.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            let written = async {
+                let n = copy_stream(stream, &mut w).await?;
+                let file = w.into_inner().map_err(|e| e.into_error())?;
+                file.sync_all()?;
+                std::fs::rename(&partial, &target)?;
+                anyhow::Ok(n)
+            }
+            .await;
+            match written {
+                Ok(n) => {
+                    eprintln!("wrote {} to {output}", output::bytes(n));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    Err(e)
+                }
+            }
+        }
     }
+}
+
+/// Entries per page `backups ls` asks for.
+const LS_PAGE: usize = 1000;
+
+/// A path of `backups ls|cat|get`: relative to the backup's root, where a leading `/` (or
+/// a lone `/`) means the root as the user sees it; `..` and the like are bad usage.
+fn browse_path(p: &str) -> Result<String> {
+    let rel = p.trim_start_matches('/');
+    browse::parse_path(rel).map_err(|e| Usage(format!("{p:?}: {e}")))?;
+    Ok(rel.to_string())
+}
+
+/// Copies a download to `out` block by block; returns the bytes written. An error in the
+/// stream (a chunk no node holds intact) is the command's error.
+async fn copy_stream(
+    stream: impl futures::Stream<Item = Result<Vec<u8>, cairn_api::Error>>,
+    out: &mut impl std::io::Write,
+) -> Result<u64> {
+    use futures::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    let mut n = 0u64;
+    while let Some(block) = stream.next().await {
+        let block = block?;
+        out.write_all(&block).context("cannot write the download")?;
+        n += block.len() as u64;
+    }
+    out.flush().context("cannot write the download")?;
+    Ok(n)
 }
 
 async fn serve(cfg: cairn_node::NodeConfig, config_dir: &std::path::Path) -> Result<()> {

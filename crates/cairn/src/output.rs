@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_agent::Progress;
+use cairn_api::browse::Node;
+use cairn_core::manifest::EntryKind;
 use cairn_core::BackupRecord;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -22,6 +24,56 @@ pub fn bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", U[i])
     }
+}
+
+/// `ls -l`'s mode string of a backup's object: its kind, then `rwx` for owner, group and
+/// others with setuid, setgid and sticky as `s`/`S` and `t`/`T`.
+pub fn mode_string(kind: EntryKind, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(match kind {
+        EntryKind::Dir => 'd',
+        EntryKind::Symlink => 'l',
+        EntryKind::Fifo => 'p',
+        EntryKind::CharDevice => 'c',
+        EntryKind::BlockDevice => 'b',
+        EntryKind::Socket => 's',
+        EntryKind::File | EntryKind::Hardlink => '-',
+    });
+    let special = [(0o4000, 's', 'S'), (0o2000, 's', 'S'), (0o1000, 't', 'T')];
+    for (i, (bit, set, unset)) in special.into_iter().enumerate() {
+        let shift = 6 - 3 * i;
+        let rwx = (mode >> shift) & 7;
+        s.push(if rwx & 4 != 0 { 'r' } else { '-' });
+        s.push(if rwx & 2 != 0 { 'w' } else { '-' });
+        let x = rwx & 1 != 0;
+        s.push(match (mode & bit != 0, x) {
+            (true, true) => set,
+            (true, false) => unset,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// One line of `backups ls`: mode, uid:gid, size, mtime (UTC), name, and `-> target`.
+pub fn node_line(n: &Node) -> String {
+    let secs = n.mtime_ns.div_euclid(1_000_000_000);
+    let when = chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| "?".to_string());
+    let mut line = format!(
+        "{} {:>11} {:>12} {when}  {}",
+        mode_string(n.kind, n.mode),
+        format!("{}:{}", n.uid, n.gid),
+        n.size,
+        n.name
+    );
+    if let Some(t) = &n.link_target {
+        line.push_str(" -> ");
+        line.push_str(t);
+    }
+    line
 }
 
 /// A backup record as JSON for `--json`.
@@ -124,5 +176,40 @@ impl ProgressView {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_like_ls() {
+        assert_eq!(mode_string(EntryKind::Dir, 0o755), "drwxr-xr-x");
+        assert_eq!(mode_string(EntryKind::File, 0o644), "-rw-r--r--");
+        assert_eq!(mode_string(EntryKind::File, 0o4755), "-rwsr-xr-x");
+        assert_eq!(mode_string(EntryKind::File, 0o2644), "-rw-r-Sr--");
+        assert_eq!(mode_string(EntryKind::Dir, 0o1777), "drwxrwxrwt");
+        assert_eq!(mode_string(EntryKind::Dir, 0o1770), "drwxrwx--T");
+        assert_eq!(mode_string(EntryKind::Symlink, 0o777), "lrwxrwxrwx");
+    }
+
+    #[test]
+    fn a_line_shows_owner_size_time_name_and_target() {
+        let n = Node {
+            path: "etc/rc".into(),
+            name: "rc".into(),
+            kind: EntryKind::Symlink,
+            size: 4,
+            mode: 0o777,
+            uid: 0,
+            gid: 10,
+            mtime_ns: 1_763_799_300_000_000_000,
+            link_target: Some("rc.d".into()),
+        };
+        assert_eq!(
+            node_line(&n),
+            "lrwxrwxrwx        0:10            4 2025-11-22 08:15  rc -> rc.d"
+        );
     }
 }

@@ -139,7 +139,8 @@ pub fn cluster_error(code: ErrorCode) -> (StatusCode, &'static str) {
         | ErrorCode::BackupNotFound
         | ErrorCode::EnvNotFound
         | ErrorCode::HostNotFound
-        | ErrorCode::JobNotFound => (StatusCode::NOT_FOUND, "not_found"),
+        | ErrorCode::JobNotFound
+        | ErrorCode::PathNotFound => (StatusCode::NOT_FOUND, "not_found"),
         ErrorCode::DuplicateName => (StatusCode::CONFLICT, "duplicate_name"),
         ErrorCode::Conflict
         | ErrorCode::JobRunning

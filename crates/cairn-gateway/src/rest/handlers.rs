@@ -18,11 +18,11 @@ use super::model::{self, Uris};
 use super::{Rep, RestState};
 use crate::users::Identity;
 
-type St = State<Arc<RestState>>;
+pub(super) type St = State<Arc<RestState>>;
 
 /// The ids of a path; one that cannot even be decoded (bad percent-encoding, not UTF-8)
 /// names nothing: 404 `malformed_id`, like any other id that cannot name a resource.
-pub(super) struct Ids<T>(T);
+pub(super) struct Ids<T>(pub(super) T);
 
 #[axum::async_trait]
 impl<S, T> axum::extract::FromRequestParts<S> for Ids<T>
@@ -59,7 +59,7 @@ fn parse_env(eid: &str) -> Result<EnvId, ApiError> {
     eid.parse().map_err(|_| malformed("VM", eid))
 }
 
-fn parse_backup(eid: &str, stamp: &str) -> Result<BackupId, ApiError> {
+pub(super) fn parse_backup(eid: &str, stamp: &str) -> Result<BackupId, ApiError> {
     let env = parse_env(eid)?;
     format!("{env}/{stamp}")
         .parse()
@@ -77,7 +77,7 @@ fn malformed(what: &str, id: &str) -> ApiError {
 
 impl RestState {
     /// This request's view of the cluster: every call made for `who`.
-    fn call(&self, who: &Identity) -> Result<Call, ApiError> {
+    pub(super) fn call(&self, who: &Identity) -> Result<Call, ApiError> {
         let link = self.link.get().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -98,7 +98,7 @@ pub(super) struct Call {
 }
 
 impl Call {
-    fn cluster(&self) -> Result<&cairn_api::Client, ApiError> {
+    pub(super) fn cluster(&self) -> Result<&cairn_api::Client, ApiError> {
         Ok(&self.cluster)
     }
 

@@ -15,6 +15,10 @@
 //!    calls the cluster's gRPC API *as the user* (the cluster decides again, with everything
 //!    it knows) and maps the answer through the pure functions of [`model`].
 //!
+//! A backup's files (`{backup}/files/{path}`, a Cairn extension beyond the spec) are read
+//! through `cairn_api::browse`: a directory answers a JSON page of its children, a file its
+//! bytes, a directory with `?format=tar` a tar archive, all streamed (see `files.rs`).
+//!
 //! Operations that change something (back up, update, delete, restore) become cluster jobs;
 //! their Status is the job, read afresh on every poll (a cheap local read on any node), and
 //! it stays readable as long as the cluster keeps finished jobs (7 days).
@@ -23,6 +27,7 @@
 //! deletes backups.
 
 pub mod error;
+mod files;
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
@@ -77,6 +82,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/vms/{eid}/backups", &["GET"]),
     ("/vms/{eid}/backups/{stamp}", &["GET", "PUT", "DELETE"]),
     ("/vms/{eid}/backups/{stamp}/restore", &["POST"]),
+    ("/vms/{eid}/backups/{stamp}/files", &["GET"]),
+    ("/vms/{eid}/backups/{stamp}/files/{path}", &["GET"]),
     ("/statuses/{id}", &["GET"]),
     ("/healthz", &["GET"]),
     ("/metrics", &["GET"]),
@@ -104,6 +111,8 @@ pub fn router(state: Arc<RestState>) -> Router {
                 .delete(h::delete_backup),
         )
         .route("/vms/:eid/backups/:stamp/restore", post(h::restore))
+        .route("/vms/:eid/backups/:stamp/files", get(files::root))
+        .route("/vms/:eid/backups/:stamp/files/*path", get(files::path))
         .route("/statuses/:id", get(h::status))
         .route("/healthz", get(h::healthz))
         .route("/metrics", get(h::metrics))
@@ -136,14 +145,17 @@ async fn label(req: Request, next: Next) -> Response {
     resp
 }
 
-/// The table's entry of a route (`GET /vms/{eid}`), from the router's pattern.
+/// The table's entry of a route (`GET /vms/{eid}`), from the router's pattern (a wildcard
+/// `*path`, which takes the rest of the path, is `{path}` too).
 pub fn table_entry(method: &Method, pattern: &str) -> String {
     let path: Vec<String> = pattern
         .split('/')
-        .map(|seg| match seg.strip_prefix(':') {
-            Some(name) => format!("{{{name}}}"),
-            None => seg.to_string(),
-        })
+        .map(
+            |seg| match seg.strip_prefix(':').or_else(|| seg.strip_prefix('*')) {
+                Some(name) => format!("{{{name}}}"),
+                None => seg.to_string(),
+            },
+        )
         .collect();
     // HEAD is GET without a body.
     let method = if method == Method::HEAD {

@@ -14,6 +14,7 @@
 //! | Status (one cluster job) | `/statuses/{job id}` |
 //! | versions | `/versions` |
 
+use cairn_api::browse::{Listing, Node};
 use cairn_core::job::{EnvRecord, HostRecord, Job, JobKind, JobState};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 use serde::Serialize;
@@ -72,6 +73,15 @@ impl Uris {
     }
     pub fn versions(&self) -> String {
         format!("{}/versions", self.base)
+    }
+    /// A path of a backup's tree (`""`: its root), each name percent-encoded.
+    pub fn files(&self, id: &BackupId, path: &str) -> String {
+        let mut uri = format!("{}/files", self.backup(id));
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            uri.push('/');
+            uri.push_str(&pct(name));
+        }
+        uri
     }
 }
 
@@ -418,6 +428,47 @@ pub fn status(u: &Uris, job: &Job) -> Status {
     }
 }
 
+/// One object of a backup's tree (extension): the browser's [`Node`] and where `GET` finds
+/// it (a directory's listing, a file's bytes).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FileNode {
+    #[serde(flatten)]
+    pub node: Node,
+    pub uri: String,
+}
+
+/// One page of a directory of a backup (extension): the directory, its children sorted by
+/// name, and the next page (`next` to pass as `after`, `next_uri` to follow), `null` on the
+/// last page.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Files {
+    pub dir: FileNode,
+    pub entries: Vec<FileNode>,
+    pub next: Option<String>,
+    pub next_uri: Option<String>,
+}
+
+/// The representation of one page of a listing taken with `limit`.
+pub fn files(u: &Uris, id: &BackupId, listing: Listing, limit: usize) -> Files {
+    let node = |n: Node| FileNode {
+        uri: u.files(id, &n.path),
+        node: n,
+    };
+    let next_uri = listing.next.as_ref().map(|after| {
+        format!(
+            "{}?after={}&limit={limit}",
+            u.files(id, &listing.dir.path),
+            pct(after)
+        )
+    });
+    Files {
+        dir: node(listing.dir),
+        entries: listing.entries.into_iter().map(node).collect(),
+        next: listing.next,
+        next_uri,
+    }
+}
+
 /// The HTTP code of a failed job, from the stable code its failure carries (never from the
 /// reason, which is for people): a conflict such as a name taken meanwhile or a restore with
 /// `"force": false` that met a target in use or changed (409), something gone meanwhile
@@ -438,7 +489,8 @@ pub(crate) fn failure_code(code: Option<ErrorCode>) -> u16 {
         | ErrorCode::BackupNotFound
         | ErrorCode::EnvNotFound
         | ErrorCode::HostNotFound
-        | ErrorCode::JobNotFound => 404,
+        | ErrorCode::JobNotFound
+        | ErrorCode::PathNotFound => 404,
         ErrorCode::HostOffline => 503,
         ErrorCode::InvalidArgument
         | ErrorCode::ChunksMissing

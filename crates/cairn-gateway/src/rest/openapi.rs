@@ -100,7 +100,8 @@ mod tests {
             .replace("{eid}", EID)
             .replace("{stamp}", STAMP)
             .replace("{host}", HOST)
-            .replace("{id}", JOB);
+            .replace("{id}", JOB)
+            .replace("{path}", "etc/nginx");
         assert!(
             !filled.contains('{'),
             "{path}: a path parameter the tests do not know; give it a value in fill()"
@@ -554,6 +555,42 @@ mod tests {
         ]
     }
 
+    /// A first page (a directory, a file and a symlink, more to come) and a last one.
+    fn files_pages() -> Vec<Value> {
+        use cairn_api::browse::{Listing, Node};
+        use cairn_core::manifest::EntryKind;
+        let node = |path: &str, kind, link: Option<&str>| Node {
+            path: path.to_string(),
+            name: path.rsplit('/').next().unwrap_or("").to_string(),
+            kind,
+            size: if kind == EntryKind::File { 1234 } else { 0 },
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1_763_799_300_123_456_789,
+            link_target: link.map(str::to_string),
+        };
+        let first = Listing {
+            dir: node("etc", EntryKind::Dir, None),
+            entries: vec![
+                node("etc/nginx", EntryKind::Dir, None),
+                node("etc/passwd", EntryKind::File, None),
+                node("etc/rc", EntryKind::Symlink, Some("rc.d")),
+            ],
+            next: Some("rc".to_string()),
+        };
+        let last = Listing {
+            dir: node("", EntryKind::Dir, None),
+            entries: vec![],
+            next: None,
+        };
+        let id = record().id;
+        [first, last]
+            .into_iter()
+            .map(|l| serde_json::to_value(model::files(&uris(), &id, l, 3)).unwrap())
+            .collect()
+    }
+
     fn error_bodies() -> Vec<Value> {
         let with_hint = model::Messages {
             message: vec![model::Message {
@@ -726,6 +763,11 @@ mod tests {
                 vec![v(&model::backup(&u, &rec))],
             ),
             (("/statuses/{id}", "get"), statuses()),
+            (("/vms/{eid}/backups/{stamp}/files", "get"), files_pages()),
+            (
+                ("/vms/{eid}/backups/{stamp}/files/{path}", "get"),
+                files_pages(),
+            ),
             (("/openapi.json", "get"), vec![doc.clone()]),
         ]);
 
@@ -754,6 +796,9 @@ mod tests {
                     _ => error_bodies(),
                 };
                 for (media, content) in resp["content"].as_object().expect("content") {
+                    if !media.ends_with("json") {
+                        continue; // a file's bytes, a tar archive
+                    }
                     for (i, sample) in samples.iter().enumerate() {
                         let at = format!("{method} {path} {code} {media} #{i}");
                         checker.check(&content["schema"], sample, &at);

@@ -75,7 +75,8 @@ pub fn cluster_code(c: cairn_core::ErrorCode) -> u32 {
         | ErrorCode::BackupNotFound
         | ErrorCode::EnvNotFound
         | ErrorCode::HostNotFound
-        | ErrorCode::JobNotFound => code::NOT_FOUND,
+        | ErrorCode::JobNotFound
+        | ErrorCode::PathNotFound => code::NOT_FOUND,
         ErrorCode::Conflict
         | ErrorCode::DuplicateName
         | ErrorCode::JobRunning
