@@ -4,9 +4,10 @@
 //! # Invariants
 //! - **Bounded memory, whatever the tree.** A manifest is read one manifest chunk at a time
 //!   ([`ManifestEntries`]); nothing here holds a whole manifest, a whole file or a whole
-//!   archive. A listing keeps one page of [`Node`]s; a download holds one batch of at most
-//!   [`BATCH`] content chunks and a few [`BLOCK`]-sized blocks waiting in a channel; a tar is
-//!   written by a blocking thread into that same bounded channel.
+//!   archive. A listing keeps one page of [`Node`]s; a download holds two batches of at most
+//!   [`BATCH`] content chunks (the one being sent and the next, fetched meanwhile) and a few
+//!   [`BLOCK`]-sized blocks waiting in a channel; a tar is written by a blocking thread into
+//!   that same bounded channel.
 //! - **Stop early.** A manifest is in walk order ([`walk_cmp`]): a directory's entry comes
 //!   before its subtree, its subtree is contiguous, and its children come in byte order of
 //!   their names. A lookup stops at the first entry past the path it looks for; a listing stops
@@ -437,11 +438,38 @@ impl Filler {
     }
 }
 
-/// One file's logical content, fetched a batch of chunks at a time and verified.
+/// A batch of chunks as fetched: each with the reference it was asked for.
+type Fetched = Vec<(ChunkRef, cairn_chunker::EncodedChunk)>;
+
+/// Fetches one batch of chunks (each node re-hashed its copy before sending it; the
+/// caller decodes and re-hashes again).
+async fn fetch_batch(client: Client, batch: Vec<ChunkRef>) -> Result<Fetched, Error> {
+    let ids: Vec<_> = batch.iter().map(|c| c.id).collect();
+    let mut got = Box::pin(client.get(&ids).await?);
+    let mut out = Vec::with_capacity(batch.len());
+    for c in batch {
+        match got.next().await {
+            Some(enc) => out.push((c, enc?)),
+            None => {
+                return Err(Error::Cluster {
+                    code: ErrorCode::NotFound,
+                    message: format!("chunk {} was not delivered", c.id),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One file's logical content, fetched a batch of chunks at a time (the next batch in the
+/// background) and verified.
 struct Content {
     client: Client,
     chunks: std::vec::IntoIter<ChunkRef>,
     fetched: VecDeque<(ChunkRef, cairn_chunker::EncodedChunk)>,
+    /// The next batch, fetched in the background (at most one batch ahead).
+    next_batch: Option<tokio::task::JoinHandle<Result<Fetched, Error>>>,
+    started: bool,
     filler: Filler,
     current: Vec<u8>,
     pieces: VecDeque<Piece>,
@@ -454,6 +482,8 @@ impl Content {
             client,
             chunks: entry.chunks.clone().into_iter(),
             fetched: VecDeque::new(),
+            next_batch: None,
+            started: false,
             filler: Filler::new(entry.size, &entry.holes),
             current: Vec::new(),
             pieces: VecDeque::new(),
@@ -494,26 +524,28 @@ impl Content {
         }
     }
 
+    /// Starts fetching the next batch, if chunks remain.
+    fn prefetch(&mut self) {
+        let batch: Vec<ChunkRef> = self.chunks.by_ref().take(BATCH).collect();
+        if !batch.is_empty() {
+            self.next_batch = Some(tokio::spawn(fetch_batch(self.client.clone(), batch)));
+        }
+    }
+
     /// The next chunk's verified content.
     async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
         if self.fetched.is_empty() {
-            let batch: Vec<ChunkRef> = self.chunks.by_ref().take(BATCH).collect();
-            if batch.is_empty() {
+            if !self.started {
+                self.started = true;
+                self.prefetch();
+            }
+            let Some(batch) = self.next_batch.take() else {
                 return Ok(None);
-            }
-            let ids: Vec<_> = batch.iter().map(|c| c.id).collect();
-            let mut got = Box::pin(self.client.get(&ids).await?);
-            for c in batch {
-                match got.next().await {
-                    Some(enc) => self.fetched.push_back((c, enc?)),
-                    None => {
-                        return Err(Error::Cluster {
-                            code: ErrorCode::NotFound,
-                            message: format!("chunk {} was not delivered", c.id),
-                        })
-                    }
-                }
-            }
+            };
+            let got = batch.await.map_err(|e| Error::Internal(e.to_string()))??;
+            self.fetched = got.into();
+            // The following batch travels while this one is decoded and sent.
+            self.prefetch();
         }
         let Some((c, enc)) = self.fetched.pop_front() else {
             return Ok(None);
@@ -534,6 +566,15 @@ impl Content {
             }));
         }
         Ok(Some(data))
+    }
+}
+
+impl Drop for Content {
+    /// A reader that stops early stops the fetch ahead of it too.
+    fn drop(&mut self) {
+        if let Some(batch) = self.next_batch.take() {
+            batch.abort();
+        }
     }
 }
 
@@ -1076,6 +1117,57 @@ mod tests {
             message: "gone".into(),
         });
         assert_eq!(from_io(broken, "x").code(), ErrorCode::ChunksMissing);
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_reader_is_gone_stops_its_producer() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        use std::sync::Arc;
+        let stopped = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (s2, n2) = (stopped.clone(), sent.clone());
+        let stream = produced(move |tx| async move {
+            loop {
+                if tx.send(Ok(vec![0; 16])).await.is_err() {
+                    s2.store(true, SeqCst);
+                    return;
+                }
+                n2.fetch_add(1, SeqCst);
+            }
+        });
+        let mut stream = Box::pin(stream);
+        for _ in 0..3 {
+            assert_eq!(stream.next().await.unwrap().unwrap().len(), 16);
+        }
+        drop(stream);
+        for _ in 0..1000 {
+            if stopped.load(SeqCst) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(stopped.load(SeqCst), "the producer saw the reader go");
+        // Bounded: it ran at most the queue's length ahead of the reader.
+        assert!(sent.load(SeqCst) <= 3 + QUEUED_BLOCKS + 1, "{sent:?}");
+    }
+
+    #[test]
+    fn an_archive_is_sent_in_bounded_blocks() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut w = ChannelWriter::new(tx);
+        w.write_all(&vec![7u8; BLOCK * 2 + 100]).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let mut sizes = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            sizes.push(b.unwrap().len());
+        }
+        assert_eq!(sizes, [BLOCK, BLOCK, 100]);
+        // A writer whose reader is gone fails instead of buffering without end.
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let mut w = ChannelWriter::new(tx);
+        assert!(w.write_all(&vec![0u8; BLOCK]).is_err());
     }
 
     #[test]

@@ -336,7 +336,7 @@ impl Client {
         let p = self
             .catalog_call(|mut c| async move { c.get_placement(pb::PlacementRequest {}).await })
             .await?;
-        let epoch = Epoch::from(p);
+        let epoch = Epoch::try_from(p)?;
         *self
             .inner
             .placement
@@ -467,7 +467,7 @@ impl Client {
             .await
             .map_err(|s| call_error(url, s))?
             .into_inner();
-        let epoch = Epoch::from(p);
+        let epoch = Epoch::try_from(p)?;
         let mut held = self
             .inner
             .placement

@@ -46,7 +46,7 @@
 
 use cairn_core::auth::Principal;
 use cairn_core::job::{EnvRecord, HostRecord, Job, JobKind, TokenRecord};
-use cairn_core::placement::{Epoch, PlacementNode, ZoneRedundancy};
+use cairn_core::placement::{Epoch, PlacementHash, PlacementNode, ZoneRedundancy};
 use cairn_core::retention::{Candidate, EnvConfig, Session};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 
@@ -198,6 +198,12 @@ fn set_placement<V: CatalogRead + ?Sized>(
         zone_redundancy: zone_redundancy
             .or(current.as_ref().map(|c| c.zone_redundancy))
             .unwrap_or_default(),
+        // A cluster keeps the score hash it was formed with (changing it would move nearly
+        // every chunk); a new one takes the cheap one.
+        hash: current
+            .as_ref()
+            .map(|c| c.hash)
+            .unwrap_or(PlacementHash::Mix64),
     };
     next.nodes.sort_by_key(|n| n.id);
     if let Some(cur) = &current {
@@ -1320,6 +1326,57 @@ pub(crate) mod tests {
             Some(ErrorCode::PlacementChanged)
         );
         assert_eq!(cat.placement, before);
+        // A new cluster scores with the cheap hash; zone redundancy set once is kept by
+        // later changes that do not name it.
+        assert_eq!(before.as_ref().unwrap().hash, PlacementHash::Mix64);
+        let zr = cat.run(Command::SetPlacement {
+            nodes: four.clone(),
+            rf: 2,
+            zone_redundancy: Some(ZoneRedundancy::AtLeast(2)),
+            expect_epoch: None,
+        });
+        assert_eq!(epoch_of(zr), 5);
+        four.push(pnode(5, "e", "x5"));
+        assert_eq!(epoch_of(set(&mut cat, &four, 2)), 6);
+        let now = cat.placement.clone().unwrap();
+        assert_eq!(now.zone_redundancy, ZoneRedundancy::AtLeast(2));
+        assert!(set_zr(&mut cat, &four, Some(ZoneRedundancy::AtLeast(0)))
+            .refusal()
+            .is_some());
+    }
+
+    fn set_zr(
+        cat: &mut MemCatalog,
+        nodes: &[PlacementNode],
+        zr: Option<ZoneRedundancy>,
+    ) -> Response {
+        cat.run(Command::SetPlacement {
+            nodes: nodes.to_vec(),
+            rf: 2,
+            zone_redundancy: zr,
+            expect_epoch: None,
+        })
+    }
+
+    /// A cluster formed before the cheap score hash keeps BLAKE3 (its epochs in the catalog
+    /// carry no `hash`): changing it would move nearly every chunk.
+    #[test]
+    fn an_older_clusters_placement_keeps_its_score_hash() {
+        let mut cat = MemCatalog::default();
+        let old: Epoch = serde_json::from_str(
+            r#"{"number":3,"rf":3,"nodes":[
+                {"id":1,"zone":"a","weight":1},{"id":2,"zone":"b","weight":1},
+                {"id":3,"zone":"c","weight":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.hash, PlacementHash::Blake3);
+        cat.placement = Some(old.clone());
+        let mut nodes = old.nodes.clone();
+        nodes.push(pnode(4, "a", "x4"));
+        assert_eq!(epoch_of(set_zr(&mut cat, &nodes, None)), 4);
+        let now = cat.placement.clone().unwrap();
+        assert_eq!(now.hash, PlacementHash::Blake3);
+        assert_eq!(now.zone_redundancy, ZoneRedundancy::Maximum);
     }
 
     fn keep(cat: &mut MemCatalog, env: EnvId, keep_max: u32, grace_days: Option<u32>) {

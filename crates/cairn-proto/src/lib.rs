@@ -112,6 +112,10 @@ impl From<&cairn_core::placement::Epoch> for pb::Placement {
                 cairn_core::placement::ZoneRedundancy::Maximum => 0,
                 cairn_core::placement::ZoneRedundancy::AtLeast(n) => n.max(1),
             },
+            hash: match e.hash {
+                cairn_core::placement::PlacementHash::Blake3 => 0,
+                cairn_core::placement::PlacementHash::Mix64 => 1,
+            },
             nodes: e
                 .nodes
                 .iter()
@@ -128,14 +132,30 @@ impl From<&cairn_core::placement::Epoch> for pb::Placement {
     }
 }
 
-impl From<pb::Placement> for cairn_core::placement::Epoch {
-    fn from(p: pb::Placement) -> Self {
-        cairn_core::placement::Epoch {
+/// A placement whose score hash this version does not know is refused: placing chunks with
+/// another hash than the cluster's would send them to the wrong nodes.
+impl TryFrom<pb::Placement> for cairn_core::placement::Epoch {
+    type Error = WireError;
+
+    fn try_from(p: pb::Placement) -> Result<Self, WireError> {
+        Ok(cairn_core::placement::Epoch {
             number: p.epoch,
             rf: p.rf,
             zone_redundancy: match p.zone_redundancy {
                 0 => cairn_core::placement::ZoneRedundancy::Maximum,
                 n => cairn_core::placement::ZoneRedundancy::AtLeast(n),
+            },
+            hash: match p.hash {
+                0 => cairn_core::placement::PlacementHash::Blake3,
+                1 => cairn_core::placement::PlacementHash::Mix64,
+                n => {
+                    return Err(WireError {
+                        field: "placement.hash",
+                        why: format!(
+                            "score hash {n} is newer than this client or node knows; upgrade it"
+                        ),
+                    })
+                }
             },
             nodes: p
                 .nodes
@@ -149,7 +169,7 @@ impl From<pb::Placement> for cairn_core::placement::Epoch {
                     down: n.down,
                 })
                 .collect(),
-        }
+        })
     }
 }
 
@@ -461,7 +481,7 @@ mod tests {
 
     #[test]
     fn placement_round_trips() {
-        use cairn_core::placement::{Epoch, PlacementNode, ZoneRedundancy};
+        use cairn_core::placement::{Epoch, PlacementHash, PlacementNode, ZoneRedundancy};
         let e = Epoch {
             number: 7,
             rf: 3,
@@ -476,13 +496,20 @@ mod tests {
                 })
                 .collect(),
             zone_redundancy: ZoneRedundancy::AtLeast(2),
+            hash: PlacementHash::Mix64,
         };
-        assert_eq!(Epoch::from(pb::Placement::from(&e)), e);
+        assert_eq!(Epoch::try_from(pb::Placement::from(&e)).unwrap(), e);
         let max = Epoch {
             zone_redundancy: ZoneRedundancy::Maximum,
+            hash: PlacementHash::Blake3,
             ..e
         };
-        assert_eq!(Epoch::from(pb::Placement::from(&max)), max);
+        assert_eq!(Epoch::try_from(pb::Placement::from(&max)).unwrap(), max);
+        let future = pb::Placement {
+            hash: 9,
+            ..pb::Placement::from(&max)
+        };
+        assert!(Epoch::try_from(future).is_err());
     }
 
     #[test]
