@@ -138,6 +138,16 @@ fn an_operator_and_a_viewer_use_the_dashboard_in_a_real_browser() {
     // Sign in (the dashboard sends an anonymous visitor to the sign-in page first).
     sign_in(&b, &base, ADMIN);
     b.screenshot(&shots.join("overview.png"));
+    // Three nodes in three zones, RF 3: every node holds every chunk, all capacity usable.
+    let page = b.source();
+    assert!(
+        page.contains("<dt>Zone redundancy</dt><dd>maximum</dd>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<dt>Usable capacity</dt><dd>100 % of raw</dd>"),
+        "{page}"
+    );
 
     // The three nodes, each up.
     b.goto(&format!("{base}/ui/nodes"));
