@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backup;
 pub mod change;
 pub mod error;
+pub mod fslock;
 pub mod id;
 pub mod job;
 pub mod manifest;

@@ -32,28 +32,25 @@ const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    // sled reports a held lock only in an error message: ask the lock itself first.
     let deadline = Instant::now() + LOCK_WAIT;
-    loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-        {
-            Ok(db) => return Ok(db),
-            // sled 0.34 reports a held lock only through the message.
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                if Instant::now() >= deadline {
-                    return Err(StoreError::Index(format!(
-                        "{} is locked: another process (or another store in this one) has \
-                         this chunk store open",
-                        path.display()
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(StoreError::index(path, e)),
+    while cairn_core::fslock::held(&path.join("db"))
+        .map_err(|e| StoreError::index(path, sled::Error::Io(e)))?
+    {
+        if Instant::now() >= deadline {
+            return Err(StoreError::Index(format!(
+                "{} is locked: another process (or another store in this one) has \
+                 this chunk store open",
+                path.display()
+            )));
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_BYTES)
+        .open()
+        .map_err(|e| StoreError::index(path, e))
 }
 
 /// A set of changes committed atomically by [`Index::apply`].

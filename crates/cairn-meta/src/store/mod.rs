@@ -167,23 +167,19 @@ pub(crate) fn open_db(dir: &Path) -> Result<sled::Db, MetaError> {
         ))
     })?;
     let path = db_path(dir);
+    // sled reports a held lock only in an error message: ask the lock itself first.
+    let held = cairn_core::fslock::held(&path.join("db")).map_err(|e| {
+        MetaError::Storage(format!("cannot read the lock of {}: {e}", path.display()))
+    })?;
+    if held {
+        return Err(MetaError::InUse(path.display().to_string()));
+    }
     sled::Config::new().path(&path).open().map_err(|e| {
-        if is_lock_error(&e) {
-            MetaError::InUse(path.display().to_string())
-        } else {
-            MetaError::Storage(format!(
-                "cannot open metadata database {}: {e}",
-                path.display()
-            ))
-        }
+        MetaError::Storage(format!(
+            "cannot open metadata database {}: {e}",
+            path.display()
+        ))
     })
-}
-
-/// Tells whether sled refused to open because another handle holds the database's lock.
-/// sled 0.34 reports a held lock only as `ErrorKind::Other` with this text (`config.rs`,
-/// `try_lock_exclusive`): a third party's wording, the one place we must read one.
-pub(crate) fn is_lock_error(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 /// Builds the log store and the state machine over an open database.
