@@ -132,22 +132,9 @@ struct NextQuery {
     next: Option<String>,
 }
 
-/// The table's entry of a route (`POST /ui/envs/{eid}/backup`), from the router's pattern.
-pub fn table_entry(method: &Method, pattern: &str) -> String {
-    let path: Vec<String> = pattern
-        .split('/')
-        .map(|seg| match seg.strip_prefix(':') {
-            Some(name) => format!("{{{name}}}"),
-            None => seg.to_string(),
-        })
-        .collect();
-    let method = if method == Method::HEAD {
-        "GET"
-    } else {
-        method.as_str()
-    };
-    format!("{method} {}", path.join("/"))
-}
+/// The table's entry of a route (`POST /ui/envs/{eid}/backup`), from the router's pattern:
+/// the REST adapter's rule, shared.
+pub use crate::rest::table_entry;
 
 fn header_str(parts: &axum::http::request::Parts, name: header::HeaderName) -> Option<&str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
