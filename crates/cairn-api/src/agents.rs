@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::types::{AgentToken, Env, Host, JobFilter, JobRequest, UserToken};
+use crate::types::{AgentToken, Env, Host, JobFilter, JobRequest, JoinToken, UserToken};
 
 /// A job as a node answers it, with what only the answering node knows.
 #[derive(Clone, Debug, PartialEq)]
@@ -301,6 +301,22 @@ impl Client {
                     a.create_agent_token(pb::CreateAgentTokenRequest { host })
                         .await
                 }
+            })
+            .await?;
+        Ok(t.into())
+    }
+
+    /// Creates a one-time join token for `host`, valid for `ttl_ms`; the answer holds the
+    /// secret, once.
+    pub async fn create_join_token(&self, host: &str, ttl_ms: u64) -> Result<JoinToken, Error> {
+        let req = pb::CreateJoinTokenRequest {
+            host: host.to_string(),
+            ttl_ms,
+        };
+        let t = self
+            .agents_call(|mut a| {
+                let req = req.clone();
+                async move { a.create_join_token(req).await }
             })
             .await?;
         Ok(t.into())

@@ -234,6 +234,29 @@ impl TryFrom<pb::Env> for Env {
     }
 }
 
+/// A join token (`cairn agent join-token create`): it enrolls one agent, once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JoinToken {
+    pub id: String,
+    /// The host the agent it enrolls is bound to.
+    pub host: String,
+    /// `cairn-join.<id>.<secret>`: only in the answer that created it.
+    pub token: String,
+    /// Unix milliseconds after which it no longer enrolls.
+    pub expires_ms: i64,
+}
+
+impl From<pb::JoinToken> for JoinToken {
+    fn from(t: pb::JoinToken) -> Self {
+        JoinToken {
+            id: t.id,
+            host: t.host,
+            token: t.token,
+            expires_ms: t.expires_ms,
+        }
+    }
+}
+
 /// An agent token as listed (the secret itself only in the answer that created it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentToken {

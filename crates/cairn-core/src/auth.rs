@@ -80,6 +80,11 @@ pub enum Principal {
     User { name: String, role: Role },
     /// An agent token, bound to one host.
     Agent { host: String },
+    /// The holder of a join token (`cairn agent join-token create HOST`): the token's id and
+    /// the BLAKE3 hash of what was presented. It may only redeem that token for an agent
+    /// token ([`Access::Enroll`]); the catalog checks the hash, the expiry, the host and that
+    /// the token was never redeemed.
+    JoinToken { id: String, hash: String },
 }
 
 impl Principal {
@@ -89,6 +94,7 @@ impl Principal {
             Principal::Cluster => "cluster".into(),
             Principal::User { name, .. } => name.clone(),
             Principal::Agent { host } => format!("agent:{host}"),
+            Principal::JoinToken { id, .. } => format!("join:{id}"),
         }
     }
 
@@ -107,6 +113,7 @@ impl Principal {
             Principal::Cluster => "the cluster secret".into(),
             Principal::User { name, role } => format!("user {name:?} ({role})"),
             Principal::Agent { host } => format!("the agent token of host {host:?}"),
+            Principal::JoinToken { id, .. } => format!("join token {id}"),
         }
     }
 
@@ -153,6 +160,9 @@ pub enum Access {
     AgentWork,
     /// Changing or removing history, settings, tokens, environments' hosts and the cluster.
     Administer,
+    /// Redeeming a join token for an agent token: only the join token's holder, whose token
+    /// the catalog checks (rule `join-token-holder`).
+    Enroll,
 }
 
 /// How [`Access`] treats agents.
@@ -190,10 +200,12 @@ pub enum Rule {
     MayDelete,
     /// A caller may vouch only for principals with at most its own rights.
     Delegation,
+    /// A join token enrolls one agent, for the host it names, once, before it expires.
+    JoinTokenHolder,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::AccessTable,
         Rule::AgentOwnHost,
         Rule::AgentOwnEnv,
@@ -204,6 +216,7 @@ impl Rule {
         Rule::AgentOwnPaths,
         Rule::MayDelete,
         Rule::Delegation,
+        Rule::JoinTokenHolder,
     ];
 
     /// The rule's stable name (`agent-own-host`, …), as refusals print and carry it.
@@ -219,6 +232,7 @@ impl Rule {
             Rule::AgentOwnPaths => "agent-own-paths",
             Rule::MayDelete => "may-delete",
             Rule::Delegation => "delegation",
+            Rule::JoinTokenHolder => "join-token-holder",
         }
     }
 
@@ -247,7 +261,7 @@ pub enum Admission {
 
 impl Access {
     /// Every access, for tables and tests.
-    pub const ALL: [Access; 10] = [
+    pub const ALL: [Access; 11] = [
         Access::Public,
         Access::Internal,
         Access::Status,
@@ -258,6 +272,7 @@ impl Access {
         Access::Operate,
         Access::AgentWork,
         Access::Administer,
+        Access::Enroll,
     ];
 
     /// The least role a user needs; `None`: users never (only nodes, or only agents).
@@ -268,7 +283,7 @@ impl Access {
                 Some(Role::Operator)
             }
             Access::Administer => Some(Role::Admin),
-            Access::Internal | Access::AgentWork => None,
+            Access::Internal | Access::AgentWork | Access::Enroll => None,
         }
     }
 
@@ -280,7 +295,7 @@ impl Access {
             | Access::Commit
             | Access::Operate
             | Access::AgentWork => Agents::OwnHost,
-            Access::Internal | Access::Administer => Agents::Never,
+            Access::Internal | Access::Administer | Access::Enroll => Agents::Never,
         }
     }
 
@@ -297,6 +312,7 @@ impl Access {
             Access::Operate => "operate",
             Access::AgentWork => "agent-work",
             Access::Administer => "administer",
+            Access::Enroll => "enroll",
         }
     }
 
@@ -315,10 +331,10 @@ impl Access {
                     "rule {}: {} is for {}, not for users",
                     self.as_str(),
                     self.as_str(),
-                    if self == Access::Internal {
-                        "nodes (the cluster secret)"
-                    } else {
-                        "agents"
+                    match self {
+                        Access::Internal => "nodes (the cluster secret)",
+                        Access::Enroll => "the holder of a join token",
+                        _ => "agents",
                     }
                 )),
             },
@@ -327,6 +343,14 @@ impl Access {
                 Agents::OwnHost => Admission::OwnHost,
                 Agents::Never => Admission::Denied(format!(
                     "rule {}: the agent token of host {host:?} may not {}; agents back up and restore their own host's environments and nothing else",
+                    self.as_str(),
+                    self.what()
+                )),
+            },
+            Principal::JoinToken { id, .. } => match self {
+                Access::Enroll => Admission::Allowed,
+                _ => Admission::Denied(format!(
+                    "rule {}: join token {id} only enrolls an agent (cairn agent enroll); it may not {}",
                     self.as_str(),
                     self.what()
                 )),
@@ -346,6 +370,7 @@ impl Access {
             Access::Commit => "committing a backup",
             Access::Operate => "backing up and restoring",
             Access::AgentWork => "an agent's work",
+            Access::Enroll => "enrolling an agent",
             Access::Administer => {
                 "removing, editing or protecting backups, or changing settings, tokens or the cluster"
             }
@@ -473,6 +498,10 @@ pub const TABLE: &[Row] = &[
     grpc("Agents.CreateUserToken", Administer),
     grpc("Agents.ListUserTokens", Administer),
     grpc("Agents.RevokeUserToken", Administer),
+    // Enrollment: an admin issues a one-time join token for a host; its holder (the new
+    // agent) redeems it for an agent token of that host, without any other credential.
+    grpc("Agents.CreateJoinToken", Administer),
+    grpc("Agents.RedeemJoinToken", Enroll),
     // Raft between voters.
     grpc("Raft.AppendEntries", Internal),
     grpc("Raft.Vote", Internal),
@@ -620,6 +649,23 @@ mod tests {
             Admission::Denied(_)
         ));
         assert_eq!(Access::Operate.admits(&agent), Admission::OwnHost);
+        // A join token redeems itself and does nothing else; nobody else enrolls.
+        let joiner = Principal::JoinToken {
+            id: "j1".into(),
+            hash: "00".into(),
+        };
+        for access in Access::ALL {
+            let allowed = access.admits(&joiner) == Admission::Allowed;
+            assert_eq!(allowed, access == Access::Enroll, "{access:?}");
+        }
+        assert!(matches!(
+            Access::Enroll.admits(&user(Role::Admin)),
+            Admission::Denied(_)
+        ));
+        assert!(matches!(
+            Access::Enroll.admits(&agent),
+            Admission::Denied(_)
+        ));
         assert_eq!(Access::Upload.admits(&agent), Admission::Allowed);
     }
 

@@ -34,6 +34,8 @@
 //! | E1021 | SessionExpired | Conflict | yes |
 //! | E1022 | PlacementChanged | Conflict | yes |
 //! | E1023 | PathNotFound | NotFound | yes |
+//! | E1024 | JoinTokenUsed | Unauthenticated | yes |
+//! | E1025 | JoinTokenExpired | Unauthenticated | yes |
 //! | E1999 | Internal | — | **no** |
 //!
 //! "Definite" ([`ErrorCode::is_definite`]): the answer is a refusal, nothing happened, and
@@ -90,12 +92,16 @@ pub enum ErrorCode {
     PlacementChanged,
     /// The backup holds no object at the path asked for (browsing a backup's tree).
     PathNotFound,
+    /// The join token was already redeemed: it enrolls one agent only.
+    JoinTokenUsed,
+    /// The join token expired before it was redeemed.
+    JoinTokenExpired,
     /// Anything else; details are in the node's log, never in the answer.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
@@ -119,6 +125,8 @@ impl ErrorCode {
         ErrorCode::SessionExpired,
         ErrorCode::PlacementChanged,
         ErrorCode::PathNotFound,
+        ErrorCode::JoinTokenUsed,
+        ErrorCode::JoinTokenExpired,
         ErrorCode::Internal,
     ];
 
@@ -148,6 +156,8 @@ impl ErrorCode {
             ErrorCode::SessionExpired => "E1021",
             ErrorCode::PlacementChanged => "E1022",
             ErrorCode::PathNotFound => "E1023",
+            ErrorCode::JoinTokenUsed => "E1024",
+            ErrorCode::JoinTokenExpired => "E1025",
             ErrorCode::Internal => "E1999",
         }
     }
@@ -169,6 +179,7 @@ impl ErrorCode {
             | ErrorCode::JobNotFound
             | ErrorCode::PathNotFound => ErrorCode::NotFound,
             ErrorCode::HostOffline | ErrorCode::AgentLost => ErrorCode::Unavailable,
+            ErrorCode::JoinTokenUsed | ErrorCode::JoinTokenExpired => ErrorCode::Unauthenticated,
             ErrorCode::InvalidArgument
             | ErrorCode::NotFound
             | ErrorCode::Conflict
@@ -234,6 +245,12 @@ impl ErrorCode {
             ErrorCode::PlacementChanged => "retry; the change is computed from the new placement",
             ErrorCode::PathNotFound => {
                 "list the backup's tree (cairn backups ls BACKUP [PATH]) and use a path it shows"
+            }
+            ErrorCode::JoinTokenUsed => {
+                "a join token enrolls one agent: an admin creates a new one (cairn agent join-token create HOST)"
+            }
+            ErrorCode::JoinTokenExpired => {
+                "an admin creates a new join token (cairn agent join-token create HOST --ttl …)"
             }
             ErrorCode::Internal => "see the node's log for details",
         }

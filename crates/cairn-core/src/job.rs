@@ -580,6 +580,36 @@ impl TokenRecord {
     }
 }
 
+/// The prefix of every join token (`cairn agent join-token create`).
+pub const JOIN_TOKEN_PREFIX: &str = "cairn-join.";
+
+/// A one-time, expiring join token: an admin issues it for a host, and a new agent redeems
+/// it once for an agent token of that host. The catalog keeps only its hash, and keeps the
+/// record after redemption so that a second redemption is refused as used, not unknown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub id: String,
+    /// The host the agent token will be bound to.
+    pub host: String,
+    /// Hex BLAKE3 of the whole token.
+    pub hash: String,
+    pub created_ms: i64,
+    /// Redemptions at or after this time are refused.
+    pub expires_ms: i64,
+    /// When it was redeemed, and the agent token it gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeemed: Option<(i64, String)>,
+}
+
+/// Returns the id part of a join token (`cairn-join.<id>.<secret>`).
+pub fn join_token_id(token: &str) -> Option<&str> {
+    let (id, secret) = token.strip_prefix(JOIN_TOKEN_PREFIX)?.split_once('.')?;
+    (!id.is_empty()
+        && !secret.is_empty()
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    .then_some(id)
+}
+
 /// The prefix of every agent token.
 pub const AGENT_TOKEN_PREFIX: &str = "cairn-agent.";
 /// The prefix of every user token.

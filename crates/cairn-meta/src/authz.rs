@@ -177,7 +177,10 @@ pub fn admit<V: CatalogRead + ?Sized>(
         | Command::SetEnvConfig { .. }
         | Command::MoveEnv { .. }
         | Command::PutToken { .. }
-        | Command::RevokeTokens { .. } => (Access::Administer, Subject::Nothing),
+        | Command::RevokeTokens { .. }
+        | Command::PutJoinToken { .. } => (Access::Administer, Subject::Nothing),
+        // The join token itself is checked by the decision (`crate::join`).
+        Command::RedeemJoinToken { .. } => (Access::Enroll, Subject::Nothing),
         Command::RegisterHost { host, .. } => (Access::AgentWork, Subject::Host(host.id.clone())),
         Command::ClaimJob { id, host, .. } | Command::ReportProgress { id, host, .. } => {
             match own_host_first(view, by, host)? {

@@ -45,7 +45,7 @@
 //! does and blocks nothing.
 
 use cairn_core::auth::Principal;
-use cairn_core::job::{EnvRecord, HostRecord, Job, JobKind, TokenRecord};
+use cairn_core::job::{EnvRecord, HostRecord, Job, JobKind, JoinTokenRecord, TokenRecord};
 use cairn_core::placement::{Epoch, PlacementHash, PlacementNode, ZoneRedundancy};
 use cairn_core::retention::{Candidate, EnvConfig, Session};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
@@ -144,6 +144,9 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decisio
         | Command::DeleteJobs { .. }
         | Command::PutToken { .. }
         | Command::RevokeTokens { .. } => crate::agents::decide(view, by, &p.cmd),
+        Command::PutJoinToken { .. } | Command::RedeemJoinToken { .. } => {
+            crate::join::decide(view, by, &p.cmd)
+        }
         Command::SetClusterId { id } => Ok(match view.cluster_id()? {
             Some(_) => Decision {
                 writes: Vec::new(),
@@ -633,6 +636,9 @@ impl<V: CatalogRead + ?Sized> CatalogRead for WithConfig<'_, V> {
     fn token(&self, id: &str) -> Result<Option<TokenRecord>, V::Error> {
         self.inner.token(id)
     }
+    fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, V::Error> {
+        self.inner.join_token(id)
+    }
     fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, V::Error> {
         self.inner.backups(env)
     }
@@ -787,6 +793,7 @@ pub(crate) mod tests {
         jobs: BTreeMap<uuid::Uuid, Job>,
         active: BTreeMap<EnvId, uuid::Uuid>,
         tokens: BTreeMap<String, TokenRecord>,
+        join_tokens: BTreeMap<String, JoinTokenRecord>,
         configs: BTreeMap<EnvId, EnvConfig>,
         sessions: BTreeMap<uuid::Uuid, Session>,
         last_ids: BTreeMap<EnvId, i64>,
@@ -820,6 +827,9 @@ pub(crate) mod tests {
         }
         fn token(&self, id: &str) -> Result<Option<TokenRecord>, Infallible> {
             Ok(self.tokens.get(id).cloned())
+        }
+        fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, Infallible> {
+            Ok(self.join_tokens.get(id).cloned())
         }
         fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, Infallible> {
             Ok(self
@@ -896,6 +906,9 @@ pub(crate) mod tests {
                     }
                     Write::DeleteToken(id) => {
                         self.tokens.remove(id);
+                    }
+                    Write::PutJoinToken(t) => {
+                        self.join_tokens.insert(t.id.clone(), t.clone());
                     }
                 }
             }

@@ -20,7 +20,8 @@
 
 use cairn_core::auth::Principal;
 use cairn_core::job::{
-    EnvRecord, HostRecord, Job, JobOptions, JobProgress, JobResult, JobState, TokenRecord,
+    EnvRecord, HostRecord, Job, JobOptions, JobProgress, JobResult, JobState, JoinTokenRecord,
+    TokenRecord,
 };
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -220,6 +221,15 @@ pub enum Command {
     PutToken { record: TokenRecord },
     /// Revokes agent or user tokens by id.
     RevokeTokens { ids: Vec<String> },
+    /// Stores a new join token's record (its hash, never the token).
+    PutJoinToken { record: JoinTokenRecord },
+    /// Redeems the join token its proposer holds ([`cairn_core::auth::Principal::JoinToken`])
+    /// for `agent`, an agent token of the join token's host, at `now_ms`.
+    RedeemJoinToken {
+        host: String,
+        agent: TokenRecord,
+        now_ms: i64,
+    },
 }
 
 impl Command {
@@ -248,6 +258,8 @@ impl Command {
             Command::DeleteJobs { .. } => "delete_jobs",
             Command::PutToken { .. } => "put_token",
             Command::RevokeTokens { .. } => "revoke_tokens",
+            Command::PutJoinToken { .. } => "put_join_token",
+            Command::RedeemJoinToken { .. } => "redeem_join_token",
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod authz;
 pub mod catalog;
 pub mod command;
 pub mod error;
+pub mod join;
 pub mod network;
 pub mod node;
 pub mod store;

@@ -3,7 +3,7 @@
 //! (`catalog`, `agents`, `authz`) and every store that applies (`store/`, `MemCatalog`).
 
 use cairn_core::auth::Rule;
-use cairn_core::job::{EnvRecord, HostRecord, Job, TokenRecord};
+use cairn_core::job::{EnvRecord, HostRecord, Job, JoinTokenRecord, TokenRecord};
 use cairn_core::placement::Epoch;
 use cairn_core::retention::{EnvConfig, Session};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
@@ -41,6 +41,9 @@ pub trait CatalogRead {
 
     /// Returns an agent or user token's record.
     fn token(&self, id: &str) -> Result<Option<TokenRecord>, Self::Error>;
+
+    /// Returns a join token's record.
+    fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, Self::Error>;
 
     /// Returns the backups of one environment (or of all), as of the decision: including
     /// the changes of earlier entries of the same batch.
@@ -101,6 +104,8 @@ pub enum Write {
     PutToken(TokenRecord),
     /// Removes an agent token's record.
     DeleteToken(String),
+    /// Stores a join token's record (new, or redeemed).
+    PutJoinToken(JoinTokenRecord),
 }
 
 /// The outcome of one command: the writes to make atomically, and the answer.

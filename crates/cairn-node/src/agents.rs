@@ -63,6 +63,8 @@ pub struct AgentsService {
     pub node_id: u64,
     pub peers: Peers,
     pub settings: JobSettings,
+    /// The CA (PEM) of the cluster's TLS, handed to an agent that enrolls.
+    pub ca_pem: Option<String>,
 }
 
 fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, Status> {
@@ -100,6 +102,21 @@ fn new_token(prefix: &str) -> (String, String) {
     );
     let token = format!("{prefix}{id}.{secret}");
     (id, token)
+}
+
+/// How long a join token may live: 1 minute to 30 days.
+const JOIN_TTL_MS: std::ops::RangeInclusive<u64> = 60_000..=30 * 24 * 3_600_000;
+
+/// Refuses a host id a token cannot be bound to.
+#[allow(clippy::result_large_err)]
+fn valid_host(host: &str) -> Result<(), Status> {
+    if host.is_empty() || host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(status(
+            ErrorCode::InvalidArgument,
+            "a token needs the id of the host it is for (no spaces)",
+        ));
+    }
+    Ok(())
 }
 
 /// Why a queued job waits, for people watching it.
@@ -622,12 +639,7 @@ impl Agents for AgentsService {
         let who = caller(&req)?;
         forward_to_leader!(self, req, &who, agents, create_agent_token);
         let host = req.into_inner().host;
-        if host.is_empty() || host.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(status(
-                ErrorCode::InvalidArgument,
-                "a token needs the id of the host it is for (no spaces)",
-            ));
-        }
+        valid_host(&host)?;
         let (id, token) = new_token(cairn_core::job::AGENT_TOKEN_PREFIX);
         let record = TokenRecord {
             id: id.clone(),
@@ -650,6 +662,88 @@ impl Agents for AgentsService {
             host,
             token,
             created_ms: record.created_ms,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, create_join_token);
+        let req = req.into_inner();
+        valid_host(&req.host)?;
+        if !JOIN_TTL_MS.contains(&req.ttl_ms) {
+            return Err(status(
+                ErrorCode::InvalidArgument,
+                "a join token lives from 1 minute to 30 days (--ttl)",
+            ));
+        }
+        let (id, token) = new_token(cairn_core::job::JOIN_TOKEN_PREFIX);
+        let now = now_ms();
+        let record = cairn_core::job::JoinTokenRecord {
+            id: id.clone(),
+            host: req.host.clone(),
+            hash: cairn_core::job::token_hash(&token),
+            created_ms: now,
+            expires_ms: now + req.ttl_ms as i64,
+            redeemed: None,
+        };
+        self.write(
+            &who,
+            Command::PutJoinToken {
+                record: record.clone(),
+            },
+        )
+        .await?;
+        tracing::info!(join_token_id = %id, host = %req.host, by = %who.name(), "join token issued");
+        Ok(Response::new(pb::JoinToken {
+            id,
+            host: req.host,
+            token,
+            expires_ms: record.expires_ms,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn redeem_join_token(
+        &self,
+        req: Request<pb::RedeemJoinTokenRequest>,
+    ) -> Result<Response<pb::Enrollment>, Status> {
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, redeem_join_token);
+        let host = req.into_inner().host;
+        valid_host(&host)?;
+        // The agent token is made here and only its hash goes to the catalog, which issues
+        // it only if the join token holds (`cairn_meta::join`).
+        let (id, token) = new_token(cairn_core::job::AGENT_TOKEN_PREFIX);
+        let record = TokenRecord {
+            id: id.clone(),
+            host: host.clone(),
+            hash: cairn_core::job::token_hash(&token),
+            created_ms: now_ms(),
+            name: String::new(),
+            role: None,
+        };
+        self.write(
+            &who,
+            Command::RedeemJoinToken {
+                host: host.clone(),
+                agent: record.clone(),
+                now_ms: record.created_ms,
+            },
+        )
+        .await?;
+        tracing::info!(token_id = %id, host = %host, by = %who.name(), "agent enrolled with a join token");
+        Ok(Response::new(pb::Enrollment {
+            agent: Some(pb::AgentToken {
+                id,
+                host,
+                token,
+                created_ms: record.created_ms,
+            }),
+            ca_pem: self.ca_pem.clone().unwrap_or_default(),
         }))
     }
 

@@ -9,6 +9,10 @@
 //!   its BLAKE3 hash; the record says who it is (an agent bound to a host, a user with a
 //!   role). The catalog never holds a usable token, and revocation is one raft write.
 //!
+//! - a join token (`cairn-join.<id>.<secret>`) is [`Principal::JoinToken`] with the hash of
+//!   what was presented, looked up by nobody here: it admits only its own redemption, where
+//!   the catalog compares the hash.
+//!
 //! A caller may say whom it acts for in [`ON_BEHALF`] (the JSON of a [`Principal`]): a node
 //! forwarding a call to the leader passes on who asked, never its own rights, and a gateway
 //! passes on its logged-in user. Only the cluster secret may act for anyone; a user token may
@@ -147,6 +151,14 @@ impl ServerAuth {
             if constant_time_eq(got.as_bytes(), want) {
                 return Ok(Principal::Cluster);
             }
+        }
+        // A join token is its own credential: the catalog checks its hash when it is
+        // redeemed (`cairn_meta::join`), and it admits nothing else.
+        if let Some(id) = cairn_core::job::join_token_id(got) {
+            return Ok(Principal::JoinToken {
+                id: id.to_string(),
+                hash: cairn_core::job::token_hash(got),
+            });
         }
         if let Some(id) = cairn_core::job::token_id(got) {
             let record = self.tokens.as_ref().and_then(|lookup| lookup(id));

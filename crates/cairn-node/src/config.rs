@@ -90,12 +90,48 @@ pub struct NodeConfig {
     /// `cairn` binary hands to `cairn_gateway::GatewayConfig`, which checks its keys.
     #[serde(default)]
     pub gateway: Option<toml::Table>,
+    /// The first admin user token (`cairn init cluster` writes it): the node that forms the
+    /// cluster stores this record in the catalog once, before it names the cluster, so the
+    /// token works from the cluster's first moment and nobody has to use the cluster secret
+    /// to create the first user. Only its BLAKE3 hash is here; revoking it (`cairn token
+    /// revoke`) is final, because a named cluster never reads this again.
+    #[serde(default)]
+    pub first_admin: Option<FirstAdmin>,
+}
+
+/// A user token's record known before the cluster exists (see [`NodeConfig::first_admin`]).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FirstAdmin {
+    /// The user's name (`admin`).
+    pub name: String,
+    /// The token's id (the part after `cairn-user.`).
+    pub id: String,
+    /// Hex BLAKE3 of the whole token.
+    pub hash: String,
+}
+
+impl FirstAdmin {
+    /// The catalog record of the token, an admin user token created at `now_ms`.
+    pub fn record(&self, now_ms: i64) -> cairn_core::job::TokenRecord {
+        cairn_core::job::TokenRecord {
+            id: self.id.clone(),
+            host: String::new(),
+            hash: self.hash.clone(),
+            created_ms: now_ms,
+            name: self.name.clone(),
+            role: Some(cairn_core::auth::Role::Admin),
+        }
+    }
 }
 
 /// The TLS material of a node, read from the files its config names.
 pub struct TlsFiles {
     pub server: tonic::transport::ServerTlsConfig,
     pub client: tonic::transport::ClientTlsConfig,
+    /// The CA certificate(s) (PEM) the node checks its peers with: what an enrolling agent
+    /// receives.
+    pub ca_pem: Vec<u8>,
 }
 
 fn default_repair_interval() -> u64 {
@@ -262,6 +298,7 @@ impl NodeConfig {
             tls_key: None,
             tls_ca: None,
             gateway: None,
+            first_admin: None,
         }
     }
 
@@ -369,6 +406,17 @@ impl NodeConfig {
                 message: "must be 10 or more (milliseconds)".into(),
             });
         }
+        if let Some(a) = &self.first_admin {
+            let probe = format!("{}{}.x", cairn_core::job::USER_TOKEN_PREFIX, a.id);
+            let hex = a.hash.len() == 64 && a.hash.bytes().all(|b| b.is_ascii_hexdigit());
+            if cairn_core::job::token_id(&probe) != Some(a.id.as_str()) || !hex || a.name.is_empty()
+            {
+                return Err(ConfigError::Invalid {
+                    key: "first_admin",
+                    message: "needs name, id (letters, digits, '-') and hash (64 hex digits), as `cairn init cluster` writes them".into(),
+                });
+            }
+        }
         if self.token.is_some() && self.token_file.is_some() {
             return Err(ConfigError::Invalid {
                 key: "token",
@@ -464,7 +512,8 @@ impl NodeConfig {
         Ok(Some(TlsFiles {
             server: tonic::transport::ServerTlsConfig::new().identity(identity),
             client: tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem)),
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem.clone())),
+            ca_pem,
         }))
     }
 }

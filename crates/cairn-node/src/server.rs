@@ -238,6 +238,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
                 queue_timeout_ms: cfg.job_queue_timeout_ms as i64,
                 offline_after_ms: cfg.host_offline_after_ms as i64,
             },
+            ca_pem: tls
+                .as_ref()
+                .map(|t| String::from_utf8_lossy(&t.ca_pem).into_owned()),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE),
@@ -285,6 +288,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         voters,
         rf: cfg.replication_factor,
         zone_redundancy: cfg.zone_redundancy,
+        first_admin: cfg.first_admin.clone(),
         meta: meta.clone(),
         peers,
         data_dir: cfg.data_dir.clone(),
@@ -325,6 +329,7 @@ struct Bootstrap {
     voters: Vec<Voter>,
     rf: u32,
     zone_redundancy: cairn_core::placement::ZoneRedundancy,
+    first_admin: Option<crate::config::FirstAdmin>,
     meta: Arc<MetaNode>,
     peers: Peers,
     data_dir: std::path::PathBuf,
@@ -392,6 +397,28 @@ impl Bootstrap {
         }
     }
 
+    /// Stores the first admin token's record; true once it is in the catalog.
+    async fn seed_first_admin(&self, a: &crate::config::FirstAdmin) -> bool {
+        if matches!(self.meta.token(&a.id), Ok(Some(_))) {
+            return true;
+        }
+        let record = a.record(crate::clock::now_ms());
+        match self.meta.write_system(Command::PutToken { record }).await {
+            Ok(cairn_meta::Response::Done) => {
+                tracing::info!(token_id = %a.id, name = %a.name, "first admin token stored");
+                true
+            }
+            Ok(other) => {
+                tracing::warn!(answer = ?other, "first admin token refused");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "first admin token not stored yet");
+                false
+            }
+        }
+    }
+
     async fn peer_term(&self, url: &str) -> Option<u64> {
         let mut c = self.peers.catalog(url).ok()?;
         let call = c.node_status(cairn_proto::pb::NodeStatusRequest {});
@@ -437,7 +464,13 @@ impl Bootstrap {
                 return;
             }
             let leads = self.meta.metrics().current_leader == Some(self.node_id);
-            if leads && !named {
+            // The first admin token goes in before the cluster is named: once named, a
+            // cluster never reads it from a config again (a revoked one stays revoked).
+            let seeded = match (&self.first_admin, leads && !named) {
+                (Some(a), true) => self.seed_first_admin(a).await,
+                _ => true,
+            };
+            if leads && !named && seeded {
                 let id = uuid::Uuid::new_v4();
                 if let Err(e) = self.meta.write_system(Command::SetClusterId { id }).await {
                     tracing::debug!(error = %e, "cluster id not set yet");

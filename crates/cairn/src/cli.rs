@@ -50,6 +50,8 @@ struct ClusterArg {
 pub struct Target {
     urls: String,
     creds: Credentials,
+    /// The CA file given, if any.
+    ca: Option<PathBuf>,
 }
 
 impl Target {
@@ -61,6 +63,7 @@ impl Target {
         Ok(Target {
             urls: arg.cluster.clone(),
             creds,
+            ca: arg.ca.clone(),
         })
     }
 
@@ -145,6 +148,11 @@ enum Cmd {
         /// Back up this directory instead of a generated sample tree.
         #[arg(long)]
         source: Option<PathBuf>,
+    },
+    /// Write what a new cluster needs before its first start (see `init cluster --help`).
+    Init {
+        #[command(subcommand)]
+        cmd: InitCmd,
     },
     /// Run one storage node.
     Node {
@@ -334,11 +342,95 @@ enum UserCmd {
 }
 
 #[derive(Subcommand)]
+enum InitCmd {
+    /// Write a new cluster into --out: a CA (ca.pem, ca.key, ca.sha256), the first admin
+    /// token (admin.token) and, for each node, a directory node-<ID>/ (node.toml, node.pem,
+    /// node.key, ca.pem, token) to copy to --etc (default /etc/cairn) on that node, then
+    /// `cairn node --config /etc/cairn/node.toml`. TLS is on; secrets are written 0600.
+    /// Refuses a non-empty --out unless --force.
+    Cluster {
+        /// The output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// A voter: ID=HOST:PORT[,zone=Z][,weight=W] (HOST an IP address or DNS name, which
+        /// the node's certificate names). Repeat for each node (3 or 5).
+        #[arg(long = "node", required = true, value_parser = crate::init::parse_node)]
+        nodes: Vec<crate::init::NodeSpec>,
+        /// Copies of every chunk.
+        #[arg(long, default_value_t = 3)]
+        rf: u32,
+        /// Where each node's files are on that node (the configs name paths under it);
+        /// `{id}` in it stands for the node's id (several nodes on one machine).
+        #[arg(long, default_value = "/etc/cairn")]
+        etc: PathBuf,
+        /// Each node's data directory (`{id}`: the node's id).
+        #[arg(long, default_value = "/var/lib/cairn/node")]
+        data_dir: PathBuf,
+        /// The first admin's user name (its token goes to admin.token).
+        #[arg(long, default_value = "admin")]
+        admin: String,
+        /// Write into a non-empty --out.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum AgentCmd {
     /// Agent tokens: each binds an agent to one host.
     Token {
         #[command(subcommand)]
         cmd: TokenCmd,
+    },
+    /// One-time join tokens that enroll an agent (`cairn agent enroll`).
+    JoinToken {
+        #[command(subcommand)]
+        cmd: JoinTokenCmd,
+    },
+    /// Enroll this host's agent: pin the cluster's CA by its fingerprint, redeem a join
+    /// token (read from --token-file or stdin, never the command line) for an agent token,
+    /// and write the agent config, agent.token (0600) and ca.pem side by side. The cluster's
+    /// addresses come from --cluster (https://…).
+    Enroll {
+        /// The SHA-256 of the cluster's CA (`cairn init cluster` writes it to ca.sha256).
+        #[arg(long)]
+        ca_fingerprint: String,
+        /// The agent config to write (agent.token and ca.pem go beside it).
+        #[arg(long, default_value = "/etc/cairn/agent.toml")]
+        config: PathBuf,
+        /// The file holding the join token (default: read one line from stdin).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The host id the join token was created for (default: the host name).
+        #[arg(long)]
+        host: Option<String>,
+        /// The agent's state directory (default /var/lib/cairn-agent).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// A directory whose every subdirectory is one environment (repeatable).
+        #[arg(long = "dir")]
+        dirs: Vec<PathBuf>,
+        /// Replace an existing config.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum JoinTokenCmd {
+    /// Issue a join token for HOST: printed once on stdout, valid once, until --ttl passes.
+    /// With --ca (CAIRN_CA), also prints the CA fingerprint agents pin.
+    Create {
+        host: String,
+        /// How long it stays valid: 30m, 1h (default), 2d; 1 minute to 30 days.
+        #[arg(long, default_value = "1h", value_parser = crate::enroll::parse_ttl)]
+        ttl: u64,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -696,10 +788,117 @@ async fn run(cmd: Cmd, cluster: &Target) -> Result<ExitCode> {
                     }
                 }
             }
+            (None, Some(AgentCmd::JoinToken { cmd })) => {
+                let c = cluster.connect().await?;
+                match cmd {
+                    JoinTokenCmd::Create { host, ttl, json } => {
+                        crate::enroll::join_token_create(
+                            &c,
+                            &host,
+                            ttl,
+                            cluster.ca.as_deref(),
+                            &cluster.urls,
+                            json,
+                        )
+                        .await
+                    }
+                }
+            }
+            (
+                None,
+                Some(AgentCmd::Enroll {
+                    ca_fingerprint,
+                    config,
+                    token_file,
+                    host,
+                    state_dir,
+                    dirs,
+                    force,
+                    json,
+                }),
+            ) => {
+                crate::enroll::enroll(crate::enroll::EnrollArgs {
+                    urls: cluster.urls.clone(),
+                    fingerprint: ca_fingerprint,
+                    host,
+                    config,
+                    token_file,
+                    state_dir,
+                    dirs,
+                    force,
+                    json,
+                })
+                .await
+            }
             _ => {
                 Err(Usage("use `cairn agent --config FILE` or `cairn agent token …`".into()).into())
             }
         },
+        Cmd::Init {
+            cmd:
+                InitCmd::Cluster {
+                    out,
+                    nodes,
+                    rf,
+                    etc,
+                    data_dir,
+                    admin,
+                    force,
+                    json,
+                },
+        } => {
+            let plan = crate::init::ClusterPlan {
+                nodes,
+                rf,
+                etc,
+                data_dir,
+                admin,
+            };
+            crate::init::check(&plan).map_err(|e| Usage(e.to_string()))?;
+            let bundle = crate::init::generate(&plan)?;
+            crate::init::write(&out, &bundle.files, force)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "out": out,
+                        "ca_fingerprint": bundle.ca_fingerprint,
+                        "admin_token_file": out.join("admin.token"),
+                        "nodes": plan.nodes.iter().map(|n| serde_json::json!({
+                            "id": n.id, "url": n.url(), "dir": out.join(format!("node-{}", n.id)),
+                        })).collect::<Vec<_>>(),
+                    })
+                );
+            } else {
+                println!("cluster written to {}", out.display());
+                for n in &plan.nodes {
+                    println!(
+                        "  node {} ({}): copy {}/ to {} on it, then: cairn node --config {}",
+                        n.id,
+                        n.url(),
+                        out.join(format!("node-{}", n.id)).display(),
+                        crate::init::for_node(&plan.etc, n.id).display(),
+                        crate::init::for_node(&plan.etc, n.id)
+                            .join("node.toml")
+                            .display()
+                    );
+                }
+                println!(
+                    "  admin token: {} (CAIRN_TOKEN=$(cat …) CAIRN_CA={} cairn …)",
+                    out.join("admin.token").display(),
+                    out.join("ca.pem").display()
+                );
+                println!(
+                    "  CA fingerprint (agents pin it): {}",
+                    bundle.ca_fingerprint
+                );
+                println!(
+                    "  keep {} offline: it signs node certificates",
+                    out.join("ca.key").display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Token { cmd } => {
             let c = cluster.connect().await?;
             match cmd {

@@ -5,7 +5,9 @@
 
 mod cli;
 mod demo;
+mod enroll;
 mod gateway;
+mod init;
 mod jobs;
 mod output;
 mod sys;

@@ -156,6 +156,9 @@ pub fn cluster_error(code: ErrorCode) -> (StatusCode, &'static str) {
         | ErrorCode::HostOffline
         | ErrorCode::AgentLost => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         ErrorCode::Unauthenticated
+        // Join tokens are redeemed by agents, never through an adapter.
+        | ErrorCode::JoinTokenUsed
+        | ErrorCode::JoinTokenExpired
         | ErrorCode::ChunksMissing
         | ErrorCode::Corrupt
         | ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

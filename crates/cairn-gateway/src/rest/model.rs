@@ -498,6 +498,9 @@ pub(crate) fn failure_code(code: Option<ErrorCode>) -> u16 {
         | ErrorCode::DiskFull
         | ErrorCode::Unavailable
         | ErrorCode::Unauthenticated
+        // Join tokens are redeemed by agents, never through an adapter.
+        | ErrorCode::JoinTokenUsed
+        | ErrorCode::JoinTokenExpired
         | ErrorCode::PermissionDenied
         | ErrorCode::AgentLost
         | ErrorCode::Internal => 500,

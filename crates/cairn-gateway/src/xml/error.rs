@@ -92,6 +92,9 @@ pub fn cluster_code(c: cairn_core::ErrorCode) -> u32 {
         | ErrorCode::HostOffline
         | ErrorCode::AgentLost => code::UNAVAILABLE,
         ErrorCode::Unauthenticated
+        // Join tokens are redeemed by agents, never through an adapter.
+        | ErrorCode::JoinTokenUsed
+        | ErrorCode::JoinTokenExpired
         | ErrorCode::ChunksMissing
         | ErrorCode::Corrupt
         | ErrorCode::Internal => code::INTERNAL,

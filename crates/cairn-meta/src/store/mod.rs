@@ -125,6 +125,8 @@ pub(crate) const PREFIX_ENV: &[u8] = b"envrec/";
 pub(crate) const PREFIX_JOB: &[u8] = b"job/";
 pub(crate) const PREFIX_ACTIVE: &[u8] = b"active/";
 pub(crate) const PREFIX_TOKEN: &[u8] = b"token/";
+/// Key prefix in the cluster tree: join tokens (by id), kept after redemption.
+pub(crate) const PREFIX_JOIN: &[u8] = b"join/";
 
 /// Returns `prefix` followed by `rest`: a key in the cluster tree.
 pub(crate) fn cluster_key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {

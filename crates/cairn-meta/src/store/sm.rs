@@ -5,7 +5,7 @@ use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cairn_core::job::{EnvRecord, HostRecord, Job, TokenRecord};
+use cairn_core::job::{EnvRecord, HostRecord, Job, JoinTokenRecord, TokenRecord};
 use cairn_core::{BackupId, BackupRecord, BackupType, EnvId};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -22,7 +22,7 @@ use super::snapshot::{decode, Encoder, SnapshotContents, SnapshotHeader};
 use super::{
     backup_key, cluster_key, env_prefix, name_key, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP,
     KEY_PLACEMENT, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, PREFIX_ACTIVE, PREFIX_ENV, PREFIX_HOST,
-    PREFIX_JOB, PREFIX_TOKEN, SM_DATA_TREES,
+    PREFIX_JOB, PREFIX_JOIN, PREFIX_TOKEN, SM_DATA_TREES,
 };
 use crate::catalog::{decide, CatalogRead, Write};
 use crate::command::Response;
@@ -205,6 +205,14 @@ impl CatalogRead for Overlay<'_> {
         self.json(CLUSTER, &cluster_key(PREFIX_TOKEN, id.as_bytes()), "token")
     }
 
+    fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, ViewError> {
+        self.json(
+            CLUSTER,
+            &cluster_key(PREFIX_JOIN, id.as_bytes()),
+            "join token",
+        )
+    }
+
     fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, ViewError> {
         self.json(CLUSTER, KEY_PLACEMENT, "placement")
     }
@@ -328,6 +336,13 @@ fn write_all(view: &Overlay<'_>, writes: &[Write]) -> Result<(), ViewError> {
             Write::DeleteToken(id) => {
                 view.remove(CLUSTER, cluster_key(PREFIX_TOKEN, id.as_bytes()))
             }
+            Write::PutJoinToken(t) => {
+                view.insert(
+                    CLUSTER,
+                    cluster_key(PREFIX_JOIN, t.id.as_bytes()),
+                    view_json(t)?,
+                );
+            }
         }
     }
     Ok(())
@@ -413,6 +428,10 @@ impl CatalogRead for StateMachineStore {
 
     fn token(&self, id: &str) -> Result<Option<TokenRecord>, MetaError> {
         StateMachineStore::token(self, id)
+    }
+
+    fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, MetaError> {
+        self.get_cluster(cluster_key(PREFIX_JOIN, id.as_bytes()), "join token")
     }
 
     fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, MetaError> {
