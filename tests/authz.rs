@@ -819,6 +819,25 @@ fn grpc_probe(entry: &str) -> Option<Probe> {
                 }))
                 .await,
         )),
+        "Agents.CreateJoinToken" => probe!(c => unary(
+            c.agents()
+                .create_join_token(c.req(pb::CreateJoinTokenRequest {
+                    host: "hn-probe".into(),
+                    ttl_ms: 600_000,
+                }))
+                .await,
+        )),
+        // No caller of the matrix holds a join token: the table refuses all but the cluster
+        // secret, which gets past it and is then refused by the catalog as holding none
+        // (invalid argument). A holder's own redemption is tested in tests/deploy.rs and
+        // cairn_meta::join.
+        "Agents.RedeemJoinToken" => probe!(c => unary(
+            c.agents()
+                .redeem_join_token(c.req(pb::RedeemJoinTokenRequest {
+                    host: "hn-probe".into(),
+                }))
+                .await,
+        )),
         "Raft.AppendEntries" => probe!(c => unary(
             c.raft().append_entries(c.req(wrong_target())).await,
         )),
