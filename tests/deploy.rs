@@ -240,6 +240,26 @@ fn init_cluster_enroll_an_agent_back_up_and_restore() {
     );
     assert_eq!(code(&o), "E1009");
 
+    // Without a join token, `init agent` writes the same config, minus the token.
+    let template = d.join("template/agent.toml");
+    let o = cairn(
+        &[("CAIRN_CLUSTER", &urls)],
+        &[
+            "init",
+            "agent",
+            "--host",
+            "hn1",
+            "--config",
+            template.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "init agent: {}", stderr(&o));
+    let text = std::fs::read_to_string(&template).unwrap();
+    assert!(
+        text.contains("host_id = \"hn1\"") && text.contains(&nodes[1].url),
+        "{text}"
+    );
+
     // The agent runs from the config enrollment wrote, and backs up and restores.
     let text = std::fs::read_to_string(&config).unwrap();
     let mut agent = Agent::start(&d.join("agent-run"), &text);

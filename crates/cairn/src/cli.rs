@@ -375,6 +375,22 @@ enum InitCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write an agent config template (no token: `cairn agent enroll` fills one in, or put
+    /// an agent token in agent.token beside it). The cluster comes from --cluster.
+    Agent {
+        /// The agent config to write (it names agent.token and ca.pem beside it).
+        #[arg(long, default_value = "/etc/cairn/agent.toml")]
+        config: PathBuf,
+        /// This host's id (default: the host name).
+        #[arg(long)]
+        host: Option<String>,
+        /// A directory whose every subdirectory is one environment (repeatable).
+        #[arg(long = "dir")]
+        dirs: Vec<PathBuf>,
+        /// Replace an existing config.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -899,6 +915,15 @@ async fn run(cmd: Cmd, cluster: &Target) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Init {
+            cmd:
+                InitCmd::Agent {
+                    config,
+                    host,
+                    dirs,
+                    force,
+                },
+        } => crate::enroll::init_agent(&cluster.urls, &config, host, &dirs, force),
         Cmd::Token { cmd } => {
             let c = cluster.connect().await?;
             match cmd {

@@ -128,7 +128,7 @@ pub fn agent_config(
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let list = |v: Vec<String>| format!("[{}]", v.join(", "));
     let mut s = format!(
-        "# Written by `cairn agent enroll`. Run: cairn agent --config THIS-FILE\n\
+        "# Written by `cairn agent enroll` (or `cairn init agent`). Run: cairn agent --config THIS-FILE\n\
          cluster = {}\n\
          host_id = {}\n\
          token_file = {}\n\
@@ -172,6 +172,61 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// This host's name, for a host id nobody gave.
+fn host_name() -> Result<String> {
+    Ok(nix::unistd::gethostname()
+        .context("cannot read the host name (give --host)")?
+        .to_string_lossy()
+        .into_owned())
+}
+
+fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `cairn init agent`: the config `enroll` would write, without enrolling.
+pub fn init_agent(
+    urls: &str,
+    config: &Path,
+    host: Option<String>,
+    dirs: &[PathBuf],
+    force: bool,
+) -> Result<ExitCode> {
+    if config.exists() && !force {
+        bail!("{} exists (pass --force to replace it)", config.display());
+    }
+    let host = match host {
+        Some(h) => h,
+        None => host_name()?,
+    };
+    let dir = config
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = agent_config(
+        &split_urls(urls),
+        &host,
+        &dir.join("agent.token"),
+        &dir.join("ca.pem"),
+        None,
+        dirs,
+    );
+    write_file(config, &text, 0o644)?;
+    println!(
+        "wrote {}; put the agent token in {} (cairn agent token create {host}) and the CA in {}, or run cairn agent enroll instead",
+        config.display(),
+        dir.join("agent.token").display(),
+        dir.join("ca.pem").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `cairn agent enroll`.
 pub async fn enroll(a: EnrollArgs) -> Result<ExitCode> {
     if a.config.exists() && !a.force {
@@ -183,18 +238,9 @@ pub async fn enroll(a: EnrollArgs) -> Result<ExitCode> {
     let token = read_join_token(a.token_file.as_deref())?;
     let host = match a.host {
         Some(h) => h,
-        None => nix::unistd::gethostname()
-            .context("cannot read the host name (give --host)")?
-            .to_string_lossy()
-            .into_owned(),
+        None => host_name()?,
     };
-    let urls: Vec<String> = a
-        .urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_string)
-        .collect();
+    let urls = split_urls(&a.urls);
     let mut pinned = None;
     let mut why = Vec::new();
     for url in &urls {
