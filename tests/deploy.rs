@@ -209,7 +209,7 @@ fn init_cluster_enroll_an_agent_back_up_and_restore() {
         std::fs::read(&ca).unwrap()
     );
 
-    // The same join token again: used (E1024), and nothing written.
+    // The same join token again: used (E1025), and nothing written.
     let second = enroll(
         &urls,
         &fingerprint,
@@ -218,7 +218,7 @@ fn init_cluster_enroll_an_agent_back_up_and_restore() {
         "hn1",
         &containers,
     );
-    assert_eq!(code(&second), "E1024");
+    assert_eq!(code(&second), "E1025");
     assert!(!d.join("again/agent.toml").exists());
     // A join token for hn2 does not enroll hn3 (E1009, rule join-token-holder).
     let hn2 = n.ok(&["agent", "join-token", "create", "hn2"]);

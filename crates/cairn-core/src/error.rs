@@ -34,8 +34,9 @@
 //! | E1021 | SessionExpired | Conflict | yes |
 //! | E1022 | PlacementChanged | Conflict | yes |
 //! | E1023 | PathNotFound | NotFound | yes |
-//! | E1024 | JoinTokenUsed | Unauthenticated | yes |
-//! | E1025 | JoinTokenExpired | Unauthenticated | yes |
+//! | E1024 | VersionMismatch | Unavailable | yes |
+//! | E1025 | JoinTokenUsed | Unauthenticated | yes |
+//! | E1026 | JoinTokenExpired | Unauthenticated | yes |
 //! | E1999 | Internal | — | **no** |
 //!
 //! "Definite" ([`ErrorCode::is_definite`]): the answer is a refusal, nothing happened, and
@@ -92,6 +93,9 @@ pub enum ErrorCode {
     PlacementChanged,
     /// The backup holds no object at the path asked for (browsing a backup's tree).
     PathNotFound,
+    /// The caller speaks a wire protocol version this node cannot read (or the reverse):
+    /// one side must be upgraded first.
+    VersionMismatch,
     /// The join token was already redeemed: it enrolls one agent only.
     JoinTokenUsed,
     /// The join token expired before it was redeemed.
@@ -101,7 +105,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
@@ -125,6 +129,7 @@ impl ErrorCode {
         ErrorCode::SessionExpired,
         ErrorCode::PlacementChanged,
         ErrorCode::PathNotFound,
+        ErrorCode::VersionMismatch,
         ErrorCode::JoinTokenUsed,
         ErrorCode::JoinTokenExpired,
         ErrorCode::Internal,
@@ -156,8 +161,9 @@ impl ErrorCode {
             ErrorCode::SessionExpired => "E1021",
             ErrorCode::PlacementChanged => "E1022",
             ErrorCode::PathNotFound => "E1023",
-            ErrorCode::JoinTokenUsed => "E1024",
-            ErrorCode::JoinTokenExpired => "E1025",
+            ErrorCode::VersionMismatch => "E1024",
+            ErrorCode::JoinTokenUsed => "E1025",
+            ErrorCode::JoinTokenExpired => "E1026",
             ErrorCode::Internal => "E1999",
         }
     }
@@ -178,7 +184,11 @@ impl ErrorCode {
             | ErrorCode::HostNotFound
             | ErrorCode::JobNotFound
             | ErrorCode::PathNotFound => ErrorCode::NotFound,
-            ErrorCode::HostOffline | ErrorCode::AgentLost => ErrorCode::Unavailable,
+            // A version mismatch is the cluster unable to serve this caller until an upgrade
+            // is finished, not bad input; definite, and never retried (same code each time).
+            ErrorCode::HostOffline | ErrorCode::AgentLost | ErrorCode::VersionMismatch => {
+                ErrorCode::Unavailable
+            }
             ErrorCode::JoinTokenUsed | ErrorCode::JoinTokenExpired => ErrorCode::Unauthenticated,
             ErrorCode::InvalidArgument
             | ErrorCode::NotFound
@@ -245,6 +255,9 @@ impl ErrorCode {
             ErrorCode::PlacementChanged => "retry; the change is computed from the new placement",
             ErrorCode::PathNotFound => {
                 "list the backup's tree (cairn backups ls BACKUP [PATH]) and use a path it shows"
+            }
+            ErrorCode::VersionMismatch => {
+                "upgrade the older side: storage nodes first, then agents, gateways and the CLI"
             }
             ErrorCode::JoinTokenUsed => {
                 "a join token enrolls one agent: an admin creates a new one (cairn agent join-token create HOST)"

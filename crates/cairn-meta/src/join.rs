@@ -11,8 +11,8 @@
 //! |---|---|---|
 //! | 1 | the proposer is not a join token's holder | `E1001` invalid argument |
 //! | 2 | no record has its id, or the hash differs | `E1008` unauthenticated |
-//! | 3 | it was redeemed before | `E1024` join token used |
-//! | 4 | `now_ms` is at or past its expiry | `E1025` join token expired |
+//! | 3 | it was redeemed before | `E1025` join token used |
+//! | 4 | `now_ms` is at or past its expiry | `E1026` join token expired |
 //! | 5 | the host asked for is not the token's | `E1009` permission denied |
 //!
 //! Otherwise one atomic write stores the agent token (bound to the join token's host) and

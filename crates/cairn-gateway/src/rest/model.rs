@@ -503,6 +503,7 @@ pub(crate) fn failure_code(code: Option<ErrorCode>) -> u16 {
         | ErrorCode::JoinTokenExpired
         | ErrorCode::PermissionDenied
         | ErrorCode::AgentLost
+        | ErrorCode::VersionMismatch
         | ErrorCode::Internal => 500,
     }
 }
