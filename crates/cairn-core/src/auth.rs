@@ -3,7 +3,8 @@
 //!
 //! # How a call is authorized
 //! 1. **Authentication** happens at the edge: a node's interceptor turns the bearer token
-//!    into a [`Principal`] (the cluster secret, a user token, an agent token); the gateway
+//!    into a [`Principal`] (the cluster secret, a user token, an agent token, or a join
+//!    token, which admits only its own redemption: [`Access::Enroll`]); the gateway
 //!    turns HTTP Basic or an XML login into a [`Principal::User`]. A caller holding the
 //!    cluster secret (another node, or a gateway) may say whom it acts for; a user token may
 //!    act for a user with no more rights than its own ([`Principal::delegate`]).
