@@ -272,6 +272,49 @@ pub fn progress(job: &str, percent: u32, state: &str) -> String {
     )
 }
 
+/// A job's log as a list the page's script replaces on each live update (`data-job-log`):
+/// one item per line with its time, level and text. A job recorded before jobs had logs
+/// shows its reason and result instead.
+pub fn job_log(id: &str, j: &cairn_core::job::Job) -> String {
+    let mut h = format!("<ol class=\"log\" data-job-log=\"{}\">", esc(id));
+    for (n, l) in j.log.iter().enumerate() {
+        if n == 1 && j.log_dropped > 0 {
+            let _ = write!(
+                h,
+                "<li class=\"muted\">… {} earlier line(s) dropped</li>",
+                j.log_dropped
+            );
+        }
+        let _ = write!(
+            h,
+            "<li class=\"{0}\"><time>{1}</time> <span class=\"level\">{0}</span> <span class=\"text\">{2}</span></li>",
+            l.level.as_str(),
+            time(l.at_ms),
+            esc(&l.text)
+        );
+    }
+    if j.log.is_empty() {
+        let mut lines = Vec::new();
+        if !j.reason.is_empty() {
+            lines.push(match j.code {
+                Some(code) => format!("{} [{code}]", j.reason),
+                None => j.reason.clone(),
+            });
+        }
+        if !j.result.message.is_empty() {
+            lines.push(j.result.message.clone());
+        }
+        if lines.is_empty() {
+            lines.push("nothing recorded yet".into());
+        }
+        for l in lines {
+            let _ = write!(h, "<li><span class=\"text\">{}</span></li>", esc(&l));
+        }
+    }
+    h.push_str("</ol>");
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
