@@ -387,4 +387,44 @@ mod tests {
         let bar = progress("j\"1", 140, "running");
         assert!(bar.contains("value=\"100\"") && bar.contains("j&quot;1"));
     }
+
+    #[test]
+    fn a_jobs_log_is_escaped_and_says_what_was_dropped() {
+        use cairn_core::job::{Job, JobKind, JobOptions, LogLevel};
+        let env = cairn_core::EnvId::derive("h1/ct");
+        let mut j = Job::new(
+            uuid::Uuid::from_u128(1),
+            JobKind::Backup,
+            env,
+            "h1".into(),
+            "ui:<b>".into(),
+            JobOptions::default(),
+            1_700_000_000_000,
+            0,
+        );
+        j.log(
+            1_700_000_001_000,
+            LogLevel::Error,
+            "failed [E1018]: <script>",
+        );
+        j.log_dropped = 4;
+        let h = job_log("id1", &j);
+        assert!(
+            h.starts_with("<ol class=\"log\" data-job-log=\"id1\">"),
+            "{h}"
+        );
+        assert!(h.contains("asked by ui:&lt;b&gt;"), "{h}");
+        assert!(
+            h.contains("<li class=\"muted\">… 4 earlier line(s) dropped</li>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("<li class=\"error\"><time>2023-11-14 22:13:21</time> <span class=\"level\">error</span> <span class=\"text\">failed [E1018]: &lt;script&gt;</span></li>"),
+            "{h}"
+        );
+        // A job recorded before jobs had logs shows its reason.
+        j.log.clear();
+        j.reason = "lost".into();
+        assert!(job_log("id1", &j).contains("<span class=\"text\">lost</span>"));
+    }
 }
