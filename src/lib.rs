@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod http;
+pub mod install;
 mod layout;
 pub mod nemesis;
 pub mod webdriver;

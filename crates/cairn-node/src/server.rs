@@ -79,6 +79,7 @@ pub struct RunningNode {
     repair: Option<JoinHandle<()>>,
     health: Option<JoinHandle<()>>,
     jobs: Option<JoinHandle<()>>,
+    heal: Option<JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -95,6 +96,9 @@ impl RunningNode {
         }
         if let Some(j) = self.jobs.take() {
             j.abort();
+        }
+        if let Some(h) = self.heal.take() {
+            h.abort();
         }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -280,6 +284,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         Duration::from_millis(cfg.down_after_ms),
     ));
     let jobs_task = tokio::spawn(crate::agents::sweep_jobs(meta.clone(), cfg.node_id));
+    let heal_task = tokio::spawn(heal_store(store.clone()));
     let alone = cfg.voters.is_empty();
     let boot = Bootstrap {
         node_id: cfg.node_id,
@@ -317,7 +322,37 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         repair: Some(repair_task),
         health: Some(health_task),
         jobs: Some(jobs_task),
+        heal: Some(heal_task),
     })
+}
+
+/// How often the node checks whether its chunk index needs reopening.
+const HEAL_EVERY: Duration = Duration::from_secs(2);
+
+/// Reopens the chunk index in place after sled broke on an I/O error (a disk that filled up
+/// under it, say), retrying until the reopen works: without this, sled answers every call
+/// with its first error until the process restarts. See `ChunkStore::heal`.
+async fn heal_store(store: Arc<ChunkStore>) {
+    let mut tick = tokio::time::interval(HEAL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !store.index_failed() {
+            continue;
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.heal()).await {
+            Ok(Ok(Some(report))) => {
+                tracing::warn!(
+                    ?report,
+                    "chunk index reopened after an I/O failure; serving again"
+                );
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "chunk index still failed; retrying"),
+            Err(e) => tracing::error!(error = %e, "reopening the chunk index panicked"),
+        }
+    }
 }
 
 /// Forms the group when this node is the one to, and sets the first placement epoch.

@@ -88,7 +88,7 @@ impl ChunkStore {
                 Scanned::Record { offset, header } => (offset, header),
             };
             let loc = header.loc(id, offset);
-            if self.index.get(&header.id)? != Some(loc) {
+            if self.index()?.get(&header.id)? != Some(loc) {
                 continue;
             }
             let bytes = scan
@@ -135,19 +135,19 @@ impl ChunkStore {
         }
         // The index must durably stop pointing here before the file goes.
         meta.retired = true;
-        self.index.apply(&IndexUpdate {
+        self.index()?.apply(&IndexUpdate {
             segments: vec![(id, Some(meta))],
             ..IndexUpdate::default()
         })?;
         w.metas.insert(id, meta);
-        self.index.flush()?;
+        self.index()?.flush()?;
         self.segments
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&id);
         fs::remove_file(&seg.path).map_err(|e| StoreError::io("deleting", &seg.path, e))?;
         sync_dir(&self.packs).map_err(|e| StoreError::io("syncing", &self.packs, e))?;
-        self.index.apply(&IndexUpdate {
+        self.index()?.apply(&IndexUpdate {
             segments: vec![(id, None)],
             ..IndexUpdate::default()
         })?;

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_core::ChunkId;
@@ -74,6 +75,10 @@ pub(crate) struct Index {
     db: sled::Db,
     chunks: sled::Tree,
     segments: sled::Tree,
+    /// Set by the first I/O error sled reports. sled keeps that error and answers every later
+    /// call with it (a full disk while it wrote its log breaks the handle for good), so the
+    /// store reopens the index instead of using this handle again (`ChunkStore::heal`).
+    failed: AtomicBool,
 }
 
 impl Index {
@@ -103,11 +108,21 @@ impl Index {
             db,
             chunks,
             segments,
+            failed: AtomicBool::new(false),
         })
     }
 
     fn err(&self, e: sled::Error) -> StoreError {
+        if matches!(e, sled::Error::Io(_) | sled::Error::ReportableBug(_)) {
+            self.failed.store(true, Ordering::Relaxed);
+        }
         StoreError::index(&self.path, e)
+    }
+
+    /// Returns true once sled reported an I/O error through this handle: it will answer
+    /// every later call with the same error, so it must be reopened.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Returns true when the chunk tree is known complete (see [`COMPLETE_KEY`]).

@@ -59,6 +59,16 @@
 //! retired → **flush sled** → delete the file → sync the directory → forget the segment.
 //! The flush makes sure the index can never point into a deleted file.
 //!
+//! # A broken index
+//!
+//! sled keeps the first I/O error it meets (a disk that another process filled to the last
+//! byte while sled wrote its log) and answers every later call with it, even once space is
+//! back. The store marks the index failed on such an error, and [`ChunkStore::heal`] reopens
+//! it in place exactly as a restart would: close the handle, open the index from disk, run
+//! recovery. That is safe for the same reason a crash is: pack data is synced before any
+//! index entry points at it, so recovery re-indexes whatever the kept prefix of the index
+//! lacks. The node calls `heal` every few seconds while the index is failed.
+//!
 //! `flush`, `close` and `Drop` call sled's blocking `flush()`, never `flush_async` (which can
 //! deadlock in sled 0.34.7).
 //!

@@ -145,7 +145,8 @@ pub struct CompactReport {
 pub struct ChunkStore {
     pub(crate) cfg: StoreConfig,
     pub(crate) packs: PathBuf,
-    pub(crate) index: Index,
+    /// The sled index, replaced by [`ChunkStore::heal`] after sled broke.
+    index: RwLock<IndexSlot>,
     /// Every open pack file by segment id. Readers clone an `Arc` out and read without a lock.
     pub(crate) segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
     /// The appender: held while appending, syncing and indexing, and by `remove`.
@@ -159,6 +160,16 @@ pub struct ChunkStore {
     pub(crate) space_reserve: AtomicU64,
     recovery: RecoveryReport,
 }
+
+/// The current index handle. `None` only after a reopen failed (say, the disk was still
+/// full): every call then fails with `why` until [`ChunkStore::heal`] succeeds.
+struct IndexSlot {
+    current: Option<Arc<Index>>,
+    why: String,
+}
+
+/// How long `heal` waits for calls still holding the broken handle to let go of it.
+const HEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many index entries `verify_all` sorts by location before reading them.
 const SCRUB_BATCH: usize = 16 * 1024;
@@ -182,19 +193,7 @@ impl ChunkStore {
         let index = Index::open(&cfg.dir.join("index"))?;
         let mut report = RecoveryReport::default();
         let rec = recovery::recover(&index, &packs, &mut report)?;
-
-        let next_id = rec
-            .segments
-            .keys()
-            .chain(rec.metas.keys())
-            .max()
-            .map_or(1, |m| m.saturating_add(1));
-        // Keep appending to the newest segment if it has room and is whole.
-        let active = rec.segments.iter().next_back().and_then(|(id, seg)| {
-            let len = rec.lens.get(id).copied()?;
-            let whole = rec.metas.get(id).is_some_and(|m| m.watermark == len);
-            (whole && len < cfg.segment_max_bytes).then(|| (seg.clone(), len))
-        });
+        let writer = Writer::resume(&rec, cfg.segment_max_bytes, 1);
         let chunks: u64 = rec.metas.values().map(|m| m.live_records).sum();
         info!(
             dir = %cfg.dir.display(),
@@ -205,17 +204,13 @@ impl ChunkStore {
         if !report.is_clean() {
             warn!(dir = %cfg.dir.display(), report = ?report, "chunk store recovered from damage");
         }
-        let writer = Writer {
-            active_len: active.as_ref().map_or(0, |(_, len)| *len),
-            active: active.map(|(seg, _)| seg),
-            next_id,
-            metas: rec.metas,
-            broken: None,
-        };
         Ok(ChunkStore {
             cfg,
             packs,
-            index,
+            index: RwLock::new(IndexSlot {
+                current: Some(Arc::new(index)),
+                why: String::new(),
+            }),
             segments: RwLock::new(rec.segments),
             writer: Mutex::new(writer),
             queue: Mutex::new(Vec::new()),
@@ -238,6 +233,88 @@ impl ChunkStore {
             .store(bytes.unwrap_or(AUTO_RESERVE), Ordering::Relaxed);
     }
 
+    /// Returns the index handle to use for one call.
+    pub(crate) fn index(&self) -> Result<Arc<Index>, StoreError> {
+        let slot = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        slot.current.clone().ok_or_else(|| {
+            StoreError::Index(format!(
+                "the chunk index is closed after a failure and could not be reopened yet: {}",
+                slot.why
+            ))
+        })
+    }
+
+    /// Returns true when the index must be reopened before it serves again: sled reported an
+    /// I/O error (a full disk, say), after which it answers every call with that error.
+    /// [`ChunkStore::heal`] reopens it.
+    pub fn index_failed(&self) -> bool {
+        let slot = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        slot.current.as_ref().is_none_or(|ix| ix.failed())
+    }
+
+    /// Reopens a failed index in place, as a restart of the store would: the broken sled
+    /// handle is closed, the index opened again from disk, and recovery brings it back into
+    /// agreement with the pack files (re-indexing every record past the last durable
+    /// watermark). Returns `None` when the index had not failed.
+    ///
+    /// Safe because the pack files are the truth and recovery is the crash path: pack data
+    /// was synced before any index entry pointed at it, so whatever prefix of the index sled
+    /// kept, recovery re-indexes what it lost. A removal it lost comes back as an intact
+    /// chunk (harmless: GC removes it again); compaction flushes the index before deleting a
+    /// file, and a flush that failed left the file in place.
+    ///
+    /// Writers and compaction wait while it runs; readers wait for the new handle. When the
+    /// reopen fails (the disk still full), every call fails with that reason until a later
+    /// `heal` succeeds: call it again, e.g. every few seconds (the node does).
+    pub fn heal(&self) -> Result<Option<RecoveryReport>, StoreError> {
+        if !self.index_failed() {
+            return Ok(None);
+        }
+        let _compacting = lock(&self.compacting);
+        let mut w = self.lock_writer()?;
+        let mut slot = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = slot.current.take() {
+            if !old.failed() {
+                slot.current = Some(old);
+                return Ok(None);
+            }
+            // Calls that cloned the handle before we took the slot finish soon: theirs fail.
+            let deadline = std::time::Instant::now() + HEAL_WAIT;
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if Arc::strong_count(&old) > 1 {
+                slot.current = Some(old);
+                return Err(StoreError::Index(
+                    "the failed chunk index is still in use; reopening it later".into(),
+                ));
+            }
+            drop(old);
+        }
+        let reopened = Index::open(&self.cfg.dir.join("index")).and_then(|index| {
+            let mut report = RecoveryReport::default();
+            let rec = recovery::recover(&index, &self.packs, &mut report)?;
+            Ok((index, rec, report))
+        });
+        let (index, rec, report) = match reopened {
+            Ok(r) => r,
+            Err(e) => {
+                slot.why = e.to_string();
+                warn!(dir = %self.cfg.dir.display(), error = %e, "reopening the chunk index failed; will retry");
+                return Err(e);
+            }
+        };
+        *w = Writer::resume(&rec, self.cfg.segment_max_bytes, w.next_id);
+        *self
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = rec.segments;
+        slot.current = Some(Arc::new(index));
+        slot.why.clear();
+        warn!(dir = %self.cfg.dir.display(), report = ?report, "chunk index reopened after a failure");
+        Ok(Some(report))
+    }
+
     /// Returns what recovery found when the store was opened.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
@@ -245,14 +322,15 @@ impl ChunkStore {
 
     /// Returns true when the chunk is stored.
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        self.index.contains(id)
+        self.index()?.contains(id)
     }
 
     /// Returns the ids among `ids` that are not stored, in their order.
     pub fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, StoreError> {
+        let index = self.index()?;
         let mut out = Vec::new();
         for id in ids {
-            if !self.index.contains(id)? {
+            if !index.contains(id)? {
                 out.push(*id);
             }
         }
@@ -279,7 +357,7 @@ impl ChunkStore {
         // and the read; the second lookup then finds the new place.
         let mut missing_segment = 0;
         for _ in 0..3 {
-            let loc = self.index.get(id)?.ok_or(StoreError::NotFound(*id))?;
+            let loc = self.index()?.get(id)?.ok_or(StoreError::NotFound(*id))?;
             match self.segment(loc.segment) {
                 Some(seg) => return seg.read_record(id, &loc),
                 None => missing_segment = loc.segment,
@@ -303,7 +381,7 @@ impl ChunkStore {
 
     /// Returns a snapshot of the store's size, from the per-segment counters (cheap: no scan).
     pub fn stats(&self) -> StoreStats {
-        let metas = match self.index.segments() {
+        let metas = match self.index().and_then(|ix| ix.segments()) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "cannot read the chunk store's segment counters");
@@ -324,7 +402,8 @@ impl ChunkStore {
     /// Calls `f` with every stored chunk id, in id order, until it returns false. Chunks put
     /// or removed meanwhile may or may not be seen.
     pub fn for_each_id(&self, mut f: impl FnMut(ChunkId) -> bool) -> Result<(), StoreError> {
-        for id in self.index.ids() {
+        let index = self.index()?;
+        for id in index.ids() {
             if !f(id?) {
                 break;
             }
@@ -338,7 +417,8 @@ impl ChunkStore {
     pub fn verify_all(&self) -> Result<ScrubReport, StoreError> {
         let mut report = ScrubReport::default();
         let mut batch: Vec<(ChunkId, Loc)> = Vec::with_capacity(SCRUB_BATCH);
-        for entry in self.index.entries() {
+        let index = self.index()?;
+        for entry in index.entries() {
             batch.push(entry?);
             if batch.len() == SCRUB_BATCH {
                 self.scrub_batch(&mut batch, &mut report)?;
@@ -388,6 +468,7 @@ impl ChunkStore {
     /// is harmless; call [`ChunkStore::flush`] when it must stick.
     pub fn remove(&self, ids: &[ChunkId]) -> Result<u64, StoreError> {
         let mut w = self.lock_writer()?;
+        let index = self.index()?;
         let mut update = IndexUpdate::default();
         let mut metas = BTreeMap::new();
         let mut seen = HashSet::new();
@@ -395,7 +476,7 @@ impl ChunkStore {
             if !seen.insert(*id) {
                 continue;
             }
-            if let Some(loc) = self.index.get(id)? {
+            if let Some(loc) = index.get(id)? {
                 update.remove.push(*id);
                 meta_mut(&mut metas, &w.metas, loc.segment).sub(&loc);
             }
@@ -404,7 +485,7 @@ impl ChunkStore {
             return Ok(0);
         }
         update.segments = metas.iter().map(|(id, m)| (*id, Some(*m))).collect();
-        self.index.apply(&update)?;
+        index.apply(&update)?;
         w.metas.extend(metas);
         Ok(update.remove.len() as u64)
     }
@@ -412,13 +493,13 @@ impl ChunkStore {
     /// Makes every index change so far durable (sled's blocking flush). Pack data is already
     /// durable when `put_batch` returns; this matters for `remove` and for a quick restart.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.index.flush()
+        self.index()?.flush()
     }
 
     /// Flushes the index and closes the store, reporting a flush failure (which `Drop` can
     /// only log).
     pub fn close(self) -> Result<(), StoreError> {
-        self.index.flush()
+        self.index()?.flush()
     }
 
     pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
@@ -430,7 +511,7 @@ impl ChunkStore {
 
 impl Drop for ChunkStore {
     fn drop(&mut self) {
-        if let Err(e) = self.index.flush() {
+        if let Err(e) = self.index().and_then(|ix| ix.flush()) {
             error!(dir = %self.cfg.dir.display(), error = %e, "flushing the chunk index at close failed");
         }
     }

@@ -393,7 +393,7 @@ fn a_flipped_byte_is_reported_as_corrupt_naming_the_chunk() {
     let store = ChunkStore::open(dir.path()).unwrap();
     store.put_batch(&chunks).unwrap();
     let victim = chunks[2].id;
-    let loc = store.index.get(&victim).unwrap().unwrap();
+    let loc = store.index().unwrap().get(&victim).unwrap().unwrap();
     let pack = packs(dir.path()).remove(0);
     flip_byte(
         &pack,
@@ -410,7 +410,7 @@ fn a_flipped_byte_is_reported_as_corrupt_naming_the_chunk() {
 
     // A flipped byte in a header is caught too (here: the stored id).
     let victim2 = chunks[4].id;
-    let loc2 = store.index.get(&victim2).unwrap().unwrap();
+    let loc2 = store.index().unwrap().get(&victim2).unwrap().unwrap();
     flip_byte(&pack, loc2.offset + 10);
     assert_corrupt(store.get(&victim2), &victim2);
     let mut corrupt = store.verify_all().unwrap().corrupt;
@@ -427,7 +427,7 @@ fn replace_supersedes_a_corrupt_copy_that_put_would_call_a_duplicate() {
     let store = ChunkStore::open(dir.path()).unwrap();
     store.put_batch(&chunks).unwrap();
     let victim = &chunks[2];
-    let loc = store.index.get(&victim.id).unwrap().unwrap();
+    let loc = store.index().unwrap().get(&victim.id).unwrap().unwrap();
     let pack = packs(dir.path()).remove(0);
     flip_byte(&pack, loc.offset + RECORD_HEADER_LEN as u64 + 7);
     assert_eq!(store.verify_all().unwrap().corrupt, vec![victim.id]);
@@ -443,7 +443,7 @@ fn replace_supersedes_a_corrupt_copy_that_put_would_call_a_duplicate() {
         ..victim.clone()
     };
     assert!(store.replace(&forged).is_err());
-    assert_eq!(store.index.get(&victim.id).unwrap(), Some(loc));
+    assert_eq!(store.index().unwrap().get(&victim.id).unwrap(), Some(loc));
 
     let before = store.stats();
     assert!(store.replace(victim).unwrap());
@@ -508,7 +508,7 @@ fn content_that_does_not_hash_to_its_id_is_refused_even_with_a_good_checksum() {
     store.put_batch(std::slice::from_ref(&c)).unwrap();
     // Rewrite the record with other content and a matching CRC: only the BLAKE3 re-hash
     // can tell.
-    let loc = store.index.get(&c.id).unwrap().unwrap();
+    let loc = store.index().unwrap().get(&c.id).unwrap().unwrap();
     let forged = EncodedChunk {
         data: noise(2, 4000),
         ..c.clone()
@@ -746,7 +746,8 @@ fn an_interrupted_compaction_is_finished_at_open() {
         let mut meta = store.lock_writer().unwrap().metas[&1];
         meta.retired = true;
         store
-            .index
+            .index()
+            .unwrap()
             .apply(&crate::index::IndexUpdate {
                 segments: vec![(1, Some(meta))],
                 ..Default::default()
@@ -803,7 +804,7 @@ fn damage_in_the_middle_of_a_pack_is_not_mistaken_for_a_torn_tail() {
     {
         let store = ChunkStore::open(dir.path()).unwrap();
         store.put_batch(&chunks).unwrap();
-        let loc = store.index.get(&chunks[1].id).unwrap().unwrap();
+        let loc = store.index().unwrap().get(&chunks[1].id).unwrap().unwrap();
         flip_byte(&packs(dir.path())[0], loc.offset + 60);
     }
     // Force a full rescan: a torn-tail rule would cut chunks 1..5 off.
@@ -935,6 +936,86 @@ fn the_space_reserve_keeps_a_full_store_able_to_reopen() {
     let store = ChunkStore::open(&dir).unwrap();
     assert!(store.recovery().is_clean(), "{:?}", store.recovery());
     assert_readable(&store, &stored);
+}
+
+/// sled keeps the first I/O error it meets and answers every later call with it: a disk that
+/// something else filled up while sled wrote its log would leave the store broken until a
+/// restart. `heal` reopens the index in place once space is back, nothing stored is lost,
+/// and the store takes writes again. Needs root (it mounts a tmpfs).
+#[test]
+fn an_index_broken_by_a_full_disk_heals_without_a_restart() {
+    let mnt = TmpfsMount::new("8m");
+    let dir = mnt.path.join("store");
+    let store = ChunkStore::open(&dir).unwrap();
+    assert!(
+        store.heal().unwrap().is_none(),
+        "a healthy index is left alone"
+    );
+    let stored: Vec<_> = (0..400).map(|i| raw(i, 1000)).collect();
+    store.put_batch(&stored).unwrap();
+    store.flush().unwrap();
+
+    // Another process takes the last byte; then sled has to write: removals, each flushed,
+    // until sled's log needs a page the file system no longer has.
+    let ballast = mnt.path.join("ballast");
+    fill_to_the_last_byte(&ballast);
+    let mut removed = 0;
+    let err = loop {
+        assert!(removed < 200, "sled never ran out of space");
+        store.remove(&[stored[removed].id]).unwrap();
+        removed += 1;
+        if let Err(e) = store.flush() {
+            break e;
+        }
+    };
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert!(store.index_failed());
+    let kept = &stored[removed..];
+
+    // The handle is broken for good: with space back, it still fails every write.
+    fs::remove_file(&ballast).unwrap();
+    let again = store.flush().unwrap_err();
+    assert!(again.to_string().contains("No space left"), "{again}");
+    let put = store.put_batch(&[raw(1000, 1000)]).unwrap_err();
+    assert!(put.to_string().contains("No space left"), "{put}");
+
+    // A reopen while the disk is full again may fail: calls then say why, until one works.
+    fill_to_the_last_byte(&ballast);
+    if let Err(e) = store.heal() {
+        assert!(store.index_failed(), "{e}");
+        let closed = store.contains(&kept[0].id).unwrap_err();
+        assert!(
+            closed.to_string().contains("could not be reopened"),
+            "{closed}"
+        );
+    }
+    fs::remove_file(&ballast).unwrap();
+    if store.index_failed() {
+        store
+            .heal()
+            .unwrap()
+            .expect("the failed index was reopened");
+    }
+    assert!(!store.index_failed());
+    assert_readable(&store, kept);
+    let more = vec![raw(500, 20_000), raw(501, 20_000)];
+    assert_eq!(store.put_batch(&more).unwrap().stored, 2);
+    assert_readable(&store, &more);
+    drop(store);
+
+    let store = ChunkStore::open(&dir).unwrap();
+    assert!(store.recovery().is_clean(), "{:?}", store.recovery());
+    assert_readable(&store, &[kept.to_vec(), more].concat());
+}
+
+/// Writes `path` until the file system has not one byte left.
+fn fill_to_the_last_byte(path: &Path) {
+    let mut f = fs::File::create(path).unwrap();
+    for size in [64 * 1024, 4096, 1] {
+        let buf = vec![7u8; size];
+        while f.write_all(&buf).is_ok() {}
+    }
+    let _ = f.sync_all();
 }
 
 /// Puts batches of two 40 KB chunks until one fails; returns what was stored, the error and

@@ -22,6 +22,7 @@ use crate::error::StoreError;
 use crate::format::{Loc, RecordHeader, SegMeta, FILE_HEADER_LEN, MAX_STORED_LEN};
 use crate::index::IndexUpdate;
 use crate::pack::{pack_path, sync_dir, Segment};
+use crate::recovery::Recovered;
 use crate::store::{lock, meta_mut, ChunkStore, PutStats};
 
 /// `ChunkStore::space_reserve` value that means "derive it from the file system size".
@@ -45,6 +46,33 @@ pub(crate) struct Writer {
     pub metas: BTreeMap<u32, SegMeta>,
     /// Set when a failed write could not be undone; refuses further writes.
     pub broken: Option<String>,
+}
+
+impl Writer {
+    /// The appender's state after recovery: appends continue in the newest segment if it is
+    /// whole and has room, and new segments get ids above every id recovery saw and above
+    /// `min_next_id` (ids are never reused while their file or index entry may exist).
+    pub(crate) fn resume(rec: &Recovered, segment_max_bytes: u64, min_next_id: u32) -> Writer {
+        let next_id = rec
+            .segments
+            .keys()
+            .chain(rec.metas.keys())
+            .max()
+            .map_or(1, |m| m.saturating_add(1))
+            .max(min_next_id);
+        let active = rec.segments.iter().next_back().and_then(|(id, seg)| {
+            let len = rec.lens.get(id).copied()?;
+            let whole = rec.metas.get(id).is_some_and(|m| m.watermark == len);
+            (whole && len < segment_max_bytes).then(|| (seg.clone(), len))
+        });
+        Writer {
+            active_len: active.as_ref().map_or(0, |(_, len)| *len),
+            active: active.map(|(seg, _)| seg),
+            next_id,
+            metas: rec.metas.clone(),
+            broken: None,
+        }
+    }
 }
 
 /// Serialised records waiting to be appended.
@@ -162,7 +190,7 @@ impl ChunkStore {
         for c in chunks {
             // A cheap pre-check that saves copying chunks we already have; the commit checks
             // again under the lock.
-            if !seen.insert(c.id) || self.index.contains(&c.id)? {
+            if !seen.insert(c.id) || self.index()?.contains(&c.id)? {
                 stats.duplicate += 1;
                 continue;
             }
@@ -198,7 +226,7 @@ impl ChunkStore {
             });
         }
         decode(chunk)?;
-        let origin = self.index.get(&chunk.id)?;
+        let origin = self.index()?.get(&chunk.id)?;
         let mut req = AppendRequest::default();
         req.push(
             RecordHeader::new(chunk.id, chunk.codec, chunk.raw_len, &chunk.data),
@@ -282,7 +310,7 @@ impl ChunkStore {
         let mut todo: Vec<(usize, &PendingRecord)> = Vec::new();
         for (i, req) in reqs.iter().enumerate() {
             for r in &req.records {
-                let now = self.index.get(&r.header.id)?;
+                let now = self.index()?.get(&r.header.id)?;
                 let wanted = match r.origin {
                     None => now.is_none(),
                     Some(origin) => now == Some(origin),
@@ -329,7 +357,7 @@ impl ChunkStore {
             update.put.push((header.id, *loc));
         }
         update.segments = metas.iter().map(|(id, m)| (*id, Some(*m))).collect();
-        self.index.apply(&update)?;
+        self.index()?.apply(&update)?;
         Ok((outs, metas))
     }
 
