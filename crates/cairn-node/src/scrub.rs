@@ -73,21 +73,24 @@ pub async fn run(
 ) -> Result<pb::ScrubResponse, Status> {
     let started = std::time::Instant::now();
     let result = scrub(store, cluster).await;
+    let record = match &result {
+        Ok(r) => ScrubRun {
+            checked: r.checked,
+            corrupt: r.corrupt,
+            repaired: r.repaired,
+            unrepaired: r.unrepaired.len() as u64,
+            unreadable: r.unreadable.len() as u64,
+            ..ScrubRun::default()
+        },
+        Err(e) => ScrubRun {
+            error: Some(crate::last_runs::run_error(e)),
+            ..ScrubRun::default()
+        },
+    };
     let record = ScrubRun {
         at_ms: crate::clock::now_ms(),
         duration_ms: started.elapsed().as_millis() as u64,
-        error: result.as_ref().err().map(crate::last_runs::run_error),
-        ..match &result {
-            Ok(r) => ScrubRun {
-                checked: r.checked,
-                corrupt: r.corrupt,
-                repaired: r.repaired,
-                unrepaired: r.unrepaired.len() as u64,
-                unreadable: r.unreadable.len() as u64,
-                ..ScrubRun::default()
-            },
-            Err(_) => ScrubRun::default(),
-        }
+        ..record
     };
     cluster.runs.record(|r| r.scrub = Some(record)).await;
     result
