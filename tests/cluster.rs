@@ -576,6 +576,26 @@ fn nodes_keep_their_last_scrub_and_gc_across_a_restart() {
         );
     }
     assert!(tmp.path().join("c/node2/last-runs.json").is_file());
+
+    // A collection refused (a backup that began before it is still running) is a run too:
+    // the coordinator keeps its code.
+    let points = tmp.path().join("client-failpoints");
+    let paused = Pause::set(&points, "backup-before-walk");
+    let running = spawn_cairn(
+        &c.nodes[0],
+        &["backup", b.to_str().unwrap(), "--env", ENV_B, "--json"],
+        &[("CAIRN_FAILPOINTS", &points)],
+    );
+    paused.wait_reached("the backup to open its session and pause");
+    let refused = c.nodes[0].cairn(&["gc", "--wait", "1", "--json"]);
+    assert!(!refused.status.success(), "GC beside an open backup");
+    let status = c.status().expect("cluster status");
+    let leader = status["leader"].as_u64().unwrap();
+    let g = &runs_of(&status, leader)["gc"];
+    assert_eq!(g["error"]["code"], "E1003", "{g}");
+    assert!(g["at_ms"].as_i64().unwrap() > 0, "{g}");
+    paused.release();
+    json_of(running, "the paused backup");
 }
 
 #[test]
