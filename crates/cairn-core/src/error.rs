@@ -34,6 +34,7 @@
 //! | E1021 | SessionExpired | Conflict | yes |
 //! | E1022 | PlacementChanged | Conflict | yes |
 //! | E1023 | PathNotFound | NotFound | yes |
+//! | E1024 | VersionMismatch | Unavailable | yes |
 //! | E1999 | Internal | — | **no** |
 //!
 //! "Definite" ([`ErrorCode::is_definite`]): the answer is a refusal, nothing happened, and
@@ -90,12 +91,15 @@ pub enum ErrorCode {
     PlacementChanged,
     /// The backup holds no object at the path asked for (browsing a backup's tree).
     PathNotFound,
+    /// The caller speaks a wire protocol version this node cannot read (or the reverse):
+    /// one side must be upgraded first.
+    VersionMismatch,
     /// Anything else; details are in the node's log, never in the answer.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
@@ -119,6 +123,7 @@ impl ErrorCode {
         ErrorCode::SessionExpired,
         ErrorCode::PlacementChanged,
         ErrorCode::PathNotFound,
+        ErrorCode::VersionMismatch,
         ErrorCode::Internal,
     ];
 
@@ -148,6 +153,7 @@ impl ErrorCode {
             ErrorCode::SessionExpired => "E1021",
             ErrorCode::PlacementChanged => "E1022",
             ErrorCode::PathNotFound => "E1023",
+            ErrorCode::VersionMismatch => "E1024",
             ErrorCode::Internal => "E1999",
         }
     }
@@ -168,7 +174,11 @@ impl ErrorCode {
             | ErrorCode::HostNotFound
             | ErrorCode::JobNotFound
             | ErrorCode::PathNotFound => ErrorCode::NotFound,
-            ErrorCode::HostOffline | ErrorCode::AgentLost => ErrorCode::Unavailable,
+            // A version mismatch is the cluster unable to serve this caller until an upgrade
+            // is finished, not bad input; definite, and never retried (same code each time).
+            ErrorCode::HostOffline | ErrorCode::AgentLost | ErrorCode::VersionMismatch => {
+                ErrorCode::Unavailable
+            }
             ErrorCode::InvalidArgument
             | ErrorCode::NotFound
             | ErrorCode::Conflict
@@ -234,6 +244,9 @@ impl ErrorCode {
             ErrorCode::PlacementChanged => "retry; the change is computed from the new placement",
             ErrorCode::PathNotFound => {
                 "list the backup's tree (cairn backups ls BACKUP [PATH]) and use a path it shows"
+            }
+            ErrorCode::VersionMismatch => {
+                "upgrade the older side: storage nodes first, then agents, gateways and the CLI"
             }
             ErrorCode::Internal => "see the node's log for details",
         }

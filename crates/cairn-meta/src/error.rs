@@ -27,6 +27,9 @@ pub enum MetaError {
     /// The configuration cannot work.
     #[error("invalid metadata configuration: {0}")]
     Config(String),
+    /// The database was written by a release whose layout this build cannot read.
+    #[error("{0}")]
+    Format(String),
     /// openraft refused a request for a reason not listed above.
     #[error("metadata raft error: {0}")]
     Raft(String),
@@ -56,6 +59,7 @@ impl MetaError {
             }
             MetaError::Corrupt(_) => ErrorCode::Corrupt,
             MetaError::Config(_) => ErrorCode::InvalidArgument,
+            MetaError::Format(_) => ErrorCode::VersionMismatch,
             MetaError::Storage(_) | MetaError::Raft(_) => ErrorCode::Internal,
         }
     }

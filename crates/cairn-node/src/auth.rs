@@ -53,6 +53,8 @@ impl ClientAuth {
 
     /// Adds the bearer token to a request.
     pub fn attach<T>(&self, req: &mut Request<T>) {
+        req.metadata_mut()
+            .insert(cairn_proto::PROTOCOL_KEY, cairn_proto::protocol_value());
         if let Some(t) = &self.token {
             if let Ok(v) = MetadataValue::try_from(format!("Bearer {t}")) {
                 req.metadata_mut().insert("authorization", v);
@@ -179,6 +181,8 @@ impl ServerAuth {
     /// extensions.
     #[allow(clippy::result_large_err)]
     pub fn check(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        // A caller this node cannot understand is refused before anything is read.
+        cairn_proto::check_protocol(req.metadata())?;
         let got = req
             .metadata()
             .get("authorization")
@@ -282,6 +286,54 @@ mod tests {
         );
         // A request the interceptor never saw has no caller.
         assert!(caller(&Request::new(())).is_err());
+    }
+
+    /// A caller of another protocol version is refused with one line and its own code,
+    /// before its credentials are even read; a caller of a release that sent no version
+    /// (version 1) is served, so a rolling upgrade keeps working.
+    #[test]
+    fn callers_of_a_protocol_this_node_cannot_read_are_refused() {
+        let auth = ServerAuth::new(Some("cluster".into()));
+        let with = |v: &str| {
+            let mut r = call(Some("cluster"), None);
+            r.metadata_mut()
+                .insert(cairn_proto::PROTOCOL_KEY, v.parse().unwrap());
+            r
+        };
+        let ours = cairn_proto::PROTOCOL.to_string();
+        assert_eq!(who(auth.check(with(&ours))), Principal::Cluster);
+        assert_eq!(
+            who(auth.check(call(Some("cluster"), None))),
+            Principal::Cluster
+        );
+        let newer = (cairn_proto::PROTOCOL + 1).to_string();
+        for (v, fix) in [
+            (newer.as_str(), "upgrade this node"),
+            ("0", "upgrade the caller"),
+        ] {
+            let err = auth.check(with(v)).unwrap_err();
+            assert_eq!(
+                cairn_proto::stable_code(&err),
+                Some(ErrorCode::VersionMismatch),
+                "{err:?}"
+            );
+            assert!(err.message().contains(&format!("protocol {v}")), "{err:?}");
+            assert!(err.message().contains(fix), "{err:?}");
+            assert_eq!(err.message().lines().count(), 1);
+        }
+        let err = auth.check(with("two")).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        // Every client path sends this build's version.
+        let mut r = Request::new(());
+        ClientAuth::new(None).attach(&mut r);
+        assert_eq!(
+            r.metadata()
+                .get(cairn_proto::PROTOCOL_KEY)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            ours
+        );
     }
 
     fn with_tokens() -> (ServerAuth, &'static str, &'static str) {

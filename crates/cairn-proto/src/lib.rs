@@ -23,6 +23,59 @@ pub mod pb {
     tonic::include_proto!("cairn.v1");
 }
 
+/// The wire protocol version this build speaks, sent on every call as [`PROTOCOL_KEY`].
+///
+/// It rises when a change to `cairn.proto` or to what a field means would make a node of the
+/// previous version misread a call (adding a field or an RPC does not: protobuf skips what it
+/// does not know). A node accepts callers from [`PROTOCOL_OLDEST`] to [`PROTOCOL`]; a call
+/// without the key comes from a release before versions were sent, which spoke version 1. So
+/// a rolling upgrade (one node at a time, then agents and gateways) keeps serving as long as
+/// each release still accepts the previous one's version.
+pub const PROTOCOL: u32 = 1;
+/// The oldest protocol version this build still accepts.
+pub const PROTOCOL_OLDEST: u32 = 1;
+/// Metadata key of the caller's protocol version (ASCII decimal).
+pub const PROTOCOL_KEY: &str = "cairn-protocol";
+
+/// Refuses a call whose protocol version this build cannot read, with one line that says
+/// which side to upgrade. A call without a version is version 1 (see [`PROTOCOL`]).
+#[allow(clippy::result_large_err)]
+pub fn check_protocol(md: &tonic::metadata::MetadataMap) -> Result<(), tonic::Status> {
+    let Some(v) = md.get(PROTOCOL_KEY) else {
+        return check_version(1);
+    };
+    match v.to_str().ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+        Some(n) => check_version(n),
+        None => Err(status(
+            ErrorCode::InvalidArgument,
+            format!("{PROTOCOL_KEY} must be a protocol version number"),
+        )),
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn check_version(n: u32) -> Result<(), tonic::Status> {
+    if (PROTOCOL_OLDEST..=PROTOCOL).contains(&n) {
+        return Ok(());
+    }
+    let fix = if n > PROTOCOL {
+        "upgrade this node (nodes first, then agents, gateways and the CLI)"
+    } else {
+        "upgrade the caller"
+    };
+    Err(status(
+        ErrorCode::VersionMismatch,
+        format!(
+            "the caller speaks cairn protocol {n}; this node speaks {PROTOCOL_OLDEST} to {PROTOCOL}: {fix}"
+        ),
+    ))
+}
+
+/// The protocol version every outgoing call carries.
+pub fn protocol_value() -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    tonic::metadata::MetadataValue::from(PROTOCOL)
+}
+
 /// Largest gRPC message either side accepts (a batch of chunks).
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
@@ -70,6 +123,7 @@ impl Token {
 
 impl tonic::service::Interceptor for Token {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert(PROTOCOL_KEY, protocol_value());
         if let Some(v) = &self.bearer {
             req.metadata_mut().insert("authorization", v.clone());
         }

@@ -154,7 +154,10 @@ pub fn cluster_error(code: ErrorCode) -> (StatusCode, &'static str) {
         ErrorCode::Unavailable
         | ErrorCode::DiskFull
         | ErrorCode::HostOffline
-        | ErrorCode::AgentLost => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        | ErrorCode::AgentLost
+        // The gateway and the nodes speak different protocol versions: an upgrade is
+        // half done, which the client cannot fix.
+        | ErrorCode::VersionMismatch => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         ErrorCode::Unauthenticated
         | ErrorCode::ChunksMissing
         | ErrorCode::Corrupt

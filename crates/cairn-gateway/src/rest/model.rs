@@ -500,6 +500,7 @@ pub(crate) fn failure_code(code: Option<ErrorCode>) -> u16 {
         | ErrorCode::Unauthenticated
         | ErrorCode::PermissionDenied
         | ErrorCode::AgentLost
+        | ErrorCode::VersionMismatch
         | ErrorCode::Internal => 500,
     }
 }

@@ -90,7 +90,9 @@ pub fn cluster_code(c: cairn_core::ErrorCode) -> u32 {
         ErrorCode::Unavailable
         | ErrorCode::DiskFull
         | ErrorCode::HostOffline
-        | ErrorCode::AgentLost => code::UNAVAILABLE,
+        | ErrorCode::AgentLost
+        // The gateway and the nodes speak different protocol versions (an upgrade half done).
+        | ErrorCode::VersionMismatch => code::UNAVAILABLE,
         ErrorCode::Unauthenticated
         | ErrorCode::ChunksMissing
         | ErrorCode::Corrupt

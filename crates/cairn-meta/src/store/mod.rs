@@ -174,12 +174,57 @@ pub(crate) fn open_db(dir: &Path) -> Result<sled::Db, MetaError> {
     if held {
         return Err(MetaError::InUse(path.display().to_string()));
     }
-    sled::Config::new().path(&path).open().map_err(|e| {
+    let db = sled::Config::new().path(&path).open().map_err(|e| {
         MetaError::Storage(format!(
             "cannot open metadata database {}: {e}",
             path.display()
         ))
-    })
+    })?;
+    check_format(&db, &path)?;
+    Ok(db)
+}
+
+/// Version of the catalog database's layout (its trees and the encoding of their keys and
+/// values), kept under [`FORMAT_KEY`] in sled's default tree. It rises when a release
+/// changes the layout in a way the previous one cannot read; that release then converts
+/// older databases on open. A database written before versions were kept has no key and is
+/// format 1.
+pub const FORMAT: u32 = 1;
+const FORMAT_KEY: &[u8] = b"cairn-meta-format";
+
+/// Refuses a database of a format this build cannot read (with one line naming both), and
+/// records the format in one that has none yet.
+fn check_format(db: &sled::Db, path: &Path) -> Result<(), MetaError> {
+    let storage = |e: sled::Error| {
+        MetaError::Storage(format!(
+            "cannot read the format of metadata database {}: {e}",
+            path.display()
+        ))
+    };
+    match db.get(FORMAT_KEY).map_err(storage)? {
+        None => {
+            db.insert(FORMAT_KEY, &FORMAT.to_le_bytes()[..])
+                .map_err(storage)?;
+            db.flush().map_err(storage)?;
+            Ok(())
+        }
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_le_bytes);
+            match found {
+                Ok(FORMAT) => Ok(()),
+                Ok(n) => Err(MetaError::Format(format!(
+                    "metadata database {} has format {n}; this build reads format {FORMAT}: \
+                     run the release that wrote it, or a newer one",
+                    path.display()
+                ))),
+                Err(_) => Err(MetaError::Corrupt(format!(
+                    "metadata database {} has a malformed format marker {:?}",
+                    path.display(),
+                    v.as_ref()
+                ))),
+            }
+        }
+    }
 }
 
 /// Builds the log store and the state machine over an open database.
@@ -231,6 +276,44 @@ pub(crate) fn name_key(env: EnvId, name: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new database records its format; one of an unknown format (a newer release's) is
+    /// refused with one line naming both, and left unchanged; one of a release that kept no
+    /// format (format 1) opens and gets the marker.
+    #[test]
+    fn a_database_of_another_format_is_refused_with_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open_db(dir.path()).unwrap();
+            assert_eq!(
+                db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+                FORMAT.to_le_bytes()
+            );
+            db.insert(FORMAT_KEY, &7u32.to_le_bytes()[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let err = open_db(dir.path()).expect_err("format 7 is refused");
+        assert!(matches!(err, MetaError::Format(_)), "{err:?}");
+        assert_eq!(err.code(), cairn_core::ErrorCode::VersionMismatch);
+        let line = err.to_string();
+        assert!(
+            line.contains("has format 7") && line.contains("reads format 1"),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1);
+
+        let old = tempfile::tempdir().unwrap();
+        {
+            let db = open_db(old.path()).unwrap();
+            db.remove(FORMAT_KEY).unwrap();
+            db.flush().unwrap();
+        }
+        let db = open_db(old.path()).unwrap();
+        assert_eq!(
+            db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+            1u32.to_le_bytes()
+        );
+    }
 
     #[test]
     fn backup_keys_sort_by_env_then_time() {
