@@ -26,7 +26,11 @@
 //! the log is as deterministic as the rest of the job. The log is bounded
 //! ([`JOB_LOG_MAX`] lines of at most [`JOB_LOG_LINE_MAX`] bytes): when full, the oldest line
 //! after the first is dropped and counted in [`Job::log_dropped`], so the first line (the
-//! admission) and the newest lines are always kept.
+//! admission) and the newest lines are always kept. Logs are new fields with serde defaults
+//! (older records read with an empty log, and an older member ignores them), so during a
+//! rolling upgrade members of the previous release decide the same transitions without
+//! lines: job logs, and so the catalog digests, differ between the two releases until every
+//! member runs this one.
 
 use serde::{Deserialize, Serialize};
 
