@@ -5,7 +5,7 @@
 #                         [--quick] [--keep] [--skip-cairn] [-h|--help]
 #
 #   --data minbase  a `debootstrap --variant=minbase` root file system (the default)
-#   --data heavy    a debootstrap root with python3, perl, nginx, git and sqlite3 (~600 MiB)
+#   --data heavy    a debootstrap root with python3, perl, nginx, git and sqlite3 (~400 MB)
 #                   holding a generated SQLite database; row 3 updates 1 % of its rows at
 #                   random, grows a log by 4 MiB and adds a new 8 MiB file
 #   --runs N        repeat every row N times per tool, each run on fresh stores (default 3);
@@ -366,7 +366,17 @@ settle() {
     fi
 }
 
-stored_bytes() { du -sb "$1" 2>/dev/null | cut -f1; }
+# stored_bytes DIR: bytes under DIR; for `cairn dev` only its nodes' data dirs (node1..node3),
+# not the sample containers and the agent's state it keeps beside them.
+stored_bytes() {
+    local -a nodes=()
+    if [[ -d $1/node1 ]]; then nodes=("$1"/node[0-9]*); fi
+    if ((${#nodes[@]})); then
+        du -scb "${nodes[@]}" 2>/dev/null | tail -n 1 | cut -f1
+    else
+        du -sb "$1" 2>/dev/null | cut -f1
+    fi
+}
 
 # Per run, row and tool (key "row,tool,run"): wall seconds (or "fail"), the command's CPU
 # seconds (user + sys, children included) and peak RSS (KiB) from GNU time, the cairn nodes'
@@ -1185,7 +1195,8 @@ write_tsv
     print_time_table
     echo
     echo "CPU seconds (user + sys, median): 'client' = the command under GNU time (with its children);"
-    echo "'node(s)' = the cairn node process (1 node) or the cairn dev process holding the 3 nodes, during the row (/proc/PID/stat):"
+    echo "'node(s)' = the cairn node process (1 node) or the cairn dev process holding the 3 nodes (and its mostly idle agent"
+    echo "and gateway), during the row (/proc/PID/stat):"
     print_res_table CPU SCPU %.2f 1
     echo
     if [[ $HWM_RESET -eq 1 ]]; then
