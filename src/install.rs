@@ -3,8 +3,8 @@
 //! The host's `/usr` and `/etc` appear under copy-on-write overlays (the host sees none of the
 //! changes), `bin`, `sbin`, `lib`, `lib64` link into `usr` as on a merged-/usr Debian, the
 //! dpkg database starts as a copy of the host's list of installed packages (so the package's
-//! dependencies are met by what the overlays show), and `/dev` is bound in for the maintainer
-//! scripts. `dpkg --root` installs into it and runs the maintainer scripts chrooted there, so a
+//! dependencies are met by what the overlays show), and `/dev` and `/proc` are there for the
+//! maintainer scripts and the programs run in it. `dpkg --root` installs into it and runs the maintainer scripts chrooted there, so a
 //! `useradd` in `postinst` edits the overlay's `/etc/passwd`, never the host's.
 //!
 //! Needs root (it mounts); it fails, never skips, without.
@@ -36,13 +36,18 @@ impl InstallRoot {
         for d in [
             "tmp",
             "dev",
+            "proc",
             "run",
+            "root",
             "var/log",
             "var/lib/dpkg/info",
             "var/lib/dpkg/updates",
         ] {
             std::fs::create_dir_all(path.join(d)).unwrap();
         }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+            .unwrap();
         for d in ["bin", "sbin", "lib", "lib64"] {
             if Path::new("/").join(d).exists() {
                 std::os::unix::fs::symlink(format!("usr/{d}"), path.join(d)).unwrap();
@@ -61,6 +66,7 @@ impl InstallRoot {
             root.mount(&["-t", "overlay", "overlay", "-o", &opts], d);
         }
         root.mount(&["--bind", "/dev"], "dev");
+        root.mount(&["--bind", "/proc"], "proc");
         std::fs::copy("/var/lib/dpkg/status", path.join("var/lib/dpkg/status")).unwrap();
         std::fs::write(path.join("var/lib/dpkg/available"), "").unwrap();
         root
@@ -68,11 +74,16 @@ impl InstallRoot {
 
     fn mount(&mut self, args: &[&str], at: &str) {
         let target = self.path.join(at);
-        let st = Command::new("mount").args(args).arg(&target).status();
+        let out = Command::new("mount")
+            .args(args)
+            .arg(&target)
+            .output()
+            .unwrap();
         assert!(
-            matches!(&st, Ok(s) if s.success()),
-            "mount {args:?} {}: {st:?}",
-            target.display()
+            out.status.success(),
+            "mount {args:?} {}: {}",
+            target.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
         );
         self.mounts.push(target);
     }
