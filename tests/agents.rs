@@ -92,6 +92,44 @@ fn jobs_reach_their_agent_report_progress_and_run_concurrently() {
         "progress rises while the job runs: {seen:?}"
     );
     let backup_id = done["result"]["backup"].as_str().unwrap().to_string();
+    // The job's log, as the catalog wrote it: who asked, the host that ran it, the phases
+    // its agent reported, the commit and the result, in that order.
+    let log: Vec<String> = done["log"]
+        .as_array()
+        .expect("a log")
+        .iter()
+        .map(|l| {
+            assert!(l["at"].is_string(), "{l}");
+            format!(
+                "{} {}",
+                l["level"].as_str().unwrap(),
+                l["text"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let at = |prefix: &str| {
+        log.iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in {log:#?}"))
+    };
+    let asked = at(&format!(
+        "info backup of environment {big} for host \"h1\" asked by "
+    ));
+    let started = at("info started: claimed by the agent of host \"h1\"");
+    let phase = at("info phase: ");
+    let committed = at(&format!("info backup {backup_id} committed: "));
+    let ended = at(&format!("info succeeded (backup {backup_id})"));
+    assert_eq!(asked, 0, "{log:#?}");
+    assert!(
+        started < phase && phase < committed && committed < ended,
+        "{log:#?}"
+    );
+    assert_eq!(ended, log.len() - 1, "{log:#?}");
+    let text = c.nodes[2].ok(&["jobs", "show", &id]);
+    assert!(
+        text.contains("  log:\n") && text.contains("started: claimed by the agent of host"),
+        "{text}"
+    );
     let b = json(&c.nodes[0], &["backups", "show", &backup_id, "--json"]);
     assert_eq!(b["env_info"]["hostname"], "101.example.com");
     assert_eq!(

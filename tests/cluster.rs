@@ -493,6 +493,111 @@ fn gc_reclaims_deleted_backups_and_keeps_what_others_use() {
     restore_identical(n, bb["id"].as_str().unwrap(), &b, &tmp.path().join("ob"));
 }
 
+/// Each node keeps its last scrub, GC (the collection it coordinated, and its own sweep)
+/// and repair in its data directory, whoever started them: `cluster status --json` shows
+/// what the scrub and GC reports said, and a restarted node still shows them.
+#[test]
+fn nodes_keep_their_last_scrub_and_gc_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = TestCluster::start(&tmp.path().join("c"), 3, "");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    tree(&a, 30);
+    tree(&b, 40);
+    let ba = backup_env(&c.nodes[0], &a, ENV);
+    backup_env(&c.nodes[0], &b, ENV_B);
+    c.nodes[0].ok(&["backups", "delete", ba["id"].as_str().unwrap()]);
+
+    let scrub: Value = serde_json::from_str(&c.nodes[0].ok(&["scrub", "--json"])).unwrap();
+    let gc: Value = serde_json::from_str(&c.nodes[0].ok(&["gc", "--json"])).unwrap();
+    assert!(gc["removed"].as_u64().unwrap() > 0, "{gc}");
+
+    let runs_of = |status: &Value, id: u64| -> Value {
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"].as_u64() == Some(id))
+            .unwrap_or_else(|| panic!("node {id} in {status}"))["last_runs"]
+            .clone()
+    };
+    let status = c.status().expect("cluster status");
+    let mut coordinated = Vec::new();
+    let mut swept = 0;
+    for id in 1..=3u64 {
+        let runs = runs_of(&status, id);
+        let reported = scrub["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"].as_u64() == Some(id))
+            .unwrap();
+        let s = &runs["scrub"];
+        assert!(s["at_ms"].as_i64().unwrap() > 0, "node {id}: {runs}");
+        assert!(s["checked"].as_u64().unwrap() > 0, "node {id}: {runs}");
+        assert_eq!(s["checked"], reported["checked"], "node {id}: {runs}");
+        assert_eq!(s["corrupt"], 0, "node {id}: {runs}");
+        assert!(s["error"].is_null(), "node {id}: {runs}");
+        let sweep = &runs["sweep"];
+        assert_eq!(sweep["skipped"], false, "node {id}: {runs}");
+        assert!(sweep["error"].is_null(), "node {id}: {runs}");
+        swept += sweep["removed"].as_u64().unwrap();
+        if !runs["gc"].is_null() {
+            coordinated.push(id);
+        }
+    }
+    // The collection is coordinated by the leader alone; its counts are the report's.
+    assert_eq!(
+        coordinated,
+        vec![status["leader"].as_u64().unwrap()],
+        "{status}"
+    );
+    let g = &runs_of(&status, coordinated[0])["gc"];
+    for field in ["removed", "bytes_reclaimed", "backups", "referenced"] {
+        assert_eq!(g[field], gc[field], "{field}: {g} vs {gc}");
+    }
+    assert!(g["error"].is_null(), "{g}");
+    assert_eq!(swept, gc["removed"].as_u64().unwrap(), "{status}");
+    // The text form names them too.
+    let text = c.nodes[0].ok(&["cluster", "status"]);
+    assert!(text.contains("last maintenance runs:"), "{text}");
+    assert!(text.contains(" corrupt, 0 repaired"), "{text}");
+    assert!(text.contains(" chunks removed, "), "{text}");
+
+    // Restarted, a node still shows them (the file in its data directory).
+    let before = runs_of(&status, 2);
+    c.node(2).stop();
+    c.node(2).restart();
+    c.wait_formed(Duration::from_secs(60));
+    let after = runs_of(&c.status().expect("cluster status"), 2);
+    for kind in ["scrub", "sweep", "gc"] {
+        assert_eq!(
+            after[kind], before[kind],
+            "{kind} after the restart: {after}"
+        );
+    }
+    assert!(tmp.path().join("c/node2/last-runs.json").is_file());
+
+    // A collection refused (a backup that began before it is still running) is a run too:
+    // the coordinator keeps its code.
+    let points = tmp.path().join("client-failpoints");
+    let paused = Pause::set(&points, "backup-before-walk");
+    let running = spawn_cairn(
+        &c.nodes[0],
+        &["backup", b.to_str().unwrap(), "--env", ENV_B, "--json"],
+        &[("CAIRN_FAILPOINTS", &points)],
+    );
+    paused.wait_reached("the backup to open its session and pause");
+    let refused = c.nodes[0].cairn(&["gc", "--wait", "1", "--json"]);
+    assert!(!refused.status.success(), "GC beside an open backup");
+    let status = c.status().expect("cluster status");
+    let leader = status["leader"].as_u64().unwrap();
+    let g = &runs_of(&status, leader)["gc"];
+    assert_eq!(g["error"]["code"], "E1003", "{g}");
+    assert!(g["at_ms"].as_i64().unwrap() > 0, "{g}");
+    paused.release();
+    json_of(running, "the paused backup");
+}
+
 #[test]
 fn gc_during_a_backup_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();

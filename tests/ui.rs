@@ -149,6 +149,22 @@ fn an_operator_and_a_viewer_use_the_dashboard_in_a_real_browser() {
         "{page}"
     );
 
+    // A scrub run from the CLI, not from this dashboard: the overview shows its result,
+    // which the nodes keep.
+    rig._cluster.nodes[0].ok(&["scrub"]);
+    b.goto(&format!("{base}/ui/"));
+    let last_scrub = b.wait_for(WAIT, "the overview's last scrub", |b| {
+        if b.exists("li[data-last-run='scrub']") {
+            return Some(text_of(b, "li[data-last-run='scrub']"));
+        }
+        b.goto(&format!("{base}/ui/"));
+        None
+    });
+    assert!(
+        last_scrub.starts_with("Last scrub (node ") && last_scrub.contains(" checked, 0 corrupt"),
+        "{last_scrub}"
+    );
+
     // The three nodes, each up.
     b.goto(&format!("{base}/ui/nodes"));
     let rows = b.wait_for(WAIT, "three nodes up", |b| {
@@ -165,6 +181,10 @@ fn an_operator_and_a_viewer_use_the_dashboard_in_a_real_browser() {
         b.goto(&format!("{base}/ui/nodes"));
         None
     });
+    for node in 1..=3 {
+        let row = text_of(&b, &format!("tr[data-node-run='{node}-scrub']"));
+        assert!(row.contains(" checked, 0 corrupt"), "node {node}: {row}");
+    }
     b.screenshot(&shots.join("nodes.png"));
 
     // The container, from the hosts page.
@@ -220,6 +240,19 @@ fn an_operator_and_a_viewer_use_the_dashboard_in_a_real_browser() {
         "the page was reloaded: the bar must move by itself"
     );
     assert_eq!(b.url(), job_url);
+    // Its log, updated live too: claimed on host h1, the phases, the commit, the result.
+    let log = b.wait_for(WAIT, "the job's log to show its end", |b| {
+        let log = text_of(b, "ol[data-job-log]");
+        log.contains("succeeded (backup ").then_some(log)
+    });
+    for line in [
+        "asked by ui:",
+        "started: claimed by the agent of host \"h1\"",
+        "phase: ",
+        " committed: ",
+    ] {
+        assert!(log.contains(line), "no {line:?} in the job's log: {log}");
+    }
     b.screenshot(&shots.join("job.png"));
 
     // The backup's file browser.

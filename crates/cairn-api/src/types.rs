@@ -39,6 +39,8 @@ pub struct NodeStatus {
     /// BLAKE3 of this node's catalog as applied up to `catalog_index`.
     pub catalog_digest: String,
     pub catalog_index: u64,
+    /// The newest scrub, GC (coordinated, and this node's sweep) and repair runs of the node.
+    pub last_runs: cairn_core::runs::LastRuns,
 }
 
 impl From<pb::NodeStatusResponse> for NodeStatus {
@@ -64,6 +66,7 @@ impl From<pb::NodeStatusResponse> for NodeStatus {
             cluster_id: s.cluster_id,
             catalog_digest: s.catalog_digest,
             catalog_index: s.catalog_index,
+            last_runs: s.last_runs.map(Into::into).unwrap_or_default(),
         }
     }
 }

@@ -16,6 +16,21 @@
 //!
 //! At most one backup or restore job per environment is active (queued or running) at a
 //! time; the catalog keeps that index, and a second request is refused as a conflict.
+//!
+//! # The job's log
+//! Each transition appends a line to [`Job::log`] as it decides: admitted (who asked, what
+//! for), claimed by the agent of host X, each new phase an agent reports, cancel asked (by
+//! whom), succeeded (the result's summary), failed (code and reason), cancelled, lease lost,
+//! queue timeout. The catalog adds the lines only it knows (the reserved backup id, the
+//! commit). A line's time is the transition's time, which comes from the raft command, so
+//! the log is as deterministic as the rest of the job. The log is bounded
+//! ([`JOB_LOG_MAX`] lines of at most [`JOB_LOG_LINE_MAX`] bytes): when full, the oldest line
+//! after the first is dropped and counted in [`Job::log_dropped`], so the first line (the
+//! admission) and the newest lines are always kept. Logs are new fields with serde defaults
+//! (older records read with an empty log, and an older member ignores them), so during a
+//! rolling upgrade members of the previous release decide the same transitions without
+//! lines: job logs, and so the catalog digests, differ between the two releases until every
+//! member runs this one.
 
 use serde::{Deserialize, Serialize};
 
@@ -282,6 +297,48 @@ pub struct JobResult {
     pub replace_reason: String,
 }
 
+/// Lines a job's log keeps (see the module doc: the first and the newest ones).
+pub const JOB_LOG_MAX: usize = 64;
+/// Bytes a log line keeps of its text (an agent's reason may be long).
+pub const JOB_LOG_LINE_MAX: usize = 1024;
+
+/// How much a job's log line matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
+    /// Reads a level; an unknown one (a newer node's) reads as info.
+    pub fn parse(s: &str) -> LogLevel {
+        match s {
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => LogLevel::Info,
+        }
+    }
+}
+
+/// One line of a job's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLogLine {
+    /// When the transition happened (the raft command's time, ms since the epoch).
+    pub at_ms: i64,
+    pub level: LogLevel,
+    pub text: String,
+}
+
 /// One job, as the catalog keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
@@ -331,6 +388,46 @@ pub struct Job {
     /// given twice. `None` for other kinds and for jobs admitted before reservations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_backup: Option<BackupId>,
+    /// What happened to the job, oldest first (see the module doc; bounded, the first line
+    /// always kept). Empty for jobs recorded before jobs had logs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<JobLogLine>,
+    /// Lines dropped from the log (after its first line) to keep it within [`JOB_LOG_MAX`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary, with control characters
+/// turned into spaces (a line is one line, whatever an agent sent).
+fn clean_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if out.len() + c.len_utf8() > max {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// A short list of items for a log line: the first few, then how many more.
+fn some_of(items: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .map(|i| format!("{i:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        s.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    s
 }
 
 /// Why a transition is not allowed (a refusal, never a storage error).
@@ -363,7 +460,7 @@ impl Job {
         now_ms: i64,
         queue_timeout_ms: i64,
     ) -> Job {
-        Job {
+        let mut job = Job {
             id,
             kind,
             env,
@@ -382,7 +479,119 @@ impl Job {
             progress: JobProgress::default(),
             result: JobResult::default(),
             reserved_backup: None,
+            log: Vec::new(),
+            log_dropped: 0,
+        };
+        let admitted = job.admission_line();
+        job.log(now_ms, LogLevel::Info, admitted);
+        job
+    }
+
+    /// Appends a line to the job's log, keeping it bounded (see the module doc).
+    pub fn log(&mut self, at_ms: i64, level: LogLevel, text: impl AsRef<str>) {
+        if self.log.len() >= JOB_LOG_MAX {
+            // The first line (the admission) stays; the oldest after it goes.
+            let drop = self.log.len() + 1 - JOB_LOG_MAX;
+            let from = 1.min(self.log.len());
+            self.log.drain(from..from + drop);
+            self.log_dropped += drop as u64;
         }
+        self.log.push(JobLogLine {
+            at_ms,
+            level,
+            text: clean_line(text.as_ref(), JOB_LOG_LINE_MAX),
+        });
+    }
+
+    /// The first line of a job's log: what was asked, by whom, on which host.
+    fn admission_line(&self) -> String {
+        let o = &self.options;
+        let on_host = if self.host.is_empty() {
+            String::new()
+        } else {
+            format!(" for host {:?}", self.host)
+        };
+        let target = match o.backup {
+            Some(b) => format!("backup {b}"),
+            None => format!("environment {}", self.env),
+        };
+        let mut details: Vec<String> = Vec::new();
+        match self.kind {
+            JobKind::Backup => {
+                details.push(match o.backup_type {
+                    Some(t) => format!("type {}", t.as_str()),
+                    None => "the environment's default type".into(),
+                });
+                if let Some(c) = o.compression {
+                    details.push(format!("compression {}", format!("{c:?}").to_lowercase()));
+                }
+                if !o.name.is_empty() {
+                    details.push(format!("name {:?}", o.name));
+                }
+                if !o.includes.is_empty() {
+                    details.push(format!("includes {}", some_of(&o.includes)));
+                }
+                if !o.excludes.is_empty() {
+                    details.push(format!("excludes {}", some_of(&o.excludes)));
+                }
+                match o.replace {
+                    Some(Replace::Oldest) => details.push("replaces the oldest backup".into()),
+                    Some(Replace::Backup(b)) => details.push(format!("replaces {b}")),
+                    None => {}
+                }
+            }
+            JobKind::Restore | JobKind::SelectiveRestore => {
+                if self.kind == JobKind::SelectiveRestore {
+                    details.push(format!("paths {}", some_of(&o.paths)));
+                }
+                details.push(if o.target_path.is_empty() {
+                    "into the environment's own path".into()
+                } else {
+                    format!("into {:?}", o.target_path)
+                });
+                if o.force {
+                    details.push("forced".into());
+                }
+                if o.privileged {
+                    details.push("device nodes, setuid bits and capabilities restored".into());
+                }
+            }
+            JobKind::Delete => {
+                if o.prev {
+                    details.push("and every older unprotected backup".into());
+                }
+            }
+            JobKind::Update => {
+                if let Some(e) = &o.edit {
+                    let mut fields = Vec::new();
+                    if e.name.is_some() {
+                        fields.push("name");
+                    }
+                    if e.description.is_some() {
+                        fields.push("description");
+                    }
+                    if e.tags.is_some() {
+                        fields.push("tags");
+                    }
+                    match e.protected {
+                        Some(true) => fields.push("protect"),
+                        Some(false) => fields.push("unprotect"),
+                        None => {}
+                    }
+                    details.push(format!("changes {}", fields.join(", ")));
+                }
+            }
+        }
+        let mut line = format!(
+            "{} of {target}{on_host} asked by {}",
+            self.kind.as_str(),
+            self.requester
+        );
+        if !details.is_empty() {
+            line.push_str(": ");
+            line.push_str(&details.join("; "));
+        }
+        line
     }
 
     fn check_host(&self, host: &str) -> Result<(), JobRefusal> {
@@ -413,15 +622,23 @@ impl Job {
         self.state = JobState::Running;
         self.started_ms = Some(now_ms);
         self.lease_until_ms = lease_until_ms;
+        self.log(
+            now_ms,
+            LogLevel::Info,
+            format!("started: claimed by the agent of host {host:?}"),
+        );
         Ok(())
     }
 
-    /// Records progress and renews the lease of a running job.
+    /// Records progress and renews the lease of a running job; a new phase is logged at
+    /// `now_ms` (the command's time; 0 for a command written before reports carried one,
+    /// which logs at the agent's own time).
     pub fn report(
         &mut self,
         host: &str,
         progress: JobProgress,
         lease_until_ms: i64,
+        now_ms: i64,
     ) -> Result<(), JobRefusal> {
         self.check_host(host)?;
         if self.state != JobState::Running {
@@ -430,6 +647,18 @@ impl Job {
                 self.id,
                 self.state.as_str()
             )));
+        }
+        if !progress.phase.is_empty() && progress.phase != self.progress.phase {
+            let at = if now_ms > 0 {
+                now_ms
+            } else {
+                progress.updated_ms
+            };
+            let text = format!(
+                "phase: {} ({} %, {} of {} files)",
+                progress.phase, progress.percent, progress.files_done, progress.files_total
+            );
+            self.log(at, LogLevel::Info, text);
         }
         self.progress = progress;
         self.lease_until_ms = self.lease_until_ms.max(lease_until_ms);
@@ -488,20 +717,64 @@ impl Job {
         if state == JobState::Succeeded {
             self.progress.percent = 100;
         }
+        self.log_end(now_ms);
         Ok(())
     }
 
-    /// Cancels a queued job at once; asks the agent of a running one to stop.
-    pub fn cancel(&mut self, now_ms: i64) -> Result<(), JobRefusal> {
+    /// The last line of a job that just ended: its result, or why it failed or stopped.
+    pub fn log_end(&mut self, now_ms: i64) {
+        let (level, text) = match self.state {
+            JobState::Succeeded => {
+                let mut t = String::from("succeeded");
+                if let Some(b) = self.result.backup {
+                    t.push_str(&format!(" (backup {b})"));
+                }
+                if !self.result.message.is_empty() {
+                    t.push_str(": ");
+                    t.push_str(&self.result.message);
+                }
+                (LogLevel::Info, t)
+            }
+            JobState::Failed => (
+                LogLevel::Error,
+                match self.code {
+                    Some(c) => format!("failed [{}]: {}", c.as_str(), self.reason),
+                    None => format!("failed: {}", self.reason),
+                },
+            ),
+            JobState::Cancelled => (
+                LogLevel::Warn,
+                if self.reason.is_empty() {
+                    "cancelled".to_string()
+                } else {
+                    format!("cancelled: {}", self.reason)
+                },
+            ),
+            JobState::Queued | JobState::Running => return,
+        };
+        self.log(now_ms, level, text);
+    }
+
+    /// Cancels a queued job at once; asks the agent of a running one to stop. `by` names
+    /// who asked, for the log.
+    pub fn cancel(&mut self, by: &str, now_ms: i64) -> Result<(), JobRefusal> {
         match self.state {
             JobState::Queued => {
                 self.state = JobState::Cancelled;
-                self.reason = "cancelled before it started".into();
+                self.reason = format!("cancelled by {by} before it started");
                 self.finished_ms = Some(now_ms);
+                self.log_end(now_ms);
                 Ok(())
             }
             JobState::Running => {
-                self.cancel_requested = true;
+                if !self.cancel_requested {
+                    self.cancel_requested = true;
+                    self.log(
+                        now_ms,
+                        LogLevel::Warn,
+                        format!("cancel requested by {by}; the agent stops at its next report"),
+                    );
+                }
                 Ok(())
             }
             s => Err(JobRefusal::State(format!(
@@ -515,15 +788,15 @@ impl Job {
     /// If the job is past its lease (running) or its queue timeout (queued) at `now_ms`,
     /// fails it with the reason and returns true.
     pub fn expire(&mut self, now_ms: i64) -> bool {
-        let (code, reason) = match self.state {
-            JobState::Running if now_ms > self.lease_until_ms => (crate::ErrorCode::AgentLost, format!(
+        let (code, what, reason) = match self.state {
+            JobState::Running if now_ms > self.lease_until_ms => (crate::ErrorCode::AgentLost, "lease expired", format!(
                 "the agent of host {:?} stopped renewing its lease (last report in phase {:?} at {}%); the job was abandoned",
                 self.host, self.progress.phase, self.progress.percent
             )),
             JobState::Queued
                 if self.queue_timeout_ms > 0 && now_ms > self.created_ms + self.queue_timeout_ms =>
             {
-                (crate::ErrorCode::HostOffline, format!(
+                (crate::ErrorCode::HostOffline, "queue timeout", format!(
                     "no agent of host {:?} took the job within {} s (is the host offline?)",
                     self.host,
                     self.queue_timeout_ms / 1000
@@ -532,6 +805,11 @@ impl Job {
             _ => return false,
         };
         self.state = JobState::Failed;
+        self.log(
+            now_ms,
+            LogLevel::Error,
+            format!("{what} [{}]: {reason}", code.as_str()),
+        );
         self.reason = reason;
         self.code = Some(code);
         self.finished_ms = Some(now_ms);
@@ -677,10 +955,10 @@ mod tests {
             percent: 40,
             ..Default::default()
         };
-        j.report("h1", p.clone(), 12_000).unwrap();
+        j.report("h1", p.clone(), 12_000, 2_500).unwrap();
         assert_eq!((j.progress.percent, j.lease_until_ms), (40, 12_000));
         // A late report never shortens the lease.
-        j.report("h1", p, 11_000).unwrap();
+        j.report("h1", p, 11_000, 2_600).unwrap();
         assert_eq!(j.lease_until_ms, 12_000);
         assert!(!j.expire(12_000));
         j.finish(
@@ -696,21 +974,23 @@ mod tests {
             (j.state, j.finished_ms, j.progress.percent),
             (JobState::Succeeded, Some(13_000), 100)
         );
-        assert!(j.report("h1", JobProgress::default(), 20_000).is_err());
-        assert!(j.cancel(14_000).is_err());
+        assert!(j
+            .report("h1", JobProgress::default(), 20_000, 14_000)
+            .is_err());
+        assert!(j.cancel("admin", 14_000).is_err());
         assert!(!j.expire(1_000_000), "finished jobs never expire");
     }
 
     #[test]
     fn cancel_ends_a_queued_job_and_flags_a_running_one() {
         let mut q = job();
-        q.cancel(1_500).unwrap();
+        q.cancel("admin", 1_500).unwrap();
         assert_eq!(q.state, JobState::Cancelled);
         assert!(q.claim("h1", 2_000, 3_000).is_err());
 
         let mut r = job();
         r.claim("h1", 2_000, 10_000).unwrap();
-        r.cancel(3_000).unwrap();
+        r.cancel("admin", 3_000).unwrap();
         assert_eq!((r.state, r.cancel_requested), (JobState::Running, true));
         r.finish(
             Some("h1"),
@@ -789,6 +1069,200 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.code, None);
+    }
+
+    #[test]
+    fn each_transition_logs_a_line_with_the_commands_time() {
+        let mut j = job();
+        assert_eq!(j.log.len(), 1);
+        assert_eq!(j.log[0].at_ms, 1_000);
+        assert!(
+            j.log[0].text.starts_with("backup of environment ")
+                && j.log[0].text.contains("for host \"h1\" asked by admin"),
+            "{:?}",
+            j.log[0]
+        );
+        j.claim("h1", 2_000, 10_000).unwrap();
+        let p = |phase: &str, percent| JobProgress {
+            phase: phase.into(),
+            percent,
+            updated_ms: 99,
+            ..Default::default()
+        };
+        j.report("h1", p("reading", 10), 12_000, 2_100).unwrap();
+        // The same phase again logs nothing; a new one does.
+        j.report("h1", p("reading", 20), 12_000, 2_200).unwrap();
+        j.report("h1", p("uploading", 60), 12_000, 2_300).unwrap();
+        // A report recorded before reports carried a time logs at the agent's.
+        j.report("h1", p("committing", 90), 12_000, 0).unwrap();
+        j.cancel("ui:alice", 2_400).unwrap();
+        j.cancel("ui:alice", 2_450).unwrap();
+        j.finish(
+            Some("h1"),
+            JobState::Succeeded,
+            String::new(),
+            None,
+            JobResult {
+                backup: Some(BackupId::new(j.env, 1_700_000_000)),
+                message: "3 files, 42 bytes".into(),
+                ..JobResult::default()
+            },
+            2_500,
+        )
+        .unwrap();
+        let lines: Vec<(i64, LogLevel, &str)> = j
+            .log
+            .iter()
+            .map(|l| (l.at_ms, l.level, l.text.as_str()))
+            .skip(1)
+            .collect();
+        let env = j.env;
+        assert_eq!(
+            lines,
+            vec![
+                (
+                    2_000,
+                    LogLevel::Info,
+                    "started: claimed by the agent of host \"h1\""
+                ),
+                (2_100, LogLevel::Info, "phase: reading (10 %, 0 of 0 files)"),
+                (
+                    2_300,
+                    LogLevel::Info,
+                    "phase: uploading (60 %, 0 of 0 files)"
+                ),
+                (99, LogLevel::Info, "phase: committing (90 %, 0 of 0 files)"),
+                (
+                    2_400,
+                    LogLevel::Warn,
+                    "cancel requested by ui:alice; the agent stops at its next report"
+                ),
+                (
+                    2_500,
+                    LogLevel::Info,
+                    &*format!("succeeded (backup {env}/20231114221320): 3 files, 42 bytes")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn failures_cancels_and_expiries_are_logged_with_their_codes() {
+        let mut f = job();
+        f.claim("h1", 2_000, 10_000).unwrap();
+        f.finish(
+            Some("h1"),
+            JobState::Failed,
+            "disk on fire".into(),
+            Some(crate::ErrorCode::TargetChanged),
+            JobResult::default(),
+            3_000,
+        )
+        .unwrap();
+        let last = f.log.last().unwrap();
+        assert_eq!(
+            (last.at_ms, last.level, last.text.as_str()),
+            (3_000, LogLevel::Error, "failed [E1018]: disk on fire")
+        );
+
+        let mut q = job();
+        q.cancel("admin", 1_500).unwrap();
+        let last = q.log.last().unwrap();
+        assert_eq!(last.level, LogLevel::Warn);
+        assert_eq!(last.text, "cancelled: cancelled by admin before it started");
+
+        let mut r = job();
+        r.claim("h1", 2_000, 5_000).unwrap();
+        r.expire(5_001);
+        let last = r.log.last().unwrap();
+        assert_eq!((last.at_ms, last.level), (5_001, LogLevel::Error));
+        assert!(last.text.starts_with("lease expired [E1"), "{}", last.text);
+
+        let mut t = job();
+        t.expire(61_001);
+        assert!(t.log.last().unwrap().text.starts_with("queue timeout [E1"));
+        // A refused transition logs nothing.
+        let before = t.log.clone();
+        assert!(t.claim("h1", 62_000, 70_000).is_err());
+        assert!(t.cancel("admin", 62_000).is_err());
+        assert_eq!(t.log, before);
+    }
+
+    #[test]
+    fn the_log_is_bounded_and_keeps_its_first_and_newest_lines() {
+        let mut j = job();
+        j.claim("h1", 2_000, 1_000_000).unwrap();
+        for n in 0..200u32 {
+            let p = JobProgress {
+                phase: format!("step {n}"),
+                ..Default::default()
+            };
+            j.report("h1", p, 1_000_000, 3_000 + i64::from(n)).unwrap();
+        }
+        assert_eq!(j.log.len(), JOB_LOG_MAX);
+        // 1 admission + 1 claim + 200 phases, of which 64 are kept.
+        assert_eq!(j.log_dropped, 202 - JOB_LOG_MAX as u64);
+        assert!(j.log[0].text.starts_with("backup of environment"));
+        assert!(j.log[JOB_LOG_MAX - 1].text.starts_with("phase: step 199 "));
+        assert!(j.log[1]
+            .text
+            .starts_with(&format!("phase: step {} ", 200 - (JOB_LOG_MAX - 1))));
+        // A long or multi-line text becomes one bounded line.
+        j.log(9_000, LogLevel::Warn, format!("a\nb{}", "é".repeat(2_000)));
+        let l = &j.log.last().unwrap().text;
+        assert!(l.len() <= JOB_LOG_LINE_MAX + '…'.len_utf8());
+        assert!(l.starts_with("a b") && l.ends_with('…'));
+        // Old records without a log still read.
+        let mut old = serde_json::to_value(job()).unwrap();
+        old.as_object_mut().unwrap().remove("log");
+        let back: Job = serde_json::from_value(old).unwrap();
+        assert!(back.log.is_empty() && back.log_dropped == 0);
+    }
+
+    #[test]
+    fn admission_lines_say_what_was_asked() {
+        let env = EnvId::derive("h1/ct");
+        let b = BackupId::new(env, 1_700_000_000);
+        let restore = Job::new(
+            uuid::Uuid::from_u128(8),
+            JobKind::SelectiveRestore,
+            env,
+            "h2".into(),
+            "ui:bob".into(),
+            JobOptions {
+                backup: Some(b),
+                paths: (0..7).map(|i| format!("p{i}")).collect(),
+                target_path: "/srv/x".into(),
+                privileged: true,
+                ..Default::default()
+            },
+            5,
+            0,
+        );
+        assert_eq!(
+            restore.log[0].text,
+            format!("selective_restore of backup {b} for host \"h2\" asked by ui:bob: paths \"p0\", \"p1\", \"p2\", \"p3\", \"p4\" and 2 more; into \"/srv/x\"; device nodes, setuid bits and capabilities restored")
+        );
+        let backup = Job::new(
+            uuid::Uuid::from_u128(9),
+            JobKind::Backup,
+            env,
+            "h1".into(),
+            "admin".into(),
+            JobOptions {
+                backup_type: Some(BackupType::Incremental),
+                compression: Some(Compression::High),
+                name: "nightly".into(),
+                replace: Some(Replace::Oldest),
+                ..Default::default()
+            },
+            5,
+            0,
+        );
+        assert_eq!(
+            backup.log[0].text,
+            format!("backup of environment {env} for host \"h1\" asked by admin: type incremental; compression high; name \"nightly\"; replaces the oldest backup")
+        );
     }
 
     #[test]

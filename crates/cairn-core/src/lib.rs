@@ -16,6 +16,7 @@ pub mod path;
 pub mod placement;
 pub mod plan;
 pub mod retention;
+pub mod runs;
 pub mod secret;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -21,7 +21,9 @@
 //! neither claim another host's containers nor their history.
 
 use cairn_core::auth::{Admission, Principal, Rule};
-use cairn_core::job::{EnvRecord, Job, JobKind, JobOptions, JobRefusal, JobResult, JobState};
+use cairn_core::job::{
+    EnvRecord, Job, JobKind, JobOptions, JobRefusal, JobResult, JobState, LogLevel,
+};
 use cairn_core::{BackupId, BackupRecord, EnvId, ErrorCode};
 
 use crate::authz::{backup_readable, not_own_backup};
@@ -207,12 +209,13 @@ pub(crate) fn decide<V: CatalogRead + ?Sized>(
             host,
             progress,
             lease_until_ms,
+            now_ms,
         } => {
             let mut job = match load(view, id)? {
                 Ok(j) => j,
                 Err(d) => return Ok(d),
             };
-            match job.report(host, progress.clone(), *lease_until_ms) {
+            match job.report(host, progress.clone(), *lease_until_ms, *now_ms) {
                 Ok(()) => job_writes(view, job),
                 Err(r) => Ok(refusal(r)),
             }
@@ -247,7 +250,7 @@ pub(crate) fn decide<V: CatalogRead + ?Sized>(
                 Ok(j) => j,
                 Err(d) => return Ok(d),
             };
-            match job.cancel(*now_ms) {
+            match job.cancel(&by.name(), *now_ms) {
                 Ok(()) => job_writes(view, job),
                 Err(r) => Ok(refusal(r)),
             }
@@ -630,7 +633,13 @@ fn submit_job<V: CatalogRead + ?Sized>(
                 format!("environment {env} has no free backup second left"),
             ));
         };
-        job.reserved_backup = Some(BackupId::new(env, time));
+        let reserved = BackupId::new(env, time);
+        job.reserved_backup = Some(reserved);
+        job.log(
+            now_ms,
+            LogLevel::Info,
+            format!("queued; the backup's id {reserved} is reserved"),
+        );
         writes.push(Write::PutLastId { env, time });
     }
     writes.push(Write::PutActive(env, job.id));
@@ -696,6 +705,7 @@ fn finished(
         message,
         ..JobResult::default()
     };
+    job.log_end(now_ms);
     job
 }
 
@@ -1564,6 +1574,153 @@ mod tests {
         assert_eq!(
             cat.job(&id).unwrap().unwrap().result.backup,
             Some(committed)
+        );
+    }
+
+    /// The job's log as the catalog writes it through a whole life: each line at its
+    /// command's time, naming who asked, the host that ran it, each new phase, the commit
+    /// and the end; a cancel names its principal.
+    #[test]
+    fn the_catalog_logs_each_transition_of_a_job() {
+        const T: i64 = 1_700_000_000;
+        let mut cat = MemCatalog::default();
+        let a = env("h1", "101");
+        register(&mut cat, "h1", vec![a.clone()], 1_000);
+        let job = submit_backup_at(&mut cat, 1, a.eid, T * 1000);
+        let reserved = job.reserved_backup.unwrap();
+        cat.run_as(
+            agent("h1"),
+            Command::ClaimJob {
+                id: job.id,
+                host: "h1".into(),
+                now_ms: T * 1000 + 100,
+                lease_until_ms: T * 1000 + 60_000,
+            },
+        );
+        for (n, phase) in ["reading", "reading", "uploading"].iter().enumerate() {
+            let r = cat.run_as(
+                agent("h1"),
+                Command::ReportProgress {
+                    id: job.id,
+                    host: "h1".into(),
+                    progress: cairn_core::job::JobProgress {
+                        phase: phase.to_string(),
+                        percent: 10 * n as u32,
+                        ..Default::default()
+                    },
+                    lease_until_ms: T * 1000 + 60_000,
+                    now_ms: T * 1000 + 200 + n as i64,
+                },
+            );
+            assert_eq!(r.refusal(), None);
+        }
+        cat.run_as(
+            user(Role::Operator),
+            Command::CancelJob {
+                id: job.id,
+                now_ms: T * 1000 + 250,
+            },
+        );
+        job_commit(&mut cat, a.eid, job.id, T + 1);
+        cat.run_as(
+            agent("h1"),
+            Command::FinishJob {
+                id: job.id,
+                host: Some("h1".into()),
+                state: JobState::Succeeded,
+                reason: String::new(),
+                code: None,
+                result: JobResult {
+                    backup: Some(reserved),
+                    message: "2 files, 5 bytes".into(),
+                    ..Default::default()
+                },
+                now_ms: T * 1000 + 1_400,
+            },
+        );
+        let stored = cat.job(&job.id).unwrap().unwrap();
+        let lines: Vec<(i64, &str)> = stored
+            .log
+            .iter()
+            .map(|l| (l.at_ms - T * 1000, l.text.as_str()))
+            .collect();
+        let alice = user(Role::Operator).name();
+        let expected: Vec<(i64, String)> = vec![
+            (
+                0,
+                format!(
+                    "backup of environment {} for host \"h1\" asked by {}: the environment's default type",
+                    a.eid,
+                    user(Role::Admin).name()
+                ),
+            ),
+            (0, format!("queued; the backup's id {reserved} is reserved")),
+            (100, "started: claimed by the agent of host \"h1\"".into()),
+            (200, "phase: reading (0 %, 0 of 0 files)".into()),
+            (202, "phase: uploading (20 %, 0 of 0 files)".into()),
+            (
+                250,
+                format!("cancel requested by {alice}; the agent stops at its next report"),
+            ),
+            (
+                1_000,
+                format!("backup {reserved} committed: 1 files, 10 bytes (5 stored)"),
+            ),
+            (
+                1_400,
+                format!("succeeded (backup {reserved}): 2 files, 5 bytes"),
+            ),
+        ];
+        let expected: Vec<(i64, &str)> = expected.iter().map(|(t, s)| (*t, s.as_str())).collect();
+        assert_eq!(lines, expected);
+
+        // A queued job cancelled by a user; a delete the catalog runs at once.
+        let queued = submit_backup_at(&mut cat, 2, a.eid, T * 1000 + 500);
+        cat.run_as(
+            user(Role::Operator),
+            Command::CancelJob {
+                id: queued.id,
+                now_ms: T * 1000 + 600,
+            },
+        );
+        let q = cat.job(&queued.id).unwrap().unwrap();
+        let last = q.log.last().unwrap();
+        assert_eq!(last.at_ms, T * 1000 + 600);
+        assert_eq!(
+            last.text,
+            format!("cancelled: cancelled by {alice} before it started")
+        );
+        let Response::Job { job: del } = cat.run_as(
+            user(Role::Admin),
+            Command::SubmitJob {
+                id: uuid::Uuid::from_u128(3),
+                request: JobRequest {
+                    kind: "delete".into(),
+                    env: None,
+                    host: None,
+                    options: JobOptions {
+                        backup: Some(reserved),
+                        ..Default::default()
+                    },
+                },
+                now_ms: T * 1000 + 700,
+                queue_timeout_ms: 0,
+            },
+        ) else {
+            panic!("delete not admitted")
+        };
+        assert_eq!(del.log.len(), 2, "{:?}", del.log);
+        assert_eq!(
+            del.log[0].text,
+            format!(
+                "delete of backup {reserved} asked by {}",
+                user(Role::Admin).name()
+            )
+        );
+        assert_eq!(del.log[1].at_ms, T * 1000 + 700);
+        assert_eq!(
+            del.log[1].text,
+            format!("succeeded (backup {reserved}): 1 backup(s) deleted")
         );
     }
 

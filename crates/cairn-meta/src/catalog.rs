@@ -371,6 +371,14 @@ fn commit_backup<V: CatalogRead + ?Sized>(
     // backup before the agent reports the job finished.
     if let Some(mut j) = own_job {
         j.result.backup = Some(id);
+        j.log(
+            now_ms,
+            cairn_core::job::LogLevel::Info,
+            format!(
+                "backup {id} committed: {} files, {} bytes ({} stored)",
+                record.file_count, record.logical_size, record.stored_size
+            ),
+        );
         if let Some(replace) = j.options.replace {
             replace_writes(view, env, replace, &mut j, &mut existing, &mut writes)?;
             removed.extend(
@@ -378,6 +386,22 @@ fn commit_backup<V: CatalogRead + ?Sized>(
                     .replaced
                     .filter(|_| j.result.replace_refused.is_none()),
             );
+            match (j.result.replaced, j.result.replace_refused) {
+                (Some(victim), None) => j.log(
+                    now_ms,
+                    cairn_core::job::LogLevel::Info,
+                    format!("replaced backup {victim} (removed)"),
+                ),
+                (Some(victim), Some(code)) => {
+                    let text = format!(
+                        "kept backup {victim} it was to replace [{}]: {}",
+                        code.as_str(),
+                        j.result.replace_reason
+                    );
+                    j.log(now_ms, cairn_core::job::LogLevel::Warn, text)
+                }
+                _ => {}
+            }
         }
         writes.push(Write::PutJob(Box::new(j)));
     }

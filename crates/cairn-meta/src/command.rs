@@ -196,6 +196,10 @@ pub enum Command {
         host: String,
         progress: JobProgress,
         lease_until_ms: i64,
+        /// The proposer's clock: when a new phase is logged. 0 in commands written before
+        /// reports carried it (the agent's time is logged then).
+        #[serde(default)]
+        now_ms: i64,
     },
     /// Ends a job: by its agent (`host`), or by the cluster (`None`).
     FinishJob {

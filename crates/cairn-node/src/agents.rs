@@ -559,6 +559,7 @@ impl Agents for AgentsService {
         let req = req.into_inner();
         let id = parse_uuid(&req.id, "job id")?;
         let lease = i64::from(req.lease_ms).clamp(*LEASE_MS.start(), *LEASE_MS.end());
+        let now = now_ms();
         let job = self
             .write_job(
                 &who,
@@ -566,7 +567,8 @@ impl Agents for AgentsService {
                     id,
                     host: req.host,
                     progress: req.progress.unwrap_or_default().into(),
-                    lease_until_ms: now_ms() + lease,
+                    lease_until_ms: now + lease,
+                    now_ms: now,
                 },
             )
             .await?;

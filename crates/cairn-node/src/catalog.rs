@@ -474,6 +474,7 @@ impl Catalog for CatalogService {
                 .unwrap_or_default(),
             last_log_index: m.last_log_index.unwrap_or(0),
             voters,
+            last_runs: Some((&self.cluster.runs.get()).into()),
         }))
     }
 

@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use cairn_core::manifest::{decode_chunk, ManifestRoot};
 use cairn_core::retention::{sessions_at_gc_start, still_waiting};
+use cairn_core::runs::{GcRun, SweepRun};
 use cairn_core::{ChunkId, ErrorCode};
 use cairn_meta::MetaNode;
 use cairn_proto::{pb, status};
@@ -66,8 +67,36 @@ pub const COMPACT_DEAD_RATIO: f64 = 0.3;
 /// Ids per sweep message.
 const IDS_PER_MESSAGE: usize = 50_000;
 
-/// Removes unreferenced, untouched chunks from this node and compacts (step 4).
+/// Removes unreferenced, untouched chunks from this node and compacts (step 4); records
+/// the outcome in the node's last runs (`crate::last_runs`).
 pub async fn sweep(
+    cluster: &ClusterChunks,
+    mark: &Mark,
+    referenced: HashSet<ChunkId>,
+) -> Result<pb::SweepReport, Status> {
+    let result = sweep_here(cluster, mark, referenced).await;
+    let record = match &result {
+        Ok(r) => SweepRun {
+            removed: r.removed,
+            bytes_reclaimed: r.bytes_reclaimed,
+            segments_compacted: r.segments_compacted,
+            skipped: r.skipped,
+            ..SweepRun::default()
+        },
+        Err(e) => SweepRun {
+            error: Some(crate::last_runs::run_error(e)),
+            ..SweepRun::default()
+        },
+    };
+    let record = SweepRun {
+        at_ms: now_ms(),
+        ..record
+    };
+    cluster.runs.record(|r| r.sweep = Some(record)).await;
+    result
+}
+
+async fn sweep_here(
     cluster: &ClusterChunks,
     mark: &Mark,
     referenced: HashSet<ChunkId>,
@@ -112,8 +141,40 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// Runs a whole collection (steps 1 to 3); called on the leader.
+/// Runs a whole collection (steps 1 to 4); called on the leader. Its outcome (or why it
+/// was refused) is recorded in this node's last runs (`crate::last_runs`).
 pub async fn collect(
+    meta: &MetaNode,
+    cluster: &ClusterChunks,
+    wait: Duration,
+) -> Result<pb::GcReport, Status> {
+    let started = std::time::Instant::now();
+    let result = collect_here(meta, cluster, wait).await;
+    let record = match &result {
+        Ok(r) => GcRun {
+            backups: r.backups,
+            referenced: r.referenced,
+            removed: r.removed,
+            bytes_reclaimed: r.bytes_reclaimed,
+            segments_compacted: r.segments_compacted,
+            nodes_skipped: r.nodes_skipped.clone(),
+            ..GcRun::default()
+        },
+        Err(e) => GcRun {
+            error: Some(crate::last_runs::run_error(e)),
+            ..GcRun::default()
+        },
+    };
+    let record = GcRun {
+        at_ms: now_ms(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        ..record
+    };
+    cluster.runs.record(|r| r.gc = Some(record)).await;
+    result
+}
+
+async fn collect_here(
     meta: &MetaNode,
     cluster: &ClusterChunks,
     wait: Duration,

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gc;
+pub mod last_runs;
 pub mod membership;
 pub mod peers;
 pub mod raft_net;

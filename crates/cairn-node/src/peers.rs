@@ -156,6 +156,8 @@ pub struct ClusterChunks {
     pub quorum: WriteQuorum,
     /// Where tests place pause files (`DATA/failpoints`, see `cairn_proto::failpoint`).
     pub failpoints: std::path::PathBuf,
+    /// The node's last scrub, GC and repair runs (`crate::last_runs`).
+    pub runs: Arc<crate::last_runs::RunLog>,
 }
 
 impl ClusterChunks {

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn_core::runs::RepairRun;
 use cairn_core::ChunkId;
 use cairn_proto::pb;
 use tonic::Status;
@@ -97,9 +98,41 @@ impl Repairer {
         }
     }
 
-    /// Runs one pass now (waiting for a running one to end first).
+    /// Runs one pass now (waiting for a running one to end first) and records its outcome
+    /// in the node's last runs (`crate::last_runs`); a node without a placement yet has
+    /// nothing to repair and records nothing.
     pub async fn pass(&self) -> Result<pb::RepairReport, Status> {
         let _running = self.running.lock().await;
+        if self.cluster.epoch().is_none() {
+            return Ok(pb::RepairReport::default());
+        }
+        let started = Instant::now();
+        let result = self.pass_alone().await;
+        let record = match &result {
+            Ok(r) => RepairRun {
+                epoch: r.epoch,
+                checked: r.checked,
+                pushed: r.pushed,
+                dropped: r.dropped,
+                backlog: r.backlog,
+                ..RepairRun::default()
+            },
+            Err(e) => RepairRun {
+                error: Some(crate::last_runs::run_error(e)),
+                ..RepairRun::default()
+            },
+        };
+        let record = RepairRun {
+            at_ms: crate::clock::now_ms(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..record
+        };
+        self.cluster.runs.record(|r| r.repair = Some(record)).await;
+        result
+    }
+
+    /// One pass; the caller holds `running`.
+    async fn pass_alone(&self) -> Result<pb::RepairReport, Status> {
         let mut report = pb::RepairReport::default();
         let Some(epoch) = self.cluster.epoch() else {
             return Ok(report);

@@ -22,6 +22,7 @@
 //! A replacement that fails (a full disk, say) leaves the corrupt copy in place and counts as
 //! unrepaired.
 
+use cairn_core::runs::ScrubRun;
 use cairn_core::ChunkId;
 use cairn_proto::pb;
 use cairn_store::ChunkStore;
@@ -64,8 +65,38 @@ pub fn decide(failure: Failure, healthy_copy: Option<bool>) -> Action {
     }
 }
 
-/// Runs one scrub of this node's store (see the module notes) and reports it.
+/// Runs one scrub of this node's store (see the module notes), records its outcome in the
+/// node's last runs (`crate::last_runs`) and reports it.
 pub async fn run(
+    store: &Arc<ChunkStore>,
+    cluster: &ClusterChunks,
+) -> Result<pb::ScrubResponse, Status> {
+    let started = std::time::Instant::now();
+    let result = scrub(store, cluster).await;
+    let record = match &result {
+        Ok(r) => ScrubRun {
+            checked: r.checked,
+            corrupt: r.corrupt,
+            repaired: r.repaired,
+            unrepaired: r.unrepaired.len() as u64,
+            unreadable: r.unreadable.len() as u64,
+            ..ScrubRun::default()
+        },
+        Err(e) => ScrubRun {
+            error: Some(crate::last_runs::run_error(e)),
+            ..ScrubRun::default()
+        },
+    };
+    let record = ScrubRun {
+        at_ms: crate::clock::now_ms(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        ..record
+    };
+    cluster.runs.record(|r| r.scrub = Some(record)).await;
+    result
+}
+
+async fn scrub(
     store: &Arc<ChunkStore>,
     cluster: &ClusterChunks,
 ) -> Result<pb::ScrubResponse, Status> {

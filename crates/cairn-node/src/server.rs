@@ -189,6 +189,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         touches: Arc::default(),
         quorum: cfg.write_quorum,
         failpoints: cfg.data_dir.join("failpoints"),
+        runs: Arc::new(crate::last_runs::RunLog::open(&cfg.data_dir)),
     };
     let repairer = Arc::new(crate::repair::Repairer::new(cluster.clone()));
     let zone = voters

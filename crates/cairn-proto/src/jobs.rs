@@ -2,7 +2,8 @@
 //! per-environment backup settings.
 
 use cairn_core::job::{
-    EnvRecord, HostRecord, Job, JobKind, JobOptions, JobProgress, JobResult, JobState, Replace,
+    EnvRecord, HostRecord, Job, JobKind, JobLogLine, JobOptions, JobProgress, JobResult, JobState,
+    LogLevel, Replace,
 };
 use cairn_core::retention::EnvConfig;
 use cairn_core::{BackupType, Compression, EnvInfo};
@@ -336,6 +337,16 @@ impl From<&Job> for pb::Job {
             waiting: String::new(),
             code: code_to_wire(j.code),
             reserved_backup: j.reserved_backup.map(|b| b.to_string()).unwrap_or_default(),
+            log: j
+                .log
+                .iter()
+                .map(|l| pb::JobLogLine {
+                    at_ms: l.at_ms,
+                    level: l.level.as_str().to_string(),
+                    text: l.text.clone(),
+                })
+                .collect(),
+            log_dropped: j.log_dropped,
         }
     }
 }
@@ -373,6 +384,16 @@ impl TryFrom<pb::Job> for Job {
             progress: j.progress.unwrap_or_default().into(),
             result: j.result.unwrap_or_default().try_into()?,
             reserved_backup: opt_backup_id(&j.reserved_backup, "reserved backup id")?,
+            log: j
+                .log
+                .into_iter()
+                .map(|l| JobLogLine {
+                    at_ms: l.at_ms,
+                    level: LogLevel::parse(&l.level),
+                    text: l.text,
+                })
+                .collect(),
+            log_dropped: j.log_dropped,
         })
     }
 }
@@ -447,7 +468,13 @@ mod tests {
         job.result.replace_refused = Some(cairn_core::ErrorCode::Protected);
         job.result.replace_reason = "kept".into();
         job.reserved_backup = Some(BackupId::new(env, 1_700_000_001));
+        job.cancel("ui:alice", 2_500).ok();
+        job.log(2_600, cairn_core::job::LogLevel::Warn, "w");
+        job.log_dropped = 3;
+        assert!(job.log.len() >= 4, "{:?}", job.log);
         let wire = pb::Job::from(&job);
+        assert_eq!(wire.log.len(), job.log.len());
+        assert_eq!(wire.log.last().map(|l| l.level.as_str()), Some("warn"));
         assert_eq!(wire.reserved_backup, format!("{env}/20231114221321"));
         assert_eq!(
             wire.code, "E1018",

@@ -1603,6 +1603,7 @@ async fn cluster_status(c: &Client, json: bool) -> Result<()> {
                     "repair_backlog": s.repair_backlog, "draining": s.draining,
                     "logical_bytes": s.logical_bytes, "backups": s.backups,
                     "catalog_index": s.catalog_index, "catalog_digest": s.catalog_digest,
+                    "last_runs": s.last_runs,
                 }),
                 Err(e) => serde_json::json!({
                     "node_id": id, "addr": addr, "zone": zone, "state": "down",
@@ -1697,6 +1698,20 @@ async fn cluster_status(c: &Client, json: bool) -> Result<()> {
                 zone,
                 "down"
             ),
+        }
+    }
+    let runs: Vec<(u64, Vec<String>)> = rows
+        .iter()
+        .filter_map(|r| r.3.as_ref().ok())
+        .map(|s| (s.node_id, output::last_runs(&s.last_runs)))
+        .filter(|(_, lines)| !lines.is_empty())
+        .collect();
+    if !runs.is_empty() {
+        println!("last maintenance runs:");
+    }
+    for (node, lines) in runs {
+        for l in lines {
+            println!("{node:>4}  {l}");
         }
     }
     Ok(())

@@ -167,6 +167,10 @@ pub fn job_json(v: &JobView) -> serde_json::Value {
             "bytes_total": p.bytes_total, "bytes_per_sec": p.bytes_per_sec,
         },
         "result": {"backup": id(&r.backup), "message": r.message, "details": serde_json::from_str::<serde_json::Value>(&r.details).unwrap_or(serde_json::Value::Null)},
+        "log": j.log.iter().map(|l| serde_json::json!({
+            "at": ms_rfc3339(l.at_ms), "level": l.level.as_str(), "text": l.text,
+        })).collect::<Vec<_>>(),
+        "log_dropped": j.log_dropped,
     })
 }
 
@@ -252,6 +256,22 @@ pub async fn show(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
         }
         if !j.result.message.is_empty() {
             println!("  result: {}", j.result.message);
+        }
+        if !j.log.is_empty() {
+            println!("  log:");
+        }
+        for (n, l) in j.log.iter().enumerate() {
+            if n == 1 && j.log_dropped > 0 {
+                println!("    … {} earlier line(s) dropped", j.log_dropped);
+            }
+            println!(
+                "    {}  {:<5}  {}",
+                ms_rfc3339(l.at_ms)
+                    .map(|s| s.chars().take(19).collect::<String>())
+                    .unwrap_or_default(),
+                l.level.as_str(),
+                l.text
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -179,6 +179,19 @@ impl ProgressView {
     }
 }
 
+/// A node's last maintenance runs, one line each: kind, when it ended (UTC), outcome.
+pub fn last_runs(runs: &cairn_core::runs::LastRuns) -> Vec<String> {
+    runs.lines()
+        .into_iter()
+        .map(|l| {
+            let at = chrono::DateTime::from_timestamp_millis(l.at_ms)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            format!("{:<6}  {at}  {}", l.kind, l.text)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -508,7 +508,7 @@ mod tests {
             percent: 40,
             ..JobProgress::default()
         };
-        running.report(HOST, progress, 70_000).unwrap();
+        running.report(HOST, progress, 70_000, 65_000).unwrap();
         let mut succeeded = running.clone();
         let result = JobResult {
             backup: Some(backup),

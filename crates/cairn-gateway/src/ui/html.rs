@@ -272,6 +272,49 @@ pub fn progress(job: &str, percent: u32, state: &str) -> String {
     )
 }
 
+/// A job's log as a list the page's script replaces on each live update (`data-job-log`):
+/// one item per line with its time, level and text. A job recorded before jobs had logs
+/// shows its reason and result instead.
+pub fn job_log(id: &str, j: &cairn_core::job::Job) -> String {
+    let mut h = format!("<ol class=\"log\" data-job-log=\"{}\">", esc(id));
+    for (n, l) in j.log.iter().enumerate() {
+        if n == 1 && j.log_dropped > 0 {
+            let _ = write!(
+                h,
+                "<li class=\"muted\">… {} earlier line(s) dropped</li>",
+                j.log_dropped
+            );
+        }
+        let _ = write!(
+            h,
+            "<li class=\"{0}\"><time>{1}</time> <span class=\"level\">{0}</span> <span class=\"text\">{2}</span></li>",
+            l.level.as_str(),
+            time(l.at_ms),
+            esc(&l.text)
+        );
+    }
+    if j.log.is_empty() {
+        let mut lines = Vec::new();
+        if !j.reason.is_empty() {
+            lines.push(match j.code {
+                Some(code) => format!("{} [{code}]", j.reason),
+                None => j.reason.clone(),
+            });
+        }
+        if !j.result.message.is_empty() {
+            lines.push(j.result.message.clone());
+        }
+        if lines.is_empty() {
+            lines.push("nothing recorded yet".into());
+        }
+        for l in lines {
+            let _ = write!(h, "<li><span class=\"text\">{}</span></li>", esc(&l));
+        }
+    }
+    h.push_str("</ol>");
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +386,45 @@ mod tests {
         assert_eq!(mode(0o640), "rw-r-----");
         let bar = progress("j\"1", 140, "running");
         assert!(bar.contains("value=\"100\"") && bar.contains("j&quot;1"));
+    }
+
+    #[test]
+    fn a_jobs_log_is_escaped_and_says_what_was_dropped() {
+        use cairn_core::job::{Job, JobKind, JobOptions, LogLevel};
+        let env = cairn_core::EnvId::derive("h1/ct");
+        let mut j = Job::new(
+            uuid::Uuid::from_u128(1),
+            JobKind::Backup,
+            env,
+            "h1".into(),
+            "ui:<b>".into(),
+            JobOptions::default(),
+            1_700_000_000_000,
+            0,
+        );
+        j.log(
+            1_700_000_001_000,
+            LogLevel::Error,
+            "failed [E1018]: <script>",
+        );
+        j.log_dropped = 4;
+        let h = job_log("id1", &j);
+        assert!(
+            h.starts_with("<ol class=\"log\" data-job-log=\"id1\">"),
+            "{h}"
+        );
+        assert!(h.contains("asked by ui:&lt;b&gt;"), "{h}");
+        assert!(
+            h.contains("<li class=\"muted\">… 4 earlier line(s) dropped</li>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("<li class=\"error\"><time>2023-11-14 22:13:21</time> <span class=\"level\">error</span> <span class=\"text\">failed [E1018]: &lt;script&gt;</span></li>"),
+            "{h}"
+        );
+        // A job recorded before jobs had logs shows its reason.
+        j.log.clear();
+        j.reason = "lost".into();
+        assert!(job_log("id1", &j).contains("<span class=\"text\">lost</span>"));
     }
 }

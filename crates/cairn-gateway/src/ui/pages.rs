@@ -315,22 +315,7 @@ pub async fn overview(State(s): St, Extension(cx): Extension<Ctx>) -> Page {
         if backlog > 0 { "warn" } else { "" },
     );
     b.push_str("</dl>");
-    let last_runs = s
-        .reports
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .runs
-        .clone();
-    for what in ["scrub", "gc", "repair"] {
-        if let Some(r) = last_runs.iter().rev().find(|r| r.what == what) {
-            let _ = write!(
-                b,
-                "<p>Last {what} (from this dashboard, {}): {}</p>",
-                ago(r.started_ms, now),
-                esc(&run_outcome(r))
-            );
-        }
-    }
+    b.push_str(&last_runs_summary(&statuses, now));
     b.push_str("</section>");
 
     b.push_str("<section aria-labelledby=\"h-storage\"><h2 id=\"h-storage\">Storage</h2><dl class=\"cards\">");
@@ -355,6 +340,42 @@ pub async fn overview(State(s): St, Extension(cx): Extension<Ctx>) -> Page {
     b.push_str(&jobs_table(&failed, now, "Failed jobs"));
     b.push_str("</section>");
     Ok(cx.page("Overview", "/ui/", &b))
+}
+
+/// The overview's maintenance lines: the newest scrub, GC and repair any node remembers (the
+/// nodes keep them, whoever started the run; see `cairn_core::runs`). A scrub that left
+/// corrupt copies, a GC or repair that failed or left work is marked.
+fn last_runs_summary(statuses: &[&NodeStatus], now: i64) -> String {
+    let mut h = String::from("<ul class=\"runs\" aria-label=\"Last maintenance runs\">");
+    let mut any = false;
+    for (kind, label) in [("scrub", "scrub"), ("gc", "GC"), ("repair", "repair")] {
+        let newest = statuses
+            .iter()
+            .flat_map(|st| {
+                st.last_runs
+                    .lines()
+                    .into_iter()
+                    .filter(|l| l.kind == kind)
+                    .map(move |l| (st.node_id, l))
+            })
+            .max_by_key(|(node, l)| (l.at_ms, std::cmp::Reverse(*node)));
+        let Some((node, line)) = newest else {
+            continue;
+        };
+        any = true;
+        let _ = write!(
+            h,
+            "<li data-last-run=\"{kind}\" class=\"{}\">Last {label} (node {node}, {}): {}</li>",
+            if line.attention { "warn" } else { "ok" },
+            ago(line.at_ms, now),
+            esc(&line.text)
+        );
+    }
+    if !any {
+        h.push_str("<li class=\"muted\">No scrub, GC or repair has run yet.</li>");
+    }
+    h.push_str("</ul>");
+    h
 }
 
 fn fill_table(rows: &[NodeRow]) -> String {
@@ -706,38 +727,15 @@ pub async fn job(Extension(cx): Extension<Ctx>, Path(id): Path<String>) -> Page 
     if let Some(w) = &v.waiting {
         fact(&mut b, "Waiting", esc(w));
     }
-    b.push_str("</dl><h2>Messages</h2><ul class=\"log\" data-job-log=\"");
-    b.push_str(&esc(&ids));
-    b.push_str("\">");
-    let mut lines = Vec::new();
-    if !j.reason.is_empty() {
-        lines.push(match j.code {
-            Some(code) => format!("{} [{code}]", j.reason),
-            None => j.reason.clone(),
-        });
+    if !j.result.details.is_empty() {
+        fact(
+            &mut b,
+            "Counters",
+            format!("<code class=\"wrap\">{}</code>", esc(&j.result.details)),
+        );
     }
-    if let Some(bk) = j.result.backup {
-        lines.push(format!("backup {bk}"));
-    }
-    for t in [
-        &j.result.message,
-        &j.result.details,
-        &j.result.replace_reason,
-    ] {
-        if !t.is_empty() {
-            lines.push(t.clone());
-        }
-    }
-    if let Some(r) = j.result.replaced {
-        lines.push(format!("replaced backup {r}"));
-    }
-    if lines.is_empty() {
-        lines.push("nothing recorded yet".into());
-    }
-    for l in lines {
-        let _ = write!(b, "<li>{}</li>", esc(&l));
-    }
-    b.push_str("</ul>");
+    b.push_str("</dl><h2>Log</h2>");
+    b.push_str(&html::job_log(&ids, j));
     if cx.allows("POST /ui/jobs/{id}/cancel") && !j.state.is_final() {
         let _ = write!(b, "<div data-job-cancel=\"{ids}\">");
         b.push_str(&html::button_form(
@@ -780,6 +778,28 @@ pub async fn nodes_page(State(s): St, Extension(cx): Extension<Ctx>) -> Page {
             esc(&r.zone),
             esc(&r.addr),
         );
+    }
+    b.push_str("</tbody></table></div>");
+    b.push_str("<h2>Last maintenance runs</h2><p class=\"muted\">As each node remembers them, whoever started them.</p><div class=\"scroll\"><table class=\"runs\"><thead><tr><th scope=\"col\">Node</th><th scope=\"col\">Run</th><th scope=\"col\">Ended</th><th scope=\"col\">Outcome</th></tr></thead><tbody>");
+    let mut any = false;
+    for r in &rows {
+        let Ok(st) = &r.status else { continue };
+        for l in st.last_runs.lines() {
+            any = true;
+            let _ = write!(
+                b,
+                "<tr data-node-run=\"{0}-{1}\" class=\"{2}\"><td>node {0}</td><td>{1}</td><td>{3} ({4})</td><td class=\"wrap\">{5}</td></tr>",
+                st.node_id,
+                l.kind,
+                if l.attention { "warn" } else { "ok" },
+                html::time(l.at_ms),
+                ago(l.at_ms, now),
+                esc(&l.text)
+            );
+        }
+    }
+    if !any {
+        b.push_str("<tr><td colspan=\"4\" class=\"muted\">None yet.</td></tr>");
     }
     b.push_str("</tbody></table></div>");
     if cx.allows("POST /ui/nodes/{what}") {

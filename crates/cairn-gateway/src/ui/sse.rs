@@ -47,6 +47,19 @@ pub struct JobEvent {
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub reason: String,
+    /// The job's whole log (bounded by the cluster: `cairn_core::job::JOB_LOG_MAX` lines),
+    /// which the page shows in place of what it had.
+    pub log: Vec<LogLine>,
+    pub log_dropped: u64,
+}
+
+/// One line of a job's log, as the page's script shows it.
+#[derive(serde::Serialize, Debug, PartialEq)]
+pub struct LogLine {
+    /// UTC, as the page renders times.
+    pub at: String,
+    pub level: &'static str,
+    pub text: String,
 }
 
 impl From<&JobView> for JobEvent {
@@ -62,6 +75,16 @@ impl From<&JobView> for JobEvent {
             bytes_done: j.progress.bytes_done,
             bytes_total: j.progress.bytes_total,
             reason: j.reason.clone(),
+            log: j
+                .log
+                .iter()
+                .map(|l| LogLine {
+                    at: super::html::time(l.at_ms),
+                    level: l.level.as_str(),
+                    text: l.text.clone(),
+                })
+                .collect(),
+            log_dropped: j.log_dropped,
         }
     }
 }

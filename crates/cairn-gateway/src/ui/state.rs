@@ -32,8 +32,9 @@ pub struct UiState {
     pub reports: Mutex<Reports>,
 }
 
-/// Maintenance runs started from the dashboard and what they answered (the cluster keeps no
-/// history of them; these live as long as the gateway).
+/// Maintenance runs started from the dashboard, who started them and what they answered
+/// (they live as long as the gateway). Each node keeps the outcome of its own last runs,
+/// whoever started them (`cairn_core::runs`, in the node status); the pages show those.
 #[derive(Default, Clone)]
 pub struct Reports {
     pub runs: Vec<Run>,

@@ -28,18 +28,47 @@
     each('[data-job-done="' + j.id + '"]', function (s) {
       s.textContent = j.files_done + " of " + j.files_total + " files";
     });
+    if (j.log && j.log.length) {
+      each('[data-job-log="' + j.id + '"]', function (l) {
+        showLog(l, j);
+      });
+    }
     if (FINAL[j.state]) {
       each('[data-job-cancel="' + j.id + '"]', function (s) {
         s.hidden = true;
       });
-      if (j.reason) {
-        each('[data-job-log="' + j.id + '"]', function (l) {
-          var li = document.createElement("li");
-          li.textContent = j.reason;
-          l.appendChild(li);
-        });
-      }
     }
+  }
+
+  // Replaces a job's log list with the lines of the event (the same markup as the page's).
+  function showLog(list, j) {
+    while (list.firstChild) {
+      list.removeChild(list.firstChild);
+    }
+    j.log.forEach(function (line, n) {
+      if (n === 1 && j.log_dropped > 0) {
+        var gap = document.createElement("li");
+        gap.className = "muted";
+        gap.textContent = "\u2026 " + j.log_dropped + " earlier line(s) dropped";
+        list.appendChild(gap);
+      }
+      var li = document.createElement("li");
+      li.className = line.level;
+      var t = document.createElement("time");
+      t.textContent = line.at;
+      var lv = document.createElement("span");
+      lv.className = "level";
+      lv.textContent = line.level;
+      var tx = document.createElement("span");
+      tx.className = "text";
+      tx.textContent = line.text;
+      li.appendChild(t);
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(lv);
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(tx);
+      list.appendChild(li);
+    });
   }
 
   function live() {
