@@ -193,3 +193,249 @@ fn passwd_entry_on_host(name: &str) -> bool {
         .lines()
         .any(|l| l.split(':').next() == Some(name))
 }
+
+/// A "host" of the deployment test: its own root with the package installed and its own
+/// network namespace and address.
+struct Machine {
+    root: InstallRoot,
+    host: cairn_tests::Host,
+}
+
+impl Machine {
+    /// Runs `unit`'s `ExecStart` the way systemd would (as the unit's `User`, in this host's
+    /// root and network namespace), with its output appended to `log`. This machine has no
+    /// systemd running as PID 1, so the test plays the supervisor.
+    fn start_unit(&self, unit: &str, log: &Path) -> std::process::Child {
+        let body = std::fs::read_to_string(self.root.join(&format!("/lib/systemd/system/{unit}")))
+            .unwrap();
+        let value = |key: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(key).map(str::to_string))
+        };
+        let exec = value("ExecStart=").expect("ExecStart");
+        let user = value("User=").unwrap_or_else(|| "root".into());
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(&self.host.wrap[0])
+            .args(&self.host.wrap[1..])
+            .arg("chroot")
+            .arg(format!("--userspec={user}:{user}"))
+            .arg(&self.root.path)
+            .args(exec.split_whitespace())
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Kills a unit's process when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The deployment an operator does, on four "machines" (each a root of its own with the
+/// package installed by dpkg, and a network namespace with its own address): `cairn init
+/// cluster` on the first, each node's directory copied to its machine's /etc/cairn, the
+/// node units started (as the `cairn` user their unit names) so the cluster forms with TLS;
+/// an agent on the fourth enrolled with a join token from a file, backing up a container;
+/// the backup restored identical; a node killed and started again by its supervisor rejoins
+/// and serves the catalog. Needs root (mounts, namespaces).
+#[test]
+fn a_packaged_cluster_bootstraps_with_tls_enrolls_an_agent_and_a_restarted_node_rejoins() {
+    use cairn_tests::nemesis::net::Net;
+    use cairn_tests::wait_for;
+    use std::time::Duration;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = build_deb(&tmp.path().join("deb"));
+    let mut net = Net::create().expect("a bridge for the machines' namespaces");
+    let machines: Vec<Machine> = (1..=4)
+        .map(|id| {
+            let root = InstallRoot::new();
+            let o = root.dpkg(&["-i", deb.to_str().unwrap()]);
+            assert!(o.status.success(), "dpkg -i on machine {id}: {}", text(&o));
+            Machine {
+                root,
+                host: net.host(id).unwrap(),
+            }
+        })
+        .collect();
+    let addr = |i: usize| format!("{}:{}", machines[i].host.ip, machines[i].host.port);
+
+    // Bootstrap on machine 1, with the installed binary.
+    let first = &machines[0];
+    let mut init = vec![
+        "/usr/bin/cairn".to_string(),
+        "init".into(),
+        "cluster".into(),
+        "--out".into(),
+        "/root/cluster".into(),
+    ];
+    for (i, zone) in ["a", "b", "c"].iter().enumerate() {
+        init.push("--node".into());
+        init.push(format!("{}={},zone={zone}", i + 1, addr(i)));
+    }
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
+    let o = first.root.run(&init);
+    assert!(o.status.success(), "init cluster: {}", text(&o));
+    let out = first.root.join("/root/cluster");
+
+    // Copy each node's files to its machine's /etc/cairn (modes kept), readable by the
+    // cairn group the unit runs in, and start its unit.
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let m = &machines[i];
+        let from = out.join(format!("node-{}", i + 1));
+        for e in std::fs::read_dir(&from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), m.root.join("/etc/cairn").join(e.file_name())).unwrap();
+        }
+        let o = m.root.run(&[
+            "sh",
+            "-c",
+            "chgrp -R cairn /etc/cairn && chmod g+r /etc/cairn/*",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let log = tmp.path().join(format!("node{}.log", i + 1));
+        nodes.push(Running(m.start_unit("cairn-node.service", &log)));
+    }
+
+    // The operator's shell, on the bridge that reaches every machine: TLS with the CA
+    // `init` wrote, and the first admin token.
+    let urls: Vec<String> = (0..3).map(|i| format!("https://{}", addr(i))).collect();
+    let admin = std::fs::read_to_string(out.join("admin.token")).unwrap();
+    let ca = out.join("ca.pem");
+    let cli = |cluster: &str, args: &[&str]| -> Output {
+        Command::new(cairn_bin())
+            .args(args)
+            .env("CAIRN_CLUSTER", cluster)
+            .env("CAIRN_CA", &ca)
+            .env("CAIRN_TOKEN", admin.trim())
+            .output()
+            .unwrap()
+    };
+    let all = urls.join(",");
+    let up = |s: &serde_json::Value, id: u64| {
+        s["nodes"]
+            .as_array()
+            .is_some_and(|ns| ns.iter().any(|n| n["node_id"] == id && n["state"] == "up"))
+    };
+    let status = |cluster: &str| -> Option<serde_json::Value> {
+        let o = cli(cluster, &["cluster", "status", "--json"]);
+        o.status
+            .success()
+            .then(|| serde_json::from_slice(&o.stdout).ok())?
+    };
+    wait_for(
+        Duration::from_secs(90),
+        "the cluster to form with TLS",
+        || {
+            let s = status(&all)?;
+            (s["leader"].as_u64().is_some() && (1..=3).all(|id| up(&s, id))).then_some(())
+        },
+    );
+
+    // Machine 4 enrolls its agent with a join token from a file, and runs the agent unit.
+    let agent = &machines[3];
+    let join = cli(&all, &["agent", "join-token", "create", "hw4"]);
+    assert!(join.status.success(), "join-token create: {}", text(&join));
+    std::fs::write(agent.root.join("/root/join.token"), &join.stdout).unwrap();
+    let fingerprint = std::fs::read_to_string(out.join("ca.sha256")).unwrap();
+    let envs = agent.root.join("/srv/envs");
+    cairn_tests::fleet::dir_host(&envs, &["web"], 3 << 20);
+    let enroll = Command::new(&agent.host.wrap[0])
+        .args(&agent.host.wrap[1..])
+        .arg("chroot")
+        .arg(&agent.root.path)
+        .args([
+            "/usr/bin/cairn",
+            "agent",
+            "enroll",
+            "--ca-fingerprint",
+            fingerprint.trim(),
+            "--token-file",
+            "/root/join.token",
+            "--host",
+            "hw4",
+            "--dir",
+            "/srv/envs",
+        ])
+        .env("CAIRN_CLUSTER", &all)
+        .output()
+        .unwrap();
+    assert!(enroll.status.success(), "enroll: {}", text(&enroll));
+    assert!(agent.root.join("/etc/cairn/agent.toml").exists());
+    let _agent = Running(agent.start_unit("cairn-agent.service", &tmp.path().join("agent.log")));
+
+    // A backup job through the agent, and the backup restored identical.
+    let eid = wait_for(Duration::from_secs(60), "the agent's environment", || {
+        let o = cli(&all, &["envs", "list", "--host", "hw4", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        v.as_array()?
+            .iter()
+            .find(|e| e["name"] == "web")
+            .and_then(|e| e["eid"].as_str().or(e["id"].as_str()).map(str::to_string))
+    });
+    let o = cli(&all, &["backup", "--env", &eid, "--json"]);
+    assert!(o.status.success(), "backup job: {}", text(&o));
+    let backups = |cluster: &str| -> Option<Vec<String>> {
+        let o = cli(cluster, &["backups", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        Some(
+            v.as_array()?
+                .iter()
+                .filter_map(|b| b["id"].as_str().map(str::to_string))
+                .collect(),
+        )
+    };
+    let first_backup = backups(&all).unwrap().pop().expect("a backup");
+    let restored = tmp.path().join("restored");
+    let o = cli(
+        &all,
+        &["restore", &first_backup, restored.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "restore: {}", text(&o));
+    assert_eq!(
+        std::fs::read(restored.join("blob")).unwrap(),
+        std::fs::read(envs.join("web/blob")).unwrap()
+    );
+
+    // Node 2 dies; its supervisor starts it again (Restart=on-failure), and it rejoins:
+    // status shows it up, and it serves the catalog, the backup made while it was down
+    // included.
+    let _ = nodes[1].0.kill();
+    let _ = nodes[1].0.wait();
+    std::fs::write(envs.join("web/new"), b"made while node 2 was down").unwrap();
+    let o = cli(&all, &["backup", "--env", &eid, "--json"]);
+    assert!(o.status.success(), "backup with node 2 down: {}", text(&o));
+    let log = tmp.path().join("node2.log");
+    nodes[1] = Running(machines[1].start_unit("cairn-node.service", &log));
+    let want = backups(&all).unwrap();
+    assert_eq!(want.len(), 2);
+    wait_for(Duration::from_secs(60), "node 2 to rejoin", || {
+        // Each node answers its own status: node 2's catalog, as it applied it, holds both
+        // backups and matches node 1's.
+        let s = status(&all)?;
+        let node = |id: u64| {
+            s["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["node_id"] == id && n["state"] == "up")
+                .cloned()
+        };
+        let (one, two) = (node(1)?, node(2)?);
+        (two["backups"].as_u64() == Some(want.len() as u64)
+            && two["catalog_digest"] == one["catalog_digest"])
+            .then_some(())
+    });
+}
