@@ -293,8 +293,7 @@ fn a_packaged_cluster_bootstraps_with_tls_enrolls_an_agent_and_a_restarted_node_
     // Copy each node's files to its machine's /etc/cairn (modes kept), readable by the
     // cairn group the unit runs in, and start its unit.
     let mut nodes = Vec::new();
-    for i in 0..3 {
-        let m = &machines[i];
+    for (i, m) in machines.iter().take(3).enumerate() {
         let from = out.join(format!("node-{}", i + 1));
         for e in std::fs::read_dir(&from).unwrap() {
             let e = e.unwrap();
