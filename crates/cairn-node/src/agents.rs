@@ -104,6 +104,20 @@ fn new_token(prefix: &str) -> (String, String) {
     (id, token)
 }
 
+/// A new agent token for `host` and the record the catalog keeps of it (its hash only).
+fn new_agent_token(host: &str) -> (String, TokenRecord) {
+    let (id, token) = new_token(cairn_core::job::AGENT_TOKEN_PREFIX);
+    let record = TokenRecord {
+        id,
+        host: host.to_string(),
+        hash: cairn_core::job::token_hash(&token),
+        created_ms: now_ms(),
+        name: String::new(),
+        role: None,
+    };
+    (token, record)
+}
+
 /// How long a join token may live: 1 minute to 30 days.
 const JOIN_TTL_MS: std::ops::RangeInclusive<u64> = 60_000..=30 * 24 * 3_600_000;
 
@@ -642,15 +656,8 @@ impl Agents for AgentsService {
         forward_to_leader!(self, req, &who, agents, create_agent_token);
         let host = req.into_inner().host;
         valid_host(&host)?;
-        let (id, token) = new_token(cairn_core::job::AGENT_TOKEN_PREFIX);
-        let record = TokenRecord {
-            id: id.clone(),
-            host: host.clone(),
-            hash: cairn_core::job::token_hash(&token),
-            created_ms: now_ms(),
-            name: String::new(),
-            role: None,
-        };
+        let (token, record) = new_agent_token(&host);
+        let id = record.id.clone();
         self.write(
             &who,
             Command::PutToken {
@@ -719,15 +726,8 @@ impl Agents for AgentsService {
         valid_host(&host)?;
         // The agent token is made here and only its hash goes to the catalog, which issues
         // it only if the join token holds (`cairn_meta::join`).
-        let (id, token) = new_token(cairn_core::job::AGENT_TOKEN_PREFIX);
-        let record = TokenRecord {
-            id: id.clone(),
-            host: host.clone(),
-            hash: cairn_core::job::token_hash(&token),
-            created_ms: now_ms(),
-            name: String::new(),
-            role: None,
-        };
+        let (token, record) = new_agent_token(&host);
+        let id = record.id.clone();
         self.write(
             &who,
             Command::RedeemJoinToken {
