@@ -11,7 +11,7 @@
 //! and whether the proposer may run it at all (see [`crate::authz`]). Doing it inside the
 //! decision means that no node's stale view and no forwarding path can admit a job the
 //! catalog would not. An admitted backup job reserves its backup's id in the same write
-//! (`Job::reserved_backup`; the rule is in the module doc of [`crate::catalog`]).
+//! (`Job::reserved_backup`; the rule is in the module doc of [`crate::backups`]).
 //!
 //! # Environments and hosts
 //! A host registers the environments it runs. An environment registered to another host,
@@ -537,7 +537,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
     }
     // A replace removes a backup when the job commits: only who may delete asks for it, and
     // only for a backup of the job's own environment (whether it still exists, or is
-    // protected, is decided at the commit, see `catalog::replace_writes`).
+    // protected, is decided at the commit, see `backups::replace_writes`).
     if let Some(replace) = options.replace {
         if kind != JobKind::Backup {
             return Ok(invalid(format!(
@@ -626,7 +626,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
     if kind == JobKind::Backup {
         // The job's backup id, reserved now so that its first answer can name the backup
         // (see `Job::reserved_backup` and the module doc of `catalog`).
-        let Some(time) = crate::catalog::next_free_time(view, env, now_ms.div_euclid(1000).max(0))?
+        let Some(time) = crate::backups::next_free_time(view, env, now_ms.div_euclid(1000).max(0))?
         else {
             return Ok(Decision::refuse(
                 ErrorCode::Conflict,
@@ -650,7 +650,7 @@ fn submit_job<V: CatalogRead + ?Sized>(
 /// Name uniqueness at admission: a backup job whose requested name another backup of the
 /// environment already has, or an update renaming a backup to such a name, is refused with
 /// [`ErrorCode::DuplicateName`] and no job is stored. The commit (and the update) decide the
-/// same rule again atomically (`catalog::commit_backup`, `catalog::update_backup`); this one
+/// same rule again atomically (`backups::commit_backup`, `backups::update_backup`); this one
 /// answers before an agent spends a whole backup on a name that can only be refused at its
 /// commit, so no adapter lists backups to find out.
 fn name_taken<V: CatalogRead + ?Sized>(
@@ -745,7 +745,7 @@ fn run_delete<V: CatalogRead + ?Sized>(
     let mut failure = None;
     let mut deleted = 0;
     for id in &ids {
-        let d = crate::catalog::delete_backup(view, id)?;
+        let d = crate::backups::delete_backup(view, id)?;
         match d.response.refusal() {
             Some((c, m)) => {
                 failure = Some((c, m.to_string()));
@@ -783,7 +783,7 @@ fn run_update<V: CatalogRead + ?Sized>(
             "an update job needs a backup and the fields to change",
         ));
     };
-    let d = crate::catalog::update_backup(
+    let d = crate::backups::update_backup(
         view,
         &target,
         edit.name.as_deref(),

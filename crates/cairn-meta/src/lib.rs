@@ -19,6 +19,7 @@ use std::io::Cursor;
 
 pub mod agents;
 pub mod authz;
+pub mod backups;
 pub mod catalog;
 pub mod command;
 pub mod error;

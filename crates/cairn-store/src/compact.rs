@@ -13,12 +13,12 @@ use std::fs;
 use cairn_chunker::{decode, EncodedChunk};
 use tracing::{info, warn};
 
+use crate::appender::AppendRequest;
 use crate::error::StoreError;
 use crate::format::{FILE_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::index::IndexUpdate;
 use crate::pack::{sync_dir, Scanned, Scanner};
 use crate::store::{lock, worth_compacting, ChunkStore, CompactReport};
-use crate::write::AppendRequest;
 
 /// Bytes of live records copied per commit while compacting.
 const ROUND_BYTES: usize = 32 * 1024 * 1024;

@@ -112,6 +112,7 @@
 //! A read racing a compaction may look up the old location after the old file is gone; it
 //! then looks the chunk up again and finds the new one.
 
+mod appender;
 mod compact;
 mod error;
 mod format;

@@ -11,12 +11,12 @@ use cairn_chunker::{decode, EncodedChunk};
 use cairn_core::ChunkId;
 use tracing::{error, info, warn};
 
+use crate::appender::{Ticket, Writer, AUTO_RESERVE};
 use crate::error::StoreError;
 use crate::format::{Loc, SegMeta, FILE_HEADER_LEN};
 use crate::index::{Index, IndexUpdate};
 use crate::pack::{sync_dir, Segment};
 use crate::recovery;
-use crate::write::{Ticket, Writer, AUTO_RESERVE};
 
 /// Where a store lives and how it cuts its pack files.
 #[derive(Clone, Debug, PartialEq, Eq)]
