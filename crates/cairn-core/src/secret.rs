@@ -9,6 +9,16 @@
 //! 3. else the environment value (`CAIRN_TOKEN`), trimmed; unset or blank means no token.
 //!
 //! The caller reads the environment and passes its value in, so the rule stays pure.
+//!
+//! # Rotation: the further lines of a storage node's token file
+//! A storage node also *accepts* every further non-blank line of its `token_file`
+//! ([`also_accepted`]), and never sends them. That is how the cluster secret is rotated with
+//! the cluster serving: every node first accepts the new secret while sending the old one
+//! (`OLD` then `NEW`), then sends the new one while still accepting the old (`NEW` then
+//! `OLD`), then knows only the new one — a rolling restart per step, so at every moment each
+//! node accepts what every other node sends (`docs/operations.md`, "Rotate the cluster secret
+//! and certificates"). Clients (agents, gateways, the command line) send the first line and
+//! have no use for the rest.
 
 use std::path::{Path, PathBuf};
 
@@ -69,6 +79,25 @@ pub fn from_file_text(text: &str, path: &Path) -> Result<String, SecretError> {
     Ok(t.to_string())
 }
 
+/// The secrets a node accepts besides the one it sends: every further non-blank line of its
+/// token file, trimmed (see the module documentation). An inline token or none: none.
+pub fn also_accepted(file: Option<&Path>) -> Result<Vec<String>, SecretError> {
+    let Some(p) = file else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(p).map_err(|source| SecretError::Read {
+        path: p.to_path_buf(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +148,19 @@ mod tests {
         let err = resolve(None, Some(&p), None).unwrap_err();
         assert!(matches!(&err, SecretError::Read { path, .. } if *path == p));
         assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn further_lines_are_accepted_and_never_the_one_sent() {
+        let (_d, p) = file("old\n\n  new  \n");
+        assert_eq!(
+            resolve(None, Some(&p), None).unwrap().as_deref(),
+            Some("old")
+        );
+        assert_eq!(also_accepted(Some(&p)).unwrap(), vec!["new".to_string()]);
+        let (_d, one) = file("only\n");
+        assert!(also_accepted(Some(&one)).unwrap().is_empty());
+        assert!(also_accepted(None).unwrap().is_empty());
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub type TokenLookup = Arc<dyn Fn(&str) -> Option<TokenRecord> + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct ServerAuth {
     token: Option<Vec<u8>>,
+    /// Further cluster secrets accepted (never sent) while the secret is rotated.
+    also: Vec<Vec<u8>>,
     tokens: Option<TokenLookup>,
     nodes_only: bool,
 }
@@ -119,9 +121,19 @@ impl ServerAuth {
     pub fn new(token: Option<String>) -> ServerAuth {
         ServerAuth {
             token: token.map(|t| t.into_bytes()),
+            also: Vec::new(),
             tokens: None,
             nodes_only: false,
         }
+    }
+
+    /// Also accepts these cluster secrets (a rotation's other secret; see
+    /// `cairn_core::secret`). Without a secret of its own the node accepts no other.
+    pub fn also_accepting(mut self, secrets: Vec<String>) -> ServerAuth {
+        if self.token.is_some() {
+            self.also = secrets.into_iter().map(String::into_bytes).collect();
+        }
+        self
     }
 
     /// Also accepts the agent and user tokens `lookup` finds.
@@ -150,7 +162,11 @@ impl ServerAuth {
             };
         };
         if let Some(want) = &self.token {
-            if constant_time_eq(got.as_bytes(), want) {
+            // Every candidate is compared, so the time taken does not say which one matched.
+            let matched = std::iter::once(want)
+                .chain(&self.also)
+                .fold(false, |m, w| constant_time_eq(got.as_bytes(), w) | m);
+            if matched {
                 return Ok(Principal::Cluster);
             }
         }
@@ -277,6 +293,22 @@ mod tests {
 
     fn who(r: Result<Request<()>, Status>) -> Principal {
         caller(&r.expect("admitted")).expect("a caller")
+    }
+
+    #[test]
+    fn a_rotations_other_secret_is_accepted_and_only_with_a_secret_of_its_own() {
+        let auth = ServerAuth::new(Some("new".into())).also_accepting(vec!["old".into()]);
+        for t in ["new", "old"] {
+            assert_eq!(who(auth.check(call(Some(t), None))), Principal::Cluster);
+        }
+        let wrong = auth.check(call(Some("older"), None)).unwrap_err();
+        assert_eq!(
+            cairn_proto::stable_code(&wrong),
+            Some(ErrorCode::Unauthenticated)
+        );
+        // A node without a secret (dev mode) takes no list of others: nothing changes.
+        let open = ServerAuth::new(None).also_accepting(vec!["old".into()]);
+        assert!(open.also.is_empty());
     }
 
     #[test]

@@ -492,6 +492,23 @@ impl NodeConfig {
         }
     }
 
+    /// The cluster secrets this node accepts besides the one it sends: the further lines of
+    /// `token_file`, during a rotation (`cairn_core::secret::also_accepted`).
+    pub fn also_accepted_tokens(&self) -> Result<Vec<String>, ConfigError> {
+        if self.token.is_some() {
+            return Ok(Vec::new());
+        }
+        cairn_core::secret::also_accepted(self.token_file.as_deref()).map_err(|e| match e {
+            cairn_core::secret::SecretError::Read { path, source } => {
+                ConfigError::Read { path, source }
+            }
+            e => ConfigError::Invalid {
+                key: "token_file",
+                message: e.to_string(),
+            },
+        })
+    }
+
     /// Reads the TLS files, when TLS is configured.
     pub fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {

@@ -160,7 +160,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         tracing::warn!(listen = %cfg.listen, "tokens travel in clear text: configure tls_cert and tls_key for a listener other nodes reach over a network");
     }
     let wire_token = Token::new(token.as_deref())?;
-    let mut server_auth = ServerAuth::new(token.clone());
+    let mut server_auth =
+        ServerAuth::new(token.clone()).also_accepting(cfg.also_accepted_tokens()?);
     let tls = cfg.tls()?;
     let peers = Peers::new(wire_token, tls.as_ref().map(|t| t.client.clone()));
     let voters = cfg.voters_or_self(&url);
