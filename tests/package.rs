@@ -194,62 +194,30 @@ fn passwd_entry_on_host(name: &str) -> bool {
         .any(|l| l.split(':').next() == Some(name))
 }
 
-/// A "host" of the deployment test: its own root with the package installed and its own
-/// network namespace and address.
+/// A "host" of the deployment test: its own root with the package installed, booted with
+/// systemd as PID 1 in a network namespace with its own address. (`sys` before `root`: the
+/// machine halts before its root is unmounted.)
 struct Machine {
-    root: InstallRoot,
+    sys: cairn_tests::install::Booted,
     host: cairn_tests::Host,
+    root: InstallRoot,
 }
 
 impl Machine {
-    /// Runs `unit`'s `ExecStart` the way systemd would (as the unit's `User`, in this host's
-    /// root and network namespace), with its output appended to `log`. This machine has no
-    /// systemd running as PID 1, so the test plays the supervisor.
-    fn start_unit(&self, unit: &str, log: &Path) -> std::process::Child {
-        let body = std::fs::read_to_string(self.root.join(&format!("/lib/systemd/system/{unit}")))
-            .unwrap();
-        let value = |key: &str| {
-            body.lines()
-                .find_map(|l| l.strip_prefix(key).map(str::to_string))
-        };
-        let exec = value("ExecStart=").expect("ExecStart");
-        let user = value("User=").unwrap_or_else(|| "root".into());
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        Command::new(&self.host.wrap[0])
-            .args(&self.host.wrap[1..])
-            .arg("chroot")
-            .arg(format!("--userspec={user}:{user}"))
-            .arg(&self.root.path)
-            .args(exec.split_whitespace())
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap()
-    }
-}
-
-/// Kills a unit's process when the test ends, however it ends.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    /// Runs a command on this machine, as its root user's shell would.
+    fn run(&self, cmd: &[&str], env: &[(&str, &str)]) -> Output {
+        self.sys.exec_env(cmd, env)
     }
 }
 
 /// The deployment an operator does, on four "machines" (each a root of its own with the
-/// package installed by dpkg, and a network namespace with its own address): `cairn init
-/// cluster` on the first, each node's directory copied to its machine's /etc/cairn, the
-/// node units started (as the `cairn` user their unit names) so the cluster forms with TLS;
-/// an agent on the fourth enrolled with a join token from a file, backing up a container;
-/// the backup restored identical; a node killed and started again by its supervisor rejoins
-/// and serves the catalog. Needs root (mounts, namespaces).
+/// package installed by dpkg, booted with systemd as PID 1 by systemd-nspawn, in a network
+/// namespace with its own address): `cairn init cluster` on the first, each node's directory
+/// copied to its machine's /etc/cairn, `systemctl enable --now cairn-node` so the cluster
+/// forms with TLS under the hardened units; an agent on the fourth enrolled with a join
+/// token from a file and its unit enabled, backing up a container; the backup restored
+/// identical; a node's process killed with SIGKILL is restarted by systemd (`Restart=`) and
+/// rejoins and serves the catalog. Needs root (mounts, namespaces) and systemd-nspawn.
 #[test]
 fn a_packaged_cluster_bootstraps_with_tls_enrolls_an_agent_and_a_restarted_node_rejoins() {
     use cairn_tests::nemesis::net::Net;
@@ -261,13 +229,13 @@ fn a_packaged_cluster_bootstraps_with_tls_enrolls_an_agent_and_a_restarted_node_
     let mut net = Net::create().expect("a bridge for the machines' namespaces");
     let machines: Vec<Machine> = (1..=4)
         .map(|id| {
-            let root = InstallRoot::new();
+            let mut root = InstallRoot::new();
             let o = root.dpkg(&["-i", deb.to_str().unwrap()]);
             assert!(o.status.success(), "dpkg -i on machine {id}: {}", text(&o));
-            Machine {
-                root,
-                host: net.host(id).unwrap(),
-            }
+            let host = net.host(id).unwrap();
+            let console = tmp.path().join(format!("machine{id}.console"));
+            let sys = root.boot(Some(&host.wrap[3]), &console);
+            Machine { sys, host, root }
         })
         .collect();
     let addr = |i: usize| format!("{}:{}", machines[i].host.ip, machines[i].host.port);
@@ -286,27 +254,28 @@ fn a_packaged_cluster_bootstraps_with_tls_enrolls_an_agent_and_a_restarted_node_
         init.push(format!("{}={},zone={zone}", i + 1, addr(i)));
     }
     let init: Vec<&str> = init.iter().map(String::as_str).collect();
-    let o = first.root.run(&init);
+    let o = first.run(&init, &[]);
     assert!(o.status.success(), "init cluster: {}", text(&o));
     let out = first.root.join("/root/cluster");
 
     // Copy each node's files to its machine's /etc/cairn (modes kept), readable by the
-    // cairn group the unit runs in, and start its unit.
-    let mut nodes = Vec::new();
+    // cairn group the unit runs in, and enable and start its unit.
     for (i, m) in machines.iter().take(3).enumerate() {
         let from = out.join(format!("node-{}", i + 1));
         for e in std::fs::read_dir(&from).unwrap() {
             let e = e.unwrap();
             std::fs::copy(e.path(), m.root.join("/etc/cairn").join(e.file_name())).unwrap();
         }
-        let o = m.root.run(&[
-            "sh",
-            "-c",
-            "chgrp -R cairn /etc/cairn && chmod g+r /etc/cairn/*",
-        ]);
+        let o = m.run(
+            &[
+                "sh",
+                "-c",
+                "chgrp -R cairn /etc/cairn && chmod g+r /etc/cairn/*",
+            ],
+            &[],
+        );
         assert!(o.status.success(), "{}", text(&o));
-        let log = tmp.path().join(format!("node{}.log", i + 1));
-        nodes.push(Running(m.start_unit("cairn-node.service", &log)));
+        m.sys.systemctl(&["enable", "--now", "cairn-node.service"]);
     }
 
     // The operator's shell, on the bridge that reaches every machine: TLS with the CA
@@ -352,11 +321,8 @@ fn a_packaged_cluster_bootstraps_with_tls_enrolls_an_agent_and_a_restarted_node_
     let fingerprint = std::fs::read_to_string(out.join("ca.sha256")).unwrap();
     let envs = agent.root.join("/srv/envs");
     cairn_tests::fleet::dir_host(&envs, &["web"], 3 << 20);
-    let enroll = Command::new(&agent.host.wrap[0])
-        .args(&agent.host.wrap[1..])
-        .arg("chroot")
-        .arg(&agent.root.path)
-        .args([
+    let enroll = agent.run(
+        &[
             "/usr/bin/cairn",
             "agent",
             "enroll",
@@ -368,13 +334,14 @@ fn a_packaged_cluster_bootstraps_with_tls_enrolls_an_agent_and_a_restarted_node_
             "hw4",
             "--dir",
             "/srv/envs",
-        ])
-        .env("CAIRN_CLUSTER", &all)
-        .output()
-        .unwrap();
+        ],
+        &[("CAIRN_CLUSTER", &all)],
+    );
     assert!(enroll.status.success(), "enroll: {}", text(&enroll));
     assert!(agent.root.join("/etc/cairn/agent.toml").exists());
-    let _agent = Running(agent.start_unit("cairn-agent.service", &tmp.path().join("agent.log")));
+    agent
+        .sys
+        .systemctl(&["enable", "--now", "cairn-agent.service"]);
 
     // A backup job through the agent, and the backup restored identical.
     let eid = wait_for(Duration::from_secs(60), "the agent's environment", || {
@@ -409,16 +376,24 @@ fn a_packaged_cluster_bootstraps_with_tls_enrolls_an_agent_and_a_restarted_node_
         std::fs::read(envs.join("web/blob")).unwrap()
     );
 
-    // Node 2 dies; its supervisor starts it again (Restart=on-failure), and it rejoins:
-    // status shows it up, and it serves the catalog, the backup made while it was down
+    // Node 2's process dies (SIGKILL); systemd starts it again (Restart=on-failure), and it
+    // rejoins: status shows it up, and it serves the catalog, the backup made meanwhile
     // included.
-    let _ = nodes[1].0.kill();
-    let _ = nodes[1].0.wait();
+    let two = &machines[1].sys;
+    let unit = "cairn-node.service";
+    let pid = two.property(unit, "MainPID");
+    two.systemctl(&["kill", "--kill-whom=main", "--signal=KILL", unit]);
     std::fs::write(envs.join("web/new"), b"made while node 2 was down").unwrap();
     let o = cli(&all, &["backup", "--env", &eid, "--json"]);
     assert!(o.status.success(), "backup with node 2 down: {}", text(&o));
-    let log = tmp.path().join("node2.log");
-    nodes[1] = Running(machines[1].start_unit("cairn-node.service", &log));
+    wait_for(Duration::from_secs(60), "systemd to restart node 2", || {
+        let now = two.property(unit, "MainPID");
+        (two.property(unit, "ActiveState") == "active"
+            && now != "0"
+            && now != pid
+            && two.property(unit, "NRestarts") == "1")
+            .then_some(())
+    });
     let want = backups(&all).unwrap();
     assert_eq!(want.len(), 2);
     wait_for(Duration::from_secs(60), "node 2 to rejoin", || {
