@@ -3,19 +3,23 @@
 # to build): the `cairn` binary, the systemd units of packaging/systemd, the maintainer
 # scripts of packaging/debian, and the docs.
 #
-#   scripts/build-deb.sh [--binary PATH] [--out DIR]
+#   scripts/build-deb.sh [--binary PATH] [--out DIR] [--version V]
 #
-# Without --binary it builds the release binary first. Prints the package's path.
+# Without --binary it builds the release binary first; without --version the package takes
+# the workspace's version (a test gives a later one to rehearse an upgrade). Prints the
+# package's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=""
 out="target/debian"
+version=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) bin="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --version) version="$2"; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "build-deb: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -25,7 +29,7 @@ if [ -z "$bin" ]; then
 fi
 [ -x "$bin" ] || { echo "build-deb: $bin is not an executable" >&2; exit 1; }
 
-version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
+[ -n "$version" ] || version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 chmod 0755 "$stage"

@@ -34,6 +34,20 @@ fn build_deb(out: &Path) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
 }
 
+/// Builds the package from the binary under test with version `version`.
+fn build_deb_version(out: &Path, version: &str) -> PathBuf {
+    let o = Command::new(workspace().join("scripts/build-deb.sh"))
+        .arg("--binary")
+        .arg(cairn_bin())
+        .arg("--out")
+        .arg(out)
+        .args(["--version", version])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "build-deb.sh: {}", text(&o));
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -412,4 +426,52 @@ fn a_packaged_cluster_bootstraps_with_tls_enrolls_an_agent_and_a_restarted_node_
             && two["catalog_digest"] == one["catalog_digest"])
             .then_some(())
     });
+
+    // A rolling upgrade, as docs/operations.md "Upgrade" says: one storage node at a time,
+    // `dpkg -i` of a later package on the machine; its postinst restarts the running unit
+    // under systemd, and the cluster serves throughout: a backup job after each node, and
+    // the node back with the catalog before the next. (The later package holds this same
+    // binary: there is no earlier release to upgrade from yet; what this rehearses is the
+    // procedure and the package's part in it.)
+    let later = build_deb_version(&tmp.path().join("deb-later"), "0.1.0+later1");
+    let mut made = want.len();
+    for (i, m) in machines.iter().take(3).enumerate() {
+        let id = i as u64 + 1;
+        let before = m.sys.property(unit, "MainPID");
+        std::fs::copy(&later, m.root.join("/root/cairn-later.deb")).unwrap();
+        let o = m.run(&["dpkg", "-i", "/root/cairn-later.deb"], &[]);
+        assert!(o.status.success(), "dpkg -i on node {id}: {}", text(&o));
+        let o = m.run(&["dpkg-query", "-W", "-f", "${Version}", "cairn"], &[]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "0.1.0+later1");
+        let after = m.sys.property(unit, "MainPID");
+        assert!(
+            after != before && after != "0" && m.sys.property(unit, "ActiveState") == "active",
+            "node {id}: the upgrade restarts the running unit ({before} -> {after})\n{}",
+            m.sys.journal(unit)
+        );
+        std::fs::write(envs.join("web/upgrade"), format!("after node {id}")).unwrap();
+        let o = cli(&all, &["backup", "--env", &eid, "--json"]);
+        assert!(
+            o.status.success(),
+            "backup after upgrading node {id}: {}",
+            text(&o)
+        );
+        made += 1;
+        wait_for(
+            Duration::from_secs(60),
+            &format!("upgraded node {id} to serve the catalog"),
+            || {
+                let s = status(&all)?;
+                let nodes = s["nodes"].as_array()?;
+                let mine = nodes.iter().find(|n| n["node_id"] == id)?;
+                (nodes.iter().all(|n| n["state"] == "up")
+                    && mine["backups"].as_u64() == Some(made as u64)
+                    && nodes
+                        .iter()
+                        .all(|n| n["catalog_digest"] == mine["catalog_digest"]))
+                .then_some(())
+            },
+        );
+    }
+    assert_eq!(backups(&all).unwrap().len(), made);
 }
