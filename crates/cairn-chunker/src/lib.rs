@@ -9,4 +9,4 @@ pub mod cdc;
 pub mod codec;
 
 pub use cdc::{ChunkerParams, StreamChunker};
-pub use codec::{decode, encode, ChunkError, Codec, EncodedChunk};
+pub use codec::{check, decode, encode, ChunkError, Codec, EncodedChunk};

@@ -10,7 +10,7 @@
 
 use std::fs;
 
-use cairn_chunker::{decode, EncodedChunk};
+use cairn_chunker::{check, EncodedChunk};
 use tracing::{info, warn};
 
 use crate::appender::AppendRequest;
@@ -101,7 +101,7 @@ impl ChunkStore {
                 codec: header.codec,
                 data: payload.to_vec(),
             };
-            if let Err(e) = decode(&chunk) {
+            if let Err(e) = check(&chunk) {
                 warn!(chunk = %header.id, error = %e, "corrupt chunk left in place by compaction");
                 report.corrupt.push(header.id);
                 continue;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use cairn_chunker::{decode, EncodedChunk};
+use cairn_chunker::{check, decode, EncodedChunk};
 use cairn_core::ChunkId;
 use tracing::{error, info, warn};
 
@@ -341,7 +341,7 @@ impl ChunkStore {
     /// framing and re-hashing its content.
     pub fn get(&self, id: &ChunkId) -> Result<EncodedChunk, StoreError> {
         let chunk = self.read_record(id)?;
-        decode(&chunk)?;
+        check(&chunk)?;
         Ok(chunk)
     }
 

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use cairn_chunker::{decode, EncodedChunk};
+use cairn_chunker::{check, EncodedChunk};
 use cairn_core::ChunkId;
 use nix::sys::statvfs::statvfs;
 use tracing::{error, warn};
@@ -67,7 +67,7 @@ impl ChunkStore {
                     max: u64::from(MAX_STORED_LEN),
                 });
             }
-            decode(c)?;
+            check(c)?;
         }
         let mut stats = PutStats::default();
         let mut req = AppendRequest::default();
@@ -110,7 +110,7 @@ impl ChunkStore {
                 max: u64::from(MAX_STORED_LEN),
             });
         }
-        decode(chunk)?;
+        check(chunk)?;
         let origin = self.index()?.get(&chunk.id)?;
         let mut req = AppendRequest::default();
         req.push(
