@@ -1724,6 +1724,46 @@ mod tests {
         );
     }
 
+    /// A backup job's commit of the id it reserved reads none of the environment's backups,
+    /// and neither does its repetition, refused because the id is taken (a scan there made
+    /// every job commit cost O(backups of the environment)).
+    #[test]
+    fn a_job_commit_reads_none_of_the_environments_backups() {
+        use crate::catalog::tests::Counting;
+        const T: i64 = 1_700_000_000;
+        let mut cat = MemCatalog::default();
+        let a = env("h1", "101");
+        register(&mut cat, "h1", vec![a.clone()], 1_000);
+        for i in 0..300 {
+            assert!(matches!(
+                direct_commit(&mut cat, a.eid, T + i),
+                Response::Committed { .. }
+            ));
+        }
+        let job = submit_backup_at(&mut cat, 1, a.eid, (T + 1000) * 1000);
+        let reserved = job.reserved_backup.expect("a reservation");
+        let commit = crate::command::Proposal::system(Command::CommitBackup {
+            record: record(a.eid, T + 2000, ""),
+            job: Some(job.id),
+            now_ms: (T + 2000) * 1000,
+            session: None,
+        });
+        for round in 0..2 {
+            let view = Counting {
+                inner: &cat,
+                records_read: Default::default(),
+            };
+            let d = crate::catalog::decide(&view, &commit).unwrap();
+            assert_eq!(view.records_read.get(), 0, "round {round}");
+            match (round, &d.response) {
+                (0, Response::Committed { id, .. }) => assert_eq!(*id, reserved),
+                (1, r) => assert_eq!(code(r), Some(ErrorCode::Conflict), "{r:?}"),
+                (_, r) => panic!("round {round}: {r:?}"),
+            }
+            cat.apply(&d.writes);
+        }
+    }
+
     /// Submits a backup job `n` of `env` as an admin at `now_ms`; returns the job admitted.
     fn submit_backup_at(cat: &mut MemCatalog, n: u128, env: EnvId, now_ms: i64) -> Job {
         match cat.run_as(

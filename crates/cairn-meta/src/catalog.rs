@@ -533,6 +533,106 @@ pub(crate) mod tests {
         assert_eq!(cat.backups(Some(env)).unwrap().len(), 1);
     }
 
+    /// A view of a [`MemCatalog`] that counts the backup records a decision reads.
+    pub(crate) struct Counting<'a> {
+        pub(crate) inner: &'a MemCatalog,
+        pub(crate) records_read: std::cell::Cell<usize>,
+    }
+
+    impl CatalogRead for Counting<'_> {
+        type Error = Infallible;
+        fn backup(&self, id: &BackupId) -> Result<Option<BackupRecord>, Infallible> {
+            self.inner.backup(id)
+        }
+        fn name_owner(&self, env: EnvId, name: &str) -> Result<Option<i64>, Infallible> {
+            self.inner.name_owner(env, name)
+        }
+        fn placement(&self) -> Result<Option<Epoch>, Infallible> {
+            self.inner.placement()
+        }
+        fn cluster_id(&self) -> Result<Option<uuid::Uuid>, Infallible> {
+            self.inner.cluster_id()
+        }
+        fn host(&self, id: &str) -> Result<Option<HostRecord>, Infallible> {
+            self.inner.host(id)
+        }
+        fn env(&self, eid: EnvId) -> Result<Option<EnvRecord>, Infallible> {
+            self.inner.env(eid)
+        }
+        fn job(&self, id: &uuid::Uuid) -> Result<Option<Job>, Infallible> {
+            self.inner.job(id)
+        }
+        fn active_job(&self, env: EnvId) -> Result<Option<uuid::Uuid>, Infallible> {
+            self.inner.active_job(env)
+        }
+        fn token(&self, id: &str) -> Result<Option<TokenRecord>, Infallible> {
+            self.inner.token(id)
+        }
+        fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, Infallible> {
+            self.inner.join_token(id)
+        }
+        fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, Infallible> {
+            let all = self.inner.backups(env)?;
+            self.records_read.set(self.records_read.get() + all.len());
+            Ok(all)
+        }
+        fn env_config(&self, env: EnvId) -> Result<EnvConfig, Infallible> {
+            self.inner.env_config(env)
+        }
+        fn session(&self, id: &uuid::Uuid) -> Result<Option<Session>, Infallible> {
+            self.inner.session(id)
+        }
+        fn last_id(&self, env: EnvId) -> Result<Option<i64>, Infallible> {
+            self.inner.last_id(env)
+        }
+    }
+
+    /// A commit into an environment without retention reads none of its backups: the cost of
+    /// a commit does not grow with the environment (found filling one environment with
+    /// 10,000 backups, which took quadratic time). With retention set, the environment's
+    /// backups are read, and there are at most `keep_max` of them (plus protected ones).
+    #[test]
+    fn a_commit_reads_the_environments_backups_only_for_retention() {
+        let env = EnvId::derive("hn1/big");
+        let mut cat = MemCatalog::default();
+        for i in 0..500 {
+            committed_id(commit(&mut cat, env, T + i, ""));
+        }
+        let proposal = Proposal::system(Command::CommitBackup {
+            record: record(env, T + 1000, "next"),
+            job: None,
+            now_ms: 0,
+            session: None,
+        });
+        let view = Counting {
+            inner: &cat,
+            records_read: Default::default(),
+        };
+        let d = decide(&view, &proposal).unwrap();
+        assert!(matches!(d.response, Response::Committed { .. }), "{d:?}");
+        assert_eq!(view.records_read.get(), 0);
+
+        cat.run(Command::SetEnvConfig {
+            env,
+            config: EnvConfig {
+                keep_max: Some(3),
+                ..Default::default()
+            },
+            now_ms: 0,
+        });
+        assert_eq!(cat.backups(Some(env)).unwrap().len(), 3);
+        let view = Counting {
+            inner: &cat,
+            records_read: Default::default(),
+        };
+        let d = decide(&view, &proposal).unwrap();
+        assert!(
+            matches!(d.response, Response::Committed { ref removed, .. } if removed.len() == 1),
+            "{d:?}"
+        );
+        assert_eq!(view.records_read.get(), 3);
+    }
+
     /// Found by the nemesis harness (seeds 1 and 4): a commit landed in a gap before a newer
     /// backup and retention removed it in its own write; a deleted id was given again.
     #[test]
