@@ -230,6 +230,12 @@ fn expect(row: &Row, who: Who) -> Expect {
             None => return Expect::Unauthenticated("403"),
             Some(p) => row.access.admits(&p),
         },
+        // A node's metrics listener takes no credentials: a token changes nothing.
+        Interface::Node => match who.grpc_principal() {
+            Some(p) => row.access.admits(&p),
+            None if row.access == Access::Public => Admission::Allowed,
+            None => return Expect::Unauthenticated("401"),
+        },
         Interface::Rest | Interface::Xml => {
             let adapter = if row.interface == Interface::Rest {
                 "rest"
@@ -838,6 +844,19 @@ fn grpc_probe(entry: &str) -> Option<Probe> {
                 }))
                 .await,
         )),
+        "Agents.ListJoinTokens" => probe!(c => unary(
+            c.agents()
+                .list_join_tokens(c.req(pb::ListJoinTokensRequest {}))
+                .await,
+        )),
+        // Names no join token: an admitted caller is told not found, nothing is revoked.
+        "Agents.RevokeJoinToken" => probe!(c => unary(
+            c.agents()
+                .revoke_join_token(c.req(pb::RevokeJoinTokenRequest {
+                    target: "hn-nobody".into(),
+                }))
+                .await,
+        )),
         "Raft.AppendEntries" => probe!(c => unary(
             c.raft().append_entries(c.req(wrong_target())).await,
         )),
@@ -985,6 +1004,40 @@ fn rest_call(base: &str, entry: &str, who: Who, fx: &Fx) -> Option<Got> {
         refused: matches!(r.status, 401 | 403),
         code: r.status.to_string(),
         message: text.chars().take(300).collect(),
+        seen: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// A node's metrics listener
+// ---------------------------------------------------------------------------------------
+
+/// The request of every row of a node's own HTTP listener: (method, path).
+fn node_request(entry: &str) -> Option<(&'static str, &'static str)> {
+    match entry {
+        "GET /metrics" => Some(("GET", "/metrics")),
+        _ => None,
+    }
+}
+
+/// Calls a node's metrics listener as `who` (token holders send their token, users their
+/// user token: it must change nothing).
+fn node_call(base: &str, entry: &str, who: Who, fx: &Fx) -> Option<Got> {
+    let (method, path) = node_request(entry)?;
+    let auth = fx.tokens.of(who).map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let r = http::request(method, &format!("{base}{path}"), &headers, b"");
+    // Anything but an answer or a refusal (a listener that is not there) is the rig's
+    // failure, never a pass.
+    let setup = if matches!(r.status, 200 | 401 | 403) {
+        ""
+    } else {
+        SETUP
+    };
+    Some(Got {
+        refused: matches!(r.status, 401 | 403),
+        code: r.status.to_string(),
+        message: format!("{setup}{}", r.text().chars().take(300).collect::<String>()),
         seen: None,
     })
 }
@@ -1423,6 +1476,26 @@ fn completeness_problems() -> Vec<String> {
         }
     }
 
+    // A node's own HTTP listener: every method of every route it serves.
+    let mut node_routes = Vec::new();
+    for (path, verbs) in cairn_node::metrics::ROUTES {
+        for v in *verbs {
+            node_routes.push(format!("{v} {path}"));
+        }
+    }
+    for r in &node_routes {
+        if !has_row(Interface::Node, r) {
+            problems.push(format!(
+                "node route {r} has no row in cairn_core::auth::TABLE"
+            ));
+        }
+    }
+    for r in rows(Interface::Node) {
+        if !node_routes.contains(&base(r.entry)) {
+            problems.push(format!("row {} names no node route", r.entry));
+        }
+    }
+
     // Every row has a request here (built over placeholder things).
     let fx = placeholder_fx();
     let login = ("x".to_string(), "y".to_string());
@@ -1432,6 +1505,7 @@ fn completeness_problems() -> Vec<String> {
             Interface::Rest => rest_request(r.entry, &fx).is_some(),
             Interface::Xml => xml_request(r.entry, &fx, &login).is_some(),
             Interface::Ui => ui_request(r.entry, &fx).is_some(),
+            Interface::Node => node_request(r.entry).is_some(),
         };
         if !built {
             problems.push(format!(
@@ -1495,13 +1569,14 @@ impl Via {
     const ALL: [Via; 2] = [Via::Leader, Via::Follower];
 }
 
-/// A node's addresses: gRPC URL, REST base URL, XML `host:port`.
+/// A node's addresses: gRPC URL, REST base URL, XML `host:port`, metrics base URL.
 #[derive(Clone)]
 struct Addrs {
     id: u64,
     grpc: String,
     rest: String,
     xml: String,
+    metrics: String,
 }
 
 /// The address a node printed after `banner` in its log, once it has.
@@ -1843,6 +1918,23 @@ fn gateway_matrix(fx: Arc<Fx>, nodes: BTreeMap<Via, Addrs>) -> Vec<Outcome> {
                     })
                     .collect::<Vec<_>>()
             }));
+            let (node_fx, metrics) = (fx.clone(), addrs.metrics.clone());
+            threads.push(std::thread::spawn(move || {
+                let fx = node_fx;
+                TABLE
+                    .iter()
+                    .filter(|r| r.interface == Interface::Node)
+                    .map(|row| {
+                        let got = node_call(&metrics, row.entry, who, &fx).unwrap_or_else(|| Got {
+                            refused: false,
+                            code: "no request".into(),
+                            message: format!("{SETUP}no request builder"),
+                            seen: None,
+                        });
+                        (via, who, *row, None, got)
+                    })
+                    .collect::<Vec<_>>()
+            }));
             let (xml_fx, xml) = (fx.clone(), addrs.xml.clone());
             threads.push(std::thread::spawn(move || {
                 let fx = xml_fx;
@@ -1906,6 +1998,7 @@ fn render(cells: &[Cell]) -> String {
                 Interface::Rest => "rest",
                 Interface::Xml => "xml ",
                 Interface::Ui => "ui  ",
+                Interface::Node => "node",
             };
             let name = match variant {
                 Some(v) => format!("{} [{v}]", row.entry),
@@ -1945,7 +2038,7 @@ fn every_row_as_every_caller_via_the_leader_and_a_follower() {
         add_user(&users, name, role.as_str(), password);
     }
     let extra = format!(
-        "job_queue_timeout_ms = 5000\n[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n",
+        "job_queue_timeout_ms = 5000\nmetrics_listen = \"127.0.0.1:0\"\n[gateway]\nusers_file = \"{}\"\n[gateway.rest]\nlisten = \"127.0.0.1:0\"\n[gateway.xml]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n",
         users.display()
     );
     let c = TestCluster::start_with_token(&dir.path().join("c"), 3, &extra, Some(SECRET));
@@ -1958,6 +2051,10 @@ fn every_row_as_every_caller_via_the_leader_and_a_follower() {
             grpc: grpc_url(&n.url),
             rest: listener(n, "REST API (Sun Cloud API) at "),
             xml: listener(n, "XML API (Virtuozzo backupm) at "),
+            metrics: wait_for(Duration::from_secs(30), "metrics.addr", || {
+                let a = std::fs::read_to_string(n.data.join("metrics.addr")).ok()?;
+                Some(a.trim().to_string())
+            }),
         })
         .collect();
 

@@ -14,7 +14,9 @@ use futures::{Stream, StreamExt};
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::types::{AgentToken, Env, Host, JobFilter, JobRequest, JoinToken, UserToken};
+use crate::types::{
+    AgentToken, Env, Host, JobFilter, JobRequest, JoinToken, JoinTokenInfo, UserToken,
+};
 
 /// A job as a node answers it, with what only the answering node knows.
 #[derive(Clone, Debug, PartialEq)]
@@ -320,6 +322,31 @@ impl Client {
             })
             .await?;
         Ok(t.into())
+    }
+
+    /// Lists the join tokens the catalog holds (never a token or its hash).
+    pub async fn list_join_tokens(&self) -> Result<Vec<JoinTokenInfo>, Error> {
+        let r = self
+            .agents_call(
+                |mut a| async move { a.list_join_tokens(pb::ListJoinTokensRequest {}).await },
+            )
+            .await?;
+        Ok(r.tokens.into_iter().map(JoinTokenInfo::from).collect())
+    }
+
+    /// Revokes the join token with id `target`, or every join token of host `target`;
+    /// returns how many went.
+    pub async fn revoke_join_token(&self, target: &str) -> Result<u32, Error> {
+        let req = pb::RevokeJoinTokenRequest {
+            target: target.to_string(),
+        };
+        let r = self
+            .agents_call(|mut a| {
+                let req = req.clone();
+                async move { a.revoke_join_token(req).await }
+            })
+            .await?;
+        Ok(r.revoked)
     }
 
     pub async fn list_agent_tokens(&self) -> Result<Vec<AgentToken>, Error> {

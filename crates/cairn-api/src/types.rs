@@ -260,6 +260,44 @@ impl From<pb::JoinToken> for JoinToken {
     }
 }
 
+/// A join token as `cairn agent join-token list` shows it: never the token or its hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JoinTokenInfo {
+    pub id: String,
+    pub host: String,
+    pub created_ms: i64,
+    /// Redemptions at or after this time are refused.
+    pub expires_ms: i64,
+    /// When it was redeemed, and the id of the agent token it gave.
+    pub redeemed: Option<(i64, String)>,
+}
+
+impl JoinTokenInfo {
+    /// `used` once redeemed, else `expired` at or after its expiry, else `unused`.
+    pub fn state(&self, now_ms: i64) -> &'static str {
+        if self.redeemed.is_some() {
+            "used"
+        } else if now_ms >= self.expires_ms {
+            "expired"
+        } else {
+            "unused"
+        }
+    }
+}
+
+impl From<pb::JoinTokenInfo> for JoinTokenInfo {
+    fn from(t: pb::JoinTokenInfo) -> Self {
+        JoinTokenInfo {
+            id: t.id,
+            host: t.host,
+            created_ms: t.created_ms,
+            expires_ms: t.expires_ms,
+            redeemed: (t.redeemed_ms != 0 || !t.agent_token_id.is_empty())
+                .then_some((t.redeemed_ms, t.agent_token_id)),
+        }
+    }
+}
+
 /// An agent token as listed (the secret itself only in the answer that created it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentToken {
@@ -401,6 +439,34 @@ mod tests {
         assert_eq!(v.waiting.as_deref(), Some("host h1 is offline"));
         wire.waiting.clear();
         assert_eq!(crate::JobView::try_from(wire).unwrap().waiting, None);
+    }
+
+    #[test]
+    fn join_tokens_are_listed_with_every_field_but_their_hash() {
+        let mut record = cairn_core::job::JoinTokenRecord {
+            id: "j1".into(),
+            host: "hn1".into(),
+            hash: "ab".repeat(32),
+            created_ms: 5,
+            expires_ms: 10,
+            redeemed: None,
+        };
+        let info = JoinTokenInfo::from(pb::JoinTokenInfo::from(&record));
+        assert_eq!(
+            (
+                info.id.as_str(),
+                info.host.as_str(),
+                info.created_ms,
+                info.expires_ms
+            ),
+            ("j1", "hn1", 5, 10)
+        );
+        assert_eq!(info.redeemed, None);
+        assert_eq!((info.state(9), info.state(10)), ("unused", "expired"));
+        record.redeemed = Some((7, "a1".into()));
+        let info = JoinTokenInfo::from(pb::JoinTokenInfo::from(&record));
+        assert_eq!(info.redeemed, Some((7, "a1".to_string())));
+        assert_eq!(info.state(99), "used");
     }
 
     #[test]

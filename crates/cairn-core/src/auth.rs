@@ -1,5 +1,6 @@
 //! Who may do what: the principals, the kinds of access, and the one table that lists every
-//! entry point of the cluster (gRPC methods, REST routes, XML calls, dashboard routes) with the access it needs.
+//! entry point of the cluster (gRPC methods, REST routes, XML calls, dashboard routes, a
+//! node's metrics listener) with the access it needs.
 //!
 //! # How a call is authorized
 //! 1. **Authentication** happens at the edge: a node's interceptor turns the bearer token
@@ -397,6 +398,8 @@ pub enum Interface {
     Xml,
     /// The web dashboard (`/ui/…` on the REST listener).
     Ui,
+    /// A storage node's own HTTP listener (`metrics_listen`): its Prometheus metrics.
+    Node,
 }
 
 /// One entry point and the access it needs.
@@ -429,6 +432,14 @@ const fn rest(entry: &'static str, access: Access) -> Row {
 const fn ui(entry: &'static str, access: Access) -> Row {
     Row {
         interface: Interface::Ui,
+        entry,
+        access,
+    }
+}
+
+const fn node(entry: &'static str, access: Access) -> Row {
+    Row {
+        interface: Interface::Node,
         entry,
         access,
     }
@@ -503,6 +514,8 @@ pub const TABLE: &[Row] = &[
     // agent) redeems it for an agent token of that host, without any other credential.
     grpc("Agents.CreateJoinToken", Administer),
     grpc("Agents.RedeemJoinToken", Enroll),
+    grpc("Agents.ListJoinTokens", Administer),
+    grpc("Agents.RevokeJoinToken", Administer),
     // Raft between voters.
     grpc("Raft.AppendEntries", Internal),
     grpc("Raft.Vote", Internal),
@@ -566,6 +579,9 @@ pub const TABLE: &[Row] = &[
     ui("GET /ui/events/jobs", Read),
     ui("GET /ui/nodes", Read),
     ui("POST /ui/nodes/{what}", Administer),
+    // A storage node's metrics listener (off unless `metrics_listen` is set): counts and
+    // states only, for scrapers that carry no token; see `cairn_node::metrics`.
+    node("GET /metrics", Public),
 ];
 
 /// The access an entry point needs; `None` when the table has no row for it (a bug: every

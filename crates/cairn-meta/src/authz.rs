@@ -178,7 +178,8 @@ pub fn admit<V: CatalogRead + ?Sized>(
         | Command::MoveEnv { .. }
         | Command::PutToken { .. }
         | Command::RevokeTokens { .. }
-        | Command::PutJoinToken { .. } => (Access::Administer, Subject::Nothing),
+        | Command::PutJoinToken { .. }
+        | Command::RevokeJoinTokens { .. } => (Access::Administer, Subject::Nothing),
         // The join token itself is checked by the decision (`crate::join`).
         Command::RedeemJoinToken { .. } => (Access::Enroll, Subject::Nothing),
         Command::RegisterHost { host, .. } => (Access::AgentWork, Subject::Host(host.id.clone())),

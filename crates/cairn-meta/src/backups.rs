@@ -486,6 +486,9 @@ impl<V: CatalogRead + ?Sized> CatalogRead for WithConfig<'_, V> {
     fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, V::Error> {
         self.inner.join_token(id)
     }
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, V::Error> {
+        self.inner.join_tokens()
+    }
     fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, V::Error> {
         self.inner.backups(env)
     }

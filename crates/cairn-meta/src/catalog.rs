@@ -127,9 +127,9 @@ pub fn decide<V: CatalogRead + ?Sized>(view: &V, p: &Proposal) -> Result<Decisio
         | Command::DeleteJobs { .. }
         | Command::PutToken { .. }
         | Command::RevokeTokens { .. } => crate::agents::decide(view, by, &p.cmd),
-        Command::PutJoinToken { .. } | Command::RedeemJoinToken { .. } => {
-            crate::join::decide(view, by, &p.cmd)
-        }
+        Command::PutJoinToken { .. }
+        | Command::RedeemJoinToken { .. }
+        | Command::RevokeJoinTokens { .. } => crate::join::decide(view, by, &p.cmd),
         Command::SetClusterId { id } => Ok(match view.cluster_id()? {
             Some(_) => Decision {
                 writes: Vec::new(),
@@ -277,6 +277,9 @@ pub(crate) mod tests {
         fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, Infallible> {
             Ok(self.join_tokens.get(id).cloned())
         }
+        fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, Infallible> {
+            Ok(self.join_tokens.values().cloned().collect())
+        }
         fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, Infallible> {
             Ok(self
                 .backups
@@ -355,6 +358,9 @@ pub(crate) mod tests {
                     }
                     Write::PutJoinToken(t) => {
                         self.join_tokens.insert(t.id.clone(), t.clone());
+                    }
+                    Write::DeleteJoinToken(id) => {
+                        self.join_tokens.remove(id);
                     }
                 }
             }
@@ -570,6 +576,9 @@ pub(crate) mod tests {
         }
         fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, Infallible> {
             self.inner.join_token(id)
+        }
+        fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, Infallible> {
+            self.inner.join_tokens()
         }
         fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, Infallible> {
             let all = self.inner.backups(env)?;

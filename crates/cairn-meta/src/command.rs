@@ -234,6 +234,8 @@ pub enum Command {
         agent: TokenRecord,
         now_ms: i64,
     },
+    /// Revokes join tokens by id (their records go: a revoked token is unknown).
+    RevokeJoinTokens { ids: Vec<String> },
 }
 
 impl Command {
@@ -264,6 +266,7 @@ impl Command {
             Command::RevokeTokens { .. } => "revoke_tokens",
             Command::PutJoinToken { .. } => "put_join_token",
             Command::RedeemJoinToken { .. } => "redeem_join_token",
+            Command::RevokeJoinTokens { .. } => "revoke_join_tokens",
         }
     }
 }

@@ -16,10 +16,23 @@
 //! | 5 | the host asked for is not the token's | `E1009` permission denied |
 //!
 //! Otherwise one atomic write stores the agent token (bound to the join token's host) and
-//! marks the join token redeemed. The record stays, so a second redemption is told "used"
-//! rather than "unknown". A refusal for an unknown id and for a wrong secret read the same.
-//! `now_ms` is the proposing node's clock, carried in the command like every other time a
-//! decision compares.
+//! marks the join token redeemed. The record stays until the token's expiry, so a second
+//! redemption is told "used" rather than "unknown". A refusal for an unknown id and for a
+//! wrong secret read the same. `now_ms` is the proposing node's clock, carried in the command
+//! like every other time a decision compares.
+//!
+//! # Lifecycle: listing, revoking, pruning
+//! - Listing (`Agents.ListJoinTokens`, access `administer`) is a read of this node's catalog
+//!   and shows id, host, creation, expiry and redemption: never the token, never its hash.
+//! - `RevokeJoinTokens` (access `administer`) removes the records it names. A revoked token
+//!   is then unknown, and its redemption is refused like a wrong secret (`E1008`, row 2).
+//!   Naming nothing that exists is refused as not found (`E1002`), so a typo is not
+//!   mistaken for a revocation.
+//! - Pruning needs no sweeper: every `PutJoinToken` also removes, in the same write, every
+//!   record whose expiry is at or before the new token's creation (the proposer's clock,
+//!   carried in the record). An expired token could not be redeemed anyway, and a used one is
+//!   kept until its expiry only so that a retried redemption is told "used". The catalog
+//!   thus holds at most the tokens of the last 30 days (the longest TTL).
 
 use cairn_core::auth::{Principal, Rule};
 use cairn_core::job::JoinTokenRecord;
@@ -28,24 +41,54 @@ use cairn_core::ErrorCode;
 use crate::command::{Command, Response};
 use crate::view::{CatalogRead, Decision, Write};
 
-/// Decides `PutJoinToken` and `RedeemJoinToken` (admission already passed).
+/// Decides `PutJoinToken`, `RedeemJoinToken` and `RevokeJoinTokens` (admission already
+/// passed).
 pub(crate) fn decide<V: CatalogRead + ?Sized>(
     view: &V,
     by: &Principal,
     cmd: &Command,
 ) -> Result<Decision, V::Error> {
     match cmd {
-        Command::PutJoinToken { record } => Ok(if view.join_token(&record.id)?.is_some() {
-            Decision::refuse(
-                ErrorCode::Conflict,
-                format!("join token {} already exists", record.id),
-            )
-        } else {
-            Decision {
-                writes: vec![Write::PutJoinToken(record.clone())],
-                response: Response::Done,
+        Command::PutJoinToken { record } => {
+            if view.join_token(&record.id)?.is_some() {
+                return Ok(Decision::refuse(
+                    ErrorCode::Conflict,
+                    format!("join token {} already exists", record.id),
+                ));
             }
-        }),
+            // Pruning: the tokens that expired by this one's creation go in the same write.
+            let mut writes: Vec<Write> = view
+                .join_tokens()?
+                .into_iter()
+                .filter(|t| t.expires_ms <= record.created_ms)
+                .map(|t| Write::DeleteJoinToken(t.id))
+                .collect();
+            writes.push(Write::PutJoinToken(record.clone()));
+            Ok(Decision {
+                writes,
+                response: Response::Done,
+            })
+        }
+        Command::RevokeJoinTokens { ids } => {
+            let mut writes = Vec::new();
+            for id in ids {
+                if view.join_token(id)?.is_some() {
+                    writes.push(Write::DeleteJoinToken(id.clone()));
+                }
+            }
+            if writes.is_empty() {
+                return Ok(Decision::refuse(
+                    ErrorCode::NotFound,
+                    "no join token matches".into(),
+                ));
+            }
+            Ok(Decision {
+                response: Response::Removed {
+                    count: writes.len() as u32,
+                },
+                writes,
+            })
+        }
         Command::RedeemJoinToken {
             host,
             agent,
@@ -242,6 +285,86 @@ mod tests {
             cat.run_as(holder(TOKEN), redeem("hn1", "a1", 10)),
             Response::Done
         );
+    }
+
+    fn put(id: &str, created_ms: i64, expires_ms: i64) -> Command {
+        Command::PutJoinToken {
+            record: JoinTokenRecord {
+                id: id.into(),
+                host: "hn1".into(),
+                hash: token_hash(&format!("cairn-join.{id}.secret")),
+                created_ms,
+                expires_ms,
+                redeemed: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_revoked_join_token_is_unknown_and_revoking_nothing_is_not_found() {
+        let mut cat = issued();
+        let r = cat.run_as(
+            user(Role::Admin),
+            Command::RevokeJoinTokens {
+                ids: vec!["j1".into(), "j9".into()],
+            },
+        );
+        assert_eq!(r, Response::Removed { count: 1 });
+        assert!(cat.join_token("j1").unwrap().is_none());
+        let again = cat.run_as(holder(TOKEN), redeem("hn1", "a1", 10));
+        assert_eq!(code(&again), Some(ErrorCode::Unauthenticated));
+        assert!(cat.token("a1").unwrap().is_none());
+        let none = cat.run_as(
+            user(Role::Admin),
+            Command::RevokeJoinTokens {
+                ids: vec!["j1".into()],
+            },
+        );
+        assert_eq!(code(&none), Some(ErrorCode::NotFound));
+        // Only admins revoke.
+        let mut cat = issued();
+        for who in [user(Role::Operator), agent("hn1"), holder(TOKEN)] {
+            let r = cat.run_as(
+                who.clone(),
+                Command::RevokeJoinTokens {
+                    ids: vec!["j1".into()],
+                },
+            );
+            assert_eq!(code(&r), Some(ErrorCode::PermissionDenied), "{who:?}");
+        }
+        assert!(cat.join_token("j1").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_new_join_token_prunes_the_expired_ones_used_or_not() {
+        // j1 expires at 1000 and is redeemed; j2 expires at 2000 unused; j3 at 5000.
+        let mut cat = issued();
+        assert_eq!(
+            cat.run_as(holder(TOKEN), redeem("hn1", "a1", 10)),
+            Response::Done
+        );
+        for (id, exp) in [("j2", 2_000), ("j3", 5_000)] {
+            assert_eq!(
+                cat.run_as(user(Role::Admin), put(id, 500, exp)),
+                Response::Done
+            );
+        }
+        // Before its expiry a used token stays, so a retry is told "used".
+        assert!(cat.join_token("j1").unwrap().is_some());
+        // A token created at 2000: j1 (used, expired) and j2 (unused, expired at 2000) go.
+        assert_eq!(
+            cat.run_as(user(Role::Admin), put("j4", 2_000, 9_000)),
+            Response::Done
+        );
+        let left: Vec<String> = cat
+            .join_tokens()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(left, ["j3", "j4"]);
+        // The agent token j1 gave is untouched.
+        assert!(cat.token("a1").unwrap().is_some());
     }
 
     #[test]

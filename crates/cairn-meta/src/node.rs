@@ -438,6 +438,11 @@ impl MetaNode {
         self.sm.active_jobs()
     }
 
+    /// Returns every join token record, from this node's catalog.
+    pub fn join_tokens(&self) -> Result<Vec<cairn_core::job::JoinTokenRecord>, MetaError> {
+        self.sm.join_tokens()
+    }
+
     /// Returns every agent token record, from this node's catalog.
     pub fn tokens(&self) -> Result<Vec<cairn_core::job::TokenRecord>, MetaError> {
         self.sm.tokens()

@@ -45,6 +45,9 @@ pub trait CatalogRead {
     /// Returns a join token's record.
     fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, Self::Error>;
 
+    /// Returns every join token's record (used, unused and expired alike).
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, Self::Error>;
+
     /// Returns the backups of one environment (or of all), as of the decision: including
     /// the changes of earlier entries of the same batch.
     fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, Self::Error>;
@@ -106,6 +109,8 @@ pub enum Write {
     DeleteToken(String),
     /// Stores a join token's record (new, or redeemed).
     PutJoinToken(JoinTokenRecord),
+    /// Removes a join token's record (revoked, or pruned once expired).
+    DeleteJoinToken(String),
 }
 
 /// The outcome of one command: the writes to make atomically, and the answer.

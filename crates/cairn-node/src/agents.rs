@@ -749,6 +749,54 @@ impl Agents for AgentsService {
         }))
     }
 
+    async fn list_join_tokens(
+        &self,
+        req: Request<pb::ListJoinTokensRequest>,
+    ) -> Result<Response<pb::ListJoinTokensResponse>, Status> {
+        self.authorize(&caller(&req)?, Access::Administer, Subject::Nothing)?;
+        let mut tokens: Vec<pb::JoinTokenInfo> = self
+            .meta
+            .join_tokens()
+            .map_err(meta_status)?
+            .iter()
+            .map(pb::JoinTokenInfo::from)
+            .collect();
+        tokens.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(Response::new(pb::ListJoinTokensResponse { tokens }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_join_token(
+        &self,
+        req: Request<pb::RevokeJoinTokenRequest>,
+    ) -> Result<Response<pb::RevokeAgentTokenResponse>, Status> {
+        let who = caller(&req)?;
+        forward_to_leader!(self, req, &who, agents, revoke_join_token);
+        let target = req.into_inner().target;
+        if target.is_empty() {
+            return Err(status(
+                ErrorCode::InvalidArgument,
+                "name a join token's id or a host",
+            ));
+        }
+        // The ids are picked from this (the leader's) catalog; the catalog removes those
+        // that still exist and refuses the command when none does (`cairn_meta::join`).
+        let ids: Vec<String> = self
+            .meta
+            .join_tokens()
+            .map_err(meta_status)?
+            .into_iter()
+            .filter(|t| t.id == target || t.host == target)
+            .map(|t| t.id)
+            .collect();
+        let revoked = match self.write(&who, Command::RevokeJoinTokens { ids }).await? {
+            MetaResponse::Removed { count } => count,
+            other => return Err(unexpected(other)),
+        };
+        tracing::info!(revoked, %target, by = %who.name(), "join tokens revoked");
+        Ok(Response::new(pb::RevokeAgentTokenResponse { revoked }))
+    }
+
     async fn list_agent_tokens(
         &self,
         req: Request<pb::ListAgentTokensRequest>,

@@ -458,7 +458,12 @@ impl Catalog for CatalogService {
             backups,
             role: format!("{:?}", m.state).to_lowercase(),
             voter: voters.contains(&self.node_id),
-            zone: self.zone.clone(),
+            // The zone the placement gives it (`add-node --zone`), else its config's.
+            zone: epoch
+                .as_ref()
+                .and_then(|e| e.node(self.node_id))
+                .map(|n| n.zone.clone())
+                .unwrap_or_else(|| self.zone.clone()),
             draining: epoch
                 .as_ref()
                 .and_then(|e| e.node(self.node_id))

@@ -97,6 +97,12 @@ pub struct NodeConfig {
     /// revoke`) is final, because a named cluster never reads this again.
     #[serde(default)]
     pub first_admin: Option<FirstAdmin>,
+    /// Serves Prometheus metrics at `http://ADDR/metrics` (`crate::metrics`): unset (the
+    /// default), no metrics listener. The endpoint needs no credentials and shows counts and
+    /// states only; bind it to loopback (`"127.0.0.1:9770"`) or a management network. Port 0
+    /// picks a free port, written to `DATA/metrics.addr`.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A user token's record known before the cluster exists (see [`NodeConfig::first_admin`]).
@@ -299,6 +305,7 @@ impl NodeConfig {
             tls_ca: None,
             gateway: None,
             first_admin: None,
+            metrics_listen: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod error;
 pub mod gc;
 pub mod last_runs;
 pub mod membership;
+pub mod metrics;
 pub mod peers;
 pub mod raft_net;
 pub mod repair;

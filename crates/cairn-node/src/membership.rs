@@ -129,7 +129,7 @@ pub async fn add_node(
     by: &Principal,
     req: pb::AddNodeRequest,
 ) -> Result<pb::MembershipResponse, Status> {
-    let addr = crate::config::as_url(req.addr.trim());
+    let addr = peers.url_of(req.addr.trim());
     let st = {
         let mut c = peers.catalog(&addr)?;
         let call = c.node_status(pb::NodeStatusRequest {});

@@ -50,6 +50,19 @@ impl Peers {
         }
     }
 
+    /// Returns `addr` as a URL: as given when it has a scheme, else `https://` on a
+    /// cluster whose nodes speak TLS and `http://` otherwise (`cairn cluster add-node
+    /// HOST:PORT` names the node the way its certificate does).
+    pub fn url_of(&self, addr: &str) -> String {
+        if addr.contains("://") {
+            addr.to_string()
+        } else if self.tls.is_some() {
+            format!("https://{addr}")
+        } else {
+            crate::config::as_url(addr)
+        }
+    }
+
     fn channel(&self, url: &str) -> Result<AuthChannel, Status> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let ch = match map.get(url) {

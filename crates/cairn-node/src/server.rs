@@ -80,6 +80,9 @@ pub struct RunningNode {
     health: Option<JoinHandle<()>>,
     jobs: Option<JoinHandle<()>>,
     heal: Option<JoinHandle<()>>,
+    metrics: Option<JoinHandle<()>>,
+    /// Where the metrics listener serves, when configured.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl RunningNode {
@@ -99,6 +102,9 @@ impl RunningNode {
         }
         if let Some(h) = self.heal.take() {
             h.abort();
+        }
+        if let Some(m) = self.metrics.take() {
+            m.abort();
         }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -192,6 +198,17 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         failpoints: cfg.data_dir.join("failpoints"),
         runs: Arc::new(crate::last_runs::RunLog::open(&cfg.data_dir)),
     };
+    let cluster_runs = cluster.runs.clone();
+    let node_metrics = crate::metrics::NodeMetrics::new(cfg.node_id);
+    // Bound before serving, so a taken port fails the start instead of a later task.
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let repairer = Arc::new(crate::repair::Repairer::new(cluster.clone()));
     let zone = voters
         .iter()
@@ -267,6 +284,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let serve = tokio::spawn(
         builder
             .tcp_nodelay(true)
+            .layer(crate::metrics::RpcCountLayer(node_metrics.clone()))
             .add_service(chunks)
             .add_service(catalog)
             .add_service(raft)
@@ -276,6 +294,21 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             }),
     );
 
+    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
+    let metrics_task = metrics_listener.map(|(listener, bound)| {
+        write_named_addr_file(&cfg.data_dir, "metrics.addr", &format!("http://{bound}"));
+        tracing::info!(addr = %bound, "metrics served at /metrics");
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            node_metrics.clone(),
+            crate::metrics::Sources {
+                meta: meta.clone(),
+                store: store.clone(),
+                repairer: repairer.clone(),
+                runs: cluster_runs.clone(),
+            },
+        ))
+    });
     let repair_task = tokio::spawn(
         repairer
             .clone()
@@ -328,6 +361,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         health: Some(health_task),
         jobs: Some(jobs_task),
         heal: Some(heal_task),
+        metrics: metrics_task,
+        metrics_addr,
     })
 }
 
@@ -589,10 +624,15 @@ fn write_cluster_id(dir: &std::path::Path, id: &uuid::Uuid) -> std::io::Result<(
 /// Writes the node's URL to `DATA/node.addr` (temp file + rename), so scripts and tests that
 /// started it on port 0 can find it.
 fn write_addr_file(dir: &std::path::Path, url: &str) {
-    let tmp = dir.join("node.addr.tmp");
+    write_named_addr_file(dir, "node.addr", url)
+}
+
+/// Writes `url` to `DIR/NAME` (through a temporary name: a reader sees all of it or none).
+fn write_named_addr_file(dir: &std::path::Path, name: &str, url: &str) {
+    let tmp = dir.join(format!("{name}.tmp"));
     let res = std::fs::write(&tmp, format!("{url}\n"))
-        .and_then(|_| std::fs::rename(&tmp, dir.join("node.addr")));
+        .and_then(|_| std::fs::rename(&tmp, dir.join(name)));
     if let Err(e) = res {
-        tracing::warn!(error = %e, "cannot write node.addr");
+        tracing::warn!(error = %e, file = name, "cannot write an address file");
     }
 }

@@ -3,7 +3,7 @@
 
 use cairn_core::job::{
     EnvRecord, HostRecord, Job, JobKind, JobLogLine, JobOptions, JobProgress, JobResult, JobState,
-    LogLevel, Replace,
+    JoinTokenRecord, LogLevel, Replace,
 };
 use cairn_core::retention::EnvConfig;
 use cairn_core::{BackupType, Compression, EnvInfo};
@@ -79,6 +79,22 @@ pub fn env_config_from_wire(c: pb::EnvConfig) -> EnvConfig {
         post_hooks: c.post_hooks.map(|h| h.commands),
         hook_timeout_secs: c.hook_timeout_secs,
         retention_grace_days: c.retention_grace_days,
+    }
+}
+
+/// A join token as listed: its hash stays in the catalog (`cairn_api::JoinTokenInfo` reads
+/// this back).
+impl From<&JoinTokenRecord> for pb::JoinTokenInfo {
+    fn from(t: &JoinTokenRecord) -> Self {
+        let (redeemed_ms, agent_token_id) = t.redeemed.clone().unwrap_or_default();
+        pb::JoinTokenInfo {
+            id: t.id.clone(),
+            host: t.host.clone(),
+            created_ms: t.created_ms,
+            expires_ms: t.expires_ms,
+            redeemed_ms,
+            agent_token_id,
+        }
     }
 }
 

@@ -220,6 +220,17 @@ impl ChunkStore {
         })
     }
 
+    /// Returns the bytes available to the store and the size of the file system that holds
+    /// its pack files (`statvfs`), or `None` when they cannot be read.
+    pub fn disk_space(&self) -> Option<(u64, u64)> {
+        let st = nix::sys::statvfs::statvfs(&self.packs).ok()?;
+        let unit = st.fragment_size() as u64;
+        Some((
+            (st.blocks_available() as u64).saturating_mul(unit),
+            (st.blocks() as u64).saturating_mul(unit),
+        ))
+    }
+
     /// Returns the store's configuration.
     pub fn config(&self) -> &StoreConfig {
         &self.cfg

@@ -375,6 +375,60 @@ enum InitCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the files of a node added to a running cluster made by `init cluster`: a
+    /// certificate signed with its ca.key, and node-<ID>/ (node.toml, node.pem, node.key,
+    /// ca.pem, token) beside the voters' directories. Copy it to --etc on the new node,
+    /// start it, then `cairn cluster add-node HOST:PORT --zone Z`. Refuses an existing
+    /// node-<ID>/ unless --force.
+    Node {
+        /// The directory `cairn init cluster --out` wrote (ca.pem, ca.key, node-<ID>/).
+        #[arg(long)]
+        cluster_dir: PathBuf,
+        /// The new node: ID=HOST:PORT[,zone=Z][,weight=W], an id no node ever had.
+        #[arg(long = "node", value_parser = crate::init::parse_node)]
+        node: crate::init::NodeSpec,
+        /// Where the node's files are on it (`{id}`: its id).
+        #[arg(long, default_value = "/etc/cairn")]
+        etc: PathBuf,
+        /// Its data directory (`{id}`: its id).
+        #[arg(long, default_value = "/var/lib/cairn/node")]
+        data_dir: PathBuf,
+        /// Replace an existing node-<ID>/.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a standalone gateway's files into --out: gateway.toml (the cluster from
+    /// --cluster, [rest] and [xml] listeners), gateway.token (a new admin user token named
+    /// --name, created with your CAIRN_TOKEN), ca.pem (from --ca) and an empty users.toml.
+    /// Copy them to --etc on the gateway and add its users with `cairn user add`.
+    Gateway {
+        /// The output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the files are on the gateway's machine (the config names paths under it).
+        #[arg(long, default_value = "/etc/cairn")]
+        etc: PathBuf,
+        /// The REST API's (and dashboard's) listen address.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        rest_listen: std::net::SocketAddr,
+        /// The XML API's listen address.
+        #[arg(long, default_value = "0.0.0.0:4433")]
+        xml_listen: std::net::SocketAddr,
+        /// Serve no REST API.
+        #[arg(long)]
+        no_rest: bool,
+        /// Serve no XML API.
+        #[arg(long)]
+        no_xml: bool,
+        /// The name of the gateway's user token.
+        #[arg(long, default_value = "gateway")]
+        name: String,
+        /// Replace an existing gateway.toml in --out.
+        #[arg(long)]
+        force: bool,
+    },
     /// Write an agent config template (no token: `cairn agent enroll` fills one in, or put
     /// an agent token in agent.token beside it). The cluster comes from --cluster.
     Agent {
@@ -447,6 +501,17 @@ enum JoinTokenCmd {
         ttl: u64,
         #[arg(long)]
         json: bool,
+    },
+    /// List the join tokens the catalog keeps: id, host, created, expires and state (unused,
+    /// used, expired). Never a token or its hash. A new token prunes the expired ones.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a join token by its id, or every join token of a host; it no longer enrolls.
+    Revoke {
+        /// A join token's id, or a host id.
+        target: String,
     },
 }
 
@@ -606,7 +671,8 @@ enum ClusterCmd {
     /// Add a running storage node (its config lists the voters but not itself). Repair
     /// then moves its share of the chunks to it.
     AddNode {
-        /// Its gRPC address, host:port.
+        /// Its gRPC address, host:port (reached with TLS when the cluster's nodes use it),
+        /// or a URL.
         addr: String,
         /// Its zone (failure domain); default: the one it reports.
         #[arg(long, default_value = "")]
@@ -818,6 +884,10 @@ async fn run(cmd: Cmd, cluster: &Target) -> Result<ExitCode> {
                         )
                         .await
                     }
+                    JoinTokenCmd::List { json } => crate::enroll::join_token_list(&c, json).await,
+                    JoinTokenCmd::Revoke { target } => {
+                        crate::enroll::join_token_revoke(&c, &target).await
+                    }
                 }
             }
             (
@@ -913,6 +983,86 @@ async fn run(cmd: Cmd, cluster: &Target) -> Result<ExitCode> {
                     out.join("ca.key").display()
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Init {
+            cmd:
+                InitCmd::Node {
+                    cluster_dir,
+                    node,
+                    etc,
+                    data_dir,
+                    force,
+                    json,
+                },
+        } => {
+            let plan = crate::init::NodePlan {
+                cluster_dir,
+                node,
+                etc,
+                data_dir,
+            };
+            let files = crate::init::generate_node(&plan)?;
+            crate::init::write_node(&plan.cluster_dir, plan.node.id, &files, force)?;
+            let n = &plan.node;
+            let dir = plan.cluster_dir.join(format!("node-{}", n.id));
+            let etc = crate::init::for_node(&plan.etc, n.id);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "id": n.id,
+                        "url": n.url(),
+                        "dir": dir,
+                        "add_node": ["cluster", "add-node", n.authority(), "--zone", n.zone, "--weight", n.weight.to_string()],
+                    })
+                );
+            } else {
+                println!(
+                    "node {} ({}): copy {}/ to {} on it, start it (cairn node --config {}), then:\n  cairn cluster add-node {} --zone {} --weight {}",
+                    n.id,
+                    n.url(),
+                    dir.display(),
+                    etc.display(),
+                    etc.join("node.toml").display(),
+                    n.authority(),
+                    n.zone,
+                    n.weight
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Init {
+            cmd:
+                InitCmd::Gateway {
+                    out,
+                    etc,
+                    rest_listen,
+                    xml_listen,
+                    no_rest,
+                    no_xml,
+                    name,
+                    force,
+                },
+        } => {
+            let g = crate::gateway::GatewayInit {
+                out,
+                etc,
+                urls: cluster
+                    .urls
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                ca: cluster.ca.clone(),
+                rest_listen: (!no_rest).then_some(rest_listen),
+                xml_listen: (!no_xml).then_some(xml_listen),
+                name,
+                force,
+            };
+            let c = cluster.connect().await?;
+            crate::gateway::init_gateway(&g, &c).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Init {

@@ -1,5 +1,6 @@
-//! `cairn agent join-token create` and `cairn agent enroll`: an agent joins with a one-time
-//! join token instead of a hand-copied agent token and a hand-written config.
+//! `cairn agent join-token create|list|revoke` and `cairn agent enroll`: an agent joins with
+//! a one-time join token instead of a hand-copied agent token and a hand-written config.
+//! `list` shows what the catalog keeps of each token (host, times, state), never a secret.
 //!
 //! `enroll` reads the join token from a file or stdin (never the command line), pins the
 //! cluster's CA by the fingerprint the operator gives (`cairn_api::enroll`), redeems the
@@ -75,6 +76,62 @@ pub async fn join_token_create(
             t.host,
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ms_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// `cairn agent join-token list`: id, host, created, expires, state (`unused`, `used`,
+/// `expired`) and, once used, the agent token it gave.
+pub async fn join_token_list(c: &Client, json: bool) -> Result<ExitCode> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let ts = c.list_join_tokens().await?;
+    if json {
+        let all: Vec<_> = ts
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id,
+                    "host": t.host,
+                    "created_ms": t.created_ms,
+                    "expires_ms": t.expires_ms,
+                    "state": t.state(now),
+                    "redeemed_ms": t.redeemed.as_ref().map(|r| r.0),
+                    "agent_token_id": t.redeemed.as_ref().map(|r| r.1.clone()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(all));
+    } else {
+        println!(
+            "{:<14}  {:<24}  {:<20}  {:<20}  STATE",
+            "ID", "HOST", "CREATED", "EXPIRES"
+        );
+        for t in &ts {
+            let state = match &t.redeemed {
+                Some((_, agent)) => format!("used (agent token {agent})"),
+                None => t.state(now).to_string(),
+            };
+            println!(
+                "{:<14}  {:<24}  {:<20}  {:<20}  {state}",
+                t.id,
+                t.host,
+                ms_rfc3339(t.created_ms),
+                ms_rfc3339(t.expires_ms),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn agent join-token revoke ID|HOST`.
+pub async fn join_token_revoke(c: &Client, target: &str) -> Result<ExitCode> {
+    let n = c.revoke_join_token(target).await?;
+    println!("{n} join token(s) revoked");
     Ok(ExitCode::SUCCESS)
 }
 

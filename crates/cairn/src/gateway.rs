@@ -1,8 +1,24 @@
 //! Wiring of the gateway (REST adapter) into the binary: inside a node, standalone
-//! (`cairn gateway`), inside `cairn dev`, and the `cairn user` commands that manage its
-//! users file.
+//! (`cairn gateway`), inside `cairn dev`, the `cairn user` commands that manage its
+//! users file, and `cairn init gateway`, which writes a standalone gateway's files.
+//!
+//! # `cairn init gateway`
+//! A standalone gateway authenticates its users itself (the users file) and calls the
+//! cluster with a user token of its own, acting for each user (`Client::acting_for`), so the
+//! cluster decides every call. That token must have at least its users' rights: `init
+//! gateway` creates an admin user token named `gateway` (the caller's `CAIRN_TOKEN` must be
+//! an admin's; the catalog decides), revocable like any other (`cairn token revoke --name
+//! gateway`). It writes into `--out`: `gateway.toml` (the cluster's addresses, the token
+//! and CA files, the users file, `[rest]` and `[xml]` listeners), `gateway.token` (0600),
+//! `ca.pem` (the CA given with `--ca`, required for `https://` nodes) and an empty
+//! `users.toml` when none exists (`cairn user add` fills it). The config names its files
+//! under `--etc` (default `/etc/cairn`, where the packaged unit reads `gateway.toml`). The
+//! config is loaded and validated as the gateway would before the token is created, and an
+//! existing `gateway.toml` is refused unless `--force`, so nothing half-written replaces a
+//! working gateway's config.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write as _};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -221,5 +237,139 @@ pub fn user_cmd(path: &Path, op: UserOp, password_stdin: bool) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// What `cairn init gateway` was asked for.
+pub struct GatewayInit {
+    /// Where to write the files.
+    pub out: PathBuf,
+    /// Where the files are on the gateway's machine (the config names paths under it).
+    pub etc: PathBuf,
+    /// The nodes' URLs (`--cluster`).
+    pub urls: Vec<String>,
+    /// The CA of the nodes' certificates (`--ca`).
+    pub ca: Option<PathBuf>,
+    pub rest_listen: Option<std::net::SocketAddr>,
+    pub xml_listen: Option<std::net::SocketAddr>,
+    /// The name of the gateway's user token.
+    pub name: String,
+    pub force: bool,
+}
+
+/// The standalone gateway's config `init gateway` writes.
+pub fn gateway_config(g: &GatewayInit) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let path = |f: &str| q(&g.etc.join(f).to_string_lossy());
+    let mut s = format!(
+        "# A standalone gateway, written by `cairn init gateway`. Run: cairn gateway --config {cfg}\n\
+         # The nodes it calls (any one answers; the others are learned from it).\n\
+         cluster = [{urls}]\n\
+         # Its own user token (admin, named {name:?}): it calls the cluster acting for each user.\n\
+         token_file = {token}\n\
+         # Its users (cairn user add NAME --role viewer|operator|admin --users-file {users_plain}).\n\
+         users_file = {users}\n",
+        cfg = g.etc.join("gateway.toml").display(),
+        urls = g.urls.iter().map(|u| q(u)).collect::<Vec<_>>().join(", "),
+        name = g.name,
+        token = path("gateway.token"),
+        users_plain = g.etc.join("users.toml").display(),
+        users = path("users.toml"),
+    );
+    if g.ca.is_some() {
+        s.push_str(&format!(
+            "# The CA of the nodes' certificates.\nca_file = {}\n",
+            path("ca.pem")
+        ));
+    }
+    if let Some(l) = g.rest_listen {
+        s.push_str(&format!(
+            "\n# The Sun Cloud API REST adapter, the dashboard (/ui/) and /metrics.\n[rest]\nlisten = {}\n",
+            q(&l.to_string())
+        ));
+    }
+    if let Some(l) = g.xml_listen {
+        s.push_str(&format!(
+            "\n# The Virtuozzo Agent XML API (backupm).\n[xml]\nlisten = {}\n",
+            q(&l.to_string())
+        ));
+    }
+    s
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// `cairn init gateway`: checks the config it will write, creates the gateway's user token
+/// over `cluster` (an admin's credentials), then writes the files (see the module doc).
+pub async fn init_gateway(g: &GatewayInit, cluster: &cairn_api::Client) -> Result<()> {
+    let config_path = g.out.join("gateway.toml");
+    if config_path.exists() && !g.force {
+        anyhow::bail!(
+            "{} exists; refusing to replace a gateway's config (pass --force)",
+            config_path.display()
+        );
+    }
+    anyhow::ensure!(
+        g.etc.is_absolute(),
+        "--etc must be an absolute path (the config is read on the gateway's machine)"
+    );
+    anyhow::ensure!(
+        g.rest_listen.is_some() || g.xml_listen.is_some(),
+        "give --rest-listen, --xml-listen or both"
+    );
+    if g.urls.iter().any(|u| u.starts_with("https://")) && g.ca.is_none() {
+        anyhow::bail!("the nodes speak TLS: give the CA of their certificates (--ca or CAIRN_CA; init cluster wrote ca.pem)");
+    }
+    let ca_pem = match &g.ca {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    let text = gateway_config(g);
+    // The gateway's own check, before anything is created.
+    let parsed: GatewayConfig = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("the config written would not load: {}", e.message()))?;
+    parsed.validate(true)?;
+
+    let t = cluster
+        .create_user_token(&g.name, cairn_core::auth::Role::Admin)
+        .await?;
+    let secret = t.token.clone().unwrap_or_default();
+    std::fs::create_dir_all(&g.out)
+        .with_context(|| format!("cannot create {}", g.out.display()))?;
+    write_file(
+        &g.out.join("gateway.token"),
+        format!("{secret}\n").as_bytes(),
+        0o600,
+    )?;
+    if let Some(pem) = &ca_pem {
+        write_file(&g.out.join("ca.pem"), pem, 0o644)?;
+    }
+    let users = g.out.join("users.toml");
+    if !users.exists() {
+        UsersFile::default().save(&users)?;
+    }
+    write_file(&config_path, text.as_bytes(), 0o644)?;
+    println!(
+        "wrote {} (gateway token {} named {:?}, admin); copy {}/ to {} on the gateway, add its users (cairn user add NAME --role ROLE --users-file {}), then: cairn gateway --config {}",
+        config_path.display(),
+        t.id,
+        g.name,
+        g.out.display(),
+        g.etc.display(),
+        g.etc.join("users.toml").display(),
+        g.etc.join("gateway.toml").display(),
+    );
     Ok(())
 }

@@ -29,6 +29,21 @@
 //! - An existing non-empty `OUT` is refused unless `--force`: a second run must not silently
 //!   replace the CA of a running cluster.
 //!
+//!
+//! # `cairn init node`: a node added to a running cluster
+//! Reads what `init cluster` wrote (`ca.pem`, `ca.key`, and one voter's `node-<ID>/` for the
+//! voters' list, the replication factor and the cluster secret) and writes `node-<NEW>/`
+//! beside the others, with the same files as a voter's. The new node's config lists the
+//! voters but not itself, so it starts as a storage node waiting for `cairn cluster
+//! add-node`; it has no `[first_admin]` (only the voter that forms the cluster reads it).
+//! rcgen cannot read a certificate back without a parser we do not ship, so the CA is
+//! rebuilt from its key with the same parameters ([`ca_params`]: the same subject and key,
+//! hence the same issuer name and signature key); the new certificate is then checked
+//! against the `ca.pem` on disk before anything is written, so a `ca.key` that does not
+//! belong to `ca.pem` is refused, not written into a node that could never join.
+//! A new node's id and address must differ from every voter's; an existing `node-<NEW>/`
+//! is refused unless `--force`.
+//!
 //! [`FirstAdmin`]: cairn_node::config::FirstAdmin
 
 use std::io::Write as _;
@@ -230,7 +245,9 @@ pub fn node_config(plan: &ClusterPlan, me: &NodeSpec, admin_id: &str, admin_hash
          # TLS on the gRPC listener; the CA checks the other nodes.\n\
          tls_cert = {cert}\n\
          tls_key = {key}\n\
-         tls_ca = {ca}\n\n\
+         tls_ca = {ca}\n\
+         # Prometheus metrics at http://ADDR/metrics, without credentials: keep it on loopback.\n\
+         # metrics_listen = \"127.0.0.1:9770\"\n\n\
          # The first admin user token (its hash only): stored in the catalog when the cluster\n\
          # forms; `cairn token revoke --name {admin}` removes it for good.\n\
          [first_admin]\n\
@@ -267,29 +284,12 @@ pub fn node_config(plan: &ClusterPlan, me: &NodeSpec, admin_id: &str, admin_hash
 
 /// Makes the CA, the node certificates, the secrets and the configs (nothing is written).
 pub fn generate(plan: &ClusterPlan) -> Result<Bundle> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
+    use rcgen::KeyPair;
     check(plan)?;
-    let year = chrono::Datelike::year(&chrono::Utc::now());
-    let (from, until) = (
-        rcgen::date_time_ymd(year - 1, 1, 1),
-        rcgen::date_time_ymd(year + 20, 1, 1),
-    );
     let ca_key = KeyPair::generate().context("cannot make the CA key")?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "Cairn cluster CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.not_before = from;
-    ca.not_after = until;
-    let ca_cert = ca.self_signed(&ca_key).context("cannot make the CA")?;
+    let ca_cert = ca_params()?
+        .self_signed(&ca_key)
+        .context("cannot make the CA")?;
     let ca_pem = ca_cert.pem();
     let ca_fingerprint = fingerprint(ca_cert.der());
 
@@ -325,60 +325,284 @@ pub fn generate(plan: &ClusterPlan) -> Result<Bundle> {
         },
     ];
     for n in &plan.nodes {
-        let key = KeyPair::generate().context("cannot make a node key")?;
-        let mut p = CertificateParams::new(vec![n.host.clone()])
-            .with_context(|| format!("node {}: {:?} is not a valid name", n.id, n.host))?;
-        p.distinguished_name
-            .push(DnType::CommonName, format!("cairn node {}", n.id));
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        p.not_before = from;
-        p.not_after = until;
-        let cert = p
-            .signed_by(&key, &ca_cert, &ca_key)
-            .with_context(|| format!("cannot sign node {}'s certificate", n.id))?;
-        let dir = PathBuf::from(format!("node-{}", n.id));
-        // The node presents its certificate and the CA: a client that pins the CA's
-        // fingerprint (agent enrollment) finds it in the handshake.
-        let chain = format!("{}{}", cert.pem(), ca_pem);
-        files.extend([
-            File {
-                path: dir.join("node.toml"),
-                contents: node_config(plan, n, &admin_id, &admin_hash).into_bytes(),
-                secret: false,
-            },
-            File {
-                path: dir.join("node.pem"),
-                contents: chain.into_bytes(),
-                secret: false,
-            },
-            File {
-                path: dir.join("node.key"),
-                contents: key.serialize_pem().into_bytes(),
-                secret: true,
-            },
-            File {
-                path: dir.join("ca.pem"),
-                contents: ca_pem.clone().into_bytes(),
-                secret: false,
-            },
-            File {
-                path: dir.join("token"),
-                contents: format!("{secret}\n").into_bytes(),
-                secret: true,
-            },
-        ]);
+        let (chain, key) = node_certificate(n, &ca_cert, &ca_key, &ca_pem)?;
+        files.extend(node_files(
+            n,
+            node_config(plan, n, &admin_id, &admin_hash),
+            chain,
+            key,
+            &ca_pem,
+            &secret,
+        ));
     }
     Ok(Bundle {
         files,
         ca_fingerprint,
     })
+}
+
+/// The cluster CA's parameters: the same for `init cluster`, which signs with a new key, and
+/// `init node`, which rebuilds the CA from `ca.key` to sign with it (same subject, same key:
+/// the certificates it signs name and verify against the `ca.pem` on disk).
+fn ca_params() -> Result<rcgen::CertificateParams> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "Cairn cluster CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut ca);
+    Ok(ca)
+}
+
+/// Sets the validity of a new certificate: from the start of last year for twenty years.
+fn set_validity(p: &mut rcgen::CertificateParams) {
+    let year = chrono::Datelike::year(&chrono::Utc::now());
+    p.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+    p.not_after = rcgen::date_time_ymd(year + 20, 1, 1);
+}
+
+/// Signs a certificate for node `n` (its SANs: its host) with the CA; returns the chain the
+/// node presents (its certificate, then the CA, so that a client pinning the CA's
+/// fingerprint finds it in the handshake) and the node's key, both PEM.
+fn node_certificate(
+    n: &NodeSpec,
+    ca_cert: &rcgen::Certificate,
+    ca_key: &rcgen::KeyPair,
+    ca_pem: &str,
+) -> Result<(String, String)> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    let key = KeyPair::generate().context("cannot make a node key")?;
+    let mut p = CertificateParams::new(vec![n.host.clone()])
+        .with_context(|| format!("node {}: {:?} is not a valid name", n.id, n.host))?;
+    p.distinguished_name
+        .push(DnType::CommonName, format!("cairn node {}", n.id));
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    set_validity(&mut p);
+    let cert = p
+        .signed_by(&key, ca_cert, ca_key)
+        .with_context(|| format!("cannot sign node {}'s certificate", n.id))?;
+    Ok((format!("{}{}", cert.pem(), ca_pem), key.serialize_pem()))
+}
+
+/// The files of one node's directory `node-<ID>/`.
+fn node_files(
+    n: &NodeSpec,
+    config: String,
+    chain: String,
+    key: String,
+    ca_pem: &str,
+    secret: &str,
+) -> Vec<File> {
+    let dir = PathBuf::from(format!("node-{}", n.id));
+    vec![
+        File {
+            path: dir.join("node.toml"),
+            contents: config.into_bytes(),
+            secret: false,
+        },
+        File {
+            path: dir.join("node.pem"),
+            contents: chain.into_bytes(),
+            secret: false,
+        },
+        File {
+            path: dir.join("node.key"),
+            contents: key.into_bytes(),
+            secret: true,
+        },
+        File {
+            path: dir.join("ca.pem"),
+            contents: ca_pem.as_bytes().to_vec(),
+            secret: false,
+        },
+        File {
+            path: dir.join("token"),
+            contents: format!("{}\n", secret.trim()).into_bytes(),
+            secret: true,
+        },
+    ]
+}
+
+/// What `cairn init node` was asked for.
+#[derive(Clone, Debug)]
+pub struct NodePlan {
+    /// The directory `cairn init cluster --out` wrote.
+    pub cluster_dir: PathBuf,
+    pub node: NodeSpec,
+    /// Where the node's files live on the node (`{id}`: its id).
+    pub etc: PathBuf,
+    /// The node's data directory (`{id}`: its id).
+    pub data_dir: PathBuf,
+}
+
+/// What `init node` read of the running cluster from `init cluster`'s directory.
+struct Existing {
+    ca_pem: String,
+    ca_key: String,
+    voters: Vec<cairn_node::Voter>,
+    rf: u32,
+    secret: String,
+}
+
+fn read_existing(dir: &Path) -> Result<Existing> {
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "cannot read {} (give --cluster-dir the directory `cairn init cluster --out` wrote)",
+                p.display()
+            )
+        })
+    };
+    let ca_pem = read(dir.join("ca.pem"))?;
+    let ca_key = read(dir.join("ca.key"))?;
+    // Any voter's directory holds the voters' list and the secret; take the lowest id.
+    let mut voter_dirs: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id: u64 = name.strip_prefix("node-")?.parse().ok()?;
+            Some((id, e.path()))
+        })
+        .filter(|(_, p)| p.join("node.toml").is_file() && p.join("token").is_file())
+        .collect();
+    voter_dirs.sort();
+    let Some((_, voter)) = voter_dirs.into_iter().find(|(_, p)| {
+        std::fs::read_to_string(p.join("node.toml"))
+            .ok()
+            .and_then(|t| toml::from_str::<cairn_node::NodeConfig>(&t).ok())
+            .is_some_and(|c| c.voters.iter().any(|v| v.id == c.node_id))
+    }) else {
+        bail!(
+            "{} holds no voter's node-<ID>/ (node.toml and token): give --cluster-dir the directory `cairn init cluster --out` wrote",
+            dir.display()
+        );
+    };
+    let cfg: cairn_node::NodeConfig = toml::from_str(&read(voter.join("node.toml"))?)
+        .with_context(|| format!("{}", voter.join("node.toml").display()))?;
+    let secret = read(voter.join("token"))?.trim().to_string();
+    if secret.is_empty() {
+        bail!("{} is empty", voter.join("token").display());
+    }
+    Ok(Existing {
+        ca_pem,
+        ca_key,
+        voters: cfg.voters,
+        rf: cfg.replication_factor,
+        secret,
+    })
+}
+
+/// The config of a node added to a running cluster: the voters' list, not itself.
+fn added_node_config(plan: &NodePlan, voters: &[cairn_node::Voter], rf: u32) -> String {
+    let me = &plan.node;
+    let etc = &for_node(&plan.etc, me.id);
+    let mut s = format!(
+        "# Node {id}, added to a running cluster by `cairn init node`. Copy this directory to\n\
+         # {etc} on the node, start it (cairn node --config {cfg}), then add it:\n\
+         #   cairn cluster add-node {addr} --zone {zone} --weight {weight}\n\
+         # It is not a voter: it stores chunks once added.\n\
+         node_id = {id}\n\
+         listen = {listen}\n\
+         advertise = {url}\n\
+         data_dir = {data}\n\
+         replication_factor = {rf}\n\
+         # The cluster secret nodes carry to each other (people and agents use their own tokens).\n\
+         token_file = {token}\n\
+         # TLS on the gRPC listener; the CA checks the other nodes.\n\
+         tls_cert = {cert}\n\
+         tls_key = {key}\n\
+         tls_ca = {ca}\n\
+         # Prometheus metrics at http://ADDR/metrics, without credentials: keep it on loopback.\n\
+         # metrics_listen = \"127.0.0.1:9770\"\n",
+        id = me.id,
+        etc = etc.display(),
+        cfg = etc.join("node.toml").display(),
+        addr = me.authority(),
+        zone = me.zone,
+        weight = me.weight,
+        listen = q(&me.listen()),
+        url = q(&me.url()),
+        data = q_path(&for_node(&plan.data_dir, me.id)),
+        token = q_path(&etc.join("token")),
+        cert = q_path(&etc.join("node.pem")),
+        key = q_path(&etc.join("node.key")),
+        ca = q_path(&etc.join("ca.pem")),
+    );
+    for v in voters {
+        s.push_str(&format!(
+            "\n[[voters]]\nid = {}\naddr = {}\nzone = {}\nweight = {}\n",
+            v.id,
+            q(&v.addr),
+            q(&v.zone),
+            v.weight
+        ));
+    }
+    s
+}
+
+/// Makes the files of a node added to the cluster `init cluster` wrote into
+/// `plan.cluster_dir` (nothing is written).
+pub fn generate_node(plan: &NodePlan) -> Result<Vec<File>> {
+    if !plan.etc.is_absolute() || !plan.data_dir.is_absolute() {
+        bail!("--etc and --data-dir must be absolute paths (they are read on the node)");
+    }
+    let existing = read_existing(&plan.cluster_dir)?;
+    let me = &plan.node;
+    if let Some(v) = existing.voters.iter().find(|v| v.id == me.id) {
+        bail!(
+            "node id {} is voter {}'s; give the new node an id no node ever had",
+            me.id,
+            v.addr
+        );
+    }
+    if let Some(v) = existing.voters.iter().find(|v| v.addr == me.url()) {
+        bail!("{} is voter {}'s address", me.url(), v.id);
+    }
+    let ca_key = rcgen::KeyPair::from_pem(&existing.ca_key).context("ca.key is not a PEM key")?;
+    let ca_cert = ca_params()?
+        .self_signed(&ca_key)
+        .context("cannot rebuild the CA from ca.key")?;
+    let (chain, key) = node_certificate(me, &ca_cert, &ca_key, &existing.ca_pem)?;
+    cairn_api::enroll::verify_chain(existing.ca_pem.as_bytes(), chain.as_bytes(), &me.host)
+        .map_err(|e| {
+            anyhow::anyhow!("the certificate signed with ca.key does not verify against ca.pem ({e}): are they from the same `cairn init cluster`?")
+        })?;
+    Ok(node_files(
+        me,
+        added_node_config(plan, &existing.voters, existing.rf),
+        chain,
+        key,
+        &existing.ca_pem,
+        &existing.secret,
+    ))
+}
+
+/// Writes `files` (one node's directory) into `dir`, refusing an existing node directory
+/// unless `force` (the rest of `dir` is `init cluster`'s and stays).
+pub fn write_node(dir: &Path, id: u64, files: &[File], force: bool) -> Result<()> {
+    let node_dir = dir.join(format!("node-{id}"));
+    if node_dir.exists() && !force {
+        bail!(
+            "{} exists; refusing to replace node {id}'s key and certificate (pass --force)",
+            node_dir.display()
+        );
+    }
+    write(&node_dir, &[], true)?;
+    std::fs::set_permissions(&node_dir, std::fs::Permissions::from_mode(0o700))?;
+    write(dir, files, true)
 }
 
 /// Writes `files` under `out`: directories 0700, secrets 0600, the rest 0644. Refuses a
@@ -589,6 +813,60 @@ mod tests {
             .find(|f| f.path == Path::new("ca.pem"))
             .unwrap();
         assert!(check_chain(&other_ca.contents, &get("node-1/node.pem"), "10.0.0.1").is_err());
+    }
+
+    #[test]
+    fn an_added_node_gets_a_certificate_of_the_same_ca_and_the_voters_list() {
+        let p = plan();
+        let bundle = generate(&p).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &bundle.files, false).unwrap();
+        let add = NodePlan {
+            cluster_dir: dir.path().to_path_buf(),
+            node: parse_node("4=10.0.0.4:7700,zone=d").unwrap(),
+            etc: "/etc/cairn".into(),
+            data_dir: "/var/lib/cairn/node".into(),
+        };
+        let files = generate_node(&add).unwrap();
+        write_node(dir.path(), 4, &files, false).unwrap();
+        let d = dir.path().join("node-4");
+        let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        let chain = std::fs::read(d.join("node.pem")).unwrap();
+        tokio_rustls_check::check_chain(&ca, &chain, "10.0.0.4").unwrap();
+        assert!(tokio_rustls_check::check_chain(&ca, &chain, "10.0.0.1").is_err());
+        let cfg = cairn_node::NodeConfig::load(&d.join("node.toml")).unwrap();
+        assert_eq!(cfg.node_id, 4);
+        assert_eq!(cfg.voters.len(), 3);
+        assert!(!cfg.voters.iter().any(|v| v.id == 4), "not a voter");
+        assert!(cfg.first_admin.is_none());
+        assert_eq!(
+            cfg.advertise_url("0.0.0.0:1".parse().unwrap()),
+            "https://10.0.0.4:7700"
+        );
+        assert_eq!(
+            std::fs::read(d.join("token")).unwrap(),
+            std::fs::read(dir.path().join("node-1/token")).unwrap()
+        );
+        for (f, mode) in [("node.key", 0o600), ("token", 0o600), ("node.pem", 0o644)] {
+            let m = std::fs::metadata(d.join(f)).unwrap().permissions().mode();
+            assert_eq!(m & 0o777, mode, "{f}");
+        }
+        // Again: refused without --force; a voter's id or address is refused.
+        assert!(write_node(dir.path(), 4, &files, false).is_err());
+        for bad in ["2=10.0.0.9:7700", "9=10.0.0.1:7700"] {
+            let mut a = add.clone();
+            a.node = parse_node(bad).unwrap();
+            assert!(generate_node(&a).is_err(), "{bad}");
+        }
+        // A ca.key of another cluster does not sign for this ca.pem.
+        let other = generate(&plan()).unwrap();
+        let key = other
+            .files
+            .iter()
+            .find(|f| f.path == Path::new("ca.key"))
+            .unwrap();
+        std::fs::write(dir.path().join("ca.key"), &key.contents).unwrap();
+        assert!(generate_node(&add).is_err());
     }
 
     /// Checks a node certificate against a CA with rustls' own verifier.

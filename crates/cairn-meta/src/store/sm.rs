@@ -213,6 +213,16 @@ impl CatalogRead for Overlay<'_> {
         )
     }
 
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, ViewError> {
+        self.scan(CLUSTER, PREFIX_JOIN)?
+            .iter()
+            .map(|v| {
+                serde_json::from_slice(v)
+                    .map_err(|e| format!("a stored join token is corrupt: {e}"))
+            })
+            .collect()
+    }
+
     fn placement(&self) -> Result<Option<cairn_core::placement::Epoch>, ViewError> {
         self.json(CLUSTER, KEY_PLACEMENT, "placement")
     }
@@ -343,6 +353,9 @@ fn write_all(view: &Overlay<'_>, writes: &[Write]) -> Result<(), ViewError> {
                     view_json(t)?,
                 );
             }
+            Write::DeleteJoinToken(id) => {
+                view.remove(CLUSTER, cluster_key(PREFIX_JOIN, id.as_bytes()))
+            }
         }
     }
     Ok(())
@@ -432,6 +445,10 @@ impl CatalogRead for StateMachineStore {
 
     fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, MetaError> {
         self.get_cluster(cluster_key(PREFIX_JOIN, id.as_bytes()), "join token")
+    }
+
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, MetaError> {
+        StateMachineStore::join_tokens(self)
     }
 
     fn backups(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, MetaError> {
@@ -635,6 +652,11 @@ impl StateMachineStore {
             }
         }
         Ok(out)
+    }
+
+    /// Returns every join token's record (its hash, never the token).
+    pub fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, MetaError> {
+        self.scan_cluster(PREFIX_JOIN, "join token")
     }
 
     /// Returns every token record (agent and user tokens).
