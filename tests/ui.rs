@@ -138,6 +138,18 @@ fn text_of(b: &Browser, css: &str) -> String {
     b.find(css).text()
 }
 
+/// The text of the first element matching `css` now, or "" (read in the page, so a page
+/// being replaced meanwhile gives "" instead of a stale element).
+fn text_now(b: &Browser, css: &str) -> String {
+    b.run(
+        "var e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
+        vec![serde_json::json!(css)],
+    )
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
 /// The page's CSRF token (what its forms carry).
 fn csrf(b: &Browser) -> String {
     b.find("meta[name=csrf-token]")
@@ -428,15 +440,15 @@ fn an_operator_and_a_viewer_use_the_dashboard_in_a_real_browser() {
     });
     b.find("div[data-job-cancel] button").click();
     b.wait_for(WAIT, "the cancel to be asked", |b| {
-        (b.url() == held_url && text_of(b, "ol[data-job-log]").contains("cancel requested by ui:"))
+        (b.url() == held_url && text_now(b, "ol[data-job-log]").contains("cancel requested by ui:"))
             .then_some(())
     });
-    assert_eq!(text_of(&b, "[data-job-state]"), "running");
+    assert_eq!(text_now(&b, "[data-job-state]"), "running");
     b.screenshot(&shots.join("cancel-requested.png"));
     b.run("window.__notReloaded = 'still here'; return null;", vec![]);
     std::fs::remove_file(&gate).unwrap();
     b.wait_for(WAIT, "the job to end cancelled", |b| {
-        let state = text_of(b, "[data-job-state]");
+        let state = text_now(b, "[data-job-state]");
         assert!(
             state == "running" || state == "cancelled",
             "the held backup ended {state}: {}",

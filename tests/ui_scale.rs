@@ -131,7 +131,8 @@ fn every_dashboard_page_stays_small_at_ten_thousand_backups() {
         .block_on(client.show(&made["id"].as_str().unwrap().parse().unwrap()))
         .unwrap();
 
-    // 10,000 backups of c1 reusing it, taken over the last ten days, several in flight.
+    // 10,000 backups reusing it, several in flight (each asks for a time in the last ten
+    // days; the catalog gives the next free second after its environment's last id).
     let start = Instant::now();
     let first = chrono::Utc::now().timestamp() - 10 * 86_400;
     let done = std::sync::atomic::AtomicUsize::new(0);
