@@ -160,7 +160,7 @@ fn every_dashboard_page_stays_small_at_ten_thousand_backups() {
                         Err(e) => panic!("commit {i} of {}: {e}", r.id),
                     };
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    if n % 1000 == 0 {
+                    if n.is_multiple_of(1000) {
                         println!("{n} committed after {:.1} s", start.elapsed().as_secs_f64());
                     }
                     id
