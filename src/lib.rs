@@ -556,6 +556,11 @@ pub struct Agent {
 impl Agent {
     /// Starts `cairn agent --config` with `config_text` (written to `<dir>.toml`).
     pub fn start(dir: &Path, config_text: &str) -> Agent {
+        Agent::start_with_env(dir, config_text, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables (a failpoint directory, say).
+    pub fn start_with_env(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> Agent {
         std::fs::create_dir_all(dir).expect("create agent dir");
         let config = dir.with_extension("toml");
         std::fs::write(&config, config_text).expect("write agent config");
@@ -564,7 +569,7 @@ impl Agent {
             config,
             log: dir.with_extension("log"),
         };
-        a.restart();
+        a.restart_with_env(env);
         a
     }
 

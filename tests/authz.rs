@@ -553,7 +553,7 @@ fn grpc_probe(entry: &str) -> Option<Probe> {
         }),
         "Catalog.ListBackups" => probe!(c => unary(
             c.catalog()
-                .list_backups(c.req(pb::ListBackupsRequest { env: c.fx.e1.clone() }))
+                .list_backups(c.req(pb::ListBackupsRequest { env: c.fx.e1.clone(), ..Default::default() }))
                 .await,
         )),
         "Catalog.GetBackup" => probe!(c => unary(

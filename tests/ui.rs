@@ -5,7 +5,8 @@
 //! One test walks what an operator does, in order, on one rig: sign in, see the nodes (and
 //! run a scrub), back up and watch the progress bar rise to 100 without a reload, browse the backup, download a
 //! file and a directory and compare them with the source, restore one changed path and see
-//! it back in the container; then a viewer, who sees no delete button and whose forged delete
+//! it back in the container, restore the backup onto a second host (`h2`) and find its files
+//! there, cancel a backup held at a pause point and watch it end "cancelled"; then a viewer, who sees no delete button and whose forged delete
 //! (with a valid session and CSRF token) the cluster refuses; then requests without the CSRF
 //! token; and the 390 px layout. Screenshots of each page go to `target/ui-screenshots/`.
 //! Chromium and chromedriver must be installed (`chromium chromium-driver`): without them
@@ -28,9 +29,15 @@ struct Rig {
     _dir: tempfile::TempDir,
     _cluster: TestCluster,
     _agent: Agent,
+    /// A second host's agent (`h2`, container `c2`): a restore onto another host lands there.
+    _agent2: Agent,
     /// The dashboard's origin (`http://127.0.0.1:PORT`).
     base: String,
     container: PathBuf,
+    /// A directory on `h2` for a restore onto it.
+    h2_target: PathBuf,
+    /// `h1`'s agent's pause points (`CAIRN_FAILPOINTS`).
+    points: PathBuf,
 }
 
 fn rig() -> Rig {
@@ -73,7 +80,9 @@ fn rig() -> Rig {
         .iter()
         .map(|n| format!("{:?}", n.url))
         .collect();
-    let agent = Agent::start(
+    let points = dir.path().join("h1-points");
+    std::fs::create_dir_all(&points).unwrap();
+    let agent = Agent::start_with_env(
         &dir.path().join("agent-h1"),
         &format!(
             "cluster = [{}]\nhost_id = \"h1\"\nstate_dir = \"{}\"\ntoken = \"{token}\"\nregister_interval_ms = 1000\nreport_interval_ms = 200\nupload_limit_bytes_per_sec = 4000000\n[discovery]\ndirs = [\"{}\"]\n",
@@ -81,13 +90,34 @@ fn rig() -> Rig {
             dir.path().join("h1-state").display(),
             containers.display()
         ),
+        &[("CAIRN_FAILPOINTS", points.to_str().unwrap())],
+    );
+    // A second host with a container of its own.
+    let containers2 = dir.path().join("containers-h2");
+    std::fs::create_dir_all(containers2.join("c2")).unwrap();
+    std::fs::write(containers2.join("c2/motd"), "c2\n").unwrap();
+    let token2 = node
+        .ok(&["agent", "token", "create", "h2"])
+        .trim()
+        .to_string();
+    let agent2 = Agent::start(
+        &dir.path().join("agent-h2"),
+        &format!(
+            "cluster = [{}]\nhost_id = \"h2\"\nstate_dir = \"{}\"\ntoken = \"{token2}\"\nregister_interval_ms = 1000\nreport_interval_ms = 200\n[discovery]\ndirs = [\"{}\"]\n",
+            urls.join(", "),
+            dir.path().join("h2-state").display(),
+            containers2.display()
+        ),
     );
     Rig {
+        h2_target: containers2.join("restored-c1"),
         _dir: dir,
         _cluster: cluster,
         _agent: agent,
+        _agent2: agent2,
         base,
         container: root,
+        points,
     }
 }
 
@@ -106,6 +136,18 @@ fn sign_in(b: &Browser, base: &str, who: (&str, &str)) {
 
 fn text_of(b: &Browser, css: &str) -> String {
     b.find(css).text()
+}
+
+/// The text of the first element matching `css` now, or "" (read in the page, so a page
+/// being replaced meanwhile gives "" instead of a stale element).
+fn text_now(b: &Browser, css: &str) -> String {
+    b.run(
+        "var e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
+        vec![serde_json::json!(css)],
+    )
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
 }
 
 /// The page's CSRF token (what its forms carry).
@@ -323,6 +365,103 @@ fn an_operator_and_a_viewer_use_the_dashboard_in_a_real_browser() {
         "c1.example\n",
         "the restored file is back in the container"
     );
+
+    // Restore onto another host: h2, into a new directory. The confirmation names the host
+    // and the directory, and that nothing else is touched; the files land on h2.
+    b.goto(&format!("{backup_url}/restore"));
+    b.wait_for(WAIT, "the restore form", |b| {
+        b.exists("#m-host").then_some(())
+    });
+    b.wait_for(WAIT, "h2 among the hosts", |b| {
+        if b.exists("#host option[value='h2']") {
+            return Some(());
+        }
+        b.goto(&format!("{backup_url}/restore"));
+        None
+    });
+    b.find("#m-host").click();
+    b.find("#host option[value='h2']").click();
+    let target = rig.h2_target.display().to_string();
+    b.find("#target").type_text(&target);
+    b.find("form.restore button.primary").click();
+    b.wait_for(WAIT, "the confirmation", |b| {
+        b.exists(".confirm").then_some(())
+    });
+    let confirm = text_of(&b, ".confirm");
+    assert!(
+        confirm.contains(&target)
+            && confirm.contains("on host h2")
+            && confirm.contains("Nothing else is touched"),
+        "{confirm}"
+    );
+    b.screenshot(&shots.join("restore-other-host-confirm.png"));
+    b.find("main form button.primary").click();
+    b.wait_for(WAIT, "the restore onto h2 to succeed", |b| {
+        let state = b.find("[data-job-state]").text();
+        assert_ne!(
+            state,
+            "failed",
+            "the restore onto h2 failed: {}",
+            b.source()
+        );
+        (state == "succeeded").then_some(())
+    });
+    let log = text_of(&b, "ol[data-job-log]");
+    assert!(
+        log.contains("claimed by the agent of host \"h2\""),
+        "h2's agent ran it: {log}"
+    );
+    b.screenshot(&shots.join("restore-other-host-job.png"));
+    assert_eq!(
+        std::fs::read_to_string(rig.h2_target.join("etc/hostname")).unwrap(),
+        "c1.example\n",
+        "the backup's files are on h2"
+    );
+    assert!(
+        std::fs::read(rig.h2_target.join("etc/settings.bin")).unwrap() == source,
+        "settings.bin restored on h2 differs from the source"
+    );
+
+    // Cancel: a backup held at its start (a pause point of h1's agent) is cancelled from its
+    // page, and the page shows it end "cancelled" by itself.
+    let gate = rig.points.join("backup-before-walk");
+    std::fs::write(&gate, b"").unwrap();
+    b.goto(&env_url);
+    b.find("#backup-now").click();
+    b.wait_for(WAIT, "the job's page", |b| {
+        b.exists("div[data-job-cancel] button").then_some(())
+    });
+    let held_url = b.url();
+    wait_for(WAIT, "the backup to stand at its pause point", || {
+        rig.points
+            .join("backup-before-walk.reached")
+            .exists()
+            .then_some(())
+    });
+    b.find("div[data-job-cancel] button").click();
+    b.wait_for(WAIT, "the cancel to be asked", |b| {
+        (b.url() == held_url && text_now(b, "ol[data-job-log]").contains("cancel requested by ui:"))
+            .then_some(())
+    });
+    assert_eq!(text_now(&b, "[data-job-state]"), "running");
+    b.screenshot(&shots.join("cancel-requested.png"));
+    b.run("window.__notReloaded = 'still here'; return null;", vec![]);
+    std::fs::remove_file(&gate).unwrap();
+    b.wait_for(WAIT, "the job to end cancelled", |b| {
+        let state = text_now(b, "[data-job-state]");
+        assert!(
+            state == "running" || state == "cancelled",
+            "the held backup ended {state}: {}",
+            b.source()
+        );
+        (state == "cancelled").then_some(())
+    });
+    assert_eq!(
+        b.run("return window.__notReloaded || null;", vec![]),
+        serde_json::json!("still here"),
+        "the page was reloaded: the state must change by itself"
+    );
+    b.screenshot(&shots.join("cancelled.png"));
 
     // The jobs page lists both.
     b.goto(&format!("{base}/ui/jobs"));

@@ -827,18 +827,69 @@ impl Client {
         BackupRecord::try_from(b).map_err(|e| Error::Internal(e.to_string()))
     }
 
+    /// Every backup of `env` (or of the catalog), ordered by environment then time. It reads
+    /// the whole list: pages for people use [`Client::list_page`].
     pub async fn list(&self, env: Option<EnvId>) -> Result<Vec<BackupRecord>, Error> {
         let env = env.map(|e| e.to_string()).unwrap_or_default();
         let resp = self
             .catalog_call(|mut c| {
                 let env = env.clone();
-                async move { c.list_backups(pb::ListBackupsRequest { env }).await }
+                async move {
+                    c.list_backups(pb::ListBackupsRequest {
+                        env,
+                        limit: 0,
+                        before: String::new(),
+                    })
+                    .await
+                }
             })
             .await?;
         resp.backups
             .into_iter()
             .map(|b| BackupRecord::try_from(b).map_err(|e| Error::Internal(e.to_string())))
             .collect()
+    }
+
+    /// One page of the backups of `env` (or of every environment), newest first: at most
+    /// `limit` (1 to 1000) whose id is below `before`, the next page's cursor, and the totals
+    /// of everything the pages walk. The node reads at most `limit + 1` records.
+    pub async fn list_page(
+        &self,
+        env: Option<EnvId>,
+        limit: u32,
+        before: Option<&BackupId>,
+    ) -> Result<crate::types::BackupPage, Error> {
+        if limit == 0 {
+            return Err(Error::Invalid("a page holds at least one backup".into()));
+        }
+        let env = env.map(|e| e.to_string()).unwrap_or_default();
+        let before = before.map(|b| b.to_string()).unwrap_or_default();
+        let resp = self
+            .catalog_call(|mut c| {
+                let (env, before) = (env.clone(), before.clone());
+                async move {
+                    c.list_backups(pb::ListBackupsRequest { env, limit, before })
+                        .await
+                }
+            })
+            .await?;
+        let backups = resp
+            .backups
+            .into_iter()
+            .map(|b| BackupRecord::try_from(b).map_err(|e| Error::Internal(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = match resp.next.as_str() {
+            "" => None,
+            n => Some(
+                n.parse()
+                    .map_err(|e| Error::Internal(format!("a page's cursor {n:?}: {e}")))?,
+            ),
+        };
+        Ok(crate::types::BackupPage {
+            backups,
+            next,
+            totals: resp.totals.map(Into::into).unwrap_or_default(),
+        })
     }
 
     pub async fn show(&self, id: &BackupId) -> Result<BackupRecord, Error> {

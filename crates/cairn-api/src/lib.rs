@@ -27,8 +27,8 @@ pub use agents::{JobView, Outcome};
 pub use client::{Client, Credentials, CATALOG_RETRY_FOR, DEFAULT_CLUSTER};
 pub use error::Error;
 pub use types::{
-    AgentToken, Env, GcReport, Host, JobFilter, JobRequest, JoinToken, JoinTokenInfo, Membership,
-    NodeStatus, PutReport, RepairReport, ScrubReport, UserToken,
+    AgentToken, BackupPage, Env, GcReport, Host, JobFilter, JobRequest, JoinToken, JoinTokenInfo,
+    Membership, NodeStatus, PutReport, RepairReport, ScrubReport, UserToken,
 };
 
 /// Pause points for crash and race tests (see the module): a client process stops at a named

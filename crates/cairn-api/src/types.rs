@@ -41,6 +41,8 @@ pub struct NodeStatus {
     pub catalog_index: u64,
     /// The newest scrub, GC (coordinated, and this node's sweep) and repair runs of the node.
     pub last_runs: cairn_core::runs::LastRuns,
+    /// Backup records this node answered to list calls since it started.
+    pub backups_listed: u64,
 }
 
 impl From<pb::NodeStatusResponse> for NodeStatus {
@@ -67,8 +69,19 @@ impl From<pb::NodeStatusResponse> for NodeStatus {
             catalog_digest: s.catalog_digest,
             catalog_index: s.catalog_index,
             last_runs: s.last_runs.map(Into::into).unwrap_or_default(),
+            backups_listed: s.backups_listed,
         }
     }
+}
+
+/// One page of backups, newest first ([`crate::Client::list_page`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackupPage {
+    pub backups: Vec<BackupRecord>,
+    /// The cursor of the next page (pass it as `before`); `None`: this was the last.
+    pub next: Option<cairn_core::BackupId>,
+    /// The totals of every backup the pages walk (the environment's, or the catalog's).
+    pub totals: cairn_core::totals::BackupTotals,
 }
 
 /// What an upload stored.
@@ -222,6 +235,8 @@ pub struct Env {
     pub latest: Option<BackupRecord>,
     /// Its host's agent is online.
     pub host_online: bool,
+    /// How many backups it has.
+    pub backups: u64,
 }
 
 impl TryFrom<pb::Env> for Env {
@@ -229,10 +244,12 @@ impl TryFrom<pb::Env> for Env {
     fn try_from(mut e: pb::Env) -> Result<Self, Error> {
         let latest = e.latest.take().map(BackupRecord::try_from).transpose()?;
         let host_online = e.host_online;
+        let backups = e.backups;
         Ok(Env {
             record: EnvRecord::try_from(e)?,
             latest,
             host_online,
+            backups,
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod runs;
 pub mod secret;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod totals;
 
 pub use backup::{BackupRecord, BackupState, BackupType, Compression, EnvInfo};
 pub use error::ErrorCode;

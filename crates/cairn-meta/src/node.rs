@@ -374,6 +374,26 @@ impl MetaNode {
         self.sm.list_backups(env)
     }
 
+    /// Returns one page of backups, newest first, and the next page's cursor
+    /// ([`StateMachineStore::backups_page`]).
+    pub fn backups_page(
+        &self,
+        env: Option<EnvId>,
+        before: Option<&BackupId>,
+        limit: usize,
+    ) -> Result<(Vec<BackupRecord>, Option<BackupId>), MetaError> {
+        self.sm.backups_page(env, before, limit)
+    }
+
+    /// Returns the backup totals of one environment or of the whole catalog, without
+    /// reading a record ([`StateMachineStore::totals`]).
+    pub fn backup_totals(
+        &self,
+        env: Option<EnvId>,
+    ) -> Result<cairn_core::totals::BackupTotals, MetaError> {
+        self.sm.totals(env)
+    }
+
     /// Returns the newest backup of an environment (the newest full one if `full_only`).
     pub fn latest_backup(
         &self,

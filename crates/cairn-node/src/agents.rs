@@ -309,6 +309,11 @@ impl Agents for AgentsService {
                 .as_ref()
                 .map(pb::Backup::from);
             w.host_online = hosts.get(&e.host).is_some_and(|h| self.online(h, now));
+            w.backups = self
+                .meta
+                .backup_totals(Some(e.eid))
+                .map_err(meta_status)?
+                .count;
             envs.push(w);
         }
         envs.sort_by(|a, b| (&a.host, &a.name).cmp(&(&b.host, &b.name)));

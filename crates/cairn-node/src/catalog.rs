@@ -66,7 +66,12 @@ pub struct CatalogService {
     pub repairer: Arc<crate::repair::Repairer>,
     /// Collections run one at a time.
     pub gc_running: tokio::sync::Mutex<()>,
+    /// Backup records answered to `ListBackups` since start (`NodeStatus.backups_listed`).
+    pub backups_listed: std::sync::atomic::AtomicU64,
 }
+
+/// The most backups one page of `ListBackups` answers (a larger limit is cut to it).
+pub const MAX_PAGE: u32 = 1000;
 
 /// Where a call that needs the leader goes.
 pub(crate) enum Route {
@@ -315,12 +320,47 @@ impl Catalog for CatalogService {
         };
         self.authorize(&who, Access::Read, subject)?;
         forward_to_leader!(self, req, &who, catalog, list_backups);
-        let env = parse_env(&req.into_inner().env)?;
+        let req = req.into_inner();
+        let env = parse_env(&req.env)?;
+        let before = match req.before.as_str() {
+            "" => None,
+            b => Some(parse_backup_id(b)?),
+        };
+        if let (Some(env), Some(b)) = (env, &before) {
+            if b.env != env {
+                return Err(status(
+                    ErrorCode::InvalidArgument,
+                    format!("the cursor {b} is not a backup of environment {env}"),
+                ));
+            }
+        }
         self.meta.read_barrier().await.map_err(meta_status)?;
-        let list = self.meta.list_backups(env).map_err(meta_status)?;
-        Ok(Response::new(pb::ListBackupsResponse {
-            backups: list.iter().map(pb::Backup::from).collect(),
-        }))
+        let answer = if req.limit == 0 {
+            // No limit: everything, in key order (the listing older callers expect).
+            let list = self.meta.list_backups(env).map_err(meta_status)?;
+            pb::ListBackupsResponse {
+                backups: list.iter().map(pb::Backup::from).collect(),
+                next: String::new(),
+                totals: None,
+            }
+        } else {
+            let limit = req.limit.min(MAX_PAGE) as usize;
+            let (page, next) = self
+                .meta
+                .backups_page(env, before.as_ref(), limit)
+                .map_err(meta_status)?;
+            let totals = self.meta.backup_totals(env).map_err(meta_status)?;
+            pb::ListBackupsResponse {
+                backups: page.iter().map(pb::Backup::from).collect(),
+                next: next.map(|n| n.to_string()).unwrap_or_default(),
+                totals: Some(pb::BackupTotals::from(&totals)),
+            }
+        };
+        self.backups_listed.fetch_add(
+            answer.backups.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(Response::new(answer))
     }
 
     async fn get_backup(
@@ -435,7 +475,7 @@ impl Catalog for CatalogService {
         self.authorize(&caller(&req)?, Access::Status, Subject::Nothing)?;
         let m = self.meta.metrics();
         let s = self.store.stats();
-        let backups = self.meta.list_backups(None).map_err(meta_status)?.len() as u64;
+        let backups = self.meta.backup_totals(None).map_err(meta_status)?.count;
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         let epoch = self.meta.placement().map_err(meta_status)?;
         let meta = self.meta.clone();
@@ -478,6 +518,9 @@ impl Catalog for CatalogService {
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
             last_log_index: m.last_log_index.unwrap_or(0),
+            backups_listed: self
+                .backups_listed
+                .load(std::sync::atomic::Ordering::Relaxed),
             voters,
             last_runs: Some((&self.cluster.runs.get()).into()),
         }))

@@ -238,6 +238,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             peers: peers.clone(),
             repairer: repairer.clone(),
             gc_running: Default::default(),
+            backups_listed: Default::default(),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE),

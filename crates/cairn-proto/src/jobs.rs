@@ -147,6 +147,7 @@ impl From<&EnvRecord> for pb::Env {
             kind: e.kind.clone(),
             latest: None,
             host_online: false,
+            backups: 0,
         }
     }
 }

@@ -15,6 +15,7 @@ use cairn_core::{
 pub mod failpoint;
 mod jobs;
 mod runs;
+mod totals;
 pub use jobs::{code_to_wire, env_config_from_wire, env_config_to_wire, opt_code};
 
 /// Generated protobuf and tonic code.

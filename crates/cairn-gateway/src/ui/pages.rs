@@ -1,16 +1,21 @@
 //! The dashboard's pages (GET: they read, never change anything).
 //!
 //! Each page makes a few cluster calls acting for the user and renders at most one page of
-//! any list ([`Pager`]). What still reads a whole list from the cluster (the cluster API has
-//! no paging for these): the overview's backup totals and plot (`ListBackups` of every
-//! environment, cached a minute), the hosts page (`ListHosts`, `ListEnvs`: one record per
-//! host and environment, with each environment's latest backup), an environment's page
-//! (`ListBackups` of that environment) and the jobs page (`ListJobs` with a limit of the
-//! pages up to the one shown, at most [`MAX_JOBS`]).
+//! any list ([`Pager`]). No page lists backups beyond the one page it shows:
+//! - the overview's backup totals and plot come from the totals the catalog keeps with every
+//!   commit and delete (`Client::list_page` of one backup, whose answer carries them);
+//! - the hosts page reads `ListHosts` and `ListEnvs` (one record per host and environment,
+//!   each with its latest backup, found by a reverse scan, and its backup count, from the
+//!   totals): no backup list;
+//! - an environment's page reads one page of its backups, newest first
+//!   ([`BACKUPS_PER_PAGE`]), by cursor: "Older →" carries the last id shown (`before`),
+//!   so a deep page costs what the first one does;
+//! - the jobs page reads `ListJobs` with a limit of the pages up to the one shown, at most
+//!   [`MAX_JOBS`] (jobs are not backups; the job list is pruned by the cluster).
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::Extension;
@@ -28,10 +33,9 @@ type St = State<Arc<UiState>>;
 /// Most jobs the jobs page reads.
 pub const MAX_JOBS: usize = 1000;
 const HOSTS_PER_PAGE: usize = 50;
-const BACKUPS_PER_PAGE: usize = 25;
+/// Backups on one page of an environment.
+pub const BACKUPS_PER_PAGE: usize = 25;
 const JOBS_PER_PAGE: usize = 50;
-/// How long the overview's totals and plot are kept.
-const PLOT_TTL: Duration = Duration::from_secs(60);
 /// Days in the overview's plot.
 const PLOT_DAYS: u32 = 30;
 /// How long a node may take to answer the status call of a page.
@@ -49,6 +53,8 @@ pub struct ListQuery {
     pub hpage: Option<usize>,
     pub q: Option<String>,
     pub state: Option<String>,
+    /// An environment page's cursor: the stamp of the last backup the previous page showed.
+    pub before: Option<String>,
 }
 
 /// An environment id from a path; one that does not parse names nothing.
@@ -137,30 +143,16 @@ fn node_state(r: &NodeRow) -> (&'static str, &'static str) {
     }
 }
 
-async fn summary(s: &UiState, c: &Client) -> Result<Summary, UiError> {
-    if let Some((at, sum)) = s
-        .plot_cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-    {
-        if at.elapsed() < PLOT_TTL {
-            return Ok(sum);
-        }
-    }
-    let all = c.list(None).await?;
+/// The catalog's totals and the plot's days: one page of one backup, whose answer carries the
+/// totals the catalog keeps with every commit and delete (no backup list is read).
+async fn summary(c: &Client) -> Result<Summary, UiError> {
+    let page = c.list_page(None, 1, None).await?;
     let today = chrono::Utc::now().date_naive();
-    let sum = Summary {
-        backups: all.len() as u64,
-        logical: all.iter().map(|b| b.logical_size).sum(),
-        days: plot::per_day(
-            all.iter().map(|b| (b.id.time * 1000, b.logical_size)),
-            today,
-            PLOT_DAYS,
-        ),
-    };
-    *s.plot_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), sum.clone()));
-    Ok(sum)
+    Ok(Summary {
+        backups: page.totals.count,
+        logical: page.totals.logical_bytes,
+        days: plot::per_day(&page.totals, today, PLOT_DAYS),
+    })
 }
 
 /// A job id for people: its last 8 digits (ids made in the same moment share their first
@@ -202,7 +194,7 @@ pub fn jobs_table(jobs: &[JobView], now: i64, caption: &str) -> String {
     h
 }
 
-pub async fn overview(State(s): St, Extension(cx): Extension<Ctx>) -> Page {
+pub async fn overview(Extension(cx): Extension<Ctx>) -> Page {
     let c = cx.cluster()?;
     let now = now_ms();
     let filter = |state: JobState, limit: u32| JobFilter {
@@ -217,7 +209,7 @@ pub async fn overview(State(s): St, Extension(cx): Extension<Ctx>) -> Page {
     );
     let ((epoch, rows), sum, running, queued, failed) = tokio::join!(
         nodes(c),
-        summary(&s, c),
+        summary(c),
         c.list_jobs(&f_running),
         c.list_jobs(&f_queued),
         c.list_jobs(&f_failed),
@@ -467,7 +459,7 @@ pub async fn hosts(Extension(cx): Extension<Ctx>, Query(q): Query<ListQuery>) ->
         esc(&filter)
     );
     let pager = Pager::new(q.page, HOSTS_PER_PAGE, envs.len());
-    b.push_str("<div class=\"scroll\"><table><thead><tr><th scope=\"col\">Environment</th><th scope=\"col\">Host</th><th scope=\"col\">Agent</th><th scope=\"col\">Latest backup</th><th scope=\"col\">Age</th><th scope=\"col\">Size</th></tr></thead><tbody>");
+    b.push_str("<div class=\"scroll\"><table><thead><tr><th scope=\"col\">Environment</th><th scope=\"col\">Host</th><th scope=\"col\">Agent</th><th scope=\"col\">Backups</th><th scope=\"col\">Latest backup</th><th scope=\"col\">Age</th><th scope=\"col\">Size</th></tr></thead><tbody>");
     for e in &envs[pager.range()] {
         let r = &e.record;
         let name = if r.title.is_empty() {
@@ -487,12 +479,13 @@ pub async fn hosts(Extension(cx): Extension<Ctx>, Query(q): Query<ListQuery>) ->
         };
         let _ = write!(
             b,
-            "<tr><td><a class=\"env\" href=\"/ui/envs/{}\">{}</a></td><td>{}</td><td><span class=\"state {}\">{}</span></td>{latest}</tr>",
+            "<tr class=\"envrow\"><td><a class=\"env\" href=\"/ui/envs/{}\">{}</a></td><td>{}</td><td><span class=\"state {}\">{}</span></td><td class=\"count\">{}</td>{latest}</tr>",
             r.eid,
             esc(name),
             esc(&r.host),
             if e.host_online { "ok" } else { "bad" },
             if e.host_online { "online" } else { "offline" },
+            e.backups,
         );
     }
     b.push_str("</tbody></table></div>");
@@ -518,14 +511,21 @@ pub async fn env(
         limit: 10,
         ..Default::default()
     };
-    let (envs, backups, jobs) =
-        tokio::join!(c.list_envs(None), c.list(Some(env)), c.list_jobs(&recent));
+    let before = match q.before.as_deref().filter(|b| !b.is_empty()) {
+        Some(stamp) => Some(parse_backup(&eid, stamp)?),
+        None => None,
+    };
+    let (envs, page, jobs) = tokio::join!(
+        c.list_envs(None),
+        c.list_page(Some(env), BACKUPS_PER_PAGE as u32, before.as_ref()),
+        c.list_jobs(&recent)
+    );
     let record = envs?.into_iter().find(|e| e.record.eid == env);
-    let mut backups = backups?;
-    if record.is_none() && backups.is_empty() {
+    let page = page?;
+    if record.is_none() && page.totals.count == 0 {
         return Err(UiError::NotFound(format!("no environment {env}")));
     }
-    backups.sort_by_key(|b| std::cmp::Reverse(b.id.time));
+    let backups = &page.backups;
     let title = match &record {
         Some(e) if !e.record.title.is_empty() => e.record.title.clone(),
         Some(e) => e.record.name.clone(),
@@ -557,7 +557,8 @@ pub async fn env(
             "no host runs it now (known from its backups)",
         );
     }
-    fact(&mut b, "Backups", &backups.len().to_string());
+    fact(&mut b, "Backups", &page.totals.count.to_string());
+    fact(&mut b, "Logical bytes", &bytes(page.totals.logical_bytes));
     b.push_str("</dl>");
     if cx.allows("POST /ui/envs/{eid}/backup") && record.is_some() {
         let _ = write!(
@@ -567,9 +568,8 @@ pub async fn env(
         );
     }
     b.push_str("<h2>Backups</h2>");
-    let pager = Pager::new(q.page, BACKUPS_PER_PAGE, backups.len());
     b.push_str("<div class=\"scroll\"><table class=\"backups\"><thead><tr><th scope=\"col\">Taken (UTC)</th><th scope=\"col\">Type</th><th scope=\"col\">Name</th><th scope=\"col\">Size</th><th scope=\"col\">New data</th><th scope=\"col\">Files</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
-    for bk in &backups[pager.range()] {
+    for bk in backups {
         let url = backup_url(&bk.id);
         let mut actions = format!("<a href=\"{url}\">Browse</a>");
         if cx.allows("POST /ui/backups/{eid}/{stamp}/restore") {
@@ -611,10 +611,39 @@ pub async fn env(
         );
     }
     b.push_str("</tbody></table></div>");
-    b.push_str(&pager.nav(&format!("/ui/envs/{env}?")));
+    b.push_str(&older_nav(env, before.is_some(), backups.len(), &page));
     b.push_str("<h2>Recent jobs</h2>");
     b.push_str(&jobs_table(&jobs?, now, "Jobs of this environment"));
     Ok(cx.page(&title, "/ui/hosts", &b))
+}
+
+/// The links under an environment's backups: back to the newest, and "Older →" with the
+/// cursor of the next page (the last id shown), when there is one.
+fn older_nav(env: EnvId, paged: bool, shown: usize, page: &cairn_api::BackupPage) -> String {
+    if !paged && page.next.is_none() {
+        return String::new();
+    }
+    let mut h = String::from("<nav class=\"pager\" aria-label=\"Pages\">");
+    if paged {
+        let _ = write!(
+            h,
+            "<a rel=\"first\" href=\"/ui/envs/{env}\" id=\"newest\">← Newest</a>"
+        );
+    }
+    let _ = write!(
+        h,
+        "<span>{shown} of {} backups, newest first</span>",
+        page.totals.count
+    );
+    if let Some(next) = &page.next {
+        let _ = write!(
+            h,
+            "<a rel=\"next\" href=\"/ui/envs/{env}?before={}\" id=\"older\">Older →</a>",
+            next.stamp()
+        );
+    }
+    h.push_str("</nav>");
+    h
 }
 
 pub async fn jobs(Extension(cx): Extension<Ctx>, Query(q): Query<ListQuery>) -> Page {

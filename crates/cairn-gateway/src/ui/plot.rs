@@ -1,17 +1,20 @@
 //! The overview's plot: backups and ingested bytes per day over the last days, as SVG drawn
 //! by the server (no script, no library).
 //!
-//! [`per_day`] buckets (commit time, bytes) pairs into UTC days ending today; [`svg`] draws
-//! one bar per day for the number of backups and a line for the bytes, each on its own
-//! scale. Both are pure, so the overview can cache the buckets and tests can pin the output.
+//! [`per_day`] takes the UTC days ending today from the catalog's per-day totals (kept by the
+//! catalog with every commit and delete: no backup is listed for the plot); [`svg`] draws one
+//! bar per day for the number of backups and a line for the bytes, each on its own scale.
+//! Both are pure, so tests can pin the output.
 
 use std::fmt::Write;
 
 use chrono::{Duration, NaiveDate};
 
+use cairn_core::totals::BackupTotals;
+
 use super::html::{bytes, esc};
 
-/// Totals over every backup, and the plot's days (the overview caches it a minute).
+/// Totals over every backup, and the plot's days.
 #[derive(Clone, Debug)]
 pub struct Summary {
     pub backups: u64,
@@ -27,35 +30,22 @@ pub struct Day {
     pub bytes: u64,
 }
 
-/// `days` UTC days ending with `today`, oldest first, with the backups taken on each
-/// (`(time in ms, logical bytes)`); backups outside the window are left out.
-pub fn per_day(
-    items: impl IntoIterator<Item = (i64, u64)>,
-    today: NaiveDate,
-    days: u32,
-) -> Vec<Day> {
+/// `days` UTC days ending with `today`, oldest first, each with its backups and logical
+/// bytes from the catalog's per-day totals; days outside the window are left out.
+pub fn per_day(totals: &BackupTotals, today: NaiveDate, days: u32) -> Vec<Day> {
     let days = days.max(1);
     let first = today - Duration::days(i64::from(days) - 1);
-    let mut out: Vec<Day> = (0..days)
-        .map(|i| Day {
-            date: first + Duration::days(i64::from(i)),
-            backups: 0,
-            bytes: 0,
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    let first_n = (first - epoch).num_days();
+    totals
+        .day_range(first_n, first_n + i64::from(days) - 1)
+        .into_iter()
+        .map(|(n, d)| Day {
+            date: epoch + Duration::days(n),
+            backups: d.backups,
+            bytes: d.logical_bytes,
         })
-        .collect();
-    for (ms, b) in items {
-        let Some(t) = chrono::DateTime::from_timestamp_millis(ms) else {
-            continue;
-        };
-        let d = t.date_naive();
-        if d < first || d > today {
-            continue;
-        }
-        let i = (d - first).num_days() as usize;
-        out[i].backups += 1;
-        out[i].bytes = out[i].bytes.saturating_add(b);
-    }
-    out
+        .collect()
 }
 
 const W: f64 = 720.0;
@@ -150,6 +140,20 @@ pub fn svg(days: &[Day]) -> String {
 mod tests {
     use super::*;
 
+    /// The totals of backups taken at these (ms, logical bytes).
+    fn t<const N: usize>(items: [(i64, u64); N]) -> BackupTotals {
+        let mut t = BackupTotals::default();
+        for (ms, b) in items {
+            let d = t
+                .days
+                .entry(cairn_core::totals::day_of(ms.div_euclid(1000)))
+                .or_default();
+            d.backups += 1;
+            d.logical_bytes += b;
+        }
+        t
+    }
+
     fn ms(date: &str, hour: u32) -> i64 {
         NaiveDate::parse_from_str(date, "%Y-%m-%d")
             .unwrap()
@@ -163,14 +167,14 @@ mod tests {
     fn backups_are_bucketed_by_utc_day() {
         let today = NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
         let days = per_day(
-            [
+            &t([
                 (ms("2026-12-07", 1), 100),
                 (ms("2026-12-07", 23), 50),
                 (ms("2026-12-06", 12), 7),
                 (ms("2026-11-08", 0), 1),     // the first day of 30
                 (ms("2026-11-07", 23), 1000), // too old
                 (ms("2026-12-08", 0), 1000),  // the future
-            ],
+            ]),
             today,
             30,
         );
@@ -186,11 +190,11 @@ mod tests {
     fn the_svg_has_a_bar_per_day_scaled_to_the_busiest() {
         let today = NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
         let days = per_day(
-            [
+            &t([
                 (ms("2026-12-07", 1), 10),
                 (ms("2026-12-07", 2), 10),
                 (ms("2026-12-05", 1), 5),
-            ],
+            ]),
             today,
             30,
         );
@@ -204,7 +208,7 @@ mod tests {
         assert!(s.contains("2026-12-07: 2 backups, 20 B"));
         assert!(s.contains("3 backups, 25 B"), "the title sums the window");
         // No data draws an empty plot, not a division by zero.
-        let empty = svg(&per_day([], today, 30));
+        let empty = svg(&per_day(&t([]), today, 30));
         assert!(!empty.contains("NaN"));
     }
 }

@@ -12,17 +12,15 @@
 //! next send fails (or the channel closes) and the tasks stop, dropping their cluster streams.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use cairn_api::{Client, JobView};
-use cairn_core::job::JobKind;
 use futures::{Stream, StreamExt};
 
-use super::state::{Ctx, UiError, UiState};
+use super::state::{Ctx, UiError};
 
 /// Most jobs one page follows.
 pub const MAX_JOBS: usize = 100;
@@ -106,7 +104,6 @@ pub fn parse_ids(ids: &str) -> Vec<uuid::Uuid> {
 }
 
 pub async fn job_events(
-    State(s): State<Arc<UiState>>,
     Extension(cx): Extension<Ctx>,
     Query(q): Query<Ids>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
@@ -114,7 +111,7 @@ pub async fn job_events(
     let ids = parse_ids(&q.ids);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     for id in ids {
-        tokio::spawn(follow(s.clone(), c.clone(), id, tx.clone()));
+        tokio::spawn(follow(c.clone(), id, tx.clone()));
     }
     drop(tx);
     let events = futures::stream::unfold(rx, |mut rx| async move {
@@ -127,7 +124,7 @@ pub async fn job_events(
 }
 
 /// Follows one job until it ends, the cluster refuses, or the browser goes away.
-async fn follow(s: Arc<UiState>, c: Client, id: uuid::Uuid, tx: tokio::sync::mpsc::Sender<Event>) {
+async fn follow(c: Client, id: uuid::Uuid, tx: tokio::sync::mpsc::Sender<Event>) {
     let urls = c.node_urls();
     if urls.is_empty() {
         return;
@@ -154,10 +151,6 @@ async fn follow(s: Arc<UiState>, c: Client, id: uuid::Uuid, tx: tokio::sync::mps
             match item {
                 Some(Ok(view)) => {
                     let ended = view.job.state.is_final();
-                    if ended && matches!(view.job.kind, JobKind::Backup | JobKind::Delete) {
-                        // The overview's totals and plot are read afresh on its next visit.
-                        *s.plot_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    }
                     let data = serde_json::to_string(&JobEvent::from(&view)).unwrap_or_default();
                     if tx
                         .send(Event::default().event("job").data(data))

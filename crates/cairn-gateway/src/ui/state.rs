@@ -6,7 +6,6 @@
 //! 403 page. The role in [`Ctx`] only decides which buttons a page shows ([`Ctx::may`]).
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +13,6 @@ use cairn_core::auth::{Admission, Interface, Principal, Role};
 use cairn_core::ErrorCode;
 
 use super::html::{self, esc, Viewer};
-use super::plot::Summary;
 use super::session::Sessions;
 use crate::users::{Identity, Users};
 use crate::ClusterLink;
@@ -26,8 +24,6 @@ pub struct UiState {
     pub sessions: Sessions,
     /// The listener speaks TLS: cookies are `Secure`.
     pub tls: bool,
-    /// The overview's per-day buckets and when they were computed (kept a minute).
-    pub plot_cache: Mutex<Option<(Instant, Summary)>>,
     /// The last scrub, GC and repair runs started from this dashboard.
     pub reports: Mutex<Reports>,
 }
@@ -57,7 +53,6 @@ impl UiState {
             users,
             sessions: Sessions::default(),
             tls,
-            plot_cache: Mutex::new(None),
             reports: Mutex::new(Reports::default()),
         }
     }

@@ -127,6 +127,18 @@ pub(crate) const PREFIX_ACTIVE: &[u8] = b"active/";
 pub(crate) const PREFIX_TOKEN: &[u8] = b"token/";
 /// Key prefix in the cluster tree: join tokens (by id), kept after redemption.
 pub(crate) const PREFIX_JOIN: &[u8] = b"join/";
+/// Key in the cluster tree: the totals of every backup (`cairn_core::totals`), kept in the
+/// same transaction as each change of the `backups` tree. Its absence means "not kept yet"
+/// (a database or snapshot of a release that kept none): they are then rebuilt from the
+/// records (see `StateMachineStore::ensure_totals`).
+pub(crate) const KEY_TOTALS: &[u8] = b"totals";
+/// Key prefix in the cluster tree: each environment's backup totals (by its 16 id bytes).
+pub(crate) const PREFIX_ENV_TOTALS: &[u8] = b"totals/";
+
+/// Returns the key of an environment's backup totals in the cluster tree.
+pub(crate) fn env_totals_key(env: EnvId) -> Vec<u8> {
+    [PREFIX_ENV_TOTALS, env.0.as_bytes().as_slice()].concat()
+}
 
 /// Returns `prefix` followed by `rest`: a key in the cluster tree.
 pub(crate) fn cluster_key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
@@ -241,6 +253,7 @@ pub(crate) fn stores(db: &sled::Db) -> Result<(LogStore, StateMachineStore), Met
         .map(|name| open(name))
         .collect::<Result<Vec<_>, _>>()?;
     let sm = StateMachineStore::new(db.clone(), open(SM_META_TREE)?, data, open(SNAPSHOT_TREE)?);
+    sm.ensure_totals()?;
     Ok((log, sm))
 }
 

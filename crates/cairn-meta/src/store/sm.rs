@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_core::job::{EnvRecord, HostRecord, Job, JoinTokenRecord, TokenRecord};
+use cairn_core::totals::BackupTotals;
 use cairn_core::{BackupId, BackupRecord, BackupType, EnvId};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -20,9 +21,10 @@ use sled::transaction::{
 
 use super::snapshot::{decode, Encoder, SnapshotContents, SnapshotHeader};
 use super::{
-    backup_key, cluster_key, env_prefix, name_key, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP,
-    KEY_PLACEMENT, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, PREFIX_ACTIVE, PREFIX_ENV, PREFIX_HOST,
-    PREFIX_JOB, PREFIX_JOIN, PREFIX_TOKEN, SM_DATA_TREES,
+    backup_key, cluster_key, env_prefix, env_totals_key, name_key, KEY_LAST_APPLIED,
+    KEY_LAST_MEMBERSHIP, KEY_PLACEMENT, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, KEY_TOTALS,
+    PREFIX_ACTIVE, PREFIX_ENV, PREFIX_ENV_TOTALS, PREFIX_HOST, PREFIX_JOB, PREFIX_JOIN,
+    PREFIX_TOKEN, SM_DATA_TREES,
 };
 use crate::catalog::{decide, CatalogRead, Write};
 use crate::command::Response;
@@ -54,6 +56,8 @@ struct Inner {
     snapshot: sled::Tree,
     /// Serialises apply, snapshot build and snapshot install (see the `store` note).
     lock: Mutex<()>,
+    /// The last digest and the applied log id it covers (see `digest`).
+    digest_cache: Mutex<Option<(Option<LogId<u64>>, String)>>,
 }
 
 /// Builds snapshots of a [`StateMachineStore`]; it shares the store's trees and lock.
@@ -275,14 +279,74 @@ fn view_json<T: Serialize>(v: &T) -> Result<Vec<u8>, ViewError> {
     serde_json::to_vec(v).map_err(|e| e.to_string())
 }
 
+/// See [`StateMachineStore::ensure_totals`].
+fn ensure_totals(inner: &Inner) -> Result<(), MetaError> {
+    let cluster = &inner.data[CLUSTER];
+    if cluster.get(KEY_TOTALS).map_err(sled_read)?.is_some() {
+        return Ok(());
+    }
+    let mut all = BackupTotals::default();
+    let mut per_env: std::collections::BTreeMap<EnvId, BackupTotals> = Default::default();
+    for item in inner.backups().iter() {
+        let (_, v) = item.map_err(sled_read)?;
+        let r = decode_record(&v)?;
+        all.add(&r);
+        per_env.entry(r.id.env).or_default().add(&r);
+    }
+    let json = |t: &BackupTotals| {
+        serde_json::to_vec(t).map_err(|e| MetaError::Storage(format!("backup totals: {e}")))
+    };
+    let mut batch = sled::Batch::default();
+    for key in cluster.scan_prefix(PREFIX_ENV_TOTALS).keys() {
+        batch.remove(key.map_err(sled_read)?);
+    }
+    for (env, t) in &per_env {
+        batch.insert(env_totals_key(*env), json(t)?);
+    }
+    batch.insert(KEY_TOTALS, json(&all)?);
+    cluster.apply_batch(batch).map_err(sled_read)?;
+    if all.count > 0 {
+        tracing::info!(
+            backups = all.count,
+            "backup totals rebuilt from the catalog"
+        );
+    }
+    Ok(())
+}
+
+/// Keeps the catalog's and the environment's backup totals in step with one change of the
+/// `backups` tree (in the same transaction: the view's changes are written together).
+fn count_change(
+    view: &Overlay<'_>,
+    env: EnvId,
+    before: Option<&BackupRecord>,
+    after: Option<&BackupRecord>,
+) -> Result<(), ViewError> {
+    for key in [KEY_TOTALS.to_vec(), env_totals_key(env)] {
+        let mut t: BackupTotals = view
+            .json(CLUSTER, &key, "backup totals")?
+            .unwrap_or_default();
+        t.change(before, after);
+        view.insert(CLUSTER, key, view_json(&t)?);
+    }
+    Ok(())
+}
+
 /// Records a decision's writes in the view (the transaction writes them later).
 fn write_all(view: &Overlay<'_>, writes: &[Write]) -> Result<(), ViewError> {
     for w in writes {
         match w {
             Write::PutBackup(record) => {
+                let before = view.backup(&record.id)?;
+                count_change(view, record.id.env, before.as_ref(), Some(record))?;
                 view.insert(BACKUPS, backup_key(&record.id), view_json(&**record)?);
             }
-            Write::DeleteBackup(id) => view.remove(BACKUPS, backup_key(id)),
+            Write::DeleteBackup(id) => {
+                if let Some(before) = view.backup(id)? {
+                    count_change(view, id.env, Some(&before), None)?;
+                }
+                view.remove(BACKUPS, backup_key(id))
+            }
             Write::PutName { env, name, time } => {
                 view.insert(NAMES, name_key(*env, name), encode_time(*time));
             }
@@ -486,6 +550,7 @@ impl StateMachineStore {
                 data,
                 snapshot,
                 lock: Mutex::new(()),
+                digest_cache: Mutex::new(None),
             }),
         }
     }
@@ -514,6 +579,60 @@ impl StateMachineStore {
             decode_record(&v)
         })
         .collect()
+    }
+
+    /// Returns one page of backups, newest first: those of `env` (or of every environment,
+    /// in reverse key order: environment id descending, then newest first) whose id is
+    /// strictly below `before`, at most `limit`; and the cursor of the next page (the last
+    /// id returned) when more follow. Reads at most `limit + 1` records.
+    pub fn backups_page(
+        &self,
+        env: Option<EnvId>,
+        before: Option<&BackupId>,
+        limit: usize,
+    ) -> Result<(Vec<BackupRecord>, Option<BackupId>), MetaError> {
+        let tree = self.inner.backups();
+        let upper: Option<Vec<u8>> = before.map(|b| backup_key(b).to_vec());
+        let iter: Box<dyn DoubleEndedIterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            match (env, upper) {
+                (Some(env), Some(u)) => Box::new(tree.range(env_prefix(env).to_vec()..u)),
+                (Some(env), None) => Box::new(tree.scan_prefix(env_prefix(env))),
+                (None, Some(u)) => Box::new(tree.range(..u)),
+                (None, None) => Box::new(tree.iter()),
+            };
+        let mut page = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        for item in iter.rev() {
+            let (_, v) = item.map_err(sled_read)?;
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            page.push(decode_record(&v)?);
+        }
+        let next = if more {
+            page.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
+
+    /// Returns the totals of the backups of `env`, or of the whole catalog (kept with every
+    /// change; no record is read).
+    pub fn totals(&self, env: Option<EnvId>) -> Result<BackupTotals, MetaError> {
+        let key = match env {
+            Some(env) => env_totals_key(env),
+            None => KEY_TOTALS.to_vec(),
+        };
+        Ok(self.get_cluster(key, "backup totals")?.unwrap_or_default())
+    }
+
+    /// Rebuilds the backup totals from the records when the catalog holds none (a database
+    /// or snapshot written by a release that kept none): once, before any apply; every
+    /// member computes the same (`cairn_core::totals`).
+    pub(crate) fn ensure_totals(&self) -> Result<(), MetaError> {
+        ensure_totals(&self.inner)
     }
 
     /// Returns the newest backup of an environment (the newest full one if `full_only`).
@@ -686,6 +805,15 @@ impl StateMachineStore {
         let inner = &self.inner;
         let _apply = inner.lock();
         let (applied, _) = inner.read_applied().map_err(MetaError::Corrupt)?;
+        let index = applied.map(|l| l.index).unwrap_or(0);
+        // Nothing applied since the last digest (the apply lock is held): the same answer,
+        // without reading the catalog again (status calls ask for it on every page view).
+        let mut cached = inner.digest_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, d)) = cached.as_ref() {
+            if *at == applied {
+                return Ok((index, d.clone()));
+            }
+        }
         let mut h = blake3::Hasher::new();
         for (name, tree) in super::SM_DATA_TREES.iter().zip(&inner.data) {
             h.update(name.as_bytes());
@@ -699,10 +827,9 @@ impl StateMachineStore {
                 h.update(&v);
             }
         }
-        Ok((
-            applied.map(|l| l.index).unwrap_or(0),
-            h.finalize().to_hex().to_string(),
-        ))
+        let digest = h.finalize().to_hex().to_string();
+        *cached = Some((applied, digest.clone()));
+        Ok((index, digest))
     }
 
     /// Returns the last applied log id and the last applied membership.
@@ -980,6 +1107,9 @@ impl Inner {
                     Ok(())
                 });
         result.map_err(|e| err(tx_failure(e)))?;
+        // A snapshot of a release that kept no totals: rebuild them before any apply.
+        ensure_totals(self).map_err(|e| err(AnyError::error(e.to_string())))?;
+        *self.digest_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.db.flush().map_err(|e| err(AnyError::new(&e)))?;
         Ok(())
     }
