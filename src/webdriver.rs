@@ -178,6 +178,13 @@ impl Browser {
         })
     }
 
+    /// Presses `keys` (WebDriver key codes: `"\u{E004}"` Tab, `"\u{E007}"` Enter) in the
+    /// focused element, the page's body when nothing has focus: what a keyboard user does.
+    pub fn press(&self, keys: &str) {
+        let v = self.cmd("GET", "/element/active", None);
+        self.element(&v, "the focused element").type_text(keys);
+    }
+
     /// Every element matching `css` now (no waiting).
     pub fn find_all(&self, css: &str) -> Vec<Element<'_>> {
         let v = self.cmd(

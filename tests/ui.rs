@@ -3,7 +3,7 @@
 //! `cairn agent` with one container, and users made with `cairn user add`.
 //!
 //! One test walks what an operator does, in order, on one rig: sign in, see the nodes (and
-//! run a scrub), back up and watch the progress bar rise to 100 without a reload, browse the backup, download a
+//! run a scrub), back up with the keyboard only (Tab to the button, Enter) and watch the progress bar rise to 100 without a reload, browse the backup, download a
 //! file and a directory and compare them with the source, restore one changed path and see
 //! it back in the container, restore the backup onto a second host (`h2`) and find its files
 //! there, cancel a backup held at a pause point and watch it end "cancelled"; then a viewer, who sees no delete button and whose forged delete
@@ -245,8 +245,32 @@ fn an_operator_and_a_viewer_use_the_dashboard_in_a_real_browser() {
     });
     let env_url = b.url();
 
-    // Back up now: the job's page, whose bar rises to 100 without a reload.
-    b.find("#backup-now").click();
+    // Back up now, with the keyboard only: from the top of the page, Tab's first stop is
+    // the skip link, every stop shows the focus ring, Tab reaches the button, and Enter
+    // presses it. Then the job's page, whose bar rises to 100 without a reload.
+    let mut stops: Vec<String> = Vec::new();
+    while stops.len() < 60 {
+        b.press("\u{E004}");
+        let v = b.run(
+            "var e = document.activeElement; return [e.id, e.tagName + (e.id ? '#' + e.id : '') + (e.className ? '.' + e.className : ''), getComputedStyle(e).outlineStyle];",
+            vec![],
+        );
+        let stop = v[1].as_str().unwrap_or_default().to_string();
+        assert_ne!(
+            v[2], "none",
+            "no focus ring at Tab stop {stop} (after {stops:?})"
+        );
+        stops.push(stop);
+        if v[0] == "backup-now" {
+            break;
+        }
+    }
+    assert!(
+        stops.last().is_some_and(|s| s.contains("#backup-now")),
+        "Tab never reached Back up now: {stops:?}"
+    );
+    assert!(stops[0].contains("skip"), "the first Tab stop: {stops:?}");
+    b.press("\u{E007}");
     b.wait_for(WAIT, "the job's page", |b| {
         b.exists("progress[data-job]").then_some(())
     });
