@@ -265,6 +265,25 @@ impl Node {
             .expect("run cairn")
     }
 
+    /// Restores backup `id` into `out` through this node and requires the tree to be
+    /// identical to `src` (content, types, modes, times, links; not owners, which a test run
+    /// as a user cannot set).
+    pub fn restore_identical(&self, id: &str, src: &Path, out: &Path) {
+        self.ok(&["restore", id, out.to_str().unwrap()]);
+        let diffs = cairn_fs::testing::diff_trees(
+            src,
+            out,
+            cairn_fs::testing::DiffOptions {
+                owners: false,
+                ..Default::default()
+            },
+        );
+        assert!(
+            diffs.is_empty(),
+            "{id}: the restored tree differs: {diffs:?}"
+        );
+    }
+
     /// Runs a `cairn` client command and returns stdout, panicking with stderr on failure.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cairn(args);

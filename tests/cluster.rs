@@ -36,19 +36,6 @@ fn backup(node: &Node, src: &Path, extra: &[&str]) -> Value {
     serde_json::from_str(&node.ok(&args)).expect("backup --json output")
 }
 
-fn restore_identical(node: &Node, id: &str, src: &Path, out: &Path) {
-    node.ok(&["restore", id, out.to_str().unwrap()]);
-    let diffs = cairn_fs::testing::diff_trees(
-        src,
-        out,
-        cairn_fs::testing::DiffOptions {
-            owners: false,
-            ..Default::default()
-        },
-    );
-    assert!(diffs.is_empty(), "restored tree differs: {diffs:?}");
-}
-
 fn node_field(status: &Value, id: u64, field: &str) -> Option<u64> {
     status["nodes"]
         .as_array()?
@@ -87,8 +74,7 @@ fn three_nodes_keep_three_copies_and_survive_the_leader_dying() {
     );
     let new_leader = c.leader();
     assert_ne!(new_leader, leader);
-    restore_identical(
-        &c.nodes[survivor as usize - 1],
+    c.nodes[survivor as usize - 1].restore_identical(
         b2["id"].as_str().unwrap(),
         &src,
         &tmp.path().join("out2"),
@@ -110,8 +96,7 @@ fn three_nodes_keep_three_copies_and_survive_the_leader_dying() {
         },
     );
     // And it serves a restore of the backup taken while it was down.
-    restore_identical(
-        &c.nodes[leader as usize - 1],
+    c.nodes[leader as usize - 1].restore_identical(
         b2["id"].as_str().unwrap(),
         &src,
         &tmp.path().join("out3"),
@@ -144,19 +129,14 @@ fn with_two_nodes_down_writes_are_refused_and_restores_still_work() {
     assert!(errors[0].contains("a majority of the voters"), "{err}");
 
     // The surviving copy restores the existing backup, from the survivor's own catalog.
-    restore_identical(&c.nodes[0], &id, &src, &tmp.path().join("out"));
+    c.nodes[0].restore_identical(&id, &src, &tmp.path().join("out"));
 
     // The others return: the cluster accepts writes again and lost nothing.
     c.node(2).restart();
     c.node(3).restart();
     c.wait_formed(Duration::from_secs(60));
     let b2 = backup(&c.nodes[2], &src, &[]);
-    restore_identical(
-        &c.nodes[1],
-        b2["id"].as_str().unwrap(),
-        &src,
-        &tmp.path().join("out2"),
-    );
+    c.nodes[1].restore_identical(b2["id"].as_str().unwrap(), &src, &tmp.path().join("out2"));
     let list = c.nodes[1].ok(&["backups", "list", "--json"]);
     assert!(list.contains(&id), "{list}");
 }
@@ -189,12 +169,7 @@ fn corrupt_copies_are_served_from_a_healthy_replica() {
         c.node(id).restart();
     }
     c.wait_formed(Duration::from_secs(60));
-    restore_identical(
-        &c.nodes[0],
-        b["id"].as_str().unwrap(),
-        &src,
-        &tmp.path().join("out"),
-    );
+    c.nodes[0].restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
 
     // Scrub finds the bad copies on nodes 1 and 2 and replaces them from node 3.
     let scrub = |n: &Node| -> Value { serde_json::from_str(&n.ok(&["scrub", "--json"])).unwrap() };
@@ -217,12 +192,7 @@ fn corrupt_copies_are_served_from_a_healthy_replica() {
     assert_eq!(second["checked"], first["checked"], "{second}");
     // With node 3 gone, nodes 1 and 2 alone now restore it.
     c.node(3).kill();
-    restore_identical(
-        &c.nodes[0],
-        b["id"].as_str().unwrap(),
-        &src,
-        &tmp.path().join("out2"),
-    );
+    c.nodes[0].restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("out2"));
 }
 
 #[test]
@@ -336,12 +306,7 @@ fn a_fourth_node_takes_its_share_and_drains_without_losing_a_chunk() {
     let s = c.status().unwrap();
     assert_eq!(s["epoch"], 2, "{s}");
     assert_eq!(node_field(&s, 4, "backups"), Some(1), "{s}");
-    restore_identical(
-        &c.nodes[3],
-        b["id"].as_str().unwrap(),
-        &src,
-        &tmp.path().join("o1"),
-    );
+    c.nodes[3].restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("o1"));
 
     // Removed again: it drains first, and every chunk is back on the three.
     let out = c.nodes[0].ok(&["cluster", "remove-node", "4"]);
@@ -354,12 +319,7 @@ fn a_fourth_node_takes_its_share_and_drains_without_losing_a_chunk() {
         counts.iter().all(|(_, n)| *n == total),
         "{counts:?} vs {total}"
     );
-    restore_identical(
-        &c.nodes[2],
-        b["id"].as_str().unwrap(),
-        &src,
-        &tmp.path().join("o2"),
-    );
+    c.nodes[2].restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("o2"));
 }
 
 /// Zones of unequal size: with the maximum spread the single-node zones hold a copy of every
@@ -418,12 +378,7 @@ fn unequal_zones_are_reported_and_zone_redundancy_evens_them_out() {
     assert_eq!(s["zones_unbalanced"], false, "{s}");
     let text = c.nodes[0].ok(&["cluster", "status"]);
     assert!(!text.contains("warning"), "{text}");
-    restore_identical(
-        &c.nodes[3],
-        b["id"].as_str().unwrap(),
-        &src,
-        &tmp.path().join("out"),
-    );
+    c.nodes[3].restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
 }
 
 const ENV_B: &str = "0b6a3c4e-8d2f-4f1a-9b7c-5e6d7f8a9b0c";
@@ -490,7 +445,7 @@ fn gc_reclaims_deleted_backups_and_keeps_what_others_use() {
     assert!(r["bytes_reclaimed"].as_u64().unwrap() > 0, "{r}");
     assert!(r["nodes_skipped"].as_array().unwrap().is_empty(), "{r}");
     assert_eq!(total_chunks(&c), before - r["removed"].as_u64().unwrap());
-    restore_identical(n, bb["id"].as_str().unwrap(), &b, &tmp.path().join("ob"));
+    n.restore_identical(bb["id"].as_str().unwrap(), &b, &tmp.path().join("ob"));
 }
 
 /// Each node keeps its last scrub, GC (the collection it coordinated, and its own sweep)
@@ -641,7 +596,7 @@ fn gc_during_a_backup_loses_nothing() {
         counts.iter().all(|(_, k)| *k == counts[0].1),
         "collections during a backup left nodes with different chunk counts: {counts:?}"
     );
-    restore_identical(n, bb["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
+    n.restore_identical(bb["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
 }
 
 /// A pause point of a process (see `cairn_proto::failpoint`): created, reached, released.
@@ -744,10 +699,10 @@ fn an_incremental_whose_parent_is_deleted_during_gc_stays_restorable() {
         report["nodes_skipped"].as_array().unwrap().is_empty(),
         "{report}"
     );
-    restore_identical(n, b["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
+    n.restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
     // And once more: a later collection keeps it whole too.
     n.ok(&["gc"]);
-    restore_identical(n, b["id"].as_str().unwrap(), &src, &tmp.path().join("out2"));
+    n.restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("out2"));
 }
 
 /// The GC/replica race of issue 13: a backup that finds chunks present (kept by a deleted
@@ -783,7 +738,7 @@ fn a_backup_between_gc_mark_and_sweep_keeps_every_replica() {
         counts.iter().all(|(_, k)| *k == counts[0].1 && *k > 0),
         "a GC during a backup left nodes with different chunk counts: {counts:?}"
     );
-    restore_identical(n, b["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
+    n.restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
 }
 
 /// The leader-kill scenario of issue 13: the client talks to the leader, which is killed
@@ -838,12 +793,7 @@ fn the_leader_the_client_talks_to_dies_mid_backup_and_the_backup_finishes() {
         err.contains(dead.as_str()) && err.contains("127.0.0.1:1"),
         "{err}"
     );
-    restore_identical(
-        survivor,
-        b["id"].as_str().unwrap(),
-        &src,
-        &tmp.path().join("out"),
-    );
+    survivor.restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
 }
 
 #[test]
@@ -907,12 +857,7 @@ fn tls_on_every_listener_with_the_token() {
     let src = tmp.path().join("src");
     tree(&src, 40);
     let b = backup(n, &src, &[]);
-    restore_identical(
-        &c.nodes[2],
-        b["id"].as_str().unwrap(),
-        &src,
-        &tmp.path().join("out"),
-    );
+    c.nodes[2].restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("out"));
     let s = c.status().unwrap();
     assert!(
         (1..=3).all(|i| node_field(&s, i, "chunks") == node_field(&s, 1, "chunks")),
@@ -991,12 +936,7 @@ fn a_node_down_past_the_timeout_gets_its_chunks_copied_elsewhere_and_back() {
             (sum == 3 * total && four > total / 2).then_some(())
         },
     );
-    restore_identical(
-        &c.nodes[3],
-        b["id"].as_str().unwrap(),
-        &src,
-        &tmp.path().join("o"),
-    );
+    c.nodes[3].restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("o"));
 }
 
 #[test]

@@ -19,19 +19,6 @@ fn backup(node: &Node, src: &Path) -> Value {
     serde_json::from_str(&node.ok(&args)).expect("backup --json output")
 }
 
-fn restore_identical(node: &Node, id: &str, src: &Path, out: &Path) {
-    node.ok(&["restore", id, out.to_str().unwrap()]);
-    let diffs = cairn_fs::testing::diff_trees(
-        src,
-        out,
-        cairn_fs::testing::DiffOptions {
-            owners: false,
-            ..Default::default()
-        },
-    );
-    assert!(diffs.is_empty(), "restored tree differs: {diffs:?}");
-}
-
 /// The chunks each node reports holding (`cairn cluster status`), by node id.
 fn chunks_per_node(n: &Node) -> Vec<(u64, u64)> {
     let s: Value = serde_json::from_str(&n.ok(&["cluster", "status", "--json"])).unwrap();
@@ -137,7 +124,7 @@ fn a_full_disk_refuses_chunks_and_recovers_without_a_restart() {
     assert!(b2["chunks_sent"].as_u64().unwrap() >= 4, "{b2}");
     let b2 = b2["id"].as_str().unwrap().to_string();
     assert_eq!(chunks_of(n, 2), held2, "the full node took no chunk");
-    restore_identical(&c.nodes[1], &b2, &src2, &tmp.path().join("out2"));
+    c.nodes[1].restore_identical(&b2, &src2, &tmp.path().join("out2"));
 
     // Node 3 fills up too: a chunk can no longer get the two copies the write quorum needs.
     // The backup fails with one clear line, and no backup becomes visible.
@@ -158,7 +145,7 @@ fn a_full_disk_refuses_chunks_and_recovers_without_a_restart() {
     assert!(err.contains("disk space"), "{err}");
     assert_eq!(listed(n), before, "nothing partial is visible");
     // What was committed before is intact.
-    restore_identical(&c.nodes[2], &b1, &src1, &tmp.path().join("out1"));
+    c.nodes[2].restore_identical(&b1, &src1, &tmp.path().join("out1"));
 
     // Space returns: without a restart, the nodes take writes again, and repair gives
     // node 2 the copies it missed.
@@ -181,9 +168,9 @@ fn a_full_disk_refuses_chunks_and_recovers_without_a_restart() {
         },
     );
     // Every backup restores identical, through any node.
-    restore_identical(&c.nodes[1], &b1, &src1, &tmp.path().join("out1b"));
-    restore_identical(&c.nodes[2], &b2, &src2, &tmp.path().join("out2b"));
-    restore_identical(&c.nodes[0], &b3, &src3, &tmp.path().join("out3"));
+    c.nodes[1].restore_identical(&b1, &src1, &tmp.path().join("out1b"));
+    c.nodes[2].restore_identical(&b2, &src2, &tmp.path().join("out2b"));
+    c.nodes[0].restore_identical(&b3, &src3, &tmp.path().join("out3"));
     let scrub: Value = serde_json::from_str(&n.ok(&["scrub", "--json"])).unwrap();
     assert_eq!(scrub["corrupt"], 0, "{scrub}");
     drop(c);
@@ -348,7 +335,7 @@ fn a_node_whose_catalog_cannot_be_written_stops_and_comes_back_after_a_restart()
             (!c.nodes[1].is_running() && text.contains("the node's catalog failed")).then_some(())
         },
     );
-    restore_identical(&c.nodes[0], &b1, &first, &tmp.path().join("out1"));
+    c.nodes[0].restore_identical(&b1, &first, &tmp.path().join("out1"));
 
     // Space back, node 2 restarted: it serves again.
     std::fs::remove_file(ballast).unwrap();
@@ -357,7 +344,7 @@ fn a_node_whose_catalog_cannot_be_written_stops_and_comes_back_after_a_restart()
         .as_str()
         .unwrap()
         .to_string();
-    restore_identical(&c.nodes[1], &b2, &src, &tmp.path().join("out2"));
+    c.nodes[1].restore_identical(&b2, &src, &tmp.path().join("out2"));
     drop(c);
 }
 
@@ -423,11 +410,6 @@ fn a_leader_cut_off_by_a_partition_steps_aside_and_the_majority_keeps_backing_up
     );
     let listed = c.nodes[old as usize - 1].ok(&["backups", "list", "--json"]);
     assert!(listed.contains(&b), "{listed}");
-    restore_identical(
-        &c.nodes[old as usize - 1],
-        &b,
-        &src,
-        &tmp.path().join("out"),
-    );
+    c.nodes[old as usize - 1].restore_identical(&b, &src, &tmp.path().join("out"));
     drop(c);
 }

@@ -135,19 +135,6 @@ fn backup(n: &Node, src: &Path) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
-fn restores_identical(n: &Node, id: &str, src: &Path, out: &Path) {
-    n.ok(&["restore", id, out.to_str().unwrap()]);
-    let diffs = cairn_fs::testing::diff_trees(
-        src,
-        out,
-        cairn_fs::testing::DiffOptions {
-            owners: false,
-            ..Default::default()
-        },
-    );
-    assert!(diffs.is_empty(), "{id}: {diffs:?}");
-}
-
 #[test]
 fn the_cluster_secret_and_certificates_rotate_with_the_cluster_serving() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,8 +212,8 @@ fn the_cluster_secret_and_certificates_rotate_with_the_cluster_serving() {
     assert_eq!(mode(&etc[0].join("token")), 0o640);
 
     // Both backups restore identical (the first one from before the rotation began).
-    restores_identical(&nodes[2], &during, &src2, &d.join("out-during"));
-    restores_identical(&nodes[2], &before, &src, &d.join("out-before"));
+    nodes[2].restore_identical(&during, &src2, &d.join("out-during"));
+    nodes[2].restore_identical(&before, &src, &d.join("out-before"));
 
     // The old secret is refused by every node, the new one admitted.
     for n in &nodes {
