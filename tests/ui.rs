@@ -485,6 +485,11 @@ fn an_operator_and_a_viewer_use_the_dashboard_in_a_real_browser() {
         serde_json::json!("still here"),
         "the page was reloaded: the state must change by itself"
     );
+    // Its end time, filled in by the same event.
+    b.wait_for(WAIT, "the job's end time on its page", |b| {
+        let t = text_now(b, "[data-job-finished]");
+        (t.len() == "2026-01-01 00:00:00".len()).then_some(())
+    });
     b.screenshot(&shots.join("cancelled.png"));
 
     // The jobs page lists both.

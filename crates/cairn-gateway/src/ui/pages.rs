@@ -737,8 +737,22 @@ pub async fn job(Extension(cx): Extension<Ctx>, Path(id): Path<String>) -> Page 
         "Created",
         format!("{} ({})", html::time(j.created_ms), ago(j.created_ms, now)),
     );
-    fact(&mut b, "Started", html::time(j.started_ms.unwrap_or(0)));
-    fact(&mut b, "Finished", html::time(j.finished_ms.unwrap_or(0)));
+    fact(
+        &mut b,
+        "Started",
+        format!(
+            "<span data-job-started=\"{ids}\">{}</span>",
+            html::time(j.started_ms.unwrap_or(0))
+        ),
+    );
+    fact(
+        &mut b,
+        "Finished",
+        format!(
+            "<span data-job-finished=\"{ids}\">{}</span>",
+            html::time(j.finished_ms.unwrap_or(0))
+        ),
+    );
     if let Some(bk) = j.options.backup.or(j.reserved_backup) {
         fact(
             &mut b,

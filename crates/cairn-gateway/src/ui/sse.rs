@@ -45,6 +45,9 @@ pub struct JobEvent {
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub reason: String,
+    /// When it started and ended, as the page renders times ("—" for not yet).
+    pub started: String,
+    pub finished: String,
     /// The job's whole log (bounded by the cluster: `cairn_core::job::JOB_LOG_MAX` lines),
     /// which the page shows in place of what it had.
     pub log: Vec<LogLine>,
@@ -73,6 +76,8 @@ impl From<&JobView> for JobEvent {
             bytes_done: j.progress.bytes_done,
             bytes_total: j.progress.bytes_total,
             reason: j.reason.clone(),
+            started: super::html::time(j.started_ms.unwrap_or(0)),
+            finished: super::html::time(j.finished_ms.unwrap_or(0)),
             log: j
                 .log
                 .iter()

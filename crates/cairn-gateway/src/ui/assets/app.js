@@ -25,6 +25,12 @@
     each('[data-job-phase="' + j.id + '"]', function (s) {
       s.textContent = j.phase;
     });
+    each('[data-job-started="' + j.id + '"]', function (s) {
+      s.textContent = j.started;
+    });
+    each('[data-job-finished="' + j.id + '"]', function (s) {
+      s.textContent = j.finished;
+    });
     each('[data-job-done="' + j.id + '"]', function (s) {
       s.textContent = j.files_done + " of " + j.files_total + " files";
     });
