@@ -54,21 +54,65 @@ pub fn check_protocol(md: &tonic::metadata::MetadataMap) -> Result<(), tonic::St
     }
 }
 
+/// Metadata key, on a [`ErrorCode::VersionMismatch`] refusal, of the side to upgrade:
+/// [`Upgrade::Node`] or [`Upgrade::Caller`] (see [`upgrade_of`]).
+pub const UPGRADE_KEY: &str = "cairn-upgrade";
+
+/// Which side of a call must be upgraded for a node to read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upgrade {
+    /// The caller speaks a newer protocol than this node reads.
+    Node,
+    /// The caller speaks an older protocol than this node still reads.
+    Caller,
+}
+
+impl Upgrade {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Upgrade::Node => "node",
+            Upgrade::Caller => "caller",
+        }
+    }
+}
+
+/// The side a version refusal says to upgrade, read from its metadata (never its text).
+pub fn upgrade_of(s: &tonic::Status) -> Option<Upgrade> {
+    match s.metadata().get(UPGRADE_KEY)?.to_str().ok()? {
+        "node" => Some(Upgrade::Node),
+        "caller" => Some(Upgrade::Caller),
+        _ => None,
+    }
+}
+
 #[allow(clippy::result_large_err)]
 fn check_version(n: u32) -> Result<(), tonic::Status> {
     if (PROTOCOL_OLDEST..=PROTOCOL).contains(&n) {
         return Ok(());
     }
-    let fix = if n > PROTOCOL {
-        "upgrade this node (nodes first, then agents, gateways and the CLI)"
+    let (side, fix) = if n > PROTOCOL {
+        (
+            Upgrade::Node,
+            "upgrade this node (nodes first, then agents, gateways and the CLI)",
+        )
     } else {
-        "upgrade the caller"
+        (Upgrade::Caller, "upgrade the caller")
     };
-    Err(status(
+    let s = status(
         ErrorCode::VersionMismatch,
         format!(
             "the caller speaks cairn protocol {n}; this node speaks {PROTOCOL_OLDEST} to {PROTOCOL}: {fix}"
         ),
+    );
+    let mut md = s.metadata().clone();
+    md.insert(
+        UPGRADE_KEY,
+        tonic::metadata::MetadataValue::from_static(side.as_str()),
+    );
+    Err(tonic::Status::with_metadata(
+        s.code(),
+        s.message().to_string(),
+        md,
     ))
 }
 
