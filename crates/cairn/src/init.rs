@@ -234,8 +234,40 @@ pub fn node_config(plan: &ClusterPlan, me: &NodeSpec, admin_id: &str, admin_hash
     let mut s = format!(
         "# Node {id} of a cluster written by `cairn init cluster`. Copy this directory to\n\
          # {etc} on the node and start it: cairn node --config {cfg}\n\
-         # The lowest-id voter forms the cluster on its first start; restarts rejoin it.\n\
-         node_id = {id}\n\
+         # The lowest-id voter forms the cluster on its first start; restarts rejoin it.\n",
+        id = me.id,
+        etc = etc.display(),
+        cfg = etc.join("node.toml").display(),
+    );
+    s.push_str(&node_settings(
+        me,
+        etc,
+        &for_node(&plan.data_dir, me.id),
+        plan.rf,
+    ));
+    s.push_str(&format!(
+        "\n# The first admin user token (its hash only): stored in the catalog when the cluster\n\
+         # forms; `cairn token revoke --name {admin}` removes it for good.\n\
+         [first_admin]\n\
+         name = {admin_q}\n\
+         id = {admin_id}\n\
+         hash = {admin_hash}\n",
+        admin = plan.admin,
+        admin_q = q(&plan.admin),
+        admin_id = q(admin_id),
+        admin_hash = q(admin_hash),
+    ));
+    for v in &plan.nodes {
+        s.push_str(&voter_table(v.id, &v.url(), &v.zone, v.weight));
+    }
+    s
+}
+
+/// The settings every node's config carries (identity, addresses, data, the secret's file,
+/// TLS), naming its files under `etc`.
+fn node_settings(me: &NodeSpec, etc: &Path, data: &Path, rf: u32) -> String {
+    format!(
+        "node_id = {id}\n\
          listen = {listen}\n\
          advertise = {url}\n\
          data_dir = {data}\n\
@@ -247,39 +279,25 @@ pub fn node_config(plan: &ClusterPlan, me: &NodeSpec, admin_id: &str, admin_hash
          tls_key = {key}\n\
          tls_ca = {ca}\n\
          # Prometheus metrics at http://ADDR/metrics, without credentials: keep it on loopback.\n\
-         # metrics_listen = \"127.0.0.1:9770\"\n\n\
-         # The first admin user token (its hash only): stored in the catalog when the cluster\n\
-         # forms; `cairn token revoke --name {admin}` removes it for good.\n\
-         [first_admin]\n\
-         name = {admin_q}\n\
-         id = {admin_id}\n\
-         hash = {admin_hash}\n",
+         # metrics_listen = \"127.0.0.1:9770\"\n",
         id = me.id,
-        etc = etc.display(),
-        cfg = etc.join("node.toml").display(),
         listen = q(&me.listen()),
         url = q(&me.url()),
-        data = q_path(&for_node(&plan.data_dir, me.id)),
-        rf = plan.rf,
+        data = q_path(data),
         token = q_path(&etc.join("token")),
         cert = q_path(&etc.join("node.pem")),
         key = q_path(&etc.join("node.key")),
         ca = q_path(&etc.join("ca.pem")),
-        admin = plan.admin,
-        admin_q = q(&plan.admin),
-        admin_id = q(admin_id),
-        admin_hash = q(admin_hash),
-    );
-    for v in &plan.nodes {
-        s.push_str(&format!(
-            "\n[[voters]]\nid = {}\naddr = {}\nzone = {}\nweight = {}\n",
-            v.id,
-            q(&v.url()),
-            q(&v.zone),
-            v.weight
-        ));
-    }
-    s
+    )
+}
+
+/// One `[[voters]]` table.
+fn voter_table(id: u64, addr: &str, zone: &str, weight: u32) -> String {
+    format!(
+        "\n[[voters]]\nid = {id}\naddr = {}\nzone = {}\nweight = {weight}\n",
+        q(addr),
+        q(zone)
+    )
 }
 
 /// Makes the CA, the node certificates, the secrets and the configs (nothing is written).
@@ -513,42 +531,22 @@ fn added_node_config(plan: &NodePlan, voters: &[cairn_node::Voter], rf: u32) -> 
         "# Node {id}, added to a running cluster by `cairn init node`. Copy this directory to\n\
          # {etc} on the node, start it (cairn node --config {cfg}), then add it:\n\
          #   cairn cluster add-node {addr} --zone {zone} --weight {weight}\n\
-         # It is not a voter: it stores chunks once added.\n\
-         node_id = {id}\n\
-         listen = {listen}\n\
-         advertise = {url}\n\
-         data_dir = {data}\n\
-         replication_factor = {rf}\n\
-         # The cluster secret nodes carry to each other (people and agents use their own tokens).\n\
-         token_file = {token}\n\
-         # TLS on the gRPC listener; the CA checks the other nodes.\n\
-         tls_cert = {cert}\n\
-         tls_key = {key}\n\
-         tls_ca = {ca}\n\
-         # Prometheus metrics at http://ADDR/metrics, without credentials: keep it on loopback.\n\
-         # metrics_listen = \"127.0.0.1:9770\"\n",
+         # It is not a voter: it stores chunks once added.\n",
         id = me.id,
         etc = etc.display(),
         cfg = etc.join("node.toml").display(),
         addr = me.authority(),
         zone = me.zone,
         weight = me.weight,
-        listen = q(&me.listen()),
-        url = q(&me.url()),
-        data = q_path(&for_node(&plan.data_dir, me.id)),
-        token = q_path(&etc.join("token")),
-        cert = q_path(&etc.join("node.pem")),
-        key = q_path(&etc.join("node.key")),
-        ca = q_path(&etc.join("ca.pem")),
     );
+    s.push_str(&node_settings(
+        me,
+        etc,
+        &for_node(&plan.data_dir, me.id),
+        rf,
+    ));
     for v in voters {
-        s.push_str(&format!(
-            "\n[[voters]]\nid = {}\naddr = {}\nzone = {}\nweight = {}\n",
-            v.id,
-            q(&v.addr),
-            q(&v.zone),
-            v.weight
-        ));
+        s.push_str(&voter_table(v.id, &v.addr, &v.zone, v.weight));
     }
     s
 }
