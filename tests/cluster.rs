@@ -195,6 +195,79 @@ fn corrupt_copies_are_served_from_a_healthy_replica() {
     c.nodes[0].restore_identical(b["id"].as_str().unwrap(), &src, &tmp.path().join("out2"));
 }
 
+/// Changes one byte of every raw chunk's content in `pack` and recomputes the record's CRC:
+/// wrong bytes that the disk's checksum calls healthy, as a bug (not rot) would write them.
+fn rewrite_content_keeping_the_crc(pack: &std::path::Path) -> usize {
+    const FILE_HEADER: usize = 16;
+    const HEADER: usize = 49;
+    let mut bytes = std::fs::read(pack).unwrap();
+    let (mut at, mut changed) = (FILE_HEADER, 0);
+    while at + HEADER <= bytes.len() && bytes[at..at + 4] == *b"CKR1" {
+        let len = u32::from_le_bytes(bytes[at + 41..at + 45].try_into().unwrap()) as usize;
+        let payload = at + HEADER..at + HEADER + len;
+        if bytes[at + 36] == 0 && len > 0 {
+            bytes[payload.start + len / 2] ^= 0x40;
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&bytes[at..at + 45]);
+            crc.update(&bytes[payload.clone()]);
+            bytes[at + 45..at + 49].copy_from_slice(&crc.finalize().to_le_bytes());
+            changed += 1;
+        }
+        at = payload.end;
+    }
+    std::fs::write(pack, &bytes).unwrap();
+    changed
+}
+
+/// A node serves chunks after checking only their record's CRC; the client re-hashes every
+/// chunk it reads. A copy whose CRC holds but whose content does not match its id is caught
+/// by the client and fetched from the next owner, and with no good copy left the restore
+/// fails with a "corrupt" error instead of writing wrong bytes.
+#[test]
+fn the_client_verifies_what_it_reads_and_fetches_a_bad_copy_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = TestCluster::start(&tmp.path().join("c"), 3, "");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data.bin"), noise(10 << 20, 12)).unwrap();
+    let b = backup(&c.nodes[0], &src, &["--compression", "0"]);
+    let id = b["id"].as_str().unwrap().to_string();
+    assert!(b["chunks_sent"].as_u64().unwrap() >= 8, "{b}");
+
+    let spoil = |c: &mut TestCluster, node: u64| {
+        c.node(node).stop();
+        let changed: usize = c.nodes[node as usize - 1]
+            .pack_files()
+            .iter()
+            .map(|p| rewrite_content_keeping_the_crc(p))
+            .sum();
+        assert!(changed >= 8, "node {node}: {changed} records changed");
+        c.node(node).restart();
+    };
+    spoil(&mut c, 1);
+    spoil(&mut c, 2);
+    c.wait_formed(Duration::from_secs(60));
+    c.nodes[0].restore_identical(&id, &src, &tmp.path().join("out"));
+
+    spoil(&mut c, 3);
+    c.wait_formed(Duration::from_secs(60));
+    let out = tmp.path().join("out2");
+    let r = c.nodes[0].cairn(&["restore", &id, out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success(),
+        "restored from copies that are all wrong"
+    );
+    assert!(err.contains("corrupt"), "{err}");
+    let restored = out.join("data.bin");
+    if restored.exists() {
+        assert_ne!(
+            std::fs::read(&restored).unwrap(),
+            std::fs::read(src.join("data.bin")).unwrap()
+        );
+    }
+}
+
 #[test]
 fn every_call_needs_the_cluster_token() {
     let tmp = tempfile::tempdir().unwrap();

@@ -308,7 +308,8 @@ fn write_batch(
         let place = Placement::new(fw.entry.size, &fw.entry.holes);
         let mut at = 0u64;
         for c in &fw.entry.chunks {
-            let enc = match handle.block_on(stream.next()) {
+            // Verified by the client: decoded and re-hashed against `c.id`.
+            let data = match handle.block_on(stream.next()) {
                 Some(r) => r?,
                 None => {
                     return Err(AgentError::Cluster {
@@ -317,13 +318,6 @@ fn write_batch(
                     })
                 }
             };
-            if enc.id != c.id {
-                return Err(AgentError::Internal(format!(
-                    "asked for chunk {}, got {}",
-                    c.id, enc.id
-                )));
-            }
-            let data = cairn_chunker::decode(&enc)?;
             if data.len() != c.len as usize {
                 return Err(AgentError::Chunk(cairn_chunker::ChunkError::Corrupt {
                     id: c.id,

@@ -438,11 +438,11 @@ impl Filler {
     }
 }
 
-/// A batch of chunks as fetched: each with the reference it was asked for.
-type Fetched = Vec<(ChunkRef, cairn_chunker::EncodedChunk)>;
+/// A batch of chunks as fetched and verified: each with the reference it was asked for.
+type Fetched = Vec<(ChunkRef, Vec<u8>)>;
 
-/// Fetches one batch of chunks (each node re-hashed its copy before sending it; the
-/// caller decodes and re-hashes again).
+/// Fetches one batch of chunks, each decoded and re-hashed by the client
+/// ([`Client::get`]).
 async fn fetch_batch(client: Client, batch: Vec<ChunkRef>) -> Result<Fetched, Error> {
     let ids: Vec<_> = batch.iter().map(|c| c.id).collect();
     let mut got = Box::pin(client.get(&ids).await?);
@@ -466,7 +466,7 @@ async fn fetch_batch(client: Client, batch: Vec<ChunkRef>) -> Result<Fetched, Er
 struct Content {
     client: Client,
     chunks: std::vec::IntoIter<ChunkRef>,
-    fetched: VecDeque<(ChunkRef, cairn_chunker::EncodedChunk)>,
+    fetched: VecDeque<(ChunkRef, Vec<u8>)>,
     /// The next batch, fetched in the background (at most one batch ahead).
     next_batch: Option<tokio::task::JoinHandle<Result<Fetched, Error>>>,
     started: bool,
@@ -544,21 +544,12 @@ impl Content {
             };
             let got = batch.await.map_err(|e| Error::Internal(e.to_string()))??;
             self.fetched = got.into();
-            // The following batch travels while this one is decoded and sent.
+            // The following batch travels while this one is sent.
             self.prefetch();
         }
-        let Some((c, enc)) = self.fetched.pop_front() else {
+        let Some((c, data)) = self.fetched.pop_front() else {
             return Ok(None);
         };
-        if enc.id != c.id {
-            return Err(Error::Internal(format!(
-                "asked for chunk {}, got {}",
-                c.id, enc.id
-            )));
-        }
-        let data = tokio::task::spawn_blocking(move || cairn_chunker::decode(&enc))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
         if data.len() != c.len as usize {
             return Err(Error::Chunk(ChunkError::Corrupt {
                 id: c.id,

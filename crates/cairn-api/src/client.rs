@@ -708,21 +708,26 @@ impl Client {
         out
     }
 
-    /// Fetches the given chunks, in order. Each comes from its primary owner or, when that
-    /// fails (node down, copy missing or corrupt), from the next node that has a good copy.
-    /// The caller verifies content with `cairn_chunker::decode`.
+    /// Fetches the given chunks' content, in order, each verified here: decoded and
+    /// re-hashed against its id ([`cairn_chunker::decode`]). Each comes from its primary owner
+    /// or, when that fails (node down, copy missing, or bytes that fail verification), from
+    /// the next owner. The nodes serve what they stored after checking only its record's CRC
+    /// (`ChunkStore::get_framed`): this is the one BLAKE3 pass a read makes, end to end.
     pub async fn get(
         &self,
         ids: &[ChunkId],
-    ) -> Result<impl Stream<Item = Result<EncodedChunk, Error>>, Error> {
+    ) -> Result<impl Stream<Item = Result<Vec<u8>, Error>>, Error> {
         let epoch = self.placement();
-        let mut found: HashMap<ChunkId, EncodedChunk> = HashMap::with_capacity(ids.len());
+        let mut found: HashMap<ChunkId, Vec<u8>> = HashMap::with_capacity(ids.len());
+        // How many times each id is asked for: the last use takes the content, not a copy.
+        let mut uses: HashMap<ChunkId, usize> = HashMap::with_capacity(ids.len());
         let mut todo: Vec<(ChunkId, ())> = Vec::new();
-        let mut unique = std::collections::HashSet::new();
         for id in ids {
-            if unique.insert(*id) {
+            let n = uses.entry(*id).or_insert(0);
+            if *n == 0 {
                 todo.push((*id, ()));
             }
+            *n += 1;
         }
         let mut errors: HashMap<ChunkId, Error> = HashMap::new();
         let mut round = 0;
@@ -736,22 +741,33 @@ impl Client {
             }
             let calls = groups.into_iter().map(|(url, items)| async move {
                 let ids: Vec<ChunkId> = items.iter().map(|(id, _)| *id).collect();
-                let r = self.get_at(&url, &ids).await;
-                (url, ids, r)
+                let fetched = self.get_at(&url, &ids).await;
+                // Verify off the runtime; one node's answers are checked while the next
+                // node's are still arriving.
+                let verified = tokio::task::spawn_blocking(move || {
+                    fetched
+                        .into_iter()
+                        .map(|r| r.and_then(|c| Ok(cairn_chunker::decode(&c)?)))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_else(|e| vec![Err(Error::Internal(e.to_string()))]);
+                (url, ids, verified)
             });
             todo = Vec::new();
             for (url, ids, results) in futures::future::join_all(calls).await {
                 let mut results = results.into_iter();
                 for id in ids {
                     match results.next() {
-                        // The node re-hashed the content before sending it; a copy that
-                        // failed there came back as an error and is fetched elsewhere.
-                        Some(Ok(c)) => {
+                        Some(Ok(content)) => {
                             errors.remove(&id);
-                            found.insert(id, c);
+                            found.insert(id, content);
                         }
                         Some(Err(e)) => {
                             tracing::debug!(chunk = %id, node = %url, error = %e, "fetch failed; trying another node");
+                            if matches!(e, Error::Chunk(_)) {
+                                tracing::warn!(chunk = %id, node = %url, error = %e, "a node's copy failed verification; fetching another");
+                            }
                             errors.insert(id, e);
                             todo.push((id, ()));
                         }
@@ -763,8 +779,17 @@ impl Client {
         }
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            match found.get(id) {
-                Some(c) => out.push(Ok(c.clone())),
+            let last = uses.get_mut(id).map(|n| {
+                *n -= 1;
+                *n == 0
+            });
+            let content = if last == Some(true) {
+                found.remove(id)
+            } else {
+                found.get(id).cloned()
+            };
+            match content {
+                Some(c) => out.push(Ok(c)),
                 None => {
                     out.push(Err(errors.remove(id).unwrap_or_else(|| Error::Cluster {
                         code: ErrorCode::NotFound,
@@ -781,14 +806,7 @@ impl Client {
     pub async fn get_content(&self, id: ChunkId) -> Result<Vec<u8>, Error> {
         let mut s = Box::pin(self.get(&[id]).await?);
         match s.next().await {
-            Some(c) => {
-                let c = c?;
-                Ok(
-                    tokio::task::spawn_blocking(move || cairn_chunker::decode(&c))
-                        .await
-                        .map_err(|e| Error::Internal(e.to_string()))??,
-                )
-            }
+            Some(c) => c,
             None => Err(Error::Cluster {
                 code: ErrorCode::NotFound,
                 message: format!("chunk {id} not found"),

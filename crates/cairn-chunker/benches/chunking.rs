@@ -94,6 +94,31 @@ fn bench(c: &mut Criterion) {
         );
     }
     g.finish();
+
+    // Incompressible chunks (random bytes, as in a compressed or encrypted file): the entropy
+    // probe alone against the full zstd pass it replaces.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let random: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let mut g = c.benchmark_group("incompressible_1MiB");
+    g.throughput(Throughput::Bytes(random.len() as u64));
+    g.sample_size(20);
+    g.bench_function("probe", |b| {
+        b.iter(|| black_box(cairn_chunker::codec::looks_incompressible(&random)))
+    });
+    g.bench_function("zstd3", |b| {
+        b.iter(|| black_box(zstd::bulk::compress(&random, 3).map(|z| z.len())))
+    });
+    g.bench_function("encode_normal", |b| {
+        b.iter(|| black_box(encode(&random, Compression::Normal).data.len()))
+    });
+    g.finish();
     // Print the ratio each level achieves once, beside the timings.
     for level in 0..4 {
         let comp = Compression::from_level(level).expect("level");

@@ -413,10 +413,12 @@ impl Chunks for ChunksService {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let store = self.store.clone();
+        // Framing and CRC only: every reader of this RPC decodes and re-hashes the content
+        // and fetches a copy that fails from the next owner (see `ChunkStore::get_framed`).
         tokio::task::spawn_blocking(move || {
             for id in ids {
                 let msg = store
-                    .get(&id)
+                    .get_framed(&id)
                     .map(|c| GetResponse {
                         chunk: Some(c.into()),
                     })

@@ -356,6 +356,16 @@ impl ChunkStore {
         Ok(chunk)
     }
 
+    /// Returns the chunk as stored after checking its framing and its record's CRC, without
+    /// decompressing or re-hashing it: for a reader that verifies the content itself. The
+    /// `Chunks.Get` RPC serves this: every client of it decodes and re-hashes what it gets
+    /// (`cairn_api::Client::get`, the peers' repair fetch) and fetches a copy that fails from
+    /// the next owner, so a second BLAKE3 pass here would only double a restore's CPU. The CRC
+    /// still catches what the disk did to the bytes since they were verified and written.
+    pub fn get_framed(&self, id: &ChunkId) -> Result<EncodedChunk, StoreError> {
+        self.read_record(id)
+    }
+
     /// Returns the chunk's content after checking its framing and re-hashing it.
     pub fn get_content(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
         let chunk = self.read_record(id)?;
