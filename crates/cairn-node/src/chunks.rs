@@ -108,9 +108,9 @@ impl BackupScopes {
 }
 
 impl ChunksService {
-    /// Copies `chunks` (already durable here) to their other owners and checks the quorum.
-    /// Returns how many copies were written elsewhere.
-    async fn replicate(&self, chunks: Vec<EncodedChunk>) -> Result<u64, Status> {
+    /// Copies `chunks` (being stored here meanwhile) to their other owners and checks the
+    /// quorum, counting this node's own copy. Returns how many copies were written elsewhere.
+    async fn replicate(&self, chunks: &[EncodedChunk]) -> Result<u64, Status> {
         let Some(epoch) = self.cluster.epoch() else {
             return Ok(0);
         };
@@ -276,19 +276,32 @@ impl Chunks for ChunksService {
                 let chunks = std::mem::take(&mut batch);
                 batch_bytes = 0;
                 let touches = self.cluster.touches.clone();
-                let (stats, chunks) = tokio::task::spawn_blocking(move || {
-                    // Stored and touched as one step against a sweep (see `crate::gc`).
-                    let _gate = touches.gate();
-                    let stats = store.put_batch(&chunks)?;
-                    touches.touch(chunks.iter().map(|c| c.id));
-                    Ok::<_, cairn_store::StoreError>((stats, chunks))
-                })
-                .await
-                .map_err(join_status)?
-                .map_err(store_status)?;
-                if replica != Some(true) {
-                    total.replicated += self.replicate(chunks).await?;
-                }
+                let chunks = Arc::new(chunks);
+                let here = chunks.clone();
+                let local = async move {
+                    tokio::task::spawn_blocking(move || {
+                        // Stored and touched as one step against a sweep (see `crate::gc`).
+                        let _gate = touches.gate();
+                        let stats = store.put_batch(&here)?;
+                        touches.touch(here.iter().map(|c| c.id));
+                        Ok::<_, cairn_store::StoreError>(stats)
+                    })
+                    .await
+                    .map_err(join_status)?
+                    .map_err(store_status)
+                };
+                // The copies to the other owners travel while this node verifies and writes
+                // its own: each owner verifies what it stores, and the client is answered
+                // only when this node's copy and the quorum's are durable. A batch this node
+                // refuses fails the call even when the replicas took it; their copies are
+                // unreferenced then, and garbage collection removes them.
+                let (stats, replicated) = if replica != Some(true) {
+                    let (stats, replicated) = tokio::join!(local, self.replicate(&chunks));
+                    (stats?, replicated?)
+                } else {
+                    (local.await?, 0)
+                };
+                total.replicated += replicated;
                 total.stored += stats.stored;
                 total.duplicate += stats.duplicate;
                 total.bytes_written += stats.bytes_written;
