@@ -52,7 +52,7 @@ const READ_WHOLE: u64 = 32 * 1024 * 1024;
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 const BATCH_CHUNKS: usize = 2048;
 /// Upload batches in flight at once.
-const BATCHES_IN_FLIGHT: usize = 3;
+const BATCHES_IN_FLIGHT: usize = 6;
 /// Entries the walker may run ahead of the assembler.
 const SLOTS_AHEAD: usize = 8192;
 /// Most per-file errors kept in the backup record.

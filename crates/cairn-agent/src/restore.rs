@@ -26,7 +26,7 @@ use cairn_api::Client;
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 const BATCH_FILES: usize = 1024;
 /// Batches fetched at once.
-const BATCHES_IN_FLIGHT: usize = 4;
+const BATCHES_IN_FLIGHT: usize = 8;
 
 /// What to restore and where.
 #[derive(Clone, Debug)]
