@@ -9,7 +9,9 @@
 //! chunks like any other), 16 in flight, over 100 environments. Node 3 is stopped while each
 //! step's backups are committed and started again after: its catch-up is the time until it
 //! reports the leader's catalog index (from its log, or a snapshot when the log was
-//! compacted). Latencies are medians of 5 calls through the typed client.
+//! compacted). Latencies are medians of 5 calls through the typed client. The snapshot
+//! column is the size of the last raft snapshot node 1 built (a node snapshots every 2,000
+//! log entries), read from its log line "metadata snapshot built ... bytes=N".
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -39,6 +41,24 @@ fn dir_bytes(p: &Path) -> u64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// The size and last log index of the newest snapshot a node's log says it built.
+fn last_snapshot(log: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("metadata snapshot built"))?;
+    let field = |name: &str| -> Option<u64> {
+        let at = line.find(name)? + name.len();
+        let rest = line[at..].trim_start_matches("Some(");
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    Some((field(" bytes=")?, field(" last_index=")?))
 }
 
 fn main() {
@@ -77,8 +97,8 @@ fn main() {
         .block_on(client.show(&made["id"].as_str().unwrap().parse().unwrap()))
         .unwrap();
 
-    println!("| backups | commits/s (16 in flight) | list one page of 25 | list every backup | list environments | catalog on disk per node | node 3 catch-up after missing the step |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| backups | commits/s (16 in flight) | list one page of 25 | list every backup | list environments | catalog on disk per node | last snapshot (at log index) | node 3 catch-up after missing the step |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut have: u64 = 1;
     let first = chrono::Utc::now().timestamp() - 400 * 86_400;
     for size in sizes {
@@ -151,8 +171,14 @@ fn main() {
             (s.catalog_index >= leader_index && s.backups == have).then_some(())
         });
         let catch_up = t.elapsed().as_secs_f64();
+        let snapshot = match last_snapshot(&cluster.nodes[0].log) {
+            Some((bytes, index)) => {
+                format!("{:.1} MiB ({index})", bytes as f64 / (1 << 20) as f64)
+            }
+            None => "none yet".to_string(),
+        };
         println!(
-            "| {have} | {rate:.0} | {page:.1} ms | {all} | {envs:.1} ms | {disk:.1} MiB | {catch_up:.1} s |"
+            "| {have} | {rate:.0} | {page:.1} ms | {all} | {envs:.1} ms | {disk:.1} MiB | {snapshot} | {catch_up:.1} s |"
         );
     }
 }
