@@ -97,15 +97,7 @@ fn bench(c: &mut Criterion) {
 
     // Incompressible chunks (random bytes, as in a compressed or encrypted file): the entropy
     // probe alone against the full zstd pass it replaces.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let random: Vec<u8> = (0..1 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
+    let random = cairn_core::testing::noise(1 << 20, 17);
     let mut g = c.benchmark_group("incompressible_1MiB");
     g.throughput(Throughput::Bytes(random.len() as u64));
     g.sample_size(20);

@@ -318,23 +318,12 @@ mod tests {
         assert_eq!(c.data, data);
     }
 
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
-
     /// Text, machine-like bytes and a database-like mix of text and random blobs go to zstd;
     /// random bytes and zstd's own output do not; a chunk that is random but for one
     /// compressible stretch goes to zstd as long as a sample lands in it.
     #[test]
     fn the_probe_skips_only_what_looks_random_everywhere() {
+        use cairn_core::testing::noise;
         let text = b"the quick brown fox jumps over the lazy dog; ".repeat(30_000);
         assert!(!looks_incompressible(&text));
         let random = noise(1 << 20, 7);
