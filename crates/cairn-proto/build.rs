@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", file.display());
     let fds = protox::compile([&file], [&root])?;
     tonic_build::configure()
+        // Chunk payloads are `bytes::Bytes`: decoding slices the received buffer instead of
+        // copying it, and a node hands the same bytes to every replica's request.
+        .bytes([".cairn.v1.Chunk.data"])
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -2,14 +2,20 @@
 //!
 //! A planner thread streams the manifest (one chunk of entries at a time), creates each
 //! selected entry through `cairn_fs::Restorer` — which confines every write to the target and
-//! refuses unsafe paths — and groups files into batches. Batches are fetched concurrently;
-//! every chunk is verified (decompressed and re-hashed) before a byte of it is written, and
-//! each file's metadata is applied once its content is complete. Directory metadata is applied
-//! last, deepest first.
+//! refuses unsafe paths — and groups file content into batches of about `BATCH_BYTES`. A file
+//! larger than that is cut into pieces (runs of its chunks) that land in different batches, so
+//! one large file is fetched, verified and written by several batches at once instead of by one
+//! long batch that the whole restore waits for. Batches are fetched concurrently; every chunk
+//! is verified (decompressed and re-hashed) before a byte of it is written (at its own offset,
+//! `pwrite`), and a file's metadata is applied once all its pieces are written: each piece
+//! and the planner hold a count on the file, and whoever drops it to zero finishes the entry.
+//! Directory metadata is applied last, deepest first.
 
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,20 +64,47 @@ pub struct RestoreSummary {
     pub notes: Vec<String>,
 }
 
+/// A file being restored: created, written by one or more pieces, then finished.
 struct FileWork {
     entry: Entry,
     file: std::fs::File,
+    place: Placement,
+    /// Pieces not yet written, plus one while the planner is still cutting the file.
+    holds: AtomicUsize,
+}
+
+impl FileWork {
+    /// Drops one hold; the last one applies the file's metadata.
+    fn release(&self, restorer: &Restorer, progress: &Progress) -> Result<(), AgentError> {
+        if self.holds.fetch_sub(1, AcqRel) != 1 {
+            return Ok(());
+        }
+        progress.add_done(1, self.entry.size - self.entry.data_len());
+        let file = self.file.try_clone().map_err(|e| AgentError::Io {
+            path: cairn_core::path::display(&self.entry.path),
+            source: e,
+        })?;
+        restorer.finish_entry(&self.entry, Some(file))?;
+        Ok(())
+    }
+}
+
+/// A run of one file's chunks, `chunks` of its list, whose data starts at data offset `at`.
+struct Piece {
+    work: Arc<FileWork>,
+    chunks: Range<usize>,
+    at: u64,
 }
 
 struct Batch {
-    files: Vec<FileWork>,
+    pieces: Vec<Piece>,
 }
 
 impl Batch {
     fn ids(&self) -> Vec<ChunkId> {
-        self.files
+        self.pieces
             .iter()
-            .flat_map(|f| f.entry.chunks.iter().map(|c| c.id))
+            .flat_map(|p| p.work.entry.chunks[p.chunks.clone()].iter().map(|c| c.id))
             .collect()
     }
 }
@@ -213,7 +246,7 @@ fn plan(
     progress: &Progress,
 ) -> Result<(u64, Vec<bool>), AgentError> {
     let mut matched = vec![false; selected.len()];
-    let mut batch = Batch { files: Vec::new() };
+    let mut batch = Batch { pieces: Vec::new() };
     let mut batch_bytes = 0u64;
     let mut count = 0u64;
     while let Some(e) = entries.blocking_next() {
@@ -228,16 +261,39 @@ fn plan(
         let file = restorer.create(&e)?;
         match file {
             Some(file) if !e.chunks.is_empty() => {
-                batch_bytes += e.data_len();
-                batch.files.push(FileWork { entry: e, file });
-                if batch_bytes >= BATCH_BYTES || batch.files.len() >= BATCH_FILES {
-                    let full = std::mem::replace(&mut batch, Batch { files: Vec::new() });
-                    batch_bytes = 0;
-                    if batch_tx.blocking_send(full).is_err() {
-                        // A fetch failed; the caller reports it.
-                        return Ok((count, matched));
+                let work = Arc::new(FileWork {
+                    place: Placement::new(e.size, &e.holes),
+                    entry: e,
+                    file,
+                    holds: AtomicUsize::new(1),
+                });
+                let n = work.entry.chunks.len();
+                let (mut start, mut at, mut piece_len) = (0usize, 0u64, 0u64);
+                for i in 0..n {
+                    let len = u64::from(work.entry.chunks[i].len);
+                    batch_bytes += len;
+                    piece_len += len;
+                    let full = batch_bytes >= BATCH_BYTES;
+                    if !full && i + 1 < n {
+                        continue;
+                    }
+                    work.holds.fetch_add(1, AcqRel);
+                    batch.pieces.push(Piece {
+                        work: work.clone(),
+                        chunks: start..i + 1,
+                        at,
+                    });
+                    (start, at, piece_len) = (i + 1, at + piece_len, 0);
+                    if full || batch.pieces.len() >= BATCH_FILES {
+                        let full = std::mem::replace(&mut batch, Batch { pieces: Vec::new() });
+                        batch_bytes = 0;
+                        if batch_tx.blocking_send(full).is_err() {
+                            // A fetch failed; the caller reports it.
+                            return Ok((count, matched));
+                        }
                     }
                 }
+                work.release(restorer, progress)?;
             }
             file => {
                 if e.has_content() {
@@ -247,7 +303,7 @@ fn plan(
             }
         }
     }
-    if !batch.files.is_empty() {
+    if !batch.pieces.is_empty() {
         let _ = batch_tx.blocking_send(batch);
     }
     Ok((count, matched))
@@ -304,10 +360,10 @@ fn write_batch(
 ) -> Result<(), AgentError> {
     let ids = batch.ids();
     let mut stream = Box::pin(handle.block_on(cluster.get(&ids))?);
-    for fw in batch.files {
-        let place = Placement::new(fw.entry.size, &fw.entry.holes);
-        let mut at = 0u64;
-        for c in &fw.entry.chunks {
+    for piece in batch.pieces {
+        let fw = &piece.work;
+        let mut at = piece.at;
+        for c in &fw.entry.chunks[piece.chunks.clone()] {
             // Verified by the client: decoded and re-hashed against `c.id`.
             let data = match handle.block_on(stream.next()) {
                 Some(r) => r?,
@@ -324,7 +380,7 @@ fn write_batch(
                     why: format!("{} bytes where the manifest says {}", data.len(), c.len),
                 }));
             }
-            place
+            fw.place
                 .write(&fw.file, at, &data)
                 .map_err(|e| AgentError::Io {
                     path: cairn_core::path::display(&fw.entry.path),
@@ -333,8 +389,7 @@ fn write_batch(
             at += data.len() as u64;
             progress.add_done(0, data.len() as u64);
         }
-        progress.add_done(1, fw.entry.size - fw.entry.data_len());
-        restorer.finish_entry(&fw.entry, Some(fw.file))?;
+        fw.release(restorer, progress)?;
     }
     Ok(())
 }

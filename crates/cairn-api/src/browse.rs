@@ -439,7 +439,7 @@ impl Filler {
 }
 
 /// A batch of chunks as fetched and verified: each with the reference it was asked for.
-type Fetched = Vec<(ChunkRef, Vec<u8>)>;
+type Fetched = Vec<(ChunkRef, bytes::Bytes)>;
 
 /// Fetches one batch of chunks, each decoded and re-hashed by the client
 /// ([`Client::get`]).
@@ -466,12 +466,12 @@ async fn fetch_batch(client: Client, batch: Vec<ChunkRef>) -> Result<Fetched, Er
 struct Content {
     client: Client,
     chunks: std::vec::IntoIter<ChunkRef>,
-    fetched: VecDeque<(ChunkRef, Vec<u8>)>,
+    fetched: VecDeque<(ChunkRef, bytes::Bytes)>,
     /// The next batch, fetched in the background (at most one batch ahead).
     next_batch: Option<tokio::task::JoinHandle<Result<Fetched, Error>>>,
     started: bool,
     filler: Filler,
-    current: Vec<u8>,
+    current: bytes::Bytes,
     pieces: VecDeque<Piece>,
     finished: bool,
 }
@@ -485,7 +485,7 @@ impl Content {
             next_batch: None,
             started: false,
             filler: Filler::new(entry.size, &entry.holes),
-            current: Vec::new(),
+            current: bytes::Bytes::new(),
             pieces: VecDeque::new(),
             finished: false,
         }
@@ -516,7 +516,7 @@ impl Content {
                 self.current = data;
             } else if !self.finished {
                 self.finished = true;
-                self.current = Vec::new();
+                self.current = bytes::Bytes::new();
                 self.pieces = self.filler.finish()?.into();
             } else {
                 return Ok(None);
@@ -533,7 +533,7 @@ impl Content {
     }
 
     /// The next chunk's verified content.
-    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
+    async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, Error> {
         if self.fetched.is_empty() {
             if !self.started {
                 self.started = true;

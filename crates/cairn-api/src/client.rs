@@ -716,9 +716,9 @@ impl Client {
     pub async fn get(
         &self,
         ids: &[ChunkId],
-    ) -> Result<impl Stream<Item = Result<Vec<u8>, Error>>, Error> {
+    ) -> Result<impl Stream<Item = Result<bytes::Bytes, Error>>, Error> {
         let epoch = self.placement();
-        let mut found: HashMap<ChunkId, Vec<u8>> = HashMap::with_capacity(ids.len());
+        let mut found: HashMap<ChunkId, bytes::Bytes> = HashMap::with_capacity(ids.len());
         // How many times each id is asked for: the last use takes the content, not a copy.
         let mut uses: HashMap<ChunkId, usize> = HashMap::with_capacity(ids.len());
         let mut todo: Vec<(ChunkId, ())> = Vec::new();
@@ -803,7 +803,7 @@ impl Client {
     }
 
     /// Fetches one chunk's verified content.
-    pub async fn get_content(&self, id: ChunkId) -> Result<Vec<u8>, Error> {
+    pub async fn get_content(&self, id: ChunkId) -> Result<bytes::Bytes, Error> {
         let mut s = Box::pin(self.get(&[id]).await?);
         match s.next().await {
             Some(c) => c,

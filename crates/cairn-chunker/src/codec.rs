@@ -43,7 +43,8 @@ pub struct EncodedChunk {
     pub id: ChunkId,
     pub raw_len: u32,
     pub codec: Codec,
-    pub data: Vec<u8>,
+    /// Shared, not copied, between the wire, the store and the replicas' requests.
+    pub data: bytes::Bytes,
 }
 
 /// Why a chunk could not be decoded.
@@ -81,7 +82,7 @@ pub fn encode_with_id(id: ChunkId, data: &[u8], level: Compression) -> EncodedCh
         id,
         raw_len: data.len() as u32,
         codec: Codec::Raw,
-        data: data.to_vec(),
+        data: bytes::Bytes::copy_from_slice(data),
     };
     let Some(lvl) = zstd_level(level) else {
         return raw();
@@ -94,7 +95,7 @@ pub fn encode_with_id(id: ChunkId, data: &[u8], level: Compression) -> EncodedCh
             id,
             raw_len: data.len() as u32,
             codec: Codec::Zstd,
-            data: z,
+            data: z.into(),
         },
         _ => raw(),
     }
@@ -146,15 +147,16 @@ fn byte_entropy(sample: &[u8]) -> f64 {
         .sum()
 }
 
-/// Returns the chunk's content after checking its length and its BLAKE3 digest.
-pub fn decode(c: &EncodedChunk) -> Result<Vec<u8>, ChunkError> {
+/// Returns the chunk's content after checking its length and its BLAKE3 digest (a raw
+/// chunk's content shares the encoded chunk's bytes).
+pub fn decode(c: &EncodedChunk) -> Result<bytes::Bytes, ChunkError> {
     check_len(c)?;
     let content = match c.codec {
         Codec::Raw => c.data.clone(),
         Codec::Zstd => {
             let mut out = Vec::new();
             decompress_into(c, &mut out)?;
-            out
+            out.into()
         }
     };
     verify_content(c, &content)?;
@@ -371,7 +373,9 @@ mod tests {
             let good = encode(&text, codec_level);
             for i in [0, good.data.len() / 2, good.data.len() - 1] {
                 let mut bad = good.clone();
-                bad.data[i] ^= 0x01;
+                let mut data = bad.data.to_vec();
+                data[i] ^= 0x01;
+                bad.data = data.into();
                 let err = decode(&bad).unwrap_err();
                 assert!(err.to_string().contains(&good.id.to_string()), "{err}");
             }
@@ -405,8 +409,10 @@ mod tests {
                 let good = encode(text, level);
                 cases.push(good.clone());
                 let mut flipped = good.clone();
-                let at = flipped.data.len() / 2;
-                flipped.data[at] ^= 0x40;
+                let mut data = flipped.data.to_vec();
+                let at = data.len() / 2;
+                data[at] ^= 0x40;
+                flipped.data = data.into();
                 cases.push(flipped);
                 let mut short = good.clone();
                 short.raw_len = short.raw_len.saturating_sub(1);
@@ -434,7 +440,7 @@ mod tests {
         let text = b"abcdefgh".repeat(4096);
         let good = encode(&text, Compression::Normal);
         let mut twice = good.clone();
-        twice.data.extend_from_slice(&good.data);
+        twice.data = [&good.data[..], &good.data[..]].concat().into();
         assert!(matches!(decode(&twice), Err(ChunkError::Corrupt { .. })));
         assert!(matches!(check(&twice), Err(ChunkError::Corrupt { .. })));
     }

@@ -211,7 +211,7 @@ impl ClusterChunks {
     }
 
     /// Returns the verified content of `id` from this node or, failing that, from any peer.
-    pub async fn content(&self, id: ChunkId) -> Result<Vec<u8>, Status> {
+    pub async fn content(&self, id: ChunkId) -> Result<bytes::Bytes, Status> {
         let store = self.store.clone();
         let local = tokio::task::spawn_blocking(move || store.get_content(&id))
             .await
@@ -239,7 +239,10 @@ impl ClusterChunks {
     /// Returns a copy of `id` from another node, as stored there, with its content; both
     /// verified (decoded and re-hashed against the id). `None` when no other node answers
     /// with a healthy copy.
-    pub async fn peer_copy(&self, id: ChunkId) -> Result<Option<(EncodedChunk, Vec<u8>)>, Status> {
+    pub async fn peer_copy(
+        &self,
+        id: ChunkId,
+    ) -> Result<Option<(EncodedChunk, bytes::Bytes)>, Status> {
         let Some(epoch) = self.epoch() else {
             return Ok(None);
         };

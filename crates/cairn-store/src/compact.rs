@@ -99,7 +99,7 @@ impl ChunkStore {
                 id: header.id,
                 raw_len: header.raw_len,
                 codec: header.codec,
-                data: payload.to_vec(),
+                data: bytes::Bytes::copy_from_slice(payload),
             };
             if let Err(e) = check(&chunk) {
                 warn!(chunk = %header.id, error = %e, "corrupt chunk left in place by compaction");

@@ -116,7 +116,7 @@ impl Segment {
             id: *id,
             raw_len: h.raw_len,
             codec: h.codec,
-            data,
+            data: data.into(),
         })
     }
 }

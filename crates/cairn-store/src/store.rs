@@ -367,7 +367,7 @@ impl ChunkStore {
     }
 
     /// Returns the chunk's content after checking its framing and re-hashing it.
-    pub fn get_content(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+    pub fn get_content(&self, id: &ChunkId) -> Result<bytes::Bytes, StoreError> {
         let chunk = self.read_record(id)?;
         Ok(decode(&chunk)?)
     }

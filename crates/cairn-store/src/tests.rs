@@ -58,7 +58,7 @@ fn packs_size(dir: &Path) -> u64 {
 }
 
 fn content_of(c: &EncodedChunk) -> Vec<u8> {
-    cairn_chunker::decode(c).unwrap()
+    cairn_chunker::decode(c).unwrap().to_vec()
 }
 
 fn assert_readable(store: &ChunkStore, chunks: &[EncodedChunk]) {
@@ -77,7 +77,7 @@ fn append(path: &Path, bytes: &[u8]) {
 /// The bytes of a record for `c`, exactly as the store writes them.
 fn record_bytes(c: &EncodedChunk) -> Vec<u8> {
     let h = RecordHeader::new(c.id, c.codec, c.raw_len, &c.data);
-    [h.encode().to_vec(), c.data.clone()].concat()
+    [h.encode().to_vec(), c.data.to_vec()].concat()
 }
 
 fn flip_byte(path: &Path, offset: u64) {
@@ -439,7 +439,7 @@ fn replace_supersedes_a_corrupt_copy_that_put_would_call_a_duplicate() {
 
     // A bad "healthy" copy is refused and changes nothing.
     let forged = EncodedChunk {
-        data: noise(99, 100),
+        data: noise(99, 100).into(),
         ..victim.clone()
     };
     assert!(store.replace(&forged).is_err());
@@ -510,7 +510,7 @@ fn content_that_does_not_hash_to_its_id_is_refused_even_with_a_good_checksum() {
     // can tell.
     let loc = store.index().unwrap().get(&c.id).unwrap().unwrap();
     let forged = EncodedChunk {
-        data: noise(2, 4000),
+        data: noise(2, 4000).into(),
         ..c.clone()
     };
     let pack = packs(dir.path()).remove(0);
@@ -541,7 +541,7 @@ fn a_bad_chunk_fails_the_whole_batch_and_nothing_is_stored() {
         Err(StoreError::Corrupt { .. })
     ));
     let mut huge = raw(4, 10);
-    huge.data = vec![0; crate::format::MAX_STORED_LEN as usize + 1];
+    huge.data = vec![0; crate::format::MAX_STORED_LEN as usize + 1].into();
     assert!(matches!(
         store.put_batch(&[huge]),
         Err(StoreError::TooLarge { .. })
