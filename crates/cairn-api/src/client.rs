@@ -51,6 +51,11 @@ pub const CATALOG_RETRY_FOR: Duration = Duration::from_secs(20);
 const CATALOG_CALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long dialling a node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings while calls are open, and how long an answer may take: a connection that
+/// died silently (a partition, a node's host gone) fails its calls and is dialled anew
+/// instead of holding them until their own timeout. Generous, for agents on slow links.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
+const KEEPALIVE_WAIT: Duration = Duration::from_secs(20);
 
 type Catalog = CatalogClient<AuthChannel>;
 /// Items grouped by the node to send them to, and the ids no node is left to try for.
@@ -245,6 +250,8 @@ impl Client {
         let ep = Endpoint::from_shared(url.to_string())
             .map_err(|e| Error::Invalid(format!("bad cluster address {url:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_EVERY)
+            .keep_alive_timeout(KEEPALIVE_WAIT)
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
         let ep = with_tls(ep, tls.as_ref())?;
@@ -298,6 +305,8 @@ impl Client {
                 let ep = Endpoint::from_shared(url.to_string())
                     .map_err(|e| Error::Invalid(format!("bad node address {url:?}: {e}")))?
                     .connect_timeout(CONNECT_TIMEOUT)
+                    .http2_keep_alive_interval(KEEPALIVE_EVERY)
+                    .keep_alive_timeout(KEEPALIVE_WAIT)
                     .tcp_nodelay(true)
                     .http2_adaptive_window(true);
                 let c = with_tls(ep, self.inner.tls.as_ref())?.connect_lazy();

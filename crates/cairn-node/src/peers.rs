@@ -32,6 +32,12 @@ use tonic::Status;
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long dialling a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings on a peer connection with calls open, and how long an answer may take. A
+/// connection that died under a partition (the peer's TCP never said so) fails its calls
+/// within `KEEPALIVE_EVERY + KEEPALIVE_WAIT` and the channel dials anew, instead of every
+/// call on it waiting out `PEER_TIMEOUT` until TCP gives up (minutes) after the network heals.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(2);
+pub const KEEPALIVE_WAIT: Duration = Duration::from_secs(5);
 
 /// Lazily dialled channels to the other nodes, by URL, carrying the cluster token.
 #[derive(Clone)]
@@ -74,6 +80,8 @@ impl Peers {
                     })?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .timeout(PEER_TIMEOUT)
+                    .http2_keep_alive_interval(KEEPALIVE_EVERY)
+                    .keep_alive_timeout(KEEPALIVE_WAIT)
                     .tcp_nodelay(true);
                 let c = crate::auth::tls_for(ep, self.tls.as_ref())
                     .map_err(|e| status(ErrorCode::Unavailable, e))?

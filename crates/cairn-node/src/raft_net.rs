@@ -68,6 +68,9 @@ impl GrpcPeer {
         let ep = Endpoint::from_shared(self.addr.clone())
             .map_err(|e| NetErr(format!("bad peer address {}: {e}", self.addr)))?
             .connect_timeout(Duration::from_secs(2))
+            // A connection that died under a partition is noticed and dialled anew.
+            .http2_keep_alive_interval(crate::peers::KEEPALIVE_EVERY)
+            .keep_alive_timeout(crate::peers::KEEPALIVE_WAIT)
             .tcp_nodelay(true);
         let ep = self.auth.configure(ep).map_err(NetErr)?;
         let c = RaftClient::new(ep.connect_lazy())
