@@ -727,16 +727,14 @@ impl Client {
         ids: &[ChunkId],
     ) -> Result<impl Stream<Item = Result<bytes::Bytes, Error>>, Error> {
         let epoch = self.placement();
+        // An id asked for twice shares one fetched content (`Bytes` clones share).
         let mut found: HashMap<ChunkId, bytes::Bytes> = HashMap::with_capacity(ids.len());
-        // How many times each id is asked for: the last use takes the content, not a copy.
-        let mut uses: HashMap<ChunkId, usize> = HashMap::with_capacity(ids.len());
         let mut todo: Vec<(ChunkId, ())> = Vec::new();
+        let mut unique = std::collections::HashSet::new();
         for id in ids {
-            let n = uses.entry(*id).or_insert(0);
-            if *n == 0 {
+            if unique.insert(*id) {
                 todo.push((*id, ()));
             }
-            *n += 1;
         }
         let mut errors: HashMap<ChunkId, Error> = HashMap::new();
         let mut round = 0;
@@ -788,16 +786,7 @@ impl Client {
         }
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let last = uses.get_mut(id).map(|n| {
-                *n -= 1;
-                *n == 0
-            });
-            let content = if last == Some(true) {
-                found.remove(id)
-            } else {
-                found.get(id).cloned()
-            };
-            match content {
+            match found.get(id).cloned() {
                 Some(c) => out.push(Ok(c)),
                 None => {
                     out.push(Err(errors.remove(id).unwrap_or_else(|| Error::Cluster {
